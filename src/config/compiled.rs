@@ -1,0 +1,207 @@
+//! The immutable runtime model. Everything the hot path reads is parsed and resolved here once,
+//! so a request never parses a string from the config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, Method, StatusCode, Uri};
+
+use crate::net::CidrSet;
+
+#[derive(Debug)]
+pub struct Config {
+    /// The file this config was loaded from (for reload and messages).
+    pub source: PathBuf,
+    pub server: Server,
+    pub admin: Admin,
+    pub store: StoreSettings,
+    pub access: Access,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub policies: Vec<Arc<Policy>>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub trusted_proxies: CidrSet,
+    /// IPv6 clients are keyed by this prefix length (0..=128).
+    pub ipv6_prefix: u8,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Bearer token for /admin/*; `None` only allowed when `listen` is loopback.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Fallback,
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub url: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub max_memory_keys: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub allow: CidrSet,
+    pub deny: CidrSet,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix from the upstream URL without a trailing slash ("" when the URL has none).
+    pub base_path: String,
+    pub connect_timeout: Duration,
+    /// Deadline for the whole response head; 504 past it.
+    pub timeout: Duration,
+    /// Position in `Config::upstreams` (stable index for metrics handles).
+    pub index: usize,
+}
+
+impl Upstream {
+    /// The URI the upstream receives for a normalized, already prefix-stripped path and query.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + 1 + query.map_or(0, str::len));
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    FixedWindow,
+    SlidingWindow,
+    SlidingLog,
+    TokenBucket,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::SlidingLog => "sliding_log",
+            Algorithm::TokenBucket => "token_bucket",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    Ip,
+    /// Header value; absent or empty falls back to the client IP.
+    Header(HeaderName),
+    Path,
+    Method,
+    Route,
+    Global,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub name: Arc<str>,
+    pub algorithm: Algorithm,
+    /// Requests per window (token bucket: refill of `limit` tokens per window).
+    pub limit: u64,
+    pub window: Duration,
+    /// Token bucket capacity (defaults to `limit`); equals `limit` for other algorithms.
+    pub burst: u64,
+    pub key: Vec<KeyPart>,
+    pub block_for: Option<Duration>,
+    pub mode: Mode,
+    /// Position in `Config::policies` (stable index for metrics handles).
+    pub index: usize,
+}
+
+impl Policy {
+    pub fn window_ms(&self) -> u64 {
+        u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// True when two policies may share counters across a reload.
+    pub fn same_counters(&self, other: &Policy) -> bool {
+        self.name == other.name
+            && self.algorithm == other.algorithm
+            && self.limit == other.limit
+            && self.window == other.window
+            && self.burst == other.burst
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Segment-aware prefix without a trailing slash ("/" matches everything).
+    Prefix(String),
+    Exact(String),
+}
+
+#[derive(Debug)]
+pub enum Target {
+    Upstream(Arc<Upstream>),
+    Respond { status: StatusCode, body: Bytes },
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub path: PathMatch,
+    /// Empty means any method.
+    pub methods: Vec<Method>,
+    /// Lower-cased host without port.
+    pub host: Option<String>,
+    pub target: Target,
+    pub policies: Vec<Arc<Policy>>,
+    pub strip_prefix: bool,
+    /// Position in `Config::routes` (stable index for metrics handles).
+    pub index: usize,
+}

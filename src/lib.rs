@@ -1,0 +1,17 @@
+//! rategate: a reverse-proxy rate-limiting gateway.
+//!
+//! Modules follow the path a request takes: `server` accepts, `config` supplies the compiled
+//! snapshot, `proxy` identifies the client and matches the route, `limiter` asks the `store`,
+//! and `proxy` forwards or answers.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod limiter;
+pub mod metrics;
+pub mod net;
+pub mod proxy;
+pub mod server;
+pub mod store;
+pub mod telemetry;

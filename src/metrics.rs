@@ -1,0 +1,166 @@
+//! One explicit Prometheus registry. Label values come from config names (route, policy,
+//! upstream) and fixed vocabularies (decision, kind, result) only, never from request data, so a
+//! flood of random paths, addresses or keys cannot add a series.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets for gateway and upstream latency: sub-millisecond resolution where a proxy lives.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Store calls are expected well under a millisecond.
+const STORE_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Decisions as they appear in `rategate_requests_total{decision}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Limited,
+    Blocked,
+    Denied,
+    ShadowLimited,
+    NoRoute,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Limited => "limited",
+            Decision::Blocked => "blocked",
+            Decision::Denied => "denied",
+            Decision::ShadowLimited => "shadow_limited",
+            Decision::NoRoute => "no_route",
+        }
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub policy_rejections: IntCounterVec,
+    pub store_duration: HistogramVec,
+    pub store_errors: IntCounterVec,
+    pub store_fallback_active: IntGauge,
+    pub blocked_clients: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub connections_active: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("rategate_requests_total", "Requests by route and decision."),
+            &["route", "decision"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rategate_request_duration_seconds",
+                "Whole request at the gateway, until the response head is sent.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rategate_upstream_duration_seconds",
+                "Upstream response head latency.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("rategate_upstream_errors_total", "Upstream failures by kind."),
+            &["upstream", "kind"],
+        )?;
+        let policy_rejections = IntCounterVec::new(
+            Opts::new(
+                "rategate_policy_rejections_total",
+                "Rejections by policy (shadow policies included).",
+            ),
+            &["policy"],
+        )?;
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new("rategate_store_duration_seconds", "Store call latency.")
+                .buckets(STORE_BUCKETS.to_vec()),
+            &["store"],
+        )?;
+        let store_errors = IntCounterVec::new(
+            Opts::new("rategate_store_errors_total", "Store failures by kind."),
+            &["store", "kind"],
+        )?;
+        let store_fallback_active = IntGauge::new(
+            "rategate_store_fallback_active",
+            "1 while the in-process fallback replaces the configured store.",
+        )?;
+        let blocked_clients = IntGauge::new(
+            "rategate_blocked_clients",
+            "Clients currently blocked, as last seen by this instance.",
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("rategate_config_reloads_total", "Config reloads by result."),
+            &["result"],
+        )?;
+        let connections_active = IntGauge::new(
+            "rategate_connections_active",
+            "Open client connections on the proxy listener.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(policy_rejections.clone()))?;
+        registry.register(Box::new(store_duration.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_fallback_active.clone()))?;
+        registry.register(Box::new(blocked_clients.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(connections_active.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            policy_rejections,
+            store_duration,
+            store_errors,
+            store_fallback_active,
+            blocked_clients,
+            config_reloads,
+            connections_active,
+        })
+    }
+
+    pub fn request(&self, route: &str, decision: Decision) -> IntCounter {
+        self.requests.with_label_values(&[route, decision.as_str()])
+    }
+
+    pub fn request_duration(&self, route: &str) -> Histogram {
+        self.request_duration.with_label_values(&[route])
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(8192);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}

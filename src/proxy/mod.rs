@@ -1,0 +1,11 @@
+//! The request path: identity, route, access lists, limiter, headers, forward or answer.
+
+pub mod access;
+pub mod body;
+pub mod client_ip;
+pub mod handler;
+pub mod headers;
+pub mod path;
+pub mod response;
+pub mod route;
+pub mod upstream;

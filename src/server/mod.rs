@@ -1,0 +1,2 @@
+pub mod listener;
+pub mod tls;

@@ -1,0 +1,1 @@
+//! Conformance vectors every store must pass. Stub.

@@ -1,0 +1,1 @@
+//! Escaping of key components. Stub.
