@@ -4,6 +4,7 @@
 //! snapshot, `proxy` identifies the client and matches the route, `limiter` asks the `store`,
 //! and `proxy` forwards or answers.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;

@@ -1,1 +1,264 @@
-//! Stub.
+//! The request handler, in two parts: `handle` owns timing, metrics, the access log and turning
+//! every error into a response; `decide_and_answer` is the straight line of steps a request takes
+//! (identity, path, route, access lists, limiter, forward or answer).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HOST;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use super::access::{self, AccessDecision};
+use super::body::GatewayBody;
+use super::response::{self, GatewayError};
+use super::{client_ip, headers, path, route};
+use crate::config::compiled::{Route, Target, Upstream};
+use crate::config::{Config, Live};
+use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
+use crate::metrics::{Decision, Metrics};
+use crate::proxy::upstream::UpstreamPool;
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub live: Arc<Live>,
+    pub limiter: Arc<Limiter>,
+    pub upstreams: UpstreamPool,
+    pub metrics: Arc<Metrics>,
+    /// Whether to log one line per request.
+    pub access_log: bool,
+}
+
+/// What the outer handler records once the inner one is done.
+#[derive(Default)]
+struct RequestRecord {
+    route: Option<usize>,
+    decision: Option<Decision>,
+    client: Option<IpAddr>,
+}
+
+impl Gateway {
+    pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<GatewayBody> {
+        let started = Instant::now();
+        // One snapshot for the whole request: a reload mid-request cannot mix two configs.
+        let config = self.live.snapshot();
+        let mut record = RequestRecord::default();
+        let method = req.method().clone();
+        let resp = match self.decide_and_answer(&config, conn, req, &mut record).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                if record.decision.is_none() {
+                    record.decision = Some(err.decision().unwrap_or(Decision::NoRoute));
+                }
+                err.into_response()
+            }
+        };
+        let route_name = record
+            .route
+            .and_then(|i| config.routes.get(i))
+            .map_or("", |r| &*r.name);
+        let decision = record.decision.unwrap_or(Decision::NoRoute);
+        let elapsed = started.elapsed();
+        self.metrics.request(route_name, decision).inc();
+        self.metrics
+            .request_duration(route_name)
+            .observe(elapsed.as_secs_f64());
+        if self.access_log {
+            tracing::info!(
+                target: "rategate::access",
+                route = route_name,
+                decision = decision.as_str(),
+                status = resp.status().as_u16(),
+                method = %method,
+                client = ?record.client,
+                duration_us = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
+        resp
+    }
+
+    async fn decide_and_answer(
+        &self,
+        config: &Config,
+        conn: ConnInfo,
+        req: Request<Incoming>,
+        record: &mut RequestRecord,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        if head_size(&req) > config.server.max_header_bytes {
+            return Err(GatewayError::HeadTooLarge);
+        }
+
+        let peer = conn.peer.ip().to_canonical();
+        let server = &config.server;
+        let peer_trusted = server.trusted_proxies.contains(peer);
+        let client = if peer_trusted {
+            client_ip::resolve(peer, req.headers(), &server.trusted_proxies)
+        } else {
+            peer
+        };
+        record.client = Some(client);
+
+        let normalized = path::normalize(req.uri().path()).map_err(|_| GatewayError::BadPath)?;
+        let host = request_host(&req);
+        let route = route::find(&config.routes, req.method(), host, &normalized)
+            .ok_or(GatewayError::NoRoute)?;
+        record.route = Some(route.index);
+
+        let verdict = match access::check(&config.access, client) {
+            AccessDecision::Deny => return Err(GatewayError::Forbidden),
+            AccessDecision::Bypass => Verdict::Unlimited,
+            AccessDecision::Normal if route.policies.is_empty() => Verdict::Unlimited,
+            AccessDecision::Normal => {
+                let id = ClientId {
+                    ip: client,
+                    key: client_ip::client_key(client, server.ipv6_prefix),
+                };
+                let view = RequestView {
+                    method: req.method(),
+                    path: &normalized,
+                    headers: req.headers(),
+                };
+                self.limiter.check(route, &id, view).await
+            }
+        };
+
+        let (report, decision) = match verdict {
+            Verdict::Unlimited => (None, Decision::Allowed),
+            Verdict::Allowed(report) => (Some(report), Decision::Allowed),
+            Verdict::ShadowLimited { report, .. } => (Some(report), Decision::ShadowLimited),
+            Verdict::Limited {
+                report,
+                policy,
+                retry_after_s,
+                ..
+            } => {
+                record.decision = Some(Decision::Limited);
+                let mut resp = response::rate_limited(&policy.name, retry_after_s);
+                headers::apply_rate_headers(resp.headers_mut(), &report);
+                return Ok(resp);
+            }
+            Verdict::Blocked { retry_after_s } => {
+                record.decision = Some(Decision::Blocked);
+                return Ok(response::blocked(retry_after_s));
+            }
+            Verdict::Unavailable { retry_after_s } => {
+                // on_error = "deny": the gateway refuses by policy, like an access-list denial.
+                record.decision = Some(Decision::Denied);
+                return Ok(response::unavailable(retry_after_s));
+            }
+        };
+        record.decision = Some(decision);
+
+        let normalized = normalized.into_owned();
+        let mut resp = match &route.target {
+            Target::Respond { status, body } => {
+                let mut resp = Response::new(GatewayBody::full(body.clone()));
+                *resp.status_mut() = *status;
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                resp
+            }
+            Target::Upstream(upstream) => {
+                let forwarded = Forward {
+                    route,
+                    upstream,
+                    path: &normalized,
+                    peer,
+                    peer_trusted,
+                    tls: conn.tls,
+                };
+                match self.forward(forwarded, req).await {
+                    Ok(resp) => resp,
+                    // The rate-limit headers belong on every response of a limited route,
+                    // gateway errors included.
+                    Err(err) => err.into_response(),
+                }
+            }
+        };
+        if let Some(report) = &report {
+            headers::strip_rate_headers(resp.headers_mut());
+            headers::apply_rate_headers(resp.headers_mut(), report);
+        }
+        Ok(resp)
+    }
+
+    async fn forward(
+        &self,
+        fwd: Forward<'_>,
+        req: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let (mut parts, body) = req.into_parts();
+        let target_path = route::forward_path(fwd.route, fwd.path);
+        parts.uri = fwd
+            .upstream
+            .uri_for(target_path, parts.uri.query())
+            .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
+        let original_host = original_host(&parts);
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::set_forwarded(
+            &mut parts.headers,
+            fwd.peer,
+            fwd.peer_trusted,
+            if fwd.tls { "https" } else { "http" },
+            original_host.as_ref(),
+        );
+        // Like nginx and Kong by default, the upstream sees its own host name; the client's is
+        // in X-Forwarded-Host.
+        let upstream_host = HeaderValue::from_str(fwd.upstream.authority.as_str())
+            .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
+        parts.headers.insert(HOST, upstream_host);
+
+        let mut resp = self
+            .upstreams
+            .send(fwd.upstream, Request::from_parts(parts, body))
+            .await?;
+        headers::remove_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(GatewayBody::upstream))
+    }
+}
+
+struct Forward<'a> {
+    route: &'a Route,
+    upstream: &'a Upstream,
+    path: &'a str,
+    peer: IpAddr,
+    peer_trusted: bool,
+    tls: bool,
+}
+
+/// The host the client addressed: the absolute-form or HTTP/2 authority wins over `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+}
+
+fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
+    }
+}
+
+/// Bytes of the request head as received (HTTP/2 heads are measured the same way, so one limit
+/// applies to both protocols).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
+        + 12;
+    req.headers()
+        .iter()
+        .fold(line, |acc, (name, value)| acc + name.as_str().len() + value.len() + 4)
+}

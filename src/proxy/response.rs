@@ -1,1 +1,192 @@
-//! Stub.
+//! Every answer the gateway writes itself, from one place: errors map to a status and a small
+//! JSON body that never carries internals (no upstream addresses, no error chains).
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use super::body::GatewayBody;
+use crate::metrics::Decision;
+
+/// What went wrong on the request path, as the client may learn it.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("malformed request path")]
+    BadPath,
+    #[error("request head too large")]
+    HeadTooLarge,
+    #[error("no route matches")]
+    NoRoute,
+    #[error("client denied by access list")]
+    Forbidden,
+    #[error("upstream connection failed: {0}")]
+    UpstreamConnect(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("upstream request could not be built: {0}")]
+    UpstreamRequest(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadPath => StatusCode::BAD_REQUEST,
+            GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamRequest(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `error` member of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath => "bad_request",
+            GatewayError::HeadTooLarge => "header_too_large",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::Forbidden => "forbidden",
+            GatewayError::UpstreamConnect(_) | GatewayError::UpstreamRequest(_) => "bad_gateway",
+            GatewayError::UpstreamTimeout => "gateway_timeout",
+        }
+    }
+
+    /// The decision label recorded for this error, if it is a decision at all.
+    pub fn decision(&self) -> Option<Decision> {
+        match self {
+            GatewayError::NoRoute => Some(Decision::NoRoute),
+            GatewayError::Forbidden => Some(Decision::Denied),
+            _ => None,
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath => "The request path is malformed or climbs above the root.",
+            GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
+            GatewayError::NoRoute => "No route matches this request.",
+            GatewayError::Forbidden => "Access from this address is not allowed.",
+            GatewayError::UpstreamConnect(_) | GatewayError::UpstreamRequest(_) => {
+                "The upstream service could not be reached."
+            }
+            GatewayError::UpstreamTimeout => "The upstream service did not answer in time.",
+        }
+    }
+
+    pub fn into_response(self) -> Response<GatewayBody> {
+        json(
+            self.status(),
+            &ErrorBody {
+                error: self.code(),
+                message: self.message(),
+                policy: None,
+                retry_after: None,
+            },
+            None,
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+    message: &'a str,
+}
+
+/// 429 for a request over a policy's limit.
+pub fn rate_limited(policy: &str, retry_after_s: u64) -> Response<GatewayBody> {
+    let message = format!("Rate limit exceeded for policy '{policy}'. Retry in {retry_after_s} s.");
+    json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &ErrorBody {
+            error: "rate_limited",
+            policy: Some(policy),
+            retry_after: Some(retry_after_s),
+            message: &message,
+        },
+        Some(retry_after_s),
+    )
+}
+
+/// 429 for a client that is temporarily blocked.
+pub fn blocked(retry_after_s: u64) -> Response<GatewayBody> {
+    let message = format!("This client is temporarily blocked. Retry in {retry_after_s} s.");
+    json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &ErrorBody {
+            error: "blocked",
+            policy: None,
+            retry_after: Some(retry_after_s),
+            message: &message,
+        },
+        Some(retry_after_s),
+    )
+}
+
+/// 503 when the store is unavailable and `on_error = "deny"`.
+pub fn unavailable(retry_after_s: u64) -> Response<GatewayBody> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &ErrorBody {
+            error: "unavailable",
+            policy: None,
+            retry_after: Some(retry_after_s),
+            message: "Rate limiting is temporarily unavailable.",
+        },
+        Some(retry_after_s),
+    )
+}
+
+fn json(
+    status: StatusCode,
+    body: &ErrorBody<'_>,
+    retry_after_s: Option<u64>,
+) -> Response<GatewayBody> {
+    // Serializing a struct of strings and integers cannot fail; fall back to a fixed body anyway
+    // so this path never panics.
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    let mut resp = Response::new(GatewayBody::full(bytes));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = retry_after_s {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(resp: Response<GatewayBody>) -> serde_json::Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rate_limited_body_and_headers() {
+        let resp = rate_limited("auth", 17);
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[RETRY_AFTER], "17");
+        let v = body_json(resp).await;
+        assert_eq!(v["error"], "rate_limited");
+        assert_eq!(v["policy"], "auth");
+        assert_eq!(v["retry_after"], 17);
+    }
+
+    #[tokio::test]
+    async fn upstream_errors_do_not_leak_details() {
+        let resp = GatewayError::UpstreamConnect("10.9.8.7:80 refused".into()).into_response();
+        assert_eq!(resp.status(), 502);
+        let v = body_json(resp).await;
+        assert!(!v.to_string().contains("10.9.8.7"));
+    }
+}

@@ -1,0 +1,3 @@
+//! The side port: `/metrics`, `/healthz`, `/readyz`.
+
+pub mod server;
