@@ -1,16 +1,304 @@
-//! Route matching. Stub: replaced by the real implementation.
+//! Route matching: the first route in file order whose method, host and path all match.
+//!
+//! `path` is the normalized path (see `proxy::path`); config prefixes are expected in the same
+//! normalized form without a trailing slash.
 
 use http::Method;
 
-use crate::config::compiled::Route;
+use crate::config::compiled::{PathMatch, Route};
 
 /// First route (file order) matching the normalized path, method and host (port ignored,
 /// case-insensitive).
-pub fn find<'c>(routes: &'c [Route], method: &Method, host: Option<&str>, path: &str) -> Option<&'c Route> {
-    todo!("{routes:?}{method}{host:?}{path}")
+///
+/// `host` is the raw Host header or `:authority` (`Example.COM:443`, `[::1]:8080`, a trailing
+/// dot); `None` never matches a route that names a host.
+pub fn find<'c>(
+    routes: &'c [Route],
+    method: &Method,
+    host: Option<&str>,
+    path: &str,
+) -> Option<&'c Route> {
+    // Parse the request host once, not once per route.
+    let req_host = host.map(host_only);
+    routes.iter().find(|r| {
+        (r.methods.is_empty() || r.methods.contains(method))
+            && match (&r.host, req_host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => host_eq(want, got),
+                (Some(_), None) => false,
+            }
+            && path_matches(&r.path, path)
+    })
 }
 
 /// The path the upstream receives: `path` with the route prefix removed when `strip_prefix`.
+/// The result always starts with `/`: `/api` stripped from `/api` or `/api/` is `/`, from
+/// `/api/x` is `/x`. An exact route with `strip_prefix` forwards `/`.
 pub fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
-    todo!("{route:?}{path}")
+    if !route.strip_prefix {
+        return path;
+    }
+    let prefix = match &route.path {
+        PathMatch::Prefix(p) => prefix_base(p),
+        PathMatch::Exact(p) => p.as_str(),
+    };
+    // Only strip what actually matched; anything else is forwarded untouched.
+    match path.strip_prefix(prefix) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
+/// Segment-aware path match.
+fn path_matches(m: &PathMatch, path: &str) -> bool {
+    match m {
+        PathMatch::Exact(p) => path == p,
+        PathMatch::Prefix(p) => {
+            let base = prefix_base(p);
+            // `/api` matches `/api`, `/api/`, `/api/x` but not `/apix`; "/" (base "") matches
+            // every path since every normalized path starts with `/`.
+            path.strip_prefix(base)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }
+    }
+}
+
+/// The prefix without trailing slashes: config compiles it that way, but a stray `/api/` must
+/// not turn `/api` into a non-match or `/` into a prefix that matches nothing.
+fn prefix_base(p: &str) -> &str {
+    p.trim_end_matches('/')
+}
+
+/// The host part of a Host header / authority: no userinfo, no port, no brackets, no trailing
+/// dot. Lenient on purpose: a malformed port must not let a request escape its host's route.
+fn host_only(raw: &str) -> &str {
+    let raw = raw.trim();
+    // Userinfo is not allowed in Host, but `:authority` parsers accept it; the host follows it.
+    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`.
+        rest.split_once(']').map_or(rest, |(inner, _)| inner)
+    } else {
+        match raw.split_once(':') {
+            // More than one colon without brackets is a bare IPv6 address: no port to strip.
+            Some((_, after)) if after.contains(':') => raw,
+            Some((h, _)) => h,
+            None => raw,
+        }
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// Compare a route's configured host (lower-cased, no port) with the request host.
+fn host_eq(want: &str, got: &str) -> bool {
+    let want = want
+        .strip_prefix('[')
+        .and_then(|w| w.strip_suffix(']'))
+        .unwrap_or(want);
+    let want = want.strip_suffix('.').unwrap_or(want);
+    !got.is_empty() && want.eq_ignore_ascii_case(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compiled::Target;
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    fn route(
+        name: &str,
+        path: PathMatch,
+        methods: &[Method],
+        host: Option<&str>,
+        strip: bool,
+    ) -> Route {
+        Route {
+            name: name.into(),
+            path,
+            methods: methods.to_vec(),
+            host: host.map(str::to_owned),
+            target: Target::Respond {
+                status: StatusCode::OK,
+                body: Bytes::new(),
+            },
+            policies: Vec::new(),
+            strip_prefix: strip,
+            index: 0,
+        }
+    }
+
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::Prefix(p.to_owned())
+    }
+
+    fn exact(p: &str) -> PathMatch {
+        PathMatch::Exact(p.to_owned())
+    }
+
+    fn name<'c>(
+        routes: &'c [Route],
+        m: &Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<&'c str> {
+        find(routes, m, host, path).map(|r| &*r.name)
+    }
+
+    #[test]
+    fn prefix_is_segment_aware() {
+        let rs = [route("api", prefix("/api"), &[], None, false)];
+        for p in ["/api", "/api/", "/api/x", "/api/x/y"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some("api"), "{p}");
+        }
+        for p in ["/apix", "/ap", "/", "/x/api", "/API"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn root_prefix_matches_everything() {
+        let rs = [route("all", prefix("/"), &[], None, false)];
+        for p in ["/", "/a", "/a/b/"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some("all"), "{p}");
+        }
+    }
+
+    #[test]
+    fn stray_trailing_slash_in_prefix() {
+        let rs = [route("api", prefix("/api/"), &[], None, false)];
+        assert_eq!(name(&rs, &Method::GET, None, "/api"), Some("api"));
+        assert_eq!(name(&rs, &Method::GET, None, "/apix"), None);
+    }
+
+    #[test]
+    fn exact_compares_whole_path() {
+        let rs = [route("login", exact("/login"), &[], None, false)];
+        assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("login"));
+        for p in ["/login/", "/login/x", "/loginx", "/"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let rs = [
+            route("auth", prefix("/api/auth"), &[], None, false),
+            route("api", prefix("/api"), &[], None, false),
+            route("all", prefix("/"), &[], None, false),
+        ];
+        assert_eq!(
+            name(&rs, &Method::GET, None, "/api/auth/login"),
+            Some("auth")
+        );
+        assert_eq!(name(&rs, &Method::GET, None, "/api/authx"), Some("api"));
+        assert_eq!(name(&rs, &Method::GET, None, "/other"), Some("all"));
+    }
+
+    #[test]
+    fn methods_filter() {
+        let rs = [
+            route(
+                "post",
+                prefix("/login"),
+                &[Method::POST, Method::PUT],
+                None,
+                false,
+            ),
+            route("any", prefix("/login"), &[], None, false),
+        ];
+        assert_eq!(name(&rs, &Method::POST, None, "/login"), Some("post"));
+        assert_eq!(name(&rs, &Method::PUT, None, "/login"), Some("post"));
+        assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("any"));
+        let custom = Method::from_bytes(b"PURGE").expect("valid method");
+        assert_eq!(name(&rs, &custom, None, "/login"), Some("any"));
+    }
+
+    #[test]
+    fn host_matching() {
+        let rs = [
+            route("api", prefix("/"), &[], Some("api.example.com"), false),
+            route("v6", prefix("/"), &[], Some("::1"), false),
+            route("v6b", prefix("/"), &[], Some("[::2]"), false),
+        ];
+        for h in [
+            "api.example.com",
+            "API.Example.COM",
+            "api.example.com:443",
+            "Api.Example.Com:8080",
+            "api.example.com.",
+            "api.example.com.:443",
+            "api.example.com:",
+            "user@api.example.com:443",
+            " api.example.com ",
+        ] {
+            assert_eq!(name(&rs, &Method::GET, Some(h), "/"), Some("api"), "{h}");
+        }
+        for h in ["[::1]:8080", "[::1]", "::1"] {
+            assert_eq!(name(&rs, &Method::GET, Some(h), "/"), Some("v6"), "{h}");
+        }
+        assert_eq!(name(&rs, &Method::GET, Some("[::2]:80"), "/"), Some("v6b"));
+        for h in [
+            "example.com",
+            "api.example.com.evil",
+            "evil-api.example.com",
+            "api.example.co",
+            "",
+            "[::3]:80",
+        ] {
+            assert_eq!(name(&rs, &Method::GET, Some(h), "/"), None, "{h}");
+        }
+        assert_eq!(name(&rs, &Method::GET, None, "/"), None);
+    }
+
+    #[test]
+    fn host_route_falls_through_to_hostless() {
+        let rs = [
+            route("api", prefix("/"), &[], Some("api.example.com"), false),
+            route("default", prefix("/"), &[], None, false),
+        ];
+        assert_eq!(
+            name(&rs, &Method::GET, Some("www.example.com"), "/"),
+            Some("default")
+        );
+        assert_eq!(name(&rs, &Method::GET, None, "/"), Some("default"));
+        assert_eq!(
+            name(&rs, &Method::GET, Some("api.example.com:1"), "/"),
+            Some("api")
+        );
+    }
+
+    #[test]
+    fn empty_routes() {
+        assert!(find(&[], &Method::GET, None, "/").is_none());
+    }
+
+    #[test]
+    fn forward_path_strips_prefix() {
+        let r = route("api", prefix("/api"), &[], None, true);
+        assert_eq!(forward_path(&r, "/api"), "/");
+        assert_eq!(forward_path(&r, "/api/"), "/");
+        assert_eq!(forward_path(&r, "/api/x"), "/x");
+        assert_eq!(forward_path(&r, "/api/x/"), "/x/");
+        // Not matched: untouched (never `/apix` -> `x`).
+        assert_eq!(forward_path(&r, "/apix"), "/apix");
+        let root = route("all", prefix("/"), &[], None, true);
+        assert_eq!(forward_path(&root, "/a/b"), "/a/b");
+        assert_eq!(forward_path(&root, "/"), "/");
+    }
+
+    #[test]
+    fn forward_path_without_strip_is_identity() {
+        let r = route("api", prefix("/api"), &[], None, false);
+        assert_eq!(forward_path(&r, "/api/x"), "/api/x");
+    }
+
+    #[test]
+    fn forward_path_exact() {
+        let r = route("login", exact("/login"), &[], None, true);
+        assert_eq!(forward_path(&r, "/login"), "/");
+        let r = route("login", exact("/login"), &[], None, false);
+        assert_eq!(forward_path(&r, "/login"), "/login");
+    }
 }
