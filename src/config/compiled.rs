@@ -1,6 +1,7 @@
 //! The immutable runtime model. Everything the hot path reads is parsed and resolved here once,
 //! so a request never parses a string from the config.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, Method, StatusCode, Uri};
+use serde::Deserialize;
 
 use crate::net::CidrSet;
 
@@ -28,7 +30,7 @@ pub struct Config {
 pub struct Server {
     pub listen: SocketAddr,
     pub trusted_proxies: CidrSet,
-    /// IPv6 clients are keyed by this prefix length (0..=128).
+    /// IPv6 clients are keyed by this prefix length (1..=128).
     pub ipv6_prefix: u8,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
@@ -49,17 +51,40 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// The enums deserialize straight from their config spelling, so the accepted words live in one
+// place and serde's "unknown variant, expected ..." message lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     Memory,
     Redis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnError {
     Fallback,
     Allow,
     Deny,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Fallback => "fallback",
+            OnError::Allow => "allow",
+            OnError::Deny => "deny",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +121,9 @@ pub struct Upstream {
 impl Upstream {
     /// The URI the upstream receives for a normalized, already prefix-stripped path and query.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let mut pq = String::with_capacity(self.base_path.len() + path.len() + 1 + query.map_or(0, str::len));
+        let mut pq = String::with_capacity(
+            self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
+        );
         pq.push_str(&self.base_path);
         pq.push_str(path);
         if let Some(q) = query {
@@ -111,7 +138,8 @@ impl Upstream {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     FixedWindow,
     SlidingWindow,
@@ -130,10 +158,20 @@ impl Algorithm {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     Enforce,
     Shadow,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +183,20 @@ pub enum KeyPart {
     Method,
     Route,
     Global,
+}
+
+/// The config spelling (`ip`, `header:x-api-key`, ...).
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::Ip => f.write_str("ip"),
+            KeyPart::Header(name) => write!(f, "header:{name}"),
+            KeyPart::Path => f.write_str("path"),
+            KeyPart::Method => f.write_str("method"),
+            KeyPart::Route => f.write_str("route"),
+            KeyPart::Global => f.write_str("global"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -165,7 +217,7 @@ pub struct Policy {
 
 impl Policy {
     pub fn window_ms(&self) -> u64 {
-        u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
+        super::duration::millis(self.window)
     }
 
     /// True when two policies may share counters across a reload.

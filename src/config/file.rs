@@ -1,1 +1,257 @@
-//! Stub.
+//! The config file exactly as written in TOML (SPEC section 2).
+//!
+//! Unknown keys are errors everywhere. Optional keys are `Option`s and their defaults are the
+//! `DEFAULT_*` constants below, applied by `validate`: keeping "absent" visible lets validation
+//! tell a default apart from a value the operator wrote and point at the latter. Values that are
+//! checked after parsing are `Spanned` so an error can name their line and column. Strings marked
+//! "env" get `${NAME}` substitution.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::compiled::{Algorithm, Mode, OnError, StoreKind};
+use super::duration;
+
+pub const DEFAULT_SERVER_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100));
+pub const DEFAULT_STORE_KIND: StoreKind = StoreKind::Memory;
+pub const DEFAULT_STORE_URL: &str = "redis://127.0.0.1:6379/0";
+pub const DEFAULT_KEY_PREFIX: &str = "rategate:";
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+pub const DEFAULT_ON_ERROR: OnError = OnError::Fallback;
+pub const DEFAULT_MAX_MEMORY_KEYS: usize = 1_000_000;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MODE: Mode = Mode::Enforce;
+// Policy `key` defaults to ["ip"], `burst` to `limit`, route `methods` to any method and
+// `strip_prefix` to false; those are applied where the values are compiled.
+
+/// A string value; `${NAME}` references are substituted when it is compiled.
+pub type EnvString = Spanned<String>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub store: Store,
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default)]
+    pub upstream: Vec<Upstream>,
+    #[serde(default)]
+    pub policy: Vec<Policy>,
+    /// Spanned so that a route missing its target can be pointed at.
+    #[serde(default)]
+    pub route: Vec<Spanned<Route>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// env; socket address.
+    pub listen: Option<EnvString>,
+    /// CIDRs or bare IPs.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub ipv6_prefix: Option<Spanned<u64>>,
+    pub header_read_timeout: Option<duration::Positive>,
+    pub max_header_bytes: Option<Spanned<u64>>,
+    pub shutdown_grace: Option<duration::Any>,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// env; PEM certificate chain.
+    pub cert: EnvString,
+    /// env; PEM private key.
+    pub key: EnvString,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// env; socket address.
+    pub listen: Option<EnvString>,
+    /// env; bearer token for /admin/*.
+    pub token: Option<EnvString>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub kind: Option<StoreKind>,
+    /// env; Redis URL (used when `kind = "redis"`).
+    pub url: Option<EnvString>,
+    /// env.
+    pub key_prefix: Option<EnvString>,
+    pub timeout: Option<duration::Positive>,
+    pub on_error: Option<OnError>,
+    pub max_memory_keys: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// CIDRs or bare IPs never limited nor blocked.
+    pub allow: Option<Vec<Spanned<String>>>,
+    /// CIDRs or bare IPs always answered 403.
+    pub deny: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: Spanned<String>,
+    /// env; `http://` or `https://` URL, optionally with a base path.
+    pub url: EnvString,
+    pub connect_timeout: Option<duration::Positive>,
+    pub timeout: Option<duration::Positive>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub name: Spanned<String>,
+    pub algorithm: Algorithm,
+    pub limit: Spanned<u64>,
+    pub window: Spanned<duration::Positive>,
+    pub burst: Option<Spanned<u64>>,
+    pub key: Option<Spanned<Vec<Spanned<String>>>>,
+    pub block_for: Option<Spanned<duration::Positive>>,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub host: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
+    pub respond: Option<Spanned<Respond>>,
+    pub policies: Option<Vec<Spanned<String>>>,
+    pub strip_prefix: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    pub status: Spanned<u64>,
+    /// env; default empty.
+    pub body: Option<EnvString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let file: File = toml::from_str("").unwrap();
+        assert!(file.server.listen.is_none());
+        assert!(file.route.is_empty());
+    }
+
+    #[test]
+    fn spec_example_deserializes() {
+        let text = r#"
+            [server]
+            listen = "0.0.0.0:8080"
+            trusted_proxies = ["10.0.0.0/8"]
+            ipv6_prefix = 64
+            header_read_timeout = "10s"
+            max_header_bytes = 16384
+            shutdown_grace = "30s"
+            [server.tls]
+            cert = "certs/server.pem"
+            key = "certs/server.key"
+
+            [admin]
+            listen = "127.0.0.1:9100"
+            token = "${RATEGATE_ADMIN_TOKEN}"
+
+            [store]
+            kind = "redis"
+            url = "redis://127.0.0.1:6379/0"
+            key_prefix = "rategate:"
+            timeout = "50ms"
+            on_error = "fallback"
+            max_memory_keys = 1000000
+
+            [access]
+            allow = ["127.0.0.1/32"]
+            deny = ["203.0.113.0/24"]
+
+            [[upstream]]
+            name = "api"
+            url = "http://127.0.0.1:8081"
+            connect_timeout = "2s"
+            timeout = "30s"
+
+            [[policy]]
+            name = "auth"
+            algorithm = "sliding_window"
+            limit = 30
+            window = "60s"
+            burst = 10
+            key = ["ip"]
+            block_for = "10m"
+            mode = "shadow"
+
+            [[route]]
+            name = "auth"
+            path_prefix = "/api/auth"
+            methods = ["POST"]
+            host = "api.example.com"
+            upstream = "api"
+            policies = ["auth"]
+            strip_prefix = false
+            respond = { status = 200, body = "ok" }
+        "#;
+        let file: File = toml::from_str(text).unwrap();
+        assert_eq!(file.store.kind, Some(StoreKind::Redis));
+        assert_eq!(file.policy[0].mode, Some(Mode::Shadow));
+        assert_eq!(file.policy[0].algorithm, Algorithm::SlidingWindow);
+        assert_eq!(
+            file.server.shutdown_grace,
+            Some(duration::Any(Duration::from_secs(30)))
+        );
+        let route = file.route[0].get_ref();
+        assert_eq!(
+            route
+                .respond
+                .as_ref()
+                .map(|r| *r.get_ref().status.get_ref()),
+            Some(200)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        for text in [
+            "bogus = 1",
+            "[server]\nlisten_addr = \"x\"",
+            "[server.tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"",
+            "[[route]]\nname = \"r\"\nrespond = { status = 200, headers = {} }",
+        ] {
+            let err = toml::from_str::<File>(text).unwrap_err();
+            assert!(err.message().contains("unknown field"), "{text}: {err}");
+        }
+    }
+}

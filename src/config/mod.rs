@@ -1,5 +1,6 @@
-//! Configuration: TOML as written (`file`), validation with precise locations (`validate`), the
-//! immutable runtime model the hot path reads (`compiled`) and the live, swappable handle (`live`).
+//! Configuration: TOML as written (`file`), validation with precise locations (`validate`, with
+//! spans turned into line/column/key by `locate`), the immutable runtime model the hot path reads
+//! (`compiled`), its printable `summary`, and the live, swappable handle (`live`).
 
 pub mod compiled;
 pub mod duration;
@@ -7,11 +8,14 @@ pub mod env;
 pub mod error;
 pub mod file;
 pub mod live;
+mod locate;
+pub mod summary;
 pub mod validate;
 
 pub use compiled::Config;
 pub use error::ConfigError;
 pub use live::Live;
+pub use summary::summary;
 
 use std::path::Path;
 
@@ -21,7 +25,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_str(path, &text)
 }
 
-/// Parse, validate and compile config text; `path` is only used in error messages.
+/// Parse, validate and compile config text; `path` only names the file (in errors and
+/// `Config::source`).
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
     validate::compile(path, text)
 }

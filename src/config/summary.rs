@@ -1,0 +1,214 @@
+//! The human summary `rategate check` prints (and `POST /admin/reload` returns) for a valid
+//! config. Secrets never appear: the admin token is shown as set or not, and Redis URLs lose their
+//! credentials.
+
+use std::fmt::Write as _;
+
+use super::compiled::{
+    Access, Admin, Config, PathMatch, Policy, Route, Server, StoreKind, StoreSettings, Target,
+    Upstream,
+};
+use super::duration::format as dur;
+use crate::net::CidrSet;
+
+/// A multi-line description of what the config will do.
+pub fn summary(cfg: &Config) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail, so the fmt::Result carries nothing.
+    let _ = write_summary(&mut out, cfg);
+    out
+}
+
+fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
+    writeln!(out, "config {}", cfg.source.display())?;
+    server(out, &cfg.server)?;
+    admin(out, &cfg.admin)?;
+    store(out, &cfg.store)?;
+    access(out, &cfg.access)?;
+    writeln!(out, "upstreams ({}):", cfg.upstreams.len())?;
+    for u in &cfg.upstreams {
+        upstream(out, u)?;
+    }
+    writeln!(out, "policies ({}):", cfg.policies.len())?;
+    for p in &cfg.policies {
+        policy(out, p)?;
+    }
+    writeln!(out, "routes ({}, first match wins):", cfg.routes.len())?;
+    for r in &cfg.routes {
+        route(out, r)?;
+    }
+    Ok(())
+}
+
+fn server(out: &mut String, s: &Server) -> std::fmt::Result {
+    let tls = s.tls.as_ref().map_or("off".to_owned(), |t| {
+        format!("cert {} key {}", t.cert.display(), t.key.display())
+    });
+    writeln!(
+        out,
+        "server: listen {} (tls {tls}), trusted_proxies {}, ipv6_prefix /{}, \
+         header_read_timeout {}, max_header_bytes {}, shutdown_grace {}",
+        s.listen,
+        cidrs(&s.trusted_proxies),
+        s.ipv6_prefix,
+        dur(s.header_read_timeout),
+        s.max_header_bytes,
+        dur(s.shutdown_grace),
+    )
+}
+
+fn admin(out: &mut String, a: &Admin) -> std::fmt::Result {
+    let token = if a.token.is_some() { "set" } else { "none" };
+    writeln!(out, "admin: listen {}, token {token}", a.listen)
+}
+
+fn store(out: &mut String, s: &StoreSettings) -> std::fmt::Result {
+    let memory = format!("max_memory_keys {}", s.max_memory_keys);
+    match s.kind {
+        StoreKind::Memory => writeln!(out, "store: memory, {memory}"),
+        StoreKind::Redis => writeln!(
+            out,
+            "store: redis {}, key_prefix {:?}, timeout {}, on_error {}, {memory}",
+            redact_url(&s.url),
+            s.key_prefix,
+            dur(s.timeout),
+            s.on_error.as_str(),
+        ),
+    }
+}
+
+fn access(out: &mut String, a: &Access) -> std::fmt::Result {
+    writeln!(
+        out,
+        "access: allow {}, deny {}",
+        cidrs(&a.allow),
+        cidrs(&a.deny)
+    )
+}
+
+fn upstream(out: &mut String, u: &Upstream) -> std::fmt::Result {
+    writeln!(
+        out,
+        "  {}: {}://{}{} (connect_timeout {}, timeout {})",
+        u.name,
+        u.scheme,
+        u.authority,
+        u.base_path,
+        dur(u.connect_timeout),
+        dur(u.timeout),
+    )
+}
+
+fn policy(out: &mut String, p: &Policy) -> std::fmt::Result {
+    let key: Vec<String> = p.key.iter().map(ToString::to_string).collect();
+    write!(
+        out,
+        "  {}: {} {} per {}",
+        p.name,
+        p.algorithm.as_str(),
+        p.limit,
+        dur(p.window)
+    )?;
+    if p.burst != p.limit {
+        write!(out, ", burst {}", p.burst)?;
+    }
+    write!(out, ", key [{}], mode {}", key.join(", "), p.mode.as_str())?;
+    if let Some(block_for) = p.block_for {
+        write!(out, ", block_for {}", dur(block_for))?;
+    }
+    writeln!(out)
+}
+
+fn route(out: &mut String, r: &Route) -> std::fmt::Result {
+    let path = match &r.path {
+        PathMatch::Exact(path) => format!("path {path}"),
+        PathMatch::Prefix(prefix) => format!("path_prefix {prefix}"),
+    };
+    let methods = if r.methods.is_empty() {
+        "any method".to_owned()
+    } else {
+        let names: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
+        format!("methods {}", names.join(","))
+    };
+    let host = r
+        .host
+        .as_deref()
+        .map_or("any host".to_owned(), |h| format!("host {h}"));
+    let target = match &r.target {
+        Target::Upstream(u) if r.strip_prefix => format!("upstream {} (strip_prefix)", u.name),
+        Target::Upstream(u) => format!("upstream {}", u.name),
+        Target::Respond { status, body } => {
+            format!("respond {} ({} bytes)", status.as_u16(), body.len())
+        }
+    };
+    let policies: Vec<&str> = r.policies.iter().map(|p| &*p.name).collect();
+    let policies = if policies.is_empty() {
+        "none".to_owned()
+    } else {
+        policies.join(", ")
+    };
+    writeln!(
+        out,
+        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}",
+        r.name
+    )
+}
+
+fn cidrs(set: &CidrSet) -> String {
+    if set.is_empty() {
+        return "none".to_owned();
+    }
+    let nets: Vec<String> = set.nets().iter().map(ToString::to_string).collect();
+    nets.join(" ")
+}
+
+/// Drop credentials from a Redis URL: the user info, and any query parameter whose name mentions
+/// a password (sentinel URLs carry `sentinelPassword`).
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority.to_owned(), |(_, host)| format!("***@{host}"));
+    let mut out = format!("{scheme}://{host}{path}");
+    if let Some(query) = query {
+        let params: Vec<String> = query.split('&').map(redact_param).collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_param(param: &str) -> String {
+    match param.split_once('=') {
+        Some((name, _)) if name.to_ascii_lowercase().contains("password") => format!("{name}=***"),
+        _ => param.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redact_url("rediss://user:p@ss@h/1"), "rediss://***@h/1");
+        assert_eq!(
+            redact_url("redis-sentinel://h:26379/0?sentinelServiceName=m&sentinelPassword=x"),
+            "redis-sentinel://h:26379/0?sentinelServiceName=m&sentinelPassword=***"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

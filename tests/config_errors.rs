@@ -1,0 +1,298 @@
+//! Every kind of config error, one fixture each, must name the file, the line (and column where
+//! the error is about a value) and the key; and a config using every key must compile.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method, StatusCode};
+use rategate::config::compiled::{
+    Algorithm, Config, KeyPart, Mode, OnError, PathMatch, StoreKind, Target,
+};
+use rategate::config::{load, ConfigError};
+
+fn fixture(kind: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(kind)
+        .join(name)
+}
+
+/// `(file, line, column, key, part of the message)`; column `None` when the error is about a
+/// table or the whole file rather than a value.
+type Expected = (
+    &'static str,
+    Option<usize>,
+    Option<usize>,
+    &'static str,
+    &'static str,
+);
+
+const BAD: &[Expected] = &[
+    ("syntax_error.toml", Some(3), Some(23), "", "invalid basic string, expected `\"`"),
+    ("unknown_key.toml", Some(7), Some(1), "route[0].upstreem", "unknown field `upstreem`, expected one of"),
+    ("bad_type.toml", Some(4), Some(9), "policy[0].limit", "invalid type: string \"30\", expected u64"),
+    ("missing_required.toml", Some(1), Some(1), "policy[0]", "missing field `window`"),
+    ("bad_duration.toml", Some(5), Some(10), "policy[0].window", "invalid duration \"60 sec\": unknown unit ` sec`; expected an integer followed by ms, s, m, h or d"),
+    ("zero_duration.toml", Some(2), Some(11), "store.timeout", "must be greater than zero"),
+    ("bad_enum.toml", Some(3), Some(12), "store.on_error", "unknown variant `retry`, expected one of `fallback`, `allow`, `deny`"),
+    ("bad_algorithm.toml", Some(3), Some(13), "policy[0].algorithm", "expected one of `fixed_window`, `sliding_window`, `sliding_log`, `token_bucket`"),
+    ("dangling_policy.toml", Some(10), Some(21), "route[0].policies", "dangling reference: no [[policy]] named `login` (defined: auth)"),
+    ("dangling_upstream.toml", Some(7), Some(12), "route[0].upstream", "dangling reference: no [[upstream]] named `backend` (defined: api)"),
+    ("duplicate_name.toml", Some(8), Some(8), "policy[1].name", "duplicate policy name `auth` (first defined on line 2)"),
+    ("invalid_name.toml", Some(2), Some(8), "route[0].name", "invalid name `all routes`; expected 1 to 64 characters from A-Z a-z 0-9 _ . : -"),
+    ("unset_env.toml", Some(3), Some(9), "admin.token", "environment variable `RATEGATE_TEST_SURELY_UNSET_7F3A` is not set"),
+    ("admin_token_missing.toml", Some(2), Some(10), "admin.token", "required because admin.listen (0.0.0.0:9100) is not a loopback address"),
+    ("empty_token.toml", Some(2), Some(9), "admin.token", "must not be empty"),
+    ("bad_listen.toml", Some(2), Some(10), "server.listen", "`localhost:8080` is not a socket address; expected IP:PORT"),
+    ("bad_cidr.toml", Some(4), Some(3), "server.trusted_proxies", "`172.16.0.0/33` is not a CIDR range or IP address"),
+    ("ipv6_prefix_range.toml", Some(2), Some(15), "server.ipv6_prefix", "0 is out of range; must be between 1 and 128"),
+    ("max_header_bytes_range.toml", Some(2), Some(20), "server.max_header_bytes", "must be between 1024 and 1048576"),
+    ("tls_missing_key.toml", Some(4), Some(1), "server.tls", "missing field `key`"),
+    ("bad_store_url.toml", Some(3), Some(7), "store.url", "unsupported URL scheme `http`; expected redis://, rediss://, redis-sentinel://, redis-cluster://"),
+    ("max_memory_keys_small.toml", Some(2), Some(19), "store.max_memory_keys", "10 is too small; must be at least 1000"),
+    ("bad_upstream_url.toml", Some(3), Some(7), "upstream[0].url", "must not contain a query string"),
+    ("path_and_prefix.toml", Some(4), Some(15), "route[0].path_prefix", "`path` and `path_prefix` cannot both be set"),
+    ("path_without_slash.toml", Some(3), Some(15), "route[0].path_prefix", "`api/auth` must start with `/`"),
+    ("respond_and_upstream.toml", Some(8), Some(11), "route[0].respond", "a route has either `upstream` or `respond`, not both"),
+    ("no_target.toml", Some(1), Some(1), "route[0]", "a route needs a target"),
+    ("strip_prefix_without_prefix.toml", Some(9), Some(16), "route[0].strip_prefix", "`strip_prefix = true` needs both `path_prefix` and `upstream`"),
+    ("bad_method.toml", Some(3), Some(19), "route[0].methods", "unknown HTTP method `FETCH`; expected one of GET"),
+    ("bad_status.toml", Some(3), Some(22), "route[0].respond.status", "999 is out of range; must be between 100 and 599"),
+    ("no_routes.toml", None, None, "route", "no routes: at least one [[route]] is required"),
+    ("limit_zero.toml", Some(4), Some(9), "policy[0].limit", "0 is too small; must be at least 1"),
+    ("limit_over_2_53.toml", Some(4), Some(9), "policy[0].limit", "must not exceed 2^53"),
+    ("burst_not_token_bucket.toml", Some(6), Some(9), "policy[0].burst", "`burst` only applies to algorithm \"token_bucket\" (this policy uses \"sliding_window\")"),
+    ("bad_header_key.toml", Some(6), Some(14), "policy[0].key", "`X Api Key` is not a valid HTTP header name"),
+    ("bad_key_component.toml", Some(6), Some(8), "policy[0].key", "unknown key component `cookie:session`; expected \"ip\", \"header:NAME\""),
+    ("duplicate_key_component.toml", Some(6), Some(28), "policy[0].key", "key component `header:x-api-key` is listed twice"),
+    ("block_for_short.toml", Some(6), Some(13), "policy[0].block_for", "must be at least 1s"),
+];
+
+fn load_bad(name: &str) -> ConfigError {
+    match load(&fixture("bad", name)) {
+        Ok(_) => panic!("{name}: expected a config error"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn every_bad_fixture_names_file_line_column_and_key() {
+    for &(name, line, column, key, needle) in BAD {
+        let e = load_bad(name);
+        let shown = e.to_string();
+        assert_eq!(e.file, fixture("bad", name), "{shown}");
+        assert_eq!((e.line, e.column), (line, column), "{name}: {shown}");
+        assert_eq!(e.key, key, "{name}: {shown}");
+        assert!(
+            e.message.contains(needle),
+            "{name}: {shown}\n  wanted: {needle}"
+        );
+
+        let mut prefix = fixture("bad", name).display().to_string();
+        if let (Some(line), Some(column)) = (line, column) {
+            prefix = format!("{prefix}:{line}:{column}");
+        }
+        if !key.is_empty() {
+            prefix = format!("{prefix}: key `{key}`");
+        }
+        assert!(shown.starts_with(&format!("{prefix}: ")), "{shown}");
+    }
+}
+
+#[test]
+fn every_bad_fixture_is_checked() {
+    let dir = fixture("bad", "");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = BAD.iter().map(|b| b.0.to_owned()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}
+
+#[test]
+fn message_format() {
+    let e = load_bad("dangling_policy.toml");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:10:21: key `route[0].policies`: dangling reference: no [[policy]] named `login` \
+             (defined: auth)",
+            fixture("bad", "dangling_policy.toml").display()
+        )
+    );
+}
+
+#[test]
+fn missing_file_is_an_error_not_a_panic() {
+    let e = load_bad("does_not_exist.toml");
+    assert_eq!((e.line, e.key.as_str()), (None, ""));
+    assert!(e.message.starts_with("cannot read config file"), "{e}");
+}
+
+fn load_full() -> Config {
+    // Set before loading; std's environment access is synchronized, and no test here reads the
+    // environment through libc directly.
+    std::env::set_var("RATEGATE_FULL_TEST_TOKEN", "t0ken");
+    match load(&fixture("good", "full.toml")) {
+        Ok(config) => config,
+        Err(e) => panic!("full.toml should compile: {e}"),
+    }
+}
+
+#[test]
+fn full_config_compiles_with_every_key() {
+    let c = load_full();
+    assert_eq!(c.source, fixture("good", "full.toml"));
+
+    let s = &c.server;
+    assert_eq!(s.listen, "0.0.0.0:8443".parse().unwrap());
+    assert!(s.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
+    assert!(s.trusted_proxies.contains("192.168.1.1".parse().unwrap()));
+    assert!(!s.trusted_proxies.contains("192.168.1.2".parse().unwrap()));
+    assert!(s.trusted_proxies.contains("fd12::1".parse().unwrap()));
+    assert_eq!(s.ipv6_prefix, 56);
+    assert_eq!(s.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(s.max_header_bytes, 32768);
+    assert_eq!(s.shutdown_grace, Duration::from_secs(15));
+    let tls = s.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, Path::new("certs/server.pem"));
+    assert_eq!(tls.key, Path::new("certs/server.key"));
+
+    assert_eq!(c.admin.listen, "0.0.0.0:9100".parse().unwrap());
+    assert_eq!(c.admin.token.as_deref(), Some("t0ken"));
+
+    let st = &c.store;
+    assert_eq!(st.kind, StoreKind::Redis);
+    assert_eq!(st.url, "redis://:t0ken@redis.internal:6379/2");
+    assert_eq!(st.key_prefix, "rg-test:");
+    assert_eq!(st.timeout, Duration::from_millis(250));
+    assert_eq!(st.on_error, OnError::Deny);
+    assert_eq!(st.max_memory_keys, 50_000);
+
+    assert!(c.access.allow.contains("127.0.0.1".parse().unwrap()));
+    assert!(c.access.allow.contains("::1".parse().unwrap()));
+    assert!(c.access.deny.contains("203.0.113.77".parse().unwrap()));
+}
+
+#[test]
+fn full_config_upstreams_and_policies() {
+    let c = load_full();
+    let api = &c.upstreams[0];
+    assert_eq!((&*api.name, api.index), ("api", 0));
+    assert_eq!(
+        (
+            api.scheme.as_str(),
+            api.authority.as_str(),
+            api.base_path.as_str()
+        ),
+        ("http", "127.0.0.1:8081", "")
+    );
+    assert_eq!(
+        (api.connect_timeout, api.timeout),
+        (Duration::from_secs(1), Duration::from_secs(45))
+    );
+    let legacy = &c.upstreams[1];
+    assert_eq!((&*legacy.name, legacy.index), ("legacy", 1));
+    assert_eq!(
+        (legacy.scheme.as_str(), legacy.base_path.as_str()),
+        ("https", "/v1")
+    );
+    assert_eq!(
+        (legacy.connect_timeout, legacy.timeout),
+        (Duration::from_secs(2), Duration::from_secs(30))
+    );
+
+    let names: Vec<&str> = c.policies.iter().map(|p| &*p.name).collect();
+    assert_eq!(names, ["auth", "api-keys", "global", "log"]);
+    let auth = &c.policies[0];
+    assert_eq!(
+        (auth.algorithm, auth.limit, auth.window, auth.burst),
+        (Algorithm::SlidingWindow, 30, Duration::from_secs(60), 30)
+    );
+    assert_eq!(
+        (auth.key.as_slice(), auth.block_for, auth.mode),
+        (
+            &[KeyPart::Ip][..],
+            Some(Duration::from_secs(600)),
+            Mode::Enforce
+        )
+    );
+    let keys = &c.policies[1];
+    assert_eq!(
+        (
+            keys.algorithm,
+            keys.limit,
+            keys.burst,
+            keys.mode,
+            keys.index
+        ),
+        (Algorithm::TokenBucket, 100, 250, Mode::Shadow, 1)
+    );
+    assert_eq!(
+        keys.key,
+        [
+            KeyPart::Header(HeaderName::from_static("x-api-key")),
+            KeyPart::Method,
+            KeyPart::Path
+        ]
+    );
+    assert_eq!(c.policies[2].key, [KeyPart::Global, KeyPart::Route]);
+    assert_eq!(c.policies[3].window, Duration::from_secs(86_400));
+    assert_eq!(c.policies[3].key, [KeyPart::Ip]);
+}
+
+#[test]
+fn full_config_routes() {
+    let c = load_full();
+    let auth = &c.routes[0];
+    assert_eq!((&*auth.name, auth.index), ("auth", 0));
+    assert_eq!(auth.path, PathMatch::Prefix("/api/auth".into()));
+    assert_eq!(auth.methods, [Method::POST, Method::PUT]);
+    assert_eq!(auth.host.as_deref(), Some("api.example.com"));
+    assert!(auth.strip_prefix);
+    assert!(matches!(&auth.target, Target::Upstream(u) if Arc::ptr_eq(u, &c.upstreams[0])));
+    assert!(Arc::ptr_eq(&auth.policies[0], &c.policies[0]));
+    assert!(Arc::ptr_eq(&auth.policies[1], &c.policies[2]));
+
+    let health = &c.routes[1];
+    assert_eq!(health.path, PathMatch::Exact("/healthz".into()));
+    assert!(health.methods.is_empty() && health.host.is_none() && health.policies.is_empty());
+    match &health.target {
+        Target::Respond { status, body } => {
+            assert_eq!(*status, StatusCode::OK);
+            assert_eq!(&body[..], b"ok ${literal} t0ken");
+        }
+        Target::Upstream(_) => panic!("health responds directly"),
+    }
+
+    let legacy = &c.routes[2];
+    assert_eq!(legacy.path, PathMatch::Prefix("/".into()));
+    assert!(!legacy.strip_prefix);
+    let names: Vec<&str> = legacy.policies.iter().map(|p| &*p.name).collect();
+    assert_eq!(names, ["api-keys", "log"]);
+}
+
+#[test]
+fn full_config_summary_names_everything_and_no_secret() {
+    let c = load_full();
+    let text = rategate::config::summary(&c);
+    for needle in [
+        "listen 0.0.0.0:8443",
+        "admin: listen 0.0.0.0:9100, token set",
+        "store: redis redis://***@redis.internal:6379/2",
+        "on_error deny",
+        "api: http://127.0.0.1:8081 (connect_timeout 1s, timeout 45s)",
+        "auth: sliding_window 30 per 1m, key [ip], mode enforce, block_for 10m",
+        "api-keys: token_bucket 100 per 1s, burst 250, key [header:x-api-key, method, path], mode shadow",
+        "auth: path_prefix /api/auth, methods POST,PUT, host api.example.com -> upstream api (strip_prefix), policies auth, global",
+        "health: path /healthz, any method, any host -> respond 200",
+        "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log",
+    ] {
+        assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
+    }
+    assert!(!text.contains("t0ken"), "{text}");
+}
