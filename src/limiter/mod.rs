@@ -1,17 +1,24 @@
 //! The decision for one request: build the keys of the route's policies, ask the store once,
-//! apply shadow mode and `on_error`, and report what the headers need. Stub: replaced by the real
-//! implementation.
+//! apply shadow mode and `on_error`, and report what the headers need.
 
 pub mod policy;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method};
+use prometheus::Histogram;
 
-use crate::config::compiled::{Policy, Route, StoreSettings};
+use crate::clock::{Clock, SystemClock};
+use crate::config::compiled::{Mode, OnError, Policy, Route, StoreSettings};
 use crate::metrics::Metrics;
-use crate::store::PolicyState;
+use crate::store::{
+    AnyStore, BlockEntry, CheckRequest, Decision, LimitStatus, MemoryStore, Outcome, PolicyCheck,
+    PolicyState, Store, StoreError,
+};
+
+pub use policy::UnaddressableKey;
 
 /// Who is asking: the resolved client address and its key string (see `proxy::client_ip`).
 #[derive(Debug, Clone)]
@@ -53,7 +60,10 @@ pub enum Verdict {
     Unlimited,
     Allowed(RateReport),
     /// Allowed, but these shadow policies would have rejected (indexes into `entries`).
-    ShadowLimited { report: RateReport, shadow: Vec<usize> },
+    ShadowLimited {
+        report: RateReport,
+        shadow: Vec<usize>,
+    },
     /// Over a limit: 429.
     Limited {
         report: RateReport,
@@ -63,25 +73,540 @@ pub enum Verdict {
         blocked_for_s: Option<u64>,
     },
     /// Temporarily blocked: 429 with the block time left.
-    Blocked { retry_after_s: u64 },
+    Blocked {
+        retry_after_s: u64,
+    },
     /// Store unavailable with `on_error = "deny"`: 503.
-    Unavailable { retry_after_s: u64 },
+    Unavailable {
+        retry_after_s: u64,
+    },
 }
 
+/// Errors of the admin pass-throughs.
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] UnaddressableKey),
+}
+
+/// Decides requests against the configured store, falling back per `store.on_error`.
 pub struct Limiter {
-    _settings: StoreSettings,
-    _metrics: Arc<Metrics>,
+    store: AnyStore,
+    /// In-process limits used while the store fails and `on_error = "fallback"`.
+    fallback: MemoryStore,
+    on_error: OnError,
+    metrics: Arc<Metrics>,
+    store_duration: Histogram,
+    fallback_duration: Histogram,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("store", &self.store)
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whole seconds for Retry-After: rounded up, and at least 1 so a client never retries at once.
+fn retry_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
 }
 
 impl Limiter {
-    pub fn new(settings: &StoreSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: AnyStore, settings: &StoreSettings, metrics: Arc<Metrics>) -> Self {
+        Self::with_fallback_clock(store, settings, metrics, Arc::new(SystemClock))
+    }
+
+    /// Like `new`, with the clock of the in-process fallback store given (tests).
+    pub fn with_fallback_clock(
+        store: AnyStore,
+        settings: &StoreSettings,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        // Label handles resolved once; store names are a fixed vocabulary.
+        let store_duration = metrics.store_duration.with_label_values(&[store.name()]);
+        let fallback = MemoryStore::new(settings.max_memory_keys, clock);
+        let fallback_duration = metrics.store_duration.with_label_values(&[fallback.name()]);
         Limiter {
-            _settings: settings.clone(),
-            _metrics: metrics,
+            store,
+            fallback,
+            on_error: settings.on_error,
+            metrics,
+            store_duration,
+            fallback_duration,
         }
     }
 
+    /// The configured store.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// The in-process fallback store.
+    pub fn fallback(&self) -> &MemoryStore {
+        &self.fallback
+    }
+
     pub async fn check(&self, route: &Route, client: &ClientId, req: RequestView<'_>) -> Verdict {
-        todo!("{route:?}{client:?}{req:?}")
+        if route.policies.is_empty() {
+            return Verdict::Unlimited;
+        }
+        // All keys in one buffer; `ends[i]` is where key i stops.
+        let mut keys = String::with_capacity(route.policies.len() * 48);
+        let mut ends = Vec::with_capacity(route.policies.len());
+        for p in &route.policies {
+            policy::build_key(&mut keys, p, route, client, req);
+            ends.push(keys.len());
+        }
+        let checks: Vec<PolicyCheck<'_>> = route
+            .policies
+            .iter()
+            .zip(&ends)
+            .scan(0, |start, (p, &end)| {
+                let key = &keys[*start..end];
+                *start = end;
+                Some(PolicyCheck { policy: p, key })
+            })
+            .collect();
+        let request = CheckRequest {
+            client: &client.key,
+            checks: &checks,
+            cost: 1,
+        };
+
+        let primary = timed(&self.store_duration, self.store.check(&request))
+            .await
+            .and_then(|d| self.verdict(route, d));
+        let err = match primary {
+            Ok(v) => {
+                if self.on_error == OnError::Fallback {
+                    self.metrics.store_fallback_active.set(0);
+                }
+                return v;
+            }
+            Err(e) => e,
+        };
+        self.record_error(self.store.name(), &err);
+        match self.on_error {
+            OnError::Allow => Verdict::Unlimited,
+            OnError::Deny => Verdict::Unavailable { retry_after_s: 1 },
+            OnError::Fallback => {
+                self.metrics.store_fallback_active.set(1);
+                let fallback = timed(&self.fallback_duration, self.fallback.check(&request))
+                    .await
+                    .and_then(|d| self.verdict(route, d));
+                fallback.unwrap_or_else(|e| {
+                    // The fallback only fails when full of clients at their limit; failing open
+                    // keeps serving everyone else rather than refusing new clients.
+                    self.record_error(self.fallback.name(), &e);
+                    Verdict::Unlimited
+                })
+            }
+        }
+    }
+
+    fn record_error(&self, store: &'static str, e: &StoreError) {
+        tracing::debug!(store, error = %e, "store call failed");
+        self.metrics
+            .store_errors
+            .with_label_values(&[store, e.kind()])
+            .inc();
+    }
+
+    /// Map a store decision to the verdict; a decision that does not fit the route is a protocol
+    /// error (handled like any store failure).
+    fn verdict(&self, route: &Route, d: Decision) -> Result<Verdict, StoreError> {
+        if let Outcome::Blocked { ttl_ms } = d.outcome {
+            return Ok(Verdict::Blocked {
+                retry_after_s: retry_secs(ttl_ms),
+            });
+        }
+        if d.states.len() != route.policies.len() {
+            return Err(StoreError::Protocol(format!(
+                "{} policy states for {} policies",
+                d.states.len(),
+                route.policies.len()
+            )));
+        }
+        for (p, s) in route.policies.iter().zip(&d.states) {
+            if !s.allowed {
+                self.metrics
+                    .policy_rejections
+                    .with_label_values(&[&p.name])
+                    .inc();
+            }
+        }
+        let entries: Vec<ReportEntry> = route
+            .policies
+            .iter()
+            .zip(&d.states)
+            .map(|(p, &state)| ReportEntry {
+                policy: p.clone(),
+                state,
+            })
+            .collect();
+        match d.outcome {
+            Outcome::Limited { policy } => {
+                let Some(rejecting) = entries.get(policy) else {
+                    return Err(StoreError::Protocol(format!(
+                        "rejecting policy {policy} out of range"
+                    )));
+                };
+                Ok(Verdict::Limited {
+                    policy: rejecting.policy.clone(),
+                    retry_after_s: retry_secs(rejecting.state.retry_after_ms),
+                    blocked_for_s: d.blocked_now.map(|(_, ms)| retry_secs(ms)),
+                    report: RateReport {
+                        entries,
+                        reported: policy,
+                        now_ms: d.now_ms,
+                    },
+                })
+            }
+            Outcome::Allowed | Outcome::Blocked { .. } => {
+                let reported = least_remaining(&entries);
+                let shadow: Vec<usize> = entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| !e.state.allowed)
+                    .map(|(i, _)| i)
+                    .collect();
+                let report = RateReport {
+                    entries,
+                    reported,
+                    now_ms: d.now_ms,
+                };
+                Ok(if shadow.is_empty() {
+                    Verdict::Allowed(report)
+                } else {
+                    Verdict::ShadowLimited { report, shadow }
+                })
+            }
+        }
+    }
+
+    /// Block `client` (admin).
+    pub async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
+        self.store.block(client, ttl, reason).await
+    }
+
+    /// Remove a block from the store and from the fallback (which may have started one while the
+    /// store was failing). Returns whether either had one.
+    pub async fn unblock(&self, client: &str) -> Result<bool, StoreError> {
+        let local = self.fallback.unblock(client).await.unwrap_or(false);
+        Ok(self.store.unblock(client).await? || local)
+    }
+
+    /// Active blocks in the store, longest remaining first.
+    pub async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
+        self.store.blocks().await
+    }
+
+    /// The counter of `policy` for client key `client` (see `policy::build_client_key`). The caller
+    /// resolves the policy by name in its config snapshot.
+    pub async fn limit_status(
+        &self,
+        policy: &Policy,
+        client: &str,
+    ) -> Result<LimitStatus, LimiterError> {
+        let mut key = String::new();
+        policy::build_client_key(&mut key, policy, client)?;
+        Ok(self.store.limit_status(policy, &key).await?)
+    }
+
+    /// Reset the counter of `policy` for client key `client`; returns whether it existed.
+    pub async fn reset_limit(&self, policy: &Policy, client: &str) -> Result<bool, LimiterError> {
+        let mut key = String::new();
+        policy::build_client_key(&mut key, policy, client)?;
+        let local = self
+            .fallback
+            .reset_limit(policy, &key)
+            .await
+            .unwrap_or(false);
+        Ok(self.store.reset_limit(policy, &key).await? || local)
+    }
+}
+
+/// The entry reported in X-RateLimit-*: least remaining among enforce policies (among all when
+/// the route has only shadow policies), first in route order on a tie.
+fn least_remaining(entries: &[ReportEntry]) -> usize {
+    let enforce = entries.iter().any(|e| e.policy.mode == Mode::Enforce);
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !enforce || e.policy.mode == Mode::Enforce)
+        .min_by_key(|(i, e)| (e.state.remaining, *i))
+        .map_or(0, |(i, _)| i)
+}
+
+async fn timed<T>(histogram: &Histogram, fut: impl std::future::Future<Output = T>) -> T {
+    let start = Instant::now();
+    let out = fut.await;
+    histogram.observe(start.elapsed().as_secs_f64());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::compiled::{Algorithm, KeyPart, PathMatch, StoreKind, Target};
+
+    const T0: u64 = 1_700_006_400_000;
+
+    fn settings(on_error: OnError) -> StoreSettings {
+        StoreSettings {
+            kind: StoreKind::Memory,
+            url: String::new(),
+            key_prefix: "rategate:".into(),
+            timeout: Duration::from_millis(50),
+            on_error,
+            max_memory_keys: 1000,
+        }
+    }
+
+    fn policy(name: &str, limit: u64, mode: Mode, block_for: Option<u64>) -> Arc<Policy> {
+        Arc::new(Policy {
+            name: Arc::from(name),
+            algorithm: Algorithm::FixedWindow,
+            limit,
+            window: Duration::from_secs(10),
+            burst: limit,
+            key: vec![KeyPart::Ip],
+            block_for: block_for.map(Duration::from_millis),
+            mode,
+            index: 0,
+        })
+    }
+
+    fn route(policies: Vec<Arc<Policy>>) -> Route {
+        Route {
+            name: Arc::from("api"),
+            path: PathMatch::Prefix("/".into()),
+            methods: vec![],
+            host: None,
+            target: Target::Respond {
+                status: StatusCode::OK,
+                body: Bytes::new(),
+            },
+            policies,
+            strip_prefix: false,
+            index: 0,
+        }
+    }
+
+    fn client(ip: &str) -> ClientId {
+        ClientId {
+            ip: ip.parse().unwrap(),
+            key: ip.into(),
+        }
+    }
+
+    struct Fixture {
+        limiter: Limiter,
+        metrics: Arc<Metrics>,
+        clock: ManualClock,
+    }
+
+    fn fixture(max_keys: usize, on_error: OnError) -> Fixture {
+        let clock = ManualClock::new(T0);
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let store = AnyStore::Memory(MemoryStore::new(max_keys, Arc::new(clock.clone())));
+        let limiter = Limiter::with_fallback_clock(
+            store,
+            &settings(on_error),
+            metrics.clone(),
+            Arc::new(clock.clone()),
+        );
+        Fixture {
+            limiter,
+            metrics,
+            clock,
+        }
+    }
+
+    async fn check(f: &Fixture, route: &Route, ip: &str) -> Verdict {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            method: &Method::GET,
+            path: "/x",
+            headers: &headers,
+        };
+        f.limiter.check(route, &client(ip), req).await
+    }
+
+    #[tokio::test]
+    async fn no_policies_is_unlimited() {
+        let f = fixture(100, OnError::Deny);
+        assert!(matches!(
+            check(&f, &route(vec![]), "1.1.1.1").await,
+            Verdict::Unlimited
+        ));
+    }
+
+    #[tokio::test]
+    async fn reports_least_remaining_enforce_policy() {
+        let f = fixture(100, OnError::Deny);
+        let r = route(vec![
+            policy("wide", 10, Mode::Enforce, None),
+            policy("shadow", 1, Mode::Shadow, None),
+            policy("narrow", 3, Mode::Enforce, None),
+        ]);
+        let Verdict::Allowed(report) = check(&f, &r, "1.1.1.1").await else {
+            panic!("allowed expected")
+        };
+        assert_eq!(report.reported, 2);
+        assert_eq!(report.entries[2].state.remaining, 2);
+        assert_eq!(report.now_ms, T0);
+        let Verdict::ShadowLimited { report, shadow } = check(&f, &r, "1.1.1.1").await else {
+            panic!("shadow limited expected")
+        };
+        assert_eq!(shadow, vec![1]);
+        assert_eq!(report.reported, 2);
+        let rejections = f
+            .metrics
+            .policy_rejections
+            .with_label_values(&["shadow"])
+            .get();
+        assert_eq!(rejections, 1);
+    }
+
+    #[tokio::test]
+    async fn limited_then_blocked() {
+        let f = fixture(100, OnError::Deny);
+        let r = route(vec![
+            policy("wide", 10, Mode::Enforce, None),
+            policy("login", 1, Mode::Enforce, Some(90_500)),
+        ]);
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Allowed(_)
+        ));
+        f.clock.advance_ms(1);
+        match check(&f, &r, "1.1.1.1").await {
+            Verdict::Limited {
+                report,
+                policy,
+                retry_after_s,
+                blocked_for_s,
+            } => {
+                assert_eq!(&*policy.name, "login");
+                assert_eq!(report.reported, 1);
+                // 9999 ms left in the window.
+                assert_eq!(retry_after_s, 10);
+                assert_eq!(blocked_for_s, Some(91));
+            }
+            v => panic!("limited expected, got {v:?}"),
+        }
+        f.clock.advance_ms(90_000);
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Blocked { retry_after_s: 1 }
+        ));
+        assert!(f.limiter.unblock("1.1.1.1").await.unwrap());
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Allowed(_)
+        ));
+        assert!(matches!(
+            check(&f, &r, "2.2.2.2").await,
+            Verdict::Allowed(_)
+        ));
+    }
+
+    /// A store of one entry is full once its only client is at its limit: every new client then
+    /// gets `StoreError::Capacity`, which exercises `on_error`.
+    async fn fill(f: &Fixture, r: &Route) {
+        assert!(matches!(check(f, r, "1.1.1.1").await, Verdict::Allowed(_)));
+    }
+
+    #[tokio::test]
+    async fn on_error_allow_deny_fallback() {
+        let r = route(vec![policy("one", 1, Mode::Enforce, None)]);
+
+        let f = fixture(1, OnError::Allow);
+        fill(&f, &r).await;
+        assert!(matches!(check(&f, &r, "2.2.2.2").await, Verdict::Unlimited));
+        let errors = f
+            .metrics
+            .store_errors
+            .with_label_values(&["memory", "capacity"])
+            .get();
+        assert_eq!(errors, 1);
+
+        let f = fixture(1, OnError::Deny);
+        fill(&f, &r).await;
+        assert!(matches!(
+            check(&f, &r, "2.2.2.2").await,
+            Verdict::Unavailable { retry_after_s: 1 }
+        ));
+
+        let f = fixture(1, OnError::Fallback);
+        fill(&f, &r).await;
+        assert!(matches!(
+            check(&f, &r, "2.2.2.2").await,
+            Verdict::Allowed(_)
+        ));
+        assert_eq!(f.metrics.store_fallback_active.get(), 1);
+        // The fallback enforces limits of its own.
+        assert!(matches!(
+            check(&f, &r, "2.2.2.2").await,
+            Verdict::Limited { .. }
+        ));
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Limited { .. }
+        ));
+        assert_eq!(f.metrics.store_fallback_active.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn admin_pass_throughs() {
+        let f = fixture(100, OnError::Deny);
+        let p = policy("one", 2, Mode::Enforce, None);
+        let r = route(vec![p.clone()]);
+        check(&f, &r, "1.1.1.1").await;
+        let s = f.limiter.limit_status(&p, "1.1.1.1").await.unwrap();
+        assert_eq!((s.count, s.remaining, s.limit), (1, 1, 2));
+        assert!(f.limiter.reset_limit(&p, "1.1.1.1").await.unwrap());
+        assert_eq!(
+            f.limiter.limit_status(&p, "1.1.1.1").await.unwrap().count,
+            0
+        );
+
+        f.limiter
+            .block("3.3.3.3", Duration::from_millis(1500), "manual")
+            .await
+            .unwrap();
+        let blocks = f.limiter.blocks().await.unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].reason, "manual");
+        assert!(matches!(
+            check(&f, &r, "3.3.3.3").await,
+            Verdict::Blocked { retry_after_s: 2 }
+        ));
+        let by_path = Policy {
+            name: Arc::from("by_path"),
+            algorithm: Algorithm::FixedWindow,
+            limit: 1,
+            window: Duration::from_secs(1),
+            burst: 1,
+            key: vec![KeyPart::Path],
+            block_for: None,
+            mode: Mode::Enforce,
+            index: 1,
+        };
+        assert!(matches!(
+            f.limiter.limit_status(&by_path, "1.1.1.1").await,
+            Err(LimiterError::Key(_))
+        ));
     }
 }

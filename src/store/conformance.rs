@@ -1,1 +1,935 @@
-//! Conformance vectors every store must pass. Stub.
+//! Conformance vectors every store must pass, and their runner.
+//!
+//! A vector is a named sequence of steps against a fresh store whose clock starts at [`T0`] (a
+//! day boundary, so every window in the vectors starts exactly there): move the clock, make a
+//! request and compare the whole [`Decision`], or use the admin operations. Only the [`Store`]
+//! trait is used, so the Redis store (driven by the same manual clock through its test-only `now`
+//! argument) runs the very same vectors.
+//!
+//! ```ignore
+//! rategate::store::conformance::run_all(|clock| MemoryStore::new(10_000, Arc::new(clock))).await;
+//! ```
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, ManualClock};
+use crate::config::compiled::{Algorithm, KeyPart, Mode, Policy};
+
+use super::{
+    BlockEntry, CheckRequest, Decision, LimitStatus, Outcome, PolicyCheck, PolicyState, Store,
+};
+
+/// The clock at the start of every vector: 2023-11-15T00:00:00Z, a multiple of every window used.
+pub const T0: u64 = 1_700_006_400_000;
+
+/// A policy as the vectors need it; turned into a config [`Policy`] for the store.
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    pub name: &'static str,
+    pub algorithm: Algorithm,
+    pub limit: u64,
+    pub window_ms: u64,
+    pub burst: u64,
+    pub mode: Mode,
+    pub block_for_ms: Option<u64>,
+}
+
+impl PolicySpec {
+    pub fn new(name: &'static str, algorithm: Algorithm, limit: u64, window_ms: u64) -> Self {
+        PolicySpec {
+            name,
+            algorithm,
+            limit,
+            window_ms,
+            burst: limit,
+            mode: Mode::Enforce,
+            block_for_ms: None,
+        }
+    }
+
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    pub fn shadow(mut self) -> Self {
+        self.mode = Mode::Shadow;
+        self
+    }
+
+    pub fn block_for(mut self, ms: u64) -> Self {
+        self.block_for_ms = Some(ms);
+        self
+    }
+
+    /// What `PolicyState::limit` reports: the most that can ever be remaining.
+    pub fn capacity(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::TokenBucket => self.burst,
+            _ => self.limit,
+        }
+    }
+
+    pub fn to_policy(&self, index: usize) -> Policy {
+        Policy {
+            name: Arc::from(self.name),
+            algorithm: self.algorithm,
+            limit: self.limit,
+            window: Duration::from_millis(self.window_ms),
+            burst: self.burst,
+            key: vec![KeyPart::Ip],
+            block_for: self.block_for_ms.map(Duration::from_millis),
+            mode: self.mode,
+            index,
+        }
+    }
+}
+
+fn fixed(name: &'static str, limit: u64, window_ms: u64) -> PolicySpec {
+    PolicySpec::new(name, Algorithm::FixedWindow, limit, window_ms)
+}
+
+fn sliding(name: &'static str, limit: u64, window_ms: u64) -> PolicySpec {
+    PolicySpec::new(name, Algorithm::SlidingWindow, limit, window_ms)
+}
+
+fn log(name: &'static str, limit: u64, window_ms: u64) -> PolicySpec {
+    PolicySpec::new(name, Algorithm::SlidingLog, limit, window_ms)
+}
+
+fn bucket(name: &'static str, limit: u64, window_ms: u64, burst: u64) -> PolicySpec {
+    PolicySpec::new(name, Algorithm::TokenBucket, limit, window_ms).burst(burst)
+}
+
+/// Expected state of one policy; `limit` is taken from the policy (`PolicySpec::capacity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exp {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub reset_ms: u64,
+    pub retry_after_ms: u64,
+}
+
+/// Allowed, with `remaining` left and the quota fully back in `reset_ms`.
+pub fn ok(remaining: u64, reset_ms: u64) -> Exp {
+    Exp {
+        allowed: true,
+        remaining,
+        reset_ms,
+        retry_after_ms: 0,
+    }
+}
+
+/// Rejected by this policy.
+pub fn no(remaining: u64, reset_ms: u64, retry_after_ms: u64) -> Exp {
+    Exp {
+        allowed: false,
+        remaining,
+        reset_ms,
+        retry_after_ms,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// The client is blocked; nothing evaluated.
+    Blocked { ttl_ms: u64 },
+    Decided {
+        outcome: Outcome,
+        states: Vec<Exp>,
+        blocked_now: Option<(usize, u64)>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Step {
+    Advance(u64),
+    Request {
+        client: &'static str,
+        /// (index into the vector's policies, counter key)
+        checks: Vec<(usize, &'static str)>,
+        cost: u64,
+        expect: Expect,
+    },
+    Block {
+        client: &'static str,
+        ttl_ms: u64,
+        reason: &'static str,
+    },
+    Unblock {
+        client: &'static str,
+        existed: bool,
+    },
+    /// Active blocks, longest first: (client, ttl_ms, reason).
+    Blocks(Vec<(&'static str, u64, &'static str)>),
+    Status {
+        policy: usize,
+        key: &'static str,
+        expect: LimitStatus,
+    },
+    ResetLimit {
+        policy: usize,
+        key: &'static str,
+        existed: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Vector {
+    pub name: &'static str,
+    pub policies: Vec<PolicySpec>,
+    pub steps: Vec<Step>,
+}
+
+fn adv(ms: u64) -> Step {
+    Step::Advance(ms)
+}
+
+/// A single-policy request (policy 0, client `c1`, key `k`) of `cost`; enforce semantics.
+fn one_cost(cost: u64, exp: Exp) -> Step {
+    let outcome = if exp.allowed {
+        Outcome::Allowed
+    } else {
+        Outcome::Limited { policy: 0 }
+    };
+    Step::Request {
+        client: "c1",
+        checks: vec![(0, "k")],
+        cost,
+        expect: Expect::Decided {
+            outcome,
+            states: vec![exp],
+            blocked_now: None,
+        },
+    }
+}
+
+fn one(exp: Exp) -> Step {
+    one_cost(1, exp)
+}
+
+fn request(
+    client: &'static str,
+    checks: &[(usize, &'static str)],
+    outcome: Outcome,
+    states: &[Exp],
+) -> Step {
+    Step::Request {
+        client,
+        checks: checks.to_vec(),
+        cost: 1,
+        expect: Expect::Decided {
+            outcome,
+            states: states.to_vec(),
+            blocked_now: None,
+        },
+    }
+}
+
+fn request_blocking(
+    client: &'static str,
+    checks: &[(usize, &'static str)],
+    policy: usize,
+    states: &[Exp],
+    blocked_now: (usize, u64),
+) -> Step {
+    Step::Request {
+        client,
+        checks: checks.to_vec(),
+        cost: 1,
+        expect: Expect::Decided {
+            outcome: Outcome::Limited { policy },
+            states: states.to_vec(),
+            blocked_now: Some(blocked_now),
+        },
+    }
+}
+
+fn blocked(client: &'static str, checks: &[(usize, &'static str)], ttl_ms: u64) -> Step {
+    Step::Request {
+        client,
+        checks: checks.to_vec(),
+        cost: 1,
+        expect: Expect::Blocked { ttl_ms },
+    }
+}
+
+fn status(policy: usize, key: &'static str, count: u64, limit: u64, reset_ms: u64) -> Step {
+    Step::Status {
+        policy,
+        key,
+        expect: LimitStatus {
+            count,
+            limit,
+            remaining: limit - count,
+            reset_ms,
+        },
+    }
+}
+
+const ALLOWED: Outcome = Outcome::Allowed;
+
+fn limited(policy: usize) -> Outcome {
+    Outcome::Limited { policy }
+}
+
+/// Every vector.
+pub fn vectors() -> Vec<Vector> {
+    vec![
+        Vector {
+            name: "fixed_window_boundaries",
+            policies: vec![fixed("fw", 3, 1000)],
+            steps: vec![
+                one(ok(2, 1000)),
+                one(ok(1, 1000)),
+                one(ok(0, 1000)),
+                one(no(0, 1000, 1000)),
+                adv(999),
+                one(no(0, 1, 1)),
+                adv(1),
+                one(ok(2, 1000)),
+                adv(1),
+                one(ok(1, 999)),
+                adv(998),
+                one(ok(0, 1)),
+                one(no(0, 1, 1)),
+                adv(1),
+                one(ok(2, 1000)),
+                status(0, "k", 1, 3, 1000),
+                adv(5000),
+                status(0, "k", 0, 3, 0),
+            ],
+        },
+        Vector {
+            name: "fixed_window_cost",
+            policies: vec![fixed("fw", 5, 10_000)],
+            steps: vec![
+                one_cost(2, ok(3, 10_000)),
+                one_cost(2, ok(1, 10_000)),
+                // Does not fit; nothing charged, so a cost of 1 still fits.
+                one_cost(2, no(1, 10_000, 10_000)),
+                one_cost(1, ok(0, 10_000)),
+                adv(10_000),
+                // More than the limit can ever admit: rejected, retry a window.
+                one_cost(6, no(5, 0, 10_000)),
+                one_cost(5, ok(0, 10_000)),
+            ],
+        },
+        Vector {
+            name: "sliding_window_weighted",
+            policies: vec![sliding("sw", 4, 1000)],
+            steps: vec![
+                one(ok(3, 2000)),
+                one(ok(2, 2000)),
+                one(ok(1, 2000)),
+                one(ok(0, 2000)),
+                // 4 in this window: after the roll they weigh 4*(1000-s)/1000; 1 more fits at
+                // s = 250.
+                one(no(0, 2000, 1250)),
+                adv(999),
+                one(no(0, 1001, 251)),
+                adv(1),
+                one(no(0, 1000, 250)),
+                adv(1),
+                one(no(0, 999, 249)),
+                adv(249),
+                one(ok(0, 1750)),
+                one(no(0, 1750, 250)),
+                adv(750),
+                // prev = 1 at full weight.
+                one(ok(2, 2000)),
+                status(0, "k", 2, 4, 2000),
+                adv(2000),
+                one(ok(3, 2000)),
+            ],
+        },
+        Vector {
+            name: "sliding_window_prev_weight_and_cost",
+            policies: vec![sliding("sw", 10, 1000)],
+            steps: vec![
+                adv(500),
+                one(ok(9, 1500)),
+                one(ok(8, 1500)),
+                one(ok(7, 1500)),
+                one(ok(6, 1500)),
+                one(ok(5, 1500)),
+                one(ok(4, 1500)),
+                one(ok(3, 1500)),
+                one(ok(2, 1500)),
+                one(ok(1, 1500)),
+                one(ok(0, 1500)),
+                adv(500),
+                // prev = 10 at full weight: 1 fits once 100 ms of it has slid out.
+                one(no(0, 1000, 100)),
+                adv(100),
+                one(ok(0, 1900)),
+                adv(400),
+                // estimate = 10*500/1000 + 1 = 6.
+                one(ok(3, 1500)),
+                one_cost(4, no(3, 1500, 100)),
+                one_cost(11, no(3, 1500, 1000)),
+                adv(100),
+                one_cost(4, ok(0, 1400)),
+            ],
+        },
+        Vector {
+            name: "sliding_log_exact",
+            policies: vec![log("sl", 3, 1000)],
+            steps: vec![
+                one(ok(2, 1000)),
+                adv(100),
+                one(ok(1, 1000)),
+                adv(100),
+                one(ok(0, 1000)),
+                adv(100),
+                one(no(0, 900, 700)),
+                adv(699),
+                one(no(0, 201, 1)),
+                adv(1),
+                // The unit from T0 has aged out exactly now.
+                one(ok(0, 1000)),
+                one(no(0, 1000, 100)),
+                adv(100),
+                one_cost(2, no(1, 900, 100)),
+                adv(100),
+                one_cost(2, ok(0, 1000)),
+                one_cost(4, no(0, 1000, 1000)),
+                status(0, "k", 3, 3, 1000),
+                adv(50),
+                // Units at +1000 (1) and +1200 (2): a cost of 2 needs both runs to age out.
+                one_cost(2, no(0, 950, 950)),
+                one_cost(1, no(0, 950, 750)),
+            ],
+        },
+        Vector {
+            name: "token_bucket_burst_and_refill",
+            policies: vec![bucket("tb", 2, 1000, 4)],
+            steps: vec![
+                // Starts full at burst; one token back every 500 ms.
+                one(ok(3, 500)),
+                one(ok(2, 1000)),
+                one(ok(1, 1500)),
+                one(ok(0, 2000)),
+                one(no(0, 2000, 500)),
+                adv(499),
+                one(no(0, 1501, 1)),
+                adv(1),
+                one(ok(0, 2000)),
+                adv(250),
+                one(no(0, 1750, 250)),
+                adv(10_000),
+                one(ok(3, 500)),
+                one_cost(5, no(3, 500, 1000)),
+                one_cost(3, ok(0, 2000)),
+                status(0, "k", 4, 4, 2000),
+            ],
+        },
+        Vector {
+            name: "token_bucket_fractional_refill",
+            policies: vec![bucket("tb", 3, 1000, 3)],
+            steps: vec![
+                one(ok(2, 334)),
+                one(ok(1, 667)),
+                one(ok(0, 1000)),
+                one(no(0, 1000, 334)),
+                adv(333),
+                one(no(0, 667, 1)),
+                adv(1),
+                one(ok(0, 1000)),
+                adv(666),
+                one(ok(1, 667)),
+                one_cost(2, no(1, 667, 334)),
+            ],
+        },
+        Vector {
+            name: "check_all_then_charge_all",
+            policies: vec![
+                fixed("wide", 5, 1000),
+                fixed("narrow", 1, 1000),
+                fixed("narrow2", 1, 1000),
+            ],
+            steps: vec![
+                request(
+                    "c1",
+                    &[(0, "w"), (1, "n")],
+                    ALLOWED,
+                    &[ok(4, 1000), ok(0, 1000)],
+                ),
+                // "narrow" rejects: "wide" is not charged.
+                request(
+                    "c1",
+                    &[(0, "w"), (1, "n")],
+                    limited(1),
+                    &[ok(4, 1000), no(0, 1000, 1000)],
+                ),
+                request(
+                    "c1",
+                    &[(0, "w"), (1, "n")],
+                    limited(1),
+                    &[ok(4, 1000), no(0, 1000, 1000)],
+                ),
+                request("c1", &[(0, "w")], ALLOWED, &[ok(3, 1000)]),
+                request(
+                    "c1",
+                    &[(1, "n"), (0, "w")],
+                    limited(0),
+                    &[no(0, 1000, 1000), ok(3, 1000)],
+                ),
+                request("c1", &[(2, "n2")], ALLOWED, &[ok(0, 1000)]),
+                // Two reject: the first in route order is reported.
+                request(
+                    "c1",
+                    &[(0, "w"), (2, "n2"), (1, "n")],
+                    limited(1),
+                    &[ok(3, 1000), no(0, 1000, 1000), no(0, 1000, 1000)],
+                ),
+                status(0, "w", 2, 5, 1000),
+            ],
+        },
+        Vector {
+            name: "check_all_across_algorithms",
+            policies: vec![
+                sliding("sw", 2, 1000),
+                log("sl", 2, 1000),
+                bucket("tb", 1, 1000, 2),
+                fixed("fw", 1, 1000),
+            ],
+            steps: vec![
+                request(
+                    "c1",
+                    &[(0, "a"), (1, "b"), (2, "c"), (3, "d")],
+                    ALLOWED,
+                    &[ok(1, 2000), ok(1, 1000), ok(1, 1000), ok(0, 1000)],
+                ),
+                request(
+                    "c1",
+                    &[(0, "a"), (1, "b"), (2, "c"), (3, "d")],
+                    limited(3),
+                    &[ok(1, 2000), ok(1, 1000), ok(1, 1000), no(0, 1000, 1000)],
+                ),
+                request(
+                    "c1",
+                    &[(0, "a"), (1, "b"), (2, "c")],
+                    ALLOWED,
+                    &[ok(0, 2000), ok(0, 1000), ok(0, 2000)],
+                ),
+            ],
+        },
+        Vector {
+            name: "shadow_mode",
+            policies: vec![
+                fixed("shadow", 1, 1000).shadow(),
+                fixed("enforce", 3, 1000),
+                fixed("shadow_block", 1, 1000).shadow().block_for(60_000),
+            ],
+            steps: vec![
+                request(
+                    "c1",
+                    &[(0, "s"), (1, "e")],
+                    ALLOWED,
+                    &[ok(0, 1000), ok(2, 1000)],
+                ),
+                // The shadow policy would reject: reported, never rejects, not charged.
+                request(
+                    "c1",
+                    &[(0, "s"), (1, "e")],
+                    ALLOWED,
+                    &[no(0, 1000, 1000), ok(1, 1000)],
+                ),
+                request(
+                    "c1",
+                    &[(0, "s"), (1, "e")],
+                    ALLOWED,
+                    &[no(0, 1000, 1000), ok(0, 1000)],
+                ),
+                request(
+                    "c1",
+                    &[(0, "s"), (1, "e")],
+                    limited(1),
+                    &[no(0, 1000, 1000), no(0, 1000, 1000)],
+                ),
+                status(0, "s", 1, 1, 1000),
+                // A shadow policy with block_for never blocks.
+                request("c2", &[(2, "x")], ALLOWED, &[ok(0, 1000)]),
+                request("c2", &[(2, "x")], ALLOWED, &[no(0, 1000, 1000)]),
+                request("c2", &[(1, "e2")], ALLOWED, &[ok(2, 1000)]),
+            ],
+        },
+        Vector {
+            name: "block_for",
+            policies: vec![
+                fixed("login", 1, 1000).block_for(5000),
+                fixed("other", 10, 1000),
+                fixed("short", 1, 1000).block_for(1000),
+                fixed("long", 1, 1000).block_for(3000),
+                fixed("noblock", 1, 1000),
+            ],
+            steps: vec![
+                request("c1", &[(0, "login|c1")], ALLOWED, &[ok(0, 1000)]),
+                request_blocking("c1", &[(0, "login|c1")], 0, &[no(0, 1000, 1000)], (0, 5000)),
+                // Blocked from every key and route.
+                blocked("c1", &[(1, "other|c1")], 5000),
+                blocked("c1", &[], 5000),
+                request("c2", &[(1, "other|c2")], ALLOWED, &[ok(9, 1000)]),
+                Step::Blocks(vec![("c1", 5000, "policy:login")]),
+                adv(4999),
+                blocked("c1", &[(1, "other|c1")], 1),
+                Step::Blocks(vec![("c1", 1, "policy:login")]),
+                adv(1),
+                request("c1", &[(1, "other|c1")], ALLOWED, &[ok(9, 1000)]),
+                request("c1", &[(0, "login|c1")], ALLOWED, &[ok(0, 1000)]),
+                Step::Blocks(vec![]),
+                // Several reject: the first is reported, the longest block_for applies.
+                request(
+                    "c3",
+                    &[(4, "a"), (2, "b"), (3, "c")],
+                    ALLOWED,
+                    &[ok(0, 1000), ok(0, 1000), ok(0, 1000)],
+                ),
+                request_blocking(
+                    "c3",
+                    &[(4, "a"), (2, "b"), (3, "c")],
+                    0,
+                    &[no(0, 1000, 1000), no(0, 1000, 1000), no(0, 1000, 1000)],
+                    (2, 3000),
+                ),
+                blocked("c3", &[(1, "other|c3")], 3000),
+                Step::Blocks(vec![("c3", 3000, "policy:long")]),
+            ],
+        },
+        Vector {
+            name: "admin_block_unblock",
+            policies: vec![fixed("fw", 10, 1000), fixed("minute", 10, 60_000)],
+            steps: vec![
+                Step::Block {
+                    client: "c1",
+                    ttl_ms: 10_000,
+                    reason: "manual",
+                },
+                Step::Block {
+                    client: "c2",
+                    ttl_ms: 3000,
+                    reason: "abuse",
+                },
+                Step::Blocks(vec![("c1", 10_000, "manual"), ("c2", 3000, "abuse")]),
+                blocked("c1", &[(0, "k1")], 10_000),
+                // A new block replaces the old one, shorter or not.
+                Step::Block {
+                    client: "c1",
+                    ttl_ms: 2000,
+                    reason: "shorter",
+                },
+                Step::Blocks(vec![("c2", 3000, "abuse"), ("c1", 2000, "shorter")]),
+                Step::Unblock {
+                    client: "c1",
+                    existed: true,
+                },
+                Step::Unblock {
+                    client: "c1",
+                    existed: false,
+                },
+                Step::Unblock {
+                    client: "c9",
+                    existed: false,
+                },
+                request("c1", &[(0, "k1")], ALLOWED, &[ok(9, 1000)]),
+                adv(3000),
+                Step::Blocks(vec![]),
+                request("c2", &[(0, "k2")], ALLOWED, &[ok(9, 1000)]),
+                // Requests while blocked charge nothing.
+                Step::Block {
+                    client: "c4",
+                    ttl_ms: 1000,
+                    reason: "manual",
+                },
+                blocked("c4", &[(1, "k4")], 1000),
+                blocked("c4", &[(1, "k4")], 1000),
+                adv(1000),
+                request("c4", &[(1, "k4")], ALLOWED, &[ok(9, 56_000)]),
+            ],
+        },
+        Vector {
+            name: "reset_limit",
+            policies: vec![fixed("fw", 2, 1000), bucket("tb", 1, 1000, 2)],
+            steps: vec![
+                request("c1", &[(0, "a")], ALLOWED, &[ok(1, 1000)]),
+                request("c1", &[(0, "a")], ALLOWED, &[ok(0, 1000)]),
+                request("c1", &[(0, "a")], limited(0), &[no(0, 1000, 1000)]),
+                Step::ResetLimit {
+                    policy: 0,
+                    key: "a",
+                    existed: true,
+                },
+                request("c1", &[(0, "a")], ALLOWED, &[ok(1, 1000)]),
+                Step::ResetLimit {
+                    policy: 0,
+                    key: "never",
+                    existed: false,
+                },
+                request("c1", &[(1, "b")], ALLOWED, &[ok(1, 1000)]),
+                request("c1", &[(1, "b")], ALLOWED, &[ok(0, 2000)]),
+                request("c1", &[(1, "b")], limited(0), &[no(0, 2000, 1000)]),
+                Step::ResetLimit {
+                    policy: 1,
+                    key: "b",
+                    existed: true,
+                },
+                status(1, "b", 0, 2, 0),
+                request("c1", &[(1, "b")], ALLOWED, &[ok(1, 1000)]),
+            ],
+        },
+        Vector {
+            name: "params_change_restarts_counter",
+            policies: vec![
+                fixed("p", 2, 1000),
+                fixed("p", 3, 1000),
+                sliding("p", 2, 1000),
+                fixed("p", 2, 1000).shadow().block_for(1000),
+            ],
+            steps: vec![
+                request("c1", &[(0, "k")], ALLOWED, &[ok(1, 1000)]),
+                // Same name, algorithm, limit and window: the counter is shared.
+                request("c1", &[(3, "k")], ALLOWED, &[ok(0, 1000)]),
+                request("c1", &[(0, "k")], limited(0), &[no(0, 1000, 1000)]),
+                // Another limit or algorithm starts from empty.
+                request("c1", &[(1, "k")], ALLOWED, &[ok(2, 1000)]),
+                request("c1", &[(2, "k")], ALLOWED, &[ok(1, 2000)]),
+            ],
+        },
+    ]
+}
+
+/// Run every vector against a fresh store from `make`, which gets the vector's clock (at [`T0`]).
+/// Panics with the vector, step and a diff on the first mismatch.
+pub async fn run_all<S: Store>(make: impl Fn(ManualClock) -> S) {
+    for vector in vectors() {
+        let clock = ManualClock::new(T0);
+        let store = make(clock.clone());
+        run_vector(&vector, &store, &clock).await;
+    }
+}
+
+fn mismatch(vector: &Vector, step: usize, expected: &dyn Debug, actual: &dyn Debug) -> ! {
+    panic!(
+        "conformance vector `{}` step {step} ({:?}):\n  expected: {expected:?}\n    actual: {actual:?}",
+        vector.name, vector.steps[step],
+    )
+}
+
+/// Run one vector against `store`, which must read time from `clock`.
+pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualClock) {
+    let policies: Vec<Policy> = vector
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.to_policy(i))
+        .collect();
+    for (i, step) in vector.steps.iter().enumerate() {
+        match step {
+            Step::Advance(ms) => clock.advance_ms(*ms),
+            Step::Request {
+                client,
+                checks,
+                cost,
+                expect,
+            } => {
+                let checks: Vec<PolicyCheck<'_>> = checks
+                    .iter()
+                    .map(|&(p, key)| PolicyCheck {
+                        policy: &policies[p],
+                        key,
+                    })
+                    .collect();
+                let req = CheckRequest {
+                    client,
+                    checks: &checks,
+                    cost: *cost,
+                };
+                let actual = match store.check(&req).await {
+                    Ok(d) => d,
+                    Err(e) => mismatch(vector, i, expect, &e),
+                };
+                let expected = expected_decision(vector, step, expect, clock.now_ms());
+                if actual != expected {
+                    mismatch(vector, i, &expected, &actual);
+                }
+            }
+            Step::Block {
+                client,
+                ttl_ms,
+                reason,
+            } => {
+                if let Err(e) = store
+                    .block(client, Duration::from_millis(*ttl_ms), reason)
+                    .await
+                {
+                    mismatch(vector, i, &"Ok(())", &e);
+                }
+            }
+            Step::Unblock { client, existed } => {
+                let actual = store.unblock(client).await.map_err(|e| e.to_string());
+                if actual != Ok(*existed) {
+                    mismatch(vector, i, &Ok::<bool, String>(*existed), &actual);
+                }
+            }
+            Step::Blocks(expected) => {
+                let expected: Vec<BlockEntry> = expected
+                    .iter()
+                    .map(|&(client, ttl_ms, reason)| BlockEntry {
+                        client: client.into(),
+                        ttl_ms,
+                        reason: reason.into(),
+                    })
+                    .collect();
+                let actual = store.blocks().await.map_err(|e| e.to_string());
+                if actual.as_ref() != Ok(&expected) {
+                    mismatch(vector, i, &expected, &actual);
+                }
+            }
+            Step::Status {
+                policy,
+                key,
+                expect,
+            } => {
+                let actual = store
+                    .limit_status(&policies[*policy], key)
+                    .await
+                    .map_err(|e| e.to_string());
+                if actual.as_ref() != Ok(expect) {
+                    mismatch(vector, i, expect, &actual);
+                }
+            }
+            Step::ResetLimit {
+                policy,
+                key,
+                existed,
+            } => {
+                let actual = store
+                    .reset_limit(&policies[*policy], key)
+                    .await
+                    .map_err(|e| e.to_string());
+                if actual != Ok(*existed) {
+                    mismatch(vector, i, &Ok::<bool, String>(*existed), &actual);
+                }
+            }
+        }
+    }
+}
+
+fn expected_decision(vector: &Vector, step: &Step, expect: &Expect, now_ms: u64) -> Decision {
+    let Step::Request { checks, .. } = step else {
+        unreachable!("only requests have decisions")
+    };
+    match expect {
+        Expect::Blocked { ttl_ms } => Decision {
+            outcome: Outcome::Blocked { ttl_ms: *ttl_ms },
+            states: Vec::new(),
+            blocked_now: None,
+            now_ms,
+        },
+        Expect::Decided {
+            outcome,
+            states,
+            blocked_now,
+        } => Decision {
+            outcome: *outcome,
+            states: checks
+                .iter()
+                .zip(states)
+                .map(|(&(p, _), e)| PolicyState {
+                    allowed: e.allowed,
+                    limit: vector.policies[p].capacity(),
+                    remaining: e.remaining,
+                    reset_ms: e.reset_ms,
+                    retry_after_ms: e.retry_after_ms,
+                })
+                .collect(),
+            blocked_now: *blocked_now,
+            now_ms,
+        },
+    }
+}
+
+/// Exact admission under contention: for every algorithm, 200 concurrent requests against one key
+/// with room for 50 admit exactly 50; and with a second policy on per-task keys listed in varying
+/// order (so requests lock different key sets in different orders), still exactly 50, each
+/// charged once. Run it on a multi-threaded runtime.
+pub async fn run_concurrency<S, F>(make: F)
+where
+    S: Store + 'static,
+    F: Fn(ManualClock) -> S,
+{
+    const TASKS: usize = 200;
+    const ROOM: u64 = 50;
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::SlidingLog,
+        Algorithm::TokenBucket,
+    ] {
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(make(clock));
+        let hot = Arc::new(PolicySpec::new("hot", algorithm, ROOM, 60_000).to_policy(0));
+        let side = Arc::new(fixed("side", 1000, 60_000).to_policy(1));
+        for with_side in [false, true] {
+            let mut tasks = Vec::with_capacity(TASKS);
+            for i in 0..TASKS {
+                let (store, hot, side) = (store.clone(), hot.clone(), side.clone());
+                tasks.push(tokio::spawn(async move {
+                    let hot_key = if with_side { "hot2" } else { "hot" };
+                    let side_key = SIDE_KEYS[i % SIDE_KEYS.len()];
+                    let hot_check = PolicyCheck {
+                        policy: &hot,
+                        key: hot_key,
+                    };
+                    let side_check = PolicyCheck {
+                        policy: &side,
+                        key: side_key,
+                    };
+                    let checks = match (with_side, i % 2) {
+                        (false, _) => vec![hot_check],
+                        (true, 0) => vec![hot_check, side_check],
+                        (true, _) => vec![side_check, hot_check],
+                    };
+                    let req = CheckRequest {
+                        client: CLIENTS[i % CLIENTS.len()],
+                        checks: &checks,
+                        cost: 1,
+                    };
+                    store.check(&req).await.map(|d| d.outcome)
+                }));
+            }
+            let mut admitted = 0u64;
+            for t in tasks {
+                match t.await {
+                    Ok(Ok(Outcome::Allowed)) => admitted += 1,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => panic!("{algorithm:?}: store error {e}"),
+                    Err(e) => panic!("{algorithm:?}: task failed {e}"),
+                }
+            }
+            assert_eq!(
+                admitted, ROOM,
+                "{algorithm:?} (second policy: {with_side}): admitted {admitted} of {TASKS}, room {ROOM}"
+            );
+            if with_side {
+                let mut charged = 0;
+                for key in SIDE_KEYS {
+                    match store.limit_status(&side, key).await {
+                        Ok(s) => charged += s.count,
+                        Err(e) => panic!("{algorithm:?}: store error {e}"),
+                    }
+                }
+                assert_eq!(
+                    charged, ROOM,
+                    "{algorithm:?}: side policy charged {charged}"
+                );
+            }
+        }
+    }
+}
+
+const SIDE_KEYS: [&str; 7] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6"];
+const CLIENTS: [&str; 5] = ["c0", "c1", "c2", "c3", "c4"];

@@ -1,1 +1,171 @@
-//! Escaping of key components. Stub.
+//! Counter key material: escaping and bounding of key components.
+//!
+//! A counter key is the policy name followed by one component per key part, joined with [`SEP`]:
+//!
+//! ```text
+//! key       = name ( "|" component )*
+//! name      = escaped policy name, or "#" sha256-hex when the escaped name exceeds 64 bytes
+//! component = tag ":" escaped-value          (escaped value at most 64 bytes)
+//!           | tag "#" sha256-hex(raw value)   (longer values)
+//!           | "g"                             (the global component: no value)
+//! ```
+//!
+//! Escaping is percent-style over bytes: everything except ASCII letters, digits and `-._~/:@`
+//! becomes `%XX`. So `|`, `#`, `%`, `{`, `}` (Redis hash-tag braces), spaces, control bytes and
+//! non-ASCII bytes never appear raw in a key: a client-supplied value can neither fake a separator
+//! nor a hash tag, escaping is injective, and a raw value can never equal a hashed one (`:` versus
+//! `#` after the tag). Tags are typed, so an IP-derived identity and a header value that happens to
+//! spell the same IP are different identities.
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+/// Separator between the policy name and the components.
+pub const SEP: char = '|';
+
+/// Escaped values longer than this are replaced by their SHA-256.
+pub const MAX_RAW_LEN: usize = 64;
+
+/// The type of a key component; the tag keeps identities of different kinds apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// The client key (IP or IPv6 prefix), whether from an `ip` part or a header fallback.
+    Ip,
+    /// A header value.
+    Header,
+    Path,
+    Method,
+    Route,
+}
+
+impl Tag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tag::Ip => "i",
+            Tag::Header => "h",
+            Tag::Path => "p",
+            Tag::Method => "m",
+            Tag::Route => "r",
+        }
+    }
+}
+
+/// Bytes that stay as they are. Everything else is `%XX`.
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b':' | b'@')
+}
+
+/// Length of `raw` once escaped.
+pub fn escaped_len(raw: &[u8]) -> usize {
+    raw.iter().map(|&b| if is_plain(b) { 1 } else { 3 }).sum()
+}
+
+/// Append `raw` percent-escaped.
+pub fn push_escaped(out: &mut String, raw: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in raw {
+        if is_plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+}
+
+/// Append the lowercase hex SHA-256 of `raw`.
+pub fn push_sha256(out: &mut String, raw: &[u8]) {
+    let digest = Sha256::digest(raw);
+    for b in digest {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// Append `raw` escaped, or `#` and its hash when the escaped form exceeds [`MAX_RAW_LEN`].
+fn push_bounded(out: &mut String, raw: &[u8], raw_marker: Option<char>) {
+    if escaped_len(raw) > MAX_RAW_LEN {
+        out.push('#');
+        push_sha256(out, raw);
+    } else {
+        if let Some(m) = raw_marker {
+            out.push(m);
+        }
+        push_escaped(out, raw);
+    }
+}
+
+/// Append the escaped (and bounded) policy name that starts every counter key.
+pub fn push_name(out: &mut String, name: &str) {
+    push_bounded(out, name.as_bytes(), None);
+}
+
+/// Append `|tag:value` (or `|tag#hash` for long values).
+pub fn push_component(out: &mut String, tag: Tag, raw: &[u8]) {
+    out.push(SEP);
+    out.push_str(tag.as_str());
+    push_bounded(out, raw, Some(':'));
+}
+
+/// Append the constant component of a `global` key part.
+pub fn push_global(out: &mut String) {
+    out.push(SEP);
+    out.push('g');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comp(tag: Tag, raw: &[u8]) -> String {
+        let mut s = String::new();
+        push_component(&mut s, tag, raw);
+        s
+    }
+
+    #[test]
+    fn structure_chars_are_escaped() {
+        let k = comp(Tag::Header, b"a|b{c}%d#e f\n\xff");
+        assert_eq!(k, "|h:a%7Cb%7Bc%7D%25d%23e%20f%0A%FF");
+        assert!(!k[1..].contains(['|', '{', '}', '#', ' ']));
+    }
+
+    #[test]
+    fn ipv6_prefix_stays_readable() {
+        assert_eq!(comp(Tag::Ip, b"2001:db8::/64"), "|i:2001:db8::/64");
+    }
+
+    #[test]
+    fn typed_components_differ() {
+        assert_ne!(comp(Tag::Ip, b"1.2.3.4"), comp(Tag::Header, b"1.2.3.4"));
+    }
+
+    #[test]
+    fn long_values_are_hashed_and_distinct_from_raw() {
+        let long = vec![b'a'; 65];
+        let k = comp(Tag::Path, &long);
+        assert_eq!(k.len(), 3 + 64);
+        assert!(k.starts_with("|p#"));
+        // Exactly 64 plain bytes stay raw.
+        assert_eq!(comp(Tag::Path, &long[..64]).len(), 3 + 64);
+        assert!(comp(Tag::Path, &long[..64]).starts_with("|p:"));
+        // Escaping counts towards the bound.
+        assert!(comp(Tag::Path, &[b' '; 22]).starts_with("|p#"));
+        assert!(comp(Tag::Path, &[b' '; 21]).starts_with("|p:"));
+        // A raw value spelling a hash is still escaped differently from the hash form.
+        let mut hashed_text = String::new();
+        push_sha256(&mut hashed_text, &long);
+        assert_ne!(comp(Tag::Path, hashed_text.as_bytes()), k);
+    }
+
+    #[test]
+    fn escaping_is_injective_on_samples() {
+        let samples: [&[u8]; 6] = [b"%41", b"A", b"a|h:b", b"a", b"%", b"%25"];
+        let mut seen = std::collections::HashSet::new();
+        for s in samples {
+            assert!(seen.insert(comp(Tag::Header, s)), "{s:?}");
+        }
+    }
+}

@@ -8,13 +8,32 @@
 //!    policy allows `cost`.
 //! 3. If admitted, charge `cost` to every policy that allowed it (shadow policies that would reject
 //!    are not charged). If not admitted, charge nothing; the first rejecting enforce policy (in
-//!    route order) is reported and, if it has `block_for`, the client is blocked for that long.
+//!    route order) is reported as `Outcome::Limited`. If any rejecting enforce policy has
+//!    `block_for`, the client is blocked for the longest such `block_for` (first in route order on
+//!    a tie) and `Decision::blocked_now` names that policy; the block's reason is
+//!    `policy:<name>`. Shadow policies never block.
 //! 4. Every entry written expires (TTL) once it can no longer influence a decision.
+//!
+//! Further rules every store follows (the conformance vectors check them):
+//! - The algorithms and their exact integer formulas are in `algorithm`; reported durations are
+//!   relative to the store clock at decision time (`Decision::now_ms`).
+//! - A counter written under other parameters (algorithm, limit, window, burst changed by a
+//!   reload) is treated as missing, so it restarts from empty.
+//! - Expiry is judged against the store clock (`now`), not only by key TTLs: a block is active
+//!   while `now < until`, and `blocks()` lists only active blocks with `ttl = until - now`. Key TTLs
+//!   are a memory bound. (A Redis store driven by a test clock must still pass the vectors.)
+//! - The keys of one request are distinct (a route should list a policy once; config validation
+//!   is expected to reject duplicates). Duplicate keys would be evaluated against the same
+//!   pre-request state and charged twice.
+//! - `cost` larger than a policy's capacity (limit, or burst for the token bucket) is rejected by
+//!   that policy with `retry_after_ms = window`.
 
 pub mod algorithm;
 pub mod conformance;
 pub mod keys;
 pub mod memory;
+
+pub use memory::MemoryStore;
 
 use std::future::Future;
 use std::time::Duration;
@@ -55,9 +74,13 @@ pub struct PolicyState {
 pub enum Outcome {
     Allowed,
     /// Index into the request's `checks` of the first enforce policy that rejected.
-    Limited { policy: usize },
+    Limited {
+        policy: usize,
+    },
     /// The client is blocked (before or because of this request) for `ttl_ms` more.
-    Blocked { ttl_ms: u64 },
+    Blocked {
+        ttl_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,4 +174,60 @@ pub trait Store: Send + Sync {
         policy: &Policy,
         key: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The configured store, as an enum so the limiter dispatches statically.
+#[derive(Debug)]
+pub enum AnyStore {
+    Memory(MemoryStore),
+}
+
+impl From<MemoryStore> for AnyStore {
+    fn from(s: MemoryStore) -> Self {
+        AnyStore::Memory(s)
+    }
+}
+
+impl Store for AnyStore {
+    fn name(&self) -> &'static str {
+        match self {
+            AnyStore::Memory(s) => s.name(),
+        }
+    }
+
+    async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.check(req).await,
+        }
+    }
+
+    async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.block(client, ttl, reason).await,
+        }
+    }
+
+    async fn unblock(&self, client: &str) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.unblock(client).await,
+        }
+    }
+
+    async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.blocks().await,
+        }
+    }
+
+    async fn limit_status(&self, policy: &Policy, key: &str) -> Result<LimitStatus, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.limit_status(policy, key).await,
+        }
+    }
+
+    async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.reset_limit(policy, key).await,
+        }
+    }
 }

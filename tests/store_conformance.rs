@@ -1,0 +1,185 @@
+//! The store conformance vectors, exact admission under contention, and the memory store's bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rategate::clock::ManualClock;
+use rategate::config::compiled::{Algorithm, Policy};
+use rategate::store::conformance::{self, PolicySpec, T0};
+use rategate::store::{CheckRequest, MemoryStore, Outcome, PolicyCheck, Store, StoreError};
+
+fn memory(max_keys: usize, clock: &ManualClock) -> MemoryStore {
+    MemoryStore::new(max_keys, Arc::new(clock.clone()))
+}
+
+#[tokio::test]
+async fn memory_store_passes_every_vector() {
+    conformance::run_all(|clock| memory(10_000, &clock)).await;
+}
+
+#[tokio::test]
+async fn memory_store_passes_every_vector_when_sharded() {
+    // Large enough for many shards, so a request's keys land in different shards.
+    conformance::run_all(|clock| memory(1_000_000, &clock)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_admission_under_contention() {
+    conformance::run_concurrency(|clock| memory(1_000_000, &clock)).await;
+    conformance::run_concurrency(|clock| memory(100, &clock)).await;
+}
+
+fn policy(algorithm: Algorithm, limit: u64, window_ms: u64) -> Policy {
+    PolicySpec::new("p", algorithm, limit, window_ms).to_policy(0)
+}
+
+async fn hit(store: &MemoryStore, p: &Policy, key: &str) -> Result<Outcome, StoreError> {
+    hit_many(store, &[(p, key)]).await
+}
+
+async fn hit_many(store: &MemoryStore, keys: &[(&Policy, &str)]) -> Result<Outcome, StoreError> {
+    let checks: Vec<PolicyCheck<'_>> = keys
+        .iter()
+        .map(|&(policy, key)| PolicyCheck { policy, key })
+        .collect();
+    let req = CheckRequest {
+        client: "client",
+        checks: &checks,
+        cost: 1,
+    };
+    store.check(&req).await.map(|d| d.outcome)
+}
+
+#[tokio::test]
+async fn memory_is_bounded_under_a_flood_of_new_keys() {
+    let clock = ManualClock::new(T0);
+    let store = memory(100, &clock);
+    let p = policy(Algorithm::SlidingWindow, 10, 60_000);
+    for i in 0..5000 {
+        let key = format!("k{i}");
+        assert_eq!(hit(&store, &p, &key).await.unwrap(), Outcome::Allowed);
+        assert!(store.len() <= 100, "len {} after {i}", store.len());
+    }
+}
+
+#[tokio::test]
+async fn entries_at_their_limit_are_never_evicted() {
+    let clock = ManualClock::new(T0);
+    let store = memory(10, &clock);
+    let p = policy(Algorithm::FixedWindow, 1, 60_000);
+    for i in 0..10 {
+        assert_eq!(
+            hit(&store, &p, &format!("k{i}")).await.unwrap(),
+            Outcome::Allowed
+        );
+    }
+    // Every entry is limiting its client: nothing may be forgotten.
+    assert!(matches!(
+        hit(&store, &p, "new").await,
+        Err(StoreError::Capacity)
+    ));
+    for i in 0..10 {
+        assert_eq!(
+            hit(&store, &p, &format!("k{i}")).await.unwrap(),
+            Outcome::Limited { policy: 0 }
+        );
+    }
+    // Once the window ends they have expired and room is made.
+    clock.advance_ms(60_000);
+    assert_eq!(hit(&store, &p, "new").await.unwrap(), Outcome::Allowed);
+    assert!(store.len() <= 10);
+}
+
+#[tokio::test]
+async fn blocks_are_never_evicted() {
+    let clock = ManualClock::new(T0);
+    let store = memory(5, &clock);
+    for i in 0..5 {
+        store
+            .block(&format!("c{i}"), Duration::from_secs(60), "manual")
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.block("c5", Duration::from_secs(60), "manual").await,
+        Err(StoreError::Capacity)
+    ));
+    // Replacing an existing block needs no room.
+    store
+        .block("c0", Duration::from_secs(30), "again")
+        .await
+        .unwrap();
+    assert_eq!(store.blocks().await.unwrap().len(), 5);
+    let p = policy(Algorithm::FixedWindow, 10, 1000);
+    assert!(matches!(
+        hit(&store, &p, "k").await,
+        Err(StoreError::Capacity)
+    ));
+}
+
+#[tokio::test]
+async fn eviction_prefers_entries_closest_to_expiry() {
+    let clock = ManualClock::new(T0);
+    let store = memory(3, &clock);
+    let long = policy(Algorithm::FixedWindow, 5, 60_000);
+    let short = PolicySpec::new("q", Algorithm::FixedWindow, 5, 1000).to_policy(1);
+    hit(&store, &long, "a").await.unwrap();
+    hit(&store, &short, "b").await.unwrap();
+    hit(&store, &long, "c").await.unwrap();
+    hit(&store, &long, "d").await.unwrap();
+    assert_eq!(store.len(), 3);
+    assert_eq!(store.limit_status(&short, "b").await.unwrap().count, 0);
+    for key in ["a", "c", "d"] {
+        assert_eq!(
+            store.limit_status(&long, key).await.unwrap().count,
+            1,
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_full_store_charges_nothing() {
+    let clock = ManualClock::new(T0);
+    let store = memory(1, &clock);
+    let p = policy(Algorithm::FixedWindow, 5, 60_000);
+    let q = PolicySpec::new("q", Algorithm::FixedWindow, 5, 60_000).to_policy(1);
+    hit(&store, &p, "x").await.unwrap();
+    // "y" needs room, and "x" belongs to the request itself so it may not be evicted for it.
+    assert!(matches!(
+        hit_many(&store, &[(&p, "x"), (&q, "y")]).await,
+        Err(StoreError::Capacity)
+    ));
+    assert_eq!(store.limit_status(&p, "x").await.unwrap().count, 1);
+}
+
+#[tokio::test]
+async fn expired_entries_are_swept() {
+    let clock = ManualClock::new(T0);
+    // One shard, so the traffic below passes through the shard holding the entries.
+    let store = memory(1000, &clock);
+    let p = policy(Algorithm::TokenBucket, 10, 1000);
+    for i in 0..500 {
+        hit(&store, &p, &format!("k{i}")).await.unwrap();
+    }
+    store
+        .block("c", Duration::from_millis(50), "x")
+        .await
+        .unwrap();
+    assert_eq!(store.len(), 501);
+    // One token back after 100 ms: the bucket is full again and the entry is gone.
+    clock.advance_ms(100);
+    assert_eq!(store.sweep_expired(), 501);
+    assert!(store.is_empty());
+
+    // Without an explicit sweep, normal traffic sweeps too.
+    for i in 0..500 {
+        hit(&store, &p, &format!("k{i}")).await.unwrap();
+    }
+    clock.advance_ms(100);
+    for _ in 0..600 {
+        hit(&store, &p, "hot").await.unwrap();
+        clock.advance_ms(100);
+    }
+    assert!(store.len() < 10, "len {}", store.len());
+}
