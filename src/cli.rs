@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "rategate", version, about = "Reverse-proxy rate-limiting gateway")]
+#[command(
+    name = "rategate",
+    version,
+    about = "Reverse-proxy rate-limiting gateway"
+)]
 pub struct Cli {
     /// Path of the TOML config file.
     #[arg(long, short, global = true, default_value = "config/rategate.toml")]

@@ -87,7 +87,10 @@ impl Metrics {
             &["upstream"],
         )?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new("rategate_upstream_errors_total", "Upstream failures by kind."),
+            Opts::new(
+                "rategate_upstream_errors_total",
+                "Upstream failures by kind.",
+            ),
             &["upstream", "kind"],
         )?;
         let policy_rejections = IntCounterVec::new(

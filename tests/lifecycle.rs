@@ -31,7 +31,11 @@ fn version_and_help() {
 fn check_prints_summary_of_bundled_config() {
     let out = rategate(&["check", "--config", "config/rategate.toml"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for name in ["demo", "login", "api-key", "home"] {
         assert!(stdout.contains(name), "summary lacks {name}: {stdout}");
     }
@@ -52,7 +56,10 @@ fn config_errors_exit_2_with_file_line_and_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("bad.toml:7"), "{cmd}: {err}");
         assert!(err.contains("upstream"), "{cmd}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
     }
     let out = rategate(&["check", "--config", "/nonexistent/rategate.toml"]);
     assert_eq!(out.status.code(), Some(2));
@@ -72,14 +79,21 @@ fn slow_header_senders_are_cut_off() {
     );
     let gw = Gateway::start(&cfg);
     let mut stream = TcpStream::connect(gw.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     // The gateway must close (possibly after a 408) well before our 5 s read timeout.
     let _ = stream.read_to_end(&mut buf);
     let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(4), "connection held for {waited:?}");
+    assert!(
+        waited < Duration::from_secs(4),
+        "connection held for {waited:?}"
+    );
     assert_eq!(echo.count(), 0);
 }
 
@@ -102,7 +116,12 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     );
     let resp = in_flight.join().unwrap();
     assert_eq!(raw_status(&resp), 200, "in-flight request was cut: {resp}");
-    assert_eq!(gw.wait_exit(Duration::from_secs(5)), Some(0), "{}", gw.logs());
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[test]

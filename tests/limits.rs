@@ -33,7 +33,10 @@ fn body_json(resp: &str) -> Value {
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]
@@ -59,7 +62,10 @@ policies = ["auth"]
         let resp = raw_get(gw.addr, "/with-ratelimit", "");
         assert_eq!(raw_status(&resp), 200, "{resp}");
         assert_eq!(header(&resp, "x-ratelimit-limit"), Some("3"));
-        assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(&*(2 - i).to_string()));
+        assert_eq!(
+            header(&resp, "x-ratelimit-remaining"),
+            Some(&*(2 - i).to_string())
+        );
         assert_eq!(header(&resp, "x-ratelimit-policy"), Some("auth"));
         let reset: u64 = header(&resp, "x-ratelimit-reset").unwrap().parse().unwrap();
         assert!(reset > now_s() && reset <= now_s() + 61, "reset {reset}");
@@ -85,7 +91,12 @@ policies = ["auth"]
 
 #[test]
 fn exact_admission_under_200_concurrent_requests() {
-    for algorithm in ["fixed_window", "sliding_window", "sliding_log", "token_bucket"] {
+    for algorithm in [
+        "fixed_window",
+        "sliding_window",
+        "sliding_log",
+        "token_bucket",
+    ] {
         let echo = Echo::start();
         let gw = Gateway::start(&config_with(
             &echo.url(),
@@ -105,6 +116,7 @@ policies = ["p"]
 "#
             ),
         ));
+        install_crypto();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let statuses: Vec<u16> = rt.block_on(async {
             let client = reqwest::Client::builder()
@@ -116,7 +128,12 @@ policies = ["p"]
                 let client = client.clone();
                 let url = gw.url("/x");
                 tasks.push(tokio::spawn(async move {
-                    client.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+                    client
+                        .get(url)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
                 }));
             }
             let mut out = Vec::new();
@@ -205,11 +222,12 @@ policies = ["big", "small"]
     ));
     let resp = raw_get(gw.addr, "/", "");
     assert_eq!(header(&resp, "x-ratelimit-policy"), Some("small"));
-    assert_eq!(header(&resp, "x-ratelimit-limit"), Some("5"));
+    // A token bucket reports its capacity (burst) as the limit, so remaining <= limit holds.
+    assert_eq!(header(&resp, "x-ratelimit-limit"), Some("4"));
     assert_eq!(header(&resp, "x-ratelimit-remaining"), Some("3"));
     assert_eq!(
         header(&resp, "ratelimit-policy"),
-        Some("\"big\";q=100;w=60, \"small\";q=5;w=60")
+        Some("\"big\";q=100;w=60, \"small\";q=4;w=60")
     );
 }
 
@@ -239,7 +257,12 @@ policies = ["trial"]
         assert_eq!(header(&resp, "x-ratelimit-policy"), Some("trial"));
     }
     assert_eq!(echo.count(), 6);
-    let metrics = client().get(gw.admin_url("/metrics")).send().unwrap().text().unwrap();
+    let metrics = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(
         metrics.contains("rategate_requests_total{decision=\"shadow_limited\",route=\"r\"} 4"),
         "{metrics}"
@@ -362,7 +385,10 @@ policies = ["p"]
 /// Remaining quota seen by a request with these extra headers (100 - requests of that client).
 fn remaining(gw: &Gateway, extra: &str) -> u64 {
     let resp = raw_get(gw.addr, "/", extra);
-    header(&resp, "x-ratelimit-remaining").unwrap().parse().unwrap()
+    header(&resp, "x-ratelimit-remaining")
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -399,7 +425,10 @@ fn identity_walks_forwarded_for_right_to_left_over_trusted_hops() {
     assert_eq!(remaining(&gw, "X-Forwarded-For: 5.5.5.5, 10.1.2.3\r\n"), 97);
     // Several header lines are one list, in order.
     assert_eq!(
-        remaining(&gw, "X-Forwarded-For: 7.7.7.7\r\nX-Forwarded-For: 5.5.5.5, 10.0.0.9\r\n"),
+        remaining(
+            &gw,
+            "X-Forwarded-For: 7.7.7.7\r\nX-Forwarded-For: 5.5.5.5, 10.0.0.9\r\n"
+        ),
         96
     );
     // A different real client has its own quota.
@@ -440,7 +469,10 @@ fn ipv6_clients_are_keyed_by_prefix() {
     let gw = trusted_gateway(&echo);
     assert_eq!(remaining(&gw, "X-Forwarded-For: 2001:db8:1:2::1\r\n"), 99);
     // Same /64, different interface id: same client.
-    assert_eq!(remaining(&gw, "X-Forwarded-For: 2001:db8:1:2:ffff::9\r\n"), 98);
+    assert_eq!(
+        remaining(&gw, "X-Forwarded-For: 2001:db8:1:2:ffff::9\r\n"),
+        98
+    );
     // Another /64: another client.
     assert_eq!(remaining(&gw, "X-Forwarded-For: 2001:db8:1:3::1\r\n"), 99);
 }

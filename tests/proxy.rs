@@ -87,14 +87,20 @@ fn encoded_slash_stays_encoded_and_climbing_is_400() {
     // A dot-dot that stays inside still routes by where it lands.
     let resp = raw_get(gw.addr, "/echo/../api/auth", "");
     assert_eq!(echo_json(&resp)["uri"], "/api/auth");
-    assert_eq!(echo.seen().iter().filter(|s| s.uri.contains("..")).count(), 0);
+    assert_eq!(
+        echo.seen().iter().filter(|s| s.uri.contains("..")).count(),
+        0
+    );
 }
 
 #[test]
 fn strip_prefix_exact_methods_and_host() {
     let echo = Echo::start();
     let gw = Gateway::start(&config_with(&echo.url(), routes()));
-    assert_eq!(echo_json(&raw_get(gw.addr, "/svc/users/1", ""))["uri"], "/users/1");
+    assert_eq!(
+        echo_json(&raw_get(gw.addr, "/svc/users/1", ""))["uri"],
+        "/users/1"
+    );
     assert_eq!(echo_json(&raw_get(gw.addr, "/svc", ""))["uri"], "/");
     assert_eq!(raw_status(&raw_get(gw.addr, "/exact", "")), 200);
     assert_eq!(raw_status(&raw_get(gw.addr, "/exact/more", "")), 404);
@@ -122,7 +128,9 @@ fn direct_respond_route_and_no_route_json() {
     assert!(resp.ends_with("short and stout"));
     let resp = raw_get(gw.addr, "/nowhere", "");
     assert_eq!(raw_status(&resp), 404);
-    assert!(resp.to_ascii_lowercase().contains("content-type: application/json"));
+    assert!(resp
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
     assert!(resp.contains("\"error\":\"no_route\""));
     assert_eq!(echo.count(), 0);
 }
@@ -158,7 +166,10 @@ fn forwarded_headers_and_hop_by_hop_removal() {
 #[test]
 fn upstream_refused_is_502_and_slow_is_504() {
     // A port that was just free: nothing listens there.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let echo = Echo::start();
     let cfg = format!(
         r#"
@@ -189,7 +200,10 @@ upstream = "slow"
     let resp = raw_get(gw.addr, "/dead", "");
     assert_eq!(raw_status(&resp), 502, "{resp}");
     assert!(resp.contains("\"error\":\"bad_gateway\""));
-    assert!(!resp.contains(&dead.port().to_string()), "leaks the upstream address");
+    assert!(
+        !resp.contains(&dead.port().to_string()),
+        "leaks the upstream address"
+    );
     let resp = raw_get(gw.addr, "/slow/2000", "");
     assert_eq!(raw_status(&resp), 504, "{resp}");
     assert!(resp.contains("\"error\":\"gateway_timeout\""));
@@ -213,7 +227,10 @@ fn oversized_head_is_431() {
     let resp = raw_get(gw.addr, "/echo/x", &huge);
     assert_eq!(raw_status(&resp), 431, "{resp}");
     assert_eq!(echo.count(), 0);
-    assert_eq!(raw_status(&raw_get(gw.addr, "/echo/x", "X-Small: 1\r\n")), 200);
+    assert_eq!(
+        raw_status(&raw_get(gw.addr, "/echo/x", "X-Small: 1\r\n")),
+        200
+    );
 }
 
 #[test]

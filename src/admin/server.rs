@@ -24,7 +24,11 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         tokio::select! {
@@ -51,7 +55,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<GatewayBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => match state.metrics.render() {
-            Ok(body) => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body),
+            Ok(body) => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            ),
             Err(err) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",

@@ -52,7 +52,10 @@ impl Gateway {
         let config = self.live.snapshot();
         let mut record = RequestRecord::default();
         let method = req.method().clone();
-        let resp = match self.decide_and_answer(&config, conn, req, &mut record).await {
+        let resp = match self
+            .decide_and_answer(&config, conn, req, &mut record)
+            .await
+        {
             Ok(resp) => resp,
             Err(err) => {
                 if record.decision.is_none() {
@@ -199,12 +202,13 @@ impl Gateway {
         req: Request<Incoming>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let (mut parts, body) = req.into_parts();
+        // Read before the URI is rewritten to the upstream's.
+        let original_host = original_host(&parts);
         let target_path = route::forward_path(fwd.route, fwd.path);
         parts.uri = fwd
             .upstream
             .uri_for(target_path, parts.uri.query())
             .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
-        let original_host = original_host(&parts);
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(
             &mut parts.headers,
@@ -258,7 +262,7 @@ fn head_size<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len()
         + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
         + 12;
-    req.headers()
-        .iter()
-        .fold(line, |acc, (name, value)| acc + name.as_str().len() + value.len() + 4)
+    req.headers().iter().fold(line, |acc, (name, value)| {
+        acc + name.as_str().len() + value.len() + 4
+    })
 }

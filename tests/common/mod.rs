@@ -105,7 +105,11 @@ async fn echo(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -346,8 +350,14 @@ pub fn raw_get(addr: SocketAddr, path: &str, extra: &str) -> String {
 
 /// A blocking reqwest client that never pools across tests.
 pub fn client() -> reqwest::blocking::Client {
+    install_crypto();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// reqwest is built without a bundled crypto provider (only ring may be in the build).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
