@@ -32,8 +32,10 @@ pub mod algorithm;
 pub mod conformance;
 pub mod keys;
 pub mod memory;
+pub mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use std::future::Future;
 use std::time::Duration;
@@ -122,6 +124,10 @@ pub enum StoreError {
     Protocol(String),
     #[error("store is full: every tracked entry is actively limiting a client")]
     Capacity,
+    /// Redis no longer has a script (restart, failover, SCRIPT FLUSH); recovered inside the
+    /// Redis store and never seen by callers.
+    #[error("script not loaded on the server")]
+    NoScript,
 }
 
 impl StoreError {
@@ -132,6 +138,7 @@ impl StoreError {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Protocol(_) => "protocol",
             StoreError::Capacity => "capacity",
+            StoreError::NoScript => "noscript",
         }
     }
 }
@@ -180,6 +187,7 @@ pub trait Store: Send + Sync {
 #[derive(Debug)]
 pub enum AnyStore {
     Memory(MemoryStore),
+    Redis(RedisStore),
 }
 
 impl From<MemoryStore> for AnyStore {
@@ -192,42 +200,49 @@ impl Store for AnyStore {
     fn name(&self) -> &'static str {
         match self {
             AnyStore::Memory(s) => s.name(),
+            AnyStore::Redis(s) => s.name(),
         }
     }
 
     async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
         match self {
             AnyStore::Memory(s) => s.check(req).await,
+            AnyStore::Redis(s) => s.check(req).await,
         }
     }
 
     async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(s) => s.block(client, ttl, reason).await,
+            AnyStore::Redis(s) => s.block(client, ttl, reason).await,
         }
     }
 
     async fn unblock(&self, client: &str) -> Result<bool, StoreError> {
         match self {
             AnyStore::Memory(s) => s.unblock(client).await,
+            AnyStore::Redis(s) => s.unblock(client).await,
         }
     }
 
     async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
         match self {
             AnyStore::Memory(s) => s.blocks().await,
+            AnyStore::Redis(s) => s.blocks().await,
         }
     }
 
     async fn limit_status(&self, policy: &Policy, key: &str) -> Result<LimitStatus, StoreError> {
         match self {
             AnyStore::Memory(s) => s.limit_status(policy, key).await,
+            AnyStore::Redis(s) => s.limit_status(policy, key).await,
         }
     }
 
     async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {
         match self {
             AnyStore::Memory(s) => s.reset_limit(policy, key).await,
+            AnyStore::Redis(s) => s.reset_limit(policy, key).await,
         }
     }
 }

@@ -3,6 +3,8 @@
 //! for requests that ordinary clients would "fix" before sending.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

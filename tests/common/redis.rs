@@ -180,18 +180,17 @@ impl RedisCluster {
             .map(|_| {
                 RedisServer::start_with(
                     None,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
                 )
             })
             .collect();
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-        args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+        args.extend([
+            "--cluster-replicas".into(),
+            "0".into(),
+            "--cluster-yes".into(),
+        ]);
         let out = Command::new("redis-cli").args(&args).output().unwrap();
         assert!(
             out.status.success(),
