@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::server::{self as admin, AdminState};
-use crate::clock::SystemClock;
 use crate::config::{self, Config, ConfigError, Live};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
@@ -18,8 +17,10 @@ use crate::proxy::handler::Gateway;
 use crate::proxy::upstream::UpstreamPool;
 use crate::server::listener::{self, ListenerSettings};
 use crate::server::tls::{self, TlsError};
-use crate::store::memory::MemoryStore;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, StoreError};
+
+/// How long start-up waits for the store's first connection before serving anyway.
+const STORE_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -34,6 +35,8 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot set up the store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -65,11 +68,17 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     // Only ring is in the build; installing it explicitly keeps rustls from guessing.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new()?);
-    let store = AnyStore::Memory(MemoryStore::new(
-        config.store.max_memory_keys,
-        Arc::new(SystemClock),
-    ));
-    let limiter = Arc::new(Limiter::new(store, &config.store, metrics.clone()));
+    let limiter = Arc::new(Limiter::build(&config.store, metrics.clone())?);
+    // Give Redis a moment to connect so the first requests need not take the on_error path;
+    // an unreachable Redis never stops the gateway from starting.
+    if let AnyStore::Redis(redis) = limiter.store() {
+        if !redis.wait_connected(STORE_CONNECT_WAIT).await {
+            tracing::warn!(
+                on_error = ?config.store.on_error,
+                "Redis not reachable yet; serving per store.on_error until it is"
+            );
+        }
+    }
     let tls = match &config.server.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,

@@ -74,3 +74,99 @@ async fn conformance_on_redis_cluster() {
     let cluster = RedisCluster::start();
     run_against(connected(cluster.url()).await).await;
 }
+
+/// A block cached by one instance is dropped at once when another unblocks the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unblock_reaches_every_instance_cache() {
+    use bytes::Bytes;
+    use http::{HeaderMap, Method, StatusCode};
+    use rategate::config::compiled::{Algorithm, KeyPart, Mode, PathMatch, Policy, Route, Target};
+    use rategate::limiter::{ClientId, Limiter, RequestView, Verdict};
+    use rategate::metrics::Metrics;
+
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let redis = RedisServer::start();
+    let mut s = settings(redis.url());
+    s.timeout = Duration::from_secs(2);
+    let a = Limiter::build(&s, Arc::new(Metrics::new().unwrap())).unwrap();
+    let b = Limiter::build(&s, Arc::new(Metrics::new().unwrap())).unwrap();
+    for l in [&a, &b] {
+        if let rategate::store::AnyStore::Redis(r) = l.store() {
+            assert!(r.wait_connected(Duration::from_secs(10)).await);
+        }
+    }
+    let policy = Arc::new(Policy {
+        name: Arc::from("login"),
+        algorithm: Algorithm::FixedWindow,
+        limit: 1,
+        window: Duration::from_secs(3600),
+        burst: 1,
+        key: vec![KeyPart::Ip],
+        block_for: Some(Duration::from_secs(3600)),
+        mode: Mode::Enforce,
+        index: 0,
+    });
+    let route = Route {
+        name: Arc::from("r"),
+        path: PathMatch::Prefix("/".into()),
+        methods: vec![],
+        host: None,
+        target: Target::Respond {
+            status: StatusCode::OK,
+            body: Bytes::new(),
+        },
+        policies: vec![policy],
+        strip_prefix: false,
+        index: 0,
+    };
+    let client = ClientId {
+        ip: "9.9.9.9".parse().unwrap(),
+        key: "9.9.9.9".into(),
+    };
+    let headers = HeaderMap::new();
+    let view = RequestView {
+        method: &Method::GET,
+        path: "/",
+        headers: &headers,
+    };
+    assert!(matches!(
+        a.check(&route, &client, view).await,
+        Verdict::Allowed(_)
+    ));
+    assert!(matches!(
+        a.check(&route, &client, view).await,
+        Verdict::Limited { .. }
+    ));
+    // B learns of the block from Redis and caches it.
+    assert!(matches!(
+        b.check(&route, &client, view).await,
+        Verdict::Blocked { .. }
+    ));
+    let calls = redis.evalsha_calls();
+    assert!(matches!(
+        b.check(&route, &client, view).await,
+        Verdict::Blocked { .. }
+    ));
+    assert_eq!(
+        redis.evalsha_calls(),
+        calls,
+        "a cached block still asked Redis"
+    );
+
+    assert!(a.unblock("9.9.9.9").await.unwrap());
+    // B's cache is dropped by the published unblock: it asks Redis again, which no longer
+    // blocks (the counter is still over its limit, so the answer is a plain rejection).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match b.check(&route, &client, view).await {
+            Verdict::Limited { .. } => break,
+            Verdict::Blocked { .. } if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => panic!("still blocked or unexpected after unblock: {other:?}"),
+        }
+    }
+}

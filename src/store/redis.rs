@@ -148,9 +148,11 @@ impl RedisStore {
         on_invalidate: InvalidationSink,
         test_clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StoreError> {
-        let config = Config::from_url(&settings.url).map_err(|e| {
+        let mut config = Config::from_url(&settings.url).map_err(|e| {
             StoreError::Unavailable(format!("invalid store.url {}: {e}", redact(&settings.url)))
         })?;
+        // Keep retrying (with backoff) when Redis is unreachable at start, instead of giving up.
+        config.fail_fast = false;
         let mut builder = Builder::from_config(config);
         let timeout = settings.timeout;
         builder
@@ -189,6 +191,9 @@ impl RedisStore {
             timeout,
             test_clock,
         });
+        for client in inner.pool.clients() {
+            log_connection_errors(client);
+        }
         inner.pool.connect_pool();
         inner.subscriber.connect();
         spawn_subscriber(&inner, on_invalidate);
@@ -316,6 +321,19 @@ fn map_error(e: &fred::error::Error, timeout: Duration) -> StoreError {
         ErrorKind::Auth => StoreError::Unavailable(format!("authentication failed: {e}")),
         _ => StoreError::Unavailable(e.to_string()),
     }
+}
+
+/// Connection failures (refused, wrong password, TLS) are logged where operators look; fred
+/// retries with backoff, so this logs at most every couple of seconds per client.
+fn log_connection_errors(client: &fred::clients::Client) {
+    drop(client.on_error(|(error, server)| async move {
+        tracing::warn!(
+            server = ?server.map(|s| s.to_string()),
+            error = %error,
+            "Redis connection error"
+        );
+        Ok(())
+    }));
 }
 
 fn spawn_subscriber(inner: &Arc<Inner>, sink: InvalidationSink) {

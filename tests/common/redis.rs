@@ -61,6 +61,19 @@ impl RedisServer {
         Self::start_with(None, &[])
     }
 
+    /// A plain server on a given port (e.g. one a gateway was told about before it existed).
+    pub fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            password: None,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+        };
+        server.spawn();
+        server
+    }
+
     /// `extra` are additional `redis-server` arguments such as `--enable-debug-command yes`.
     pub fn start_with(password: Option<&str>, extra: &[&str]) -> RedisServer {
         let mut server = RedisServer {
