@@ -533,3 +533,40 @@ fn sentinel_url_finds_the_master() {
     assert_eq!(counted.load(Ordering::SeqCst), 3);
     assert!(sentinel.master.evalsha_calls() >= 3);
 }
+
+#[test]
+fn rediss_url_speaks_tls_to_redis() {
+    need_redis!();
+    // A private CA, trusted through SSL_CERT_FILE like any system trust store addition.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path, ca_path) = (
+        dir.path().join("redis.crt"),
+        dir.path().join("redis.key"),
+        dir.path().join("ca.crt"),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let redis = RedisServer::start_tls(&cert_path, &key_path, &ca_path);
+
+    let echo = Echo::start();
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let cfg = gateway_config(&echo, &url, "deny", &one_policy("fixed_window", 2, "1h"));
+    let gw = Gateway::start_with_env(&cfg, &[("SSL_CERT_FILE", ca_path.to_str().unwrap())]);
+    wait_until("TLS connection to Redis", Duration::from_secs(10), || {
+        raw_status(&raw_get(gw.addr, "/", "")) == 200
+    });
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 429);
+}

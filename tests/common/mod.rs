@@ -182,6 +182,16 @@ impl Gateway {
     }
 
     pub fn try_start(config: &str) -> Result<Gateway, String> {
+        Self::try_start_with_env(config, &[])
+    }
+
+    /// Start with extra environment variables (e.g. secrets referenced as `${NAME}`).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::try_start_with_env(config, env)
+            .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
+    }
+
+    pub fn try_start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("rategate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -192,6 +202,7 @@ impl Gateway {
             .arg("--log-format")
             .arg("json")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -48,6 +48,17 @@ fn wait_ping(port: u16, password: Option<&str>) {
     panic!("redis on port {port} did not start");
 }
 
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("redis TLS port {port} did not open");
+}
+
 pub struct RedisServer {
     pub port: u16,
     pub password: Option<String>,
@@ -89,8 +100,13 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
+        let tls = self.extra.iter().any(|a| a == "--tls-port");
         cmd.arg("--port")
-            .arg(self.port.to_string())
+            .arg(if tls {
+                "0".to_string()
+            } else {
+                self.port.to_string()
+            })
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
@@ -109,7 +125,37 @@ impl RedisServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_ping(self.port, self.password.as_deref());
+        if tls {
+            wait_port(self.port);
+        } else {
+            wait_ping(self.port, self.password.as_deref());
+        }
+    }
+
+    /// A TLS-only server on a free port with the given PEM files (no client certificates).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisServer {
+        let port = free_port();
+        let args: Vec<String> = vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let mut server = RedisServer {
+            port,
+            password: None,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: args,
+        };
+        server.spawn();
+        server
     }
 
     pub fn url(&self) -> String {
