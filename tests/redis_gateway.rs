@@ -570,3 +570,65 @@ fn rediss_url_speaks_tls_to_redis() {
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 429);
 }
+
+/// The shipped ACL (deploy/redis/users.acl) allows everything the gateway does.
+#[test]
+fn gateway_works_under_the_shipped_redis_acl() {
+    need_redis!();
+    let dir = tempfile::tempdir().unwrap();
+    let acl = std::fs::read_to_string("deploy/redis/users.acl").unwrap();
+    // The shipped file has placeholder password hashes; give the rategate user a real one.
+    let hash = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"; // "password"
+    let acl = acl.replace(&"0".repeat(64), hash);
+    let acl_path = dir.path().join("users.acl");
+    std::fs::write(&acl_path, acl).unwrap();
+    let redis = RedisServer::start_with(
+        Some("rategate:password"),
+        &["--aclfile", acl_path.to_str().unwrap()],
+    );
+    let echo = Echo::start();
+    let url = format!("redis://rategate:password@127.0.0.1:{}/0", redis.port);
+    let policies = r#"
+[[policy]]
+name = "log"
+algorithm = "sliding_log"
+limit = 2
+window = "1h"
+block_for = "1h"
+
+[[policy]]
+name = "win"
+algorithm = "sliding_window"
+limit = 100
+window = "1h"
+
+[[policy]]
+name = "bucket"
+algorithm = "token_bucket"
+limit = 100
+window = "1h"
+
+[[policy]]
+name = "fixed"
+algorithm = "fixed_window"
+limit = 100
+window = "1h"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["log", "win", "bucket", "fixed"]
+"#;
+    let cfg = gateway_config(&echo, &url, "deny", policies).replace("rgtest:", "rategate:");
+    let gw = Gateway::start(&cfg);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200, "{}", gw.logs());
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    let resp = raw_get(gw.addr, "/", "X-Forwarded-For: 1.2.3.4\r\n");
+    assert_eq!(raw_status(&resp), 429, "{resp}");
+    // The rejection started a block, recorded in Redis under the ACL.
+    let resp = raw_get(gw.addr, "/other", "");
+    assert!(resp.contains("\"error\":\"blocked\""), "{resp}");
+    let logs = gw.logs().to_lowercase();
+    assert!(!logs.contains("noperm"), "{logs}");
+}

@@ -30,8 +30,15 @@ pub fn free_port() -> u16 {
 pub fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
     let mut cmd = Command::new("redis-cli");
     cmd.arg("-p").arg(port.to_string());
-    if let Some(pw) = password {
-        cmd.arg("-a").arg(pw).arg("--no-auth-warning");
+    match password.map(|pw| pw.split_once(':')) {
+        // "user:password" logs in as an ACL user.
+        Some(Some((user, pw))) => {
+            cmd.args(["--user", user, "--pass", pw, "--no-auth-warning"]);
+        }
+        Some(None) => {
+            cmd.args(["-a", password.unwrap_or_default(), "--no-auth-warning"]);
+        }
+        None => {}
     }
     let out = cmd.args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -115,7 +122,8 @@ impl RedisServer {
             .arg("no")
             .arg("--dir")
             .arg(self.dir.path());
-        if let Some(pw) = &self.password {
+        // An ACL user ("user:password") comes from an --aclfile instead.
+        if let Some(pw) = self.password.as_ref().filter(|pw| !pw.contains(':')) {
             cmd.arg("--requirepass").arg(pw);
         }
         cmd.args(&self.extra);
