@@ -292,11 +292,11 @@ impl MemoryStore {
         // An expired entry counts as needing room: making room may sweep it away.
         let needs_slot = |locked: &mut Locked<'_>, j: usize| {
             evals[j].charged.is_some()
-                && !locked
+                && locked
                     .shard(key_shards[j])
                     .counters
                     .get(req.checks[j].key)
-                    .is_some_and(|e| e.expires_at > now)
+                    .is_none_or(|e| e.expires_at <= now)
         };
         for i in 0..req.checks.len() {
             if !needs_slot(&mut locked, i) {
