@@ -18,7 +18,8 @@ use crate::clock::{Clock, ManualClock};
 use crate::config::compiled::{Algorithm, KeyPart, Mode, Policy};
 
 use super::{
-    BlockEntry, CheckRequest, Decision, LimitStatus, Outcome, PolicyCheck, PolicyState, Store,
+    BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyCheck,
+    PolicyState, Store, Suspect,
 };
 
 /// The clock at the start of every vector: 2023-11-15T00:00:00Z, a multiple of every window used.
@@ -174,6 +175,93 @@ pub enum Step {
         key: &'static str,
         existed: bool,
     },
+    /// `events(limit)`, newest first.
+    Events {
+        limit: usize,
+        expect: Vec<Ev>,
+    },
+    /// `suspicious(limit)`: (client, rejections), most first.
+    Suspicious {
+        limit: usize,
+        expect: Vec<(&'static str, u64)>,
+    },
+}
+
+/// An expected event; `at` is relative to [`T0`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ev {
+    pub at: u64,
+    pub client: &'static str,
+    pub kind: EventKind,
+    pub policy: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    pub ttl_ms: Option<u64>,
+}
+
+impl Ev {
+    fn to_event(self) -> Event {
+        Event {
+            at_ms: T0 + self.at,
+            client: self.client.into(),
+            kind: self.kind,
+            policy: self.policy.map(Into::into),
+            reason: self.reason.map(Into::into),
+            ttl_ms: self.ttl_ms,
+        }
+    }
+}
+
+fn limited_ev(at: u64, client: &'static str, policy: &'static str) -> Ev {
+    Ev {
+        at,
+        client,
+        kind: EventKind::Limited,
+        policy: Some(policy),
+        reason: None,
+        ttl_ms: None,
+    }
+}
+
+fn blocked_ev(
+    at: u64,
+    client: &'static str,
+    policy: Option<&'static str>,
+    reason: &'static str,
+    ttl_ms: u64,
+) -> Ev {
+    Ev {
+        at,
+        client,
+        kind: EventKind::Blocked,
+        policy,
+        reason: Some(reason),
+        ttl_ms: Some(ttl_ms),
+    }
+}
+
+fn unblocked_ev(at: u64, client: &'static str) -> Ev {
+    Ev {
+        at,
+        client,
+        kind: EventKind::Unblocked,
+        policy: None,
+        reason: None,
+        ttl_ms: None,
+    }
+}
+
+fn events(limit: usize, expect: &[Ev]) -> Step {
+    Step::Events {
+        limit,
+        expect: expect.to_vec(),
+    }
+}
+
+fn suspicious(limit: usize, expect: &[(&'static str, u64)]) -> Step {
+    Step::Suspicious {
+        limit,
+        expect: expect.to_vec(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -680,6 +768,7 @@ pub fn vectors() -> Vec<Vector> {
                 request("c1", &[(1, "b")], ALLOWED, &[ok(1, 1000)]),
             ],
         },
+        activity_vector(),
         Vector {
             name: "params_change_restarts_counter",
             policies: vec![
@@ -699,6 +788,87 @@ pub fn vectors() -> Vec<Vector> {
             ],
         },
     ]
+}
+
+/// Events and suspicious clients (the rules are in the `store` module docs). Times in comments
+/// are offsets from T0; T0 is a multiple of the 10-minute suspect bucket.
+fn activity_vector() -> Vector {
+    let q = &[(1, "q|c1")][..];
+    let e1 = limited_ev(0, "c1", "q");
+    let e2 = limited_ev(1000, "c1", "q");
+    let e3 = limited_ev(1000, "c3", "p");
+    let e4 = blocked_ev(1000, "c3", Some("p"), "policy:p", 5000);
+    let e5 = blocked_ev(1001, "c4", None, "manual", 2500);
+    let e6 = unblocked_ev(1001, "c4");
+    let e7 = limited_ev(601_001, "c1", "q");
+    Vector {
+        name: "activity",
+        policies: vec![
+            fixed("p", 1, 10_000).block_for(5000),
+            fixed("q", 1, 10_000),
+            fixed("s", 1, 10_000).shadow(),
+        ],
+        steps: vec![
+            events(10, &[]),
+            suspicious(10, &[]),
+            // t=0: allowed records nothing; the rejection records e1.
+            request("c1", q, ALLOWED, &[ok(0, 10_000)]),
+            request("c1", q, limited(0), &[no(0, 10_000, 10_000)]),
+            events(10, &[e1]),
+            // t=999: same client and policy within EVENT_REPEAT_MS: counted, no event.
+            adv(999),
+            request("c1", q, limited(0), &[no(0, 9001, 9001)]),
+            // t=1000: EVENT_REPEAT_MS after e1: recorded again (e2).
+            adv(1),
+            request("c1", q, limited(0), &[no(0, 9000, 9000)]),
+            // Shadow rejections admit the request: no event, no count.
+            request("c2", &[(2, "s|c2")], ALLOWED, &[ok(0, 9000)]),
+            request("c2", &[(2, "s|c2")], ALLOWED, &[no(0, 9000, 9000)]),
+            // A rejection that starts a block: the limited event (e3), then the block (e4).
+            request("c3", &[(0, "p|c3")], ALLOWED, &[ok(0, 9000)]),
+            request_blocking("c3", &[(0, "p|c3")], 0, &[no(0, 9000, 9000)], (0, 5000)),
+            // Requests of a blocked client are counted but record no event.
+            blocked("c3", &[(1, "q|c3")], 5000),
+            adv(1),
+            blocked("c3", &[(0, "p|c3")], 4999),
+            // t=1001: admin block (e5) and unblock (e6); a second unblock records nothing.
+            Step::Block {
+                client: "c4",
+                ttl_ms: 2500,
+                reason: "manual",
+            },
+            Step::Unblock {
+                client: "c4",
+                existed: true,
+            },
+            Step::Unblock {
+                client: "c4",
+                existed: false,
+            },
+            events(10, &[e6, e5, e4, e3, e2, e1]),
+            events(2, &[e6, e5]),
+            // A tie is broken by client, ascending.
+            suspicious(10, &[("c1", 3), ("c3", 3)]),
+            suspicious(1, &[("c1", 3)]),
+            // t=601001: the next bucket; the previous one still counts.
+            adv(600_000),
+            suspicious(10, &[("c1", 3), ("c3", 3)]),
+            request("c1", q, ALLOWED, &[ok(0, 8999)]),
+            request("c1", q, limited(0), &[no(0, 8999, 8999)]),
+            suspicious(10, &[("c1", 4), ("c3", 3)]),
+            // t=1201001: the first bucket no longer counts.
+            adv(600_000),
+            suspicious(10, &[("c1", 1)]),
+            events(1, &[e7]),
+            // t=3600000: e1 is exactly EVENT_TTL_MS old and no longer listed.
+            adv(2_398_999),
+            events(10, &[e7, e6, e5, e4, e3, e2]),
+            // t=3601001: only e7 is younger than an hour.
+            adv(1001),
+            events(10, &[e7]),
+            suspicious(10, &[]),
+        ],
+    }
 }
 
 /// Run every vector against a fresh store from `make`, which gets the vector's clock (at [`T0`]).
@@ -812,6 +982,26 @@ pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualCloc
                     .map_err(|e| e.to_string());
                 if actual != Ok(*existed) {
                     mismatch(vector, i, &Ok::<bool, String>(*existed), &actual);
+                }
+            }
+            Step::Events { limit, expect } => {
+                let expected: Vec<Event> = expect.iter().map(|e| e.to_event()).collect();
+                let actual = store.events(*limit).await.map_err(|e| e.to_string());
+                if actual.as_ref() != Ok(&expected) {
+                    mismatch(vector, i, &expected, &actual);
+                }
+            }
+            Step::Suspicious { limit, expect } => {
+                let expected: Vec<Suspect> = expect
+                    .iter()
+                    .map(|&(client, rejections)| Suspect {
+                        client: client.into(),
+                        rejections,
+                    })
+                    .collect();
+                let actual = store.suspicious(*limit).await.map_err(|e| e.to_string());
+                if actual.as_ref() != Ok(&expected) {
+                    mismatch(vector, i, &expected, &actual);
                 }
             }
         }

@@ -23,9 +23,11 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::clock::Clock;
 use crate::config::compiled::{Mode, Policy};
 
+use super::activity::Activity;
 use super::algorithm::{evaluate, Counter, Evaluation, Params};
 use super::{
-    BlockEntry, CheckRequest, Decision, LimitStatus, Outcome, PolicyCheck, Store, StoreError,
+    BlockEntry, CheckRequest, Decision, Event, LimitStatus, Outcome, PolicyCheck, Store,
+    StoreError, Suspect,
 };
 
 /// Upper bound on shards; a request's shard set fits in a `u64` mask.
@@ -166,6 +168,8 @@ pub struct MemoryStore {
     shard_capacity: usize,
     hasher: ahash::RandomState,
     clock: Arc<dyn Clock>,
+    /// Recent events and suspicious clients (bounded on their own, outside `max_keys`).
+    activity: Activity,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -190,6 +194,7 @@ impl MemoryStore {
             shard_capacity: max_keys / count,
             hasher: ahash::RandomState::new(),
             clock,
+            activity: Activity::default(),
         }
     }
 
@@ -400,19 +405,26 @@ impl MemoryStore {
         };
         if let Some(b) = shard.blocks.get_mut(client) {
             *b = record;
-            return Ok(());
+        } else {
+            if !shard.make_room(1, self.shard_capacity, &[], now) {
+                return Err(StoreError::Capacity);
+            }
+            shard.blocks.insert(client.into(), record);
         }
-        if !shard.make_room(1, self.shard_capacity, &[], now) {
-            return Err(StoreError::Capacity);
-        }
-        shard.blocks.insert(client.into(), record);
+        drop(shard);
+        self.activity.record_block(client, ms, reason, now);
         Ok(())
     }
 
     fn unblock_now(&self, client: &str) -> bool {
         let now = self.clock.now_ms();
         let mut shard = self.shards[self.shard_of(client)].lock();
-        shard.blocks.remove(client).is_some_and(|b| b.until > now)
+        let existed = shard.blocks.remove(client).is_some_and(|b| b.until > now);
+        drop(shard);
+        if existed {
+            self.activity.record_unblock(client, now);
+        }
+        existed
     }
 
     fn blocks_now(&self) -> Vec<BlockEntry> {
@@ -497,7 +509,11 @@ impl Store for MemoryStore {
         &self,
         req: &CheckRequest<'_>,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
-        ready(self.check_now(req))
+        // Recorded after the shard locks are released: activity has locks of its own.
+        ready(
+            self.check_now(req)
+                .inspect(|d| self.activity.record_check(req, d)),
+        )
     }
 
     fn block(
@@ -531,5 +547,16 @@ impl Store for MemoryStore {
         key: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         ready(Ok(self.reset_limit_now(policy, key)))
+    }
+
+    fn events(&self, limit: usize) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {
+        ready(Ok(self.activity.events(limit, self.clock.now_ms())))
+    }
+
+    fn suspicious(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Suspect>, StoreError>> + Send {
+        ready(Ok(self.activity.suspicious(limit, self.clock.now_ms())))
     }
 }

@@ -27,7 +27,57 @@
 //!   pre-request state and charged twice.
 //! - `cost` larger than a policy's capacity (limit, or burst for the token bucket) is rejected by
 //!   that policy with `retry_after_ms = window`.
+//!
+//! # Activity: events and suspicious clients
+//!
+//! Every store also keeps what the admin API shows as "recent events" and "suspicious clients",
+//! *in the store*, so that with Redis every instance sees the same. Recording never costs a round
+//! trip of its own: [`Store::check`] records as part of the same call (inside the same Lua script
+//! for Redis), and `block`/`unblock` record in their own call. All times are the store clock's
+//! (`now`, ms since the Unix epoch), the same clock decisions use.
+//!
+//! Recording, per call:
+//! - `check` answering `Outcome::Limited { policy }`: an [`Event`] `{at: now, client,
+//!   kind: Limited, policy: Some(<name of checks[policy]>), reason: None, ttl_ms: None}`, unless a
+//!   `Limited` event for the same client and policy name was recorded less than
+//!   [`EVENT_REPEAT_MS`] before (`now - last < EVENT_REPEAT_MS`): an over-limit client hammering
+//!   the gateway yields one event per second, not one per request. Then, if the same call started
+//!   a block (`blocked_now = Some((i, ms))`), a second event `{at: now, client, kind: Blocked,
+//!   policy: Some(<name of checks[i]>), reason: Some("policy:<name>"), ttl_ms: Some(ms)}` is
+//!   recorded after the first (so it reads as newer), never deduplicated.
+//! - `check` answering `Outcome::Blocked`: no event (a blocked client's flood would drown every
+//!   other event; the block itself was recorded when it started).
+//! - Every `check` answering `Limited` or `Blocked` adds 1 to the client's rejection count in the
+//!   suspect bucket of `now` (see below), whether or not an event was recorded: the count is
+//!   exactly the number of rejected requests the store answered. Shadow rejections admit the
+//!   request and are not counted. `Allowed` records nothing.
+//! - `block(client, ttl, reason)` with `ttl > 0`: an event `{at: now, client, kind: Blocked,
+//!   policy: None, reason: Some(reason), ttl_ms: Some(<ttl in ms, rounded up>)}`. A zero `ttl`
+//!   (which removes the block) records nothing.
+//! - `unblock(client)` that removed an active block (returns true): `{at: now, client,
+//!   kind: Unblocked, policy: None, reason: None, ttl_ms: None}`; nothing when it returns false.
+//!
+//! Events are a list, newest first, of at most [`EVENTS_MAX`] entries (recording drops the
+//! oldest beyond that). [`Store::events`]`(limit)` returns the newest `min(limit, EVENTS_MAX)`
+//! events with `now - at < EVENT_TTL_MS`, newest first; events recorded in one call keep their
+//! recording order (the later one first).
+//!
+//! Suspicious clients are counted in aligned buckets of [`SUSPECT_BUCKET_MS`]: a rejection at
+//! `now` counts in bucket `floor(now / SUSPECT_BUCKET_MS)`. [`Store::suspicious`]`(limit)` sums,
+//! per client, the buckets `b` and `b - 1` where `b = floor(now / SUSPECT_BUCKET_MS)` (so a
+//! rejection is counted for 10 to 20 minutes), drops clients whose sum is 0, sorts by sum
+//! descending then client ascending (byte order), and returns the first `limit`. A bucket holds
+//! at most [`SUSPECTS_MAX`] clients: when a rejection would add one more, the client with the
+//! lowest count (the smallest client on a tie) is dropped after the increment, which may be the
+//! new one itself.
+//!
+//! The Redis store keeps these under `<prefix>{rg}:` and records them inside its scripts (the
+//! same call as the decision): `events` (a list of JSON objects, `LPUSH` + `LTRIM` + TTL),
+//! `evrep:<client>|<policy>` (when the last `Limited` event was recorded, store time) and
+//! `suspects:<bucket>` (sorted sets of client -> count). They share the `{rg}` hash tag with every
+//! other key, so in a cluster they live in the slot of the request's keys.
 
+pub mod activity;
 pub mod algorithm;
 pub mod conformance;
 pub mod keys;
@@ -102,6 +152,69 @@ pub struct BlockEntry {
     pub client: String,
     pub ttl_ms: u64,
     pub reason: String,
+}
+
+/// Most events kept; recording drops the oldest beyond this.
+pub const EVENTS_MAX: usize = 1000;
+/// Events older than this (store clock) are no longer listed.
+pub const EVENT_TTL_MS: u64 = 60 * 60 * 1000;
+/// At most one `Limited` event per client and policy within this long.
+pub const EVENT_REPEAT_MS: u64 = 1000;
+/// Width of one aligned suspect bucket; the current and the previous bucket are summed.
+pub const SUSPECT_BUCKET_MS: u64 = 10 * 60 * 1000;
+/// Most clients one suspect bucket holds.
+pub const SUSPECTS_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A request was rejected by a policy.
+    Limited,
+    /// A block started (by a policy's `block_for`, or the admin API).
+    Blocked,
+    /// The admin API removed an active block.
+    Unblocked,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Limited => "limited",
+            EventKind::Blocked => "blocked",
+            EventKind::Unblocked => "unblocked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "limited" => Some(EventKind::Limited),
+            "blocked" => Some(EventKind::Blocked),
+            "unblocked" => Some(EventKind::Unblocked),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded event (see the module docs for exactly when each is recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Store clock when recorded, ms since the Unix epoch.
+    pub at_ms: u64,
+    pub client: String,
+    pub kind: EventKind,
+    /// The rejecting policy (`Limited`) or the policy whose `block_for` started the block.
+    pub policy: Option<String>,
+    /// The block's reason (`Blocked` only).
+    pub reason: Option<String>,
+    /// The block's duration (`Blocked` only).
+    pub ttl_ms: Option<u64>,
+}
+
+/// A client most often rejected recently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspect {
+    pub client: String,
+    /// Rejections counted in the current and the previous suspect bucket.
+    pub rejections: u64,
 }
 
 /// Current state of one counter, as inspected by the admin API.
@@ -181,9 +294,22 @@ pub trait Store: Send + Sync {
         policy: &Policy,
         key: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Recent events, newest first, at most `limit` (see the module docs).
+    fn events(&self, limit: usize) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// The clients most often rejected recently, most first, at most `limit` (see the module
+    /// docs).
+    fn suspicious(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Suspect>, StoreError>> + Send;
 }
 
 /// The configured store, as an enum so the limiter dispatches statically.
+// One per process, built once and never moved on the request path: boxing would only add an
+// indirection to every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyStore {
     Memory(MemoryStore),
@@ -243,6 +369,20 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.reset_limit(policy, key).await,
             AnyStore::Redis(s) => s.reset_limit(policy, key).await,
+        }
+    }
+
+    async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.events(limit).await,
+            AnyStore::Redis(s) => s.events(limit).await,
+        }
+    }
+
+    async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.suspicious(limit).await,
+            AnyStore::Redis(s) => s.suspicious(limit).await,
         }
     }
 }

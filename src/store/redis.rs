@@ -28,7 +28,9 @@ use fred::types::config::UnresponsiveConfig;
 use fred::types::{Builder, Value};
 
 use super::{
-    BlockEntry, CheckRequest, Decision, LimitStatus, Outcome, PolicyState, Store, StoreError,
+    BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyState, Store,
+    StoreError, Suspect, EVENTS_MAX, EVENT_REPEAT_MS, EVENT_TTL_MS, SUSPECTS_MAX,
+    SUSPECT_BUCKET_MS,
 };
 use crate::clock::Clock;
 use crate::config::compiled::{Algorithm, Mode, Policy, StoreSettings};
@@ -86,7 +88,12 @@ struct Script {
 
 impl Script {
     fn new(body: &str) -> Self {
-        let text = format!("{COMMON}\n{body}");
+        // The activity limits come from the store contract, so both stores share one number.
+        let text = format!(
+            "local EVENTS_MAX = {EVENTS_MAX}\nlocal EVENT_TTL_MS = {EVENT_TTL_MS}\n\
+             local EVENT_REPEAT_MS = {EVENT_REPEAT_MS}\nlocal SUSPECT_BUCKET_MS = \
+             {SUSPECT_BUCKET_MS}\nlocal SUSPECTS_MAX = {SUSPECTS_MAX}\n{COMMON}\n{body}"
+        );
         let sha = fred::util::sha1_hash(&text);
         Script { text, sha }
     }
@@ -394,6 +401,26 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// One event as the scripts record it (`cjson` of `{at, client, kind, policy?, reason?,
+/// ttl_ms?}`); anything else is skipped rather than failing the whole list.
+fn decode_event(raw: &str) -> Option<Event> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    // cjson writes integers as JSON numbers, possibly in float form.
+    let number = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_u64().or_else(|| x.as_f64().map(|f| f as u64)))
+    };
+    Some(Event {
+        at_ms: number("at")?,
+        client: text("client")?,
+        kind: EventKind::parse(v.get("kind")?.as_str()?)?,
+        policy: text("policy"),
+        reason: text("reason"),
+        ttl_ms: number("ttl_ms"),
+    })
+}
+
 /// Decode the check script's reply (see `lua/check.lua`).
 fn decode_decision(reply: &[i64], n: usize) -> Result<Decision, StoreError> {
     let bad = || StoreError::Protocol(format!("unexpected script reply of {} values", reply.len()));
@@ -553,6 +580,34 @@ impl Store for RedisStore {
             remaining: s.remaining,
             reset_ms: s.reset_ms,
         })
+    }
+
+    async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let args = vec![
+            self.now_arg(),
+            Value::String("events".into()),
+            int(limit as u64),
+        ];
+        let rows: Vec<String> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        Ok(rows.iter().filter_map(|raw| decode_event(raw)).collect())
+    }
+
+    async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
+        let args = vec![
+            self.now_arg(),
+            Value::String("suspects".into()),
+            int(limit as u64),
+        ];
+        let rows: Vec<Value> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        Ok(rows
+            .chunks_exact(2)
+            .filter_map(|row| {
+                Some(Suspect {
+                    client: row[0].as_str()?.to_string(),
+                    rejections: to_u64(row[1].as_i64()?),
+                })
+            })
+            .collect())
     }
 
     async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {

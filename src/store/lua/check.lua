@@ -23,6 +23,7 @@ local n = tonumber(ARGV[4])
 
 local until_ms = tonumber(redis.call('ZSCORE', KEYS[1], client) or '0') or 0
 if until_ms > now0 then
+  suspect(client)
   return {2, until_ms - now0, now0, -1, 0}
 end
 
@@ -197,9 +198,13 @@ if rejected >= 0 then
     local ms = tonumber(ARGV[b + 5])
     if not allowed[i] and ARGV[b + 4] == '1' and ms > best_ms then best, best_ms = i, ms end
   end
+  suspect(client)
+  limited_event(client, ARGV[5 + 6 * n + (rejected - 1)])
   if best > 0 then
     local name = ARGV[5 + 6 * n + (best - 1)]
     block(client, now0 + best_ms, 'policy:' .. name, best_ms + pad)
+    event({client = client, kind = 'blocked', policy = name, reason = 'policy:' .. name,
+      ttl_ms = best_ms})
     out[4], out[5] = best - 1, best_ms
   end
   for i = 1, n do

@@ -48,3 +48,32 @@ local function block(who, until_ms, reason, ttl)
   end
 end
 
+
+-- Activity (see "Activity" in src/store/mod.rs; the constants are prepended by the Rust side
+-- from that module, so both stores use the same numbers). KEYS[1] is `<base>blocks`.
+local base = string.sub(KEYS[1], 1, -7)
+
+local function event(fields)
+  fields.at = now0
+  local k = base .. 'events'
+  redis.call('LPUSH', k, cjson.encode(fields))
+  redis.call('LTRIM', k, 0, EVENTS_MAX - 1)
+  redis.call('PEXPIRE', k, EVENT_TTL_MS + pad)
+end
+
+-- One `limited` event per client and policy per EVENT_REPEAT_MS of store time.
+local function limited_event(who, policy)
+  local k = base .. 'evrep:' .. who .. '|' .. policy
+  local last = tonumber(redis.call('GET', k) or '')
+  if last and now0 - last < EVENT_REPEAT_MS then return end
+  redis.call('SET', k, now0, 'PX', EVENT_REPEAT_MS + pad)
+  event({client = who, kind = 'limited', policy = policy})
+end
+
+local function suspect(who)
+  local k = base .. 'suspects:' .. fdiv(now0, SUSPECT_BUCKET_MS)
+  redis.call('ZINCRBY', k, 1, who)
+  -- drops the lowest count, the smallest client on a tie
+  redis.call('ZREMRANGEBYRANK', k, 0, -(SUSPECTS_MAX + 1))
+  redis.call('PEXPIRE', k, 2 * SUSPECT_BUCKET_MS + pad)
+end
