@@ -76,12 +76,13 @@ fn burst(gateways: &[&Gateway], per_instance: usize) -> (usize, usize, usize) {
                 let client = client.clone();
                 let url = gw.url("/x");
                 tasks.push(tokio::spawn(async move {
-                    client
-                        .get(url)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0)
+                    match client.get(url).send().await {
+                        Ok(r) => r.status().as_u16(),
+                        Err(e) => {
+                            eprintln!("request failed: {e:?}");
+                            0
+                        }
+                    }
                 }));
             }
         }
@@ -90,7 +91,10 @@ fn burst(gateways: &[&Gateway], per_instance: usize) -> (usize, usize, usize) {
             match t.await.unwrap() {
                 200 => counts.0 += 1,
                 429 => counts.1 += 1,
-                _ => counts.2 += 1,
+                other => {
+                    eprintln!("unexpected status {other}");
+                    counts.2 += 1
+                }
             }
         }
         counts

@@ -28,9 +28,9 @@ use fred::types::config::UnresponsiveConfig;
 use fred::types::{Builder, Value};
 
 use super::{
-    BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyState, Store,
-    StoreError, Suspect, EVENTS_MAX, EVENT_REPEAT_MS, EVENT_TTL_MS, SUSPECTS_MAX,
-    SUSPECT_BUCKET_MS,
+    BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyCheck,
+    PolicyState, Store, StoreError, Suspect, EVENTS_MAX, EVENT_REPEAT_MS, EVENT_TTL_MS,
+    SUSPECTS_MAX, SUSPECT_BUCKET_MS,
 };
 use crate::clock::Clock;
 use crate::config::compiled::{Algorithm, Mode, Policy, StoreSettings};
@@ -268,17 +268,19 @@ impl RedisStore {
         }
     }
 
+    /// Run `script` on the keys and arguments `make` builds. `make` runs a second time only
+    /// after NOSCRIPT, so the common path builds (and allocates) them once.
     async fn run<R: fred::types::FromValue>(
         &self,
         script: &Script,
-        keys: Vec<String>,
-        args: Vec<Value>,
+        make: impl Fn() -> (Vec<String>, Vec<Value>),
     ) -> Result<R, StoreError> {
         let inner = &self.inner;
         let client = inner.pool.next();
+        let (keys, args) = make();
         let first = within(
             inner.timeout,
-            client.evalsha::<Value, _, _, _>(script.sha.as_str(), keys.clone(), args.clone()),
+            client.evalsha::<Value, _, _, _>(script.sha.as_str(), keys, args),
         )
         .await;
         let value = match first {
@@ -286,6 +288,7 @@ impl RedisStore {
                 // Restart, failover or SCRIPT FLUSH: EVAL sends the text (caching it on the node
                 // that owns the keys) and the next EVALSHA works again.
                 tracing::info!("Redis lost the script (NOSCRIPT); re-sending it");
+                let (keys, args) = make();
                 within(
                     inner.timeout,
                     client.eval::<Value, _, _, _>(script.text.as_str(), keys, args),
@@ -466,12 +469,13 @@ fn decode_decision(reply: &[i64], n: usize) -> Result<Decision, StoreError> {
 }
 
 impl RedisStore {
-    async fn check_policies(
+    /// KEYS and ARGV of the check script (see `lua/check.lua`).
+    fn check_args(
         &self,
         client: &str,
-        checks: &[(&Policy, &str)],
+        checks: &[PolicyCheck<'_>],
         cost: u64,
-    ) -> Result<Decision, StoreError> {
+    ) -> (Vec<String>, Vec<Value>) {
         let n = checks.len();
         let mut keys = Vec::with_capacity(2 + n);
         keys.push(self.inner.blocks_key.clone());
@@ -481,9 +485,10 @@ impl RedisStore {
         args.push(int(cost));
         args.push(Value::String(client.into()));
         args.push(int(n as u64));
-        for (policy, key) in checks {
-            let mut k = String::with_capacity(self.inner.base.len() + 24 + key.len());
-            push_counter_key(&mut k, &self.inner.base, policy, key);
+        for check in checks {
+            let policy = check.policy;
+            let mut k = String::with_capacity(self.inner.base.len() + 24 + check.key.len());
+            push_counter_key(&mut k, &self.inner.base, policy, check.key);
             keys.push(k);
             args.push(Value::String(algorithm_code(policy.algorithm).into()));
             args.push(int(policy.limit));
@@ -497,11 +502,28 @@ impl RedisStore {
                 .block_for
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))));
         }
-        for (policy, _) in checks {
-            args.push(Value::String((&*policy.name).into()));
+        for check in checks {
+            args.push(Value::String((&*check.policy.name).into()));
         }
-        let reply: Vec<i64> = self.run(&self.inner.check, keys, args).await?;
-        decode_decision(&reply, n)
+        (keys, args)
+    }
+
+    async fn check_policies(
+        &self,
+        client: &str,
+        checks: &[PolicyCheck<'_>],
+        cost: u64,
+    ) -> Result<Decision, StoreError> {
+        let reply: Vec<i64> = self
+            .run(&self.inner.check, || self.check_args(client, checks, cost))
+            .await?;
+        decode_decision(&reply, checks.len())
+    }
+
+    /// Run an operation of the admin script.
+    async fn admin<R: fred::types::FromValue>(&self, args: Vec<Value>) -> Result<R, StoreError> {
+        self.run(&self.inner.admin, || (self.admin_keys(), args.clone()))
+            .await
     }
 }
 
@@ -511,8 +533,7 @@ impl Store for RedisStore {
     }
 
     async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
-        let checks: Vec<(&Policy, &str)> = req.checks.iter().map(|c| (c.policy, c.key)).collect();
-        self.check_policies(req.client, &checks, req.cost).await
+        self.check_policies(req.client, req.checks, req.cost).await
     }
 
     async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
@@ -524,7 +545,7 @@ impl Store for RedisStore {
             int(ms),
             Value::String(reason.into()),
         ];
-        let _: i64 = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        let _: i64 = self.admin(args).await?;
         if ms == 0 {
             let _ = self
                 .publish(Invalidation::Unblock(client.to_string()))
@@ -539,7 +560,7 @@ impl Store for RedisStore {
             Value::String("unblock".into()),
             Value::String(client.into()),
         ];
-        let removed: i64 = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        let removed: i64 = self.admin(args).await?;
         // Every instance drops its cached block at once, even if this one's was already gone.
         self.publish(Invalidation::Unblock(client.to_string()))
             .await?;
@@ -548,7 +569,7 @@ impl Store for RedisStore {
 
     async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
         let args = vec![self.now_arg(), Value::String("list".into())];
-        let rows: Vec<Value> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        let rows: Vec<Value> = self.admin(args).await?;
         let mut out: Vec<BlockEntry> = rows
             .chunks_exact(3)
             .filter_map(|row| {
@@ -569,7 +590,9 @@ impl Store for RedisStore {
 
     async fn limit_status(&self, policy: &Policy, key: &str) -> Result<LimitStatus, StoreError> {
         // A cost of 0 evaluates without charging; the empty client is never blocked.
-        let d = self.check_policies("", &[(policy, key)], 0).await?;
+        let d = self
+            .check_policies("", &[PolicyCheck { policy, key }], 0)
+            .await?;
         let s = d
             .states
             .first()
@@ -588,7 +611,7 @@ impl Store for RedisStore {
             Value::String("events".into()),
             int(limit as u64),
         ];
-        let rows: Vec<String> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        let rows: Vec<String> = self.admin(args).await?;
         Ok(rows.iter().filter_map(|raw| decode_event(raw)).collect())
     }
 
@@ -598,7 +621,7 @@ impl Store for RedisStore {
             Value::String("suspects".into()),
             int(limit as u64),
         ];
-        let rows: Vec<Value> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        let rows: Vec<Value> = self.admin(args).await?;
         Ok(rows
             .chunks_exact(2)
             .filter_map(|row| {
