@@ -294,7 +294,10 @@ mod tests {
     }
 
     fn reject(a: &Activity, client: &str, p: &Policy, now: u64) {
-        let checks = [PolicyCheck { policy: p, key: "k" }];
+        let checks = [PolicyCheck {
+            policy: p,
+            key: "k",
+        }];
         let req = CheckRequest {
             client,
             checks: &checks,
@@ -375,11 +378,7 @@ mod tests {
         reject(&a, "c", &p, T0);
         // "a" would be the third: the lowest (itself, count 1) is dropped.
         reject(&a, "a", &p, T0);
-        let names: Vec<String> = a
-            .suspicious(10, T0)
-            .into_iter()
-            .map(|s| s.client)
-            .collect();
+        let names: Vec<String> = a.suspicious(10, T0).into_iter().map(|s| s.client).collect();
         assert_eq!(names, ["b", "c"]);
         reject(&a, "c", &p, T0);
         assert_eq!(a.suspicious(1, T0)[0].client, "c");
