@@ -1,6 +1,7 @@
 //! Wires the pieces together: store and limiter, proxy listener, admin side port, signals
-//! (SIGTERM/SIGINT drain, SIGHUP reload) and shutdown.
+//! (SIGTERM/SIGINT drain, SIGHUP reload), the config file watch, alerts and shutdown.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -9,8 +10,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::server::{self as admin, AdminState};
+use crate::admin::server as admin;
+use crate::admin::AdminState;
+use crate::alerts::{self, Alerter};
 use crate::clock::SystemClock;
+use crate::config::file::DEFAULT_ALERT_QUEUE_SIZE;
+use crate::config::reload::{Reloader, Trigger};
 use crate::config::{self, Config, ConfigError, Live};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
@@ -69,7 +74,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         config.store.max_memory_keys,
         Arc::new(SystemClock),
     ));
-    let limiter = Arc::new(Limiter::new(store, &config.store, metrics.clone()));
     let tls = match &config.server.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
@@ -78,31 +82,74 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let admin_listener = bind(config.admin.listen).await?;
     let settings = ListenerSettings::from(&config.server);
     log_listening(&listener, &admin_listener, tls.is_some());
-
+    let alert_queue = config
+        .alerts
+        .as_ref()
+        .map_or(DEFAULT_ALERT_QUEUE_SIZE, |a| a.queue_size);
+    let store_settings = config.store.clone();
     let live = Arc::new(Live::new(config));
+
+    let (alerts, alert_rx) = Alerter::new(live.clone(), metrics.clone(), alert_queue);
+    let limiter =
+        Arc::new(Limiter::new(store, &store_settings, metrics.clone()).with_alerts(alerts.clone()));
+    let reloader = Arc::new(Reloader::new(
+        live.clone(),
+        metrics.clone(),
+        Box::new(load_checked),
+    ));
     let gateway = Arc::new(Gateway {
-        live: live.clone(),
-        limiter,
-        upstreams: UpstreamPool::with_webpki_roots(metrics.clone()),
-        metrics: metrics.clone(),
-        access_log: true,
+        alerts: alerts.clone(),
+        ..Gateway::new(
+            live.clone(),
+            limiter.clone(),
+            UpstreamPool::with_webpki_roots(metrics.clone()),
+            metrics.clone(),
+        )
     });
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The admin port outlives the proxy's drain, so /readyz answers 503 (not a refused
+    // connection) while in-flight requests finish.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
 
     let admin_state = Arc::new(AdminState {
         live: live.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
+        limiter: limiter.clone(),
+        reloader: reloader.clone(),
+        alerts,
     });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
     let signals = Signals::install()?;
-    tokio::spawn(signals.run(live, metrics.clone(), ready, stop_tx));
+    let mut tasks = vec![
+        tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop_rx)),
+        tokio::spawn(alerts::run(alert_rx, live.clone(), metrics.clone())),
+        tokio::spawn(crate::admin::refresh_blocked_gauge_forever(
+            limiter,
+            metrics.clone(),
+        )),
+        tokio::spawn(signals.run(reloader.clone(), ready, stop_tx)),
+    ];
+    match config::watch::spawn(reloader) {
+        Ok(task) => tasks.push(task),
+        // Reloading still works by SIGHUP and the admin API.
+        Err(err) => tracing::warn!(error = %err, "config file changes will not be picked up"),
+    }
 
     listener::serve(listener, tls, gateway, metrics, settings, stop_rx).await;
-    admin_task.abort();
+    let _ = admin_stop_tx.send(true);
+    for task in tasks {
+        task.abort();
+    }
     tracing::info!("rategate stopped");
     Ok(())
+}
+
+/// Load config text as a reload does: validate and compile, then the checks that need files.
+fn load_checked(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config = config::load_str(path, text)?;
+    preflight(&config)?;
+    Ok(config)
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
@@ -138,8 +185,7 @@ impl Signals {
 
     async fn run(
         mut self,
-        live: Arc<Live>,
-        metrics: Arc<Metrics>,
+        reloader: Arc<Reloader>,
         ready: Arc<AtomicBool>,
         stop: watch::Sender<bool>,
     ) {
@@ -147,7 +193,8 @@ impl Signals {
             tokio::select! {
                 _ = self.term.recv() => break,
                 _ = self.int.recv() => break,
-                _ = self.hup.recv() => reload(&live, &metrics),
+                // The outcome is logged and counted by the reloader.
+                _ = self.hup.recv() => { let _ = reloader.reload_async(Trigger::Signal).await; }
             }
         }
         // Readiness drops first so load balancers stop sending before connections close.
@@ -161,22 +208,5 @@ impl Signals {
         }
         tracing::warn!("second signal: exiting without waiting for the drain");
         std::process::exit(130);
-    }
-}
-
-/// Reload the config from its file; a config that fails validation is rejected whole and the
-/// old one keeps serving.
-pub fn reload(live: &Live, metrics: &Metrics) {
-    let source = live.snapshot().source.clone();
-    match config::load(&source).and_then(|c| preflight(&c).map(|()| c)) {
-        Ok(new) => {
-            live.swap(new);
-            metrics.config_reloads.with_label_values(&["ok"]).inc();
-            tracing::info!(file = %source.display(), "config reloaded");
-        }
-        Err(err) => {
-            metrics.config_reloads.with_label_values(&["error"]).inc();
-            tracing::error!(error = %err, "config reload rejected; keeping the running config");
-        }
     }
 }

@@ -4,18 +4,20 @@
 pub mod policy;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method};
 use prometheus::Histogram;
 
+use crate::alerts::{Alert, Alerter};
 use crate::clock::{Clock, SystemClock};
 use crate::config::compiled::{Mode, OnError, Policy, Route, StoreSettings};
 use crate::metrics::Metrics;
 use crate::store::{
-    AnyStore, BlockEntry, CheckRequest, Decision, LimitStatus, MemoryStore, Outcome, PolicyCheck,
-    PolicyState, Store, StoreError,
+    AnyStore, BlockEntry, CheckRequest, Decision, Event, LimitStatus, MemoryStore, Outcome,
+    PolicyCheck, PolicyState, Store, StoreError, Suspect,
 };
 
 pub use policy::UnaddressableKey;
@@ -100,6 +102,9 @@ pub struct Limiter {
     metrics: Arc<Metrics>,
     store_duration: Histogram,
     fallback_duration: Histogram,
+    /// Whether the last store call failed; its transitions raise the fallback/recovered alerts.
+    store_failing: AtomicBool,
+    alerts: Alerter,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -139,7 +144,53 @@ impl Limiter {
             metrics,
             store_duration,
             fallback_duration,
+            store_failing: AtomicBool::new(false),
+            alerts: Alerter::disabled(),
         }
+    }
+
+    /// Whether the last call to the configured store failed.
+    pub fn store_failing(&self) -> bool {
+        self.store_failing.load(Ordering::Relaxed)
+    }
+
+    /// What this limiter does while the store fails.
+    pub fn on_error(&self) -> OnError {
+        self.on_error
+    }
+
+    /// Raise alerts through `alerts` when the store starts or stops failing.
+    pub fn with_alerts(mut self, alerts: Alerter) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    /// Record whether the store answered. Only a change of state alerts, so a dead store raises
+    /// one alert, not one per request. (A circuit breaker reports its transitions here too.)
+    pub fn store_health(&self, result: Result<(), &StoreError>) {
+        let failing = result.is_err();
+        // A load first: the common case (no change) stays a shared read of the cache line.
+        if self.store_failing.load(Ordering::Relaxed) == failing
+            || self.store_failing.swap(failing, Ordering::AcqRel) == failing
+        {
+            return;
+        }
+        let store = self.store.name();
+        let alert = match result {
+            Err(e) => {
+                tracing::warn!(store, error = %e, on_error = self.on_error.as_str(), "store failing");
+                Alert::StoreFallback {
+                    store,
+                    on_error: self.on_error.as_str(),
+                    error: e.to_string(),
+                }
+            }
+            Ok(()) => {
+                tracing::info!(store, "store answers again");
+                Alert::StoreRecovered { store }
+            }
+        };
+        self.alerts.notify(alert);
     }
 
     /// The configured store.
@@ -187,11 +238,13 @@ impl Limiter {
                 if self.on_error == OnError::Fallback {
                     self.metrics.store_fallback_active.set(0);
                 }
+                self.store_health(Ok(()));
                 return v;
             }
             Err(e) => e,
         };
         self.record_error(self.store.name(), &err);
+        self.store_health(Err(&err));
         match self.on_error {
             OnError::Allow => Verdict::Unlimited,
             OnError::Deny => Verdict::Unavailable { retry_after_s: 1 },
@@ -317,6 +370,16 @@ impl Limiter {
         let mut key = String::new();
         policy::build_client_key(&mut key, policy, client)?;
         Ok(self.store.limit_status(policy, &key).await?)
+    }
+
+    /// Recent events recorded by the store, newest first.
+    pub async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.store.events(limit).await
+    }
+
+    /// The clients the store rejected most often recently.
+    pub async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
+        self.store.suspicious(limit).await
     }
 
     /// Reset the counter of `policy` for client key `client`; returns whether it existed.

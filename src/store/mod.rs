@@ -81,6 +81,7 @@
 //! - `suspects:<bucket>`: a sorted set of client -> count; `ZINCRBY`, then
 //!   `ZREMRANGEBYRANK 0 -(SUSPECTS_MAX+1)` and `PEXPIRE 2*SUSPECT_BUCKET_MS`; read buckets `b`
 //!   and `b-1` with `ZRANGE .. WITHSCORES`, sum and sort in the script.
+//!
 //! In Redis Cluster these keys cannot share the slot of a request's keys; there the store can send
 //! the recording as a separate, pipelined call it does not wait for (rejections only).
 
