@@ -81,7 +81,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let listener = bind(config.server.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
     let settings = ListenerSettings::from(&config.server);
-    log_listening(&listener, &admin_listener, tls.is_some());
     let alert_queue = config
         .alerts
         .as_ref()
@@ -121,6 +120,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         alerts,
     });
     let signals = Signals::install()?;
+    let admin_addr = admin_listener.local_addr().ok();
     let mut tasks = vec![
         tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop_rx)),
         tokio::spawn(alerts::run(alert_rx, live.clone(), metrics.clone())),
@@ -135,6 +135,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         // Reloading still works by SIGHUP and the admin API.
         Err(err) => tracing::warn!(error = %err, "config file changes will not be picked up"),
     }
+    // Logged once everything is in place (the file watch included): tests and scripts take
+    // these lines to mean "ready".
+    log_listening(&listener, admin_addr, tls.is_some());
 
     listener::serve(listener, tls, gateway, metrics, settings, stop_rx).await;
     let _ = admin_stop_tx.send(true);
@@ -158,11 +161,11 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
-fn log_listening(proxy: &TcpListener, admin: &TcpListener, tls: bool) {
+fn log_listening(proxy: &TcpListener, admin: Option<std::net::SocketAddr>, tls: bool) {
     if let Ok(addr) = proxy.local_addr() {
         tracing::info!(addr = %addr, tls, "proxy listening");
     }
-    if let Ok(addr) = admin.local_addr() {
+    if let Some(addr) = admin {
         tracing::info!(addr = %addr, "admin listening");
     }
 }
