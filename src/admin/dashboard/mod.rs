@@ -21,7 +21,7 @@ static CSP: LazyLock<String> = LazyLock::new(|| {
     let style = inline_hash(PAGE, "<style>", "</style>");
     format!(
         "default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; \
-         img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+         img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 });
 
