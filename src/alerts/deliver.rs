@@ -3,7 +3,7 @@
 //! retried the others wait in the bounded queue.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::flap::Damper;
 use super::Alert;
 use crate::config::compiled::{AlertFormat, AlertSettings};
 use crate::config::Live;
@@ -28,10 +29,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Deliver queued alerts until the queue's senders are gone.
+/// Deliver queued alerts until the queue's senders are gone. Store state alerts are damped
+/// (see `flap`).
 pub async fn run(mut rx: mpsc::Receiver<Alert>, live: Arc<Live>, metrics: Arc<Metrics>) {
     let client = http_client();
-    while let Some(alert) = rx.recv().await {
+    let mut damper = Damper::default();
+    loop {
+        let wake = damper.wake_at();
+        let alert = tokio::select! {
+            received = rx.recv() => match received {
+                Some(alert) if Damper::applies(&alert) => damper.offer(alert, Instant::now()),
+                Some(alert) => Some(alert),
+                None => return,
+            },
+            () = sleep_until(wake), if wake.is_some() => damper.release(Instant::now()),
+        };
+        let Some(alert) = alert else {
+            continue;
+        };
         // Settings of the running config: a reload applies to the next alert.
         let Some(settings) = live.snapshot().alerts.clone() else {
             continue;
@@ -42,6 +57,12 @@ pub async fn run(mut rx: mpsc::Receiver<Alert>, live: Arc<Live>, metrics: Arc<Me
             "failed"
         };
         metrics.alerts.with_label_values(&[result]).inc();
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
     }
 }
 

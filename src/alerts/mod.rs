@@ -3,11 +3,13 @@
 //!
 //! [`Alerter::notify`] never waits: it puts the alert on a bounded queue with `try_send` and, when
 //! the queue is full, drops it and counts `rategate_alerts_total{result="dropped"}`. One background
-//! task ([`deliver::run`]) posts the alerts in order, with retries and exponential backoff. The
+//! task ([`deliver::run`]) posts the alerts in order, with retries and exponential backoff; store
+//! state alerts are damped so a flapping store cannot flood the webhook (`flap`). The
 //! `[alerts]` settings are read from the live config for every alert, so a reload turns alerts on,
 //! off or elsewhere; only the queue's size is fixed at start.
 
 pub mod deliver;
+mod flap;
 mod threshold;
 
 use std::sync::Arc;
