@@ -13,7 +13,6 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::server as admin;
 use crate::admin::AdminState;
 use crate::alerts::{self, Alerter};
-use crate::clock::SystemClock;
 use crate::config::file::DEFAULT_ALERT_QUEUE_SIZE;
 use crate::config::reload::{Reloader, Trigger};
 use crate::config::{self, Config, ConfigError, Live};
@@ -23,8 +22,10 @@ use crate::proxy::handler::Gateway;
 use crate::proxy::upstream::UpstreamPool;
 use crate::server::listener::{self, ListenerSettings};
 use crate::server::tls::{self, TlsError};
-use crate::store::memory::MemoryStore;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, StoreError};
+
+/// How long start-up waits for the store's first connection before serving anyway.
+const STORE_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -39,6 +40,8 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot set up the store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -70,10 +73,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     // Only ring is in the build; installing it explicitly keeps rustls from guessing.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new()?);
-    let store = AnyStore::Memory(MemoryStore::new(
-        config.store.max_memory_keys,
-        Arc::new(SystemClock),
-    ));
     let tls = match &config.server.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
@@ -90,12 +89,23 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 
     let (alerts, alert_rx) = Alerter::new(live.clone(), metrics.clone(), alert_queue);
     let limiter =
-        Arc::new(Limiter::new(store, &store_settings, metrics.clone()).with_alerts(alerts.clone()));
-    let reloader = Arc::new(Reloader::new(
-        live.clone(),
-        metrics.clone(),
-        Box::new(load_checked),
-    ));
+        Arc::new(Limiter::build(&store_settings, metrics.clone())?.with_alerts(alerts.clone()));
+    // Give Redis a moment to connect so the first requests need not take the on_error path;
+    // an unreachable Redis never stops the gateway from starting.
+    if let AnyStore::Redis(redis) = limiter.store() {
+        if !redis.wait_connected(STORE_CONNECT_WAIT).await {
+            tracing::warn!(
+                on_error = ?store_settings.on_error,
+                "Redis not reachable yet; serving per store.on_error until it is"
+            );
+        }
+    }
+    let cached = limiter.clone();
+    let reloader = Arc::new(
+        Reloader::new(live.clone(), metrics.clone(), Box::new(load_checked))
+            // Policies may have changed: decisions cached under the old ones are forgotten.
+            .after_swap(Box::new(move |_| cached.clear_cache())),
+    );
     let gateway = Arc::new(Gateway {
         alerts: alerts.clone(),
         ..Gateway::new(

@@ -39,10 +39,14 @@ impl Trigger {
 /// the text (the TLS files exist and parse). `path` names the file.
 pub type Loader = dyn Fn(&Path, &str) -> Result<Config, ConfigError> + Send + Sync;
 
+/// Called with the new config right after a successful swap.
+pub type AfterSwap = dyn Fn(&Config) + Send + Sync;
+
 pub struct Reloader {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     loader: Box<Loader>,
+    after_swap: Option<Box<AfterSwap>>,
     /// The text of the last reload attempt (or of the start), so the file watcher can skip
     /// events that changed nothing. Held while reloading, which also serializes reloads: two
     /// triggers at once cannot swap out of order.
@@ -62,8 +66,15 @@ impl Reloader {
             live,
             metrics,
             loader,
+            after_swap: None,
             last_text: Mutex::new(text),
         }
+    }
+
+    /// Run `hook` after every successful reload (e.g. to drop caches built on the old config).
+    pub fn after_swap(mut self, hook: Box<AfterSwap>) -> Self {
+        self.after_swap = Some(hook);
+        self
     }
 
     pub fn live(&self) -> &Arc<Live> {
@@ -93,13 +104,17 @@ impl Reloader {
                     );
                 }
                 self.live.swap(new);
+                let current = self.live.snapshot();
+                if let Some(hook) = &self.after_swap {
+                    hook(&current);
+                }
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(
                     file = %path.display(),
                     trigger = trigger.as_str(),
                     "config reloaded"
                 );
-                Ok(self.live.snapshot())
+                Ok(current)
             }
             Err(err) => {
                 self.metrics

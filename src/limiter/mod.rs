@@ -1,6 +1,8 @@
 //! The decision for one request: build the keys of the route's policies, ask the store once,
 //! apply shadow mode and `on_error`, and report what the headers need.
 
+pub mod breaker;
+pub mod cache;
 pub mod policy;
 
 use std::net::IpAddr;
@@ -13,12 +15,17 @@ use prometheus::Histogram;
 
 use crate::alerts::{Alert, Alerter};
 use crate::clock::{Clock, SystemClock};
+use crate::config::compiled::StoreKind;
 use crate::config::compiled::{Mode, OnError, Policy, Route, StoreSettings};
 use crate::metrics::Metrics;
+use crate::store::redis::{Invalidation, RedisStore};
 use crate::store::{
     AnyStore, BlockEntry, CheckRequest, Decision, Event, LimitStatus, MemoryStore, Outcome,
     PolicyCheck, PolicyState, Store, StoreError, Suspect,
 };
+
+use breaker::{Breaker, Permit, Transition};
+use cache::{CachedRejection, DenyCache};
 
 pub use policy::UnaddressableKey;
 
@@ -96,6 +103,10 @@ pub enum LimiterError {
 /// Decides requests against the configured store, falling back per `store.on_error`.
 pub struct Limiter {
     store: AnyStore,
+    /// Only for a remote store: stops waiting on it when it is down.
+    breaker: Option<Breaker>,
+    /// Only for a remote store: known blocks and rejections answered without a round trip.
+    cache: Option<Arc<DenyCache>>,
     /// In-process limits used while the store fails and `on_error = "fallback"`.
     fallback: MemoryStore,
     on_error: OnError,
@@ -137,7 +148,10 @@ impl Limiter {
         let store_duration = metrics.store_duration.with_label_values(&[store.name()]);
         let fallback = MemoryStore::new(settings.max_memory_keys, clock);
         let fallback_duration = metrics.store_duration.with_label_values(&[fallback.name()]);
+        let remote = matches!(store, AnyStore::Redis(_));
         Limiter {
+            breaker: remote.then(|| Breaker::new(settings.timeout)),
+            cache: None,
             store,
             fallback,
             on_error: settings.on_error,
@@ -147,6 +161,41 @@ impl Limiter {
             store_failing: AtomicBool::new(false),
             alerts: Alerter::disabled(),
         }
+    }
+
+    /// The limiter for `settings`: the in-process store, or Redis with its circuit breaker and
+    /// local deny cache (kept current by the store's pub/sub invalidations). Never waits for
+    /// Redis: an unreachable server is handled per `on_error` until it answers.
+    pub fn build(settings: &StoreSettings, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        match settings.kind {
+            StoreKind::Memory => {
+                let store = MemoryStore::new(settings.max_memory_keys, Arc::new(SystemClock));
+                Ok(Limiter::new(AnyStore::Memory(store), settings, metrics))
+            }
+            StoreKind::Redis => {
+                let cache = Arc::new(DenyCache::new(settings.max_memory_keys.min(100_000)));
+                let sink = cache.clone();
+                let store = RedisStore::connect(
+                    settings,
+                    Arc::new(move |inv: Invalidation| sink.invalidate(&inv)),
+                )?;
+                let mut limiter = Limiter::new(AnyStore::Redis(store), settings, metrics);
+                limiter.cache = Some(cache);
+                Ok(limiter)
+            }
+        }
+    }
+
+    /// Forget cached decisions (after a reload, policies may have changed).
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    /// Whether the configured store is being bypassed (breaker open).
+    pub fn store_down(&self) -> bool {
+        self.breaker.as_ref().is_some_and(Breaker::is_open)
     }
 
     /// Whether the last call to the configured store failed.
@@ -166,7 +215,8 @@ impl Limiter {
     }
 
     /// Record whether the store answered. Only a change of state alerts, so a dead store raises
-    /// one alert, not one per request. (A circuit breaker reports its transitions here too.)
+    /// one alert, not one per request. With a breaker, only its transitions (opened, closed) are
+    /// reported here.
     pub fn store_health(&self, result: Result<(), &StoreError>) {
         let failing = result.is_err();
         // A load first: the common case (no change) stays a shared read of the cache line.
@@ -176,9 +226,13 @@ impl Limiter {
             return;
         }
         let store = self.store.name();
+        // The breaker logs its own transitions.
+        let log = self.breaker.is_none();
         let alert = match result {
             Err(e) => {
-                tracing::warn!(store, error = %e, on_error = self.on_error.as_str(), "store failing");
+                if log {
+                    tracing::warn!(store, error = %e, on_error = self.on_error.as_str(), "store failing");
+                }
                 Alert::StoreFallback {
                     store,
                     on_error: self.on_error.as_str(),
@@ -186,7 +240,9 @@ impl Limiter {
                 }
             }
             Ok(()) => {
-                tracing::info!(store, "store answers again");
+                if log {
+                    tracing::info!(store, "store answers again");
+                }
                 Alert::StoreRecovered { store }
             }
         };
@@ -224,42 +280,159 @@ impl Limiter {
                 Some(PolicyCheck { policy: p, key })
             })
             .collect();
+        if let Some(cache) = &self.cache {
+            if let Some(left) = cache.blocked(&client.key) {
+                return Verdict::Blocked {
+                    retry_after_s: retry_secs(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                };
+            }
+            for (i, check) in checks.iter().enumerate() {
+                if check.policy.mode != Mode::Enforce {
+                    continue;
+                }
+                if let Some(hit) = cache.limited(check.key) {
+                    return self.cached_rejection(route, i, hit);
+                }
+            }
+        }
         let request = CheckRequest {
             client: &client.key,
             checks: &checks,
             cost: 1,
         };
 
-        let primary = timed(&self.store_duration, self.store.check(&request))
-            .await
-            .and_then(|d| self.verdict(route, d));
-        let err = match primary {
-            Ok(v) => {
-                if self.on_error == OnError::Fallback {
-                    self.metrics.store_fallback_active.set(0);
-                }
-                self.store_health(Ok(()));
-                return v;
+        let primary = match self.call_store(&request).await {
+            Ok(decision) => {
+                self.remember(&request, &decision);
+                self.verdict(route, decision)
             }
+            Err(e) => Err(e),
+        };
+        let err = match primary {
+            Ok(v) => return v,
             Err(e) => e,
         };
-        self.record_error(self.store.name(), &err);
-        self.store_health(Err(&err));
         match self.on_error {
             OnError::Allow => Verdict::Unlimited,
             OnError::Deny => Verdict::Unavailable { retry_after_s: 1 },
             OnError::Fallback => {
-                self.metrics.store_fallback_active.set(1);
+                if self.breaker.is_none() {
+                    // The memory store itself failed (full); its fallback is another of the same.
+                    self.metrics.store_fallback_active.set(1);
+                }
                 let fallback = timed(&self.fallback_duration, self.fallback.check(&request))
                     .await
                     .and_then(|d| self.verdict(route, d));
                 fallback.unwrap_or_else(|e| {
                     // The fallback only fails when full of clients at their limit; failing open
                     // keeps serving everyone else rather than refusing new clients.
+                    tracing::debug!(error = %err, fallback_error = %e, "fallback store failed");
                     self.record_error(self.fallback.name(), &e);
                     Verdict::Unlimited
                 })
             }
+        }
+    }
+
+    /// One store call, through the breaker when the store is remote. Errors are recorded here.
+    async fn call_store(&self, request: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        let Some(breaker) = &self.breaker else {
+            let result = timed(&self.store_duration, self.store.check(request)).await;
+            match &result {
+                Ok(_) if self.on_error == OnError::Fallback => {
+                    self.metrics.store_fallback_active.set(0)
+                }
+                Ok(_) => {}
+                Err(e) => self.record_error(self.store.name(), e),
+            }
+            // Without a breaker every call is a state of its own; store_health alerts on changes.
+            self.store_health(result.as_ref().map(|_| ()));
+            return result;
+        };
+        if breaker.permit() == Permit::Reject {
+            return Err(StoreError::Unavailable("circuit open".into()));
+        }
+        // A known-dead connection fails at once instead of queueing behind a reconnect.
+        let down = match &self.store {
+            AnyStore::Redis(r) => !r.is_connected(),
+            AnyStore::Memory(_) => false,
+        };
+        let result = if down {
+            Err(StoreError::Unavailable("not connected".into()))
+        } else {
+            timed(&self.store_duration, self.store.check(request)).await
+        };
+        let transition = match &result {
+            Ok(_) => breaker.on_success(),
+            Err(e) => {
+                self.record_error(self.store.name(), e);
+                breaker.on_failure(down)
+            }
+        };
+        match (transition, &result) {
+            (Some(Transition::Opened), Err(e)) => {
+                tracing::warn!(
+                    store = self.store.name(),
+                    error = %e,
+                    on_error = ?self.on_error,
+                    "store unavailable; applying on_error until it answers again"
+                );
+                if self.on_error == OnError::Fallback {
+                    self.metrics.store_fallback_active.set(1);
+                }
+                self.store_health(Err(e));
+            }
+            (Some(Transition::Closed), _) => {
+                tracing::info!(store = self.store.name(), "store answering again");
+                self.metrics.store_fallback_active.set(0);
+                self.store_health(Ok(()));
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Cache what the store said about known blocks and rejections.
+    fn remember(&self, request: &CheckRequest<'_>, d: &Decision) {
+        let Some(cache) = &self.cache else { return };
+        match d.outcome {
+            Outcome::Blocked { ttl_ms } => {
+                cache.insert_block(request.client, Duration::from_millis(ttl_ms));
+            }
+            Outcome::Limited { policy } => {
+                if let (Some(check), Some(state)) =
+                    (request.checks.get(policy), d.states.get(policy))
+                {
+                    cache.insert_limited(check.key, *state, d.now_ms);
+                }
+                if let Some((_, ms)) = d.blocked_now {
+                    cache.insert_block(request.client, Duration::from_millis(ms));
+                }
+            }
+            Outcome::Allowed => {}
+        }
+    }
+
+    /// A rejection answered from the cache: only the rejecting policy is known, so it is the
+    /// one reported.
+    fn cached_rejection(&self, route: &Route, index: usize, hit: CachedRejection) -> Verdict {
+        let policy = route.policies[index].clone();
+        self.metrics
+            .policy_rejections
+            .with_label_values(&[&policy.name])
+            .inc();
+        Verdict::Limited {
+            retry_after_s: retry_secs(hit.state.retry_after_ms),
+            blocked_for_s: None,
+            report: RateReport {
+                entries: vec![ReportEntry {
+                    policy: policy.clone(),
+                    state: hit.state,
+                }],
+                reported: 0,
+                now_ms: hit.now_ms,
+            },
+            policy,
         }
     }
 
@@ -352,6 +525,10 @@ impl Limiter {
     /// store was failing). Returns whether either had one.
     pub async fn unblock(&self, client: &str) -> Result<bool, StoreError> {
         let local = self.fallback.unblock(client).await.unwrap_or(false);
+        // Redis publishes the unblock to every instance; this one forgets at once regardless.
+        if let Some(cache) = &self.cache {
+            cache.invalidate(&Invalidation::Unblock(client.to_string()));
+        }
         Ok(self.store.unblock(client).await? || local)
     }
 
@@ -391,6 +568,9 @@ impl Limiter {
             .reset_limit(policy, &key)
             .await
             .unwrap_or(false);
+        if let Some(cache) = &self.cache {
+            cache.invalidate(&Invalidation::Reset(key.clone()));
+        }
         Ok(self.store.reset_limit(policy, &key).await? || local)
     }
 }

@@ -99,7 +99,7 @@ impl Gateway {
                 decision = decision.as_str(),
                 status = resp.status().as_u16(),
                 method = %method,
-                client = ?record.client,
+                client = %record.client.map_or_else(String::new, |ip| ip.to_string()),
                 duration_us = elapsed.as_micros() as u64,
                 "request"
             );

@@ -168,8 +168,9 @@ pub struct MemoryStore {
     shard_capacity: usize,
     hasher: ahash::RandomState,
     clock: Arc<dyn Clock>,
-    /// Recent events and suspicious clients (bounded on their own, outside `max_keys`).
-    activity: Activity,
+    /// Recent events and suspicious clients (bounded on their own, outside `max_keys`). Boxed:
+    /// rarely touched, and it keeps `AnyStore` small.
+    activity: Box<Activity>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -194,7 +195,7 @@ impl MemoryStore {
             shard_capacity: max_keys / count,
             hasher: ahash::RandomState::new(),
             clock,
-            activity: Activity::default(),
+            activity: Box::default(),
         }
     }
 
@@ -297,11 +298,11 @@ impl MemoryStore {
         // An expired entry counts as needing room: making room may sweep it away.
         let needs_slot = |locked: &mut Locked<'_>, j: usize| {
             evals[j].charged.is_some()
-                && !locked
+                && locked
                     .shard(key_shards[j])
                     .counters
                     .get(req.checks[j].key)
-                    .is_some_and(|e| e.expires_at > now)
+                    .is_none_or(|e| e.expires_at <= now)
         };
         for i in 0..req.checks.len() {
             if !needs_slot(&mut locked, i) {

@@ -71,27 +71,32 @@
 //! lowest count (the smallest client on a tie) is dropped after the increment, which may be the
 //! new one itself.
 //!
-//! Suggested Redis layout (all under `key_prefix`, every key with a TTL):
-//! - `events`: a list of JSON objects `{"at":<ms>,"client":"..","kind":"limited|blocked|
+//! Suggested Redis layout (all under `key_prefix` with the same `{rg}` hash tag as every other
+//! key, so the check script can write them in the same call, cluster included; every key with a
+//! TTL):
+//! - `{rg}:events`: a list of JSON objects `{"at":<ms>,"client":"..","kind":"limited|blocked|
 //!   unblocked","policy":".."|absent,"reason":".."|absent,"ttl_ms":<ms>|absent}`; record with
 //!   `LPUSH` + `LTRIM 0 EVENTS_MAX-1` + `PEXPIRE EVENT_TTL_MS`; read with `LRANGE 0 limit-1` and
-//!   filter by age against `TIME`.
-//! - `evrep:<client>|<policy>`: `SET .. 1 PX EVENT_REPEAT_MS NX`; record the `Limited` event only
-//!   when the SET succeeded.
-//! - `suspects:<bucket>`: a sorted set of client -> count; `ZINCRBY`, then
+//!   filter by age against the script's clock.
+//! - `{rg}:evrep:<client>|<policy>`: `SET .. 1 PX EVENT_REPEAT_MS NX`; record the `Limited` event
+//!   only when the SET succeeded.
+//! - `{rg}:suspects:<bucket>`: a sorted set of client -> count; `ZINCRBY`, then
 //!   `ZREMRANGEBYRANK 0 -(SUSPECTS_MAX+1)` and `PEXPIRE 2*SUSPECT_BUCKET_MS`; read buckets `b`
 //!   and `b-1` with `ZRANGE .. WITHSCORES`, sum and sort in the script.
 //!
-//! In Redis Cluster these keys cannot share the slot of a request's keys; there the store can send
-//! the recording as a separate, pipelined call it does not wait for (rejections only).
+//! Rejections the limiter answers from its local deny cache never reach the store, so with Redis
+//! `suspicious` counts the rejections Redis answered (the first of each cached run), not every
+//! rejected request.
 
 pub mod activity;
 pub mod algorithm;
 pub mod conformance;
 pub mod keys;
 pub mod memory;
+pub mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use std::future::Future;
 use std::time::Duration;
@@ -243,6 +248,10 @@ pub enum StoreError {
     Protocol(String),
     #[error("store is full: every tracked entry is actively limiting a client")]
     Capacity,
+    /// Redis no longer has a script (restart, failover, SCRIPT FLUSH); recovered inside the
+    /// Redis store and never seen by callers.
+    #[error("script not loaded on the server")]
+    NoScript,
 }
 
 impl StoreError {
@@ -253,6 +262,7 @@ impl StoreError {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Protocol(_) => "protocol",
             StoreError::Capacity => "capacity",
+            StoreError::NoScript => "noscript",
         }
     }
 }
@@ -311,6 +321,7 @@ pub trait Store: Send + Sync {
 #[derive(Debug)]
 pub enum AnyStore {
     Memory(MemoryStore),
+    Redis(RedisStore),
 }
 
 impl From<MemoryStore> for AnyStore {
@@ -323,54 +334,63 @@ impl Store for AnyStore {
     fn name(&self) -> &'static str {
         match self {
             AnyStore::Memory(s) => s.name(),
+            AnyStore::Redis(s) => s.name(),
         }
     }
 
     async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
         match self {
             AnyStore::Memory(s) => s.check(req).await,
+            AnyStore::Redis(s) => s.check(req).await,
         }
     }
 
     async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(s) => s.block(client, ttl, reason).await,
+            AnyStore::Redis(s) => s.block(client, ttl, reason).await,
         }
     }
 
     async fn unblock(&self, client: &str) -> Result<bool, StoreError> {
         match self {
             AnyStore::Memory(s) => s.unblock(client).await,
+            AnyStore::Redis(s) => s.unblock(client).await,
         }
     }
 
     async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
         match self {
             AnyStore::Memory(s) => s.blocks().await,
+            AnyStore::Redis(s) => s.blocks().await,
         }
     }
 
     async fn limit_status(&self, policy: &Policy, key: &str) -> Result<LimitStatus, StoreError> {
         match self {
             AnyStore::Memory(s) => s.limit_status(policy, key).await,
+            AnyStore::Redis(s) => s.limit_status(policy, key).await,
         }
     }
 
     async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {
         match self {
             AnyStore::Memory(s) => s.reset_limit(policy, key).await,
+            AnyStore::Redis(s) => s.reset_limit(policy, key).await,
         }
     }
 
     async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
         match self {
             AnyStore::Memory(s) => s.events(limit).await,
+            AnyStore::Redis(s) => s.events(limit).await,
         }
     }
 
     async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
         match self {
             AnyStore::Memory(s) => s.suspicious(limit).await,
+            AnyStore::Redis(s) => s.suspicious(limit).await,
         }
     }
 }

@@ -3,6 +3,8 @@
 //! for requests that ordinary clients would "fix" before sending.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -183,7 +185,7 @@ impl Gateway {
         Self::try_start_with_env(config, &[])
     }
 
-    /// Like `start`, with extra environment variables for the process.
+    /// Start with extra environment variables (e.g. secrets referenced as `${NAME}`).
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
         Self::try_start_with_env(config, env)
             .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
@@ -214,10 +216,8 @@ impl Gateway {
             .arg(&config_path)
             .arg("--log-format")
             .arg("json")
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            command.env(k, v);
-        }
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -30,8 +30,15 @@ pub fn free_port() -> u16 {
 pub fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
     let mut cmd = Command::new("redis-cli");
     cmd.arg("-p").arg(port.to_string());
-    if let Some(pw) = password {
-        cmd.arg("-a").arg(pw).arg("--no-auth-warning");
+    match password.map(|pw| pw.split_once(':')) {
+        // "user:password" logs in as an ACL user.
+        Some(Some((user, pw))) => {
+            cmd.args(["--user", user, "--pass", pw, "--no-auth-warning"]);
+        }
+        Some(None) => {
+            cmd.args(["-a", password.unwrap_or_default(), "--no-auth-warning"]);
+        }
+        None => {}
     }
     let out = cmd.args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -48,6 +55,17 @@ fn wait_ping(port: u16, password: Option<&str>) {
     panic!("redis on port {port} did not start");
 }
 
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("redis TLS port {port} did not open");
+}
+
 pub struct RedisServer {
     pub port: u16,
     pub password: Option<String>,
@@ -59,6 +77,19 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> RedisServer {
         Self::start_with(None, &[])
+    }
+
+    /// A plain server on a given port (e.g. one a gateway was told about before it existed).
+    pub fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            password: None,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+        };
+        server.spawn();
+        server
     }
 
     /// `extra` are additional `redis-server` arguments such as `--enable-debug-command yes`.
@@ -76,8 +107,13 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
+        let tls = self.extra.iter().any(|a| a == "--tls-port");
         cmd.arg("--port")
-            .arg(self.port.to_string())
+            .arg(if tls {
+                "0".to_string()
+            } else {
+                self.port.to_string()
+            })
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
@@ -86,7 +122,8 @@ impl RedisServer {
             .arg("no")
             .arg("--dir")
             .arg(self.dir.path());
-        if let Some(pw) = &self.password {
+        // An ACL user ("user:password") comes from an --aclfile instead.
+        if let Some(pw) = self.password.as_ref().filter(|pw| !pw.contains(':')) {
             cmd.arg("--requirepass").arg(pw);
         }
         cmd.args(&self.extra);
@@ -96,7 +133,37 @@ impl RedisServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_ping(self.port, self.password.as_deref());
+        if tls {
+            wait_port(self.port);
+        } else {
+            wait_ping(self.port, self.password.as_deref());
+        }
+    }
+
+    /// A TLS-only server on a free port with the given PEM files (no client certificates).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisServer {
+        let port = free_port();
+        let args: Vec<String> = vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let mut server = RedisServer {
+            port,
+            password: None,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: args,
+        };
+        server.spawn();
+        server
     }
 
     pub fn url(&self) -> String {
@@ -180,18 +247,17 @@ impl RedisCluster {
             .map(|_| {
                 RedisServer::start_with(
                     None,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
                 )
             })
             .collect();
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-        args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+        args.extend([
+            "--cluster-replicas".into(),
+            "0".into(),
+            "--cluster-yes".into(),
+        ]);
         let out = Command::new("redis-cli").args(&args).output().unwrap();
         assert!(
             out.status.success(),

@@ -1,0 +1,708 @@
+//! The Redis store: one `EVALSHA` per request does the block check and every policy (the Lua in
+//! `lua/` mirrors `algorithm.rs`), on the Redis server's clock, so any number of gateway
+//! instances share exact limits and blocks.
+//!
+//! Key layout (every key written gets a TTL in the same script):
+//! ```text
+//! <prefix>{rg}:blocks                     sorted set: client -> block end (ms)
+//! <prefix>{rg}:reasons                    hash: client -> reason
+//! <prefix>{rg}:c:<params>:<counter key>   one counter (hash; sorted set for sliding_log)
+//! <prefix>{rg}:events                     pub/sub channel: unblocks and resets
+//! ```
+//! Every key shares the `{rg}` hash tag, so one request's keys are always in one cluster slot. A
+//! per-client tag would not do: a request touches its client's block entry and counters keyed by
+//! anything (an API key, `global`), and one counter must live in exactly one slot whichever client
+//! charges it. Counter keys are escaped by `keys` (no `{`, `}` from client bytes), and the tag
+//! comes first, so client bytes can never form or break a hash tag. `<params>` names the
+//! algorithm, limit, window and burst: a policy changed by a reload gets fresh counters.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::{
+    ClientLike, Config, EventInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy,
+};
+use fred::types::config::UnresponsiveConfig;
+use fred::types::{Builder, Value};
+
+use super::{
+    BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyState, Store,
+    StoreError, Suspect,
+};
+use crate::clock::Clock;
+use crate::config::compiled::{Algorithm, Mode, Policy, StoreSettings};
+
+const COMMON: &str = include_str!("lua/common.lua");
+const CHECK: &str = include_str!("lua/check.lua");
+const ADMIN: &str = include_str!("lua/admin.lua");
+
+/// The hash tag every key carries.
+const TAG: &str = "{rg}";
+
+/// Fred clients in the pool: each pipelines on its own; 2-4 gave the best EVALSHA throughput on
+/// small machines, where Redis itself is the bottleneck.
+const POOL_SIZE: usize = 3;
+
+/// What another instance asks this one to forget (sent over pub/sub).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// A client was unblocked.
+    Unblock(String),
+    /// A counter was reset (the counter key as built by `limiter::policy`).
+    Reset(String),
+    /// Anything may have changed (e.g. after a reconnect some messages may be lost).
+    All,
+}
+
+impl Invalidation {
+    fn encode(&self) -> String {
+        match self {
+            Invalidation::Unblock(c) => format!("u:{c}"),
+            Invalidation::Reset(k) => format!("r:{k}"),
+            Invalidation::All => "a:".to_string(),
+        }
+    }
+
+    fn decode(msg: &str) -> Option<Self> {
+        let (kind, rest) = msg.split_once(':')?;
+        match kind {
+            "u" => Some(Invalidation::Unblock(rest.to_string())),
+            "r" => Some(Invalidation::Reset(rest.to_string())),
+            "a" => Some(Invalidation::All),
+            _ => None,
+        }
+    }
+}
+
+/// Called for every invalidation message, from a background task.
+pub type InvalidationSink = Arc<dyn Fn(Invalidation) + Send + Sync>;
+
+/// A Lua script with its SHA1, called by SHA and re-sent whole on NOSCRIPT.
+struct Script {
+    text: String,
+    sha: String,
+}
+
+/// The activity constants of the store contract, for the scripts (one source of truth).
+fn activity_constants() -> String {
+    format!(
+        "local EVENTS_MAX = {}\nlocal EVENT_TTL_MS = {}\nlocal EVENT_REPEAT_MS = {}\n\
+         local SUSPECT_BUCKET_MS = {}\nlocal SUSPECTS_MAX = {}\n",
+        super::EVENTS_MAX,
+        super::EVENT_TTL_MS,
+        super::EVENT_REPEAT_MS,
+        super::SUSPECT_BUCKET_MS,
+        super::SUSPECTS_MAX,
+    )
+}
+
+impl Script {
+    fn new(body: &str) -> Self {
+        let text = format!("{}{COMMON}\n{body}", activity_constants());
+        let sha = fred::util::sha1_hash(&text);
+        Script { text, sha }
+    }
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    subscriber: fred::clients::Client,
+    /// `<prefix>{rg}:`
+    base: String,
+    blocks_key: String,
+    reasons_key: String,
+    /// Events list, and the prefixes of the suspect buckets and event dedup keys (see the store
+    /// contract's activity rules).
+    events_key: String,
+    suspects_prefix: String,
+    repeat_prefix: String,
+    channel: String,
+    check: Script,
+    admin: Script,
+    timeout: Duration,
+    /// Tests drive the script's clock; production always uses the Redis server's `TIME`.
+    test_clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Redis URLs carry credentials; never log them.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => "<invalid url>".to_string(),
+    }
+}
+
+impl RedisStore {
+    /// Build the client and start connecting in the background. Returns at once: the gateway
+    /// starts and serves (per `on_error`) while Redis is unreachable, and picks it up when it
+    /// answers. An unusable URL is an error.
+    pub fn connect(
+        settings: &StoreSettings,
+        on_invalidate: InvalidationSink,
+    ) -> Result<Self, StoreError> {
+        Self::connect_with_clock(settings, on_invalidate, None)
+    }
+
+    /// Like `connect`, with the script clock driven by `clock` (conformance tests only).
+    pub fn connect_with_clock(
+        settings: &StoreSettings,
+        on_invalidate: InvalidationSink,
+        test_clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self, StoreError> {
+        let mut config = Config::from_url(&settings.url).map_err(|e| {
+            StoreError::Unavailable(format!("invalid store.url {}: {e}", redact(&settings.url)))
+        })?;
+        // Keep retrying (with backoff) when Redis is unreachable at start, instead of giving up.
+        config.fail_fast = false;
+        let mut builder = Builder::from_config(config);
+        let timeout = settings.timeout;
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout.max(Duration::from_secs(1));
+                c.internal_command_timeout = timeout.max(Duration::from_secs(1));
+                // Re-sending an in-flight EVALSHA after a reconnect would charge twice.
+                c.max_command_attempts = 1;
+                // A stalled server (CLIENT PAUSE, SIGSTOP) is dropped and reconnected.
+                c.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(Duration::from_secs(2)),
+                    interval: Duration::from_millis(500),
+                };
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let pool = builder
+            .build_pool(POOL_SIZE)
+            .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
+        let subscriber = builder
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
+
+        let base = format!("{}{TAG}:", settings.key_prefix);
+        let inner = Arc::new(Inner {
+            blocks_key: format!("{base}blocks"),
+            reasons_key: format!("{base}reasons"),
+            events_key: format!("{base}activity:events"),
+            suspects_prefix: format!("{base}activity:suspects:"),
+            repeat_prefix: format!("{base}activity:repeat:"),
+            channel: format!("{base}events"),
+            base,
+            pool,
+            subscriber,
+            check: Script::new(CHECK),
+            admin: Script::new(ADMIN),
+            timeout,
+            test_clock,
+        });
+        for client in inner.pool.clients() {
+            log_connection_errors(client);
+        }
+        inner.pool.connect_pool();
+        inner.subscriber.connect();
+        spawn_subscriber(&inner, on_invalidate);
+        tracing::info!(url = %redact(&settings.url), "Redis store connecting");
+        Ok(RedisStore { inner })
+    }
+
+    /// The same connections with other keys and clock: conformance tests give every vector a
+    /// fresh key space.
+    pub fn scoped(&self, key_prefix: &str, test_clock: Option<Arc<dyn Clock>>) -> RedisStore {
+        let i = &self.inner;
+        let base = format!("{key_prefix}{TAG}:");
+        RedisStore {
+            inner: Arc::new(Inner {
+                pool: i.pool.clone(),
+                subscriber: i.subscriber.clone(),
+                blocks_key: format!("{base}blocks"),
+                reasons_key: format!("{base}reasons"),
+                events_key: format!("{base}activity:events"),
+                suspects_prefix: format!("{base}activity:suspects:"),
+                repeat_prefix: format!("{base}activity:repeat:"),
+                channel: format!("{base}events"),
+                base,
+                check: Script::new(CHECK),
+                admin: Script::new(ADMIN),
+                timeout: i.timeout,
+                test_clock,
+            }),
+        }
+    }
+
+    /// Wait until the pool is connected (tests and start-up diagnostics; serving never waits).
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.inner.pool.wait_for_connect())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether at least one pooled connection is up. A breaker can fail fast on `false` instead of
+    /// queueing commands behind a reconnect.
+    pub fn is_connected(&self) -> bool {
+        self.inner.pool.clients().iter().any(|c| c.is_connected())
+    }
+
+    /// The full Redis key of a counter.
+    pub fn counter_key(&self, policy: &Policy, key: &str) -> String {
+        let mut out = String::with_capacity(self.inner.base.len() + 24 + key.len());
+        push_counter_key(&mut out, &self.inner.base, policy, key);
+        out
+    }
+
+    /// Tell every instance (this one included) to forget a cached decision.
+    pub async fn publish(&self, msg: Invalidation) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let client = inner.pool.next();
+        let sent: Result<i64, _> = within(
+            inner.timeout,
+            client.publish(inner.channel.as_str(), msg.encode()),
+        )
+        .await;
+        sent.map(|_| ())
+    }
+
+    fn now_arg(&self) -> Value {
+        match &self.inner.test_clock {
+            Some(clock) => Value::Integer(i64::try_from(clock.now_ms()).unwrap_or(i64::MAX)),
+            None => Value::String("".into()),
+        }
+    }
+
+    async fn run<R: fred::types::FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        let inner = &self.inner;
+        let client = inner.pool.next();
+        let first = within(
+            inner.timeout,
+            client.evalsha::<Value, _, _, _>(script.sha.as_str(), keys.clone(), args.clone()),
+        )
+        .await;
+        let value = match first {
+            Err(StoreError::NoScript) => {
+                // Restart, failover or SCRIPT FLUSH: EVAL sends the text (caching it on the node
+                // that owns the keys) and the next EVALSHA works again.
+                tracing::info!("Redis lost the script (NOSCRIPT); re-sending it");
+                within(
+                    inner.timeout,
+                    client.eval::<Value, _, _, _>(script.text.as_str(), keys, args),
+                )
+                .await?
+            }
+            other => other?,
+        };
+        R::from_value(value).map_err(|e| StoreError::Protocol(e.to_string()))
+    }
+
+    fn admin_keys(&self) -> Vec<String> {
+        vec![
+            self.inner.blocks_key.clone(),
+            self.inner.reasons_key.clone(),
+            self.inner.events_key.clone(),
+            self.inner.suspects_prefix.clone(),
+        ]
+    }
+}
+
+/// One command bounded by `timeout`, with fred's errors mapped to the store's.
+async fn within<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(map_error(&e, timeout)),
+        Err(_) => Err(StoreError::Timeout(timeout)),
+    }
+}
+
+fn map_error(e: &fred::error::Error, timeout: Duration) -> StoreError {
+    use fred::error::ErrorKind;
+    if e.details().starts_with("NOSCRIPT") {
+        return StoreError::NoScript;
+    }
+    match e.kind() {
+        ErrorKind::Timeout => StoreError::Timeout(timeout),
+        ErrorKind::Parse | ErrorKind::Protocol => StoreError::Protocol(e.to_string()),
+        ErrorKind::Auth => StoreError::Unavailable(format!("authentication failed: {e}")),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Connection failures (refused, wrong password, TLS) are logged where operators look; fred
+/// retries with backoff, so this logs at most every couple of seconds per client.
+fn log_connection_errors(client: &fred::clients::Client) {
+    drop(client.on_error(|(error, server)| async move {
+        tracing::warn!(
+            server = ?server.map(|s| s.to_string()),
+            error = %error,
+            "Redis connection error"
+        );
+        Ok(())
+    }));
+}
+
+fn spawn_subscriber(inner: &Arc<Inner>, sink: InvalidationSink) {
+    let channel = inner.channel.clone();
+    let client = inner.subscriber.clone();
+    let on_message = sink.clone();
+    // The listener tasks live as long as the client; their handles are not needed.
+    drop(inner.subscriber.on_message(move |msg| {
+        let sink = on_message.clone();
+        async move {
+            if let Some(inv) = msg.value.as_str().and_then(|s| Invalidation::decode(&s)) {
+                sink(inv);
+            }
+            Ok(())
+        }
+    }));
+    // Subscribe on every (re)connect; messages sent while disconnected are lost, so forget
+    // everything cached then.
+    drop(inner.subscriber.on_reconnect(move |_| {
+        let client = client.clone();
+        let channel = channel.clone();
+        let sink = sink.clone();
+        async move {
+            if let Err(e) = client.subscribe(channel.as_str()).await {
+                tracing::warn!(error = %e, "cannot subscribe to Redis invalidations");
+            }
+            sink(Invalidation::All);
+            Ok(())
+        }
+    }));
+}
+
+fn algorithm_code(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::FixedWindow => "f",
+        Algorithm::SlidingWindow => "s",
+        Algorithm::SlidingLog => "l",
+        Algorithm::TokenBucket => "t",
+    }
+}
+
+fn push_counter_key(out: &mut String, base: &str, policy: &Policy, key: &str) {
+    let _ = write!(
+        out,
+        "{base}c:{}{}.{}.{}:{key}",
+        algorithm_code(policy.algorithm),
+        policy.limit,
+        policy.window_ms(),
+        policy.burst
+    );
+}
+
+/// An event as the scripts store it (see `record_event` in `lua/common.lua`).
+#[derive(serde::Deserialize)]
+struct StoredEvent {
+    at: u64,
+    client: String,
+    kind: String,
+    policy: Option<String>,
+    reason: Option<String>,
+    ttl_ms: Option<u64>,
+}
+
+fn decode_event(text: &str) -> Result<Event, StoreError> {
+    let e: StoredEvent = serde_json::from_str(text)
+        .map_err(|err| StoreError::Protocol(format!("event `{text}`: {err}")))?;
+    let kind = EventKind::parse(&e.kind)
+        .ok_or_else(|| StoreError::Protocol(format!("event kind `{}`", e.kind)))?;
+    Ok(Event {
+        at_ms: e.at,
+        client: e.client,
+        kind,
+        policy: e.policy,
+        reason: e.reason,
+        ttl_ms: e.ttl_ms,
+    })
+}
+
+fn int(v: u64) -> Value {
+    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Decode the check script's reply (see `lua/check.lua`).
+fn decode_decision(reply: &[i64], n: usize) -> Result<Decision, StoreError> {
+    let bad = || StoreError::Protocol(format!("unexpected script reply of {} values", reply.len()));
+    let head = reply.get(..5).ok_or_else(bad)?;
+    let now_ms = to_u64(head[2]);
+    if head[0] == 2 {
+        return Ok(Decision {
+            outcome: Outcome::Blocked {
+                ttl_ms: to_u64(head[1]),
+            },
+            states: Vec::new(),
+            blocked_now: None,
+            now_ms,
+        });
+    }
+    if reply.len() != 5 + 5 * n {
+        return Err(bad());
+    }
+    let states = reply[5..]
+        .chunks_exact(5)
+        .map(|s| PolicyState {
+            allowed: s[0] == 1,
+            limit: to_u64(s[1]),
+            remaining: to_u64(s[2]),
+            reset_ms: to_u64(s[3]),
+            retry_after_ms: to_u64(s[4]),
+        })
+        .collect();
+    let outcome = match head[0] {
+        0 => Outcome::Allowed,
+        1 => Outcome::Limited {
+            policy: usize::try_from(head[1]).map_err(|_| bad())?,
+        },
+        _ => return Err(bad()),
+    };
+    let blocked_now = usize::try_from(head[3]).ok().map(|i| (i, to_u64(head[4])));
+    Ok(Decision {
+        outcome,
+        states,
+        blocked_now,
+        now_ms,
+    })
+}
+
+impl RedisStore {
+    async fn check_policies(
+        &self,
+        client: &str,
+        checks: &[(&Policy, &str)],
+        cost: u64,
+    ) -> Result<Decision, StoreError> {
+        let n = checks.len();
+        let mut keys = Vec::with_capacity(5 + n);
+        keys.push(self.inner.blocks_key.clone());
+        keys.push(self.inner.reasons_key.clone());
+        let mut args = Vec::with_capacity(4 + 7 * n);
+        args.push(self.now_arg());
+        args.push(int(cost));
+        args.push(Value::String(client.into()));
+        args.push(int(n as u64));
+        for (policy, key) in checks {
+            let mut k = String::with_capacity(self.inner.base.len() + 24 + key.len());
+            push_counter_key(&mut k, &self.inner.base, policy, key);
+            keys.push(k);
+            args.push(Value::String(algorithm_code(policy.algorithm).into()));
+            args.push(int(policy.limit));
+            args.push(int(policy.window_ms().max(1)));
+            args.push(int(match policy.algorithm {
+                Algorithm::TokenBucket => policy.burst,
+                _ => policy.limit,
+            }));
+            args.push(int(u64::from(policy.mode == Mode::Enforce)));
+            args.push(int(policy
+                .block_for
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))));
+        }
+        for (policy, _) in checks {
+            args.push(Value::String((&*policy.name).into()));
+        }
+        keys.push(self.inner.events_key.clone());
+        keys.push(self.inner.suspects_prefix.clone());
+        keys.push(self.inner.repeat_prefix.clone());
+        let reply: Vec<i64> = self.run(&self.inner.check, keys, args).await?;
+        decode_decision(&reply, n)
+    }
+}
+
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        let checks: Vec<(&Policy, &str)> = req.checks.iter().map(|c| (c.policy, c.key)).collect();
+        self.check_policies(req.client, &checks, req.cost).await
+    }
+
+    async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let args = vec![
+            self.now_arg(),
+            Value::String("block".into()),
+            Value::String(client.into()),
+            int(ms),
+            Value::String(reason.into()),
+        ];
+        let _: i64 = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        if ms == 0 {
+            let _ = self
+                .publish(Invalidation::Unblock(client.to_string()))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn unblock(&self, client: &str) -> Result<bool, StoreError> {
+        let args = vec![
+            self.now_arg(),
+            Value::String("unblock".into()),
+            Value::String(client.into()),
+        ];
+        let removed: i64 = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        // Every instance drops its cached block at once, even if this one's was already gone.
+        self.publish(Invalidation::Unblock(client.to_string()))
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
+        let args = vec![self.now_arg(), Value::String("list".into())];
+        let rows: Vec<Value> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        let mut out: Vec<BlockEntry> = rows
+            .chunks_exact(3)
+            .filter_map(|row| {
+                Some(BlockEntry {
+                    client: row[0].as_str()?.to_string(),
+                    ttl_ms: to_u64(row[1].as_i64()?),
+                    reason: row[2].as_str().map(|s| s.to_string()).unwrap_or_default(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.ttl_ms
+                .cmp(&a.ttl_ms)
+                .then_with(|| a.client.cmp(&b.client))
+        });
+        Ok(out)
+    }
+
+    async fn limit_status(&self, policy: &Policy, key: &str) -> Result<LimitStatus, StoreError> {
+        // A cost of 0 evaluates without charging; the empty client is never blocked.
+        let d = self.check_policies("", &[(policy, key)], 0).await?;
+        let s = d
+            .states
+            .first()
+            .ok_or_else(|| StoreError::Protocol("no state for the policy".into()))?;
+        Ok(LimitStatus {
+            count: s.limit - s.remaining.min(s.limit),
+            limit: s.limit,
+            remaining: s.remaining,
+            reset_ms: s.reset_ms,
+        })
+    }
+
+    async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let args = vec![
+            self.now_arg(),
+            Value::String("events".into()),
+            int(u64::try_from(limit).unwrap_or(u64::MAX)),
+        ];
+        let rows: Vec<Value> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        rows.iter()
+            .map(|row| {
+                let text = row
+                    .as_str()
+                    .ok_or_else(|| StoreError::Protocol("event is not a string".into()))?;
+                decode_event(&text)
+            })
+            .collect()
+    }
+
+    async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
+        let args = vec![self.now_arg(), Value::String("suspicious".into())];
+        let rows: Vec<Value> = self.run(&self.inner.admin, self.admin_keys(), args).await?;
+        let mut sums: HashMap<String, u64> = HashMap::new();
+        for pair in rows.chunks_exact(2) {
+            let (Some(client), Some(count)) = (pair[0].as_str(), pair[1].as_str()) else {
+                return Err(StoreError::Protocol("malformed suspect entry".into()));
+            };
+            let count: f64 = count
+                .parse()
+                .map_err(|_| StoreError::Protocol(format!("suspect count `{count}`")))?;
+            // Scores are whole counts well below 2^53.
+            *sums.entry(client.to_string()).or_default() += count.max(0.0) as u64;
+        }
+        let mut out: Vec<Suspect> = sums
+            .into_iter()
+            .filter(|&(_, n)| n > 0)
+            .map(|(client, rejections)| Suspect { client, rejections })
+            .collect();
+        out.sort_by(|a, b| {
+            b.rejections
+                .cmp(&a.rejections)
+                .then_with(|| a.client.cmp(&b.client))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let full = self.counter_key(policy, key);
+        let client = inner.pool.next();
+        let removed: i64 = within(
+            inner.timeout,
+            fred::prelude::KeysInterface::del(client, full.as_str()),
+        )
+        .await?;
+        let _ = self.publish(Invalidation::Reset(key.to_string())).await;
+        Ok(removed > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidations_round_trip() {
+        for inv in [
+            Invalidation::Unblock("1.2.3.4".into()),
+            Invalidation::Reset("auth|i:1.2.3.4".into()),
+            Invalidation::All,
+        ] {
+            assert_eq!(Invalidation::decode(&inv.encode()), Some(inv));
+        }
+        assert_eq!(Invalidation::decode("zz"), None);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn decodes_replies() {
+        let d = decode_decision(&[2, 1500, 10, -1, 0], 2).unwrap();
+        assert_eq!(d.outcome, Outcome::Blocked { ttl_ms: 1500 });
+        let d = decode_decision(&[1, 0, 10, 0, 60000, 0, 5, 0, 1000, 1000], 1).unwrap();
+        assert_eq!(d.outcome, Outcome::Limited { policy: 0 });
+        assert_eq!(d.blocked_now, Some((0, 60000)));
+        assert!(decode_decision(&[0, 0, 10, -1, 0, 1], 1).is_err());
+    }
+}

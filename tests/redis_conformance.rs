@@ -1,0 +1,172 @@
+//! The store conformance vectors against a real redis-server (single node and a 3-master
+//! cluster), with the script's clock driven by the vectors' manual clock.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis::{have_redis, RedisCluster, RedisServer};
+use rategate::config::compiled::{OnError, StoreKind, StoreSettings};
+use rategate::store::{conformance, RedisStore};
+
+fn settings(url: String) -> StoreSettings {
+    StoreSettings {
+        kind: StoreKind::Redis,
+        url,
+        key_prefix: "conf:".into(),
+        timeout: Duration::from_secs(2),
+        on_error: OnError::Deny,
+        max_memory_keys: 10_000,
+    }
+}
+
+async fn connected(url: String) -> RedisStore {
+    let store = RedisStore::connect(&settings(url), Arc::new(|_| {})).unwrap();
+    assert!(store.wait_connected(Duration::from_secs(10)).await);
+    store
+}
+
+async fn run_against(store: RedisStore) {
+    let n = AtomicUsize::new(0);
+    conformance::run_all(|clock| {
+        let prefix = format!("v{}:", n.fetch_add(1, Ordering::SeqCst));
+        store.scoped(&prefix, Some(Arc::new(clock)))
+    })
+    .await;
+    let store = Arc::new(store);
+    let m = AtomicUsize::new(0);
+    conformance::run_concurrency(move |clock| {
+        let prefix = format!("c{}:", m.fetch_add(1, Ordering::SeqCst));
+        store.scoped(&prefix, Some(Arc::new(clock)))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_single_redis() {
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let redis = RedisServer::start();
+    run_against(connected(redis.url()).await).await;
+    // Every key the script wrote carries the prefix, the hash tag and a TTL.
+    let keys = redis.cli(&["--scan"]);
+    assert!(!keys.is_empty());
+    for key in keys.lines() {
+        assert!(
+            (key.starts_with('v') || key.starts_with('c')) && key.contains(":{rg}:"),
+            "{key}"
+        );
+        let ttl: i64 = redis.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_redis_cluster() {
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let cluster = RedisCluster::start();
+    run_against(connected(cluster.url()).await).await;
+}
+
+/// A block cached by one instance is dropped at once when another unblocks the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unblock_reaches_every_instance_cache() {
+    use bytes::Bytes;
+    use http::{HeaderMap, Method, StatusCode};
+    use rategate::config::compiled::{Algorithm, KeyPart, Mode, PathMatch, Policy, Route, Target};
+    use rategate::limiter::{ClientId, Limiter, RequestView, Verdict};
+    use rategate::metrics::Metrics;
+
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let redis = RedisServer::start();
+    let mut s = settings(redis.url());
+    s.timeout = Duration::from_secs(2);
+    let a = Limiter::build(&s, Arc::new(Metrics::new().unwrap())).unwrap();
+    let b = Limiter::build(&s, Arc::new(Metrics::new().unwrap())).unwrap();
+    for l in [&a, &b] {
+        if let rategate::store::AnyStore::Redis(r) = l.store() {
+            assert!(r.wait_connected(Duration::from_secs(10)).await);
+        }
+    }
+    let policy = Arc::new(Policy {
+        name: Arc::from("login"),
+        algorithm: Algorithm::FixedWindow,
+        limit: 1,
+        window: Duration::from_secs(3600),
+        burst: 1,
+        key: vec![KeyPart::Ip],
+        block_for: Some(Duration::from_secs(3600)),
+        mode: Mode::Enforce,
+        index: 0,
+    });
+    let route = Route {
+        name: Arc::from("r"),
+        path: PathMatch::Prefix("/".into()),
+        methods: vec![],
+        host: None,
+        target: Target::Respond {
+            status: StatusCode::OK,
+            body: Bytes::new(),
+        },
+        policies: vec![policy],
+        strip_prefix: false,
+        index: 0,
+    };
+    let client = ClientId {
+        ip: "9.9.9.9".parse().unwrap(),
+        key: "9.9.9.9".into(),
+    };
+    let headers = HeaderMap::new();
+    let view = RequestView {
+        method: &Method::GET,
+        path: "/",
+        headers: &headers,
+    };
+    assert!(matches!(
+        a.check(&route, &client, view).await,
+        Verdict::Allowed(_)
+    ));
+    assert!(matches!(
+        a.check(&route, &client, view).await,
+        Verdict::Limited { .. }
+    ));
+    // B learns of the block from Redis and caches it.
+    assert!(matches!(
+        b.check(&route, &client, view).await,
+        Verdict::Blocked { .. }
+    ));
+    let calls = redis.evalsha_calls();
+    assert!(matches!(
+        b.check(&route, &client, view).await,
+        Verdict::Blocked { .. }
+    ));
+    assert_eq!(
+        redis.evalsha_calls(),
+        calls,
+        "a cached block still asked Redis"
+    );
+
+    assert!(a.unblock("9.9.9.9").await.unwrap());
+    // B's cache is dropped by the published unblock: it asks Redis again, which no longer
+    // blocks (the counter is still over its limit, so the answer is a plain rejection).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match b.check(&route, &client, view).await {
+            Verdict::Limited { .. } => break,
+            Verdict::Blocked { .. } if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => panic!("still blocked or unexpected after unblock: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! The real binary against real redis-server processes: shared exact limits across instances,
+//! one round trip per request, key hygiene, and calm behaviour when Redis dies, stalls, forgets
+//! its scripts or refuses the password.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::{have_redis, RedisCluster, RedisSentinel, RedisServer};
+use common::*;
+
+/// A gateway on the Redis store with a short store timeout (for failure tests).
+fn gateway_config(echo: &Echo, url: &str, on_error: &str, policies: &str) -> String {
+    gateway_config_timeout(echo, url, on_error, policies, "100ms")
+}
+
+/// Exactness tests run hundreds of concurrent requests on a small debug build; a generous store
+/// timeout keeps slow answers from turning into on_error answers there.
+fn gateway_config_timeout(
+    echo: &Echo,
+    url: &str,
+    on_error: &str,
+    policies: &str,
+    timeout: &str,
+) -> String {
+    config_with(&echo.url(), policies).replace(
+        "[[upstream]]",
+        &format!(
+            "[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"rgtest:\"\ntimeout = \"{timeout}\"\non_error = \"{on_error}\"\n\n[[upstream]]"
+        ),
+    )
+}
+
+fn one_policy(algorithm: &str, limit: u64, window: &str) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "p"
+algorithm = "{algorithm}"
+limit = {limit}
+window = "{window}"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["p"]
+"#
+    )
+}
+
+fn header_value(resp: &str, name: &str) -> Option<String> {
+    let head = resp.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Fire `per_instance` concurrent requests at each gateway; returns (200s, 429s, others).
+fn burst(gateways: &[&Gateway], per_instance: usize) -> (usize, usize, usize) {
+    install_crypto();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for gw in gateways {
+            for _ in 0..per_instance {
+                let client = client.clone();
+                let url = gw.url("/x");
+                tasks.push(tokio::spawn(async move {
+                    client
+                        .get(url)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                }));
+            }
+        }
+        let mut counts = (0, 0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                200 => counts.0 += 1,
+                429 => counts.1 += 1,
+                _ => counts.2 += 1,
+            }
+        }
+        counts
+    })
+}
+
+macro_rules! need_redis {
+    () => {
+        if !have_redis() {
+            eprintln!("SKIP: redis-server not installed");
+            return;
+        }
+    };
+}
+
+#[test]
+fn three_instances_share_exact_limits_for_every_algorithm() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    for algorithm in [
+        "fixed_window",
+        "sliding_window",
+        "sliding_log",
+        "token_bucket",
+    ] {
+        redis.cli(&["FLUSHALL"]);
+        let cfg = gateway_config_timeout(
+            &echo,
+            &redis.url(),
+            "deny",
+            &one_policy(algorithm, 100, "1h"),
+            "5s",
+        );
+        let a = Gateway::start(&cfg);
+        let b = Gateway::start(&cfg);
+        let c = Gateway::start(&cfg);
+        let before = echo.count();
+        let (ok, limited, other) = burst(&[&a, &b, &c], 150);
+        assert_eq!((ok, limited, other), (100, 350, 0), "{algorithm}");
+        assert_eq!(echo.count() - before, 100, "{algorithm}");
+    }
+}
+
+#[test]
+fn one_round_trip_per_request_and_none_for_known_rejections() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let policies = r#"
+[[policy]]
+name = "a"
+algorithm = "sliding_window"
+limit = 20
+window = "1h"
+
+[[policy]]
+name = "b"
+algorithm = "token_bucket"
+limit = 1000
+window = "1h"
+
+[[policy]]
+name = "c"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["a", "b", "c"]
+"#;
+    let gw = Gateway::start(&gateway_config(&echo, &redis.url(), "deny", policies));
+    // Warm up the connection and the script.
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    let before = redis.evalsha_calls();
+    for _ in 0..19 {
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    }
+    assert_eq!(
+        redis.evalsha_calls() - before,
+        19,
+        "one EVALSHA per allowed request"
+    );
+
+    // Over the limit now: the first rejection asks Redis, the next ones come from the cache.
+    let before = redis.evalsha_calls();
+    for _ in 0..100 {
+        let resp = raw_get(gw.addr, "/", "");
+        assert_eq!(raw_status(&resp), 429);
+        assert!(header_value(&resp, "retry-after").is_some());
+    }
+    let calls = redis.evalsha_calls() - before;
+    assert!(calls <= 5, "{calls} round trips for 100 known rejections");
+}
+
+#[test]
+fn every_key_has_the_prefix_the_tag_and_a_ttl() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let policies = r#"
+[[policy]]
+name = "log"
+algorithm = "sliding_log"
+limit = 3
+window = "1h"
+block_for = "1h"
+
+[[policy]]
+name = "bucket"
+algorithm = "token_bucket"
+limit = 10
+window = "1m"
+key = ["header:x-api-key", "path"]
+
+[[policy]]
+name = "win"
+algorithm = "sliding_window"
+limit = 100
+window = "10m"
+key = ["global"]
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["log", "bucket", "win"]
+"#;
+    let gw = Gateway::start(&gateway_config(&echo, &redis.url(), "deny", policies));
+    for i in 0..5 {
+        // Hostile key material: braces and separators must not form a hash tag or a new key.
+        let extra = format!("X-Api-Key: {{evil}}|{i}\r\n");
+        let _ = raw_get(gw.addr, &format!("/p{{x}}{i}"), &extra);
+    }
+    let keys = redis.cli(&["--scan"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(keys.len() >= 4, "{keys:?}");
+    for key in keys {
+        assert!(key.starts_with("rgtest:{rg}:"), "{key}");
+        assert_eq!(
+            key.matches('{').count(),
+            1,
+            "client bytes formed a tag: {key}"
+        );
+        let ttl: i64 = redis.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+/// Keep sending requests from a thread until told to stop; collect statuses.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<u16>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                statuses.push(raw_status(&raw_get(addr, "/", "")));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            statuses
+        });
+        Load { stop, handle }
+    }
+
+    fn finish(self) -> Vec<u16> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+fn metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .ok()?
+        .text()
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn redis_killed_and_restarted_under_load_for_each_on_error() {
+    need_redis!();
+    let echo = Echo::start();
+    for (on_error, expected) in [("fallback", 200u16), ("allow", 200), ("deny", 503)] {
+        let mut redis = RedisServer::start();
+        let gw = Gateway::start(&gateway_config(
+            &echo,
+            &redis.url(),
+            on_error,
+            &one_policy("fixed_window", 100_000, "1h"),
+        ));
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+        let load = Load::start(gw.addr);
+        std::thread::sleep(Duration::from_millis(200));
+        redis.kill();
+        std::thread::sleep(Duration::from_millis(800));
+        // While Redis is down every request still gets an answer, as on_error says.
+        let resp = raw_get(gw.addr, "/", "");
+        assert_eq!(raw_status(&resp), expected, "{on_error}: {resp}");
+        match on_error {
+            "fallback" => {
+                assert!(header_value(&resp, "x-ratelimit-limit").is_some());
+                assert_eq!(metric(&gw, "rategate_store_fallback_active"), Some(1.0));
+            }
+            "allow" => assert_eq!(header_value(&resp, "x-ratelimit-limit"), None),
+            _ => {
+                assert!(header_value(&resp, "retry-after").is_some());
+                assert!(resp.contains("\"error\":\"unavailable\""));
+            }
+        }
+        redis.restart();
+        // Back on Redis by itself within seconds.
+        wait_until(
+            "the gateway to use Redis again",
+            Duration::from_secs(10),
+            || {
+                let _ = raw_get(gw.addr, "/", "");
+                redis.evalsha_calls()
+                    + common::redis::command_calls(&redis.cli(&["INFO", "commandstats"]), "eval")
+                    > 0
+            },
+        );
+        let statuses = load.finish();
+        assert!(
+            statuses.iter().all(|s| *s != 0),
+            "{on_error}: a request got no answer"
+        );
+        let unexpected: Vec<_> = statuses
+            .iter()
+            .filter(|s| **s != 200 && **s != expected)
+            .collect();
+        assert!(unexpected.is_empty(), "{on_error}: {unexpected:?}");
+        if on_error == "fallback" {
+            wait_until("fallback gauge to drop", Duration::from_secs(5), || {
+                metric(&gw, "rategate_store_fallback_active") == Some(0.0)
+            });
+        }
+    }
+}
+
+#[test]
+fn gateway_starts_while_redis_is_down_and_picks_it_up() {
+    need_redis!();
+    let echo = Echo::start();
+    let port = common::redis::free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let gw = Gateway::start(&gateway_config(
+        &echo,
+        &url,
+        "fallback",
+        &one_policy("fixed_window", 1000, "1h"),
+    ));
+    let resp = raw_get(gw.addr, "/", "");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(header_value(&resp, "x-ratelimit-remaining").is_some());
+    let redis = RedisServer::start_on(port);
+    wait_until(
+        "the gateway to reach Redis",
+        Duration::from_secs(15),
+        || {
+            let _ = raw_get(gw.addr, "/", "");
+            redis.cli(&["--scan"]).contains("rgtest:")
+        },
+    );
+}
+
+#[test]
+fn script_flush_under_load_is_invisible_to_clients() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let gw = Gateway::start(&gateway_config(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("sliding_log", 100_000, "1h"),
+    ));
+    let load = Load::start(gw.addr);
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let statuses = load.finish();
+    assert!(statuses.len() > 20);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // Every admitted request was counted in Redis despite the flushes.
+    let log_len: usize = redis
+        .cli(&["--scan"])
+        .lines()
+        .filter(|k| k.contains(":c:"))
+        .map(|k| redis.cli(&["ZCARD", k]).parse::<usize>().unwrap_or(0))
+        .sum();
+    assert_eq!(log_len, echo.count());
+}
+
+#[test]
+fn stalled_redis_never_holds_requests_past_the_store_timeout() {
+    need_redis!();
+    let redis = RedisServer::start_with(None, &["--enable-debug-command", "yes"]);
+    let echo = Echo::start();
+    let gw = Gateway::start(&gateway_config(
+        &echo,
+        &redis.url(),
+        "fallback",
+        &one_policy("fixed_window", 100_000, "1h"),
+    ));
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    let port = redis.port;
+    let sleeper = std::thread::spawn(move || {
+        common::redis::cli(port, None, &["DEBUG", "SLEEP", "3"]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // During the stall every request is answered by the fallback: all 20 complete while the
+    // 3 s DEBUG SLEEP is still running, so none of them waited on Redis.
+    for _ in 0..20 {
+        let resp = raw_get(gw.addr, "/", "");
+        assert_eq!(raw_status(&resp), 200, "{resp}");
+    }
+    assert!(
+        !sleeper.is_finished(),
+        "requests only completed after Redis woke up"
+    );
+    sleeper.join().unwrap();
+    let before = redis.evalsha_calls();
+    wait_until("Redis to be used again", Duration::from_secs(10), || {
+        let _ = raw_get(gw.addr, "/", "");
+        redis.evalsha_calls() > before
+    });
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_and_on_error_applies() {
+    need_redis!();
+    let redis = RedisServer::start_with(Some("right-password"), &[]);
+    let echo = Echo::start();
+    let url = format!("redis://:wrong-password@127.0.0.1:{}/0", redis.port);
+    let gw = Gateway::start(&gateway_config(
+        &echo,
+        &url,
+        "deny",
+        &one_policy("fixed_window", 10, "1h"),
+    ));
+    let resp = raw_get(gw.addr, "/", "");
+    assert_eq!(raw_status(&resp), 503, "{resp}");
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = gw.logs().to_lowercase();
+    assert!(
+        logs.contains("wrongpass") || logs.contains("auth"),
+        "no clear auth error in logs:\n{logs}"
+    );
+    assert!(
+        !logs.contains("wrong-password"),
+        "the password leaked into logs"
+    );
+
+    // With the right password it works.
+    let good = Gateway::start(&gateway_config(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("fixed_window", 10, "1h"),
+    ));
+    wait_until(
+        "auth'd gateway to answer 200",
+        Duration::from_secs(5),
+        || raw_status(&raw_get(good.addr, "/", "")) == 200,
+    );
+}
+
+#[test]
+fn cluster_shares_exact_limits_with_one_round_trip() {
+    need_redis!();
+    let cluster = RedisCluster::start();
+    let echo = Echo::start();
+    let cfg = gateway_config_timeout(
+        &echo,
+        &cluster.url(),
+        "deny",
+        &one_policy("sliding_window", 60, "1h"),
+        "5s",
+    );
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    wait_until("cluster connection", Duration::from_secs(10), || {
+        raw_status(&raw_get(a.addr, "/warm", "X-Forwarded-For: 1.1.1.1\r\n")) == 200
+            && raw_status(&raw_get(b.addr, "/warm", "")) == 200
+    });
+    let before = cluster.evalsha_calls();
+    let (ok, limited, other) = burst(&[&a, &b], 100);
+    // Two requests were spent warming up.
+    assert_eq!((ok, limited, other), (58, 142, 0));
+    let calls = cluster.evalsha_calls() - before;
+    assert!(calls <= 200, "{calls} EVALSHA for 200 requests");
+}
+
+#[test]
+fn sentinel_url_finds_the_master() {
+    need_redis!();
+    let sentinel = RedisSentinel::start();
+    let echo = Echo::start();
+    let gw = Gateway::start(&gateway_config(
+        &echo,
+        &sentinel.url(),
+        "deny",
+        &one_policy("fixed_window", 3, "1h"),
+    ));
+    wait_until("sentinel connection", Duration::from_secs(10), || {
+        raw_status(&raw_get(gw.addr, "/", "")) == 200
+    });
+    let counted = AtomicUsize::new(1);
+    while raw_status(&raw_get(gw.addr, "/", "")) == 200 {
+        counted.fetch_add(1, Ordering::SeqCst);
+        assert!(counted.load(Ordering::SeqCst) <= 3);
+    }
+    assert_eq!(counted.load(Ordering::SeqCst), 3);
+    assert!(sentinel.master.evalsha_calls() >= 3);
+}
+
+#[test]
+fn rediss_url_speaks_tls_to_redis() {
+    need_redis!();
+    // A private CA, trusted through SSL_CERT_FILE like any system trust store addition.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path, ca_path) = (
+        dir.path().join("redis.crt"),
+        dir.path().join("redis.key"),
+        dir.path().join("ca.crt"),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let redis = RedisServer::start_tls(&cert_path, &key_path, &ca_path);
+
+    let echo = Echo::start();
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let cfg = gateway_config(&echo, &url, "deny", &one_policy("fixed_window", 2, "1h"));
+    let gw = Gateway::start_with_env(&cfg, &[("SSL_CERT_FILE", ca_path.to_str().unwrap())]);
+    wait_until("TLS connection to Redis", Duration::from_secs(10), || {
+        raw_status(&raw_get(gw.addr, "/", "")) == 200
+    });
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 429);
+}
+
+/// The shipped ACL (deploy/redis/users.acl) allows everything the gateway does.
+#[test]
+fn gateway_works_under_the_shipped_redis_acl() {
+    need_redis!();
+    let dir = tempfile::tempdir().unwrap();
+    let acl = std::fs::read_to_string("deploy/redis/users.acl").unwrap();
+    // The shipped file has placeholder password hashes; give the rategate user a real one.
+    let hash = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"; // "password"
+    let acl = acl.replace(&"0".repeat(64), hash);
+    let acl_path = dir.path().join("users.acl");
+    std::fs::write(&acl_path, acl).unwrap();
+    let redis = RedisServer::start_with(
+        Some("rategate:password"),
+        &["--aclfile", acl_path.to_str().unwrap()],
+    );
+    let echo = Echo::start();
+    let url = format!("redis://rategate:password@127.0.0.1:{}/0", redis.port);
+    let policies = r#"
+[[policy]]
+name = "log"
+algorithm = "sliding_log"
+limit = 2
+window = "1h"
+block_for = "1h"
+
+[[policy]]
+name = "win"
+algorithm = "sliding_window"
+limit = 100
+window = "1h"
+
+[[policy]]
+name = "bucket"
+algorithm = "token_bucket"
+limit = 100
+window = "1h"
+
+[[policy]]
+name = "fixed"
+algorithm = "fixed_window"
+limit = 100
+window = "1h"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["log", "win", "bucket", "fixed"]
+"#;
+    let cfg = gateway_config(&echo, &url, "deny", policies).replace("rgtest:", "rategate:");
+    let gw = Gateway::start(&cfg);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200, "{}", gw.logs());
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    let resp = raw_get(gw.addr, "/", "X-Forwarded-For: 1.2.3.4\r\n");
+    assert_eq!(raw_status(&resp), 429, "{resp}");
+    // The rejection started a block, recorded in Redis under the ACL.
+    let resp = raw_get(gw.addr, "/other", "");
+    assert!(resp.contains("\"error\":\"blocked\""), "{resp}");
+    let logs = gw.logs().to_lowercase();
+    assert!(!logs.contains("noperm"), "{logs}");
+}
