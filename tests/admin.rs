@@ -627,3 +627,81 @@ fn dashboard_page_is_self_contained() {
     assert!(page.contains("rategate admin") && page.contains("/admin/blocks"));
     assert!(!page.contains("https://") && !page.contains("http://"));
 }
+
+/// With the Redis store, blocks, events and suspicious counts are shared: what one instance saw
+/// or did, the other's admin API shows and enforces.
+#[test]
+fn with_redis_every_instance_shares_blocks_events_and_suspects() {
+    if !common::redis::have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let redis = common::redis::RedisServer::start();
+    let cfg = CONFIG.replace(
+        "[[policy]]\nname = \"login\"",
+        &format!(
+            "[store]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"admintest:\"\ntimeout = \"2s\"\n\n\
+             [[policy]]\nname = \"login\"",
+            redis.url()
+        ),
+    );
+    let a = Admin {
+        gw: Gateway::start(&cfg),
+        http: client(),
+    };
+    let b = Admin {
+        gw: Gateway::start(&cfg),
+        http: client(),
+    };
+    // Rejections on A: over the api limit (3), and a login block_for.
+    for expected in [200, 200, 200, 429, 429] {
+        assert_eq!(
+            a.hit(reqwest::Method::GET, "/api/x", "192.0.2.60"),
+            expected
+        );
+    }
+    for expected in [200, 200, 429] {
+        assert_eq!(
+            a.hit(reqwest::Method::POST, "/login", "192.0.2.61"),
+            expected
+        );
+    }
+    let (status, events) = b.get("/admin/events");
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let kinds: Vec<(&str, &str)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["client"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("blocked", "192.0.2.61"),
+            ("limited", "192.0.2.61"),
+            ("limited", "192.0.2.60"),
+        ]
+    );
+    // The second rejection of .60 was answered from A's local deny cache, without a store call,
+    // so the store counted one (see the store contract).
+    assert_eq!(
+        b.get("/admin/suspicious").1,
+        json!([
+            {"client": "192.0.2.60", "rejections": 1, "blocked": false},
+            {"client": "192.0.2.61", "rejections": 1, "blocked": true},
+        ])
+    );
+    // A block through B holds on A; an unblock through A releases it on B.
+    assert_eq!(b.block("192.0.2.62", "1h", "shared").0, StatusCode::CREATED);
+    assert_eq!(a.hit(reqwest::Method::GET, "/api/x", "192.0.2.62"), 429);
+    assert_eq!(a.get("/admin/blocks").1.as_array().unwrap().len(), 2);
+    assert_eq!(a.delete("/admin/blocks/192.0.2.62").0, StatusCode::OK);
+    assert_eq!(b.hit(reqwest::Method::GET, "/api/x", "192.0.2.62"), 200);
+    assert_eq!(b.get("/admin/events?limit=1").1[0]["kind"], "unblocked");
+    // Limits are inspected in the shared store too.
+    let (_, limit) = b.get("/admin/limits?policy=api&client=192.0.2.60");
+    assert_eq!(
+        (limit["count"].as_u64(), limit["remaining"].as_u64()),
+        (Some(3), Some(0))
+    );
+}
