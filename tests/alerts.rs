@@ -355,3 +355,44 @@ fn alerts_follow_a_reload() {
     let got = rx.wait_for(1, Duration::from_secs(5));
     assert_eq!(got[0].body["client"], "192.0.2.41");
 }
+
+/// With Redis, the circuit breaker's transitions raise the alerts: Redis killed -> fallback,
+/// Redis back -> recovered.
+#[test]
+fn redis_outage_and_recovery_are_alerted() {
+    if !common::redis::have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let mut redis = common::redis::RedisServer::start();
+    let rx = Receiver::start(&[]);
+    let cfg = config(&format!("webhook_url = \"{}\"", rx.url()), "").replace(
+        "[admin]",
+        &format!(
+            "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"100ms\"\non_error = \"fallback\"\n\n[admin]",
+            redis.url()
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    assert_eq!(hit(&gw, "/api", "192.0.2.90"), 200);
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0u32;
+    while rx.got().is_empty() && Instant::now() < deadline {
+        // Every request is still served (by the fallback).
+        assert_eq!(hit(&gw, "/api", &format!("192.0.2.{}", 100 + n % 100)), 200);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = rx.wait_for(1, Duration::from_secs(1));
+    assert_eq!(got[0].body["kind"], "store_fallback", "{:?}", got[0].body);
+    assert_eq!(got[0].body["store"], "redis");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rx.got().len() < 2 && Instant::now() < deadline {
+        hit(&gw, "/api", "192.0.2.91");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = rx.wait_for(2, Duration::from_secs(1));
+    assert_eq!(got[1].body["kind"], "store_recovered", "{:?}", got[1].body);
+}
