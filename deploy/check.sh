@@ -162,8 +162,9 @@ NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DUR = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEYS = {
-    "": {"server", "admin", "store", "access", "upstream", "policy", "route"},
-    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "tls"},
+    "": {"server", "admin", "store", "access", "upstream", "policy", "route", "alerts"},
+    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "tls"},
+    "alerts": {"webhook_url", "format", "token", "token_env", "rejections_threshold", "threshold_window", "timeout", "max_retries", "queue_size"},
     "server.tls": {"cert", "key"},
     "admin": {"listen", "token"},
     "store": {"kind", "url", "key_prefix", "timeout", "on_error", "max_memory_keys"},
@@ -203,6 +204,15 @@ def check(path):
     admin = keys(doc.get("admin", {}), "admin")
     store = keys(doc.get("store", {}), "store")
     keys(doc.get("access", {}), "access")
+    alerts = keys(doc.get("alerts", {}), "alerts")
+    if alerts and alerts.get("format", "json") not in ("json", "slack"):
+        e(f"alerts.format {alerts['format']!r} is not json or slack")
+    for k in ("threshold_window", "timeout"):
+        if k in alerts:
+            try: seconds(alerts[k])
+            except ValueError as x: e(f"alerts.{k}: {x}")
+    if "access_log" in server and not isinstance(server["access_log"], bool):
+        e("server.access_log must be true or false")
     for k in ("header_read_timeout", "shutdown_grace"):
         if k in server:
             try: seconds(server[k])

@@ -1,6 +1,7 @@
 //! Wires the pieces together: store and limiter, proxy listener, admin side port, signals
-//! (SIGTERM/SIGINT drain, SIGHUP reload) and shutdown.
+//! (SIGTERM/SIGINT drain, SIGHUP reload), the config file watch, alerts and shutdown.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -9,7 +10,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::server::{self as admin, AdminState};
+use crate::admin::server as admin;
+use crate::admin::AdminState;
+use crate::alerts::{self, Alerter};
+use crate::config::file::DEFAULT_ALERT_QUEUE_SIZE;
+use crate::config::reload::{Reloader, Trigger};
 use crate::config::{self, Config, ConfigError, Live};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
@@ -68,17 +73,6 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     // Only ring is in the build; installing it explicitly keeps rustls from guessing.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new()?);
-    let limiter = Arc::new(Limiter::build(&config.store, metrics.clone())?);
-    // Give Redis a moment to connect so the first requests need not take the on_error path;
-    // an unreachable Redis never stops the gateway from starting.
-    if let AnyStore::Redis(redis) = limiter.store() {
-        if !redis.wait_connected(STORE_CONNECT_WAIT).await {
-            tracing::warn!(
-                on_error = ?config.store.on_error,
-                "Redis not reachable yet; serving per store.on_error until it is"
-            );
-        }
-    }
     let tls = match &config.server.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
@@ -86,32 +80,89 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let listener = bind(config.server.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
     let settings = ListenerSettings::from(&config.server);
-    log_listening(&listener, &admin_listener, tls.is_some());
-
+    let alert_queue = config
+        .alerts
+        .as_ref()
+        .map_or(DEFAULT_ALERT_QUEUE_SIZE, |a| a.queue_size);
+    let store_settings = config.store.clone();
     let live = Arc::new(Live::new(config));
+
+    let (alerts, alert_rx) = Alerter::new(live.clone(), metrics.clone(), alert_queue);
+    let limiter =
+        Arc::new(Limiter::build(&store_settings, metrics.clone())?.with_alerts(alerts.clone()));
+    // Give Redis a moment to connect so the first requests need not take the on_error path;
+    // an unreachable Redis never stops the gateway from starting.
+    if let AnyStore::Redis(redis) = limiter.store() {
+        if !redis.wait_connected(STORE_CONNECT_WAIT).await {
+            tracing::warn!(
+                on_error = ?store_settings.on_error,
+                "Redis not reachable yet; serving per store.on_error until it is"
+            );
+        }
+    }
+    let cached = limiter.clone();
+    let reloader = Arc::new(
+        Reloader::new(live.clone(), metrics.clone(), Box::new(load_checked))
+            // Policies may have changed: decisions cached under the old ones are forgotten.
+            .after_swap(Box::new(move |_| cached.clear_cache())),
+    );
     let gateway = Arc::new(Gateway {
-        live: live.clone(),
-        limiter,
-        upstreams: UpstreamPool::with_webpki_roots(metrics.clone()),
-        metrics: metrics.clone(),
-        access_log: true,
+        alerts: alerts.clone(),
+        ..Gateway::new(
+            live.clone(),
+            limiter.clone(),
+            UpstreamPool::with_webpki_roots(metrics.clone()),
+            metrics.clone(),
+        )
     });
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The admin port outlives the proxy's drain, so /readyz answers 503 (not a refused
+    // connection) while in-flight requests finish.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
 
     let admin_state = Arc::new(AdminState {
         live: live.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
+        limiter: limiter.clone(),
+        reloader: reloader.clone(),
+        alerts,
     });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
     let signals = Signals::install()?;
-    tokio::spawn(signals.run(live, metrics.clone(), ready, stop_tx));
+    let admin_addr = admin_listener.local_addr().ok();
+    let mut tasks = vec![
+        tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop_rx)),
+        tokio::spawn(alerts::run(alert_rx, live.clone(), metrics.clone())),
+        tokio::spawn(crate::admin::refresh_blocked_gauge_forever(
+            limiter,
+            metrics.clone(),
+        )),
+        tokio::spawn(signals.run(reloader.clone(), ready, stop_tx)),
+    ];
+    match config::watch::spawn(reloader) {
+        Ok(task) => tasks.push(task),
+        // Reloading still works by SIGHUP and the admin API.
+        Err(err) => tracing::warn!(error = %err, "config file changes will not be picked up"),
+    }
+    // Logged once everything is in place (the file watch included): tests and scripts take
+    // these lines to mean "ready".
+    log_listening(&listener, admin_addr, tls.is_some());
 
     listener::serve(listener, tls, gateway, metrics, settings, stop_rx).await;
-    admin_task.abort();
+    let _ = admin_stop_tx.send(true);
+    for task in tasks {
+        task.abort();
+    }
     tracing::info!("rategate stopped");
     Ok(())
+}
+
+/// Load config text as a reload does: validate and compile, then the checks that need files.
+fn load_checked(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config = config::load_str(path, text)?;
+    preflight(&config)?;
+    Ok(config)
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
@@ -120,11 +171,11 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
-fn log_listening(proxy: &TcpListener, admin: &TcpListener, tls: bool) {
+fn log_listening(proxy: &TcpListener, admin: Option<std::net::SocketAddr>, tls: bool) {
     if let Ok(addr) = proxy.local_addr() {
         tracing::info!(addr = %addr, tls, "proxy listening");
     }
-    if let Ok(addr) = admin.local_addr() {
+    if let Some(addr) = admin {
         tracing::info!(addr = %addr, "admin listening");
     }
 }
@@ -147,8 +198,7 @@ impl Signals {
 
     async fn run(
         mut self,
-        live: Arc<Live>,
-        metrics: Arc<Metrics>,
+        reloader: Arc<Reloader>,
         ready: Arc<AtomicBool>,
         stop: watch::Sender<bool>,
     ) {
@@ -156,7 +206,8 @@ impl Signals {
             tokio::select! {
                 _ = self.term.recv() => break,
                 _ = self.int.recv() => break,
-                _ = self.hup.recv() => reload(&live, &metrics),
+                // The outcome is logged and counted by the reloader.
+                _ = self.hup.recv() => { let _ = reloader.reload_async(Trigger::Signal).await; }
             }
         }
         // Readiness drops first so load balancers stop sending before connections close.
@@ -170,22 +221,5 @@ impl Signals {
         }
         tracing::warn!("second signal: exiting without waiting for the drain");
         std::process::exit(130);
-    }
-}
-
-/// Reload the config from its file; a config that fails validation is rejected whole and the
-/// old one keeps serving.
-pub fn reload(live: &Live, metrics: &Metrics) {
-    let source = live.snapshot().source.clone();
-    match config::load(&source).and_then(|c| preflight(&c).map(|()| c)) {
-        Ok(new) => {
-            live.swap(new);
-            metrics.config_reloads.with_label_values(&["ok"]).inc();
-            tracing::info!(file = %source.display(), "config reloaded");
-        }
-        Err(err) => {
-            metrics.config_reloads.with_label_values(&["error"]).inc();
-            tracing::error!(error = %err, "config reload rejected; keeping the running config");
-        }
     }
 }

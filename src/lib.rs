@@ -5,6 +5,7 @@
 //! and `proxy` forwards or answers.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod clock;

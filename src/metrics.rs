@@ -55,6 +55,8 @@ pub struct Metrics {
     pub blocked_clients: IntGauge,
     pub config_reloads: IntCounterVec,
     pub connections_active: IntGauge,
+    /// Webhook alerts by result: sent | failed (gave up after retries) | dropped (queue full).
+    pub alerts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,6 +138,28 @@ impl Metrics {
         registry.register(Box::new(blocked_clients.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "rategate_alerts_total",
+                "Webhook alerts by result (sent, failed after retries, dropped on a full queue).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(alerts.clone()))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... read
+        // from /proc at scrape time.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        // Every fixed-vocabulary series exists from the start, so a dashboard shows 0 rather than
+        // "no data" and a rate() sees the first increment.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        for result in ["sent", "failed", "dropped"] {
+            alerts.with_label_values(&[result]);
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -149,6 +173,7 @@ impl Metrics {
             blocked_clients,
             config_reloads,
             connections_active,
+            alerts,
         })
     }
 

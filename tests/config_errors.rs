@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use rategate::config::compiled::{
-    Algorithm, Config, KeyPart, Mode, OnError, PathMatch, StoreKind, Target,
+    AlertFormat, AlertThreshold, Algorithm, Config, KeyPart, Mode, OnError, PathMatch, StoreKind,
+    Target,
 };
 use rategate::config::{load, ConfigError};
 
@@ -67,6 +68,8 @@ const BAD: &[Expected] = &[
     ("bad_key_component.toml", Some(6), Some(8), "policy[0].key", "unknown key component `cookie:session`; expected \"ip\", \"header:NAME\""),
     ("duplicate_key_component.toml", Some(6), Some(28), "policy[0].key", "key component `header:x-api-key` is listed twice"),
     ("block_for_short.toml", Some(6), Some(13), "policy[0].block_for", "must be at least 1s"),
+    ("alerts_bad_webhook.toml", Some(2), Some(15), "alerts.webhook_url", "not a valid URL; expected an http:// or https:// URL"),
+    ("alerts_token_twice.toml", Some(4), Some(13), "alerts.token_env", "set either `token` or `token_env`, not both"),
 ];
 
 fn load_bad(name: &str) -> ConfigError {
@@ -158,6 +161,7 @@ fn full_config_compiles_with_every_key() {
     assert_eq!(s.header_read_timeout, Duration::from_secs(5));
     assert_eq!(s.max_header_bytes, 32768);
     assert_eq!(s.shutdown_grace, Duration::from_secs(15));
+    assert!(!s.access_log);
     let tls = s.tls.as_ref().unwrap();
     assert_eq!(tls.cert, Path::new("certs/server.pem"));
     assert_eq!(tls.key, Path::new("certs/server.key"));
@@ -176,6 +180,22 @@ fn full_config_compiles_with_every_key() {
     assert!(c.access.allow.contains("127.0.0.1".parse().unwrap()));
     assert!(c.access.allow.contains("::1".parse().unwrap()));
     assert!(c.access.deny.contains("203.0.113.77".parse().unwrap()));
+
+    let a = c.alerts.as_ref().unwrap();
+    assert_eq!(a.webhook, "https://hooks.example.com/services/t0ken");
+    assert_eq!(a.format, AlertFormat::Slack);
+    assert_eq!(a.token.as_deref(), Some("t0ken"));
+    assert_eq!(
+        a.threshold,
+        Some(AlertThreshold {
+            rejections: 500,
+            window: Duration::from_secs(300)
+        })
+    );
+    assert_eq!(
+        (a.timeout, a.max_retries, a.queue_size),
+        (Duration::from_secs(3), 5, 50)
+    );
 }
 
 #[test]
@@ -291,6 +311,8 @@ fn full_config_summary_names_everything_and_no_secret() {
         "auth: path_prefix /api/auth, methods POST,PUT, host api.example.com -> upstream api (strip_prefix), policies auth, global",
         "health: path /healthz, any method, any host -> respond 200",
         "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log",
+        "access_log off",
+        "alerts: webhook https://hooks.example.com/*** (slack), token set, threshold 500 rejections per 5m, timeout 3s, max_retries 5, queue_size 50",
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }

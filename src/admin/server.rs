@@ -1,40 +1,52 @@
-//! The admin listener. HTTP/1.1 only; it serves operators and scrapers, not the public.
+//! The admin listener and its routing. HTTP/1.1 and HTTP/2; it serves operators and scrapers, not
+//! the public.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Live;
-use crate::metrics::Metrics;
+use super::reply::{self, ApiError};
+use super::{api, auth, dashboard, AdminState};
+use crate::config::compiled::OnError;
 use crate::proxy::body::GatewayBody;
 
-pub struct AdminState {
-    pub live: Arc<Live>,
-    pub metrics: Arc<Metrics>,
-    /// False while draining, so load balancers stop sending traffic first.
-    pub ready: Arc<AtomicBool>,
-}
+/// A slow or silent client cannot hold an admin connection open forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+const GET: &[Method] = &[Method::GET, Method::HEAD];
+const GET_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
+const POST: &[Method] = &[Method::POST];
+const DELETE: &[Method] = &[Method::DELETE];
+const GET_DELETE: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
+
+/// Serve until `shutdown` turns true. The app turns it only after the proxy has drained, so
+/// `/readyz` keeps answering 503 during the drain.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let state = state.clone();
@@ -53,39 +65,115 @@ pub async fn serve(
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<GatewayBody> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => match state.metrics.render() {
-            Ok(body) => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            ),
-            Err(err) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                format!("metrics encoding failed: {err}").into_bytes(),
-            ),
-        },
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-        (&Method::GET, "/readyz") => {
-            if state.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+    let path = req.uri().path().to_owned();
+    let result = match path.as_str() {
+        "/" | "/index.html" => allow(&req, GET).map(|()| dashboard::page()),
+        "/metrics" => allow(&req, GET).map(|()| metrics(state)),
+        "/healthz" => {
+            allow(&req, GET).map(|()| reply::text(StatusCode::OK, "text/plain", b"ok\n".to_vec()))
+        }
+        "/readyz" => allow(&req, GET).map(|()| readyz(state)),
+        p if p == "/admin" || p.starts_with("/admin/") => admin(state, req, p).await,
+        _ => Err(ApiError::NotFound(
+            "no such endpoint; see /admin/blocks, /admin/limits, /admin/events, \
+             /admin/suspicious, /admin/reload, /metrics, /healthz, /readyz"
+                .into(),
+        )),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+async fn admin(
+    state: &AdminState,
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<Response<GatewayBody>, ApiError> {
+    // The token of the running config, so a reload can rotate it.
+    let config = state.live.snapshot();
+    auth::check(&req, config.admin.token.as_deref())?;
+    let method = req.method().clone();
+    match path {
+        "/admin/blocks" => {
+            allow(&req, GET_POST)?;
+            if method == Method::POST {
+                api::add_block(state, req).await
             } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    b"draining\n".to_vec(),
-                )
+                api::list_blocks(state).await
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+        "/admin/limits" => {
+            allow(&req, GET_DELETE)?;
+            if method == Method::DELETE {
+                api::reset_limit(state, &req).await
+            } else {
+                api::get_limit(state, &req).await
+            }
+        }
+        "/admin/events" => {
+            allow(&req, GET)?;
+            api::events(state, &req).await
+        }
+        "/admin/suspicious" => {
+            allow(&req, GET)?;
+            api::suspicious(state, &req).await
+        }
+        "/admin/reload" => {
+            allow(&req, POST)?;
+            api::reload(state, req).await
+        }
+        p => match p.strip_prefix("/admin/blocks/") {
+            Some(client) => {
+                allow(&req, DELETE)?;
+                api::remove_block(state, client).await
+            }
+            None => Err(ApiError::NotFound(format!(
+                "no admin endpoint `{}`",
+                p.chars().take(64).collect::<String>()
+            ))),
+        },
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<GatewayBody> {
-    let mut resp = Response::new(GatewayBody::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
+fn allow<B>(req: &Request<B>, methods: &'static [Method]) -> Result<(), ApiError> {
+    if methods.contains(req.method()) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(methods))
+    }
+}
+
+fn metrics(state: &AdminState) -> Response<GatewayBody> {
+    match state.metrics.render() {
+        Ok(body) => reply::text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        ),
+        Err(err) => reply::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("metrics encoding failed: {err}").into_bytes(),
+        ),
+    }
+}
+
+/// Ready unless draining, or the store fails while `on_error = "deny"` (every limited request
+/// would get 503). A failing store with `fallback` or `allow` still serves by design; taking every
+/// instance out of rotation because a shared Redis is down would turn a degraded service into an
+/// outage.
+fn readyz(state: &AdminState) -> Response<GatewayBody> {
+    let (status, body) = if !state.ready.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false, "reason": "draining"}),
+        )
+    } else if state.limiter.store_failing() && state.limiter.on_error() == OnError::Deny {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false, "reason": "store unavailable (on_error = deny)"}),
+        )
+    } else {
+        (StatusCode::OK, json!({"ready": true}))
+    };
+    reply::json_response(status, &body)
 }

@@ -24,6 +24,8 @@ pub struct Config {
     pub upstreams: Vec<Arc<Upstream>>,
     pub policies: Vec<Arc<Policy>>,
     pub routes: Vec<Route>,
+    /// Webhook alerts; `None` when the file has no `[alerts]`.
+    pub alerts: Option<AlertSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Log one line per request.
+    pub access_log: bool,
     pub tls: Option<TlsFiles>,
 }
 
@@ -84,6 +88,62 @@ impl OnError {
             OnError::Allow => "allow",
             OnError::Deny => "deny",
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertFormat {
+    /// rategate's own JSON object.
+    Json,
+    /// `{"text": "..."}`, what Slack (and Mattermost, Rocket.Chat...) incoming webhooks take.
+    Slack,
+}
+
+impl AlertFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertFormat::Json => "json",
+            AlertFormat::Slack => "slack",
+        }
+    }
+}
+
+/// N rejections of one client within `window` raise one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertThreshold {
+    pub rejections: u64,
+    pub window: Duration,
+}
+
+#[derive(Clone)]
+pub struct AlertSettings {
+    pub webhook: Uri,
+    pub format: AlertFormat,
+    /// Bearer token for the webhook.
+    pub token: Option<String>,
+    pub threshold: Option<AlertThreshold>,
+    /// Per delivery attempt.
+    pub timeout: Duration,
+    /// Attempts after the first one failed.
+    pub max_retries: u32,
+    /// Alerts waiting for delivery at most; more are dropped (and counted). Read at start.
+    pub queue_size: usize,
+}
+
+/// The webhook URL's path and query often are the secret (Slack's are), and the token is one:
+/// neither is printed.
+impl fmt::Debug for AlertSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertSettings")
+            .field("webhook_host", &self.webhook.authority())
+            .field("format", &self.format)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("threshold", &self.threshold)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("queue_size", &self.queue_size)
+            .finish()
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compiled::{Algorithm, Mode, OnError, StoreKind};
+use super::compiled::{AlertFormat, Algorithm, Mode, OnError, StoreKind};
 use super::duration;
 
 pub const DEFAULT_SERVER_LISTEN: SocketAddr =
@@ -32,6 +32,12 @@ pub const DEFAULT_MAX_MEMORY_KEYS: usize = 1_000_000;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MODE: Mode = Mode::Enforce;
+pub const DEFAULT_ACCESS_LOG: bool = true;
+pub const DEFAULT_ALERT_FORMAT: AlertFormat = AlertFormat::Json;
+pub const DEFAULT_THRESHOLD_WINDOW: Duration = Duration::from_secs(60);
+pub const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_ALERT_MAX_RETRIES: u32 = 3;
+pub const DEFAULT_ALERT_QUEUE_SIZE: usize = 1000;
 // Policy `key` defaults to ["ip"], `burst` to `limit`, route `methods` to any method and
 // `strip_prefix` to false; those are applied where the values are compiled.
 
@@ -56,6 +62,8 @@ pub struct File {
     /// Spanned so that a route missing its target can be pointed at.
     #[serde(default)]
     pub route: Vec<Spanned<Route>>,
+    /// Optional webhook alerts.
+    pub alerts: Option<Alerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +77,8 @@ pub struct Server {
     pub header_read_timeout: Option<duration::Positive>,
     pub max_header_bytes: Option<Spanned<u64>>,
     pub shutdown_grace: Option<duration::Any>,
+    /// One log line per request (target `rategate::access`).
+    pub access_log: Option<bool>,
     pub tls: Option<Tls>,
 }
 
@@ -147,6 +157,25 @@ pub struct Route {
     pub respond: Option<Spanned<Respond>>,
     pub policies: Option<Vec<Spanned<String>>>,
     pub strip_prefix: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// env; `http://` or `https://` URL the alerts are POSTed to.
+    pub webhook_url: EnvString,
+    pub format: Option<AlertFormat>,
+    /// env; bearer token sent with each alert.
+    pub token: Option<EnvString>,
+    /// Name of an environment variable holding the bearer token (instead of `token`).
+    pub token_env: Option<Spanned<String>>,
+    /// Alert once when one client is rejected this many times within `threshold_window`.
+    pub rejections_threshold: Option<Spanned<u64>>,
+    pub threshold_window: Option<Spanned<duration::Positive>>,
+    /// Per delivery attempt.
+    pub timeout: Option<duration::Positive>,
+    pub max_retries: Option<Spanned<u64>>,
+    pub queue_size: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Configuration: TOML as written (`file`), validation with precise locations (`validate`, with
 //! spans turned into line/column/key by `locate`), the immutable runtime model the hot path reads
-//! (`compiled`), its printable `summary`, and the live, swappable handle (`live`).
+//! (`compiled`), its printable `summary`, the live, swappable handle (`live`), and reloading it
+//! (`reload`, triggered by SIGHUP, the admin API, or `watch` on a change of the file).
 
 pub mod compiled;
 pub mod duration;
@@ -9,8 +10,10 @@ pub mod error;
 pub mod file;
 pub mod live;
 mod locate;
+pub mod reload;
 pub mod summary;
 pub mod validate;
+pub mod watch;
 
 pub use compiled::Config;
 pub use error::ConfigError;

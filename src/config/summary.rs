@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use super::compiled::{
-    Access, Admin, Config, PathMatch, Policy, Route, Server, StoreKind, StoreSettings, Target,
-    Upstream,
+    Access, Admin, AlertSettings, Config, PathMatch, Policy, Route, Server, StoreKind,
+    StoreSettings, Target, Upstream,
 };
 use super::duration::format as dur;
 use crate::net::CidrSet;
@@ -37,7 +37,7 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     for r in &cfg.routes {
         route(out, r)?;
     }
-    Ok(())
+    alerts(out, cfg.alerts.as_ref())
 }
 
 fn server(out: &mut String, s: &Server) -> std::fmt::Result {
@@ -47,13 +47,14 @@ fn server(out: &mut String, s: &Server) -> std::fmt::Result {
     writeln!(
         out,
         "server: listen {} (tls {tls}), trusted_proxies {}, ipv6_prefix /{}, \
-         header_read_timeout {}, max_header_bytes {}, shutdown_grace {}",
+         header_read_timeout {}, max_header_bytes {}, shutdown_grace {}, access_log {}",
         s.listen,
         cidrs(&s.trusted_proxies),
         s.ipv6_prefix,
         dur(s.header_read_timeout),
         s.max_header_bytes,
         dur(s.shutdown_grace),
+        if s.access_log { "on" } else { "off" },
     )
 }
 
@@ -75,6 +76,28 @@ fn store(out: &mut String, s: &StoreSettings) -> std::fmt::Result {
             s.on_error.as_str(),
         ),
     }
+}
+
+/// The webhook's path and query are often its secret: only scheme and host are shown.
+fn alerts(out: &mut String, a: Option<&AlertSettings>) -> std::fmt::Result {
+    let Some(a) = a else {
+        return writeln!(out, "alerts: off");
+    };
+    let scheme = a.webhook.scheme_str().unwrap_or("http");
+    let host = a.webhook.authority().map_or("", |h| h.as_str());
+    let token = if a.token.is_some() { "set" } else { "none" };
+    let threshold = a.threshold.map_or("off".to_owned(), |t| {
+        format!("{} rejections per {}", t.rejections, dur(t.window))
+    });
+    writeln!(
+        out,
+        "alerts: webhook {scheme}://{host}/*** ({}), token {token}, threshold {threshold}, \
+         timeout {}, max_retries {}, queue_size {}",
+        a.format.as_str(),
+        dur(a.timeout),
+        a.max_retries,
+        a.queue_size,
+    )
 }
 
 fn access(out: &mut String, a: &Access) -> std::fmt::Result {

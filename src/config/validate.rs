@@ -19,8 +19,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::compiled::{
-    Access, Admin, Algorithm, Config, KeyPart, PathMatch, Policy, Route, Server, StoreKind,
-    StoreSettings, Target, TlsFiles, Upstream,
+    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, KeyPart, PathMatch, Policy,
+    Route, Server, StoreKind, StoreSettings, Target, TlsFiles, Upstream,
 };
 use super::env::{self, Lookup};
 use super::file::{self, EnvString, File};
@@ -138,6 +138,10 @@ impl Validator<'_> {
             policies: Named::new("policy", policy_names, &policies),
         };
         let routes = self.routes(&file.route, &refs);
+        let alerts = match &file.alerts {
+            None => Some(None),
+            Some(alerts) => self.alerts(alerts).map(Some),
+        };
         Some(Config {
             source: path.to_path_buf(),
             server: server?,
@@ -147,6 +151,7 @@ impl Validator<'_> {
             upstreams: upstreams.into_iter().collect::<Option<_>>()?,
             policies: policies.into_iter().collect::<Option<_>>()?,
             routes: routes?,
+            alerts: alerts?,
         })
     }
 
@@ -209,6 +214,7 @@ impl Validator<'_> {
             shutdown_grace: s
                 .shutdown_grace
                 .map_or(file::DEFAULT_SHUTDOWN_GRACE, |d| d.0),
+            access_log: s.access_log.unwrap_or(file::DEFAULT_ACCESS_LOG),
             tls: tls?,
         })
     }
@@ -312,6 +318,89 @@ impl Validator<'_> {
             ));
         }
         Ok(text)
+    }
+
+    fn alerts(&mut self, a: &file::Alerts) -> Option<AlertSettings> {
+        let webhook = self.take(
+            self.expand(&a.webhook_url)
+                .and_then(|text| webhook_url(&a.webhook_url, &text)),
+        );
+        let token = match (&a.token, &a.token_env) {
+            (None, None) => Some(None),
+            (Some(token), Some(name)) => {
+                self.issues.push(Issue::at(
+                    &later(token, name),
+                    "set either `token` or `token_env`, not both",
+                ));
+                None
+            }
+            (Some(token), None) => self.take(self.non_empty(token)).map(Some),
+            (None, Some(name)) => self.take(self.token_env(name)).map(Some),
+        };
+        let rejections = match &a.rejections_threshold {
+            None => Some(None),
+            Some(n) => self.take(bounded::<u64>(n, 1, u64::MAX)).map(Some),
+        };
+        if let (Some(window), None) = (&a.threshold_window, &a.rejections_threshold) {
+            self.issues.push(Issue::at(
+                window,
+                "`threshold_window` needs `rejections_threshold` (alert after N rejections of \
+                 one client within the window)",
+            ));
+        }
+        let window = a
+            .threshold_window
+            .as_ref()
+            .map_or(file::DEFAULT_THRESHOLD_WINDOW, |w| w.get_ref().0);
+        let max_retries = self.take(
+            a.max_retries
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_ALERT_MAX_RETRIES), |v| bounded(v, 0, 20)),
+        );
+        let queue_size = self.take(
+            a.queue_size
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_ALERT_QUEUE_SIZE), |v| {
+                    bounded(v, 1, 1_000_000)
+                }),
+        );
+        Some(AlertSettings {
+            webhook: webhook?,
+            format: a.format.unwrap_or(file::DEFAULT_ALERT_FORMAT),
+            token: token?,
+            threshold: rejections?.map(|rejections| AlertThreshold { rejections, window }),
+            timeout: a.timeout.map_or(file::DEFAULT_ALERT_TIMEOUT, |d| d.0),
+            max_retries: max_retries?,
+            queue_size: queue_size?,
+        })
+    }
+
+    /// The value of the environment variable `token_env` names.
+    fn token_env(&self, name: &Spanned<String>) -> Check<String> {
+        let text = name.get_ref();
+        let valid = text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Issue::at(
+                name,
+                format!(
+                    "`{text}` is not an environment variable name; expected letters, digits and \
+                     `_`, not starting with a digit"
+                ),
+            ));
+        }
+        let value = env::expand(&format!("${{{text}}}"), self.env)
+            .map_err(|e| Issue::at(name, e.to_string()))?;
+        if value.is_empty() {
+            return Err(Issue::at(
+                name,
+                format!("environment variable `{text}` is empty"),
+            ));
+        }
+        Ok(value)
     }
 
     fn access(&mut self, a: &file::Access) -> Option<Access> {
@@ -703,6 +792,40 @@ fn cidr(item: &Spanned<String>) -> Check<IpNet> {
                 ),
             )
         })
+}
+
+/// An alert webhook: http(s) with a host. Messages never repeat the URL, whose path or query is
+/// often the secret.
+fn webhook_url(at: &EnvString, text: &str) -> Check<Uri> {
+    let fail = |what: &str| {
+        Issue::at(
+            at,
+            format!("{what}; expected an http:// or https:// URL such as \"https://hooks.example.com/rategate\""),
+        )
+    };
+    if text.contains('#') {
+        return Err(fail("must not contain a fragment (`#`)"));
+    }
+    let uri: Uri = text.parse().map_err(|_| fail("not a valid URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(fail(&format!("unsupported scheme `{other}`"))),
+        None => return Err(fail("missing scheme")),
+    }
+    let authority = uri.authority().ok_or_else(|| fail("missing host"))?;
+    if authority.host().is_empty() {
+        return Err(fail("missing host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(fail(
+            "must not contain credentials; use `token` or `token_env`",
+        ));
+    }
+    let has_port = authority.as_str().len() > authority.host().len();
+    if has_port && !matches!(authority.port_u16(), Some(port) if port != 0) {
+        return Err(fail("invalid port"));
+    }
+    Ok(uri)
 }
 
 /// Split and check an upstream URL into scheme, authority and base path.
@@ -1111,6 +1234,101 @@ mod tests {
             9,
             "admin.token",
             "must not be empty",
+        );
+    }
+
+    #[test]
+    fn alerts_section() {
+        let c = ok(ROUTE);
+        assert!(c.alerts.is_none());
+        assert!(c.server.access_log);
+        let c = ok(&format!("[server]\naccess_log = false\n{ROUTE}"));
+        assert!(!c.server.access_log);
+
+        let c = ok(&format!(
+            "[alerts]\nwebhook_url = \"https://hooks.example.com/x?k=${{TOKEN}}\"\n\
+             format = \"slack\"\ntoken_env = \"TOKEN\"\nrejections_threshold = 50\n\
+             threshold_window = \"5m\"\ntimeout = \"2s\"\nmax_retries = 5\nqueue_size = 10\n{ROUTE}"
+        ));
+        let a = c.alerts.unwrap();
+        assert_eq!(a.webhook, "https://hooks.example.com/x?k=s3cret");
+        assert_eq!(a.format, super::super::compiled::AlertFormat::Slack);
+        assert_eq!(a.token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            a.threshold,
+            Some(AlertThreshold {
+                rejections: 50,
+                window: Duration::from_secs(300)
+            })
+        );
+        assert_eq!(
+            (a.timeout, a.max_retries, a.queue_size),
+            (Duration::from_secs(2), 5, 10)
+        );
+        assert!(!format!("{a:?}").contains("s3cret"));
+
+        let c = ok(&format!(
+            "[alerts]\nwebhook_url = \"http://127.0.0.1:9/hook\"\ntoken = \"${{TOKEN}}\"\n{ROUTE}"
+        ));
+        let a = c.alerts.unwrap();
+        assert_eq!(a.token.as_deref(), Some("s3cret"));
+        assert_eq!((a.max_retries, a.queue_size, a.threshold), (3, 1000, None));
+
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"ftp://h/x\"\n{ROUTE}"),
+            2,
+            15,
+            "alerts.webhook_url",
+            "unsupported scheme `ftp`",
+        );
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"http://h/x\"\ntoken = \"a\"\ntoken_env = \"TOKEN\"\n{ROUTE}"),
+            4,
+            13,
+            "alerts.token_env",
+            "either `token` or `token_env`",
+        );
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"http://h/x\"\ntoken_env = \"NOPE\"\n{ROUTE}"),
+            3,
+            13,
+            "alerts.token_env",
+            "environment variable `NOPE` is not set",
+        );
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"http://h/x\"\ntoken_env = \"${{TOKEN}}\"\n{ROUTE}"),
+            3,
+            13,
+            "alerts.token_env",
+            "not an environment variable name",
+        );
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"http://h/x\"\nthreshold_window = \"1m\"\n{ROUTE}"),
+            3,
+            20,
+            "alerts.threshold_window",
+            "needs `rejections_threshold`",
+        );
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"http://h/x\"\nqueue_size = 0\n{ROUTE}"),
+            3,
+            14,
+            "alerts.queue_size",
+            "between 1 and 1000000",
+        );
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"http://h/x\"\nformat = \"xml\"\n{ROUTE}"),
+            3,
+            10,
+            "alerts.format",
+            "unknown variant `xml`",
+        );
+        assert_err(
+            &format!("[alerts]\nwebhook_url = \"http://h/x\"\nretries = 1\n{ROUTE}"),
+            3,
+            1,
+            "alerts.retries",
+            "unknown field `retries`",
         );
     }
 

@@ -6,20 +6,22 @@ pub mod cache;
 pub mod policy;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method};
 use prometheus::Histogram;
 
+use crate::alerts::{Alert, Alerter};
 use crate::clock::{Clock, SystemClock};
 use crate::config::compiled::StoreKind;
 use crate::config::compiled::{Mode, OnError, Policy, Route, StoreSettings};
 use crate::metrics::Metrics;
 use crate::store::redis::{Invalidation, RedisStore};
 use crate::store::{
-    AnyStore, BlockEntry, CheckRequest, Decision, LimitStatus, MemoryStore, Outcome, PolicyCheck,
-    PolicyState, Store, StoreError,
+    AnyStore, BlockEntry, CheckRequest, Decision, Event, LimitStatus, MemoryStore, Outcome,
+    PolicyCheck, PolicyState, Store, StoreError, Suspect,
 };
 
 use breaker::{Breaker, Permit, Transition};
@@ -111,6 +113,9 @@ pub struct Limiter {
     metrics: Arc<Metrics>,
     store_duration: Histogram,
     fallback_duration: Histogram,
+    /// Whether the last store call failed; its transitions raise the fallback/recovered alerts.
+    store_failing: AtomicBool,
+    alerts: Alerter,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -153,6 +158,8 @@ impl Limiter {
             metrics,
             store_duration,
             fallback_duration,
+            store_failing: AtomicBool::new(false),
+            alerts: Alerter::disabled(),
         }
     }
 
@@ -189,6 +196,57 @@ impl Limiter {
     /// Whether the configured store is being bypassed (breaker open).
     pub fn store_down(&self) -> bool {
         self.breaker.as_ref().is_some_and(Breaker::is_open)
+    }
+
+    /// Whether the last call to the configured store failed.
+    pub fn store_failing(&self) -> bool {
+        self.store_failing.load(Ordering::Relaxed)
+    }
+
+    /// What this limiter does while the store fails.
+    pub fn on_error(&self) -> OnError {
+        self.on_error
+    }
+
+    /// Raise alerts through `alerts` when the store starts or stops failing.
+    pub fn with_alerts(mut self, alerts: Alerter) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    /// Record whether the store answered. Only a change of state alerts, so a dead store raises
+    /// one alert, not one per request. With a breaker, only its transitions (opened, closed) are
+    /// reported here.
+    pub fn store_health(&self, result: Result<(), &StoreError>) {
+        let failing = result.is_err();
+        // A load first: the common case (no change) stays a shared read of the cache line.
+        if self.store_failing.load(Ordering::Relaxed) == failing
+            || self.store_failing.swap(failing, Ordering::AcqRel) == failing
+        {
+            return;
+        }
+        let store = self.store.name();
+        // The breaker logs its own transitions.
+        let log = self.breaker.is_none();
+        let alert = match result {
+            Err(e) => {
+                if log {
+                    tracing::warn!(store, error = %e, on_error = self.on_error.as_str(), "store failing");
+                }
+                Alert::StoreFallback {
+                    store,
+                    on_error: self.on_error.as_str(),
+                    error: e.to_string(),
+                }
+            }
+            Ok(()) => {
+                if log {
+                    tracing::info!(store, "store answers again");
+                }
+                Alert::StoreRecovered { store }
+            }
+        };
+        self.alerts.notify(alert);
     }
 
     /// The configured store.
@@ -287,6 +345,8 @@ impl Limiter {
                 Ok(_) => {}
                 Err(e) => self.record_error(self.store.name(), e),
             }
+            // Without a breaker every call is a state of its own; store_health alerts on changes.
+            self.store_health(result.as_ref().map(|_| ()));
             return result;
         };
         if breaker.permit() == Permit::Reject {
@@ -320,10 +380,12 @@ impl Limiter {
                 if self.on_error == OnError::Fallback {
                     self.metrics.store_fallback_active.set(1);
                 }
+                self.store_health(Err(e));
             }
             (Some(Transition::Closed), _) => {
                 tracing::info!(store = self.store.name(), "store answering again");
                 self.metrics.store_fallback_active.set(0);
+                self.store_health(Ok(()));
             }
             _ => {}
         }
@@ -485,6 +547,16 @@ impl Limiter {
         let mut key = String::new();
         policy::build_client_key(&mut key, policy, client)?;
         Ok(self.store.limit_status(policy, &key).await?)
+    }
+
+    /// Recent events recorded by the store, newest first.
+    pub async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.store.events(limit).await
+    }
+
+    /// The clients the store rejected most often recently.
+    pub async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
+        self.store.suspicious(limit).await
     }
 
     /// Reset the counter of `policy` for client key `client`; returns whether it existed.

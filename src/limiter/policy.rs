@@ -59,9 +59,11 @@ pub struct UnaddressableKey {
     pub part: &'static str,
 }
 
-/// Append the key the admin API means by "policy P, client C": the counter a request from client
-/// key `client` without the policy's header would use. Fails for policies keyed by path, method
-/// or route, whose counters are not determined by the client.
+/// Append the key the admin API means by "policy P, client C": the counter of requests from client
+/// key `client`. Fails for policies keyed by a header, path, method or route, whose counters are
+/// not determined by the client alone (a header-keyed policy counts per header value, and falls
+/// back to the client only for requests without the header: naming the client would silently
+/// address that fallback counter, not the one the operator means).
 pub fn build_client_key(
     out: &mut String,
     policy: &Policy,
@@ -74,10 +76,9 @@ pub fn build_client_key(
             part,
         };
         match part {
-            KeyPart::Ip | KeyPart::Header(_) => {
-                keys::push_component(out, Tag::Ip, client.as_bytes())
-            }
+            KeyPart::Ip => keys::push_component(out, Tag::Ip, client.as_bytes()),
             KeyPart::Global => keys::push_global(out),
+            KeyPart::Header(_) => return Err(unaddressable("a header")),
             KeyPart::Path => return Err(unaddressable("path")),
             KeyPart::Method => return Err(unaddressable("method")),
             KeyPart::Route => return Err(unaddressable("route")),
@@ -216,5 +217,14 @@ mod tests {
         assert_eq!(admin, key(&p, &c, &Method::GET, "/", &HeaderMap::new()));
         let p = policy("path", vec![KeyPart::Path]);
         assert!(build_client_key(&mut String::new(), &p, "9.9.9.9").is_err());
+        let p = policy(
+            "hdr",
+            vec![KeyPart::Header(http::HeaderName::from_static("x-key"))],
+        );
+        let err = build_client_key(&mut String::new(), &p, "9.9.9.9").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "policy hdr is keyed by a header, which a client address alone does not determine"
+        );
     }
 }

@@ -14,9 +14,10 @@ use super::access::{self, AccessDecision};
 use super::body::GatewayBody;
 use super::response::{self, GatewayError};
 use super::{client_ip, headers, path, route};
-use crate::config::compiled::{Route, Target, Upstream};
+use crate::alerts::{Alert, Alerter};
+use crate::config::compiled::{Mode, Route, Target, Upstream};
 use crate::config::{Config, Live};
-use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
+use crate::limiter::{ClientId, Limiter, RateReport, RequestView, Verdict};
 use crate::metrics::{Decision, Metrics};
 use crate::proxy::upstream::UpstreamPool;
 
@@ -33,8 +34,8 @@ pub struct Gateway {
     pub limiter: Arc<Limiter>,
     pub upstreams: UpstreamPool,
     pub metrics: Arc<Metrics>,
-    /// Whether to log one line per request.
-    pub access_log: bool,
+    /// Blocks and rejection thresholds are reported here (it never waits).
+    pub alerts: Alerter,
 }
 
 /// What the outer handler records once the inner one is done.
@@ -46,6 +47,22 @@ struct RequestRecord {
 }
 
 impl Gateway {
+    /// A gateway without alerts.
+    pub fn new(
+        live: Arc<Live>,
+        limiter: Arc<Limiter>,
+        upstreams: UpstreamPool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Gateway {
+            live,
+            limiter,
+            upstreams,
+            metrics,
+            alerts: Alerter::disabled(),
+        }
+    }
+
     pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<GatewayBody> {
         let started = Instant::now();
         // One snapshot for the whole request: a reload mid-request cannot mix two configs.
@@ -74,7 +91,8 @@ impl Gateway {
         self.metrics
             .request_duration(route_name)
             .observe(elapsed.as_secs_f64());
-        if self.access_log {
+        // Read per request, so a reload switches it.
+        if config.server.access_log {
             tracing::info!(
                 target: "rategate::access",
                 route = route_name,
@@ -130,7 +148,9 @@ impl Gateway {
                     path: &normalized,
                     headers: req.headers(),
                 };
-                self.limiter.check(route, &id, view).await
+                let verdict = self.limiter.check(route, &id, view).await;
+                self.note_rejection(config, &id.key, &verdict);
+                verdict
             }
         };
 
@@ -196,6 +216,34 @@ impl Gateway {
         Ok(resp)
     }
 
+    /// Alerts for a rejected request: the rejection threshold, and a block this request started.
+    /// Never waits (the alerter only queues).
+    fn note_rejection(&self, config: &Config, client: &str, verdict: &Verdict) {
+        let blocked_for = match verdict {
+            Verdict::Limited {
+                report,
+                blocked_for_s,
+                ..
+            } => blocked_for_s.map(|s| (blocking_policy(report), s)),
+            Verdict::Blocked { .. } => None,
+            _ => return,
+        };
+        if let Some(threshold) = config.alerts.as_ref().and_then(|a| a.threshold) {
+            self.alerts.rejected(threshold, client);
+        }
+        let Some((policy, secs)) = blocked_for else {
+            return;
+        };
+        // The periodic refresh from the store corrects this; until then it is not a block behind.
+        self.metrics.blocked_clients.inc();
+        self.alerts.notify(Alert::ClientBlocked {
+            client: client.to_owned(),
+            reason: policy.map_or_else(String::new, |p| format!("policy:{p}")),
+            policy: policy.map(str::to_owned),
+            duration: std::time::Duration::from_secs(secs),
+        });
+    }
+
     async fn forward(
         &self,
         fwd: Forward<'_>,
@@ -230,6 +278,24 @@ impl Gateway {
         headers::remove_hop_by_hop(resp.headers_mut());
         Ok(resp.map(GatewayBody::upstream))
     }
+}
+
+/// The policy whose `block_for` applies when a rejection blocks: the longest `block_for` among the
+/// rejecting enforce policies, the first in route order on a tie (the store's rule).
+fn blocking_policy(report: &RateReport) -> Option<&str> {
+    let mut best: Option<(&str, std::time::Duration)> = None;
+    for e in &report.entries {
+        let p = &e.policy;
+        if e.state.allowed || p.mode != Mode::Enforce {
+            continue;
+        }
+        if let Some(d) = p.block_for {
+            if !matches!(best, Some((_, b)) if b >= d) {
+                best = Some((&p.name, d));
+            }
+        }
+    }
+    best.map(|(name, _)| name)
 }
 
 struct Forward<'a> {

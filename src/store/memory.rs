@@ -168,8 +168,9 @@ pub struct MemoryStore {
     shard_capacity: usize,
     hasher: ahash::RandomState,
     clock: Arc<dyn Clock>,
-    /// Recent events and suspicious clients (bounded on their own, outside `max_keys`).
-    activity: Activity,
+    /// Recent events and suspicious clients (bounded on their own, outside `max_keys`). Boxed:
+    /// rarely touched, and it keeps `AnyStore` small.
+    activity: Box<Activity>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -194,7 +195,7 @@ impl MemoryStore {
             shard_capacity: max_keys / count,
             hasher: ahash::RandomState::new(),
             clock,
-            activity: Activity::default(),
+            activity: Box::default(),
         }
     }
 

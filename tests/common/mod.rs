@@ -195,14 +195,30 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("rategate.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rategate"))
+        Self::try_start_at(dir, config_path, env)
+    }
+
+    /// Start on a config file the caller laid out inside `dir` (kept alive by the gateway).
+    pub fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Gateway {
+        Self::try_start_at(dir, config_path, &[])
+            .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
+    }
+
+    fn try_start_at(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Gateway, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rategate"));
+        command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
             .arg("--log-format")
             .arg("json")
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -272,6 +288,37 @@ impl Gateway {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Wait until a log line contains `needle` (`count` times in all); false on timeout.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let seen = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count();
+            if seen >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The value of one sample on /metrics, e.g. `rategate_config_reloads_total{result="ok"}`
+    /// (labels in the order the exposition prints them, i.e. sorted by name).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        metric_value(&text, series)
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -322,6 +369,14 @@ timeout = "2s"
 {rest}
 "#
     )
+}
+
+/// The value of `series` in Prometheus text `text`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
 }
 
 /// A raw HTTP/1.1 exchange: writes `request` bytes as given and reads until the server closes

@@ -1,0 +1,106 @@
+//! Per-client rejection counting for the threshold alert: a fixed window per client that starts at
+//! its first rejection, one alert when the count reaches the threshold, then quiet until the
+//! window ends. Counted per instance (it needs no shared state and no store call), and bounded.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::config::compiled::AlertThreshold;
+
+/// Clients tracked at most. Past this, expired windows are dropped; if none are, new clients are
+/// not counted until some are (the clients already tracked still are).
+const TRACK_MAX: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    windows: Mutex<HashMap<Box<str>, Window, ahash::RandomState>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    count: u64,
+}
+
+impl Tracker {
+    /// Count one rejection; `Some(count)` exactly when this one reaches the threshold.
+    pub fn count(&self, client: &str, threshold: AlertThreshold) -> Option<u64> {
+        self.count_at(client, threshold, Instant::now())
+    }
+
+    fn count_at(&self, client: &str, threshold: AlertThreshold, now: Instant) -> Option<u64> {
+        let expired = |w: &Window| now.saturating_duration_since(w.started) >= threshold.window;
+        let mut windows = self.windows.lock();
+        if !windows.contains_key(client) && windows.len() >= TRACK_MAX {
+            windows.retain(|_, w| !expired(w));
+            if windows.len() >= TRACK_MAX {
+                return None;
+            }
+        }
+        let window = windows.entry(client.into()).or_insert(Window {
+            started: now,
+            count: 0,
+        });
+        if expired(window) {
+            *window = Window {
+                started: now,
+                count: 0,
+            };
+        }
+        window.count += 1;
+        (window.count == threshold.rejections).then_some(window.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn one_alert_per_window() {
+        let t = Tracker::default();
+        let th = AlertThreshold {
+            rejections: 3,
+            window: Duration::from_secs(60),
+        };
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(t.count_at("a", th, at(0)), None);
+        assert_eq!(t.count_at("b", th, at(1)), None);
+        assert_eq!(t.count_at("a", th, at(2)), None);
+        assert_eq!(t.count_at("a", th, at(3)), Some(3));
+        assert_eq!(t.count_at("a", th, at(4)), None);
+        // The window started at 0: at 60 a new one starts.
+        assert_eq!(t.count_at("a", th, at(60)), None);
+        assert_eq!(t.count_at("a", th, at(61)), None);
+        assert_eq!(t.count_at("a", th, at(62)), Some(3));
+        // Spread out beyond the window: never reaches it.
+        for s in [100, 200, 300, 400] {
+            assert_eq!(t.count_at("c", th, at(s)), None);
+        }
+    }
+
+    #[test]
+    fn bounded() {
+        let t = Tracker::default();
+        let th = AlertThreshold {
+            rejections: 1,
+            window: Duration::from_secs(60),
+        };
+        let t0 = Instant::now();
+        for i in 0..TRACK_MAX {
+            assert_eq!(t.count_at(&format!("c{i}"), th, t0), Some(1));
+        }
+        assert_eq!(t.count_at("late", th, t0), None);
+        // Once windows expire there is room again.
+        assert_eq!(
+            t.count_at("late", th, t0 + Duration::from_secs(60)),
+            Some(1)
+        );
+        assert_eq!(t.windows.lock().len(), 1);
+    }
+}
