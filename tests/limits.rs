@@ -295,6 +295,11 @@ upstream = "api"
 policies = ["login"]
 
 [[route]]
+name = "free"
+path = "/free"
+upstream = "api"
+
+[[route]]
 name = "other"
 path_prefix = "/"
 upstream = "api"
@@ -312,10 +317,14 @@ policies = ["general"]
     assert_eq!(body_json(&resp)["error"], "blocked");
     let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
+    // Routes without policies refuse a blocked client too.
+    let resp = raw_get(gw.addr, "/free", "");
+    assert_eq!(body_json(&resp)["error"], "blocked", "{resp}");
     let before = echo.count();
     std::thread::sleep(std::time::Duration::from_millis(2300));
     assert_eq!(raw_status(&raw_get(gw.addr, "/elsewhere", "")), 200);
-    assert_eq!(echo.count(), before + 1);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/free", "")), 200);
+    assert_eq!(echo.count(), before + 2);
 }
 
 #[test]

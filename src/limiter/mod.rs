@@ -261,7 +261,7 @@ impl Limiter {
 
     pub async fn check(&self, route: &Route, client: &ClientId, req: RequestView<'_>) -> Verdict {
         if route.policies.is_empty() {
-            return Verdict::Unlimited;
+            return self.check_block_only(client).await;
         }
         // All keys in one buffer; `ends[i]` is where key i stops.
         let mut keys = String::with_capacity(route.policies.len() * 48);
@@ -331,6 +331,36 @@ impl Limiter {
                     Verdict::Unlimited
                 })
             }
+        }
+    }
+
+    /// A route without policies still refuses a blocked client ("blocked from every route").
+    /// Nothing else can be enforced there, so a failing store lets the request through whatever
+    /// `on_error` says: availability wins on routes the operator chose not to limit.
+    async fn check_block_only(&self, client: &ClientId) -> Verdict {
+        if let Some(cache) = &self.cache {
+            if let Some(left) = cache.blocked(&client.key) {
+                return Verdict::Blocked {
+                    retry_after_s: retry_secs(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                };
+            }
+        }
+        let request = CheckRequest {
+            client: &client.key,
+            checks: &[],
+            cost: 1,
+        };
+        match self.call_store(&request).await {
+            Ok(decision) => {
+                self.remember(&request, &decision);
+                match decision.outcome {
+                    Outcome::Blocked { ttl_ms } => Verdict::Blocked {
+                        retry_after_s: retry_secs(ttl_ms),
+                    },
+                    _ => Verdict::Unlimited,
+                }
+            }
+            Err(_) => Verdict::Unlimited,
         }
     }
 

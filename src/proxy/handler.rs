@@ -137,7 +137,6 @@ impl Gateway {
         let verdict = match access::check(&config.access, client) {
             AccessDecision::Deny => return Err(GatewayError::Forbidden),
             AccessDecision::Bypass => Verdict::Unlimited,
-            AccessDecision::Normal if route.policies.is_empty() => Verdict::Unlimited,
             AccessDecision::Normal => {
                 let id = ClientId {
                     ip: client,
