@@ -352,7 +352,9 @@ fn redis_killed_and_restarted_under_load_for_each_on_error() {
             .collect();
         assert!(unexpected.is_empty(), "{on_error}: {unexpected:?}");
         if on_error == "fallback" {
-            wait_until("fallback gauge to drop", Duration::from_secs(5), || {
+            // The breaker closes on the first request Redis answers.
+            wait_until("fallback gauge to drop", Duration::from_secs(10), || {
+                let _ = raw_get(gw.addr, "/", "");
                 metric(&gw, "rategate_store_fallback_active") == Some(0.0)
             });
         }

@@ -252,7 +252,7 @@ impl RedisStore {
     /// Tell every instance (this one included) to forget a cached decision.
     pub async fn publish(&self, msg: Invalidation) -> Result<(), StoreError> {
         let inner = &self.inner;
-        let client = inner.pool.next();
+        let client = inner.pool.next_connected();
         let sent: Result<i64, _> = within(
             inner.timeout,
             client.publish(inner.channel.as_str(), msg.encode()),
@@ -276,7 +276,7 @@ impl RedisStore {
         make: impl Fn() -> (Vec<String>, Vec<Value>),
     ) -> Result<R, StoreError> {
         let inner = &self.inner;
-        let client = inner.pool.next();
+        let client = inner.pool.next_connected();
         let (keys, args) = make();
         let first = within(
             inner.timeout,
@@ -636,7 +636,7 @@ impl Store for RedisStore {
     async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let full = self.counter_key(policy, key);
-        let client = inner.pool.next();
+        let client = inner.pool.next_connected();
         let removed: i64 = within(
             inner.timeout,
             fred::prelude::KeysInterface::del(client, full.as_str()),
