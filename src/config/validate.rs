@@ -1675,6 +1675,67 @@ mod tests {
     }
 
     #[test]
+    fn policy_feature_defaults_and_normalization() {
+        let c = ok(&format!(
+            "[server]\nipv6_prefix = 48\n\
+             [[policy]]\nname = \"conc\"\nalgorithm = \"concurrency\"\nlimit = 2\n\
+             [[policy]]\nname = \"login\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"15m\"\n\
+             count_status = [403, 401, 403]\nblock_for = \"1m\"\nblock_multiplier = 10\n\
+             overrides = {{ \"2001:db8:1:2::7\" = 9, \"::ffff:10.0.0.1\" = 7 }}\n\
+             [[policy]]\nname = \"m\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n\
+             key = [\"method\"]\noverrides = {{ \"post\" = 1 }}\n\
+             [[policy]]\nname = \"h\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n\
+             key = [\"header:x-key\"]\noverrides = {{ \" gold \" = 50 }}\n{ROUTE}"
+        ));
+        let conc = &c.policies[0];
+        assert_eq!(conc.window, Duration::from_secs(60), "default lease");
+        let login = &c.policies[1];
+        assert_eq!(
+            login.count,
+            super::super::compiled::CountOn::Statuses(vec![401, 403].into())
+        );
+        let e = login.escalation.expect("escalation");
+        assert_eq!(
+            (e.multiplier, e.max, e.memory),
+            (10, Duration::from_secs(86_400), Duration::from_secs(86_400))
+        );
+        // IP keys are stored as the client keys the gateway builds.
+        assert_eq!(login.overrides.get("2001:db8:1::/48"), Some(9));
+        assert_eq!(login.overrides.get("10.0.0.1"), Some(7));
+        assert_eq!(c.policies[2].overrides.get("POST"), Some(1));
+        assert_eq!(c.policies[3].overrides.get("gold"), Some(50));
+        assert_eq!(c.routes[0].cost, super::super::compiled::Cost::default());
+    }
+
+    #[test]
+    fn overrides_file_is_read_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tiers")).unwrap();
+        std::fs::write(
+            dir.path().join("tiers/ips.toml"),
+            "\"2001:db8::1\" = 10\n\"10.1.1.1\" = 20\n\"2001:db8::2\" = 30\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[[policy]]\nname = \"p\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n\
+             overrides_file = \"tiers/ips.toml\"\n{ROUTE}"
+        );
+        let config = dir.path().join("rategate.toml");
+        let e = compile_with_env(&config, &text, &fake_env).unwrap_err();
+        // Two addresses of one /64 are one client.
+        assert_eq!(e.file, dir.path().join("tiers/ips.toml"));
+        assert_eq!((e.line, e.column), (Some(3), Some(17)), "{e}");
+        assert!(
+            e.message
+                .contains("`2001:db8::2` is the same client as `2001:db8::1`"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("tiers/ips.toml"), "\"10.1.1.1\" = 20\n").unwrap();
+        let c = compile_with_env(&config, &text, &fake_env).unwrap();
+        assert_eq!(c.policies[0].overrides.get("10.1.1.1"), Some(20));
+    }
+
+    #[test]
     fn counts_must_stay_exact_in_doubles() {
         let at_limit = "[[policy]]\nname = \"p\"\nalgorithm = \"fixed_window\"\nlimit = 9007199254740992\nwindow = \"1ms\"\n";
         ok(&format!("{at_limit}{ROUTE}"));
