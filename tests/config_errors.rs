@@ -352,7 +352,10 @@ fn full_config_policy_features() {
     let inflight = &c.policies[6];
     assert_eq!(inflight.algorithm, Algorithm::Concurrency);
     // The lease is the concurrency policy's window.
-    assert_eq!((inflight.limit, inflight.window), (4, Duration::from_secs(30)));
+    assert_eq!(
+        (inflight.limit, inflight.window),
+        (4, Duration::from_secs(30))
+    );
     assert_eq!(inflight.overrides.get("gold-key"), Some(16));
 
     // Tiers from the file and inline; a written burst scales with the tier.

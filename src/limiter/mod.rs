@@ -330,7 +330,7 @@ impl Limiter {
                 {
                     continue;
                 }
-                if let Some(hit) = cache.limited(check.key) {
+                if let Some(hit) = cache.limited(check.key, req.cost) {
                     return self.cached_rejection(route, i, hit);
                 }
             }
@@ -487,8 +487,13 @@ impl Limiter {
                     (request.checks.get(policy), d.states.get(policy))
                 {
                     // A concurrency slot may free at any moment: never answered from the cache.
-                    if check.policy.algorithm != Algorithm::Concurrency {
-                        cache.insert_limited(check.key, *state, d.now_ms);
+                    // A policy with `block_for` blocked the client, and the block is cached
+                    // below; once it ends, the store must see the next rejection so that it
+                    // blocks (and escalates) again, which a cached rejection would skip.
+                    if check.policy.algorithm != Algorithm::Concurrency
+                        && check.policy.block_for.is_none()
+                    {
+                        cache.insert_limited(check.key, *state, d.now_ms, request.cost);
                     }
                 }
                 if let Some((_, ms)) = d.blocked_now {
