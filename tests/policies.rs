@@ -784,3 +784,89 @@ policies = ["errors"]
     assert!(text.starts_with("HTTP/1.1 418"), "{text}");
     assert!(eventually(Duration::from_secs(5), || count(&gw, "errors") == 1));
 }
+
+// ------------------------------------------------------------------------------------------------
+// Redis ACL
+
+/// The shipped ACL (deploy/redis/users.acl) allows what the new scripts do: the check with
+/// offences and leases, the after-response charge, lease renewal and release.
+#[test]
+fn the_features_work_under_the_shipped_redis_acl() {
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let acl = std::fs::read_to_string("deploy/redis/users.acl").unwrap();
+    let hash = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"; // "password"
+    let acl_path = dir.path().join("users.acl");
+    std::fs::write(&acl_path, acl.replace(&"0".repeat(64), hash)).unwrap();
+    let redis = RedisServer::start_with(
+        Some("rategate:password"),
+        &["--aclfile", acl_path.to_str().unwrap()],
+    );
+    let echo = Echo::start();
+    let url = format!("redis://rategate:password@127.0.0.1:{}/0", redis.port);
+    let cfg = config(
+        &echo,
+        &Backend::Redis(url),
+        r#"
+[[policy]]
+name = "failures"
+algorithm = "sliding_log"
+limit = 1
+window = "1h"
+count = "errors"
+block_for = "1s"
+block_multiplier = 2
+
+[[policy]]
+name = "bucket"
+algorithm = "token_bucket"
+limit = 100
+window = "1h"
+count_status = [404]
+
+[[policy]]
+name = "inflight"
+algorithm = "concurrency"
+limit = 5
+lease = "1s"
+
+[[route]]
+name = "all"
+path_prefix = "/"
+upstream = "api"
+policies = ["failures", "bucket", "inflight"]
+"#,
+    )
+    .replace("rgpol:", "rategate:");
+    let gw = Gateway::start(&cfg);
+    // Long enough to be renewed at least once.
+    assert_eq!(get(&gw, "/slow/1500", &[]).status, 200, "{}", gw.logs());
+    assert!(eventually(Duration::from_secs(5), || count(
+        &gw, "inflight"
+    ) == 0));
+    assert_eq!(get(&gw, "/status/404", &[]).status, 404);
+    assert!(eventually(Duration::from_secs(5), || count(
+        &gw, "failures"
+    ) == 1));
+    assert_eq!(count(&gw, "bucket"), 1);
+    let r = get(&gw, "/", &[]);
+    assert_eq!(r.json()["error"], "rate_limited", "{}", r.body);
+    assert_eq!(get(&gw, "/", &[]).json()["error"], "blocked");
+    let logs = gw.logs().to_lowercase();
+    assert!(!logs.contains("noperm"), "{logs}");
+    let errors = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !errors
+            .lines()
+            .any(|l| l.starts_with("rategate_store_errors_total{")),
+        "{errors}"
+    );
+}

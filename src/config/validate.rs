@@ -79,7 +79,7 @@ pub(super) struct Issue {
     pub(super) message: String,
     /// An error inside another file (an `overrides_file`), reported as is; `span` is where the
     /// config names that file, for the file-order rule.
-    pub(super) external: Option<ConfigError>,
+    pub(super) external: Option<Box<ConfigError>>,
 }
 
 impl Issue {
@@ -128,7 +128,7 @@ impl Validator<'_> {
                     external: Some(error),
                     ..
                 }),
-            ) => Err(error),
+            ) => Err(*error),
             (_, Some(issue)) => Err(self.source.error(issue.span, issue.key, issue.message)),
             // Unreachable by construction (every `None` comes from a recorded issue), but an
             // error beats a panic if that ever stops being true.
@@ -599,7 +599,7 @@ impl Validator<'_> {
                         span: Some(file.span()),
                         key: None,
                         message: String::new(),
-                        external: Some(error),
+                        external: Some(Box::new(error)),
                     });
                     return None;
                 }
