@@ -153,6 +153,13 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
+/// Which store made a decision.
+#[derive(Debug, Clone, Copy)]
+enum DecidedBy {
+    Store,
+    Fallback,
+}
+
 /// Whole seconds for Retry-After: rounded up, and at least 1 so a client never retries at once.
 fn retry_secs(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
@@ -352,8 +359,7 @@ impl Limiter {
         let primary = match self.call_store(&request).await {
             Ok(decision) => {
                 self.remember(&request, &decision);
-                let settler = self.settler(StoreRef::Primary(self.store.clone()));
-                self.verdict(route, decision, &request, settler)
+                self.verdict(route, decision, &request, DecidedBy::Store)
             }
             Err(e) => Err(e),
         };
@@ -369,10 +375,9 @@ impl Limiter {
                     // The memory store itself failed (full); its fallback is another of the same.
                     self.metrics.store_fallback_active.set(1);
                 }
-                let settler = self.settler(StoreRef::Fallback(self.fallback.clone()));
                 let fallback = timed(&self.fallback_duration, self.fallback.check(&request))
                     .await
-                    .and_then(|d| self.verdict(route, d, &request, settler));
+                    .and_then(|d| self.verdict(route, d, &request, DecidedBy::Fallback));
                 fallback.unwrap_or_else(|e| {
                     // The fallback only fails when full of clients at their limit; failing open
                     // keeps serving everyone else rather than refusing new clients.
@@ -384,9 +389,13 @@ impl Limiter {
         }
     }
 
-    fn settler(&self, store: StoreRef) -> Settler {
+    /// Where an admission settles: the store that decided.
+    fn settler(&self, by: DecidedBy) -> Settler {
         Settler {
-            store,
+            store: match by {
+                DecidedBy::Store => StoreRef::Primary(self.store.clone()),
+                DecidedBy::Fallback => StoreRef::Fallback(self.fallback.clone()),
+            },
             metrics: self.metrics.clone(),
         }
     }
@@ -537,14 +546,14 @@ impl Limiter {
     }
 
     /// Map a store decision to the verdict; a decision that does not fit the route is a protocol
-    /// error (handled like any store failure). `settler` is where the admission of an admitted
-    /// request settles (the store that decided).
+    /// error (handled like any store failure). `by` is the store that decided, where the
+    /// admission of an admitted request settles.
     fn verdict(
         &self,
         route: &Route,
         d: Decision,
         request: &CheckRequest<'_>,
-        settler: Settler,
+        by: DecidedBy,
     ) -> Result<Verdict, StoreError> {
         if let Outcome::Blocked { ttl_ms } = d.outcome {
             return Ok(Verdict::Blocked {
@@ -603,7 +612,7 @@ impl Limiter {
                 })
             }
             Outcome::Allowed | Outcome::Blocked { .. } => {
-                let admission = admission_of(request, &entries, settler);
+                let admission = admission_of(request, &entries, || self.settler(by));
                 let reported = least_remaining(&entries);
                 let shadow: Vec<usize> = entries
                     .iter()
@@ -700,7 +709,7 @@ fn client_tier(policy: &Policy, client: &str) -> Option<u64> {
 fn admission_of(
     request: &CheckRequest<'_>,
     entries: &[ReportEntry],
-    settler: Settler,
+    settler: impl FnOnce() -> Settler,
 ) -> Option<Admission> {
     let owes = |c: &PolicyCheck<'_>| c.deferred || c.policy.algorithm == Algorithm::Concurrency;
     if !request.checks.iter().any(owes) {
@@ -724,7 +733,7 @@ fn admission_of(
         }
     }
     let lease = (!leased.is_empty()).then(|| (request.lease.to_owned(), leased));
-    Admission::new(settler, request.cost, deferred, lease)
+    Admission::new(settler(), request.cost, deferred, lease)
 }
 
 /// The entry reported in X-RateLimit-*: least remaining among enforce policies (among all when
@@ -753,7 +762,9 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::compiled::{Algorithm, KeyPart, PathMatch, StoreKind, Target};
+    use crate::config::compiled::{
+        Algorithm, CountOn, KeyPart, Overrides, PathMatch, StoreKind, Target,
+    };
 
     const T0: u64 = 1_700_006_400_000;
 
@@ -962,6 +973,52 @@ mod tests {
             Verdict::Limited { .. }
         ));
         assert_eq!(f.metrics.store_fallback_active.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn tiers_and_count_by_response() {
+        let f = fixture(100, OnError::Deny);
+        let login = Arc::new(Policy {
+            count: CountOn::Statuses(vec![401].into()),
+            overrides: Overrides::new([("1.1.1.1".to_string(), 3)]),
+            ..Policy::new("login", Algorithm::FixedWindow, 1, Duration::from_secs(10))
+        });
+        let r = route(vec![login.clone()]);
+        let settle = |v: Verdict| match v {
+            Verdict::Allowed { report, admission } => (report, admission),
+            other => panic!("allowed expected, got {other:?}"),
+        };
+        // 1.1.1.1 has a tier of 3; nothing is charged at admission.
+        let (report, admission) = settle(check(&f, &r, "1.1.1.1").await);
+        assert_eq!(report.entries[0].state.limit, 3);
+        // A 200 is not counted.
+        assert!(admission.expect("owes a charge").respond(200).is_none());
+        for _ in 0..3 {
+            let (_, admission) = settle(check(&f, &r, "1.1.1.1").await);
+            assert!(admission.expect("owes a charge").respond(401).is_none());
+            // The charge runs in a task of its own.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(
+            f.limiter
+                .limit_status(&login, "1.1.1.1")
+                .await
+                .unwrap()
+                .count,
+            3
+        );
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Limited { .. }
+        ));
+        // Another client has the default limit of 1.
+        let (report, _) = settle(check(&f, &r, "2.2.2.2").await);
+        assert_eq!(report.entries[0].state.limit, 1);
+        // Plain policies owe nothing: no admission at all.
+        let plain = route(vec![policy("plain", 5, Mode::Enforce, None)]);
+        assert!(settle(check(&f, &plain, "1.1.1.1").await).1.is_none());
     }
 
     #[tokio::test]
