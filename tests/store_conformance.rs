@@ -197,3 +197,23 @@ async fn expired_entries_are_swept() {
     }
     assert!(store.len() < 10, "len {}", store.len());
 }
+
+#[tokio::test]
+async fn a_concurrency_check_without_a_lease_is_refused() {
+    let clock = ManualClock::new(T0);
+    let store = memory(100, &clock);
+    let p = policy(Algorithm::Concurrency, 2, 60_000);
+    assert!(matches!(
+        hit(&store, &p, "k").await,
+        Err(StoreError::Protocol(_))
+    ));
+    // Inspecting (cost 0) needs none.
+    assert_eq!(
+        store
+            .limit_status(&PolicyCheck::new(&p, "k"))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+}

@@ -68,6 +68,8 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => Some(Decision::NoRoute),
             GatewayError::Forbidden => Some(Decision::Denied),
+            // Refused by the route's cost rule before any limit was consulted.
+            GatewayError::BadCost(_) => Some(Decision::Denied),
             _ => None,
         }
     }

@@ -256,6 +256,11 @@ impl MemoryStore {
     }
 
     fn check_now(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        if needs_lease(req) {
+            return Err(StoreError::Protocol(
+                "a concurrency policy needs the request's lease id".into(),
+            ));
+        }
         let now = self.clock.now_ms();
         let block_shard = self.shard_of(req.client);
         let key_shards: Vec<usize> = req.checks.iter().map(|c| self.shard_of(c.key)).collect();
@@ -281,12 +286,6 @@ impl MemoryStore {
                 });
             }
             blocks.remove(req.client);
-        }
-
-        if needs_lease(req) {
-            return Err(StoreError::Protocol(
-                "a concurrency policy needs the request's lease id".into(),
-            ));
         }
 
         // 2. Evaluate every policy against its current state.
@@ -631,8 +630,8 @@ impl MemoryStore {
 }
 
 /// A request that would acquire a concurrency slot without naming its lease (a caller bug; the
-/// Redis script refuses it the same way).
-fn needs_lease(req: &CheckRequest<'_>) -> bool {
+/// Redis store refuses it the same way).
+pub(super) fn needs_lease(req: &CheckRequest<'_>) -> bool {
     req.cost > 0
         && req.lease.is_empty()
         && req

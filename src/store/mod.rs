@@ -36,8 +36,8 @@
 //! [`CONCURRENCY_RETRY_MS`]`, earliest live expiry - now)`. Acquiring drops expired leases and
 //! records `lease -> now + L` (entry TTL `L`). [`Store::renew`] moves the expiry of a lease still
 //! live to `now + L`; [`Store::release`] removes it. A request that was rejected holds nothing. A
-//! check of a concurrency policy that must acquire with an empty `lease` is a
-//! `StoreError::Protocol`.
+//! request with `cost > 0`, a concurrency check and an empty `lease` is refused with
+//! `StoreError::Protocol` before anything else (a caller bug: nothing could ever release it).
 //!
 //! [`Store::charge`] (count by response): for every check given (the caller passes the deferred
 //! ones whose response matched), atomically add `cost` units: unconditionally for fixed window,

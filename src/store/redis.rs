@@ -589,6 +589,12 @@ impl Store for RedisStore {
     }
 
     async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        // The script refuses it too; refusing here gives the same error as the memory store.
+        if super::memory::needs_lease(req) {
+            return Err(StoreError::Protocol(
+                "a concurrency policy needs the request's lease id".into(),
+            ));
+        }
         self.check_policies(req).await
     }
 
