@@ -6,9 +6,14 @@
 //! ```text
 //! <prefix>{rg}:blocks                     sorted set: client -> block end (ms)
 //! <prefix>{rg}:reasons                    hash: client -> reason
-//! <prefix>{rg}:c:<params>:<counter key>   one counter (hash; sorted set for sliding_log)
+//! <prefix>{rg}:c:<params>:<counter key>   one counter (hash; sorted set for sliding_log, and
+//!                                         for concurrency: lease id -> expiry)
+//! <prefix>{rg}:off:<policy>|<client>      escalation offences (hash: n, forget-at)
 //! <prefix>{rg}:events                     pub/sub channel: unblocks and resets
 //! ```
+//! Besides the check (`lua/check.lua`) and the admin operations (`lua/admin.lua`), the settle
+//! script (`lua/settle.lua`) runs off the request's path: the count-by-response charge, lease
+//! renewal and release.
 //! Every key shares the `{rg}` hash tag, so one request's keys are always in one cluster slot. A
 //! per-client tag would not do: a request touches its client's block entry and counters keyed by
 //! anything (an API key, `global`), and one counter must live in exactly one slot whichever client
