@@ -143,7 +143,9 @@ PY
 fi
 
 TOMLS=()
-while IFS= read -r f; do TOMLS+=("$f"); done < <(find config deploy -name '*.toml' -type f | sort)
+# Files under an `overrides/` directory are tier files (`overrides_file`), not configs: they are
+# checked with the config that names them.
+while IFS= read -r f; do TOMLS+=("$f"); done < <(find config deploy -name '*.toml' -type f -not -path '*/overrides/*' | sort)
 [ -s "$K8S_TOML" ] && TOMLS+=("$K8S_TOML")
 
 # Dummy values for every ${NAME} the files reference (secrets in real deployments).
@@ -156,7 +158,7 @@ done
 # SPEC section 2 schema, independent of the binary (keys, enums, durations, names, references).
 if [ -n "$HAVE_TOMLLIB" ]; then
   pycheck "${TOMLS[@]}" <<'PY' | tally
-import sys, re, tomllib, ipaddress
+import os, sys, re, tomllib, ipaddress
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DUR = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
@@ -170,8 +172,11 @@ KEYS = {
     "store": {"kind", "url", "key_prefix", "timeout", "on_error", "max_memory_keys"},
     "access": {"allow", "deny"},
     "upstream": {"name", "url", "connect_timeout", "timeout"},
-    "policy": {"name", "algorithm", "limit", "window", "burst", "key", "block_for", "mode"},
-    "route": {"name", "path", "path_prefix", "methods", "host", "upstream", "policies", "strip_prefix", "respond"},
+    "policy": {"name", "algorithm", "limit", "window", "burst", "key", "block_for", "mode",
+               "lease", "block_multiplier", "block_max", "block_memory", "count_status", "count",
+               "overrides", "overrides_file", "retry_after_jitter"},
+    "route": {"name", "path", "path_prefix", "methods", "host", "upstream", "policies", "strip_prefix", "respond",
+              "cost", "cost_header", "max_cost"},
     "route.respond": {"status", "body"},
 }
 
@@ -259,20 +264,61 @@ def check(path):
                 except ValueError as x: e(f"upstream {u.get('name')}.{k}: {x}")
     for p in doc.get("policy", []):
         n = p.get("name")
-        if p.get("algorithm") not in ("fixed_window", "sliding_window", "sliding_log", "token_bucket"):
-            e(f"policy {n}: algorithm {p.get('algorithm')!r}")
+        alg = p.get("algorithm")
+        if alg not in ("fixed_window", "sliding_window", "sliding_log", "token_bucket", "concurrency"):
+            e(f"policy {n}: algorithm {alg!r}")
         if not isinstance(p.get("limit"), int) or p["limit"] < 1: e(f"policy {n}: limit must be a positive integer")
-        try: seconds(p.get("window"))
-        except ValueError as x: e(f"policy {n}: window: {x}")
-        if "burst" in p and p.get("algorithm") != "token_bucket": e(f"policy {n}: burst is for token_bucket only")
+        if alg == "concurrency":
+            if "window" in p: e(f"policy {n}: window does not apply to concurrency (use lease)")
+            if "lease" in p:
+                try:
+                    if not 1 <= seconds(p["lease"]) <= 86400: e(f"policy {n}: lease must be between 1s and 24h")
+                except ValueError as x: e(f"policy {n}: lease: {x}")
+        else:
+            if "lease" in p: e(f"policy {n}: lease is for concurrency only")
+            try: seconds(p.get("window"))
+            except ValueError as x: e(f"policy {n}: window: {x}")
+        if "burst" in p and alg != "token_bucket": e(f"policy {n}: burst is for token_bucket only")
         if "block_for" in p:
             try:
                 if seconds(p["block_for"]) < 1: e(f"policy {n}: block_for must be at least 1s")
             except ValueError as x: e(f"policy {n}: block_for: {x}")
+        if any(k in p for k in ("block_multiplier", "block_max", "block_memory")):
+            if "block_for" not in p: e(f"policy {n}: block_multiplier/block_max/block_memory need block_for")
+            if "block_multiplier" not in p: e(f"policy {n}: block_max/block_memory need block_multiplier")
+            m = p.get("block_multiplier", 2)
+            if not isinstance(m, int) or not 2 <= m <= 1000: e(f"policy {n}: block_multiplier must be an integer 2..1000")
+            for k in ("block_max", "block_memory"):
+                if k in p:
+                    try: seconds(p[k])
+                    except ValueError as x: e(f"policy {n}: {k}: {x}")
+        if "count_status" in p and "count" in p: e(f"policy {n}: count_status and count are mutually exclusive")
+        if "count" in p and p["count"] != "errors": e(f"policy {n}: count must be \"errors\"")
+        for st in p.get("count_status", []):
+            if not isinstance(st, int) or not 100 <= st <= 599: e(f"policy {n}: count_status {st!r} is not a status 100..599")
+        if alg == "concurrency" and ("count" in p or "count_status" in p): e(f"policy {n}: counting by response does not apply to concurrency")
+        if "retry_after_jitter" in p:
+            try:
+                if not 1 <= seconds(p["retry_after_jitter"]) <= 3600: e(f"policy {n}: retry_after_jitter must be between 1s and 1h")
+            except ValueError as x: e(f"policy {n}: retry_after_jitter: {x}")
         if p.get("mode", "enforce") not in ("enforce", "shadow"): e(f"policy {n}: mode {p.get('mode')!r}")
         for k in p.get("key", ["ip"]):
             if k not in ("ip", "path", "method", "route", "global") and not re.match(r"^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$", k):
                 e(f"policy {n}: key component {k!r}")
+        tiers = dict(p.get("overrides", {}))
+        if "overrides_file" in p:
+            tier_path = os.path.join(os.path.dirname(path), p["overrides_file"])
+            try:
+                from_file = tomllib.load(open(tier_path, "rb"))
+                both = set(from_file) & set(tiers)
+                if both: e(f"policy {n}: {sorted(both)} both inline and in {tier_path}")
+                tiers.update(from_file)
+            except (OSError, tomllib.TOMLDecodeError) as x: e(f"policy {n}: overrides_file {tier_path}: {x}")
+        if tiers or "overrides" in p or "overrides_file" in p:
+            if len(p.get("key", ["ip"])) != 1 or p.get("key") == ["global"]:
+                e(f"policy {n}: overrides need a key of one component other than global")
+        for k, v in tiers.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1: e(f"policy {n}: override {k!r} = {v!r} is not a positive integer")
     for r in doc.get("route", []):
         n = r.get("name")
         if ("path" in r) == ("path_prefix" in r): e(f"route {n}: exactly one of path / path_prefix")
@@ -281,6 +327,11 @@ def check(path):
         if "upstream" in r and r["upstream"] not in names["upstream"]: e(f"route {n}: unknown upstream {r['upstream']!r}")
         for pol in r.get("policies", []):
             if pol not in names["policy"]: e(f"route {n}: unknown policy {pol!r}")
+        if "max_cost" in r and "cost_header" not in r: e(f"route {n}: max_cost needs cost_header")
+        if "cost_header" in r and not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", r["cost_header"]): e(f"route {n}: cost_header {r['cost_header']!r} is not a header name")
+        for k in ("cost", "max_cost"):
+            if k in r and (not isinstance(r[k], int) or r[k] < 1): e(f"route {n}: {k} must be a positive integer")
+        if "cost_header" in r and r.get("cost", 1) > r.get("max_cost", 100): e(f"route {n}: cost is above max_cost")
     return errs
 
 for path in sys.argv[1:]:
@@ -778,6 +829,10 @@ redis.call('ZREMRANGEBYSCORE', k .. ':z', '-inf', 0)
 redis.call('ZRANGE', k .. ':z', 0, -1)
 redis.call('ZREVRANGE', k .. ':z', 0, -1)
 redis.call('ZCARD', k .. ':z')
+redis.call('ZCOUNT', k .. ':z', '(0', '+inf')
+redis.call('ZSCORE', k .. ':z', 'm')
+redis.call('ZRANGEBYSCORE', k .. ':z', '(0', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+redis.call('ZREM', k .. ':z', 'gone')
 redis.call('LPUSH', k .. ':l', 'event')
 redis.call('LTRIM', k .. ':l', 0, 99)
 redis.call('LRANGE', k .. ':l', 0, -1)
@@ -788,7 +843,7 @@ return 'lua-ok'
 LUA
     out=$(as_rg EVAL "$LUA" 1 'rategate:check:{c}')
     if [ "$out" = lua-ok ]; then
-      pass "rategate may run: EVAL calling TIME GET SET INCRBY PEXPIRE PTTL EXISTS HSET HGET HMGET HINCRBY ZADD ZINCRBY ZREMRANGEBYSCORE ZRANGE ZREVRANGE ZCARD LPUSH LTRIM LRANGE on rategate: keys"
+      pass "rategate may run: EVAL calling TIME GET SET INCRBY PEXPIRE PTTL EXISTS HSET HGET HMGET HINCRBY ZADD ZINCRBY ZREMRANGEBYSCORE ZRANGE ZREVRANGE ZCARD ZCOUNT ZSCORE ZRANGEBYSCORE ZREM LPUSH LTRIM LRANGE on rategate: keys"
     else
       fail "rategate may run: EVAL with the in-script commands"; indent <<< "$out"
     fi

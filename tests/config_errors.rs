@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use rategate::config::compiled::{
-    AlertFormat, AlertThreshold, Algorithm, Config, KeyPart, Mode, OnError, PathMatch, StoreKind,
-    Target,
+    AlertFormat, AlertThreshold, Algorithm, Config, Cost, CountOn, Escalation, KeyPart, Mode,
+    OnError, PathMatch, StoreKind, Target,
 };
 use rategate::config::{load, ConfigError};
 
@@ -70,6 +70,31 @@ const BAD: &[Expected] = &[
     ("block_for_short.toml", Some(6), Some(13), "policy[0].block_for", "must be at least 1s"),
     ("alerts_bad_webhook.toml", Some(2), Some(15), "alerts.webhook_url", "not a valid URL; expected an http:// or https:// URL"),
     ("alerts_token_twice.toml", Some(4), Some(13), "alerts.token_env", "set either `token` or `token_env`, not both"),
+    ("count_both.toml", Some(7), Some(9), "policy[0].count", "`count_status` and `count` are mutually exclusive"),
+    ("count_status_range.toml", Some(6), Some(22), "policy[0].count_status", "99 is out of range; must be between 100 and 599"),
+    ("count_on_concurrency.toml", Some(5), Some(9), "policy[0].count", "counting by response does not apply to algorithm \"concurrency\""),
+    ("concurrency_window.toml", Some(5), Some(10), "policy[0].window", "`window` does not apply to algorithm \"concurrency\"; use `lease`"),
+    ("lease_not_concurrency.toml", Some(6), Some(9), "policy[0].lease", "`lease` only applies to algorithm \"concurrency\" (this policy uses \"sliding_window\")"),
+    ("escalation_without_block_for.toml", Some(6), Some(20), "policy[0].block_multiplier", "need `block_for`, the first block's duration"),
+    ("block_max_without_multiplier.toml", Some(7), Some(13), "policy[0].block_max", "`block_max` and `block_memory` need `block_multiplier`"),
+    ("block_multiplier_range.toml", Some(7), Some(20), "policy[0].block_multiplier", "1 is out of range; must be between 2 and 1000"),
+    ("block_max_short.toml", Some(8), Some(13), "policy[0].block_max", "must be at least block_for (10m)"),
+    ("overrides_multi_key.toml", Some(7), Some(13), "policy[0].overrides", "overrides need a policy keyed by exactly one component"),
+    ("overrides_global.toml", Some(7), Some(13), "policy[0].overrides", "this policy is keyed by [global]"),
+    ("overrides_bad_ip.toml", Some(6), Some(43), "policy[0].overrides.office", "override key `office` is not an IP address (this policy is keyed by ip)"),
+    ("overrides_file_missing.toml", Some(7), Some(18), "policy[0].overrides_file", "cannot read overrides file"),
+    ("overrides_duplicate.toml", Some(8), Some(28), "policy[0].overrides.gold-key", "`gold-key` is also listed in overrides_file"),
+    ("jitter_range.toml", Some(6), Some(22), "policy[0].retry_after_jitter", "must be between 1s and 1h"),
+    ("max_cost_without_header.toml", Some(4), Some(12), "route[0].max_cost", "`max_cost` needs `cost_header`"),
+    ("cost_over_max.toml", Some(6), Some(8), "route[0].cost", "20 is out of range; must be between 1 and 10 (max_cost)"),
+    ("bad_cost_header.toml", Some(4), Some(15), "route[0].cost_header", "`X Request Cost` is not a valid HTTP header name"),
+];
+
+/// Errors inside an `overrides_file`: `(config, overrides file, line, column, key, message part)`.
+/// They name the overrides file, not the config that refers to it.
+const BAD_OVERRIDES: &[(&str, &str, usize, usize, &str, &str)] = &[
+    ("overrides_file_bad_value.toml", "overrides/bad_value.toml", 3, 16, "broken-key", "0 is too small; must be at least 1"),
+    ("overrides_file_bad_type.toml", "overrides/bad_type.toml", 2, 16, "silver-key", "invalid type: string \"500\", expected u64; an overrides file holds `\"key\" = limit` lines"),
 ];
 
 fn load_bad(name: &str) -> ConfigError {
@@ -104,14 +129,40 @@ fn every_bad_fixture_names_file_line_column_and_key() {
 }
 
 #[test]
+fn overrides_file_errors_name_that_file() {
+    for &(config, file, line, column, key, needle) in BAD_OVERRIDES {
+        let e = load_bad(config);
+        let shown = e.to_string();
+        assert_eq!(e.file, fixture("bad", file), "{shown}");
+        assert_eq!((e.line, e.column), (Some(line), Some(column)), "{shown}");
+        assert_eq!(e.key, key, "{shown}");
+        assert!(e.message.contains(needle), "{shown}\n  wanted: {needle}");
+        assert!(
+            shown.starts_with(&format!(
+                "{}:{line}:{column}: key `{key}`: ",
+                fixture("bad", file).display()
+            )),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
 fn every_bad_fixture_is_checked() {
     let dir = fixture("bad", "");
+    // Top-level files are configs; `overrides/` holds the files they refer to.
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_type().unwrap().is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = BAD.iter().map(|b| b.0.to_owned()).collect();
+    let mut listed: Vec<String> = BAD
+        .iter()
+        .map(|b| b.0.to_owned())
+        .chain(BAD_OVERRIDES.iter().map(|b| b.0.to_owned()))
+        .collect();
     listed.sort();
     assert_eq!(on_disk, listed);
 }
@@ -227,7 +278,19 @@ fn full_config_upstreams_and_policies() {
     );
 
     let names: Vec<&str> = c.policies.iter().map(|p| &*p.name).collect();
-    assert_eq!(names, ["auth", "api-keys", "global", "log"]);
+    assert_eq!(
+        names,
+        [
+            "auth",
+            "api-keys",
+            "global",
+            "log",
+            "login-failures",
+            "reports",
+            "inflight",
+            "partner"
+        ]
+    );
     let auth = &c.policies[0];
     assert_eq!(
         (auth.algorithm, auth.limit, auth.window, auth.burst),
@@ -263,6 +326,59 @@ fn full_config_upstreams_and_policies() {
     assert_eq!(c.policies[2].key, [KeyPart::Global, KeyPart::Route]);
     assert_eq!(c.policies[3].window, Duration::from_secs(86_400));
     assert_eq!(c.policies[3].key, [KeyPart::Ip]);
+    // Defaults of the newer keys on a plain policy.
+    assert_eq!(c.policies[0].count, CountOn::Every);
+    assert!(c.policies[0].escalation.is_none() && c.policies[0].overrides.is_empty());
+    assert_eq!(c.policies[0].retry_after_jitter, None);
+}
+
+#[test]
+fn full_config_policy_features() {
+    let c = load_full();
+    let login = &c.policies[4];
+    assert_eq!(login.count, CountOn::Statuses(vec![401, 403].into()));
+    assert!(login.count.matches(401) && !login.count.matches(200));
+    assert_eq!(
+        login.escalation,
+        Some(Escalation {
+            multiplier: 10,
+            max: Duration::from_secs(6 * 3600),
+            memory: Duration::from_secs(2 * 86_400),
+        })
+    );
+    assert_eq!(login.retry_after_jitter, Some(Duration::from_secs(5)));
+    assert_eq!(c.policies[5].count, CountOn::Errors);
+
+    let inflight = &c.policies[6];
+    assert_eq!(inflight.algorithm, Algorithm::Concurrency);
+    // The lease is the concurrency policy's window.
+    assert_eq!(
+        (inflight.limit, inflight.window),
+        (4, Duration::from_secs(30))
+    );
+    assert_eq!(inflight.overrides.get("gold-key"), Some(16));
+
+    // Tiers from the file and inline; a written burst scales with the tier.
+    let partner = &c.policies[7];
+    assert_eq!(partner.overrides.len(), 3);
+    assert_eq!(partner.overrides.get("gold-key"), Some(1000));
+    assert_eq!(partner.overrides.get("trial-key"), Some(10));
+    assert_eq!(partner.overrides.get("silver-key"), Some(500));
+    assert_eq!(partner.overrides.get("other"), None);
+    assert_eq!(partner.limits_for(Some(1000)), (1000, 2000));
+    assert_eq!(partner.limits_for(None), (100, 200));
+    assert_eq!(inflight.limits_for(Some(16)), (16, 16));
+
+    let export = &c.routes[2];
+    assert_eq!(
+        export.cost,
+        Cost {
+            fixed: 5,
+            header: Some(HeaderName::from_static("x-request-cost")),
+            max: 50,
+        }
+    );
+    assert_eq!(c.routes[0].cost, Cost::default());
 }
 
 #[test]
@@ -289,7 +405,7 @@ fn full_config_routes() {
         Target::Upstream(_) => panic!("health responds directly"),
     }
 
-    let legacy = &c.routes[2];
+    let legacy = &c.routes[3];
     assert_eq!(legacy.path, PathMatch::Prefix("/".into()));
     assert!(!legacy.strip_prefix);
     let names: Vec<&str> = legacy.policies.iter().map(|p| &*p.name).collect();
@@ -313,6 +429,11 @@ fn full_config_summary_names_everything_and_no_secret() {
         "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log",
         "access_log off",
         "alerts: webhook https://hooks.example.com/*** (slack), token set, threshold 500 rejections per 5m, timeout 3s, max_retries 5, queue_size 50",
+        "login-failures: fixed_window 5 per 15m, key [ip], mode enforce, counts responses 401,403, block_for 1m x10 up to 6h (remembered 2d), retry_after_jitter 5s",
+        "reports: fixed_window 100 per 1h, key [route], mode enforce, counts responses >= 400",
+        "inflight: concurrency 4 in flight, lease 30s, key [header:x-api-key], mode enforce, 1 overrides",
+        "partner: token_bucket 100 per 1s, burst 200, key [header:x-api-key], mode enforce, 3 overrides",
+        "export: path /export, any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50)",
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }

@@ -80,7 +80,7 @@ async fn conformance_on_redis_cluster() {
 async fn unblock_reaches_every_instance_cache() {
     use bytes::Bytes;
     use http::{HeaderMap, Method, StatusCode};
-    use rategate::config::compiled::{Algorithm, KeyPart, Mode, PathMatch, Policy, Route, Target};
+    use rategate::config::compiled::{Algorithm, PathMatch, Policy, Route, Target};
     use rategate::limiter::{ClientId, Limiter, RequestView, Verdict};
     use rategate::metrics::Metrics;
 
@@ -99,15 +99,13 @@ async fn unblock_reaches_every_instance_cache() {
         }
     }
     let policy = Arc::new(Policy {
-        name: Arc::from("login"),
-        algorithm: Algorithm::FixedWindow,
-        limit: 1,
-        window: Duration::from_secs(3600),
-        burst: 1,
-        key: vec![KeyPart::Ip],
         block_for: Some(Duration::from_secs(3600)),
-        mode: Mode::Enforce,
-        index: 0,
+        ..Policy::new(
+            "login",
+            Algorithm::FixedWindow,
+            1,
+            Duration::from_secs(3600),
+        )
     });
     let route = Route {
         name: Arc::from("r"),
@@ -120,6 +118,7 @@ async fn unblock_reaches_every_instance_cache() {
         },
         policies: vec![policy],
         strip_prefix: false,
+        cost: Default::default(),
         index: 0,
     };
     let client = ClientId {
@@ -131,10 +130,11 @@ async fn unblock_reaches_every_instance_cache() {
         method: &Method::GET,
         path: "/",
         headers: &headers,
+        cost: 1,
     };
     assert!(matches!(
         a.check(&route, &client, view).await,
-        Verdict::Allowed(_)
+        Verdict::Allowed { .. }
     ));
     assert!(matches!(
         a.check(&route, &client, view).await,

@@ -40,13 +40,9 @@ async fn hit(store: &MemoryStore, p: &Policy, key: &str) -> Result<Outcome, Stor
 async fn hit_many(store: &MemoryStore, keys: &[(&Policy, &str)]) -> Result<Outcome, StoreError> {
     let checks: Vec<PolicyCheck<'_>> = keys
         .iter()
-        .map(|&(policy, key)| PolicyCheck { policy, key })
+        .map(|&(policy, key)| PolicyCheck::new(policy, key))
         .collect();
-    let req = CheckRequest {
-        client: "client",
-        checks: &checks,
-        cost: 1,
-    };
+    let req = CheckRequest::new("client", &checks, 1);
     store.check(&req).await.map(|d| d.outcome)
 }
 
@@ -128,10 +124,21 @@ async fn eviction_prefers_entries_closest_to_expiry() {
     hit(&store, &long, "c").await.unwrap();
     hit(&store, &long, "d").await.unwrap();
     assert_eq!(store.len(), 3);
-    assert_eq!(store.limit_status(&short, "b").await.unwrap().count, 0);
+    assert_eq!(
+        store
+            .limit_status(&PolicyCheck::new(&short, "b"))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
     for key in ["a", "c", "d"] {
         assert_eq!(
-            store.limit_status(&long, key).await.unwrap().count,
+            store
+                .limit_status(&PolicyCheck::new(&long, key))
+                .await
+                .unwrap()
+                .count,
             1,
             "{key}"
         );
@@ -150,7 +157,14 @@ async fn a_full_store_charges_nothing() {
         hit_many(&store, &[(&p, "x"), (&q, "y")]).await,
         Err(StoreError::Capacity)
     ));
-    assert_eq!(store.limit_status(&p, "x").await.unwrap().count, 1);
+    assert_eq!(
+        store
+            .limit_status(&PolicyCheck::new(&p, "x"))
+            .await
+            .unwrap()
+            .count,
+        1
+    );
 }
 
 #[tokio::test]
@@ -182,4 +196,24 @@ async fn expired_entries_are_swept() {
         clock.advance_ms(100);
     }
     assert!(store.len() < 10, "len {}", store.len());
+}
+
+#[tokio::test]
+async fn a_concurrency_check_without_a_lease_is_refused() {
+    let clock = ManualClock::new(T0);
+    let store = memory(100, &clock);
+    let p = policy(Algorithm::Concurrency, 2, 60_000);
+    assert!(matches!(
+        hit(&store, &p, "k").await,
+        Err(StoreError::Protocol(_))
+    ));
+    // Inspecting (cost 0) needs none.
+    assert_eq!(
+        store
+            .limit_status(&PolicyCheck::new(&p, "k"))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
 }

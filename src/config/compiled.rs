@@ -1,6 +1,7 @@
 //! The immutable runtime model. Everything the hot path reads is parsed and resolved here once,
 //! so a request never parses a string from the config.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -205,6 +206,8 @@ pub enum Algorithm {
     SlidingWindow,
     SlidingLog,
     TokenBucket,
+    /// At most `limit` requests of one key in flight; `window` holds the lease duration.
+    Concurrency,
 }
 
 impl Algorithm {
@@ -214,6 +217,7 @@ impl Algorithm {
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::SlidingLog => "sliding_log",
             Algorithm::TokenBucket => "token_bucket",
+            Algorithm::Concurrency => "concurrency",
         }
     }
 }
@@ -263,19 +267,54 @@ impl fmt::Display for KeyPart {
 pub struct Policy {
     pub name: Arc<str>,
     pub algorithm: Algorithm,
-    /// Requests per window (token bucket: refill of `limit` tokens per window).
+    /// Requests per window (token bucket: refill of `limit` tokens per window; concurrency:
+    /// requests in flight at once).
     pub limit: u64,
+    /// The window; for `concurrency`, the lease duration (`lease`).
     pub window: Duration,
     /// Token bucket capacity (defaults to `limit`); equals `limit` for other algorithms.
     pub burst: u64,
+    /// Whether `burst` was written in the config (then a tier override scales it; otherwise it
+    /// follows the overridden limit).
+    pub burst_set: bool,
     pub key: Vec<KeyPart>,
     pub block_for: Option<Duration>,
+    /// Longer blocks for clients blocked again (needs `block_for`).
+    pub escalation: Option<Escalation>,
     pub mode: Mode,
+    /// Which requests are charged: all of them when admitted, or only those whose response has
+    /// a matching status (charged after the upstream answered).
+    pub count: CountOn,
+    /// Per key-value limits (tiers); empty for most policies.
+    pub overrides: Overrides,
+    /// Up to this much is added to Retry-After at random on this policy's rejections.
+    pub retry_after_jitter: Option<Duration>,
     /// Position in `Config::policies` (stable index for metrics handles).
     pub index: usize,
 }
 
 impl Policy {
+    /// A policy with every optional setting at its default (tests and tools; config files go
+    /// through validation).
+    pub fn new(name: &str, algorithm: Algorithm, limit: u64, window: Duration) -> Self {
+        Policy {
+            name: Arc::from(name),
+            algorithm,
+            limit,
+            window,
+            burst: limit,
+            burst_set: false,
+            key: vec![KeyPart::Ip],
+            block_for: None,
+            escalation: None,
+            mode: Mode::Enforce,
+            count: CountOn::Every,
+            overrides: Overrides::default(),
+            retry_after_jitter: None,
+            index: 0,
+        }
+    }
+
     pub fn window_ms(&self) -> u64 {
         super::duration::millis(self.window)
     }
@@ -287,6 +326,91 @@ impl Policy {
             && self.limit == other.limit
             && self.window == other.window
             && self.burst == other.burst
+    }
+
+    /// `(limit, burst)` for a key whose tier override is `limit` (`None`: the policy's own).
+    ///
+    /// A defaulted burst follows the overridden limit; a burst written in the config keeps its
+    /// ratio to the limit (`burst * override / limit`, rounded up, at least 1), so a tier ten
+    /// times larger also bursts ten times larger. Validation checks every override's products
+    /// stay exact in doubles.
+    pub fn limits_for(&self, limit: Option<u64>) -> (u64, u64) {
+        let Some(limit) = limit else {
+            return (self.limit, self.burst);
+        };
+        if !self.burst_set {
+            return (limit, limit);
+        }
+        let scaled =
+            (u128::from(self.burst) * u128::from(limit)).div_ceil(u128::from(self.limit.max(1)));
+        (limit, u64::try_from(scaled).unwrap_or(u64::MAX).max(1))
+    }
+
+    /// Whether this policy is charged after the response instead of at admission.
+    pub fn deferred(&self) -> bool {
+        self.count != CountOn::Every
+    }
+}
+
+/// When a policy is charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountOn {
+    /// Every admitted request, at admission (the default).
+    Every,
+    /// After the response, when its status is one of these (`count_status`), sorted.
+    Statuses(Box<[u16]>),
+    /// After the response, when its status is 400 or more (`count = "errors"`).
+    Errors,
+}
+
+impl CountOn {
+    /// Whether a response with `status` is charged (only meaningful for deferred policies).
+    pub fn matches(&self, status: u16) -> bool {
+        match self {
+            CountOn::Every => true,
+            CountOn::Statuses(list) => list.binary_search(&status).is_ok(),
+            CountOn::Errors => status >= 400,
+        }
+    }
+}
+
+/// Escalating blocks: the n-th block by one policy within `memory` of the previous one lasts
+/// `block_for * multiplier^(n-1)`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escalation {
+    pub multiplier: u64,
+    pub max: Duration,
+    pub memory: Duration,
+}
+
+/// Per key-value limits of one policy (from `overrides` and `overrides_file`), keyed by the
+/// value of the policy's single key component (an IP key is stored normalized as the client
+/// key the gateway builds, so an IPv6 address matches its prefix).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    map: HashMap<Box<str>, u64, ahash::RandomState>,
+}
+
+impl Overrides {
+    pub fn new(entries: impl IntoIterator<Item = (String, u64)>) -> Self {
+        Overrides {
+            map: entries
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, value: &str) -> Option<u64> {
+        self.map.get(value).copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
     }
 }
 
@@ -314,6 +438,32 @@ pub struct Route {
     pub target: Target,
     pub policies: Vec<Arc<Policy>>,
     pub strip_prefix: bool,
+    /// Units each request charges to the route's policies.
+    pub cost: Cost,
     /// Position in `Config::routes` (stable index for metrics handles).
     pub index: usize,
 }
+
+/// What one request of a route costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cost {
+    /// `cost`: the cost of a request without the cost header (default 1).
+    pub fixed: u64,
+    /// `cost_header`: a request header naming its cost, 1..=`max`.
+    pub header: Option<HeaderName>,
+    /// `max_cost` (default 100).
+    pub max: u64,
+}
+
+impl Default for Cost {
+    fn default() -> Self {
+        Cost {
+            fixed: 1,
+            header: None,
+            max: DEFAULT_MAX_COST,
+        }
+    }
+}
+
+/// `max_cost` when a route sets `cost_header` without it.
+pub const DEFAULT_MAX_COST: u64 = 100;

@@ -6,6 +6,7 @@
 //! checked after parsing are `Spanned` so an error can name their line and column. Strings marked
 //! "env" get `${NAME}` substitution.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -32,13 +33,16 @@ pub const DEFAULT_MAX_MEMORY_KEYS: usize = 1_000_000;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MODE: Mode = Mode::Enforce;
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+pub const DEFAULT_BLOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_ACCESS_LOG: bool = true;
 pub const DEFAULT_ALERT_FORMAT: AlertFormat = AlertFormat::Json;
 pub const DEFAULT_THRESHOLD_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_ALERT_MAX_RETRIES: u32 = 3;
 pub const DEFAULT_ALERT_QUEUE_SIZE: usize = 1000;
-// Policy `key` defaults to ["ip"], `burst` to `limit`, route `methods` to any method and
+// Policy `key` defaults to ["ip"], `burst` to `limit`, `lease` to 60s, `block_memory` to 24h,
+// route `cost` to 1 and `max_cost` to 100 (see `compiled`), route `methods` to any method and
 // `strip_prefix` to false; those are applied where the values are compiled.
 
 /// A string value; `${NAME}` references are substituted when it is compiled.
@@ -57,8 +61,9 @@ pub struct File {
     pub access: Access,
     #[serde(default)]
     pub upstream: Vec<Upstream>,
+    /// Spanned so that a policy missing its window can be pointed at.
     #[serde(default)]
-    pub policy: Vec<Policy>,
+    pub policy: Vec<Spanned<Policy>>,
     /// Spanned so that a route missing its target can be pointed at.
     #[serde(default)]
     pub route: Vec<Spanned<Route>>,
@@ -136,13 +141,36 @@ pub struct Upstream {
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     pub name: Spanned<String>,
-    pub algorithm: Algorithm,
+    pub algorithm: Spanned<Algorithm>,
     pub limit: Spanned<u64>,
-    pub window: Spanned<duration::Positive>,
+    /// Required, except for `concurrency` (which has `lease` instead).
+    pub window: Option<Spanned<duration::Positive>>,
+    /// `concurrency` only: how long a lease is held without renewal (default 60s).
+    pub lease: Option<Spanned<duration::Positive>>,
     pub burst: Option<Spanned<u64>>,
     pub key: Option<Spanned<Vec<Spanned<String>>>>,
     pub block_for: Option<Spanned<duration::Positive>>,
+    /// Escalating blocks (need `block_for`).
+    pub block_multiplier: Option<Spanned<u64>>,
+    pub block_max: Option<Spanned<duration::Positive>>,
+    pub block_memory: Option<Spanned<duration::Positive>>,
     pub mode: Option<Mode>,
+    /// Charge only responses with one of these statuses (after the upstream answered).
+    pub count_status: Option<Spanned<Vec<Spanned<u64>>>>,
+    /// `"errors"`: charge only responses with a status of 400 or more.
+    pub count: Option<Spanned<CountWord>>,
+    /// Per key-value limits: `{ "gold-key" = 1000 }`.
+    pub overrides: Option<Spanned<BTreeMap<String, Spanned<u64>>>>,
+    /// A TOML file of `"key" = limit` lines, relative to this config file.
+    pub overrides_file: Option<Spanned<String>>,
+    pub retry_after_jitter: Option<Spanned<duration::Positive>>,
+}
+
+/// The words `count` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountWord {
+    Errors,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +185,12 @@ pub struct Route {
     pub respond: Option<Spanned<Respond>>,
     pub policies: Option<Vec<Spanned<String>>>,
     pub strip_prefix: Option<Spanned<bool>>,
+    /// Units a request without `cost_header` charges (default 1).
+    pub cost: Option<Spanned<u64>>,
+    /// A request header carrying the request's cost.
+    pub cost_header: Option<Spanned<String>>,
+    /// Largest cost `cost_header` may name (default 100).
+    pub max_cost: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,8 +289,11 @@ mod tests {
         "#;
         let file: File = toml::from_str(text).unwrap();
         assert_eq!(file.store.kind, Some(StoreKind::Redis));
-        assert_eq!(file.policy[0].mode, Some(Mode::Shadow));
-        assert_eq!(file.policy[0].algorithm, Algorithm::SlidingWindow);
+        assert_eq!(file.policy[0].get_ref().mode, Some(Mode::Shadow));
+        assert_eq!(
+            *file.policy[0].get_ref().algorithm.get_ref(),
+            Algorithm::SlidingWindow
+        );
         assert_eq!(
             file.server.shutdown_grace,
             Some(duration::Any(Duration::from_secs(30)))

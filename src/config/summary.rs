@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use super::compiled::{
-    Access, Admin, AlertSettings, Config, PathMatch, Policy, Route, Server, StoreKind,
-    StoreSettings, Target, Upstream,
+    Access, Admin, AlertSettings, Algorithm, Config, CountOn, PathMatch, Policy, Route, Server,
+    StoreKind, StoreSettings, Target, Upstream,
 };
 use super::duration::format as dur;
 use crate::net::CidrSet;
@@ -124,20 +124,53 @@ fn upstream(out: &mut String, u: &Upstream) -> std::fmt::Result {
 
 fn policy(out: &mut String, p: &Policy) -> std::fmt::Result {
     let key: Vec<String> = p.key.iter().map(ToString::to_string).collect();
-    write!(
-        out,
-        "  {}: {} {} per {}",
-        p.name,
-        p.algorithm.as_str(),
-        p.limit,
-        dur(p.window)
-    )?;
+    if p.algorithm == Algorithm::Concurrency {
+        write!(
+            out,
+            "  {}: concurrency {} in flight, lease {}",
+            p.name,
+            p.limit,
+            dur(p.window)
+        )?;
+    } else {
+        write!(
+            out,
+            "  {}: {} {} per {}",
+            p.name,
+            p.algorithm.as_str(),
+            p.limit,
+            dur(p.window)
+        )?;
+    }
     if p.burst != p.limit {
         write!(out, ", burst {}", p.burst)?;
     }
     write!(out, ", key [{}], mode {}", key.join(", "), p.mode.as_str())?;
+    match &p.count {
+        CountOn::Every => {}
+        CountOn::Errors => write!(out, ", counts responses >= 400")?,
+        CountOn::Statuses(list) => {
+            let list: Vec<String> = list.iter().map(ToString::to_string).collect();
+            write!(out, ", counts responses {}", list.join(","))?;
+        }
+    }
     if let Some(block_for) = p.block_for {
         write!(out, ", block_for {}", dur(block_for))?;
+    }
+    if let Some(e) = &p.escalation {
+        write!(
+            out,
+            " x{} up to {} (remembered {})",
+            e.multiplier,
+            dur(e.max),
+            dur(e.memory)
+        )?;
+    }
+    if !p.overrides.is_empty() {
+        write!(out, ", {} overrides", p.overrides.len())?;
+    }
+    if let Some(jitter) = p.retry_after_jitter {
+        write!(out, ", retry_after_jitter {}", dur(jitter))?;
     }
     writeln!(out)
 }
@@ -170,9 +203,14 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
     } else {
         policies.join(", ")
     };
+    let cost = match (&r.cost.header, r.cost.fixed) {
+        (None, 1) => String::new(),
+        (None, n) => format!(", cost {n}"),
+        (Some(h), n) => format!(", cost {n} or header {h} (1..={})", r.cost.max),
+    };
     writeln!(
         out,
-        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}",
+        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}",
         r.name
     )
 }

@@ -19,10 +19,11 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::compiled::{
-    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, KeyPart, PathMatch, Policy,
-    Route, Server, StoreKind, StoreSettings, Target, TlsFiles, Upstream,
+    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, KeyPart, Overrides, PathMatch,
+    Policy, Route, Server, StoreKind, StoreSettings, Target, TlsFiles, Upstream,
 };
 use super::env::{self, Lookup};
+use super::features;
 use super::file::{self, EnvString, File};
 use super::locate::Source;
 use super::ConfigError;
@@ -55,13 +56,14 @@ pub fn compile(path: &Path, text: &str) -> Result<Config, ConfigError> {
     compile_with_env(path, text, &env::process_env)
 }
 
-/// Compile config text with `${NAME}` values taken from `env`. `path` only names the file (in
-/// errors and `Config::source`); nothing is read from it.
+/// Compile config text with `${NAME}` values taken from `env`. `path` names the file (in errors
+/// and `Config::source`) and anchors relative `overrides_file` paths, the only files read here.
 pub fn compile_with_env(path: &Path, text: &str, env: Lookup<'_>) -> Result<Config, ConfigError> {
     let source = Source::new(path, text);
     let file: File = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     let mut validator = Validator {
         source: &source,
+        path,
         env,
         issues: Vec::new(),
     };
@@ -71,26 +73,32 @@ pub fn compile_with_env(path: &Path, text: &str, env: Lookup<'_>) -> Result<Conf
 
 /// One problem found after deserialization. The key path is found from the span unless given.
 #[derive(Debug)]
-struct Issue {
-    span: Option<Range<usize>>,
-    key: Option<String>,
-    message: String,
+pub(super) struct Issue {
+    pub(super) span: Option<Range<usize>>,
+    pub(super) key: Option<String>,
+    pub(super) message: String,
+    /// An error inside another file (an `overrides_file`), reported as is; `span` is where the
+    /// config names that file, for the file-order rule.
+    pub(super) external: Option<Box<ConfigError>>,
 }
 
 impl Issue {
-    fn at<T>(value: &Spanned<T>, message: impl Into<String>) -> Self {
+    pub(super) fn at<T>(value: &Spanned<T>, message: impl Into<String>) -> Self {
         Issue {
             span: Some(value.span()),
             key: None,
             message: message.into(),
+            external: None,
         }
     }
 }
 
-type Check<T> = Result<T, Issue>;
+pub(super) type Check<T> = Result<T, Issue>;
 
 struct Validator<'a> {
     source: &'a Source<'a>,
+    /// The config file (relative `overrides_file` paths start from its directory).
+    path: &'a Path,
     env: Lookup<'a>,
     issues: Vec<Issue>,
 }
@@ -114,6 +122,13 @@ impl Validator<'_> {
             .min_by_key(|issue| issue.span.as_ref().map_or(usize::MAX, |s| s.start));
         match (config, first) {
             (Some(config), None) => Ok(config),
+            (
+                _,
+                Some(Issue {
+                    external: Some(error),
+                    ..
+                }),
+            ) => Err(*error),
             (_, Some(issue)) => Err(self.source.error(issue.span, issue.key, issue.message)),
             // Unreachable by construction (every `None` comes from a recorded issue), but an
             // error beats a panic if that ever stops being true.
@@ -129,10 +144,14 @@ impl Validator<'_> {
         let store = self.store(&file.store);
         let access = self.access(&file.access);
         let upstream_names = self.names("upstream", file.upstream.iter().map(|u| &u.name));
-        let policy_names = self.names("policy", file.policy.iter().map(|p| &p.name));
+        let policy_names = self.names("policy", file.policy.iter().map(|p| &p.get_ref().name));
         self.names("route", file.route.iter().map(|r| &r.get_ref().name));
         let upstreams = self.upstreams(&file.upstream);
-        let policies = self.policies(&file.policy);
+        // Override keys of IP-keyed policies are normalized like client keys.
+        let ipv6_prefix = server
+            .as_ref()
+            .map_or(file::DEFAULT_IPV6_PREFIX, |s| s.ipv6_prefix);
+        let policies = self.policies(&file.policy, ipv6_prefix);
         let refs = References {
             upstreams: Named::new("upstream", upstream_names, &upstreams),
             policies: Named::new("policy", policy_names, &policies),
@@ -249,6 +268,7 @@ impl Validator<'_> {
             self.issues.push(Issue {
                 span: a.listen.as_ref().map(Spanned::span),
                 key: Some("admin.token".into()),
+                external: None,
                 message: format!(
                     "required because admin.listen ({listen}) is not a loopback address; set \
                      token = \"${{RATEGATE_ADMIN_TOKEN}}\" or listen on 127.0.0.1"
@@ -465,22 +485,35 @@ impl Validator<'_> {
         out
     }
 
-    fn policies(&mut self, list: &[file::Policy]) -> Vec<Option<Arc<Policy>>> {
+    fn policies(
+        &mut self,
+        list: &[Spanned<file::Policy>],
+        ipv6_prefix: u8,
+    ) -> Vec<Option<Arc<Policy>>> {
         let mut out = Vec::with_capacity(list.len());
         for (index, p) in list.iter().enumerate() {
-            let policy = self.policy(p, index);
+            let policy = self.policy(p, index, ipv6_prefix);
             out.push(policy.map(Arc::new));
         }
         out
     }
 
-    fn policy(&mut self, p: &file::Policy, index: usize) -> Option<Policy> {
-        let window = p.window.get_ref().0;
-        let limit = self
-            .take(bounded(&p.limit, 1, u64::MAX).and_then(|n| within_double(&p.limit, n, window)));
+    fn policy(
+        &mut self,
+        spanned: &Spanned<file::Policy>,
+        index: usize,
+        ipv6_prefix: u8,
+    ) -> Option<Policy> {
+        let p = spanned.get_ref();
+        let algorithm = *p.algorithm.get_ref();
+        let window = self.take(features::window(spanned));
+        // Checks that need the window are skipped when it is already reported.
+        let w = window.unwrap_or(Duration::from_millis(1));
+        let limit =
+            self.take(bounded(&p.limit, 1, u64::MAX).and_then(|n| within_double(&p.limit, n, w)));
         let burst = match &p.burst {
             None => limit,
-            Some(burst) => self.take(token_bucket_burst(burst, p.algorithm, window)),
+            Some(burst) => self.take(token_bucket_burst(burst, algorithm, w)),
         };
         let key = match &p.key {
             None => Some(vec![KeyPart::Ip]),
@@ -490,17 +523,106 @@ impl Validator<'_> {
             None => Some(None),
             Some(block_for) => self.take(min_block_for(block_for)).map(Some),
         };
+        let escalation = self.take(features::escalation(p, block_for.flatten()));
+        let count = self.take(features::count_on(p));
+        let retry_after_jitter = self.take(features::jitter(p));
+        let overrides = match (&key, limit, burst) {
+            (Some(key), Some(limit), Some(burst)) => {
+                let shape = features::OverrideShape {
+                    key,
+                    limit,
+                    burst: p.burst.as_ref().map(|_| burst),
+                    window: w,
+                    ipv6_prefix,
+                };
+                self.overrides(p, &shape)
+            }
+            // Overrides are checked against a valid key and limit only.
+            _ => None,
+        };
         Some(Policy {
             name: Arc::from(p.name.get_ref().as_str()),
-            algorithm: p.algorithm,
+            algorithm,
             limit: limit?,
-            window,
+            window: window?,
             burst: burst?,
+            burst_set: p.burst.is_some(),
             key: key?,
             block_for: block_for?,
+            escalation: escalation?,
             mode: p.mode.unwrap_or(file::DEFAULT_MODE),
+            count: count?,
+            overrides: overrides?,
+            retry_after_jitter: retry_after_jitter?,
             index,
         })
+    }
+
+    /// `overrides` and `overrides_file` merged; an error in the file names that file.
+    fn overrides(
+        &mut self,
+        p: &file::Policy,
+        shape: &features::OverrideShape<'_>,
+    ) -> Option<Overrides> {
+        if p.overrides.is_none() && p.overrides_file.is_none() {
+            return Some(Overrides::default());
+        }
+        let first = p
+            .overrides
+            .as_ref()
+            .map(Spanned::span)
+            .into_iter()
+            .chain(p.overrides_file.as_ref().map(Spanned::span))
+            .min_by_key(|s| s.start)
+            .unwrap_or_default();
+        if let Err(message) = shape.addressable() {
+            self.issues
+                .push(Issue::at(&Spanned::new(first, ()), message));
+            return None;
+        }
+        let mut entries: Vec<(String, u64)> = Vec::new();
+        let mut from_file: HashMap<String, PathBuf> = HashMap::new();
+        if let Some(file) = &p.overrides_file {
+            match features::read_overrides_file(self.path, file, shape) {
+                Ok((path, list)) => {
+                    for (key, limit) in list {
+                        from_file.insert(key.clone(), path.clone());
+                        entries.push((key, limit));
+                    }
+                }
+                Err(features::FileIssue::Here(issue)) => {
+                    self.issues.push(issue);
+                    return None;
+                }
+                Err(features::FileIssue::There(error)) => {
+                    self.issues.push(Issue {
+                        span: Some(file.span()),
+                        key: None,
+                        message: String::new(),
+                        external: Some(Box::new(error)),
+                    });
+                    return None;
+                }
+            }
+        }
+        if let Some(inline) = &p.overrides {
+            for (key, limit) in inline.get_ref() {
+                let checked = shape
+                    .entry(key, limit)
+                    .and_then(|(k, n)| match from_file.get(&k) {
+                        Some(path) => Err(Issue::at(
+                            limit,
+                            format!(
+                                "`{key}` is also listed in overrides_file {}; list each key once",
+                                path.display()
+                            ),
+                        )),
+                        None => Ok((k, n)),
+                    });
+                entries.push(self.take(checked)?);
+            }
+        }
+        Some(Overrides::new(entries))
     }
 
     fn routes(
@@ -513,6 +635,7 @@ impl Validator<'_> {
                 span: None,
                 key: Some("route".into()),
                 message: "no routes: at least one [[route]] is required".into(),
+                external: None,
             });
             return None;
         }
@@ -543,6 +666,7 @@ impl Validator<'_> {
         let target = self.take(self.target(spanned, refs)).flatten();
         let policies = self.take(route_policies(r, &refs.policies)).flatten();
         let strip_prefix = self.take(strip_prefix(r));
+        let cost = self.take(features::route_cost(r));
         Some(Route {
             name: Arc::from(r.name.get_ref().as_str()),
             path: path?,
@@ -551,6 +675,7 @@ impl Validator<'_> {
             target: target?,
             policies: policies?,
             strip_prefix: strip_prefix?,
+            cost: cost?,
             index,
         })
     }
@@ -643,7 +768,7 @@ impl<'a, T> Named<'a, T> {
 }
 
 /// Whichever of two keys comes later in the file: the one that makes the pair conflict.
-fn later<A, B>(a: &Spanned<A>, b: &Spanned<B>) -> Spanned<()> {
+pub(super) fn later<A, B>(a: &Spanned<A>, b: &Spanned<B>) -> Spanned<()> {
     let span = if b.span().start > a.span().start {
         b.span()
     } else {
@@ -674,7 +799,7 @@ fn valid_name(name: &Spanned<String>) -> Check<()> {
 }
 
 /// An integer in `min..=max` converted to the type the runtime model uses.
-fn bounded<T: TryFrom<u64>>(value: &Spanned<u64>, min: u64, max: u64) -> Check<T> {
+pub(super) fn bounded<T: TryFrom<u64>>(value: &Spanned<u64>, min: u64, max: u64) -> Check<T> {
     let n = *value.get_ref();
     let message = if max == u64::MAX {
         format!("{n} is too small; must be at least {min}")
@@ -688,7 +813,7 @@ fn bounded<T: TryFrom<u64>>(value: &Spanned<u64>, min: u64, max: u64) -> Check<T
 }
 
 /// `count * window_ms` must stay exact in a double for the Redis script.
-fn within_double(value: &Spanned<u64>, count: u64, window: Duration) -> Check<u64> {
+pub(super) fn within_double(value: &Spanned<u64>, count: u64, window: Duration) -> Check<u64> {
     let window_ms = super::duration::millis(window);
     match count.checked_mul(window_ms) {
         Some(product) if product <= MAX_EXACT_DOUBLE => Ok(count),
@@ -1547,6 +1672,67 @@ mod tests {
             "policy[0].algorithm",
             "unknown variant `leaky`",
         );
+    }
+
+    #[test]
+    fn policy_feature_defaults_and_normalization() {
+        let c = ok(&format!(
+            "[server]\nipv6_prefix = 48\n\
+             [[policy]]\nname = \"conc\"\nalgorithm = \"concurrency\"\nlimit = 2\n\
+             [[policy]]\nname = \"login\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"15m\"\n\
+             count_status = [403, 401, 403]\nblock_for = \"1m\"\nblock_multiplier = 10\n\
+             overrides = {{ \"2001:db8:1:2::7\" = 9, \"::ffff:10.0.0.1\" = 7 }}\n\
+             [[policy]]\nname = \"m\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n\
+             key = [\"method\"]\noverrides = {{ \"post\" = 1 }}\n\
+             [[policy]]\nname = \"h\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n\
+             key = [\"header:x-key\"]\noverrides = {{ \" gold \" = 50 }}\n{ROUTE}"
+        ));
+        let conc = &c.policies[0];
+        assert_eq!(conc.window, Duration::from_secs(60), "default lease");
+        let login = &c.policies[1];
+        assert_eq!(
+            login.count,
+            super::super::compiled::CountOn::Statuses(vec![401, 403].into())
+        );
+        let e = login.escalation.expect("escalation");
+        assert_eq!(
+            (e.multiplier, e.max, e.memory),
+            (10, Duration::from_secs(86_400), Duration::from_secs(86_400))
+        );
+        // IP keys are stored as the client keys the gateway builds.
+        assert_eq!(login.overrides.get("2001:db8:1::/48"), Some(9));
+        assert_eq!(login.overrides.get("10.0.0.1"), Some(7));
+        assert_eq!(c.policies[2].overrides.get("POST"), Some(1));
+        assert_eq!(c.policies[3].overrides.get("gold"), Some(50));
+        assert_eq!(c.routes[0].cost, super::super::compiled::Cost::default());
+    }
+
+    #[test]
+    fn overrides_file_is_read_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tiers")).unwrap();
+        std::fs::write(
+            dir.path().join("tiers/ips.toml"),
+            "\"2001:db8::1\" = 10\n\"10.1.1.1\" = 20\n\"2001:db8::2\" = 30\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[[policy]]\nname = \"p\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n\
+             overrides_file = \"tiers/ips.toml\"\n{ROUTE}"
+        );
+        let config = dir.path().join("rategate.toml");
+        let e = compile_with_env(&config, &text, &fake_env).unwrap_err();
+        // Two addresses of one /64 are one client.
+        assert_eq!(e.file, dir.path().join("tiers/ips.toml"));
+        assert_eq!((e.line, e.column), (Some(3), Some(17)), "{e}");
+        assert!(
+            e.message
+                .contains("`2001:db8::2` is the same client as `2001:db8::1`"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("tiers/ips.toml"), "\"10.1.1.1\" = 20\n").unwrap();
+        let c = compile_with_env(&config, &text, &fake_env).unwrap();
+        assert_eq!(c.policies[0].overrides.get("10.1.1.1"), Some(20));
     }
 
     #[test]

@@ -22,6 +22,9 @@ struct Limited {
     until: Instant,
     state: PolicyState,
     now_ms: u64,
+    /// The cost that was rejected: a request of a smaller cost may still fit, so only requests
+    /// of at least this cost are answered from the cache.
+    cost: u64,
 }
 
 #[derive(Default)]
@@ -96,13 +99,17 @@ impl DenyCache {
         }
     }
 
-    /// A known rejection of counter `key`, with retry and reset counted down since it was seen.
-    pub fn limited(&self, key: &str) -> Option<CachedRejection> {
+    /// A known rejection of counter `key` for a request of `cost`, with retry and reset counted
+    /// down since it was seen.
+    pub fn limited(&self, key: &str, cost: u64) -> Option<CachedRejection> {
         let now = Instant::now();
         let mut shard = self.shard(key).lock();
         let hit = *shard.limited.get(key)?;
         if hit.until <= now {
             shard.limited.remove(key);
+            return None;
+        }
+        if cost < hit.cost {
             return None;
         }
         let elapsed = ms(now - hit.at);
@@ -127,8 +134,9 @@ impl DenyCache {
         shard.blocked.insert(client.to_string(), now + ttl);
     }
 
-    /// Remember that counter `key` rejects until `state.retry_after_ms` from now.
-    pub fn insert_limited(&self, key: &str, state: PolicyState, now_ms: u64) {
+    /// Remember that counter `key` rejects requests of `cost` (or more) until
+    /// `state.retry_after_ms` from now.
+    pub fn insert_limited(&self, key: &str, state: PolicyState, now_ms: u64, cost: u64) {
         if state.retry_after_ms == 0 {
             return;
         }
@@ -147,6 +155,7 @@ impl DenyCache {
                 until: now + Duration::from_millis(state.retry_after_ms),
                 state,
                 now_ms,
+                cost,
             },
         );
     }
@@ -189,12 +198,12 @@ mod tests {
     #[test]
     fn entries_expire_and_count_down() {
         let c = DenyCache::new(1000);
-        c.insert_limited("k", rejected(60), 1_000);
-        let hit = c.limited("k").unwrap();
+        c.insert_limited("k", rejected(60), 1_000, 1);
+        let hit = c.limited("k", 1).unwrap();
         assert!(!hit.state.allowed);
         assert!(hit.state.retry_after_ms <= 60 && hit.state.retry_after_ms >= 1);
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(c.limited("k"), None);
+        assert_eq!(c.limited("k", 1), None);
 
         c.insert_block("1.2.3.4", Duration::from_millis(50));
         assert!(c.blocked("1.2.3.4").is_some());
@@ -207,15 +216,24 @@ mod tests {
     fn invalidation_drops_entries() {
         let c = DenyCache::new(1000);
         c.insert_block("1.2.3.4", Duration::from_secs(60));
-        c.insert_limited("k", rejected(60_000), 0);
+        c.insert_limited("k", rejected(60_000), 0, 1);
         c.invalidate(&Invalidation::Unblock("1.2.3.4".into()));
         assert_eq!(c.blocked("1.2.3.4"), None);
-        assert!(c.limited("k").is_some());
+        assert!(c.limited("k", 1).is_some());
         c.invalidate(&Invalidation::Reset("k".into()));
-        assert_eq!(c.limited("k"), None);
+        assert_eq!(c.limited("k", 1), None);
         c.insert_block("a", Duration::from_secs(60));
         c.invalidate(&Invalidation::All);
         assert_eq!(c.blocked("a"), None);
+    }
+
+    #[test]
+    fn a_smaller_cost_is_not_answered_from_the_cache() {
+        let c = DenyCache::new(1000);
+        c.insert_limited("k", rejected(60_000), 0, 3);
+        assert!(c.limited("k", 3).is_some());
+        assert!(c.limited("k", 10).is_some());
+        assert_eq!(c.limited("k", 2), None);
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The decision for one request: build the keys of the route's policies, ask the store once,
-//! apply shadow mode and `on_error`, and report what the headers need.
+//! The decision for one request: build the keys of the route's policies (with their tier
+//! overrides), ask the store once, apply shadow mode and `on_error`, and report what the headers
+//! need, plus what an admitted request still owes the store afterwards (`admission`).
 
+pub mod admission;
 pub mod breaker;
 pub mod cache;
 pub mod policy;
+mod random;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +19,7 @@ use prometheus::Histogram;
 use crate::alerts::{Alert, Alerter};
 use crate::clock::{Clock, SystemClock};
 use crate::config::compiled::StoreKind;
-use crate::config::compiled::{Mode, OnError, Policy, Route, StoreSettings};
+use crate::config::compiled::{Algorithm, KeyPart, Mode, OnError, Policy, Route, StoreSettings};
 use crate::metrics::Metrics;
 use crate::store::redis::{Invalidation, RedisStore};
 use crate::store::{
@@ -24,9 +27,11 @@ use crate::store::{
     PolicyCheck, PolicyState, Store, StoreError, Suspect,
 };
 
+use admission::{Held, Settler, StoreRef};
 use breaker::{Breaker, Permit, Transition};
 use cache::{CachedRejection, DenyCache};
 
+pub use admission::{Admission, LeaseGuard};
 pub use policy::UnaddressableKey;
 
 /// Who is asking: the resolved client address and its key string (see `proxy::client_ip`).
@@ -43,6 +48,8 @@ pub struct RequestView<'a> {
     /// Normalized path (what routing matched).
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    /// Units this request charges to each policy (see `proxy::cost`).
+    pub cost: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,32 +70,48 @@ pub struct RateReport {
     pub now_ms: u64,
 }
 
-#[derive(Debug, Clone)]
+impl RateReport {
+    /// Every enforce policy that rejected, in route order (the problem's `violated-policies`).
+    pub fn violated(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|e| e.policy.mode == Mode::Enforce && !e.state.allowed)
+            .map(|e| &*e.policy.name)
+            .collect()
+    }
+}
+
+#[derive(Debug)]
 pub enum Verdict {
     /// The route has no policies, or the client is on the allow list.
     Unlimited,
-    Allowed(RateReport),
+    Allowed {
+        report: RateReport,
+        /// What the request owes after the response (count-by-response, concurrency lease).
+        admission: Option<Admission>,
+    },
     /// Allowed, but these shadow policies would have rejected (indexes into `entries`).
     ShadowLimited {
         report: RateReport,
         shadow: Vec<usize>,
+        admission: Option<Admission>,
     },
     /// Over a limit: 429.
     Limited {
         report: RateReport,
         policy: Arc<Policy>,
+        /// Seconds for Retry-After: the rejecting policy's retry time (the block's length when
+        /// this rejection started one, if longer), plus its `retry_after_jitter`.
         retry_after_s: u64,
         /// Set when this rejection started a `block_for` block (seconds).
         blocked_for_s: Option<u64>,
+        /// The policy whose block was applied (with `blocked_for_s`).
+        blocked_by: Option<Arc<Policy>>,
     },
     /// Temporarily blocked: 429 with the block time left.
-    Blocked {
-        retry_after_s: u64,
-    },
+    Blocked { retry_after_s: u64 },
     /// Store unavailable with `on_error = "deny"`: 503.
-    Unavailable {
-        retry_after_s: u64,
-    },
+    Unavailable { retry_after_s: u64 },
 }
 
 /// Errors of the admin pass-throughs.
@@ -102,13 +125,16 @@ pub enum LimiterError {
 
 /// Decides requests against the configured store, falling back per `store.on_error`.
 pub struct Limiter {
-    store: AnyStore,
+    /// Shared with the admissions of requests in flight (their charges and releases).
+    store: Arc<AnyStore>,
     /// Only for a remote store: stops waiting on it when it is down.
     breaker: Option<Breaker>,
     /// Only for a remote store: known blocks and rejections answered without a round trip.
     cache: Option<Arc<DenyCache>>,
     /// In-process limits used while the store fails and `on_error = "fallback"`.
-    fallback: MemoryStore,
+    fallback: Arc<MemoryStore>,
+    /// Lease ids of requests on routes with concurrency policies.
+    lease_ids: random::LeaseIds,
     on_error: OnError,
     metrics: Arc<Metrics>,
     store_duration: Histogram,
@@ -127,9 +153,25 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
+/// Which store made a decision.
+#[derive(Debug, Clone, Copy)]
+enum DecidedBy {
+    Store,
+    Fallback,
+}
+
 /// Whole seconds for Retry-After: rounded up, and at least 1 so a client never retries at once.
 fn retry_secs(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
+}
+
+/// `secs` plus a random 0..=jitter whole seconds (the policy's `retry_after_jitter`), so clients
+/// rejected in the same second do not all come back in the same second.
+fn with_jitter(secs: u64, policy: &Policy) -> u64 {
+    match policy.retry_after_jitter {
+        Some(j) if j.as_secs() > 0 => secs.saturating_add(random::up_to(j.as_secs())),
+        _ => secs,
+    }
 }
 
 impl Limiter {
@@ -152,8 +194,9 @@ impl Limiter {
         Limiter {
             breaker: remote.then(|| Breaker::new(settings.timeout)),
             cache: None,
-            store,
-            fallback,
+            store: Arc::new(store),
+            fallback: Arc::new(fallback),
+            lease_ids: random::LeaseIds::default(),
             on_error: settings.on_error,
             metrics,
             store_duration,
@@ -277,7 +320,8 @@ impl Limiter {
             .scan(0, |start, (p, &end)| {
                 let key = &keys[*start..end];
                 *start = end;
-                Some(PolicyCheck { policy: p, key })
+                let tier = policy::override_limit(p, route, client, req);
+                Some(PolicyCheck::new(p, key).with_limit(tier))
             })
             .collect();
         if let Some(cache) = &self.cache {
@@ -287,24 +331,35 @@ impl Limiter {
                 };
             }
             for (i, check) in checks.iter().enumerate() {
-                if check.policy.mode != Mode::Enforce {
+                // Concurrency rejections are never cached (a slot may free at any moment).
+                if check.policy.mode != Mode::Enforce
+                    || check.policy.algorithm == Algorithm::Concurrency
+                {
                     continue;
                 }
-                if let Some(hit) = cache.limited(check.key) {
+                if let Some(hit) = cache.limited(check.key, req.cost) {
                     return self.cached_rejection(route, i, hit);
                 }
             }
         }
+        let lease = if route
+            .policies
+            .iter()
+            .any(|p| p.algorithm == Algorithm::Concurrency)
+        {
+            self.lease_ids.next()
+        } else {
+            String::new()
+        };
         let request = CheckRequest {
-            client: &client.key,
-            checks: &checks,
-            cost: 1,
+            lease: &lease,
+            ..CheckRequest::new(&client.key, &checks, req.cost)
         };
 
         let primary = match self.call_store(&request).await {
             Ok(decision) => {
                 self.remember(&request, &decision);
-                self.verdict(route, decision)
+                self.verdict(route, decision, &request, DecidedBy::Store)
             }
             Err(e) => Err(e),
         };
@@ -322,7 +377,7 @@ impl Limiter {
                 }
                 let fallback = timed(&self.fallback_duration, self.fallback.check(&request))
                     .await
-                    .and_then(|d| self.verdict(route, d));
+                    .and_then(|d| self.verdict(route, d, &request, DecidedBy::Fallback));
                 fallback.unwrap_or_else(|e| {
                     // The fallback only fails when full of clients at their limit; failing open
                     // keeps serving everyone else rather than refusing new clients.
@@ -331,6 +386,17 @@ impl Limiter {
                     Verdict::Unlimited
                 })
             }
+        }
+    }
+
+    /// Where an admission settles: the store that decided.
+    fn settler(&self, by: DecidedBy) -> Settler {
+        Settler {
+            store: match by {
+                DecidedBy::Store => StoreRef::Primary(self.store.clone()),
+                DecidedBy::Fallback => StoreRef::Fallback(self.fallback.clone()),
+            },
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -345,11 +411,7 @@ impl Limiter {
                 };
             }
         }
-        let request = CheckRequest {
-            client: &client.key,
-            checks: &[],
-            cost: 1,
-        };
+        let request = CheckRequest::new(&client.key, &[], 1);
         match self.call_store(&request).await {
             Ok(decision) => {
                 self.remember(&request, &decision);
@@ -383,7 +445,7 @@ impl Limiter {
             return Err(StoreError::Unavailable("circuit open".into()));
         }
         // A known-dead connection fails at once instead of queueing behind a reconnect.
-        let down = match &self.store {
+        let down = match &*self.store {
             AnyStore::Redis(r) => !r.is_connected(),
             AnyStore::Memory(_) => false,
         };
@@ -433,7 +495,15 @@ impl Limiter {
                 if let (Some(check), Some(state)) =
                     (request.checks.get(policy), d.states.get(policy))
                 {
-                    cache.insert_limited(check.key, *state, d.now_ms);
+                    // A concurrency slot may free at any moment: never answered from the cache.
+                    // A policy with `block_for` blocked the client, and the block is cached
+                    // below; once it ends, the store must see the next rejection so that it
+                    // blocks (and escalates) again, which a cached rejection would skip.
+                    if check.policy.algorithm != Algorithm::Concurrency
+                        && check.policy.block_for.is_none()
+                    {
+                        cache.insert_limited(check.key, *state, d.now_ms, request.cost);
+                    }
                 }
                 if let Some((_, ms)) = d.blocked_now {
                     cache.insert_block(request.client, Duration::from_millis(ms));
@@ -452,8 +522,9 @@ impl Limiter {
             .with_label_values(&[&policy.name])
             .inc();
         Verdict::Limited {
-            retry_after_s: retry_secs(hit.state.retry_after_ms),
+            retry_after_s: with_jitter(retry_secs(hit.state.retry_after_ms), &policy),
             blocked_for_s: None,
+            blocked_by: None,
             report: RateReport {
                 entries: vec![ReportEntry {
                     policy: policy.clone(),
@@ -475,8 +546,15 @@ impl Limiter {
     }
 
     /// Map a store decision to the verdict; a decision that does not fit the route is a protocol
-    /// error (handled like any store failure).
-    fn verdict(&self, route: &Route, d: Decision) -> Result<Verdict, StoreError> {
+    /// error (handled like any store failure). `by` is the store that decided, where the
+    /// admission of an admitted request settles.
+    fn verdict(
+        &self,
+        route: &Route,
+        d: Decision,
+        request: &CheckRequest<'_>,
+        by: DecidedBy,
+    ) -> Result<Verdict, StoreError> {
         if let Outcome::Blocked { ttl_ms } = d.outcome {
             return Ok(Verdict::Blocked {
                 retry_after_s: retry_secs(ttl_ms),
@@ -513,10 +591,19 @@ impl Limiter {
                         "rejecting policy {policy} out of range"
                     )));
                 };
+                let blocked = d
+                    .blocked_now
+                    .and_then(|(i, ms)| Some((route.policies.get(i)?.clone(), retry_secs(ms))));
+                let mut retry = retry_secs(rejecting.state.retry_after_ms);
+                // Coming back before the block ends would only meet the block.
+                if let Some((_, secs)) = &blocked {
+                    retry = retry.max(*secs);
+                }
                 Ok(Verdict::Limited {
                     policy: rejecting.policy.clone(),
-                    retry_after_s: retry_secs(rejecting.state.retry_after_ms),
-                    blocked_for_s: d.blocked_now.map(|(_, ms)| retry_secs(ms)),
+                    retry_after_s: with_jitter(retry, &rejecting.policy),
+                    blocked_for_s: blocked.as_ref().map(|(_, s)| *s),
+                    blocked_by: blocked.map(|(p, _)| p),
                     report: RateReport {
                         entries,
                         reported: policy,
@@ -525,6 +612,7 @@ impl Limiter {
                 })
             }
             Outcome::Allowed | Outcome::Blocked { .. } => {
+                let admission = admission_of(request, &entries, || self.settler(by));
                 let reported = least_remaining(&entries);
                 let shadow: Vec<usize> = entries
                     .iter()
@@ -538,9 +626,13 @@ impl Limiter {
                     now_ms: d.now_ms,
                 };
                 Ok(if shadow.is_empty() {
-                    Verdict::Allowed(report)
+                    Verdict::Allowed { report, admission }
                 } else {
-                    Verdict::ShadowLimited { report, shadow }
+                    Verdict::ShadowLimited {
+                        report,
+                        shadow,
+                        admission,
+                    }
                 })
             }
         }
@@ -576,7 +668,8 @@ impl Limiter {
     ) -> Result<LimitStatus, LimiterError> {
         let mut key = String::new();
         policy::build_client_key(&mut key, policy, client)?;
-        Ok(self.store.limit_status(policy, &key).await?)
+        let check = PolicyCheck::new(policy, &key).with_limit(client_tier(policy, client));
+        Ok(self.store.limit_status(&check).await?)
     }
 
     /// Recent events recorded by the store, newest first.
@@ -593,16 +686,54 @@ impl Limiter {
     pub async fn reset_limit(&self, policy: &Policy, client: &str) -> Result<bool, LimiterError> {
         let mut key = String::new();
         policy::build_client_key(&mut key, policy, client)?;
-        let local = self
-            .fallback
-            .reset_limit(policy, &key)
-            .await
-            .unwrap_or(false);
+        let check = PolicyCheck::new(policy, &key).with_limit(client_tier(policy, client));
+        let local = self.fallback.reset_limit(&check).await.unwrap_or(false);
         if let Some(cache) = &self.cache {
             cache.invalidate(&Invalidation::Reset(key.clone()));
         }
-        Ok(self.store.reset_limit(policy, &key).await? || local)
+        Ok(self.store.reset_limit(&check).await? || local)
     }
+}
+
+/// The tier of client key `client` on an IP-keyed policy (the admin API addresses counters by
+/// client).
+fn client_tier(policy: &Policy, client: &str) -> Option<u64> {
+    match policy.key.as_slice() {
+        [KeyPart::Ip] => policy.overrides.get(client),
+        _ => None,
+    }
+}
+
+/// What an admitted request owes: the count-by-response policies that admitted it, and the
+/// concurrency slots it took (a shadow concurrency policy that would reject took none).
+fn admission_of(
+    request: &CheckRequest<'_>,
+    entries: &[ReportEntry],
+    settler: impl FnOnce() -> Settler,
+) -> Option<Admission> {
+    let owes = |c: &PolicyCheck<'_>| c.deferred || c.policy.algorithm == Algorithm::Concurrency;
+    if !request.checks.iter().any(owes) {
+        return None;
+    }
+    let mut deferred = Vec::new();
+    let mut leased = Vec::new();
+    for (check, entry) in request.checks.iter().zip(entries) {
+        if !owes(check) || !entry.state.allowed {
+            continue;
+        }
+        let held = Held {
+            policy: entry.policy.clone(),
+            key: check.key.into(),
+            limit: (check.limit != check.policy.limit).then_some(check.limit),
+        };
+        if check.policy.algorithm == Algorithm::Concurrency {
+            leased.push(held);
+        } else {
+            deferred.push(held);
+        }
+    }
+    let lease = (!leased.is_empty()).then(|| (request.lease.to_owned(), leased));
+    Admission::new(settler(), request.cost, deferred, lease)
 }
 
 /// The entry reported in X-RateLimit-*: least remaining among enforce policies (among all when
@@ -631,7 +762,9 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::compiled::{Algorithm, KeyPart, PathMatch, StoreKind, Target};
+    use crate::config::compiled::{
+        Algorithm, CountOn, KeyPart, Overrides, PathMatch, StoreKind, Target,
+    };
 
     const T0: u64 = 1_700_006_400_000;
 
@@ -648,15 +781,9 @@ mod tests {
 
     fn policy(name: &str, limit: u64, mode: Mode, block_for: Option<u64>) -> Arc<Policy> {
         Arc::new(Policy {
-            name: Arc::from(name),
-            algorithm: Algorithm::FixedWindow,
-            limit,
-            window: Duration::from_secs(10),
-            burst: limit,
-            key: vec![KeyPart::Ip],
             block_for: block_for.map(Duration::from_millis),
             mode,
-            index: 0,
+            ..Policy::new(name, Algorithm::FixedWindow, limit, Duration::from_secs(10))
         })
     }
 
@@ -672,6 +799,7 @@ mod tests {
             },
             policies,
             strip_prefix: false,
+            cost: Default::default(),
             index: 0,
         }
     }
@@ -712,6 +840,7 @@ mod tests {
             method: &Method::GET,
             path: "/x",
             headers: &headers,
+            cost: 1,
         };
         f.limiter.check(route, &client(ip), req).await
     }
@@ -733,13 +862,13 @@ mod tests {
             policy("shadow", 1, Mode::Shadow, None),
             policy("narrow", 3, Mode::Enforce, None),
         ]);
-        let Verdict::Allowed(report) = check(&f, &r, "1.1.1.1").await else {
+        let Verdict::Allowed { report, .. } = check(&f, &r, "1.1.1.1").await else {
             panic!("allowed expected")
         };
         assert_eq!(report.reported, 2);
         assert_eq!(report.entries[2].state.remaining, 2);
         assert_eq!(report.now_ms, T0);
-        let Verdict::ShadowLimited { report, shadow } = check(&f, &r, "1.1.1.1").await else {
+        let Verdict::ShadowLimited { report, shadow, .. } = check(&f, &r, "1.1.1.1").await else {
             panic!("shadow limited expected")
         };
         assert_eq!(shadow, vec![1]);
@@ -761,7 +890,7 @@ mod tests {
         ]);
         assert!(matches!(
             check(&f, &r, "1.1.1.1").await,
-            Verdict::Allowed(_)
+            Verdict::Allowed { .. }
         ));
         f.clock.advance_ms(1);
         match check(&f, &r, "1.1.1.1").await {
@@ -770,12 +899,14 @@ mod tests {
                 policy,
                 retry_after_s,
                 blocked_for_s,
+                blocked_by,
             } => {
                 assert_eq!(&*policy.name, "login");
                 assert_eq!(report.reported, 1);
-                // 9999 ms left in the window.
-                assert_eq!(retry_after_s, 10);
+                // 9999 ms left in the window, but the block (91 s) outlasts it.
+                assert_eq!(retry_after_s, 91);
                 assert_eq!(blocked_for_s, Some(91));
+                assert_eq!(blocked_by.map(|p| p.name.to_string()), Some("login".into()));
             }
             v => panic!("limited expected, got {v:?}"),
         }
@@ -787,18 +918,21 @@ mod tests {
         assert!(f.limiter.unblock("1.1.1.1").await.unwrap());
         assert!(matches!(
             check(&f, &r, "1.1.1.1").await,
-            Verdict::Allowed(_)
+            Verdict::Allowed { .. }
         ));
         assert!(matches!(
             check(&f, &r, "2.2.2.2").await,
-            Verdict::Allowed(_)
+            Verdict::Allowed { .. }
         ));
     }
 
     /// A store of one entry is full once its only client is at its limit: every new client then
     /// gets `StoreError::Capacity`, which exercises `on_error`.
     async fn fill(f: &Fixture, r: &Route) {
-        assert!(matches!(check(f, r, "1.1.1.1").await, Verdict::Allowed(_)));
+        assert!(matches!(
+            check(f, r, "1.1.1.1").await,
+            Verdict::Allowed { .. }
+        ));
     }
 
     #[tokio::test]
@@ -826,7 +960,7 @@ mod tests {
         fill(&f, &r).await;
         assert!(matches!(
             check(&f, &r, "2.2.2.2").await,
-            Verdict::Allowed(_)
+            Verdict::Allowed { .. }
         ));
         assert_eq!(f.metrics.store_fallback_active.get(), 1);
         // The fallback enforces limits of its own.
@@ -839,6 +973,52 @@ mod tests {
             Verdict::Limited { .. }
         ));
         assert_eq!(f.metrics.store_fallback_active.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn tiers_and_count_by_response() {
+        let f = fixture(100, OnError::Deny);
+        let login = Arc::new(Policy {
+            count: CountOn::Statuses(vec![401].into()),
+            overrides: Overrides::new([("1.1.1.1".to_string(), 3)]),
+            ..Policy::new("login", Algorithm::FixedWindow, 1, Duration::from_secs(10))
+        });
+        let r = route(vec![login.clone()]);
+        let settle = |v: Verdict| match v {
+            Verdict::Allowed { report, admission } => (report, admission),
+            other => panic!("allowed expected, got {other:?}"),
+        };
+        // 1.1.1.1 has a tier of 3; nothing is charged at admission.
+        let (report, admission) = settle(check(&f, &r, "1.1.1.1").await);
+        assert_eq!(report.entries[0].state.limit, 3);
+        // A 200 is not counted.
+        assert!(admission.expect("owes a charge").respond(200).is_none());
+        for _ in 0..3 {
+            let (_, admission) = settle(check(&f, &r, "1.1.1.1").await);
+            assert!(admission.expect("owes a charge").respond(401).is_none());
+            // The charge runs in a task of its own.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(
+            f.limiter
+                .limit_status(&login, "1.1.1.1")
+                .await
+                .unwrap()
+                .count,
+            3
+        );
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Limited { .. }
+        ));
+        // Another client has the default limit of 1.
+        let (report, _) = settle(check(&f, &r, "2.2.2.2").await);
+        assert_eq!(report.entries[0].state.limit, 1);
+        // Plain policies owe nothing: no admission at all.
+        let plain = route(vec![policy("plain", 5, Mode::Enforce, None)]);
+        assert!(settle(check(&f, &plain, "1.1.1.1").await).1.is_none());
     }
 
     #[tokio::test]
@@ -867,15 +1047,9 @@ mod tests {
             Verdict::Blocked { retry_after_s: 2 }
         ));
         let by_path = Policy {
-            name: Arc::from("by_path"),
-            algorithm: Algorithm::FixedWindow,
-            limit: 1,
-            window: Duration::from_secs(1),
-            burst: 1,
             key: vec![KeyPart::Path],
-            block_for: None,
-            mode: Mode::Enforce,
             index: 1,
+            ..Policy::new("by_path", Algorithm::FixedWindow, 1, Duration::from_secs(1))
         };
         assert!(matches!(
             f.limiter.limit_status(&by_path, "1.1.1.1").await,

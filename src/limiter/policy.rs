@@ -37,6 +37,30 @@ pub fn build_key(
     }
 }
 
+/// The tier override of `policy` for this request: looked up by the value of the policy's single
+/// key component (the client key, the header value, the path, the method or the route name). A
+/// header-keyed request without the header has no value, so it gets the default limit.
+pub fn override_limit(
+    policy: &Policy,
+    route: &Route,
+    client: &ClientId,
+    req: RequestView<'_>,
+) -> Option<u64> {
+    if policy.overrides.is_empty() {
+        return None;
+    }
+    let value: &str = match policy.key.as_slice() {
+        [KeyPart::Ip] => &client.key,
+        [KeyPart::Header(name)] => std::str::from_utf8(header_identity(req.headers, name)?).ok()?,
+        [KeyPart::Path] => req.path,
+        [KeyPart::Method] => req.method.as_str(),
+        [KeyPart::Route] => &route.name,
+        // Validation allows overrides on one non-global component only.
+        _ => return None,
+    };
+    policy.overrides.get(value)
+}
+
 /// The header value that identifies the client, or `None` to fall back to the client key: when the
 /// header is absent, empty, not UTF-8, or sent more than once. A repeated header is ambiguous (the
 /// upstream may read either copy), and keying on the whole list would let a client mint a fresh
@@ -96,19 +120,17 @@ mod tests {
     use http::{HeaderName, HeaderValue, Method, StatusCode};
 
     use super::*;
-    use crate::config::compiled::{Algorithm, Mode, PathMatch, Target};
+    use crate::config::compiled::{Algorithm, PathMatch, Target};
 
     fn policy(name: &str, key: Vec<KeyPart>) -> Policy {
         Policy {
-            name: Arc::from(name),
-            algorithm: Algorithm::FixedWindow,
-            limit: 10,
-            window: std::time::Duration::from_secs(1),
-            burst: 10,
             key,
-            block_for: None,
-            mode: Mode::Enforce,
-            index: 0,
+            ..Policy::new(
+                name,
+                Algorithm::FixedWindow,
+                10,
+                std::time::Duration::from_secs(1),
+            )
         }
     }
 
@@ -124,6 +146,7 @@ mod tests {
             },
             policies: vec![],
             strip_prefix: false,
+            cost: Default::default(),
             index: 0,
         }
     }
@@ -141,6 +164,7 @@ mod tests {
             method,
             path,
             headers,
+            cost: 1,
         };
         build_key(&mut out, p, &route(), c, req);
         out

@@ -13,11 +13,11 @@ use hyper::body::Incoming;
 use super::access::{self, AccessDecision};
 use super::body::GatewayBody;
 use super::response::{self, GatewayError};
-use super::{client_ip, headers, path, route};
+use super::{client_ip, cost, headers, path, route};
 use crate::alerts::{Alert, Alerter};
-use crate::config::compiled::{Mode, Route, Target, Upstream};
+use crate::config::compiled::{Route, Target, Upstream};
 use crate::config::{Config, Live};
-use crate::limiter::{ClientId, Limiter, RateReport, RequestView, Verdict};
+use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{Decision, Metrics};
 use crate::proxy::upstream::UpstreamPool;
 
@@ -146,6 +146,8 @@ impl Gateway {
                     method: req.method(),
                     path: &normalized,
                     headers: req.headers(),
+                    // Allow-listed clients are never limited, so only here is the cost read.
+                    cost: cost::of(&route.cost, req.headers())?,
                 };
                 let verdict = self.limiter.check(route, &id, view).await;
                 self.note_rejection(config, &id.key, &verdict);
@@ -153,10 +155,14 @@ impl Gateway {
             }
         };
 
-        let (report, decision) = match verdict {
-            Verdict::Unlimited => (None, Decision::Allowed),
-            Verdict::Allowed(report) => (Some(report), Decision::Allowed),
-            Verdict::ShadowLimited { report, .. } => (Some(report), Decision::ShadowLimited),
+        // `admission`: what the request owes the store once answered (count-by-response charges,
+        // a concurrency lease); dropping it unanswered releases the lease.
+        let (report, decision, admission) = match verdict {
+            Verdict::Unlimited => (None, Decision::Allowed, None),
+            Verdict::Allowed { report, admission } => (Some(report), Decision::Allowed, admission),
+            Verdict::ShadowLimited {
+                report, admission, ..
+            } => (Some(report), Decision::ShadowLimited, admission),
             Verdict::Limited {
                 report,
                 policy,
@@ -164,7 +170,8 @@ impl Gateway {
                 ..
             } => {
                 record.decision = Some(Decision::Limited);
-                let mut resp = response::rate_limited(&policy.name, retry_after_s);
+                let violated = report.violated();
+                let mut resp = response::rate_limited(&policy.name, &violated, retry_after_s);
                 headers::apply_rate_headers(resp.headers_mut(), &report);
                 return Ok(resp);
             }
@@ -181,6 +188,9 @@ impl Gateway {
         record.decision = Some(decision);
 
         let normalized = normalized.into_owned();
+        // Whether the response is the upstream's (or the route's own): gateway errors are not
+        // answers a count-by-response policy counts.
+        let mut answered = true;
         let mut resp = match &route.target {
             Target::Respond { status, body } => {
                 let mut resp = Response::new(GatewayBody::full(body.clone()));
@@ -204,13 +214,21 @@ impl Gateway {
                     Ok(resp) => resp,
                     // The rate-limit headers belong on every response of a limited route,
                     // gateway errors included.
-                    Err(err) => err.into_response(),
+                    Err(err) => {
+                        answered = false;
+                        err.into_response()
+                    }
                 }
             }
         };
         if let Some(report) = &report {
             headers::strip_rate_headers(resp.headers_mut());
             headers::apply_rate_headers(resp.headers_mut(), report);
+        }
+        if let Some(admission) = admission.filter(|_| answered) {
+            if let Some(lease) = admission.respond(resp.status().as_u16()) {
+                resp = resp.map(|body| GatewayBody::leased(body, lease));
+            }
         }
         Ok(resp)
     }
@@ -220,10 +238,10 @@ impl Gateway {
     fn note_rejection(&self, config: &Config, client: &str, verdict: &Verdict) {
         let blocked_for = match verdict {
             Verdict::Limited {
-                report,
                 blocked_for_s,
+                blocked_by,
                 ..
-            } => blocked_for_s.map(|s| (blocking_policy(report), s)),
+            } => blocked_for_s.map(|s| (blocked_by.as_deref().map(|p| &*p.name), s)),
             Verdict::Blocked { .. } => None,
             _ => return,
         };
@@ -277,24 +295,6 @@ impl Gateway {
         headers::remove_hop_by_hop(resp.headers_mut());
         Ok(resp.map(GatewayBody::upstream))
     }
-}
-
-/// The policy whose `block_for` applies when a rejection blocks: the longest `block_for` among the
-/// rejecting enforce policies, the first in route order on a tie (the store's rule).
-fn blocking_policy(report: &RateReport) -> Option<&str> {
-    let mut best: Option<(&str, std::time::Duration)> = None;
-    for e in &report.entries {
-        let p = &e.policy;
-        if e.state.allowed || p.mode != Mode::Enforce {
-            continue;
-        }
-        if let Some(d) = p.block_for {
-            if !matches!(best, Some((_, b)) if b >= d) {
-                best = Some((&p.name, d));
-            }
-        }
-    }
-    best.map(|(name, _)| name)
 }
 
 struct Forward<'a> {

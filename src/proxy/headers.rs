@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
+use crate::config::compiled::Algorithm;
 use crate::limiter::RateReport;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -221,8 +222,13 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
             push_sf_string(b, &e.policy.name);
             b.extend_from_slice(b";q=");
             push_sf_integer(b, e.state.limit);
-            b.extend_from_slice(b";w=");
-            push_sf_integer(b, e.policy.window_ms().div_ceil(1000).max(1));
+            if e.policy.algorithm == Algorithm::Concurrency {
+                // A quota of requests in flight has no window.
+                b.extend_from_slice(b";qu=\"concurrent-requests\"");
+            } else {
+                b.extend_from_slice(b";w=");
+                push_sf_integer(b, e.policy.window_ms().div_ceil(1000).max(1));
+            }
         }
     });
     let rl = span(&mut buf, |b| {
@@ -233,8 +239,11 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
             push_sf_string(b, &e.policy.name);
             b.extend_from_slice(b";r=");
             push_sf_integer(b, e.state.remaining);
-            b.extend_from_slice(b";t=");
-            push_sf_integer(b, e.state.reset_ms.div_ceil(1000));
+            // Free slots come back on release, not after a time.
+            if e.policy.algorithm != Algorithm::Concurrency {
+                b.extend_from_slice(b";t=");
+                push_sf_integer(b, e.state.reset_ms.div_ceil(1000));
+            }
         }
     });
 
@@ -350,7 +359,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::compiled::{Algorithm, KeyPart, Mode, Policy};
+    use crate::config::compiled::{Algorithm, Policy};
     use crate::limiter::ReportEntry;
     use crate::store::PolicyState;
 
@@ -558,17 +567,7 @@ mod tests {
     // ---- rate-limit headers ----
 
     fn policy(name: &str, limit: u64, window: Duration) -> Arc<Policy> {
-        Arc::new(Policy {
-            name: name.into(),
-            algorithm: Algorithm::SlidingWindow,
-            limit,
-            window,
-            burst: limit,
-            key: vec![KeyPart::Ip],
-            block_for: None,
-            mode: Mode::Enforce,
-            index: 0,
-        })
+        Arc::new(Policy::new(name, Algorithm::SlidingWindow, limit, window))
     }
 
     fn entry(p: &Arc<Policy>, remaining: u64, reset_ms: u64) -> ReportEntry {
@@ -601,6 +600,35 @@ mod tests {
         assert_eq!(one(&h, "x-ratelimit-policy"), Some("auth"));
         assert_eq!(one(&h, "ratelimit-policy"), Some("\"auth\";q=30;w=60"));
         assert_eq!(one(&h, "ratelimit"), Some("\"auth\";r=12;t=17"));
+    }
+
+    #[test]
+    fn concurrency_uses_the_concurrent_requests_form() {
+        let conc = Arc::new(Policy::new(
+            "conc",
+            Algorithm::Concurrency,
+            3,
+            Duration::from_secs(60),
+        ));
+        let auth = policy("auth", 30, Duration::from_secs(60));
+        let report = RateReport {
+            entries: vec![entry(&conc, 2, 0), entry(&auth, 12, 16_001)],
+            reported: 0,
+            now_ms: 1_763_999_983_500,
+        };
+        let mut h = HeaderMap::new();
+        apply_rate_headers(&mut h, &report);
+        assert_eq!(
+            one(&h, "ratelimit-policy"),
+            Some("\"conc\";q=3;qu=\"concurrent-requests\", \"auth\";q=30;w=60")
+        );
+        assert_eq!(
+            one(&h, "ratelimit"),
+            Some("\"conc\";r=2, \"auth\";r=12;t=17")
+        );
+        assert_eq!(one(&h, "x-ratelimit-remaining"), Some("2"));
+        // Nothing to wait for: Reset is now.
+        assert_eq!(one(&h, "x-ratelimit-reset"), Some("1763999984"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod body;
 pub mod client_ip;
+pub mod cost;
 pub mod handler;
 pub mod headers;
 pub mod path;

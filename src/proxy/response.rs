@@ -1,12 +1,19 @@
 //! Every answer the gateway writes itself, from one place: errors map to a status and a small
-//! JSON body that never carries internals (no upstream addresses, no error chains).
+//! JSON body that never carries internals (no upstream addresses, no error chains). Rejections
+//! (429) are RFC 9457 problem details (`application/problem+json`) of type
+//! [`QUOTA_EXCEEDED`], which also carry the members earlier clients read (`error`, `policy`,
+//! `retry_after`, `message`).
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use super::body::GatewayBody;
+use super::cost::BadCost;
 use crate::metrics::Decision;
+
+/// The problem type of every 429 (IANA HTTP Problem Types registry).
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
 /// What went wrong on the request path, as the client may learn it.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,8 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("upstream request could not be built: {0}")]
     UpstreamRequest(String),
+    #[error(transparent)]
+    BadCost(#[from] BadCost),
 }
 
 impl GatewayError {
@@ -37,6 +46,7 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRequest(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::BadCost(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -49,6 +59,7 @@ impl GatewayError {
             GatewayError::Forbidden => "forbidden",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamRequest(_) => "bad_gateway",
             GatewayError::UpstreamTimeout => "gateway_timeout",
+            GatewayError::BadCost(_) => "invalid_cost",
         }
     }
 
@@ -57,6 +68,8 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => Some(Decision::NoRoute),
             GatewayError::Forbidden => Some(Decision::Denied),
+            // Refused by the route's cost rule before any limit was consulted.
+            GatewayError::BadCost(_) => Some(Decision::Denied),
             _ => None,
         }
     }
@@ -71,15 +84,21 @@ impl GatewayError {
                 "The upstream service could not be reached."
             }
             GatewayError::UpstreamTimeout => "The upstream service did not answer in time.",
+            GatewayError::BadCost(_) => "The request cost header is invalid.",
         }
     }
 
     pub fn into_response(self) -> Response<GatewayBody> {
+        // The cost error names the header and the range the client must use.
+        let detail = match &self {
+            GatewayError::BadCost(e) => Some(format!("{e}.")),
+            _ => None,
+        };
         json(
             self.status(),
             &ErrorBody {
                 error: self.code(),
-                message: self.message(),
+                message: detail.as_deref().unwrap_or(self.message()),
                 policy: None,
                 retry_after: None,
             },
@@ -98,34 +117,68 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
-/// 429 for a request over a policy's limit.
-pub fn rate_limited(policy: &str, retry_after_s: u64) -> Response<GatewayBody> {
+/// An RFC 9457 problem for a 429, with the members of the gateway's other JSON errors.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    #[serde(rename = "violated-policies", skip_serializing_if = "Option::is_none")]
+    violated_policies: Option<&'a [&'a str]>,
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    retry_after: u64,
+    message: &'a str,
+}
+
+/// 429 for a request over a policy's limit: `policy` is the one reported, `violated` every
+/// enforce policy that rejected (in route order).
+pub fn rate_limited(policy: &str, violated: &[&str], retry_after_s: u64) -> Response<GatewayBody> {
     let message = format!("Rate limit exceeded for policy '{policy}'. Retry in {retry_after_s} s.");
-    json(
-        StatusCode::TOO_MANY_REQUESTS,
-        &ErrorBody {
-            error: "rate_limited",
-            policy: Some(policy),
-            retry_after: Some(retry_after_s),
-            message: &message,
-        },
-        Some(retry_after_s),
-    )
+    problem(&Problem {
+        kind: QUOTA_EXCEEDED,
+        title: "Too many requests",
+        status: 429,
+        detail: &message,
+        violated_policies: Some(violated),
+        error: "rate_limited",
+        policy: Some(policy),
+        retry_after: retry_after_s,
+        message: &message,
+    })
 }
 
 /// 429 for a client that is temporarily blocked.
 pub fn blocked(retry_after_s: u64) -> Response<GatewayBody> {
     let message = format!("This client is temporarily blocked. Retry in {retry_after_s} s.");
-    json(
-        StatusCode::TOO_MANY_REQUESTS,
-        &ErrorBody {
-            error: "blocked",
-            policy: None,
-            retry_after: Some(retry_after_s),
-            message: &message,
-        },
-        Some(retry_after_s),
-    )
+    problem(&Problem {
+        kind: QUOTA_EXCEEDED,
+        title: "Client temporarily blocked",
+        status: 429,
+        detail: &message,
+        violated_policies: None,
+        error: "blocked",
+        policy: None,
+        retry_after: retry_after_s,
+        message: &message,
+    })
+}
+
+fn problem(body: &Problem<'_>) -> Response<GatewayBody> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    let mut resp = Response::new(GatewayBody::full(bytes));
+    *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = resp.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(RETRY_AFTER, HeaderValue::from(body.retry_after));
+    resp
 }
 
 /// 503 when the store is unavailable and `on_error = "deny"`.
@@ -173,13 +226,50 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limited_body_and_headers() {
-        let resp = rate_limited("auth", 17);
+        let resp = rate_limited("auth", &["auth", "global"], 17);
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()[RETRY_AFTER], "17");
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
         let v = body_json(resp).await;
+        assert_eq!(v["type"], QUOTA_EXCEEDED);
+        assert_eq!(v["status"], 429);
+        assert_eq!(v["title"], "Too many requests");
+        assert_eq!(
+            v["violated-policies"],
+            serde_json::json!(["auth", "global"])
+        );
         assert_eq!(v["error"], "rate_limited");
         assert_eq!(v["policy"], "auth");
         assert_eq!(v["retry_after"], 17);
+        assert_eq!(v["detail"], v["message"]);
+    }
+
+    #[tokio::test]
+    async fn blocked_is_a_problem_too() {
+        let resp = blocked(540);
+        assert_eq!(resp.headers()[RETRY_AFTER], "540");
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
+        let v = body_json(resp).await;
+        assert_eq!(v["type"], QUOTA_EXCEEDED);
+        assert_eq!(v["error"], "blocked");
+        assert_eq!(v["retry_after"], 540);
+        assert!(v.get("violated-policies").is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_cost_names_header_and_range() {
+        let e = GatewayError::from(BadCost {
+            header: "x-request-cost".into(),
+            max: 100,
+        });
+        let resp = e.into_response();
+        assert_eq!(resp.status(), 400);
+        let v = body_json(resp).await;
+        assert_eq!(v["error"], "invalid_cost");
+        assert_eq!(
+            v["message"],
+            "x-request-cost must be a whole number from 1 to 100."
+        );
     }
 
     #[tokio::test]

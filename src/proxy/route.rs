@@ -125,6 +125,7 @@ mod tests {
             },
             policies: Vec::new(),
             strip_prefix: strip,
+            cost: Default::default(),
             index: 0,
         }
     }

@@ -265,23 +265,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::compiled::{Algorithm, KeyPart, Mode, Policy};
+    use crate::config::compiled::{Algorithm, Policy};
     use crate::store::PolicyCheck;
 
     const T0: u64 = 1_700_006_400_000;
 
     fn policy(name: &str) -> Policy {
-        Policy {
-            name: Arc::from(name),
-            algorithm: Algorithm::FixedWindow,
-            limit: 1,
-            window: Duration::from_secs(1),
-            burst: 1,
-            key: vec![KeyPart::Ip],
-            block_for: None,
-            mode: Mode::Enforce,
-            index: 0,
-        }
+        Policy::new(name, Algorithm::FixedWindow, 1, Duration::from_secs(1))
     }
 
     fn decision(outcome: Outcome, blocked_now: Option<(usize, u64)>, now: u64) -> Decision {
@@ -294,15 +284,8 @@ mod tests {
     }
 
     fn reject(a: &Activity, client: &str, p: &Policy, now: u64) {
-        let checks = [PolicyCheck {
-            policy: p,
-            key: "k",
-        }];
-        let req = CheckRequest {
-            client,
-            checks: &checks,
-            cost: 1,
-        };
+        let checks = [PolicyCheck::new(p, "k")];
+        let req = CheckRequest::new(client, &checks, 1);
         a.record_check(&req, &decision(Outcome::Limited { policy: 0 }, None, now));
     }
 
@@ -388,15 +371,8 @@ mod tests {
     fn blocked_rejections_count_but_record_no_event() {
         let a = Activity::default();
         let p = policy("p");
-        let checks = [PolicyCheck {
-            policy: &p,
-            key: "k",
-        }];
-        let req = CheckRequest {
-            client: "c1",
-            checks: &checks,
-            cost: 1,
-        };
+        let checks = [PolicyCheck::new(&p, "k")];
+        let req = CheckRequest::new("c1", &checks, 1);
         for _ in 0..3 {
             a.record_check(&req, &decision(Outcome::Blocked { ttl_ms: 5 }, None, T0));
         }

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 
 use crate::config::compiled::{Algorithm, Policy};
 
-use super::PolicyState;
+use super::{PolicyCheck, PolicyState, CONCURRENCY_RETRY_MS};
 
 /// The parameters of a policy that shape its counter. Two policies with equal `Params` (and equal
 /// name) share counters across a reload.
@@ -49,14 +49,22 @@ pub struct Params {
 }
 
 impl Params {
+    /// The policy's parameters at its own limit.
     pub fn of(policy: &Policy) -> Self {
+        Self::of_check(&PolicyCheck::new(policy, ""))
+    }
+
+    /// The parameters of one check: the policy's algorithm and window with the check's limit
+    /// and burst (a tier override's).
+    pub fn of_check(check: &PolicyCheck<'_>) -> Self {
+        let policy = check.policy;
         let burst = match policy.algorithm {
-            Algorithm::TokenBucket => policy.burst,
-            _ => policy.limit,
+            Algorithm::TokenBucket => check.burst,
+            _ => check.limit,
         };
         Params {
             algorithm: policy.algorithm,
-            limit: policy.limit,
+            limit: check.limit,
             // A zero window would divide by zero; config rejects it, this keeps the math total.
             window_ms: policy.window_ms().max(1),
             burst,
@@ -146,6 +154,70 @@ pub struct TokenBucket {
     pub ts: u64,
 }
 
+/// Concurrency: the leases of the requests in flight, `(lease id, expiry)`. A lease is live while
+/// `now < expiry`. (Lua: a sorted set, member = lease id, score = expiry.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Leases {
+    held: Vec<(Box<str>, u64)>,
+}
+
+impl Leases {
+    /// Live leases at `now` and the earliest expiry among them.
+    fn live(&self, now: u64) -> (u64, Option<u64>) {
+        let mut count = 0u64;
+        let mut earliest: Option<u64> = None;
+        for &(_, expiry) in &self.held {
+            if expiry > now {
+                count += 1;
+                earliest = Some(earliest.map_or(expiry, |e| e.min(expiry)));
+            }
+        }
+        (count, earliest)
+    }
+
+    /// Drop expired leases, then record `id` until `expiry`.
+    pub fn acquire(&mut self, now: u64, id: &str, expiry: u64) {
+        self.held.retain(|(held, e)| *e > now && &**held != id);
+        self.held.push((id.into(), expiry));
+    }
+
+    /// Move a live lease's expiry; false when `id` is not held (released or reclaimed).
+    pub fn renew(&mut self, now: u64, id: &str, expiry: u64) -> bool {
+        match self
+            .held
+            .iter_mut()
+            .find(|(held, e)| &**held == id && *e > now)
+        {
+            Some((_, e)) => {
+                *e = expiry;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remove `id`; false when it was not held.
+    pub fn release(&mut self, id: &str) -> bool {
+        let before = self.held.len();
+        self.held.retain(|(held, _)| &**held != id);
+        self.held.len() != before
+    }
+
+    /// Whether any lease is live at `now` (the set is then limiting, and never evicted).
+    pub fn any_live(&self, now: u64) -> bool {
+        self.held.iter().any(|&(_, e)| e > now)
+    }
+
+    /// The latest expiry (when the whole set can be forgotten).
+    pub fn latest(&self) -> Option<u64> {
+        self.held.iter().map(|&(_, e)| e).max()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
 /// A stored counter of any algorithm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counter {
@@ -153,6 +225,7 @@ pub enum Counter {
     Sliding(SlidingWindow),
     Log(SlidingLog),
     Bucket(TokenBucket),
+    Leases(Leases),
 }
 
 /// What to write when a request is charged.
@@ -168,12 +241,28 @@ pub enum Write {
         window_ms: u64,
         units: u64,
     },
+    /// Drop expired leases and record the request's lease until `expiry` (Lua:
+    /// ZREMRANGEBYSCORE, ZADD).
+    Lease {
+        now: u64,
+        expiry: u64,
+    },
 }
 
 impl Counter {
-    /// Apply a write; `slot` is the stored entry (`None` or stale ones are replaced).
-    pub fn apply(slot: &mut Option<Counter>, write: Write) {
+    /// Apply a write; `slot` is the stored entry (`None` or stale ones are replaced). `lease` is
+    /// the request's lease id, used by `Write::Lease` only.
+    pub fn apply(slot: &mut Option<Counter>, write: Write, lease: &str) {
         match write {
+            Write::Lease { now, expiry } => {
+                if let Some(Counter::Leases(leases)) = slot {
+                    leases.acquire(now, lease, expiry);
+                } else {
+                    let mut leases = Leases::default();
+                    leases.acquire(now, lease, expiry);
+                    *slot = Some(Counter::Leases(leases));
+                }
+            }
             Write::Fixed(s) => *slot = Some(Counter::Fixed(s)),
             Write::Sliding(s) => *slot = Some(Counter::Sliding(s)),
             Write::Bucket(s) => *slot = Some(Counter::Bucket(s)),
@@ -234,7 +323,8 @@ pub fn evaluate(params: &Params, state: Option<&Counter>, now: u64, cost: u64) -
         Some(Counter::Sliding(s)) => s.start,
         Some(Counter::Log(s)) => s.newest().unwrap_or(0),
         Some(Counter::Bucket(s)) => s.ts,
-        None => 0,
+        // Lease expiries lie in the future by design; a clock step back only keeps them longer.
+        Some(Counter::Leases(_)) | None => 0,
     };
     let mut e = evaluate_at(params, state, now, cost);
     // The state of another algorithm is ignored by `evaluate_at`, so its time must not count.
@@ -244,6 +334,7 @@ pub fn evaluate(params: &Params, state: Option<&Counter>, now: u64, cost: u64) -
             | (Algorithm::SlidingWindow, Some(Counter::Sliding(_)))
             | (Algorithm::SlidingLog, Some(Counter::Log(_)))
             | (Algorithm::TokenBucket, Some(Counter::Bucket(_)))
+            | (Algorithm::Concurrency, Some(Counter::Leases(_)))
     );
     let skew = if matches {
         effective.saturating_sub(now)
@@ -300,6 +391,13 @@ fn evaluate_at(params: &Params, state: Option<&Counter>, now: u64, cost: u64) ->
                 _ => None,
             };
             token_bucket(params, s, now, cost)
+        }
+        Algorithm::Concurrency => {
+            let s = match state {
+                Some(Counter::Leases(s)) => Some(s),
+                _ => None,
+            };
+            concurrency(params, s, now, cost)
         }
     }
 }
@@ -599,6 +697,163 @@ pub fn token_bucket(p: &Params, st: Option<&TokenBucket>, now: u64, cost: u64) -
     }
 }
 
+/// The block a policy with `block_for` starts when the client has `prev` remembered offences:
+/// `block_for * multiplier^prev`, capped at `max` (multiplied step by step, so nothing overflows;
+/// Lua: the same loop). Without escalation, `block_for`.
+pub fn escalated_block(block_for_ms: u64, escalation: Option<(u64, u64)>, prev: u64) -> u64 {
+    let Some((multiplier, max_ms)) = escalation else {
+        return block_for_ms;
+    };
+    let mut d = block_for_ms;
+    let mut i = 0;
+    while i < prev && d < max_ms {
+        d = d.saturating_mul(multiplier).min(max_ms);
+        i += 1;
+    }
+    d
+}
+
+/// Concurrency: at most `limit` requests in flight. `W` is the lease duration; `cost` only says
+/// whether to acquire (`cost > 0`), a request always takes one slot.
+///
+/// ```text
+/// live    = leases with expiry > now ; earliest = least such expiry
+/// allowed = live + 1 <= limit
+/// remaining = limit - live                        (after acquiring: limit - live - 1)
+/// reset   = 0                                     (nothing to wait for: a slot frees on release)
+/// retry (rejected) = min(CONCURRENCY_RETRY_MS, earliest - now)
+/// write   = drop expired leases, add lease -> now + W; ttl = W
+/// ```
+pub fn concurrency(p: &Params, st: Option<&Leases>, now: u64, cost: u64) -> Evaluation {
+    let w = p.window_ms;
+    let (live, earliest) = st.map_or((0, None), |s| s.live(now));
+    let remaining = p.limit.saturating_sub(live);
+    if live.saturating_add(1) > p.limit {
+        let retry = earliest.map_or(CONCURRENCY_RETRY_MS, |e| {
+            (e - now).min(CONCURRENCY_RETRY_MS)
+        });
+        return Evaluation {
+            state: PolicyState {
+                allowed: false,
+                limit: p.limit,
+                remaining,
+                reset_ms: 0,
+                retry_after_ms: retry,
+            },
+            charged: None,
+        };
+    }
+    let charged = (cost > 0).then(|| Charged {
+        state: allowed_state(p.limit, remaining - 1, 0),
+        write: Write::Lease {
+            now,
+            expiry: now + w,
+        },
+        ttl_ms: w,
+    });
+    Evaluation {
+        state: allowed_state(p.limit, remaining, 0),
+        charged,
+    }
+}
+
+/// Count by response: the write that adds `cost` units to `state` whatever the limit, and the
+/// entry's TTL after it. `None` when there is nothing to write (`cost == 0`, concurrency).
+///
+/// ```text
+/// now   = max(now, the state's latest time), skew = now - caller's now (as in `evaluate`)
+/// fixed:   write {start, count + cost},          ttl = end - now + skew
+/// sliding: write {start, prev, cur + cost},      ttl = weight + W + skew
+/// log:     add cost units at now,                ttl = W + skew
+/// bucket:  left = max(0, units - cost * W),
+///          write {left, now},                    ttl = ceil_div(C - left, limit) + skew
+/// ```
+/// where `start`, `count`, `prev`, `cur`, `weight` and `units` are computed exactly as the
+/// evaluation of the same algorithm computes them.
+pub fn charge(p: &Params, state: Option<&Counter>, now0: u64, cost: u64) -> Option<(Write, u64)> {
+    if cost == 0 {
+        return None;
+    }
+    let w = p.window_ms;
+    match (p.algorithm, state) {
+        (Algorithm::FixedWindow, st) => {
+            let st = match st {
+                Some(Counter::Fixed(s)) => Some(s),
+                _ => None,
+            };
+            let now = st.map_or(now0, |s| now0.max(s.start));
+            let start = now - now % w;
+            let count = match st {
+                Some(s) if s.start == start => s.count,
+                _ => 0,
+            };
+            let write = Write::Fixed(FixedWindow {
+                start,
+                count: count.saturating_add(cost),
+            });
+            Some((write, start + w - now + (now - now0)))
+        }
+        (Algorithm::SlidingWindow, st) => {
+            let st = match st {
+                Some(Counter::Sliding(s)) => Some(s),
+                _ => None,
+            };
+            let now = st.map_or(now0, |s| now0.max(s.start));
+            let start = now - now % w;
+            let (prev, cur) = match st {
+                Some(s) if s.start == start => (s.prev, s.cur),
+                Some(s) if s.start.saturating_add(w) == start => (s.cur, 0),
+                _ => (0, 0),
+            };
+            let weight = w - (now - start);
+            let write = Write::Sliding(SlidingWindow {
+                start,
+                prev,
+                cur: cur.saturating_add(cost),
+            });
+            Some((write, weight + w + (now - now0)))
+        }
+        (Algorithm::SlidingLog, st) => {
+            let newest = match st {
+                Some(Counter::Log(s)) => s.newest(),
+                _ => None,
+            };
+            let now = newest.map_or(now0, |n| now0.max(n));
+            let write = Write::LogAppend {
+                now,
+                window_ms: w,
+                units: cost,
+            };
+            Some((write, w + (now - now0)))
+        }
+        (Algorithm::TokenBucket, st) => {
+            let rate = p.limit.max(1);
+            let cap = p.burst.saturating_mul(w);
+            let (now, units) = match st {
+                Some(Counter::Bucket(s)) => {
+                    let now = now0.max(s.ts);
+                    let have = s.units.min(cap);
+                    let refill = (now - s.ts).saturating_mul(rate);
+                    let units = if refill >= cap - have {
+                        cap
+                    } else {
+                        have + refill
+                    };
+                    (now, units)
+                }
+                _ => (now0, cap),
+            };
+            let left = units.saturating_sub(cost.saturating_mul(w));
+            let write = Write::Bucket(TokenBucket {
+                units: left,
+                ts: now,
+            });
+            Some((write, ceil_div(cap - left, rate).max(1) + (now - now0)))
+        }
+        (Algorithm::Concurrency, _) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,7 +872,7 @@ mod tests {
         let e = evaluate(p, slot.as_ref(), now, cost);
         match e.charged {
             Some(c) => {
-                Counter::apply(slot, c.write);
+                Counter::apply(slot, c.write, "");
                 c.state
             }
             None => e.state,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, ManualClock};
-use crate::config::compiled::{Algorithm, KeyPart, Mode, Policy};
+use crate::config::compiled::{Algorithm, CountOn, Escalation, KeyPart, Mode, Policy};
 
 use super::{
     BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyCheck,
@@ -35,6 +35,12 @@ pub struct PolicySpec {
     pub burst: u64,
     pub mode: Mode,
     pub block_for_ms: Option<u64>,
+    /// Whether `burst` was set (a tier override then scales it).
+    pub burst_set: bool,
+    /// `(multiplier, max ms, memory ms)`.
+    pub escalation: Option<(u64, u64, u64)>,
+    /// Charged after the response (count by response) instead of by `check`.
+    pub deferred: bool,
 }
 
 impl PolicySpec {
@@ -47,11 +53,26 @@ impl PolicySpec {
             burst: limit,
             mode: Mode::Enforce,
             block_for_ms: None,
+            burst_set: false,
+            escalation: None,
+            deferred: false,
         }
     }
 
     pub fn burst(mut self, burst: u64) -> Self {
         self.burst = burst;
+        self.burst_set = true;
+        self
+    }
+
+    pub fn escalate(mut self, multiplier: u64, max_ms: u64, memory_ms: u64) -> Self {
+        self.escalation = Some((multiplier, max_ms, memory_ms));
+        self
+    }
+
+    /// Count by response (the statuses do not matter to the store).
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
         self
     }
 
@@ -65,25 +86,40 @@ impl PolicySpec {
         self
     }
 
-    /// What `PolicyState::limit` reports: the most that can ever be remaining.
-    pub fn capacity(&self) -> u64 {
+    /// What `PolicyState::limit` reports: the most that can ever be remaining (under a tier
+    /// override `limit`, when given).
+    pub fn capacity(&self, limit: Option<u64>) -> u64 {
+        let (limit, burst) = self.to_policy(0).limits_for(limit);
         match self.algorithm {
-            Algorithm::TokenBucket => self.burst,
-            _ => self.limit,
+            Algorithm::TokenBucket => burst,
+            _ => limit,
         }
     }
 
     pub fn to_policy(&self, index: usize) -> Policy {
         Policy {
-            name: Arc::from(self.name),
-            algorithm: self.algorithm,
-            limit: self.limit,
-            window: Duration::from_millis(self.window_ms),
             burst: self.burst,
+            burst_set: self.burst_set,
             key: vec![KeyPart::Ip],
             block_for: self.block_for_ms.map(Duration::from_millis),
+            escalation: self.escalation.map(|(multiplier, max, memory)| Escalation {
+                multiplier,
+                max: Duration::from_millis(max),
+                memory: Duration::from_millis(memory),
+            }),
             mode: self.mode,
+            count: if self.deferred {
+                CountOn::Errors
+            } else {
+                CountOn::Every
+            },
             index,
+            ..Policy::new(
+                self.name,
+                self.algorithm,
+                self.limit,
+                Duration::from_millis(self.window_ms),
+            )
         }
     }
 }
@@ -102,6 +138,10 @@ fn log(name: &'static str, limit: u64, window_ms: u64) -> PolicySpec {
 
 fn bucket(name: &'static str, limit: u64, window_ms: u64, burst: u64) -> PolicySpec {
     PolicySpec::new(name, Algorithm::TokenBucket, limit, window_ms).burst(burst)
+}
+
+fn conc(name: &'static str, limit: u64, lease_ms: u64) -> PolicySpec {
+    PolicySpec::new(name, Algorithm::Concurrency, limit, lease_ms)
 }
 
 /// Expected state of one policy; `limit` is taken from the policy (`PolicySpec::capacity`).
@@ -152,7 +192,26 @@ pub enum Step {
         /// (index into the vector's policies, counter key)
         checks: Vec<(usize, &'static str)>,
         cost: u64,
+        /// Tier override of each check's limit (missing entries: none).
+        limits: Vec<Option<u64>>,
+        /// The request's lease id ("" without concurrency policies).
+        lease: &'static str,
         expect: Expect,
+    },
+    /// `charge(checks, cost)` after a response (count by response).
+    Charge {
+        checks: Vec<(usize, &'static str)>,
+        cost: u64,
+    },
+    /// `renew(lease, checks)` returns `held`.
+    Renew {
+        lease: &'static str,
+        checks: Vec<(usize, &'static str)>,
+        held: u64,
+    },
+    Release {
+        lease: &'static str,
+        checks: Vec<(usize, &'static str)>,
     },
     Block {
         client: &'static str,
@@ -286,6 +345,8 @@ fn one_cost(cost: u64, exp: Exp) -> Step {
         client: "c1",
         checks: vec![(0, "k")],
         cost,
+        limits: Vec::new(),
+        lease: "",
         expect: Expect::Decided {
             outcome,
             states: vec![exp],
@@ -308,6 +369,8 @@ fn request(
         client,
         checks: checks.to_vec(),
         cost: 1,
+        limits: Vec::new(),
+        lease: "",
         expect: Expect::Decided {
             outcome,
             states: states.to_vec(),
@@ -327,6 +390,8 @@ fn request_blocking(
         client,
         checks: checks.to_vec(),
         cost: 1,
+        limits: Vec::new(),
+        lease: "",
         expect: Expect::Decided {
             outcome: Outcome::Limited { policy },
             states: states.to_vec(),
@@ -340,6 +405,8 @@ fn blocked(client: &'static str, checks: &[(usize, &'static str)], ttl_ms: u64) 
         client,
         checks: checks.to_vec(),
         cost: 1,
+        limits: Vec::new(),
+        lease: "",
         expect: Expect::Blocked { ttl_ms },
     }
 }
@@ -769,6 +836,10 @@ pub fn vectors() -> Vec<Vector> {
             ],
         },
         activity_vector(),
+        count_by_response_vector(),
+        escalation_vector(),
+        concurrency_vector(),
+        tier_vector(),
         Vector {
             name: "params_change_restarts_counter",
             policies: vec![
@@ -788,6 +859,304 @@ pub fn vectors() -> Vec<Vector> {
             ],
         },
     ]
+}
+
+/// A request with the options the plain helpers lack (cost, tier limits, lease).
+struct Req {
+    client: &'static str,
+    checks: Vec<(usize, &'static str)>,
+    cost: u64,
+    limits: Vec<Option<u64>>,
+    lease: &'static str,
+}
+
+fn req(client: &'static str, checks: &[(usize, &'static str)]) -> Req {
+    Req {
+        client,
+        checks: checks.to_vec(),
+        cost: 1,
+        limits: Vec::new(),
+        lease: "",
+    }
+}
+
+impl Req {
+    fn cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    fn limits(mut self, limits: &[Option<u64>]) -> Self {
+        self.limits = limits.to_vec();
+        self
+    }
+
+    fn lease(mut self, lease: &'static str) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    fn step(self, expect: Expect) -> Step {
+        Step::Request {
+            client: self.client,
+            checks: self.checks,
+            cost: self.cost,
+            limits: self.limits,
+            lease: self.lease,
+            expect,
+        }
+    }
+
+    fn expect(self, outcome: Outcome, states: &[Exp]) -> Step {
+        self.step(Expect::Decided {
+            outcome,
+            states: states.to_vec(),
+            blocked_now: None,
+        })
+    }
+}
+
+fn charge(checks: &[(usize, &'static str)], cost: u64) -> Step {
+    Step::Charge {
+        checks: checks.to_vec(),
+        cost,
+    }
+}
+
+/// Count by response: checked like the others, never charged by `check`; `charge` adds units
+/// whatever the limit (the token bucket clamps at empty).
+fn count_by_response_vector() -> Vector {
+    let both = &[(0, "l"), (1, "a")][..];
+    Vector {
+        name: "count_by_response",
+        policies: vec![
+            fixed("login", 3, 60_000).deferred().block_for(900_000),
+            fixed("all", 100, 60_000),
+            bucket("tb", 2, 1000, 2).deferred(),
+            log("lg", 2, 1000).deferred(),
+            sliding("sw", 2, 1000).deferred(),
+        ],
+        steps: vec![
+            // Admitted: `all` is charged, `login` is not (and reports its uncharged state).
+            request("c1", both, ALLOWED, &[ok(3, 0), ok(99, 60_000)]),
+            charge(&[(0, "l")], 1),
+            status(0, "l", 1, 3, 60_000),
+            request("c1", both, ALLOWED, &[ok(2, 60_000), ok(98, 60_000)]),
+            charge(&[(0, "l")], 2),
+            // At its limit: rejects, charges nothing, and its block_for applies.
+            request_blocking(
+                "c1",
+                both,
+                0,
+                &[no(0, 60_000, 60_000), ok(98, 60_000)],
+                (0, 900_000),
+            ),
+            blocked("c1", &[(0, "l")], 900_000),
+            // A charge past the limit is taken as is.
+            charge(&[(0, "l")], 1),
+            status(0, "l", 3, 3, 60_000),
+            adv(60_000),
+            request("c2", &[(0, "m")], ALLOWED, &[ok(3, 0)]),
+            // t=60000: the bucket is emptied (5 tokens asked, 2 there), not overdrawn.
+            charge(&[(2, "t")], 5),
+            request("c2", &[(2, "t")], limited(0), &[no(0, 1000, 500)]),
+            adv(500),
+            request("c2", &[(2, "t")], ALLOWED, &[ok(1, 500)]),
+            // t=60500: 3 units in a log of limit 2; the 2nd oldest must age out first.
+            charge(&[(3, "g")], 3),
+            request("c2", &[(3, "g")], limited(0), &[no(0, 1000, 1000)]),
+            // Sliding window: cur 3 of 2, weight 500: wait for the roll and then some.
+            charge(&[(4, "s")], 3),
+            request("c2", &[(4, "s")], limited(0), &[no(0, 1500, 1167)]),
+        ],
+    }
+}
+
+/// Escalating blocks: 1m, 10m, then capped at 1h; an admin unblock keeps the offence; only the
+/// policy whose block is applied records one; offences are forgotten `memory` after the block.
+fn escalation_vector() -> Vector {
+    const H: u64 = 3_600_000;
+    let k = &[(0, "k")][..];
+    let both = &[(0, "k3"), (1, "p3")][..];
+    Vector {
+        name: "escalating_blocks",
+        policies: vec![
+            fixed("login", 1, H)
+                .block_for(60_000)
+                .escalate(10, H, 86_400_000),
+            fixed("plain", 1, H).block_for(120_000),
+        ],
+        steps: vec![
+            request("c1", k, ALLOWED, &[ok(0, H)]),
+            request_blocking("c1", k, 0, &[no(0, H, H)], (0, 60_000)),
+            blocked("c1", k, 60_000),
+            adv(60_000),
+            request_blocking("c1", k, 0, &[no(0, H - 60_000, H - 60_000)], (0, 600_000)),
+            Step::Unblock {
+                client: "c1",
+                existed: true,
+            },
+            request_blocking("c1", k, 0, &[no(0, H - 60_000, H - 60_000)], (0, H)),
+            Step::Blocks(vec![("c1", H, "policy:login")]),
+            Step::Unblock {
+                client: "c1",
+                existed: true,
+            },
+            request_blocking("c1", k, 0, &[no(0, H - 60_000, H - 60_000)], (0, H)),
+            // Offences are per client.
+            request("c2", &[(0, "k2")], ALLOWED, &[ok(0, H - 60_000)]),
+            request_blocking(
+                "c2",
+                &[(0, "k2")],
+                0,
+                &[no(0, H - 60_000, H - 60_000)],
+                (0, 60_000),
+            ),
+            // The longer plain block wins, so `login` records no offence for c3.
+            request("c3", both, ALLOWED, &[ok(0, H - 60_000), ok(0, H - 60_000)]),
+            request_blocking(
+                "c3",
+                both,
+                0,
+                &[no(0, H - 60_000, H - 60_000), no(0, H - 60_000, H - 60_000)],
+                (1, 120_000),
+            ),
+            Step::Unblock {
+                client: "c3",
+                existed: true,
+            },
+            request_blocking(
+                "c3",
+                both,
+                0,
+                &[no(0, H - 60_000, H - 60_000), no(0, H - 60_000, H - 60_000)],
+                (1, 120_000),
+            ),
+            // c1's last block (1h from t=60000) is remembered for 24h after it ends, i.e. until
+            // t=90060000 exclusive.
+            adv(89_999_999),
+            request("c1", k, ALLOWED, &[ok(0, 3_540_001)]),
+            Step::Unblock {
+                client: "c1",
+                existed: false,
+            },
+            adv(1),
+            request_blocking("c1", k, 0, &[no(0, 3_540_000, 3_540_000)], (0, 60_000)),
+        ],
+    }
+}
+
+/// Concurrency: leases acquired by admitted requests only, released, renewed while live, never
+/// revived once expired; cost takes one slot.
+fn concurrency_vector() -> Vector {
+    let k = &[(0, "k")][..];
+    let mixed = &[(0, "k2"), (1, "f2")][..];
+    Vector {
+        name: "concurrency_leases",
+        policies: vec![conc("conc", 2, 10_000), fixed("fw", 1, 100_000)],
+        steps: vec![
+            req("c1", k).lease("a").expect(ALLOWED, &[ok(1, 0)]),
+            req("c1", k).lease("b").expect(ALLOWED, &[ok(0, 0)]),
+            req("c1", k)
+                .lease("c")
+                .expect(limited(0), &[no(0, 0, 1000)]),
+            status(0, "k", 2, 2, 0),
+            Step::Release {
+                lease: "a",
+                checks: k.to_vec(),
+            },
+            req("c1", k).lease("c").expect(ALLOWED, &[ok(0, 0)]),
+            adv(9_999),
+            Step::Renew {
+                lease: "b",
+                checks: k.to_vec(),
+                held: 1,
+            },
+            // t=10001: c (acquired at 0) has expired; b was renewed until 19999.
+            adv(2),
+            Step::Renew {
+                lease: "c",
+                checks: k.to_vec(),
+                held: 0,
+            },
+            req("c1", k).lease("d").expect(ALLOWED, &[ok(0, 0)]),
+            req("c1", k)
+                .lease("e")
+                .expect(limited(0), &[no(0, 0, 1000)]),
+            adv(9_500),
+            // The earliest lease (b) ends in 498 ms.
+            req("c1", k).lease("e").expect(limited(0), &[no(0, 0, 498)]),
+            status(0, "k", 2, 2, 0),
+            // Rejected by another policy: no slot is taken.
+            req("c2", mixed)
+                .lease("m")
+                .expect(ALLOWED, &[ok(1, 0), ok(0, 80_499)]),
+            req("c2", mixed)
+                .lease("n")
+                .expect(limited(1), &[ok(1, 0), no(0, 80_499, 80_499)]),
+            status(0, "k2", 1, 2, 0),
+            Step::Release {
+                lease: "never-held",
+                checks: mixed.to_vec(),
+            },
+            // Whatever the cost, one request is one slot.
+            req("c3", &[(0, "k3")])
+                .lease("x")
+                .cost(5)
+                .expect(ALLOWED, &[ok(1, 0)]),
+            status(0, "k3", 1, 2, 0),
+        ],
+    }
+}
+
+/// Tier overrides: another limit for this key (and its own counter); a written burst scales with
+/// the override, a defaulted one follows it.
+fn tier_vector() -> Vector {
+    let four = &[Some(4)][..];
+    Vector {
+        name: "tier_overrides",
+        policies: vec![
+            fixed("tier", 2, 1000),
+            bucket("tb", 2, 1000, 4),
+            PolicySpec::new("tbd", Algorithm::TokenBucket, 2, 1000),
+        ],
+        steps: vec![
+            req("c1", &[(0, "k")])
+                .limits(four)
+                .expect(ALLOWED, &[ok(3, 1000)]),
+            req("c1", &[(0, "k")])
+                .limits(four)
+                .expect(ALLOWED, &[ok(2, 1000)]),
+            req("c1", &[(0, "k")])
+                .limits(four)
+                .expect(ALLOWED, &[ok(1, 1000)]),
+            req("c1", &[(0, "k")])
+                .limits(four)
+                .expect(ALLOWED, &[ok(0, 1000)]),
+            req("c1", &[(0, "k")])
+                .limits(four)
+                .expect(limited(0), &[no(0, 1000, 1000)]),
+            // The default tier has a counter of its own.
+            request("c1", &[(0, "k")], ALLOWED, &[ok(1, 1000)]),
+            // burst 4 at limit 2, override 4: burst 8.
+            req("c1", &[(1, "t")])
+                .limits(four)
+                .cost(8)
+                .expect(ALLOWED, &[ok(0, 2000)]),
+            req("c1", &[(1, "t")])
+                .limits(four)
+                .expect(limited(0), &[no(0, 2000, 250)]),
+            // Defaulted burst: follows the override (4), so 5 never fits.
+            req("c1", &[(2, "d")])
+                .limits(four)
+                .cost(5)
+                .expect(limited(0), &[no(4, 0, 1000)]),
+            req("c1", &[(2, "d")])
+                .limits(four)
+                .cost(4)
+                .expect(ALLOWED, &[ok(0, 1000)]),
+        ],
+    }
 }
 
 /// Events and suspicious clients (the rules are in the `store` module docs). Times in comments
@@ -903,19 +1272,21 @@ pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualCloc
                 client,
                 checks,
                 cost,
+                limits,
+                lease,
                 expect,
             } => {
                 let checks: Vec<PolicyCheck<'_>> = checks
                     .iter()
-                    .map(|&(p, key)| PolicyCheck {
-                        policy: &policies[p],
-                        key,
+                    .enumerate()
+                    .map(|(i, &(p, key))| {
+                        PolicyCheck::new(&policies[p], key)
+                            .with_limit(limits.get(i).copied().flatten())
                     })
                     .collect();
                 let req = CheckRequest {
-                    client,
-                    checks: &checks,
-                    cost: *cost,
+                    lease,
+                    ..CheckRequest::new(client, &checks, *cost)
                 };
                 let actual = match store.check(&req).await {
                     Ok(d) => d,
@@ -924,6 +1295,29 @@ pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualCloc
                 let expected = expected_decision(vector, step, expect, clock.now_ms());
                 if actual != expected {
                     mismatch(vector, i, &expected, &actual);
+                }
+            }
+            Step::Charge { checks, cost } => {
+                let checks = plain_checks(&policies, checks);
+                if let Err(e) = store.charge(&checks, *cost).await {
+                    mismatch(vector, i, &"Ok(())", &e);
+                }
+            }
+            Step::Renew {
+                lease,
+                checks,
+                held,
+            } => {
+                let checks = plain_checks(&policies, checks);
+                let actual = store.renew(lease, &checks).await.map_err(|e| e.to_string());
+                if actual != Ok(*held) {
+                    mismatch(vector, i, &Ok::<u64, String>(*held), &actual);
+                }
+            }
+            Step::Release { lease, checks } => {
+                let checks = plain_checks(&policies, checks);
+                if let Err(e) = store.release(lease, &checks).await {
+                    mismatch(vector, i, &"Ok(())", &e);
                 }
             }
             Step::Block {
@@ -964,7 +1358,7 @@ pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualCloc
                 expect,
             } => {
                 let actual = store
-                    .limit_status(&policies[*policy], key)
+                    .limit_status(&PolicyCheck::new(&policies[*policy], key))
                     .await
                     .map_err(|e| e.to_string());
                 if actual.as_ref() != Ok(expect) {
@@ -977,7 +1371,7 @@ pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualCloc
                 existed,
             } => {
                 let actual = store
-                    .reset_limit(&policies[*policy], key)
+                    .reset_limit(&PolicyCheck::new(&policies[*policy], key))
                     .await
                     .map_err(|e| e.to_string());
                 if actual != Ok(*existed) {
@@ -1008,8 +1402,16 @@ pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualCloc
     }
 }
 
+/// Checks at the policies' own limits.
+fn plain_checks<'a>(policies: &'a [Policy], checks: &[(usize, &'a str)]) -> Vec<PolicyCheck<'a>> {
+    checks
+        .iter()
+        .map(|&(p, key)| PolicyCheck::new(&policies[p], key))
+        .collect()
+}
+
 fn expected_decision(vector: &Vector, step: &Step, expect: &Expect, now_ms: u64) -> Decision {
-    let Step::Request { checks, .. } = step else {
+    let Step::Request { checks, limits, .. } = step else {
         unreachable!("only requests have decisions")
     };
     match expect {
@@ -1028,9 +1430,10 @@ fn expected_decision(vector: &Vector, step: &Step, expect: &Expect, now_ms: u64)
             states: checks
                 .iter()
                 .zip(states)
-                .map(|(&(p, _), e)| PolicyState {
+                .enumerate()
+                .map(|(i, (&(p, _), e))| PolicyState {
                     allowed: e.allowed,
-                    limit: vector.policies[p].capacity(),
+                    limit: vector.policies[p].capacity(limits.get(i).copied().flatten()),
                     remaining: e.remaining,
                     reset_ms: e.reset_ms,
                     retry_after_ms: e.retry_after_ms,
@@ -1042,8 +1445,8 @@ fn expected_decision(vector: &Vector, step: &Step, expect: &Expect, now_ms: u64)
     }
 }
 
-/// Exact admission under contention: for every algorithm, 200 concurrent requests against one key
-/// with room for 50 admit exactly 50; and with a second policy on per-task keys listed in varying
+/// Exact admission under contention: for every algorithm (concurrency included: 50 slots, no
+/// release), 200 concurrent requests against one key with room for 50 admit exactly 50; and with a second policy on per-task keys listed in varying
 /// order (so requests lock different key sets in different orders), still exactly 50, each
 /// charged once. Run it on a multi-threaded runtime.
 pub async fn run_concurrency<S, F>(make: F)
@@ -1058,6 +1461,7 @@ where
         Algorithm::SlidingWindow,
         Algorithm::SlidingLog,
         Algorithm::TokenBucket,
+        Algorithm::Concurrency,
     ] {
         let clock = ManualClock::new(T0);
         let store = Arc::new(make(clock));
@@ -1070,23 +1474,18 @@ where
                 tasks.push(tokio::spawn(async move {
                     let hot_key = if with_side { "hot2" } else { "hot" };
                     let side_key = SIDE_KEYS[i % SIDE_KEYS.len()];
-                    let hot_check = PolicyCheck {
-                        policy: &hot,
-                        key: hot_key,
-                    };
-                    let side_check = PolicyCheck {
-                        policy: &side,
-                        key: side_key,
-                    };
+                    let hot_check = PolicyCheck::new(&hot, hot_key);
+                    let side_check = PolicyCheck::new(&side, side_key);
                     let checks = match (with_side, i % 2) {
                         (false, _) => vec![hot_check],
                         (true, 0) => vec![hot_check, side_check],
                         (true, _) => vec![side_check, hot_check],
                     };
+                    // Unique per request; only concurrency policies record it.
+                    let lease = format!("lease-{with_side}-{i}");
                     let req = CheckRequest {
-                        client: CLIENTS[i % CLIENTS.len()],
-                        checks: &checks,
-                        cost: 1,
+                        lease: &lease,
+                        ..CheckRequest::new(CLIENTS[i % CLIENTS.len()], &checks, 1)
                     };
                     store.check(&req).await.map(|d| d.outcome)
                 }));
@@ -1107,7 +1506,7 @@ where
             if with_side {
                 let mut charged = 0;
                 for key in SIDE_KEYS {
-                    match store.limit_status(&side, key).await {
+                    match store.limit_status(&PolicyCheck::new(&side, key)).await {
                         Ok(s) => charged += s.count,
                         Err(e) => panic!("{algorithm:?}: store error {e}"),
                     }

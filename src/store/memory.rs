@@ -21,10 +21,10 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::Clock;
-use crate::config::compiled::{Mode, Policy};
+use crate::config::compiled::Mode;
 
 use super::activity::Activity;
-use super::algorithm::{evaluate, Counter, Evaluation, Params};
+use super::algorithm::{self, escalated_block, evaluate, Counter, Evaluation, Params, Write};
 use super::{
     BlockEntry, CheckRequest, Decision, Event, LimitStatus, Outcome, PolicyCheck, Store,
     StoreError, Suspect,
@@ -62,10 +62,25 @@ impl CounterEntry {
         }
     }
 
-    /// Whether a request of cost 1 would be rejected now (the entry is limiting its client).
+    /// Whether forgetting the entry could let a client through: a request of cost 1 would be
+    /// rejected now (it is limiting its client), or it holds leases of requests in flight.
     fn at_limit(&self, now: u64) -> bool {
-        self.expires_at > now && !evaluate(&self.params, self.state.as_ref(), now, 1).allowed()
+        self.expires_at > now
+            && (!evaluate(&self.params, self.state.as_ref(), now, 1).allowed()
+                || matches!(&self.state, Some(Counter::Leases(l)) if l.any_live(now)))
     }
+}
+
+/// Offences of one client against one escalating policy (see "Effective block" in `store`).
+#[derive(Debug)]
+struct Offence {
+    count: u64,
+    forget_at: u64,
+}
+
+/// The offence map's key: policy names cannot contain `|`.
+fn offence_key(policy: &str, client: &str) -> String {
+    format!("{policy}|{client}")
 }
 
 #[derive(Debug)]
@@ -78,18 +93,22 @@ struct BlockRecord {
 struct Shard {
     counters: Map<CounterEntry>,
     blocks: Map<BlockRecord>,
+    /// In the shard of the client, like its block; never evicted (forgetting one would shorten
+    /// the next block), only expired.
+    offences: Map<Offence>,
     ops: usize,
 }
 
 impl Shard {
     fn len(&self) -> usize {
-        self.counters.len() + self.blocks.len()
+        self.counters.len() + self.blocks.len() + self.offences.len()
     }
 
     fn sweep(&mut self, now: u64) -> usize {
         let before = self.len();
         self.counters.retain(|_, e| e.expires_at > now);
         self.blocks.retain(|_, b| b.until > now);
+        self.offences.retain(|_, o| o.forget_at > now);
         self.ops = 0;
         before - self.len()
     }
@@ -237,6 +256,11 @@ impl MemoryStore {
     }
 
     fn check_now(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        if needs_lease(req) {
+            return Err(StoreError::Protocol(
+                "a concurrency policy needs the request's lease id".into(),
+            ));
+        }
         let now = self.clock.now_ms();
         let block_shard = self.shard_of(req.client);
         let key_shards: Vec<usize> = req.checks.iter().map(|c| self.shard_of(c.key)).collect();
@@ -268,7 +292,7 @@ impl MemoryStore {
         let mut params = Vec::with_capacity(req.checks.len());
         let mut evals: Vec<Evaluation> = Vec::with_capacity(req.checks.len());
         for (check, &shard) in req.checks.iter().zip(&key_shards) {
-            let p = Params::of(check.policy);
+            let p = Params::of_check(check);
             let state = locked
                 .shard(shard)
                 .counters
@@ -294,10 +318,12 @@ impl MemoryStore {
             });
         }
 
+        let charges = |j: usize| evals[j].charged.is_some() && !req.checks[j].deferred;
+
         // 3. Admitted: make room for new entries first, so a full store charges nothing at all.
         // An expired entry counts as needing room: making room may sweep it away.
         let needs_slot = |locked: &mut Locked<'_>, j: usize| {
-            evals[j].charged.is_some()
+            charges(j)
                 && locked
                     .shard(key_shards[j])
                     .counters
@@ -320,48 +346,135 @@ impl MemoryStore {
             }
         }
 
-        // 4. Charge every policy that allowed it (shadow policies that would reject are not).
-        for ((check, eval), (&shard, p)) in req
+        // 4. Charge every policy that allowed it (shadow policies that would reject are not;
+        // deferred ones are charged after the response).
+        for (((check, eval), (&shard, p)), j) in req
             .checks
             .iter()
             .zip(&evals)
             .zip(key_shards.iter().zip(&params))
+            .zip(0..)
         {
-            let Some(charged) = &eval.charged else {
+            let Some(charged) = eval.charged.as_ref().filter(|_| charges(j)) else {
                 continue;
             };
             let counters = &mut locked.shard(shard).counters;
-            let expires_at = now.saturating_add(charged.ttl_ms);
-            if let Some(entry) = counters.get_mut(check.key) {
-                if entry.live_state(p, now).is_none() {
-                    entry.state = None;
-                }
-                entry.params = *p;
-                Counter::apply(&mut entry.state, charged.write);
-                entry.expires_at = expires_at;
-            } else {
-                let mut state = None;
-                Counter::apply(&mut state, charged.write);
-                counters.insert(
-                    check.key.into(),
-                    CounterEntry {
-                        params: *p,
-                        state,
-                        expires_at,
-                    },
-                );
-            }
+            write_counter(
+                counters,
+                check.key,
+                p,
+                charged.write,
+                charged.ttl_ms,
+                req.lease,
+                now,
+            );
         }
         Ok(Decision {
             outcome: Outcome::Allowed,
-            states: evals.iter().map(|e| e.report(true)).collect(),
+            states: evals
+                .iter()
+                .zip(req.checks)
+                .map(|(e, c)| e.report(!c.deferred))
+                .collect(),
             blocked_now: None,
             now_ms: now,
         })
     }
 
-    /// On a rejection, block the client for the longest `block_for` among the enforce policies
-    /// that rejected (first in route order on a tie). Returns `(policy index, ms)`.
+    /// Lock the shards of `checks` (ascending order) and tick them; returns the shard of each.
+    fn lock_checks(&self, checks: &[PolicyCheck<'_>], now: u64) -> (Locked<'_>, Vec<usize>) {
+        let key_shards: Vec<usize> = checks.iter().map(|c| self.shard_of(c.key)).collect();
+        let mask = key_shards.iter().fold(0u64, |m, &i| m | (1u64 << i));
+        let mut locked = self.lock(mask);
+        for g in &mut locked.guards {
+            g.tick(now);
+        }
+        (locked, key_shards)
+    }
+
+    fn charge_now(&self, checks: &[PolicyCheck<'_>], cost: u64) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let (mut locked, key_shards) = self.lock_checks(checks, now);
+        let mut writes = Vec::with_capacity(checks.len());
+        for (check, &shard) in checks.iter().zip(&key_shards) {
+            let p = Params::of_check(check);
+            let state = locked
+                .shard(shard)
+                .counters
+                .get(check.key)
+                .and_then(|e| e.live_state(&p, now));
+            writes.push(algorithm::charge(&p, state, now, cost).map(|w| (p, w)));
+        }
+        // Room first, so that a full store charges nothing at all.
+        for i in 0..checks.len() {
+            let fresh = |locked: &mut Locked<'_>, j: usize| {
+                writes[j].is_some()
+                    && locked
+                        .shard(key_shards[j])
+                        .counters
+                        .get(checks[j].key)
+                        .is_none_or(|e| e.expires_at <= now)
+            };
+            if !fresh(&mut locked, i) {
+                continue;
+            }
+            let needed = (0..=i)
+                .filter(|&j| key_shards[j] == key_shards[i] && fresh(&mut locked, j))
+                .count();
+            if !locked
+                .shard(key_shards[i])
+                .make_room(needed, self.shard_capacity, checks, now)
+            {
+                return Err(StoreError::Capacity);
+            }
+        }
+        for ((check, write), &shard) in checks.iter().zip(&writes).zip(&key_shards) {
+            let Some((p, (write, ttl))) = write else {
+                continue;
+            };
+            let counters = &mut locked.shard(shard).counters;
+            write_counter(counters, check.key, p, *write, *ttl, "", now);
+        }
+        Ok(())
+    }
+
+    /// Renew (`renew = true`) or release `lease` on every concurrency check; returns how many
+    /// checks held it.
+    fn leases_now(&self, lease: &str, checks: &[PolicyCheck<'_>], renew: bool) -> u64 {
+        let now = self.clock.now_ms();
+        let (mut locked, key_shards) = self.lock_checks(checks, now);
+        let mut held = 0;
+        for (check, &shard) in checks.iter().zip(&key_shards) {
+            let p = Params::of_check(check);
+            let counters = &mut locked.shard(shard).counters;
+            let Some(entry) = counters.get_mut(check.key) else {
+                continue;
+            };
+            if entry.live_state(&p, now).is_none() {
+                continue;
+            }
+            let Some(Counter::Leases(leases)) = &mut entry.state else {
+                continue;
+            };
+            if renew {
+                let expiry = now.saturating_add(p.window_ms);
+                if leases.renew(now, lease, expiry) {
+                    held += 1;
+                    entry.expires_at = entry.expires_at.max(expiry);
+                }
+            } else if leases.release(lease) {
+                held += 1;
+                if leases.is_empty() {
+                    counters.remove(check.key);
+                }
+            }
+        }
+        held
+    }
+
+    /// On a rejection, block the client for the longest effective block among the enforce
+    /// policies that rejected (first in route order on a tie), recording the offence when that
+    /// policy escalates. Returns `(policy index, ms)`.
     fn start_block(
         &self,
         locked: &mut Locked<'_>,
@@ -370,17 +483,44 @@ impl MemoryStore {
         evals: &[Evaluation],
         now: u64,
     ) -> Option<(usize, u64)> {
-        let (index, ms) = block_for(req.checks, evals)?;
         let shard = locked.shard(block_shard);
-        if !shard.make_room(1, self.shard_capacity, req.checks, now) {
+        let mut best: Option<(usize, u64, u64)> = None;
+        for (i, (c, e)) in req.checks.iter().zip(evals).enumerate() {
+            if c.policy.mode != Mode::Enforce || e.allowed() {
+                continue;
+            }
+            let Some(d) = c.policy.block_for else {
+                continue;
+            };
+            let escalation = c
+                .policy
+                .escalation
+                .map(|x| (x.multiplier, duration_ms(x.max)));
+            let prev = match escalation {
+                None => 0,
+                Some(_) => shard
+                    .offences
+                    .get(offence_key(&c.policy.name, req.client).as_str())
+                    .filter(|o| now < o.forget_at)
+                    .map_or(0, |o| o.count),
+            };
+            let ms = escalated_block(duration_ms(d), escalation, prev);
+            if ms > 0 && !matches!(best, Some((_, b, _)) if b >= ms) {
+                best = Some((i, ms, prev));
+            }
+        }
+        let (index, ms, prev) = best?;
+        let policy = req.checks[index].policy;
+        let needed = 1 + usize::from(policy.escalation.is_some());
+        if !shard.make_room(needed, self.shard_capacity, req.checks, now) {
             // The request is still rejected; only the block is lost.
             tracing::warn!(
-                policy = %req.checks[index].policy.name,
+                policy = %policy.name,
                 "memory store full: block_for not recorded"
             );
             return None;
         }
-        let reason = format!("policy:{}", req.checks[index].policy.name);
+        let reason = format!("policy:{}", policy.name);
         shard.blocks.insert(
             req.client.into(),
             BlockRecord {
@@ -388,6 +528,15 @@ impl MemoryStore {
                 reason: reason.into(),
             },
         );
+        if let Some(x) = policy.escalation {
+            shard.offences.insert(
+                offence_key(&policy.name, req.client).into(),
+                Offence {
+                    count: prev + 1,
+                    forget_at: now.saturating_add(ms).saturating_add(duration_ms(x.memory)),
+                },
+            );
+        }
         Some((index, ms))
     }
 
@@ -453,9 +602,10 @@ impl MemoryStore {
         out
     }
 
-    fn limit_status_now(&self, policy: &Policy, key: &str) -> LimitStatus {
+    fn limit_status_now(&self, check: &PolicyCheck<'_>) -> LimitStatus {
         let now = self.clock.now_ms();
-        let p = Params::of(policy);
+        let p = Params::of_check(check);
+        let key = check.key;
         let shard = self.shards[self.shard_of(key)].lock();
         let state = shard.counters.get(key).and_then(|e| e.live_state(&p, now));
         let s = evaluate(&p, state, now, 0).state;
@@ -467,9 +617,10 @@ impl MemoryStore {
         }
     }
 
-    fn reset_limit_now(&self, policy: &Policy, key: &str) -> bool {
+    fn reset_limit_now(&self, check: &PolicyCheck<'_>) -> bool {
         let now = self.clock.now_ms();
-        let p = Params::of(policy);
+        let p = Params::of_check(check);
+        let key = check.key;
         let mut shard = self.shards[self.shard_of(key)].lock();
         shard
             .counters
@@ -478,22 +629,51 @@ impl MemoryStore {
     }
 }
 
-/// The block a rejection starts: the longest `block_for` among rejecting enforce policies.
-fn block_for(checks: &[PolicyCheck<'_>], evals: &[Evaluation]) -> Option<(usize, u64)> {
-    let mut best: Option<(usize, u64)> = None;
-    for (i, (c, e)) in checks.iter().zip(evals).enumerate() {
-        if c.policy.mode != Mode::Enforce || e.allowed() {
-            continue;
+/// A request that would acquire a concurrency slot without naming its lease (a caller bug; the
+/// Redis store refuses it the same way).
+pub(super) fn needs_lease(req: &CheckRequest<'_>) -> bool {
+    req.cost > 0
+        && req.lease.is_empty()
+        && req
+            .checks
+            .iter()
+            .any(|c| c.policy.algorithm == crate::config::compiled::Algorithm::Concurrency)
+}
+
+/// Write a charge to the counter of `key` (a stale or missing entry starts afresh).
+fn write_counter(
+    counters: &mut Map<CounterEntry>,
+    key: &str,
+    p: &Params,
+    write: Write,
+    ttl_ms: u64,
+    lease: &str,
+    now: u64,
+) {
+    let expires_at = now.saturating_add(ttl_ms);
+    if let Some(entry) = counters.get_mut(key) {
+        if entry.live_state(p, now).is_none() {
+            entry.state = None;
         }
-        let Some(d) = c.policy.block_for else {
-            continue;
+        entry.params = *p;
+        Counter::apply(&mut entry.state, write, lease);
+        // Leases of other requests may outlive this one's.
+        entry.expires_at = match entry.state {
+            Some(Counter::Leases(ref l)) => l.latest().unwrap_or(expires_at).max(expires_at),
+            _ => expires_at,
         };
-        let ms = duration_ms(d);
-        if ms > 0 && !matches!(best, Some((_, b)) if b >= ms) {
-            best = Some((i, ms));
-        }
+    } else {
+        let mut state = None;
+        Counter::apply(&mut state, write, lease);
+        counters.insert(
+            key.into(),
+            CounterEntry {
+                params: *p,
+                state,
+                expires_at,
+            },
+        );
     }
-    best
 }
 
 /// Whole milliseconds, rounding a sub-millisecond remainder up so a short block is not lost.
@@ -534,20 +714,43 @@ impl Store for MemoryStore {
         ready(Ok(self.blocks_now()))
     }
 
+    fn charge(
+        &self,
+        checks: &[PolicyCheck<'_>],
+        cost: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(self.charge_now(checks, cost))
+    }
+
+    fn renew(
+        &self,
+        lease: &str,
+        checks: &[PolicyCheck<'_>],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        ready(Ok(self.leases_now(lease, checks, true)))
+    }
+
+    fn release(
+        &self,
+        lease: &str,
+        checks: &[PolicyCheck<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.leases_now(lease, checks, false);
+        ready(Ok(()))
+    }
+
     fn limit_status(
         &self,
-        policy: &Policy,
-        key: &str,
+        check: &PolicyCheck<'_>,
     ) -> impl Future<Output = Result<LimitStatus, StoreError>> + Send {
-        ready(Ok(self.limit_status_now(policy, key)))
+        ready(Ok(self.limit_status_now(check)))
     }
 
     fn reset_limit(
         &self,
-        policy: &Policy,
-        key: &str,
+        check: &PolicyCheck<'_>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        ready(Ok(self.reset_limit_now(policy, key)))
+        ready(Ok(self.reset_limit_now(check)))
     }
 
     fn events(&self, limit: usize) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send {

@@ -4,21 +4,53 @@
 //!
 //! Semantics of [`Store::check`]:
 //! 1. If `client` is blocked, answer `Outcome::Blocked` with the time left; nothing is charged.
-//! 2. Evaluate every policy at the store's clock. A request is admitted when every `Enforce`
-//!    policy allows `cost`.
+//! 2. Evaluate every policy at the store's clock, under its check's `limit` and `burst` (a tier
+//!    override may differ from the policy's). A request is admitted when every `Enforce` policy
+//!    allows `cost` (a concurrency policy: one more request in flight).
 //! 3. If admitted, charge `cost` to every policy that allowed it (shadow policies that would reject
-//!    are not charged). If not admitted, charge nothing; the first rejecting enforce policy (in
-//!    route order) is reported as `Outcome::Limited`. If any rejecting enforce policy has
-//!    `block_for`, the client is blocked for the longest such `block_for` (first in route order on
-//!    a tie) and `Decision::blocked_now` names that policy; the block's reason is
-//!    `policy:<name>`. Shadow policies never block.
+//!    are not charged), except `deferred` checks: those are evaluated like the others (so they
+//!    reject when already at their limit, and their `block_for` applies then) but never charged
+//!    here; the caller charges them with [`Store::charge`] once the response is known. A
+//!    concurrency policy is "charged" by recording the request's `lease`. If not admitted, charge
+//!    nothing; the first rejecting enforce policy (in route order) is reported as
+//!    `Outcome::Limited`. If any rejecting enforce policy has `block_for`, the client is blocked
+//!    for the longest *effective* block among them (first in route order on a tie) and
+//!    `Decision::blocked_now` names that policy; the block's reason is `policy:<name>`. Shadow
+//!    policies never block.
 //! 4. Every entry written expires (TTL) once it can no longer influence a decision.
+//!
+//! Effective block (escalation). A policy without `escalation` blocks for `block_for`. With
+//! `escalation = {multiplier, max, memory}`, the store keeps an offence record per (policy name,
+//! client): `{n, forget_at}`. At a rejection at `now`, `prev = n` when a record exists with
+//! `now < forget_at`, else 0, and the policy's effective block is `min(block_for *
+//! multiplier^prev, max)` (computed step by step, capped at every step). Only the policy whose
+//! block is applied records: `{n: prev + 1, forget_at: now + block + memory}` (so the offence is
+//! remembered for `memory` after the block ends), with that TTL. An admin unblock ends the block
+//! but keeps the record: the next block is still longer.
+//!
+//! Concurrency (`Algorithm::Concurrency`; the policy's `window` is its lease duration `L`). The
+//! state is a set of leases `id -> expiry`; a lease is live while `now < expiry`, so leases of a
+//! crashed instance are reclaimed by expiry alone. Evaluating: `live` = live leases; allowed when
+//! `live + 1 <= limit` (whatever `cost`); reported `remaining = limit - live` (after acquiring,
+//! `limit - live - 1`), `reset_ms = 0`, and when rejected `retry_after_ms = min(`
+//! [`CONCURRENCY_RETRY_MS`]`, earliest live expiry - now)`. Acquiring drops expired leases and
+//! records `lease -> now + L` (entry TTL `L`). [`Store::renew`] moves the expiry of a lease still
+//! live to `now + L`; [`Store::release`] removes it. A request that was rejected holds nothing. A
+//! request with `cost > 0`, a concurrency check and an empty `lease` is refused with
+//! `StoreError::Protocol` before anything else (a caller bug: nothing could ever release it).
+//!
+//! [`Store::charge`] (count by response): for every check given (the caller passes the deferred
+//! ones whose response matched), atomically add `cost` units: unconditionally for fixed window,
+//! sliding window and sliding log (a counter may go past its limit; it then rejects until enough
+//! has aged out), and for the token bucket take `cost` tokens after the refill, clamped at an empty
+//! bucket. Concurrency checks are ignored. Charging records no activity and never blocks: a
+//! client over its limit is rejected (and blocked) by its next `check`.
 //!
 //! Further rules every store follows (the conformance vectors check them):
 //! - The algorithms and their exact integer formulas are in `algorithm`; reported durations are
 //!   relative to the store clock at decision time (`Decision::now_ms`).
 //! - A counter written under other parameters (algorithm, limit, window, burst changed by a
-//!   reload) is treated as missing, so it restarts from empty.
+//!   reload or a tier override) is treated as missing, so it restarts from empty.
 //! - Expiry is judged against the store clock (`now`), not only by key TTLs: a block is active
 //!   while `now < until`, and `blocks()` lists only active blocks with `ttl = until - now`. Key TTLs
 //!   are a memory bound. (A Redis store driven by a test clock must still pass the vectors.)
@@ -26,7 +58,7 @@
 //!   is expected to reject duplicates). Duplicate keys would be evaluated against the same
 //!   pre-request state and charged twice.
 //! - `cost` larger than a policy's capacity (limit, or burst for the token bucket) is rejected by
-//!   that policy with `retry_after_ms = window`.
+//!   that policy with `retry_after_ms = window` (concurrency policies ignore `cost`).
 //!
 //! # Activity: events and suspicious clients
 //!
@@ -98,6 +130,32 @@ pub struct PolicyCheck<'a> {
     pub policy: &'a Policy,
     /// Escaped, bounded counter key (see `keys`); unique per policy name and identity.
     pub key: &'a str,
+    /// The limit for this key: the policy's, or its tier override.
+    pub limit: u64,
+    /// The token bucket capacity for this key (equals `limit` for the other algorithms).
+    pub burst: u64,
+    /// Checked with the others but not charged by `check`: a count-by-response policy, charged
+    /// later by [`Store::charge`] when the response matches.
+    pub deferred: bool,
+}
+
+impl<'a> PolicyCheck<'a> {
+    /// The check of `policy` at its own limit; deferred when the policy counts by response.
+    pub fn new(policy: &'a Policy, key: &'a str) -> Self {
+        PolicyCheck {
+            policy,
+            key,
+            limit: policy.limit,
+            burst: policy.burst,
+            deferred: policy.deferred(),
+        }
+    }
+
+    /// The same check at a tier override's limit (`None`: the policy's own).
+    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+        (self.limit, self.burst) = self.policy.limits_for(limit);
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +163,24 @@ pub struct CheckRequest<'a> {
     /// Client key (IP or IPv6 prefix) used for blocks.
     pub client: &'a str,
     pub checks: &'a [PolicyCheck<'a>],
-    /// Units charged to each policy (1 for a plain request).
+    /// Units charged to each policy (1 for a plain request; concurrency policies always take
+    /// one slot).
     pub cost: u64,
+    /// The request's lease id: the member a concurrency policy records while the request is in
+    /// flight. Unique per request across every instance; empty when the route has no
+    /// concurrency policy.
+    pub lease: &'a str,
+}
+
+impl<'a> CheckRequest<'a> {
+    pub fn new(client: &'a str, checks: &'a [PolicyCheck<'a>], cost: u64) -> Self {
+        CheckRequest {
+            client,
+            checks,
+            cost,
+            lease: "",
+        }
+    }
 }
 
 /// State of one policy after the decision (after charging when admitted).
@@ -153,6 +227,10 @@ pub struct BlockEntry {
     pub ttl_ms: u64,
     pub reason: String,
 }
+
+/// Longest Retry-After a concurrency rejection suggests: a slot usually frees up much sooner
+/// than a lease expires.
+pub const CONCURRENCY_RETRY_MS: u64 = 1000;
 
 /// Most events kept; recording drops the oldest beyond this.
 pub const EVENTS_MAX: usize = 1000;
@@ -281,18 +359,39 @@ pub trait Store: Send + Sync {
     /// Active blocks, longest remaining first.
     fn blocks(&self) -> impl Future<Output = Result<Vec<BlockEntry>, StoreError>> + Send;
 
-    /// Inspect one counter without charging it.
+    /// Charge `cost` to each of `checks` after the response (count by response; see the module
+    /// docs). Atomic: all or nothing.
+    fn charge(
+        &self,
+        checks: &[PolicyCheck<'_>],
+        cost: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Move the expiry of `lease` on each concurrency check still holding it to `now + lease`;
+    /// returns how many still held it.
+    fn renew(
+        &self,
+        lease: &str,
+        checks: &[PolicyCheck<'_>],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Remove `lease` from each concurrency check (the request finished or went away).
+    fn release(
+        &self,
+        lease: &str,
+        checks: &[PolicyCheck<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Inspect one counter without charging it (concurrency: `count` = leases live).
     fn limit_status(
         &self,
-        policy: &Policy,
-        key: &str,
+        check: &PolicyCheck<'_>,
     ) -> impl Future<Output = Result<LimitStatus, StoreError>> + Send;
 
     /// Reset one counter; returns whether it existed.
     fn reset_limit(
         &self,
-        policy: &Policy,
-        key: &str,
+        check: &PolicyCheck<'_>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Recent events, newest first, at most `limit` (see the module docs).
@@ -358,17 +457,38 @@ impl Store for AnyStore {
         }
     }
 
-    async fn limit_status(&self, policy: &Policy, key: &str) -> Result<LimitStatus, StoreError> {
+    async fn charge(&self, checks: &[PolicyCheck<'_>], cost: u64) -> Result<(), StoreError> {
         match self {
-            AnyStore::Memory(s) => s.limit_status(policy, key).await,
-            AnyStore::Redis(s) => s.limit_status(policy, key).await,
+            AnyStore::Memory(s) => s.charge(checks, cost).await,
+            AnyStore::Redis(s) => s.charge(checks, cost).await,
         }
     }
 
-    async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {
+    async fn renew(&self, lease: &str, checks: &[PolicyCheck<'_>]) -> Result<u64, StoreError> {
         match self {
-            AnyStore::Memory(s) => s.reset_limit(policy, key).await,
-            AnyStore::Redis(s) => s.reset_limit(policy, key).await,
+            AnyStore::Memory(s) => s.renew(lease, checks).await,
+            AnyStore::Redis(s) => s.renew(lease, checks).await,
+        }
+    }
+
+    async fn release(&self, lease: &str, checks: &[PolicyCheck<'_>]) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.release(lease, checks).await,
+            AnyStore::Redis(s) => s.release(lease, checks).await,
+        }
+    }
+
+    async fn limit_status(&self, check: &PolicyCheck<'_>) -> Result<LimitStatus, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.limit_status(check).await,
+            AnyStore::Redis(s) => s.limit_status(check).await,
+        }
+    }
+
+    async fn reset_limit(&self, check: &PolicyCheck<'_>) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.reset_limit(check).await,
+            AnyStore::Redis(s) => s.reset_limit(check).await,
         }
     }
 

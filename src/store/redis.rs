@@ -6,9 +6,14 @@
 //! ```text
 //! <prefix>{rg}:blocks                     sorted set: client -> block end (ms)
 //! <prefix>{rg}:reasons                    hash: client -> reason
-//! <prefix>{rg}:c:<params>:<counter key>   one counter (hash; sorted set for sliding_log)
+//! <prefix>{rg}:c:<params>:<counter key>   one counter (hash; sorted set for sliding_log, and
+//!                                         for concurrency: lease id -> expiry)
+//! <prefix>{rg}:off:<policy>|<client>      escalation offences (hash: n, forget-at)
 //! <prefix>{rg}:events                     pub/sub channel: unblocks and resets
 //! ```
+//! Besides the check (`lua/check.lua`) and the admin operations (`lua/admin.lua`), the settle
+//! script (`lua/settle.lua`) runs off the request's path: the count-by-response charge, lease
+//! renewal and release.
 //! Every key shares the `{rg}` hash tag, so one request's keys are always in one cluster slot. A
 //! per-client tag would not do: a request touches its client's block entry and counters keyed by
 //! anything (an API key, `global`), and one counter must live in exactly one slot whichever client
@@ -27,17 +32,19 @@ use fred::prelude::{
 use fred::types::config::UnresponsiveConfig;
 use fred::types::{Builder, Value};
 
+use super::algorithm::Params;
 use super::{
     BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyCheck,
-    PolicyState, Store, StoreError, Suspect, EVENTS_MAX, EVENT_REPEAT_MS, EVENT_TTL_MS,
-    SUSPECTS_MAX, SUSPECT_BUCKET_MS,
+    PolicyState, Store, StoreError, Suspect, CONCURRENCY_RETRY_MS, EVENTS_MAX, EVENT_REPEAT_MS,
+    EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
 };
 use crate::clock::Clock;
-use crate::config::compiled::{Algorithm, Mode, Policy, StoreSettings};
+use crate::config::compiled::{Algorithm, Mode, StoreSettings};
 
 const COMMON: &str = include_str!("lua/common.lua");
 const CHECK: &str = include_str!("lua/check.lua");
 const ADMIN: &str = include_str!("lua/admin.lua");
+const SETTLE: &str = include_str!("lua/settle.lua");
 
 /// The hash tag every key carries.
 const TAG: &str = "{rg}";
@@ -92,7 +99,8 @@ impl Script {
         let text = format!(
             "local EVENTS_MAX = {EVENTS_MAX}\nlocal EVENT_TTL_MS = {EVENT_TTL_MS}\n\
              local EVENT_REPEAT_MS = {EVENT_REPEAT_MS}\nlocal SUSPECT_BUCKET_MS = \
-             {SUSPECT_BUCKET_MS}\nlocal SUSPECTS_MAX = {SUSPECTS_MAX}\n{COMMON}\n{body}"
+             {SUSPECT_BUCKET_MS}\nlocal SUSPECTS_MAX = {SUSPECTS_MAX}\n\
+             local CONCURRENCY_RETRY_MS = {CONCURRENCY_RETRY_MS}\n{COMMON}\n{body}"
         );
         let sha = fred::util::sha1_hash(&text);
         Script { text, sha }
@@ -114,6 +122,7 @@ struct Inner {
     channel: String,
     check: Script,
     admin: Script,
+    settle: Script,
     timeout: Duration,
     /// Tests drive the script's clock; production always uses the Redis server's `TIME`.
     test_clock: Option<Arc<dyn Clock>>,
@@ -195,6 +204,7 @@ impl RedisStore {
             subscriber,
             check: Script::new(CHECK),
             admin: Script::new(ADMIN),
+            settle: Script::new(SETTLE),
             timeout,
             test_clock,
         });
@@ -223,6 +233,7 @@ impl RedisStore {
                 base,
                 check: Script::new(CHECK),
                 admin: Script::new(ADMIN),
+                settle: Script::new(SETTLE),
                 timeout: i.timeout,
                 test_clock,
             }),
@@ -243,9 +254,9 @@ impl RedisStore {
     }
 
     /// The full Redis key of a counter.
-    pub fn counter_key(&self, policy: &Policy, key: &str) -> String {
-        let mut out = String::with_capacity(self.inner.base.len() + 24 + key.len());
-        push_counter_key(&mut out, &self.inner.base, policy, key);
+    pub fn counter_key(&self, check: &PolicyCheck<'_>) -> String {
+        let mut out = String::with_capacity(self.inner.base.len() + 24 + check.key.len());
+        push_counter_key(&mut out, &self.inner.base, check);
         out
     }
 
@@ -382,18 +393,27 @@ fn algorithm_code(a: Algorithm) -> &'static str {
         Algorithm::SlidingWindow => "s",
         Algorithm::SlidingLog => "l",
         Algorithm::TokenBucket => "t",
+        Algorithm::Concurrency => "c",
     }
 }
 
-fn push_counter_key(out: &mut String, base: &str, policy: &Policy, key: &str) {
+/// `<base>c:<algorithm><limit>.<window>.<burst>:<key>`, with the check's (possibly overridden)
+/// limit and burst: tiers never share a counter.
+fn push_counter_key(out: &mut String, base: &str, check: &PolicyCheck<'_>) {
+    let p = Params::of_check(check);
     let _ = write!(
         out,
-        "{base}c:{}{}.{}.{}:{key}",
-        algorithm_code(policy.algorithm),
-        policy.limit,
-        policy.window_ms(),
-        policy.burst
+        "{base}c:{}{}.{}.{}:{}",
+        algorithm_code(p.algorithm),
+        p.limit,
+        p.window_ms,
+        p.burst,
+        check.key
     );
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn int(v: u64) -> Value {
@@ -470,37 +490,37 @@ fn decode_decision(reply: &[i64], n: usize) -> Result<Decision, StoreError> {
 
 impl RedisStore {
     /// KEYS and ARGV of the check script (see `lua/check.lua`).
-    fn check_args(
-        &self,
-        client: &str,
-        checks: &[PolicyCheck<'_>],
-        cost: u64,
-    ) -> (Vec<String>, Vec<Value>) {
+    fn check_args(&self, req: &CheckRequest<'_>) -> (Vec<String>, Vec<Value>) {
+        let checks = req.checks;
         let n = checks.len();
         let mut keys = Vec::with_capacity(2 + n);
         keys.push(self.inner.blocks_key.clone());
         keys.push(self.inner.reasons_key.clone());
-        let mut args = Vec::with_capacity(4 + 7 * n);
+        let mut args = Vec::with_capacity(5 + 11 * n);
         args.push(self.now_arg());
-        args.push(int(cost));
-        args.push(Value::String(client.into()));
+        args.push(int(req.cost));
+        args.push(Value::String(req.client.into()));
         args.push(int(n as u64));
+        args.push(Value::String(req.lease.into()));
         for check in checks {
             let policy = check.policy;
+            let p = Params::of_check(check);
             let mut k = String::with_capacity(self.inner.base.len() + 24 + check.key.len());
-            push_counter_key(&mut k, &self.inner.base, policy, check.key);
+            push_counter_key(&mut k, &self.inner.base, check);
             keys.push(k);
-            args.push(Value::String(algorithm_code(policy.algorithm).into()));
-            args.push(int(policy.limit));
-            args.push(int(policy.window_ms().max(1)));
-            args.push(int(match policy.algorithm {
-                Algorithm::TokenBucket => policy.burst,
-                _ => policy.limit,
-            }));
+            args.push(Value::String(algorithm_code(p.algorithm).into()));
+            args.push(int(p.limit));
+            args.push(int(p.window_ms));
+            args.push(int(p.burst));
             args.push(int(u64::from(policy.mode == Mode::Enforce)));
-            args.push(int(policy
-                .block_for
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))));
+            args.push(int(policy.block_for.map_or(0, ms)));
+            args.push(int(u64::from(check.deferred)));
+            let (multiplier, max, memory) = policy
+                .escalation
+                .map_or((0, 0, 0), |e| (e.multiplier, ms(e.max), ms(e.memory)));
+            args.push(int(multiplier));
+            args.push(int(max));
+            args.push(int(memory));
         }
         for check in checks {
             args.push(Value::String((&*check.policy.name).into()));
@@ -508,16 +528,57 @@ impl RedisStore {
         (keys, args)
     }
 
-    async fn check_policies(
+    async fn check_policies(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+        let reply: Vec<i64> = self.run(&self.inner.check, || self.check_args(req)).await?;
+        decode_decision(&reply, req.checks.len())
+    }
+
+    /// KEYS and ARGV of a settle operation (see `lua/settle.lua`): `per_check` adds each
+    /// counter's arguments.
+    fn settle_args(
         &self,
-        client: &str,
+        op: &str,
+        arg: Value,
+        checks: &[&PolicyCheck<'_>],
+        per_check: impl Fn(&mut Vec<Value>, &Params),
+    ) -> (Vec<String>, Vec<Value>) {
+        let mut keys = Vec::with_capacity(2 + checks.len());
+        keys.push(self.inner.blocks_key.clone());
+        keys.push(self.inner.reasons_key.clone());
+        let mut args = Vec::with_capacity(4 + 4 * checks.len());
+        args.push(self.now_arg());
+        args.push(Value::String(op.into()));
+        args.push(arg);
+        args.push(int(checks.len() as u64));
+        for check in checks {
+            keys.push(self.counter_key(check));
+            per_check(&mut args, &Params::of_check(check));
+        }
+        (keys, args)
+    }
+
+    /// Run a settle operation on the concurrency checks among `checks`.
+    async fn leases(
+        &self,
+        op: &str,
+        lease: &str,
         checks: &[PolicyCheck<'_>],
-        cost: u64,
-    ) -> Result<Decision, StoreError> {
-        let reply: Vec<i64> = self
-            .run(&self.inner.check, || self.check_args(client, checks, cost))
+    ) -> Result<u64, StoreError> {
+        let conc: Vec<&PolicyCheck<'_>> = checks
+            .iter()
+            .filter(|c| c.policy.algorithm == Algorithm::Concurrency)
+            .collect();
+        if conc.is_empty() || lease.is_empty() {
+            return Ok(0);
+        }
+        let held: i64 = self
+            .run(&self.inner.settle, || {
+                self.settle_args(op, Value::String(lease.into()), &conc, |args, p| {
+                    args.push(int(p.window_ms))
+                })
+            })
             .await?;
-        decode_decision(&reply, checks.len())
+        Ok(to_u64(held))
     }
 
     /// Run an operation of the admin script.
@@ -533,7 +594,42 @@ impl Store for RedisStore {
     }
 
     async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
-        self.check_policies(req.client, req.checks, req.cost).await
+        // The script refuses it too; refusing here gives the same error as the memory store.
+        if super::memory::needs_lease(req) {
+            return Err(StoreError::Protocol(
+                "a concurrency policy needs the request's lease id".into(),
+            ));
+        }
+        self.check_policies(req).await
+    }
+
+    async fn charge(&self, checks: &[PolicyCheck<'_>], cost: u64) -> Result<(), StoreError> {
+        let counted: Vec<&PolicyCheck<'_>> = checks
+            .iter()
+            .filter(|c| c.policy.algorithm != Algorithm::Concurrency)
+            .collect();
+        if counted.is_empty() || cost == 0 {
+            return Ok(());
+        }
+        let _: i64 = self
+            .run(&self.inner.settle, || {
+                self.settle_args("charge", int(cost), &counted, |args, p| {
+                    args.push(Value::String(algorithm_code(p.algorithm).into()));
+                    args.push(int(p.limit));
+                    args.push(int(p.window_ms));
+                    args.push(int(p.burst));
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn renew(&self, lease: &str, checks: &[PolicyCheck<'_>]) -> Result<u64, StoreError> {
+        self.leases("renew", lease, checks).await
+    }
+
+    async fn release(&self, lease: &str, checks: &[PolicyCheck<'_>]) -> Result<(), StoreError> {
+        self.leases("release", lease, checks).await.map(|_| ())
     }
 
     async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
@@ -588,10 +684,11 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn limit_status(&self, policy: &Policy, key: &str) -> Result<LimitStatus, StoreError> {
+    async fn limit_status(&self, check: &PolicyCheck<'_>) -> Result<LimitStatus, StoreError> {
         // A cost of 0 evaluates without charging; the empty client is never blocked.
+        let checks = [*check];
         let d = self
-            .check_policies("", &[PolicyCheck { policy, key }], 0)
+            .check_policies(&CheckRequest::new("", &checks, 0))
             .await?;
         let s = d
             .states
@@ -633,9 +730,10 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn reset_limit(&self, policy: &Policy, key: &str) -> Result<bool, StoreError> {
+    async fn reset_limit(&self, check: &PolicyCheck<'_>) -> Result<bool, StoreError> {
         let inner = &self.inner;
-        let full = self.counter_key(policy, key);
+        let key = check.key;
+        let full = self.counter_key(check);
         let client = inner.pool.next_connected();
         let removed: i64 = within(
             inner.timeout,

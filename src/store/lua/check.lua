@@ -4,14 +4,19 @@
 --
 -- KEYS[1]  blocks: sorted set, client -> until (ms)
 -- KEYS[2]  block reasons: hash, client -> reason
--- KEYS[3..] one counter per policy (hash, or sorted set for sliding_log)
+-- KEYS[3..] one counter per policy (hash; sorted set for sliding_log and concurrency)
 -- ARGV[1]  now in ms, or "" to use the server clock (TIME); only tests pass a value
 -- ARGV[2]  cost
 -- ARGV[3]  client key (member of the block index)
 -- ARGV[4]  number of policies n
--- ARGV[5 + 6*(i-1) ...] per policy: algorithm (f|s|l|t), limit, window ms, burst, enforce (1|0),
---          block_for ms (0 = none)
--- ARGV[5 + 6*n + (i-1)] per policy: name (for the block reason)
+-- ARGV[5]  the request's lease id (member of concurrency sets; "" when there are none)
+-- ARGV[6 + 10*(i-1) ...] per policy: algorithm (f|s|l|t|c), limit, window ms (concurrency: the
+--          lease), burst, enforce (1|0), block_for ms (0 = none), deferred (1|0: checked but
+--          charged after the response), block multiplier (0 = no escalation), block max ms,
+--          block memory ms
+-- ARGV[6 + 10*n + (i-1)] per policy: name (for the block reason and offence records)
+--
+-- Offences of escalating policies: <base>off:<policy name>|<client>, a hash {n, f = forget at}.
 --
 -- Returns {outcome, arg, now, blocked_policy, blocked_ms, then per policy: allowed, limit,
 -- remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg = policy index, 0-based),
@@ -20,6 +25,9 @@
 local cost = tonumber(ARGV[2])
 local client = ARGV[3]
 local n = tonumber(ARGV[4])
+local lease = ARGV[5]
+local P = 10
+local names = 6 + P * n
 
 local until_ms = tonumber(redis.call('ZSCORE', KEYS[1], client) or '0') or 0
 if until_ms > now0 then
@@ -167,10 +175,32 @@ local function bucket(key, limit, w, burst, c)
   end
 end
 
+-- Concurrency: a sorted set of leases, member = lease id, score = expiry; a lease is live while
+-- its expiry > now, so the leases of a crashed instance are reclaimed by expiry alone.
+local function conc(key, limit, w, c)
+  local live = redis.call('ZCOUNT', key, '(' .. now0, '+inf')
+  local remaining = limit - live
+  if remaining < 0 then remaining = 0 end
+  if live + 1 > limit then
+    local retry = CONCURRENCY_RETRY_MS
+    local first = redis.call('ZRANGEBYSCORE', key, '(' .. now0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if first[2] and tonumber(first[2]) - now0 < retry then retry = tonumber(first[2]) - now0 end
+    return false, {limit, remaining, 0, retry}
+  end
+  local state = {limit, remaining, 0, 0}
+  if c == 0 then return true, state end
+  return true, state, {limit, remaining - 1, 0, 0}, function()
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now0)
+    redis.call('ZADD', key, now0 + w, lease)
+    -- the set lives as long as its latest lease
+    if redis.call('PTTL', key) < w + pad then redis.call('PEXPIRE', key, w + pad) end
+  end
+end
+
 local allowed, states, charged, writes = {}, {}, {}, {}
 local rejected = -1
 for i = 1, n do
-  local b = 5 + 6 * (i - 1)
+  local b = 6 + P * (i - 1)
   local alg = ARGV[b]
   local limit, w, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local key = KEYS[2 + i]
@@ -181,6 +211,11 @@ for i = 1, n do
     ok, st, ch, wr = sliding(key, limit, w, cost)
   elseif alg == 'l' then
     ok, st, ch, wr = log(key, limit, w, cost)
+  elseif alg == 'c' then
+    if cost > 0 and lease == '' then
+      return redis.error_reply('a concurrency policy needs the request lease id')
+    end
+    ok, st, ch, wr = conc(key, limit, w, cost)
   else
     ok, st, ch, wr = bucket(key, limit, w, burst, cost)
   end
@@ -188,21 +223,49 @@ for i = 1, n do
   if not ok and rejected < 0 and ARGV[b + 4] == '1' then rejected = i end
 end
 
+local function offence_key(i)
+  return base .. 'off:' .. ARGV[names + i - 1] .. '|' .. client
+end
+
 local out = {0, 0, now0, -1, 0}
 if rejected >= 0 then
   out[1], out[2] = 1, rejected - 1
-  -- block for the longest block_for among rejecting enforce policies (first on a tie)
-  local best, best_ms = -1, 0
+  -- block for the longest effective block among rejecting enforce policies (first on a tie);
+  -- an escalating policy multiplies its block_for once per remembered offence, up to its max
+  local best, best_ms, best_prev = -1, 0, 0
   for i = 1, n do
-    local b = 5 + 6 * (i - 1)
+    local b = 6 + P * (i - 1)
     local ms = tonumber(ARGV[b + 5])
-    if not allowed[i] and ARGV[b + 4] == '1' and ms > best_ms then best, best_ms = i, ms end
+    if not allowed[i] and ARGV[b + 4] == '1' and ms > 0 then
+      local mult, max = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
+      local prev = 0
+      if mult > 0 then
+        local o = redis.call('HMGET', offence_key(i), 'n', 'f')
+        local on, of = tonumber(o[1]), tonumber(o[2])
+        if on and of and now0 < of then prev = on end
+        local k = 0
+        while k < prev and ms < max do
+          ms = ms * mult
+          if ms > max then ms = max end
+          k = k + 1
+        end
+      end
+      if ms > best_ms then best, best_ms, best_prev = i, ms, prev end
+    end
   end
   suspect(client)
-  limited_event(client, ARGV[5 + 6 * n + (rejected - 1)])
+  limited_event(client, ARGV[names + (rejected - 1)])
   if best > 0 then
-    local name = ARGV[5 + 6 * n + (best - 1)]
+    local name = ARGV[names + (best - 1)]
     block(client, now0 + best_ms, 'policy:' .. name, best_ms + pad)
+    local b = 6 + P * (best - 1)
+    if tonumber(ARGV[b + 7]) > 0 then
+      -- remembered for block_memory after the block ends
+      local memory = tonumber(ARGV[b + 9])
+      local k = offence_key(best)
+      redis.call('HSET', k, 'n', best_prev + 1, 'f', now0 + best_ms + memory)
+      redis.call('PEXPIRE', k, best_ms + memory + pad)
+    end
     event({client = client, kind = 'blocked', policy = name, reason = 'policy:' .. name,
       ttl_ms = best_ms})
     out[4], out[5] = best - 1, best_ms
@@ -219,7 +282,8 @@ end
 
 for i = 1, n do
   local s = states[i]
-  if allowed[i] and charged[i] then
+  -- deferred policies are charged after the response (settle.lua)
+  if allowed[i] and charged[i] and ARGV[6 + P * (i - 1) + 6] ~= '1' then
     writes[i]()
     s = charged[i]
   end
