@@ -16,8 +16,9 @@ use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::handler::Gateway;
 use crate::proxy::upstream::UpstreamPool;
-use crate::server::listener::{self, ListenerSettings};
+use crate::server::listener::ListenerSettings;
 use crate::server::tls::{self, TlsError};
+use crate::server::workers;
 use crate::store::memory::MemoryStore;
 use crate::store::AnyStore;
 
@@ -54,7 +55,10 @@ pub fn preflight(config: &Config) -> Result<(), ConfigError> {
 }
 
 pub fn run(config: Config) -> Result<(), AppError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The main thread runs the admin port, signals and the first proxy worker; the other proxy
+    // workers get threads of their own (see `server::workers` for why not a multi-threaded
+    // runtime).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(AppError::Runtime)?;
@@ -80,13 +84,19 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     log_listening(&listener, &admin_listener, tls.is_some());
 
     let live = Arc::new(Live::new(config));
-    let gateway = Arc::new(Gateway {
-        live: live.clone(),
-        limiter,
-        upstreams: UpstreamPool::with_webpki_roots(metrics.clone()),
-        metrics: metrics.clone(),
-        access_log: true,
-    });
+    // One gateway per proxy worker: shared config, limiter and metrics, but an upstream pool of
+    // its own, so a request and its pooled upstream connection stay on one thread.
+    let gateways: Vec<Arc<Gateway>> = (0..workers::worker_count())
+        .map(|_| {
+            Arc::new(Gateway {
+                live: live.clone(),
+                limiter: limiter.clone(),
+                upstreams: UpstreamPool::with_webpki_roots(metrics.clone()),
+                metrics: metrics.clone(),
+                access_log: true,
+            })
+        })
+        .collect();
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -99,8 +109,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let signals = Signals::install()?;
     tokio::spawn(signals.run(live, metrics.clone(), ready, stop_tx));
 
-    listener::serve(listener, tls, gateway, metrics, settings, stop_rx).await;
+    let served = workers::serve(listener, tls, gateways, metrics, settings, stop_rx).await;
     admin_task.abort();
+    served.map_err(AppError::Runtime)?;
     tracing::info!("rategate stopped");
     Ok(())
 }
