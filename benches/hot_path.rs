@@ -64,7 +64,10 @@ fn bench_client_ip(c: &mut Criterion) {
             chain.push_str(&format!(", 10.0.{}.{}", i / 250, i % 250 + 1));
         }
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_str(&chain).expect("xff"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(&chain).expect("xff"),
+        );
         g.bench_with_input(BenchmarkId::new("trusted_hops", hops), &h, |b, h| {
             b.iter(|| client_ip::resolve(black_box(peer), black_box(h), &trusted))
         });
@@ -72,7 +75,10 @@ fn bench_client_ip(c: &mut Criterion) {
     // An attacker's chain of 1000 entries: bounded by MAX_XFF_ENTRIES.
     let long = vec!["10.1.1.1"; 1000].join(",");
     let mut h = HeaderMap::new();
-    h.insert("x-forwarded-for", HeaderValue::from_str(&long).expect("xff"));
+    h.insert(
+        "x-forwarded-for",
+        HeaderValue::from_str(&long).expect("xff"),
+    );
     g.bench_function("hostile_1000_entries", |b| {
         b.iter(|| client_ip::resolve(black_box(peer), black_box(&h), &trusted))
     });
@@ -141,8 +147,18 @@ fn bench_route(c: &mut Criterion) {
         ("first", Method::GET, None, "/svc0/v1/x"),
         ("middle", Method::GET, None, "/svc24/v1/users/1"),
         ("last_named", Method::PUT, None, "/svc48/v1/x"),
-        ("with_host", Method::GET, Some("SVC42.example.com:8080"), "/svc42/v1"),
-        ("catch_all", Method::GET, Some("api.example.com"), "/nothing/here"),
+        (
+            "with_host",
+            Method::GET,
+            Some("SVC42.example.com:8080"),
+            "/svc42/v1",
+        ),
+        (
+            "catch_all",
+            Method::GET,
+            Some("api.example.com"),
+            "/nothing/here",
+        ),
     ];
     for (name, m, host, p) in &cases {
         g.bench_function(*name, |b| {
@@ -333,7 +349,10 @@ fn report(route: &Route, limiter: &Limiter) -> rategate::limiter::RateReport {
         path: "/x",
         headers: &h,
     };
-    match limiter.check(route, &client("198.51.100.23"), view).now_or_never() {
+    match limiter
+        .check(route, &client("198.51.100.23"), view)
+        .now_or_never()
+    {
         Some(rategate::limiter::Verdict::Allowed(r)) => r,
         other => panic!("allowed expected, got {other:?}"),
     }
@@ -349,7 +368,10 @@ fn bench_headers(c: &mut Criterion) {
     let mut upstream = HeaderMap::new();
     upstream.insert("content-type", HeaderValue::from_static("application/json"));
     upstream.insert("content-length", HeaderValue::from_static("1234"));
-    upstream.insert("date", HeaderValue::from_static("Sat, 22 Nov 2026 10:00:00 GMT"));
+    upstream.insert(
+        "date",
+        HeaderValue::from_static("Sat, 22 Nov 2026 10:00:00 GMT"),
+    );
     upstream.insert("server", HeaderValue::from_static("nginx"));
     let mut g = c.benchmark_group("headers/apply_rate_headers");
     for (name, route) in [("1_policy", &cfg.routes[0]), ("3_policies", &cfg.routes[1])] {
