@@ -14,7 +14,7 @@ use super::access::{self, AccessDecision};
 use super::body::GatewayBody;
 use super::response::{self, GatewayError};
 use super::{client_ip, headers, path, route};
-use crate::config::compiled::{Route, Target, Upstream};
+use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{Decision, Metrics};
@@ -161,7 +161,6 @@ impl Gateway {
         };
         record.decision = Some(decision);
 
-        let normalized = normalized.into_owned();
         let mut resp = match &route.target {
             Target::Respond { status, body } => {
                 let mut resp = Response::new(GatewayBody::full(body.clone()));
@@ -173,15 +172,24 @@ impl Gateway {
                 resp
             }
             Target::Upstream(upstream) => {
-                let forwarded = Forward {
-                    route,
-                    upstream,
-                    path: &normalized,
-                    peer,
-                    peer_trusted,
-                    tls: conn.tls,
+                // The upstream URI is built while the normalized path still borrows the request
+                // (no owned copy of the path per request); `forward` then takes the request.
+                let target_path = route::forward_path(route, &normalized);
+                let forwarded = upstream
+                    .uri_for(target_path, req.uri().query())
+                    .map(|uri| Forward {
+                        upstream,
+                        uri,
+                        peer,
+                        peer_trusted,
+                        tls: conn.tls,
+                    })
+                    .map_err(|e| GatewayError::UpstreamRequest(e.to_string()));
+                let forwarded = match forwarded {
+                    Ok(fwd) => self.forward(fwd, req).await,
+                    Err(err) => Err(err),
                 };
-                match self.forward(forwarded, req).await {
+                match forwarded {
                     Ok(resp) => resp,
                     // The rate-limit headers belong on every response of a limited route,
                     // gateway errors included.
@@ -204,11 +212,7 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         // Read before the URI is rewritten to the upstream's.
         let original_host = original_host(&parts);
-        let target_path = route::forward_path(fwd.route, fwd.path);
-        parts.uri = fwd
-            .upstream
-            .uri_for(target_path, parts.uri.query())
-            .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
+        parts.uri = fwd.uri;
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(
             &mut parts.headers,
@@ -218,10 +222,8 @@ impl Gateway {
             original_host.as_ref(),
         );
         // Like nginx and Kong by default, the upstream sees its own host name; the client's is
-        // in X-Forwarded-Host.
-        let upstream_host = HeaderValue::from_str(fwd.upstream.authority.as_str())
-            .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
-        parts.headers.insert(HOST, upstream_host);
+        // in X-Forwarded-Host. The value is built once per config, not per request.
+        parts.headers.insert(HOST, fwd.upstream.host_header.clone());
 
         let mut resp = self
             .upstreams
@@ -233,9 +235,9 @@ impl Gateway {
 }
 
 struct Forward<'a> {
-    route: &'a Route,
     upstream: &'a Upstream,
-    path: &'a str,
+    /// The upstream's URI for this request (normalized, prefix-stripped path and the query).
+    uri: http::Uri,
     peer: IpAddr,
     peer_trusted: bool,
     tls: bool,
