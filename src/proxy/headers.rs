@@ -1,7 +1,6 @@
 //! Header rules: hop-by-hop removal, X-Forwarded-* for the upstream, and the rate-limit headers
 //! on responses (SPEC section 3).
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -172,8 +171,7 @@ fn forwarded_chain(headers: &HeaderMap, peer: IpAddr) -> Vec<u8> {
 }
 
 fn ip_text(mut buf: Vec<u8>, ip: IpAddr) -> Vec<u8> {
-    // Writing to a Vec cannot fail.
-    let _ = write!(buf, "{ip}");
+    crate::net::push_ip(&mut buf, ip);
     buf
 }
 
