@@ -94,6 +94,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
                 upstreams: UpstreamPool::with_webpki_roots(metrics.clone()),
                 metrics: metrics.clone(),
                 access_log: true,
+                stats: Default::default(),
             })
         })
         .collect();

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::access::{self, AccessDecision};
 use super::body::GatewayBody;
 use super::response::{self, GatewayError};
+use super::stats::RequestStats;
 use super::{client_ip, headers, path, route};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Whether to log one line per request.
     pub access_log: bool,
+    /// Metric handles of this worker (see `stats`).
+    pub stats: RequestStats,
 }
 
 /// What the outer handler records once the inner one is done.
@@ -70,10 +73,13 @@ impl Gateway {
             .map_or("", |r| &*r.name);
         let decision = record.decision.unwrap_or(Decision::NoRoute);
         let elapsed = started.elapsed();
-        self.metrics.request(route_name, decision).inc();
-        self.metrics
-            .request_duration(route_name)
-            .observe(elapsed.as_secs_f64());
+        self.stats.record(
+            &self.metrics,
+            &config,
+            record.route,
+            decision,
+            elapsed.as_secs_f64(),
+        );
         if self.access_log {
             tracing::info!(
                 target: "rategate::access",

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::RwLock;
 
 use super::response::GatewayError;
+use super::stats::UpstreamStats;
 use crate::config::compiled::Upstream;
 use crate::metrics::Metrics;
 
@@ -29,6 +30,7 @@ pub struct UpstreamPool {
     tls: Arc<rustls::ClientConfig>,
     clients: RwLock<HashMap<Duration, HttpClient>>,
     metrics: Arc<Metrics>,
+    stats: UpstreamStats,
 }
 
 impl UpstreamPool {
@@ -37,6 +39,7 @@ impl UpstreamPool {
             tls: Arc::new(tls),
             clients: RwLock::new(HashMap::new()),
             metrics,
+            stats: UpstreamStats::default(),
         }
     }
 
@@ -94,10 +97,11 @@ impl UpstreamPool {
         let name = &*upstream.name;
         match result {
             Ok(Ok(resp)) => {
-                self.metrics
-                    .upstream_duration
-                    .with_label_values(&[name])
-                    .observe(started.elapsed().as_secs_f64());
+                self.stats.observe(
+                    &self.metrics,
+                    &upstream.name,
+                    started.elapsed().as_secs_f64(),
+                );
                 Ok(resp)
             }
             Ok(Err(err)) => {
