@@ -204,7 +204,7 @@ impl Gateway {
             }
         };
         if let Some(report) = &report {
-            headers::strip_rate_headers(resp.headers_mut());
+            // Replaces whatever rate-limit headers the upstream sent.
             headers::apply_rate_headers(resp.headers_mut(), report);
         }
         Ok(resp)

@@ -304,19 +304,10 @@ fn span(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
     start..buf.len()
 }
 
-fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        // `n % 10` is a single digit.
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&tmp[i..]);
+fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    // Seven numbers per response: itoa's two-digits-at-a-time writer takes about half the
+    // instructions of a digit-by-digit loop.
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// RFC 8941 integers have at most 15 digits.
