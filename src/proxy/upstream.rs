@@ -2,7 +2,6 @@
 //! timeout (the connector owns that setting), shared by every upstream and kept across reloads so
 //! pools survive them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,10 @@ const POOL_MAX_IDLE_PER_HOST: usize = 512;
 
 pub struct UpstreamPool {
     tls: Arc<rustls::ClientConfig>,
-    clients: RwLock<HashMap<Duration, HttpClient>>,
+    /// By connect timeout. A handful of entries at most (one per distinct `connect_timeout`), so
+    /// a scan beats hashing, and requests are started under the read lock instead of cloning
+    /// the client (several `Arc`s) per request.
+    clients: RwLock<Vec<(Duration, HttpClient)>>,
     metrics: Arc<Metrics>,
     stats: UpstreamStats,
 }
@@ -37,7 +39,7 @@ impl UpstreamPool {
     pub fn new(tls: rustls::ClientConfig, metrics: Arc<Metrics>) -> Self {
         UpstreamPool {
             tls: Arc::new(tls),
-            clients: RwLock::new(HashMap::new()),
+            clients: RwLock::new(Vec::new()),
             metrics,
             stats: UpstreamStats::default(),
         }
@@ -54,15 +56,26 @@ impl UpstreamPool {
         Self::new(tls, metrics)
     }
 
-    fn client(&self, connect_timeout: Duration) -> HttpClient {
-        if let Some(c) = self.clients.read().get(&connect_timeout) {
-            return c.clone();
+    /// Start `req` on the client for `connect_timeout`, creating that client on first use.
+    fn start(
+        &self,
+        connect_timeout: Duration,
+        req: Request<Incoming>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        {
+            let clients = self.clients.read();
+            if let Some((_, c)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
+                return c.request(req);
+            }
         }
         let mut clients = self.clients.write();
-        clients
-            .entry(connect_timeout)
-            .or_insert_with(|| self.build(connect_timeout))
-            .clone()
+        if let Some((_, c)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
+            return c.request(req);
+        }
+        let client = self.build(connect_timeout);
+        let fut = client.request(req);
+        clients.push((connect_timeout, client));
+        fut
     }
 
     fn build(&self, connect_timeout: Duration) -> HttpClient {
@@ -91,9 +104,9 @@ impl UpstreamPool {
     ) -> Result<Response<Incoming>, GatewayError> {
         // The upstream side always speaks HTTP/1.1, whatever the client used.
         *req.version_mut() = Version::HTTP_11;
-        let client = self.client(upstream.connect_timeout);
         let started = Instant::now();
-        let result = tokio::time::timeout(upstream.timeout, client.request(req)).await;
+        let result =
+            tokio::time::timeout(upstream.timeout, self.start(upstream.connect_timeout, req)).await;
         let name = &*upstream.name;
         match result {
             Ok(Ok(resp)) => {
