@@ -489,7 +489,7 @@ max_memory_keys = $keys" million
     sleep 0.5
     idle=$(rss_kb "$pid")
     log "$name: $MILLION distinct clients, at most ${MILLION_TIMEOUT}s (idle RSS ${idle} kB)"
-    echo "seconds,rss_kb" >"$OUT/$name/rss.csv"
+    echo "seconds,rss_kb,requests_served" >"$OUT/$name/rss.csv"
     THREADS=$WRK_THREADS CLIENTS=$MILLION STOP_AT=$MILLION "${WRK_PIN[@]}" wrk -t"$WRK_THREADS" -c64 \
       -d"${MILLION_TIMEOUT}"s --timeout 5s -s "$LOAD_DIR/clients.lua" "http://127.0.0.1:$P_MILLION/" \
       >"$OUT/$name/wrk.log" 2>&1 &
@@ -499,8 +499,12 @@ max_memory_keys = $keys" million
     t0=$SECONDS
     while kill -0 "$wrk_pid" 2>/dev/null; do
       r=$(rss_kb "$pid")
-      echo "$((SECONDS - t0)),$r" >>"$OUT/$name/rss.csv"
+      served=$(curl -s "http://127.0.0.1:$((P_ADMIN + 2))/metrics" |
+        awk '/^rategate_requests_total/ {n += $2} END {printf "%d", n}')
+      echo "$((SECONDS - t0)),$r,$served" >>"$OUT/$name/rss.csv"
       [ "$r" -gt "$peak" ] && peak=$r
+      # wrk runs for its whole -d even once its threads stop; SIGINT makes it stop and report.
+      [ "${served:-0}" -ge "$MILLION" ] && kill -INT "$wrk_pid" 2>/dev/null
       sleep 1
     done
     wait "$wrk_pid" 2>/dev/null || true
