@@ -20,8 +20,9 @@ use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::handler::Gateway;
 use crate::proxy::upstream::UpstreamPool;
-use crate::server::listener::{self, ListenerSettings};
+use crate::server::listener::ListenerSettings;
 use crate::server::tls::{self, TlsError};
+use crate::server::workers;
 use crate::store::{AnyStore, StoreError};
 
 /// How long start-up waits for the store's first connection before serving anyway.
@@ -62,7 +63,10 @@ pub fn preflight(config: &Config) -> Result<(), ConfigError> {
 }
 
 pub fn run(config: Config) -> Result<(), AppError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The main thread runs the admin port, signals and the first proxy worker; the other proxy
+    // workers get threads of their own (see `server::workers` for why not a multi-threaded
+    // runtime).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(AppError::Runtime)?;
@@ -106,15 +110,21 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             // Policies may have changed: decisions cached under the old ones are forgotten.
             .after_swap(Box::new(move |_| cached.clear_cache())),
     );
-    let gateway = Arc::new(Gateway {
-        alerts: alerts.clone(),
-        ..Gateway::new(
-            live.clone(),
-            limiter.clone(),
-            UpstreamPool::with_webpki_roots(metrics.clone()),
-            metrics.clone(),
-        )
-    });
+    // One gateway per proxy worker: shared config, limiter and metrics, but an upstream pool of
+    // its own, so a request and its pooled upstream connection stay on one thread.
+    let gateways: Vec<Arc<Gateway>> = (0..workers::worker_count())
+        .map(|_| {
+            Arc::new(Gateway {
+                alerts: alerts.clone(),
+                ..Gateway::new(
+                    live.clone(),
+                    limiter.clone(),
+                    UpstreamPool::with_webpki_roots(metrics.clone()),
+                    metrics.clone(),
+                )
+            })
+        })
+        .collect();
     let ready = Arc::new(AtomicBool::new(true));
     let (stop_tx, stop_rx) = watch::channel(false);
     // The admin port outlives the proxy's drain, so /readyz answers 503 (not a refused
@@ -149,11 +159,12 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     // these lines to mean "ready".
     log_listening(&listener, admin_addr, tls.is_some());
 
-    listener::serve(listener, tls, gateway, metrics, settings, stop_rx).await;
+    let served = workers::serve(listener, tls, gateways, metrics, settings, stop_rx).await;
     let _ = admin_stop_tx.send(true);
     for task in tasks {
         task.abort();
     }
+    served.map_err(AppError::Runtime)?;
     tracing::info!("rategate stopped");
     Ok(())
 }

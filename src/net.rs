@@ -1,6 +1,7 @@
 //! Address helpers shared by identity, access lists and keys.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -65,9 +66,73 @@ pub fn key_addr(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     }
 }
 
+/// The dotted-quad text of `v4` in a stack buffer: `(bytes, len)`. Client keys and
+/// X-Forwarded-For are built for every request, and `fmt` machinery (`write!("{v4}")`) costs more
+/// than the rest of that work together.
+pub fn ipv4_text(v4: Ipv4Addr) -> ([u8; 15], usize) {
+    let mut out = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            out[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            out[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        out[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    (out, n)
+}
+
+/// Append the canonical text of `ip` (as `Display` writes it) to `out`.
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let (text, len) = ipv4_text(v4);
+            out.extend_from_slice(&text[..len]);
+        }
+        IpAddr::V6(v6) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_matches_display() {
+        let samples = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "255.255.255.255",
+            "10.0.0.1",
+            "192.168.100.7",
+            "2001:db8::1",
+            "::",
+        ];
+        for s in samples {
+            let ip: IpAddr = s.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().into_bytes(), "{s}");
+        }
+        for i in (0..=u32::MAX).step_by(65_521) {
+            let v4 = Ipv4Addr::from(i);
+            let (text, len) = ipv4_text(v4);
+            assert_eq!(&text[..len], v4.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn mapped_v4_matches_v4_range() {

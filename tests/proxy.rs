@@ -281,3 +281,50 @@ fn smuggling_attempts_never_reach_the_upstream() {
         .count();
     assert_eq!(smuggled, 0, "seen: {:?}", echo.seen());
 }
+
+/// An upstream that answers one request per connection with a keep-alive response (no
+/// `Connection: close`) and then closes the socket, as upstreams do when their keep-alive timeout
+/// ends. The gateway's pool must notice and never send a request on such a connection.
+#[test]
+fn connection_closed_by_upstream_is_not_reused() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(3) {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            std::thread::sleep(Duration::from_millis(50));
+            // Dropping the stream closes the connection the gateway has pooled.
+        }
+    });
+    let gw = Gateway::start(&config_with(
+        &format!("http://{addr}"),
+        "[[route]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"api\"\n",
+    ));
+    for _ in 0..3 {
+        let resp = raw_get(gw.addr, "/x", "");
+        assert_eq!(raw_status(&resp), 200, "{resp}");
+        assert!(resp.ends_with("ok"), "{resp}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}

@@ -170,6 +170,9 @@ pub struct Upstream {
     /// `http` or `https`.
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
+    /// `authority` as the `Host` header the upstream receives, built once here rather than per
+    /// request.
+    pub host_header: http::HeaderValue,
     /// Path prefix from the upstream URL without a trailing slash ("" when the URL has none).
     pub base_path: String,
     pub connect_timeout: Duration,
@@ -180,6 +183,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The `Host` value for `authority`. An authority only holds characters that are valid in a
+    /// header value, so the fallback (an empty value) is never used in practice.
+    pub fn host_value(authority: &http::uri::Authority) -> http::HeaderValue {
+        http::HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    }
+
     /// The URI the upstream receives for a normalized, already prefix-stripped path and query.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let mut pq = String::with_capacity(

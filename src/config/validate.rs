@@ -472,6 +472,7 @@ impl Validator<'_> {
                 Arc::new(Upstream {
                     name: Arc::from(u.name.get_ref().as_str()),
                     scheme,
+                    host_header: Upstream::host_value(&authority),
                     authority,
                     base_path,
                     connect_timeout: u

@@ -74,7 +74,12 @@ pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> String {
     let mut key = String::with_capacity(48);
     // Writing to a String cannot fail.
     let _ = match addr {
-        IpAddr::V4(v4) => write!(key, "{v4}"),
+        IpAddr::V4(v4) => {
+            // The common case, without `fmt` (see `net::ipv4_text`).
+            let (text, len) = net::ipv4_text(v4);
+            key.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
+            Ok(())
+        }
         IpAddr::V6(v6) if prefix == 128 => write!(key, "{v6}"),
         IpAddr::V6(v6) => write!(key, "{v6}/{prefix}"),
     };

@@ -13,9 +13,10 @@ use hyper::body::Incoming;
 use super::access::{self, AccessDecision};
 use super::body::GatewayBody;
 use super::response::{self, GatewayError};
+use super::stats::RequestStats;
 use super::{client_ip, cost, headers, path, route};
 use crate::alerts::{Alert, Alerter};
-use crate::config::compiled::{Route, Target, Upstream};
+use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{Decision, Metrics};
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Blocks and rejection thresholds are reported here (it never waits).
     pub alerts: Alerter,
+    /// Metric handles of this worker (see `stats`).
+    pub stats: RequestStats,
 }
 
 /// What the outer handler records once the inner one is done.
@@ -60,6 +63,7 @@ impl Gateway {
             upstreams,
             metrics,
             alerts: Alerter::disabled(),
+            stats: RequestStats::default(),
         }
     }
 
@@ -87,10 +91,13 @@ impl Gateway {
             .map_or("", |r| &*r.name);
         let decision = record.decision.unwrap_or(Decision::NoRoute);
         let elapsed = started.elapsed();
-        self.metrics.request(route_name, decision).inc();
-        self.metrics
-            .request_duration(route_name)
-            .observe(elapsed.as_secs_f64());
+        self.stats.record(
+            &self.metrics,
+            &config,
+            record.route,
+            decision,
+            elapsed.as_secs_f64(),
+        );
         // Read per request, so a reload switches it.
         if config.server.access_log {
             tracing::info!(
@@ -187,7 +194,6 @@ impl Gateway {
         };
         record.decision = Some(decision);
 
-        let normalized = normalized.into_owned();
         // Whether the response is the upstream's (or the route's own): gateway errors are not
         // answers a count-by-response policy counts.
         let mut answered = true;
@@ -202,15 +208,24 @@ impl Gateway {
                 resp
             }
             Target::Upstream(upstream) => {
-                let forwarded = Forward {
-                    route,
-                    upstream,
-                    path: &normalized,
-                    peer,
-                    peer_trusted,
-                    tls: conn.tls,
+                // The upstream URI is built while the normalized path still borrows the request
+                // (no owned copy of the path per request); `forward` then takes the request.
+                let target_path = route::forward_path(route, &normalized);
+                let forwarded = upstream
+                    .uri_for(target_path, req.uri().query())
+                    .map(|uri| Forward {
+                        upstream,
+                        uri,
+                        peer,
+                        peer_trusted,
+                        tls: conn.tls,
+                    })
+                    .map_err(|e| GatewayError::UpstreamRequest(e.to_string()));
+                let forwarded = match forwarded {
+                    Ok(fwd) => self.forward(fwd, req).await,
+                    Err(err) => Err(err),
                 };
-                match self.forward(forwarded, req).await {
+                match forwarded {
                     Ok(resp) => resp,
                     // The rate-limit headers belong on every response of a limited route,
                     // gateway errors included.
@@ -222,7 +237,7 @@ impl Gateway {
             }
         };
         if let Some(report) = &report {
-            headers::strip_rate_headers(resp.headers_mut());
+            // Replaces whatever rate-limit headers the upstream sent.
             headers::apply_rate_headers(resp.headers_mut(), report);
         }
         if let Some(admission) = admission.filter(|_| answered) {
@@ -269,11 +284,7 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         // Read before the URI is rewritten to the upstream's.
         let original_host = original_host(&parts);
-        let target_path = route::forward_path(fwd.route, fwd.path);
-        parts.uri = fwd
-            .upstream
-            .uri_for(target_path, parts.uri.query())
-            .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
+        parts.uri = fwd.uri;
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(
             &mut parts.headers,
@@ -283,10 +294,8 @@ impl Gateway {
             original_host.as_ref(),
         );
         // Like nginx and Kong by default, the upstream sees its own host name; the client's is
-        // in X-Forwarded-Host.
-        let upstream_host = HeaderValue::from_str(fwd.upstream.authority.as_str())
-            .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
-        parts.headers.insert(HOST, upstream_host);
+        // in X-Forwarded-Host. The value is built once per config, not per request.
+        parts.headers.insert(HOST, fwd.upstream.host_header.clone());
 
         let mut resp = self
             .upstreams
@@ -298,9 +307,9 @@ impl Gateway {
 }
 
 struct Forward<'a> {
-    route: &'a Route,
     upstream: &'a Upstream,
-    path: &'a str,
+    /// The upstream's URI for this request (normalized, prefix-stripped path and the query).
+    uri: http::Uri,
     peer: IpAddr,
     peer_trusted: bool,
     tls: bool,

@@ -1,7 +1,6 @@
 //! Header rules: hop-by-hop removal, X-Forwarded-* for the upstream, and the rate-limit headers
 //! on responses (SPEC section 3).
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -50,6 +49,18 @@ const PROTECTED: [&str; 5] = [
 /// Remove hop-by-hop headers, including those named in `Connection`, but never the
 /// X-Forwarded-* headers the gateway sets itself.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Runs twice per proxied request. One pass over the names present (no hashing) finds the
+    // hop-by-hop ones, usually none or only `Connection`; removing all nine by name cost nine
+    // hash lookups each time (about 5% of the gateway's instructions per request).
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     // Headers listed in `Connection` go first, while we still have its values. The common
     // single-line case takes the value out (no allocation); several lines are cloned (cheap
     // `Bytes` clones) because removing while borrowing the map is not possible.
@@ -71,7 +82,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
@@ -173,8 +184,7 @@ fn forwarded_chain(headers: &HeaderMap, peer: IpAddr) -> Vec<u8> {
 }
 
 fn ip_text(mut buf: Vec<u8>, ip: IpAddr) -> Vec<u8> {
-    // Writing to a Vec cannot fail.
-    let _ = write!(buf, "{ip}");
+    crate::net::push_ip(&mut buf, ip);
     buf
 }
 
@@ -303,19 +313,10 @@ fn span(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
     start..buf.len()
 }
 
-fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        // `n % 10` is a single digit.
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&tmp[i..]);
+fn push_u64(buf: &mut Vec<u8>, n: u64) {
+    // Seven numbers per response: itoa's two-digits-at-a-time writer takes about half the
+    // instructions of a digit-by-digit loop.
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// RFC 8941 integers have at most 15 digits.

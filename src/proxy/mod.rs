@@ -9,4 +9,5 @@ pub mod headers;
 pub mod path;
 pub mod response;
 pub mod route;
+pub mod stats;
 pub mod upstream;

@@ -1,7 +1,8 @@
-//! Accepting connections: the proxy listener and TLS.
+//! Accepting connections: the proxy listener, TLS, and the per-core workers that serve it.
 
 pub mod listener;
 pub mod tls;
+pub mod workers;
 
 use tokio::sync::watch;
 

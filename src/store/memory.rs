@@ -43,6 +43,11 @@ const EVICT_BATCH_DIVISOR: usize = 64;
 
 type Map<V> = HashMap<Box<str>, V, ahash::RandomState>;
 
+/// Per-request scratch lists (shards, guards, parameters, evaluations): one entry per policy of
+/// the route, and routes rarely have more than four, so they live on the stack instead of costing
+/// four heap allocations per check.
+type Inline<T> = smallvec::SmallVec<[T; 4]>;
+
 #[derive(Debug)]
 struct CounterEntry {
     /// The parameters the state was written under; other parameters mean "no entry".
@@ -169,7 +174,7 @@ impl Shard {
 /// The shards one request holds, locked in ascending index order.
 struct Locked<'a> {
     mask: u64,
-    guards: Vec<MutexGuard<'a, Shard>>,
+    guards: Inline<MutexGuard<'a, Shard>>,
 }
 
 impl Locked<'_> {
@@ -245,7 +250,7 @@ impl MemoryStore {
     }
 
     fn lock(&self, mask: u64) -> Locked<'_> {
-        let mut guards = Vec::with_capacity(mask.count_ones() as usize);
+        let mut guards = Inline::with_capacity(mask.count_ones() as usize);
         let mut rest = mask;
         while rest != 0 {
             let i = rest.trailing_zeros() as usize;
@@ -263,7 +268,7 @@ impl MemoryStore {
         }
         let now = self.clock.now_ms();
         let block_shard = self.shard_of(req.client);
-        let key_shards: Vec<usize> = req.checks.iter().map(|c| self.shard_of(c.key)).collect();
+        let key_shards: Inline<usize> = req.checks.iter().map(|c| self.shard_of(c.key)).collect();
         let mask = key_shards
             .iter()
             .fold(1u64 << block_shard, |m, &i| m | (1u64 << i));
@@ -289,8 +294,8 @@ impl MemoryStore {
         }
 
         // 2. Evaluate every policy against its current state.
-        let mut params = Vec::with_capacity(req.checks.len());
-        let mut evals: Vec<Evaluation> = Vec::with_capacity(req.checks.len());
+        let mut params: Inline<Params> = Inline::with_capacity(req.checks.len());
+        let mut evals: Inline<Evaluation> = Inline::with_capacity(req.checks.len());
         for (check, &shard) in req.checks.iter().zip(&key_shards) {
             let p = Params::of_check(check);
             let state = locked

@@ -1,0 +1,585 @@
+#!/usr/bin/env bash
+# Load harness: rategate (memory store, Redis store) against nginx as a plain reverse proxy to the
+# same upstream, all in one run, so that every figure is a ratio within that run.
+#
+#   bash benches/load/run.sh                    # everything (about 10 minutes on 2 cores)
+#   REPS=1 DURATION=3 SCENARIOS="allowed rejected" bash benches/load/run.sh   # a quick look
+#
+# What it does, in order: installs wrk, nginx-light and redis-server with apt-get when missing;
+# builds rategate in release; starts a fast upstream (nginx answering `return 200`), redis-server,
+# nginx as a plain reverse proxy (keep-alive pool to the upstream, X-Forwarded-* set, access log
+# off), rategate with the memory store and rategate with the Redis store; warms each up; then, REPS
+# times, drives every scenario on every target with wrk at each connection count for DURATION
+# seconds (interleaved, so drift from other load on the machine hits every target alike); and
+# prints medians as ratios to nginx. Last, the 1M-distinct-clients run against the memory store
+# measures RSS growth for each bound in MILLION_KEYS.
+#
+# Only loopback addresses are used; every wrk run is bounded in time; every process started here
+# is stopped on exit (by its pid).
+#
+# Environment (defaults in brackets):
+#   DURATION [5]        seconds per measured wrk run
+#   REPS [3]            repetitions (the median is reported)
+#   CONNS ["8 64"]      wrk connection counts
+#   WRK_THREADS [2]     wrk threads
+#   SCENARIOS ["allowed rejected three clients10k million"]
+#   TARGETS ["nginx memory redis"]
+#   MILLION [1000000]   distinct clients in the memory-growth run
+#   MILLION_KEYS ["200000 1000000"]  max_memory_keys of the gateway in that run (one run each)
+#   MILLION_TIMEOUT [240] seconds at most for one memory-growth run
+#   PIN [0]             1: pin wrk to CPU 1 and every server to CPU 0 (taskset); nginx workers and
+#                       tokio worker threads then both follow the one CPU the servers get
+#   ACCESS_LOG [0]      1: nginx and rategate both write an access log to a file
+#   PORT_BASE [18000]   ports PORT_BASE+80.. are used on 127.0.0.1
+#   OUT [target/load/<timestamp>]   logs, configs, raw.csv, results.md
+#   BIN [target/release/rategate]   SKIP_BUILD=1 uses it as it is
+#   BASELINE_BIN [unset]  another rategate binary (say, a build of the commit before an
+#                       optimization): adds the target `before`, the memory store on that binary,
+#                       measured in the same run as everything else
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+export LOAD_DIR="$ROOT/benches/load"
+DURATION=${DURATION:-5}
+REPS=${REPS:-3}
+CONNS=${CONNS:-"8 64"}
+WRK_THREADS=${WRK_THREADS:-2}
+SCENARIOS=${SCENARIOS:-"allowed rejected three clients10k million"}
+TARGETS=${TARGETS:-"nginx memory redis"}
+MILLION=${MILLION:-1000000}
+MILLION_KEYS=${MILLION_KEYS:-"200000 1000000"}
+MILLION_TIMEOUT=${MILLION_TIMEOUT:-240}
+PIN=${PIN:-0}
+ACCESS_LOG=${ACCESS_LOG:-0}
+PORT_BASE=${PORT_BASE:-18000}
+OUT=${OUT:-$ROOT/target/load/$(date +%Y%m%d-%H%M%S)}
+BIN=${BIN:-$ROOT/target/release/rategate}
+
+P_UPSTREAM=$((PORT_BASE + 81))
+P_NGINX=$((PORT_BASE + 80))
+P_MEMORY=$((PORT_BASE + 90))
+P_REDIS_GW=$((PORT_BASE + 91))
+P_MILLION=$((PORT_BASE + 92))
+P_BEFORE=$((PORT_BASE + 93))
+P_REDIS=$((PORT_BASE + 79))
+P_ADMIN=$((PORT_BASE + 1090))
+
+mkdir -p "$OUT"
+log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+has() { [[ " $1 " == *" $2 "* ]]; }
+
+# ---------------------------------------------------------------- tools
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+[ -x "$NGINX" ] || need+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+fi
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "building rategate (release)"
+  (cd "$ROOT" && cargo build --release --locked --bin rategate)
+fi
+[ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 1; }
+
+# ---------------------------------------------------------------- pinning
+if [ "$PIN" = 1 ]; then
+  SERVER_PIN=(taskset -c 0)
+  WRK_PIN=(taskset -c 1)
+else
+  SERVER_PIN=()
+  WRK_PIN=()
+fi
+# tokio's default worker count is the CPUs the process may run on; nginx gets as many workers.
+WORKERS=$("${SERVER_PIN[@]}" nproc)
+
+# ---------------------------------------------------------------- process bookkeeping
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() { # port seconds pid
+  local deadline=$((SECONDS + $2))
+  while ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    if ! kill -0 "$3" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+rss_kb() { # pid: VmRSS of the process and of its children (nginx workers)
+  local total=0 p v
+  [ -n "$1" ] || { echo 0; return; }
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+cpu_ticks() { # pid: user+system clock ticks of the process and of its children (nginx workers)
+  local total=0 p v
+  [ -n "$1" ] || { echo 0; return; }
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that closes the command name.
+    v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || true)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in $((PORT_BASE + 79)) $((PORT_BASE + 80)) $((PORT_BASE + 81)) $((PORT_BASE + 90)) $((PORT_BASE + 91)) \
+  $((PORT_BASE + 92)) $((PORT_BASE + 93)) $((PORT_BASE + 1090)) $((PORT_BASE + 1091)) $((PORT_BASE + 1092)) $((PORT_BASE + 1093)); do
+  port_free "$p" || { echo "port $p on 127.0.0.1 is in use (another run?); set PORT_BASE" >&2; exit 1; }
+done
+
+# ---------------------------------------------------------------- nginx: upstream and baseline
+nginx_common() { # dir
+  cat <<EOF
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 8192; }
+EOF
+}
+nginx_http_common() { # dir
+  local access="access_log off;"
+  [ "$ACCESS_LOG" = 1 ] && access="access_log $1/access.log;"
+  cat <<EOF
+  $access
+  client_body_temp_path $1/tmp-body;
+  proxy_temp_path $1/tmp-proxy;
+  fastcgi_temp_path $1/tmp-fastcgi;
+  uwsgi_temp_path $1/tmp-uwsgi;
+  scgi_temp_path $1/tmp-scgi;
+  # hyper puts no cap on requests per connection; neither does this.
+  keepalive_requests 1000000;
+EOF
+}
+
+# The start_* functions set STARTED to the new pid (not echoed: PIDS must be updated in this
+# shell, not in a command substitution's subshell, or cleanup would miss the process).
+STARTED=""
+start_nginx() { # name conf-text
+  local dir="$OUT/$1"
+  mkdir -p "$dir"
+  printf '%s\n' "$2" >"$dir/nginx.conf"
+  "${SERVER_PIN[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+UPSTREAM_DIR="$OUT/upstream"
+upstream_conf="$(nginx_common "$UPSTREAM_DIR")
+worker_processes 1;
+http {
+$(ACCESS_LOG=0 nginx_http_common "$UPSTREAM_DIR")
+  server {
+    listen 127.0.0.1:$P_UPSTREAM backlog=4096;
+    location / { return 200 \"ok\\n\"; }
+  }
+}"
+start_nginx upstream "$upstream_conf"
+UPSTREAM_PID=$STARTED
+wait_port "$P_UPSTREAM" 10 "$UPSTREAM_PID" || { echo "upstream nginx did not start: $(cat "$UPSTREAM_DIR"/*.log)" >&2; exit 1; }
+
+NGINX_DIR="$OUT/nginx"
+nginx_conf="$(nginx_common "$NGINX_DIR")
+worker_processes $WORKERS;
+http {
+$(nginx_http_common "$NGINX_DIR")
+  upstream api {
+    server 127.0.0.1:$P_UPSTREAM;
+    keepalive 512;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+    location / {
+      proxy_pass http://api;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}"
+NGINX_PID=""
+if has "$TARGETS" nginx; then
+  start_nginx nginx "$nginx_conf"
+  NGINX_PID=$STARTED
+  wait_port "$P_NGINX" 10 "$NGINX_PID" || { echo "nginx did not start: $(cat "$NGINX_DIR"/*.log)" >&2; exit 1; }
+fi
+
+# ---------------------------------------------------------------- redis
+REDIS_PID=""
+if has "$TARGETS" redis; then
+  mkdir -p "$OUT/redis"
+  "${SERVER_PIN[@]}" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$OUT/redis" --logfile "$OUT/redis/redis.log" &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_port "$P_REDIS" 10 "$REDIS_PID" || { echo "redis-server did not start" >&2; exit 1; }
+fi
+rcli() { redis-cli -p "$P_REDIS" "$@"; }
+evalsha_calls() {
+  rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3; f=1} END {if (!f) print 0}'
+}
+all_calls() {
+  rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ && !/^cmdstat_(info|config)/ {n += $3} END {print n + 0}'
+}
+
+# ---------------------------------------------------------------- rategate
+gateway_conf() { # port admin-port store-block routes-kind
+  cat <<EOF
+# Written by benches/load/run.sh.
+[server]
+listen = "127.0.0.1:$1"
+trusted_proxies = ["127.0.0.1/32"]
+
+[admin]
+listen = "127.0.0.1:$2"
+
+$3
+
+[[upstream]]
+name = "up"
+url = "http://127.0.0.1:$P_UPSTREAM"
+
+# Limits that are never hit: 1e9 per minute.
+[[policy]]
+name = "per-ip"
+algorithm = "fixed_window"
+limit = 1000000000
+window = "60s"
+
+[[policy]]
+name = "per-ip-path"
+algorithm = "sliding_window"
+limit = 1000000000
+window = "60s"
+key = ["ip", "path"]
+
+[[policy]]
+name = "global"
+algorithm = "token_bucket"
+limit = 1000000000
+window = "1s"
+key = ["global"]
+
+# Hit at once: 1 per hour.
+[[policy]]
+name = "over"
+algorithm = "fixed_window"
+limit = 1
+window = "1h"
+EOF
+  if [ "$4" = million ]; then
+    cat <<EOF
+
+[[route]]
+name = "million"
+path_prefix = "/"
+policies = ["per-ip"]
+respond = { status = 200, body = "ok\n" }
+EOF
+  else
+    cat <<EOF
+
+[[route]]
+name = "allowed"
+path_prefix = "/allowed"
+upstream = "up"
+policies = ["per-ip"]
+
+[[route]]
+name = "rejected"
+path_prefix = "/rejected"
+upstream = "up"
+policies = ["over"]
+
+[[route]]
+name = "three"
+path_prefix = "/three"
+upstream = "up"
+policies = ["per-ip", "per-ip-path", "global"]
+
+[[route]]
+name = "clients"
+path_prefix = "/clients"
+upstream = "up"
+policies = ["per-ip"]
+EOF
+  fi
+}
+
+start_gateway() { # name port admin-port store-block routes-kind [binary]; STARTED="" on failure
+  local dir="$OUT/$1" bin=${6:-$BIN}
+  mkdir -p "$dir"
+  gateway_conf "$2" "$3" "$4" "$5" >"$dir/rategate.toml"
+  local filter=warn
+  [ "$ACCESS_LOG" = 1 ] && filter=info
+  RUST_LOG=$filter "${SERVER_PIN[@]}" "$bin" --log-format json run --config "$dir/rategate.toml" \
+    >"$dir/rategate.log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+  wait_port "$2" 15 "$STARTED" || STARTED=""
+}
+
+MEMORY_PID=""
+REDIS_GW_PID=""
+REDIS_SKIP=""
+declare -A IDLE_RSS
+if has "$TARGETS" memory; then
+  start_gateway memory "$P_MEMORY" "$((P_ADMIN))" \
+    "[store]
+kind = \"memory\"
+max_memory_keys = 1000000" proxy
+  MEMORY_PID=$STARTED
+  [ -n "$MEMORY_PID" ] || { echo "rategate (memory) did not start: $(tail -5 "$OUT/memory/rategate.log")" >&2; exit 1; }
+  sleep 0.5
+  IDLE_RSS[memory]=$(rss_kb "$MEMORY_PID")
+fi
+BEFORE_PID=""
+if [ -n "${BASELINE_BIN:-}" ]; then
+  TARGETS="$TARGETS before"
+  start_gateway before "$P_BEFORE" "$((P_ADMIN + 3))" \
+    "[store]
+kind = \"memory\"
+max_memory_keys = 1000000" proxy "$BASELINE_BIN"
+  BEFORE_PID=$STARTED
+  [ -n "$BEFORE_PID" ] || { echo "rategate (before) did not start: $(tail -5 "$OUT/before/rategate.log")" >&2; exit 1; }
+  sleep 0.5
+  IDLE_RSS[before]=$(rss_kb "$BEFORE_PID")
+fi
+if has "$TARGETS" redis; then
+  start_gateway redis "$P_REDIS_GW" "$((P_ADMIN + 1))" \
+    "[store]
+kind = \"redis\"
+url = \"redis://127.0.0.1:$P_REDIS/0\"
+max_memory_keys = 1000000" proxy
+  REDIS_GW_PID=$STARTED
+  if [ -z "$REDIS_GW_PID" ]; then
+    REDIS_SKIP="rategate refused to start with kind = \"redis\": $(tail -3 "$OUT/redis/rategate.log" | tr '\n' ' ')"
+  else
+    # A binary without the Redis store may still accept the config; only real EVALSHA calls count.
+    rcli CONFIG RESETSTAT >/dev/null
+    curl -s -o /dev/null "http://127.0.0.1:$P_REDIS_GW/allowed" || true
+    if [ "$(all_calls)" = 0 ]; then
+      REDIS_SKIP="this rategate build accepts kind = \"redis\" but made no Redis call (the Redis store is not on this branch yet)"
+    fi
+  fi
+  if [ -n "$REDIS_SKIP" ]; then
+    log "SKIPPING the Redis scenarios: $REDIS_SKIP"
+    TARGETS=${TARGETS//redis/}
+  else
+    sleep 0.5
+    IDLE_RSS[redis]=$(rss_kb "$REDIS_GW_PID")
+  fi
+fi
+[ -n "$NGINX_PID" ] && IDLE_RSS[nginx]=$(rss_kb "$NGINX_PID")
+
+port_of() {
+  case $1 in nginx) echo "$P_NGINX" ;; memory) echo "$P_MEMORY" ;; redis) echo "$P_REDIS_GW" ;; before) echo "$P_BEFORE" ;; esac
+}
+pid_of() {
+  case $1 in nginx) echo "$NGINX_PID" ;; memory) echo "$MEMORY_PID" ;; redis) echo "$REDIS_GW_PID" ;; before) echo "$BEFORE_PID" ;; esac
+}
+
+# scenario -> "path script": what a request looks like. nginx runs the request shapes only.
+scenario_path() {
+  case $1 in allowed) echo /allowed ;; rejected) echo /rejected ;; three) echo /three ;; clients10k) echo /clients ;; esac
+}
+scenario_script() {
+  case $1 in clients10k) echo clients.lua ;; *) echo plain.lua ;; esac
+}
+# Which nginx run is the baseline of a scenario (same request shape).
+baseline_of() {
+  case $1 in clients10k) echo clients10k ;; *) echo allowed ;; esac
+}
+runs_on() { # scenario target
+  case $2 in
+    nginx) [ "$1" = allowed ] || [ "$1" = clients10k ] ;;
+    *) true ;;
+  esac
+}
+
+run_wrk() { # target scenario conns seconds -> RESULT line
+  local port path script
+  port=$(port_of "$1")
+  path=$(scenario_path "$2")
+  script=$(scenario_script "$2")
+  THREADS=$WRK_THREADS CLIENTS=10000 "${WRK_PIN[@]}" wrk -t"$WRK_THREADS" -c"$3" -d"$4"s --timeout 5s \
+    -s "$LOAD_DIR/$script" "http://127.0.0.1:$port$path" | grep '^RESULT' || echo "RESULT failed"
+}
+
+field() { # line key
+  sed -n "s/.*[[:space:]]$2=\([^ ]*\).*/\1/p" <<<"$1"
+}
+
+RAW="$OUT/raw.csv"
+echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req" >"$RAW"
+
+PROXY_SCENARIOS=()
+for s in allowed rejected three clients10k; do has "$SCENARIOS" "$s" && PROXY_SCENARIOS+=("$s"); done
+
+if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
+  log "targets: $TARGETS; scenarios: ${PROXY_SCENARIOS[*]}; conns: $CONNS; ${REPS}x ${DURATION}s; pin=$PIN; server workers=$WORKERS"
+  log "warming up"
+  for t in $TARGETS; do
+    for s in "${PROXY_SCENARIOS[@]}"; do
+      runs_on "$s" "$t" && run_wrk "$t" "$s" 64 1 >/dev/null
+    done
+  done
+  for rep in $(seq "$REPS"); do
+    for c in $CONNS; do
+      for s in "${PROXY_SCENARIOS[@]}"; do
+        for t in $TARGETS; do
+          runs_on "$s" "$t" || continue
+          [ "$t" = redis ] && rcli CONFIG RESETSTAT >/dev/null
+          ticks0=$(cpu_ticks "$(pid_of "$t")")
+          line=$(run_wrk "$t" "$s" "$c" "$DURATION")
+          ticks1=$(cpu_ticks "$(pid_of "$t")")
+          evalsha="" calls=""
+          if [ "$t" = redis ]; then
+            evalsha=$(evalsha_calls)
+            calls=$(all_calls)
+          fi
+          rss=$(rss_kb "$(pid_of "$t")")
+          echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}')" >>"$RAW"
+          log "rep $rep c=$c $s on $t: ${line#RESULT }"
+        done
+      done
+    done
+  done
+fi
+
+# ---------------------------------------------------------------- 1M distinct clients (memory)
+MILLION_CSV="$OUT/million.csv"
+echo "max_memory_keys,requests,rps,non2xx,sock_errors,idle_rss_kb,peak_rss_kb,end_rss_kb,capacity_errors" >"$MILLION_CSV"
+if has "$SCENARIOS" million && has "$TARGETS" memory; then
+  for keys in $MILLION_KEYS; do
+    name="million-$keys"
+    start_gateway "$name" "$P_MILLION" "$((P_ADMIN + 2))" \
+      "[store]
+kind = \"memory\"
+max_memory_keys = $keys" million
+    pid=$STARTED
+    [ -n "$pid" ] || { echo "rategate ($name) did not start" >&2; exit 1; }
+    sleep 0.5
+    idle=$(rss_kb "$pid")
+    log "$name: $MILLION distinct clients, at most ${MILLION_TIMEOUT}s (idle RSS ${idle} kB)"
+    echo "seconds,rss_kb,requests_served" >"$OUT/$name/rss.csv"
+    THREADS=$WRK_THREADS CLIENTS=$MILLION STOP_AT=$MILLION "${WRK_PIN[@]}" wrk -t"$WRK_THREADS" -c64 \
+      -d"${MILLION_TIMEOUT}"s --timeout 5s -s "$LOAD_DIR/clients.lua" "http://127.0.0.1:$P_MILLION/" \
+      >"$OUT/$name/wrk.log" 2>&1 &
+    wrk_pid=$!
+    PIDS+=("$wrk_pid")
+    peak=$idle
+    t0=$SECONDS
+    while kill -0 "$wrk_pid" 2>/dev/null; do
+      r=$(rss_kb "$pid")
+      served=$(curl -s "http://127.0.0.1:$((P_ADMIN + 2))/metrics" |
+        awk '/^rategate_requests_total/ {n += $2} END {printf "%d", n}')
+      echo "$((SECONDS - t0)),$r,$served" >>"$OUT/$name/rss.csv"
+      [ "$r" -gt "$peak" ] && peak=$r
+      # wrk runs for its whole -d even once its threads stop; SIGINT makes it stop and report.
+      [ "${served:-0}" -ge "$MILLION" ] && kill -INT "$wrk_pid" 2>/dev/null
+      sleep 1
+    done
+    wait "$wrk_pid" 2>/dev/null || true
+    line=$(grep '^RESULT' "$OUT/$name/wrk.log" || echo "RESULT failed")
+    sleep 1
+    end=$(rss_kb "$pid")
+    [ "$end" -gt "$peak" ] && peak=$end
+    capacity=$(curl -s "http://127.0.0.1:$((P_ADMIN + 2))/metrics" |
+      awk '/^rategate_store_errors_total/ && /kind="capacity"/ {n += $2} END {print n + 0}')
+    echo "$keys,$(field "$line" requests),$(field "$line" rps),$(field "$line" non2xx),$(field "$line" sock_errors),$idle,$peak,$end,$capacity" >>"$MILLION_CSV"
+    log "$name: ${line#RESULT } idle=${idle}kB peak=${peak}kB end=${end}kB capacity_errors=$capacity"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+fi
+
+# ---------------------------------------------------------------- report
+{
+  echo "# rategate load harness, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), pin=$PIN, server workers=$WORKERS, wrk -t$WRK_THREADS, ${REPS}x ${DURATION}s per cell, medians. Ratios are to nginx in this same run; absolute figures are for this run only."
+  echo "Idle RSS: $(for k in "${!IDLE_RSS[@]}"; do printf '%s %.1f MB; ' "$k" "$(awk -v v="${IDLE_RSS[$k]}" 'BEGIN {print v / 1024}')"; done)"
+  [ -n "$REDIS_SKIP" ] && echo && echo "Redis scenarios SKIPPED: $REDIS_SKIP."
+  echo
+  awk -F, -v targets="$TARGETS" '
+    function median(list,   n, a, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    NR == 1 { next }
+    {
+      k = $1 SUBSEP $2 SUBSEP $3
+      if (!(k in seen)) { seen[k] = 1; order[++n] = k }
+      rps[k] = rps[k] " " $6; p50[k] = p50[k] " " $7; p99[k] = p99[k] " " $8
+      req[k] += $5; bad[k] += $9; err[k] += $10; es[k] += $11; calls[k] += $12
+      if ($13 + 0 > rss[k] + 0) rss[k] = $13
+      cpu[k] = cpu[k] " " $14
+    }
+    END {
+      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | RSS MB |"
+      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      for (i = 1; i <= n; i++) {
+        split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
+        base = (s == "clients10k") ? "clients10k" : "allowed"
+        b = "nginx" SUBSEP base SUBSEP c
+        r = median(rps[order[i]]); m50 = median(p50[order[i]]); m99 = median(p99[order[i]])
+        if (b in seen) {
+          br = median(rps[b]); b50 = median(p50[b]); b99 = median(p99[b])
+          vr = sprintf("%.2fx", r / br); v50 = sprintf("%.2fx", m50 / b50); v99 = sprintf("%.2fx", m99 / b99)
+          d99 = sprintf("%+.2f", (m99 - b99) / 1000)
+          bc = median(cpu[b]); vc = bc > 0 ? sprintf("%.2fx", median(cpu[order[i]]) / bc) : "n/a"
+        } else { vr = v50 = v99 = d99 = vc = "n/a" }
+        es_req = (t == "redis" && req[order[i]] > 0) ? sprintf("%.3f", es[order[i]] / req[order[i]]) : "-"
+        calls_req = (t == "redis" && req[order[i]] > 0) ? sprintf("%.3f", calls[order[i]] / req[order[i]]) : "-"
+        nb = req[order[i]] > 0 ? sprintf("%.1f%%", 100 * bad[order[i]] / req[order[i]]) : "-"
+        if (err[order[i]] > 0) nb = nb " (" err[order[i]] " socket errors)"
+        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rss[order[i]] / 1024
+      }
+      # Rejected traffic against the allowed throughput of the same store.
+      for (i = 1; i <= n; i++) {
+        split(order[i], f, SUBSEP)
+        if (f[2] != "rejected") continue
+        a = f[1] SUBSEP "allowed" SUBSEP f[3]
+        if (a in seen) rej = rej sprintf("%s c=%s: %.2fx; ", f[1], f[3], median(rps[order[i]]) / median(rps[a]))
+      }
+      if (rej != "") { print ""; print "Rejected vs allowed throughput of the same store: " rej }
+    }' "$RAW"
+  if [ "$(wc -l <"$MILLION_CSV")" -gt 1 ]; then
+    echo
+    echo "Memory growth, $MILLION distinct clients (X-Forwarded-For), memory store, route answered by the gateway itself:"
+    echo
+    echo "| max_memory_keys | requests | non-2xx | RSS idle MB | RSS peak MB | RSS end MB | capacity errors |"
+    echo "|---|---|---|---|---|---|---|"
+    awk -F, 'NR > 1 {printf "| %s | %s | %s | %.1f | %.1f | %.1f | %s |\n", $1, $2, $4, $6 / 1024, $7 / 1024, $8 / 1024, $9}' "$MILLION_CSV"
+  fi
+} | tee "$OUT/results.md"
+log "raw data and logs in $OUT"
