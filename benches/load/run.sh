@@ -36,9 +36,12 @@
 #   BASELINE_BIN [unset]  another rategate binary (say, a build of the commit before an
 #                       optimization): adds the target `before`, the memory store on that binary,
 #                       measured in the same run as everything else
+#   BASELINE_STORE [memory]  the store of `before`: memory, or redis (the same redis-server as
+#                       the `redis` target; its EVALSHA/req is counted the same way)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BASELINE_STORE=${BASELINE_STORE:-memory}
 export LOAD_DIR="$ROOT/benches/load"
 DURATION=${DURATION:-5}
 REPS=${REPS:-3}
@@ -363,9 +366,12 @@ fi
 BEFORE_PID=""
 if [ -n "${BASELINE_BIN:-}" ]; then
   TARGETS="$TARGETS before"
+  before_store="kind = \"memory\""
+  [ "$BASELINE_STORE" = redis ] && before_store="kind = \"redis\"
+url = \"redis://127.0.0.1:$P_REDIS/0\""
   start_gateway before "$P_BEFORE" "$((P_ADMIN + 3))" \
     "[store]
-kind = \"memory\"
+$before_store
 max_memory_keys = 1000000" proxy "$BASELINE_BIN"
   BEFORE_PID=$STARTED
   [ -n "$BEFORE_PID" ] || { echo "rategate (before) did not start: $(tail -5 "$OUT/before/rategate.log")" >&2; exit 1; }
@@ -456,12 +462,14 @@ if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
       for s in "${PROXY_SCENARIOS[@]}"; do
         for t in $TARGETS; do
           runs_on "$s" "$t" || continue
-          [ "$t" = redis ] && rcli CONFIG RESETSTAT >/dev/null
+          on_redis=0
+          { [ "$t" = redis ] || { [ "$t" = before ] && [ "$BASELINE_STORE" = redis ]; }; } && on_redis=1
+          [ "$on_redis" = 1 ] && rcli CONFIG RESETSTAT >/dev/null
           ticks0=$(cpu_ticks "$(pid_of "$t")")
           line=$(run_wrk "$t" "$s" "$c" "$DURATION")
           ticks1=$(cpu_ticks "$(pid_of "$t")")
           evalsha="" calls=""
-          if [ "$t" = redis ]; then
+          if [ "$on_redis" = 1 ]; then
             evalsha=$(evalsha_calls)
             calls=$(all_calls)
           fi
