@@ -323,9 +323,7 @@ impl UpstreamPool {
             }
         }
     }
-}
 
-impl UpstreamPool {
     /// Count and log a response the gateway refuses to relay (`kind="protocol"`).
     pub fn protocol_error(&self, upstream: &Upstream, what: &str) {
         self.metrics
