@@ -165,7 +165,7 @@ DUR = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEYS = {
     "": {"server", "admin", "store", "access", "upstream", "policy", "route", "alerts"},
-    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "tls"},
+    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "forward_client_ip_headers", "tls"},
     "alerts": {"webhook_url", "format", "token", "token_env", "rejections_threshold", "threshold_window", "timeout", "max_retries", "queue_size"},
     "server.tls": {"cert", "key"},
     "admin": {"listen", "token"},
@@ -218,6 +218,8 @@ def check(path):
             except ValueError as x: e(f"alerts.{k}: {x}")
     if "access_log" in server and not isinstance(server["access_log"], bool):
         e("server.access_log must be true or false")
+    if "forward_client_ip_headers" in server and not isinstance(server["forward_client_ip_headers"], bool):
+        e("server.forward_client_ip_headers must be true or false")
     for k in ("header_read_timeout", "shutdown_grace"):
         if k in server:
             try: seconds(server[k])
@@ -323,7 +325,10 @@ def check(path):
         n = r.get("name")
         if ("path" in r) == ("path_prefix" in r): e(f"route {n}: exactly one of path / path_prefix")
         if ("upstream" in r) == ("respond" in r): e(f"route {n}: exactly one of upstream / respond")
-        if "respond" in r: keys(r["respond"], "route.respond")
+        if "respond" in r:
+            keys(r["respond"], "route.respond")
+            st = r["respond"].get("status")
+            if not isinstance(st, int) or isinstance(st, bool) or not 200 <= st <= 599: e(f"route {n}: respond.status {st!r} must be 200..599")
         if "upstream" in r and r["upstream"] not in names["upstream"]: e(f"route {n}: unknown upstream {r['upstream']!r}")
         for pol in r.get("policies", []):
             if pol not in names["policy"]: e(f"route {n}: unknown policy {pol!r}")

@@ -27,6 +27,9 @@ pub enum Decision {
     Denied,
     ShadowLimited,
     NoRoute,
+    /// Refused before routing: a malformed request head (no or several `Host` lines, a bad path,
+    /// a head over `max_header_bytes`), answered 400 or 431.
+    BadRequest,
 }
 
 impl Decision {
@@ -38,6 +41,7 @@ impl Decision {
             Decision::Denied => "denied",
             Decision::ShadowLimited => "shadow_limited",
             Decision::NoRoute => "no_route",
+            Decision::BadRequest => "bad_request",
         }
     }
 }

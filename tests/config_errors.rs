@@ -59,7 +59,8 @@ const BAD: &[Expected] = &[
     ("no_target.toml", Some(1), Some(1), "route[0]", "a route needs a target"),
     ("strip_prefix_without_prefix.toml", Some(9), Some(16), "route[0].strip_prefix", "`strip_prefix = true` needs both `path_prefix` and `upstream`"),
     ("bad_method.toml", Some(3), Some(19), "route[0].methods", "unknown HTTP method `FETCH`; expected one of GET"),
-    ("bad_status.toml", Some(3), Some(22), "route[0].respond.status", "999 is out of range; must be between 100 and 599"),
+    ("bad_status.toml", Some(3), Some(22), "route[0].respond.status", "999 is out of range; must be between 200 and 599"),
+    ("respond_informational.toml", Some(3), Some(22), "route[0].respond.status", "101 is out of range; must be between 200 and 599"),
     ("no_routes.toml", None, None, "route", "no routes: at least one [[route]] is required"),
     ("limit_zero.toml", Some(4), Some(9), "policy[0].limit", "0 is too small; must be at least 1"),
     ("limit_over_2_53.toml", Some(4), Some(9), "policy[0].limit", "must not exceed 2^53"),
@@ -213,6 +214,7 @@ fn full_config_compiles_with_every_key() {
     assert_eq!(s.max_header_bytes, 32768);
     assert_eq!(s.shutdown_grace, Duration::from_secs(15));
     assert!(!s.access_log);
+    assert!(!s.forward_client_ip_headers);
     let tls = s.tls.as_ref().unwrap();
     assert_eq!(tls.cert, Path::new("certs/server.pem"));
     assert_eq!(tls.key, Path::new("certs/server.key"));
@@ -427,7 +429,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "auth: path_prefix /api/auth, methods POST,PUT, host api.example.com -> upstream api (strip_prefix), policies auth, global",
         "health: path /healthz, any method, any host -> respond 200",
         "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log",
-        "access_log off",
+        "access_log off, forward_client_ip_headers from anyone",
         "alerts: webhook https://hooks.example.com/*** (slack), token set, threshold 500 rejections per 5m, timeout 3s, max_retries 5, queue_size 50",
         "login-failures: fixed_window 5 per 15m, key [ip], mode enforce, counts responses 401,403, block_for 1m x10 up to 6h (remembered 2d), retry_after_jitter 5s",
         "reports: fixed_window 100 per 1h, key [route], mode enforce, counts responses >= 400",

@@ -40,6 +40,10 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Log one line per request.
     pub access_log: bool,
+    /// Client-IP headers (X-Real-IP, Forwarded, True-Client-IP, CF-Connecting-IP) are owned by
+    /// the gateway: forwarded only as a trusted proxy sent them, removed from anyone else.
+    /// `false` passes them from every peer untouched.
+    pub forward_client_ip_headers: bool,
     pub tls: Option<TlsFiles>,
 }
 

@@ -36,6 +36,7 @@ pub const DEFAULT_MODE: Mode = Mode::Enforce;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub const DEFAULT_BLOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_ACCESS_LOG: bool = true;
+pub const DEFAULT_FORWARD_CLIENT_IP_HEADERS: bool = true;
 pub const DEFAULT_ALERT_FORMAT: AlertFormat = AlertFormat::Json;
 pub const DEFAULT_THRESHOLD_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,6 +85,9 @@ pub struct Server {
     pub shutdown_grace: Option<duration::Any>,
     /// One log line per request (target `rategate::access`).
     pub access_log: Option<bool>,
+    /// true: X-Real-IP, Forwarded, True-Client-IP and CF-Connecting-IP reach the upstream only
+    /// from trusted proxies; false: from anyone, as received.
+    pub forward_client_ip_headers: Option<bool>,
     pub tls: Option<Tls>,
 }
 

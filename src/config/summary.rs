@@ -47,7 +47,8 @@ fn server(out: &mut String, s: &Server) -> std::fmt::Result {
     writeln!(
         out,
         "server: listen {} (tls {tls}), trusted_proxies {}, ipv6_prefix /{}, \
-         header_read_timeout {}, max_header_bytes {}, shutdown_grace {}, access_log {}",
+         header_read_timeout {}, max_header_bytes {}, shutdown_grace {}, access_log {}, \
+         forward_client_ip_headers {}",
         s.listen,
         cidrs(&s.trusted_proxies),
         s.ipv6_prefix,
@@ -55,6 +56,11 @@ fn server(out: &mut String, s: &Server) -> std::fmt::Result {
         s.max_header_bytes,
         dur(s.shutdown_grace),
         if s.access_log { "on" } else { "off" },
+        if s.forward_client_ip_headers {
+            "trusted proxies only"
+        } else {
+            "from anyone"
+        },
     )
 }
 

@@ -234,6 +234,9 @@ impl Validator<'_> {
                 .shutdown_grace
                 .map_or(file::DEFAULT_SHUTDOWN_GRACE, |d| d.0),
             access_log: s.access_log.unwrap_or(file::DEFAULT_ACCESS_LOG),
+            forward_client_ip_headers: s
+                .forward_client_ip_headers
+                .unwrap_or(file::DEFAULT_FORWARD_CLIENT_IP_HEADERS),
             tls: tls?,
         })
     }
@@ -704,9 +707,10 @@ impl Validator<'_> {
     }
 
     fn respond(&self, respond: &file::Respond) -> Check<Target> {
-        let code: u16 = bounded(&respond.status, 100, 599)?;
+        // A 1xx is never a final answer: a client would wait for the real one.
+        let code: u16 = bounded(&respond.status, 200, 599)?;
         let status = StatusCode::from_u16(code)
-            .map_err(|_| Issue::at(&respond.status, "must be between 100 and 599"))?;
+            .map_err(|_| Issue::at(&respond.status, "must be between 200 and 599"))?;
         let body = match &respond.body {
             None => Bytes::new(),
             Some(body) => Bytes::from(self.expand(body)?),
@@ -1236,7 +1240,7 @@ mod tests {
             3,
             22,
             "route[0].respond.status",
-            "between 100 and 599",
+            "between 200 and 599",
         );
     }
 
@@ -1360,6 +1364,22 @@ mod tests {
             9,
             "admin.token",
             "must not be empty",
+        );
+    }
+
+    #[test]
+    fn forward_client_ip_headers() {
+        assert!(ok(ROUTE).server.forward_client_ip_headers);
+        let c = ok(&format!(
+            "[server]\nforward_client_ip_headers = false\n{ROUTE}"
+        ));
+        assert!(!c.server.forward_client_ip_headers);
+        assert_err(
+            &format!("[server]\nforward_client_ip_headers = \"no\"\n{ROUTE}"),
+            2,
+            29,
+            "server.forward_client_ip_headers",
+            "invalid type: string \"no\", expected a boolean",
         );
     }
 
@@ -1859,7 +1879,15 @@ mod tests {
             6,
             22,
             "route[0].respond.status",
-            "between 100 and 599",
+            "between 200 and 599",
+        );
+        // 1xx is informational, never a final answer.
+        assert_err(
+            &route("respond = { status = 101 }"),
+            6,
+            22,
+            "route[0].respond.status",
+            "101 is out of range; must be between 200 and 599",
         );
         assert_err(
             &route("respond = { body = \"x\" }"),

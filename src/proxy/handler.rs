@@ -6,15 +6,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HOST;
-use http::{HeaderValue, Request, Response};
+use http::header::{HOST, TRANSFER_ENCODING};
+use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::access::{self, AccessDecision};
 use super::body::GatewayBody;
+use super::headers::TransferCodings;
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
-use super::{client_ip, cost, headers, path, route};
+use super::{client_ip, cost, headers, host, path, route};
 use crate::alerts::{Alert, Alerter};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
@@ -124,6 +125,7 @@ impl Gateway {
         if head_size(&req) > config.server.max_header_bytes {
             return Err(GatewayError::HeadTooLarge);
         }
+        let host = host::addressed(&req)?;
 
         let peer = conn.peer.ip().to_canonical();
         let server = &config.server;
@@ -136,7 +138,6 @@ impl Gateway {
         record.client = Some(client);
 
         let normalized = path::normalize(req.uri().path()).map_err(|_| GatewayError::BadPath)?;
-        let host = request_host(&req);
         let route = route::find(&config.routes, req.method(), host, &normalized)
             .ok_or(GatewayError::NoRoute)?;
         record.route = Some(route.index);
@@ -218,6 +219,7 @@ impl Gateway {
                         uri,
                         peer,
                         peer_trusted,
+                        strip_client_ip: server.forward_client_ip_headers && !peer_trusted,
                         tls: conn.tls,
                     })
                     .map_err(|e| GatewayError::UpstreamRequest(e.to_string()));
@@ -284,8 +286,15 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         // Read before the URI is rewritten to the upstream's.
         let original_host = original_host(&parts);
+        let client_version = parts.version;
         parts.uri = fwd.uri;
-        headers::remove_hop_by_hop(&mut parts.headers);
+        // hyper undid the client's final `chunked` and frames the body again; codings before it
+        // are still on the bytes, so the upstream is told (hyper adds `chunked` after them).
+        if let TransferCodings::Other(codings) =
+            headers::remove_hop_by_hop(&mut parts.headers, fwd.strip_client_ip)
+        {
+            parts.headers.insert(TRANSFER_ENCODING, codings);
+        }
         headers::set_forwarded(
             &mut parts.headers,
             fwd.peer,
@@ -301,7 +310,20 @@ impl Gateway {
             .upstreams
             .send(fwd.upstream, Request::from_parts(parts, body))
             .await?;
-        headers::remove_hop_by_hop(resp.headers_mut());
+        if let TransferCodings::Other(codings) =
+            headers::remove_hop_by_hop(resp.headers_mut(), false)
+        {
+            // Only HTTP/1.1 has transfer codings; to anyone else the coded bytes would pass as
+            // the content itself (nginx answers 502 here too).
+            if client_version != Version::HTTP_11 {
+                self.upstreams.protocol_error(
+                    fwd.upstream,
+                    "transfer coding the client's protocol cannot carry",
+                );
+                return Err(GatewayError::UpstreamProtocol("transfer coding"));
+            }
+            resp.headers_mut().insert(TRANSFER_ENCODING, codings);
+        }
         Ok(resp.map(GatewayBody::upstream))
     }
 }
@@ -312,15 +334,9 @@ struct Forward<'a> {
     uri: http::Uri,
     peer: IpAddr,
     peer_trusted: bool,
+    /// Remove X-Real-IP, Forwarded and the like (an untrusted peer, and the protection on).
+    strip_client_ip: bool,
     tls: bool,
-}
-
-/// The host the client addressed: the absolute-form or HTTP/2 authority wins over `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
 }
 
 fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {

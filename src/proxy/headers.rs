@@ -21,8 +21,10 @@ pub static X_RATELIMIT_POLICY: HeaderName = HeaderName::from_static("x-ratelimit
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
-/// Always hop-by-hop (RFC 9110 section 7.6.1, plus the non-standard ones proxies still see).
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// Always hop-by-hop (RFC 9110 section 7.6.1, plus the non-standard ones proxies still see),
+/// then the client-IP headers an upstream may believe (`X-Real-IP`, RFC 7239 `Forwarded`, and
+/// the CDN spellings), which only a trusted proxy may set (`server.forward_client_ip_headers`).
+static STRIPPED: [HeaderName; HOP_BY_HOP + 4] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -32,7 +34,14 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HeaderName::from_static("x-real-ip"),
+    header::FORWARDED,
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
 ];
+/// The hop-by-hop names lead `STRIPPED`.
+const HOP_BY_HOP: usize = 9;
+const TRANSFER_ENCODING_AT: usize = 7;
 
 /// Names a `Connection` header may list but that are never removed because of it: the
 /// X-Forwarded-* the gateway sets itself (a client naming them must not make the gateway drop
@@ -46,21 +55,48 @@ const PROTECTED: [&str; 5] = [
     "content-length",
 ];
 
-/// Remove hop-by-hop headers, including those named in `Connection`, but never the
-/// X-Forwarded-* headers the gateway sets itself.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+/// What a message's `Transfer-Encoding` said, once it is removed with the other hop-by-hop
+/// headers. hyper has already undone a final `chunked` on receipt and frames the body again for
+/// the next hop; any other coding is still on the body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferCodings {
+    /// No `Transfer-Encoding`: `Content-Length` (or the end of the connection) frames the body.
+    None,
+    /// Only `chunked`.
+    Chunked,
+    /// The codings the body still carries, in order (e.g. `gzip`): the next hop must be told,
+    /// in a `Transfer-Encoding` hyper completes with `chunked`, or the body cannot be relayed.
+    Other(HeaderValue),
+}
+
+/// Remove hop-by-hop headers, including those named in `Connection` (but never the
+/// X-Forwarded-* headers the gateway sets itself), and with `client_ip` also the client-IP
+/// headers of `STRIPPED`. A `Transfer-Encoding` takes `Content-Length` with it (RFC 9112
+/// section 6.3: the length is stale once the framing changes) and is reported.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, client_ip: bool) -> TransferCodings {
+    let names = if client_ip {
+        &STRIPPED[..]
+    } else {
+        &STRIPPED[..HOP_BY_HOP]
+    };
     // Runs twice per proxied request. One pass over the names present (no hashing) finds the
-    // hop-by-hop ones, usually none or only `Connection`; removing all nine by name cost nine
-    // hash lookups each time (about 5% of the gateway's instructions per request).
-    let mut present = [false; HOP_BY_HOP.len()];
+    // ones to remove, usually none or only `Connection`; removing all of them by name cost a
+    // hash lookup each time (about 5% of the gateway's instructions per request for nine).
+    let mut present = [false; STRIPPED.len()];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = names.iter().position(|h| h == name) {
             present[i] = true;
         }
     }
     if !present.contains(&true) {
-        return;
+        return TransferCodings::None;
     }
+    let codings = if present[TRANSFER_ENCODING_AT] {
+        headers.remove(header::CONTENT_LENGTH);
+        transfer_codings(headers)
+    } else {
+        TransferCodings::None
+    };
     // Headers listed in `Connection` go first, while we still have its values. The common
     // single-line case takes the value out (no allocation); several lines are cloned (cheap
     // `Bytes` clones) because removing while borrowing the map is not possible.
@@ -82,8 +118,53 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+    for (name, _) in STRIPPED.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
+    }
+    codings
+}
+
+/// The codings of every `Transfer-Encoding` line, in order, without a final `chunked` (the only
+/// one hyper decodes). `chunked` alone, the usual case, allocates nothing.
+fn transfer_codings(headers: &HeaderMap) -> TransferCodings {
+    let lines = headers.get_all(header::TRANSFER_ENCODING);
+    let mut iter = lines.iter();
+    if let (Some(only), None) = (iter.next(), iter.next()) {
+        if trim_ows(only.as_bytes()).eq_ignore_ascii_case(b"chunked") {
+            return TransferCodings::Chunked;
+        }
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut before_last = 0;
+    let mut last_chunked = false;
+    for line in &lines {
+        for token in line.as_bytes().split(|&b| b == b',') {
+            let token = trim_ows(token);
+            if token.is_empty() {
+                continue;
+            }
+            last_chunked = token.eq_ignore_ascii_case(b"chunked");
+            before_last = buf.len();
+            if !buf.is_empty() {
+                buf.extend_from_slice(b", ");
+            }
+            buf.extend_from_slice(token);
+        }
+    }
+    if last_chunked {
+        buf.truncate(before_last);
+    }
+    if buf.is_empty() {
+        return TransferCodings::Chunked;
+    }
+    // Slices of valid values joined by ", " are a valid value; were it ever not, the first
+    // line as received still names the codings.
+    match HeaderValue::from_maybe_shared(Bytes::from(buf)) {
+        Ok(v) => TransferCodings::Other(v),
+        Err(_) => match headers.get(header::TRANSFER_ENCODING) {
+            Some(v) => TransferCodings::Other(v.clone()),
+            None => TransferCodings::Chunked,
+        },
     }
 }
 
@@ -401,7 +482,7 @@ mod tests {
         }
         h.insert("content-type", hv("text/plain"));
         h.insert("authorization", hv("Bearer t"));
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("content-type"));
         assert!(h.contains_key("authorization"));
@@ -416,7 +497,7 @@ mod tests {
         h.insert("x-bar", hv("2"));
         h.insert("x-baz", hv("3"));
         h.insert("x-keep", hv("4"));
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, false);
         assert!(!h.contains_key("x-foo"));
         assert!(!h.contains_key("x-bar"));
         assert!(!h.contains_key("x-baz"));
@@ -430,7 +511,7 @@ mod tests {
         h.insert("connection", hv("keep-alive, , ,bad token, \"q\", x-foo,"));
         h.insert("x-foo", hv("1"));
         h.insert("x-other", hv("2"));
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, false);
         assert!(!h.contains_key("x-foo"));
         assert_eq!(one(&h, "x-other"), Some("2"));
         let mut h = HeaderMap::new();
@@ -439,7 +520,7 @@ mod tests {
             HeaderValue::from_bytes(b"x-\xff, x-foo").expect("obs-text is a valid value"),
         );
         h.insert("x-foo", hv("1"));
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, false);
         assert!(!h.contains_key("x-foo"));
     }
 
@@ -455,7 +536,7 @@ mod tests {
         h.insert("x-forwarded-host", hv("a.example"));
         h.insert("host", hv("a.example"));
         h.insert("content-length", hv("3"));
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 5, "{h:?}");
     }
 
@@ -475,17 +556,83 @@ mod tests {
         let peer: IpAddr = "198.51.100.7".parse().expect("test address");
 
         let mut a = make();
-        remove_hop_by_hop(&mut a);
+        remove_hop_by_hop(&mut a, false);
         set_forwarded(&mut a, peer, false, "https", Some(&host));
         let mut b = make();
         set_forwarded(&mut b, peer, false, "https", Some(&host));
-        remove_hop_by_hop(&mut b);
+        remove_hop_by_hop(&mut b, false);
 
         assert_eq!(a, b);
         assert_eq!(one(&a, "x-forwarded-for"), Some("198.51.100.7"));
         assert_eq!(one(&a, "x-forwarded-proto"), Some("https"));
         assert_eq!(one(&a, "x-forwarded-host"), Some("api.example.com"));
         assert!(!a.contains_key("connection"));
+    }
+
+    #[test]
+    fn client_ip_headers_go_only_when_asked() {
+        let make = || {
+            let mut h = HeaderMap::new();
+            for n in [
+                "x-real-ip",
+                "forwarded",
+                "true-client-ip",
+                "cf-connecting-ip",
+            ] {
+                h.append(n, hv("6.6.6.6"));
+            }
+            h.insert("x-keep", hv("1"));
+            h
+        };
+        let mut h = make();
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+        let mut h = make();
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 5, "{h:?}");
+    }
+
+    fn codings(lines: &[&'static str], with_length: bool) -> (TransferCodings, HeaderMap) {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append("transfer-encoding", hv(l));
+        }
+        if with_length {
+            h.insert("content-length", hv("2"));
+        }
+        h.insert("content-type", hv("text/plain"));
+        (remove_hop_by_hop(&mut h, false), h)
+    }
+
+    #[test]
+    fn transfer_encoding_takes_content_length_with_it() {
+        let (c, h) = codings(&["chunked"], true);
+        assert_eq!(c, TransferCodings::Chunked);
+        assert!(!h.contains_key("content-length"));
+        assert!(!h.contains_key("transfer-encoding"));
+        assert!(h.contains_key("content-type"));
+        let (c, h) = codings(&[], true);
+        assert_eq!(c, TransferCodings::None);
+        assert!(h.contains_key("content-length"));
+    }
+
+    #[test]
+    fn transfer_codings_other_than_the_final_chunked_are_kept() {
+        let other = |s: &'static str| TransferCodings::Other(hv(s));
+        assert_eq!(codings(&["gzip, chunked"], true).0, other("gzip"));
+        assert_eq!(codings(&["gzip", "Chunked"], false).0, other("gzip"));
+        assert_eq!(
+            codings(&[" chunked ", ""], false).0,
+            TransferCodings::Chunked
+        );
+        // Not final: hyper decoded nothing, the body carries all of them.
+        assert_eq!(codings(&["chunked, gzip"], false).0, other("chunked, gzip"));
+        assert_eq!(codings(&["gzip"], false).0, other("gzip"));
+        assert_eq!(
+            codings(&["x-a,,x-b ,\tchunked"], false).0,
+            other("x-a, x-b")
+        );
     }
 
     // ---- X-Forwarded-* ----

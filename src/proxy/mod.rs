@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod cost;
 pub mod handler;
 pub mod headers;
+pub mod host;
 pub mod path;
 pub mod response;
 pub mod route;

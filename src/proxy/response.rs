@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::body::GatewayBody;
 use super::cost::BadCost;
+use super::host::BadHost;
 use crate::metrics::Decision;
 
 /// The problem type of every 429 (IANA HTTP Problem Types registry).
@@ -20,6 +21,15 @@ pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-type
 pub enum GatewayError {
     #[error("malformed request path")]
     BadPath,
+    #[error(transparent)]
+    BadHost(#[from] BadHost),
+    /// The client's request body broke its framing (a bad chunk size, say) while it was being
+    /// forwarded: the client's fault, never the upstream's.
+    #[error("malformed request body")]
+    BadBody,
+    /// The client went away before sending its whole body; nobody reads the answer.
+    #[error("client closed the connection before its request body ended")]
+    ClientGone,
     #[error("request head too large")]
     HeadTooLarge,
     #[error("no route matches")]
@@ -30,6 +40,10 @@ pub enum GatewayError {
     UpstreamConnect(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// An answer the gateway must not relay: a `101` it never asked for, or a transfer coding
+    /// the client's protocol cannot carry.
+    #[error("upstream response cannot be relayed: {0}")]
+    UpstreamProtocol(&'static str),
     #[error("upstream request could not be built: {0}")]
     UpstreamRequest(String),
     #[error(transparent)]
@@ -39,13 +53,18 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath => StatusCode::BAD_REQUEST,
+            GatewayError::BadPath
+            | GatewayError::BadHost(_)
+            | GatewayError::BadBody
+            | GatewayError::ClientGone => StatusCode::BAD_REQUEST,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::UpstreamRequest(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamRequest(_) | GatewayError::UpstreamProtocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::BadCost(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -53,11 +72,15 @@ impl GatewayError {
     /// The `error` member of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadPath => "bad_request",
+            GatewayError::BadPath | GatewayError::BadHost(_) => "bad_request",
+            GatewayError::BadBody => "bad_request_body",
+            GatewayError::ClientGone => "client_closed_request",
             GatewayError::HeadTooLarge => "header_too_large",
             GatewayError::NoRoute => "no_route",
             GatewayError::Forbidden => "forbidden",
-            GatewayError::UpstreamConnect(_) | GatewayError::UpstreamRequest(_) => "bad_gateway",
+            GatewayError::UpstreamConnect(_)
+            | GatewayError::UpstreamRequest(_)
+            | GatewayError::UpstreamProtocol(_) => "bad_gateway",
             GatewayError::UpstreamTimeout => "gateway_timeout",
             GatewayError::BadCost(_) => "invalid_cost",
         }
@@ -66,6 +89,9 @@ impl GatewayError {
     /// The decision label recorded for this error, if it is a decision at all.
     pub fn decision(&self) -> Option<Decision> {
         match self {
+            GatewayError::BadPath | GatewayError::BadHost(_) | GatewayError::HeadTooLarge => {
+                Some(Decision::BadRequest)
+            }
             GatewayError::NoRoute => Some(Decision::NoRoute),
             GatewayError::Forbidden => Some(Decision::Denied),
             // Refused by the route's cost rule before any limit was consulted.
@@ -77,11 +103,22 @@ impl GatewayError {
     fn message(&self) -> &'static str {
         match self {
             GatewayError::BadPath => "The request path is malformed or climbs above the root.",
+            GatewayError::BadHost(BadHost::Missing) => "An HTTP/1.1 request needs a Host header.",
+            GatewayError::BadHost(BadHost::Repeated) => "A request has at most one Host header.",
+            GatewayError::BadHost(BadHost::Invalid) => "The Host header is not a valid host.",
+            GatewayError::BadHost(BadHost::Conflicting) => {
+                "The Host header names another host than the request target."
+            }
+            GatewayError::BadBody => "The request body is malformed.",
+            GatewayError::ClientGone => "The request body ended early.",
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
             GatewayError::NoRoute => "No route matches this request.",
             GatewayError::Forbidden => "Access from this address is not allowed.",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamRequest(_) => {
                 "The upstream service could not be reached."
+            }
+            GatewayError::UpstreamProtocol(_) => {
+                "The upstream service sent a response this gateway cannot relay."
             }
             GatewayError::UpstreamTimeout => "The upstream service did not answer in time.",
             GatewayError::BadCost(_) => "The request cost header is invalid.",

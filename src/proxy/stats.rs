@@ -15,7 +15,7 @@ use prometheus::{Histogram, IntCounter};
 use crate::config::Config;
 use crate::metrics::{Decision, Metrics};
 
-const DECISIONS: usize = 6;
+const DECISIONS: usize = 7;
 
 fn decision_index(d: Decision) -> usize {
     match d {
@@ -25,6 +25,7 @@ fn decision_index(d: Decision) -> usize {
         Decision::Denied => 3,
         Decision::ShadowLimited => 4,
         Decision::NoRoute => 5,
+        Decision::BadRequest => 6,
     }
 }
 

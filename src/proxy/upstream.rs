@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
@@ -85,6 +85,40 @@ impl Host {
 enum Failure {
     Connect(BoxError),
     Request(hyper::Error),
+}
+
+/// How the client's own request body failed while it was being forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFault {
+    /// Broken framing: a chunk size that is not hexadecimal or overflows, bad chunk ends.
+    Malformed,
+    /// The client closed or reset before the body ended.
+    Gone,
+}
+
+/// A send that failed because reading the client's body failed, not because of the upstream.
+/// hyper reports a failing request body as a user error whose source is the body's own error
+/// (the client connection's `hyper::Error`); no other send error has that shape.
+fn client_body_fault(err: &hyper::Error) -> Option<BodyFault> {
+    use std::error::Error as _;
+    if !err.is_user() {
+        return None;
+    }
+    let body_err = err.source()?.downcast_ref::<hyper::Error>()?;
+    let mut cause = body_err.source();
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(match io.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                    BodyFault::Malformed
+                }
+                _ => BodyFault::Gone,
+            });
+        }
+        cause = e.source();
+    }
+    // An HTTP/2 stream reset by the client, or a connection that ended: nothing malformed.
+    Some(BodyFault::Gone)
 }
 
 pub struct UpstreamPool {
@@ -235,6 +269,15 @@ impl UpstreamPool {
         let result = tokio::time::timeout(upstream.timeout, self.round_trip(upstream, req)).await;
         let name = &*upstream.name;
         match result {
+            // The gateway forwards no `Upgrade` (it is hop-by-hop), so any switch is unsolicited;
+            // relaying it would hand the client a connection in a protocol nobody agreed on.
+            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                self.protocol_error(
+                    upstream,
+                    "101 Switching Protocols without an upgrade request",
+                );
+                Err(GatewayError::UpstreamProtocol("unsolicited 101"))
+            }
             Ok(Ok(resp)) => {
                 self.stats.observe(
                     &self.metrics,
@@ -244,6 +287,17 @@ impl UpstreamPool {
                 Ok(resp)
             }
             Ok(Err(failure)) => {
+                if let Failure::Request(err) = &failure {
+                    if let Some(fault) = client_body_fault(err) {
+                        // The client's doing: no upstream error is counted, so no client can
+                        // fire the upstream alert by sending a broken body.
+                        tracing::debug!(upstream = name, error = %err, "client request body failed");
+                        return Err(match fault {
+                            BodyFault::Malformed => GatewayError::BadBody,
+                            BodyFault::Gone => GatewayError::ClientGone,
+                        });
+                    }
+                }
                 let (kind, text) = match &failure {
                     Failure::Connect(err) => (classify_connect(err.as_ref()), err.to_string()),
                     Failure::Request(err) => ("reset", err.to_string()),
@@ -268,6 +322,20 @@ impl UpstreamPool {
                 Err(GatewayError::UpstreamTimeout)
             }
         }
+    }
+
+    /// Count and log a response the gateway refuses to relay (`kind="protocol"`).
+    pub fn protocol_error(&self, upstream: &Upstream, what: &str) {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[&*upstream.name, "protocol"])
+            .inc();
+        tracing::warn!(
+            upstream = &*upstream.name,
+            kind = "protocol",
+            error = what,
+            "upstream response not relayed"
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::compiled::Server;
-use crate::metrics::Metrics;
+use crate::metrics::{Decision, Metrics};
 use crate::proxy::handler::{ConnInfo, Gateway};
 
 /// hyper refuses read buffers smaller than this.
@@ -151,6 +151,15 @@ impl Connection {
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         if let Err(err) = self.watcher.watch(conn).await {
+            // hyper answers a head it cannot parse (400) or that overflows its buffer (431)
+            // itself, without calling the handler: count those here, as the handler counts the
+            // requests it refuses before routing.
+            if err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_parse)
+            {
+                self.metrics.request("", Decision::BadRequest).inc();
+            }
             tracing::debug!(peer = %info.peer, error = %err, "connection ended with an error");
         }
         self.metrics.connections_active.dec();
