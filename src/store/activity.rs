@@ -369,6 +369,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_dedup_map_forgets_its_oldest_entry() {
+        let a = Activity::default();
+        let p = policy("p");
+        for i in 0..REPEAT_MAX {
+            reject(&a, &format!("c{i}"), &p, T0);
+        }
+        // Full: a new client is still recorded, and the oldest dedup entry made room for it.
+        reject(&a, "new", &p, T0);
+        assert_eq!(a.events(1, T0)[0].client, "new");
+        let events = a.events.lock();
+        assert_eq!(events.repeat.len(), REPEAT_MAX);
+        assert!(events.repeat.find(0, "c0|p").is_none());
+        assert!(events.repeat.find(0, "c1|p").is_some());
+    }
+
+    #[test]
     fn blocked_rejections_count_but_record_no_event() {
         let a = Activity::default();
         let p = policy("p");
