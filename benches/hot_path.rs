@@ -296,6 +296,34 @@ fn bench_store(c: &mut Criterion) {
     g.bench_function("rejected", |b| {
         b.iter(|| store.check(black_box(&req)).now_or_never())
     });
+    // A new key per request into a store kept full of counters at their limit (every one is
+    // "holding"): the worst case of eviction, O(1) per insert however large the store.
+    for max_keys in [10_000usize, 1_000_000] {
+        let store = MemoryStore::new(max_keys, Arc::new(ManualClock::new(T0)));
+        let mut key = String::new();
+        let mut n = 0u64;
+        let mut fresh = |key: &mut String| {
+            n += 1;
+            key.clear();
+            key.push_str("tiny|h:");
+            key.push_str(itoa::Buffer::new().format(n));
+        };
+        for _ in 0..max_keys {
+            fresh(&mut key);
+            let checks = [PolicyCheck::new(p, &key)];
+            let _ = store
+                .check(&CheckRequest::new("10.0.0.2", &checks, 1))
+                .now_or_never();
+        }
+        g.bench_function(BenchmarkId::new("new_key_into_full_store", max_keys), |b| {
+            b.iter(|| {
+                fresh(&mut key);
+                let checks = [PolicyCheck::new(p, &key)];
+                let req = CheckRequest::new("10.0.0.2", &checks, 1);
+                store.check(black_box(&req)).now_or_never()
+            })
+        });
+    }
     g.finish();
 }
 

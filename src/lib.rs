@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod limiter;
+pub mod lru;
 pub mod metrics;
 pub mod net;
 pub mod proxy;

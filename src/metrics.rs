@@ -56,6 +56,9 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
     pub store_fallback_active: IntGauge,
+    /// Entries the in-process stores evicted to stay within `max_memory_keys`, by store
+    /// (`memory`, `fallback`, `deny_cache`) and kind of entry.
+    pub store_evictions: IntCounterVec,
     pub blocked_clients: IntGauge,
     pub config_reloads: IntCounterVec,
     pub connections_active: IntGauge,
@@ -119,6 +122,13 @@ impl Metrics {
             "rategate_store_fallback_active",
             "1 while the in-process fallback replaces the configured store.",
         )?;
+        let store_evictions = IntCounterVec::new(
+            Opts::new(
+                "rategate_store_evictions_total",
+                "Entries evicted from an in-process store to stay within its bound, by kind.",
+            ),
+            &["store", "kind"],
+        )?;
         let blocked_clients = IntGauge::new(
             "rategate_blocked_clients",
             "Clients currently blocked, as last seen by this instance.",
@@ -139,6 +149,7 @@ impl Metrics {
         registry.register(Box::new(store_duration.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_fallback_active.clone()))?;
+        registry.register(Box::new(store_evictions.clone()))?;
         registry.register(Box::new(blocked_clients.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
@@ -174,6 +185,7 @@ impl Metrics {
             store_duration,
             store_errors,
             store_fallback_active,
+            store_evictions,
             blocked_clients,
             config_reloads,
             connections_active,

@@ -58,8 +58,16 @@ async fn memory_is_bounded_under_a_flood_of_new_keys() {
     }
 }
 
+async fn count(store: &MemoryStore, p: &Policy, key: &str) -> u64 {
+    store
+        .limit_status(&PolicyCheck::new(p, key))
+        .await
+        .unwrap()
+        .count
+}
+
 #[tokio::test]
-async fn entries_at_their_limit_are_never_evicted() {
+async fn a_store_full_of_limiting_entries_evicts_the_least_recently_used() {
     let clock = ManualClock::new(T0);
     let store = memory(10, &clock);
     let p = policy(Algorithm::FixedWindow, 1, 60_000);
@@ -69,52 +77,71 @@ async fn entries_at_their_limit_are_never_evicted() {
             Outcome::Allowed
         );
     }
-    // Every entry is limiting its client: nothing may be forgotten.
-    assert!(matches!(
-        hit(&store, &p, "new").await,
-        Err(StoreError::Capacity)
-    ));
-    for i in 0..10 {
+    // k0 keeps asking, so k1 is the least recently used when a new key needs room.
+    assert_eq!(
+        hit(&store, &p, "k0").await.unwrap(),
+        Outcome::Limited { policy: 0 }
+    );
+    assert_eq!(hit(&store, &p, "new").await.unwrap(), Outcome::Allowed);
+    assert_eq!(store.len(), 10);
+    assert_eq!(count(&store, &p, "k1").await, 0);
+    for i in [0, 2, 9] {
         assert_eq!(
             hit(&store, &p, &format!("k{i}")).await.unwrap(),
-            Outcome::Limited { policy: 0 }
+            Outcome::Limited { policy: 0 },
+            "k{i}"
         );
     }
-    // Once the window ends they have expired and room is made.
-    clock.advance_ms(60_000);
-    assert_eq!(hit(&store, &p, "new").await.unwrap(), Outcome::Allowed);
-    assert!(store.len() <= 10);
+    assert_eq!(
+        hit(&store, &p, "new").await.unwrap(),
+        Outcome::Limited { policy: 0 }
+    );
 }
 
 #[tokio::test]
-async fn blocks_are_never_evicted() {
+async fn blocks_outlive_idle_counters() {
     let clock = ManualClock::new(T0);
-    let store = memory(5, &clock);
+    let store = memory(6, &clock);
     for i in 0..5 {
         store
             .block(&format!("c{i}"), Duration::from_secs(60), "manual")
             .await
             .unwrap();
     }
-    assert!(matches!(
-        store.block("c5", Duration::from_secs(60), "manual").await,
-        Err(StoreError::Capacity)
-    ));
+    let p = policy(Algorithm::FixedWindow, 10, 60_000);
+    assert_eq!(hit(&store, &p, "k").await.unwrap(), Outcome::Allowed);
+    // Full: a new counter evicts the idle one, never a block.
+    assert_eq!(hit(&store, &p, "k2").await.unwrap(), Outcome::Allowed);
+    assert_eq!(count(&store, &p, "k").await, 0);
+    store
+        .block("c5", Duration::from_secs(60), "manual")
+        .await
+        .unwrap();
+    assert_eq!(store.blocks().await.unwrap().len(), 6);
     // Replacing an existing block needs no room.
     store
         .block("c0", Duration::from_secs(30), "again")
         .await
         .unwrap();
-    assert_eq!(store.blocks().await.unwrap().len(), 5);
-    let p = policy(Algorithm::FixedWindow, 10, 1000);
-    assert!(matches!(
-        hit(&store, &p, "k").await,
-        Err(StoreError::Capacity)
-    ));
+    assert_eq!(store.blocks().await.unwrap().len(), 6);
+    // Only blocks left: the least recently used one (c1; c0 was just replaced) goes.
+    store
+        .block("c6", Duration::from_secs(60), "manual")
+        .await
+        .unwrap();
+    let mut blocked: Vec<String> = store
+        .blocks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.client)
+        .collect();
+    blocked.sort();
+    assert_eq!(blocked, ["c0", "c2", "c3", "c4", "c5", "c6"]);
 }
 
 #[tokio::test]
-async fn eviction_prefers_entries_closest_to_expiry() {
+async fn eviction_takes_the_least_recently_used_idle_counter() {
     let clock = ManualClock::new(T0);
     let store = memory(3, &clock);
     let long = policy(Algorithm::FixedWindow, 5, 60_000);
@@ -122,27 +149,14 @@ async fn eviction_prefers_entries_closest_to_expiry() {
     hit(&store, &long, "a").await.unwrap();
     hit(&store, &short, "b").await.unwrap();
     hit(&store, &long, "c").await.unwrap();
+    // "a" is used again, so "b" is the least recently used.
+    hit(&store, &long, "a").await.unwrap();
     hit(&store, &long, "d").await.unwrap();
     assert_eq!(store.len(), 3);
-    assert_eq!(
-        store
-            .limit_status(&PolicyCheck::new(&short, "b"))
-            .await
-            .unwrap()
-            .count,
-        0
-    );
-    for key in ["a", "c", "d"] {
-        assert_eq!(
-            store
-                .limit_status(&PolicyCheck::new(&long, key))
-                .await
-                .unwrap()
-                .count,
-            1,
-            "{key}"
-        );
-    }
+    assert_eq!(count(&store, &short, "b").await, 0);
+    assert_eq!(count(&store, &long, "a").await, 2);
+    assert_eq!(count(&store, &long, "c").await, 1);
+    assert_eq!(count(&store, &long, "d").await, 1);
 }
 
 #[tokio::test]

@@ -2,20 +2,20 @@
 //! its first rejection, one alert when the count reaches the threshold, then quiet until the
 //! window ends. Counted per instance (it needs no shared state and no store call), and bounded.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::config::compiled::AlertThreshold;
+use crate::lru::Lru;
 
-/// Clients tracked at most. Past this, expired windows are dropped; if none are, new clients are
-/// not counted until some are (the clients already tracked still are).
+/// Clients tracked at most. Past this, a new client replaces the one rejected least recently
+/// (O(1)): a client still being rejected is never the one forgotten.
 const TRACK_MAX: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub struct Tracker {
-    windows: Mutex<HashMap<Box<str>, Window, ahash::RandomState>>,
+    windows: Mutex<Lru<Window>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,17 +32,26 @@ impl Tracker {
 
     fn count_at(&self, client: &str, threshold: AlertThreshold, now: Instant) -> Option<u64> {
         let expired = |w: &Window| now.saturating_duration_since(w.started) >= threshold.window;
-        let mut windows = self.windows.lock();
-        if !windows.contains_key(client) && windows.len() >= TRACK_MAX {
-            windows.retain(|_, w| !expired(w));
-            if windows.len() >= TRACK_MAX {
-                return None;
-            }
-        }
-        let window = windows.entry(client.into()).or_insert(Window {
+        let fresh = Window {
             started: now,
             count: 0,
-        });
+        };
+        let mut windows = self.windows.lock();
+        let slot = match windows.find(0, client) {
+            Some(slot) => {
+                windows.touch(slot);
+                slot
+            }
+            None => {
+                if windows.len() >= TRACK_MAX {
+                    if let Some(oldest) = windows.oldest() {
+                        windows.remove(oldest);
+                    }
+                }
+                windows.insert(0, client, fresh)?
+            }
+        };
+        let window = windows.get_mut(slot)?;
         if expired(window) {
             *window = Window {
                 started: now,
@@ -95,12 +104,18 @@ mod tests {
         for i in 0..TRACK_MAX {
             assert_eq!(t.count_at(&format!("c{i}"), th, t0), Some(1));
         }
-        assert_eq!(t.count_at("late", th, t0), None);
-        // Once windows expire there is room again.
-        assert_eq!(
-            t.count_at("late", th, t0 + Duration::from_secs(60)),
-            Some(1)
-        );
-        assert_eq!(t.windows.lock().len(), 1);
+        // A new client is still counted: the least recently rejected one (c0) makes room.
+        assert_eq!(t.count_at("late", th, t0), Some(1));
+        assert_eq!(t.windows.lock().len(), TRACK_MAX);
+        assert!(t.windows.lock().find(0, "c0").is_none());
+        // c1 is touched, so c2 is the next to go.
+        let th2 = AlertThreshold {
+            rejections: 2,
+            ..th
+        };
+        assert_eq!(t.count_at("c1", th2, t0), Some(2));
+        assert_eq!(t.count_at("later", th, t0), Some(1));
+        assert!(t.windows.lock().find(0, "c1").is_some());
+        assert!(t.windows.lock().find(0, "c2").is_none());
     }
 }

@@ -4,16 +4,21 @@
 //! later, never earlier, that it admits again; an unblock or a reset is published by the store
 //! and drops the entry on every instance at once.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus::{IntCounter, IntCounterVec};
 
+use crate::lru::Lru;
 use crate::store::redis::Invalidation;
 use crate::store::PolicyState;
 
 const SHARDS: usize = 16;
+
+/// Entry kinds (tags of a shard's recency list).
+const BLOCKED: u8 = 0;
+const LIMITED: u8 = 1;
 
 /// A cached rejection of one counter.
 #[derive(Debug, Clone, Copy)]
@@ -27,27 +32,58 @@ struct Limited {
     cost: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    Blocked { until: Instant },
+    Limited(Limited),
+}
+
+impl Entry {
+    fn until(&self) -> Instant {
+        match self {
+            Entry::Blocked { until } => *until,
+            Entry::Limited(l) => l.until,
+        }
+    }
+}
+
+/// One shard: blocks and rejections in one recency list. A full shard drops its least recently
+/// used entry; a dropped entry only costs a store call.
 #[derive(Default)]
 struct Shard {
-    blocked: HashMap<String, Instant, ahash::RandomState>,
-    limited: HashMap<String, Limited, ahash::RandomState>,
+    entries: Lru<Entry>,
 }
 
 impl Shard {
     fn len(&self) -> usize {
-        self.blocked.len() + self.limited.len()
+        self.entries.len()
     }
 
-    fn purge(&mut self, now: Instant) {
-        self.blocked.retain(|_, until| *until > now);
-        self.limited.retain(|_, l| l.until > now);
+    /// The live entry of `(tag, key)`, touched; an expired one is dropped.
+    fn live(&mut self, tag: u8, key: &str, now: Instant) -> Option<Entry> {
+        let slot = self.entries.find(tag, key)?;
+        let entry = *self.entries.get(slot)?;
+        if entry.until() <= now {
+            self.entries.remove(slot);
+            return None;
+        }
+        self.entries.touch(slot);
+        Some(entry)
     }
+}
+
+/// Evictions of a full cache, by kind.
+#[derive(Clone)]
+struct Evicted {
+    blocked: IntCounter,
+    limited: IntCounter,
 }
 
 pub struct DenyCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
     hasher: ahash::RandomState,
+    evicted: Option<Evicted>,
 }
 
 impl std::fmt::Debug for DenyCache {
@@ -70,14 +106,41 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl DenyCache {
-    /// At most `max_entries` entries in all (a full shard first drops expired entries, then
-    /// stops caching: the store still answers correctly, only slower).
+    /// At most `max_entries` entries in all: a full shard evicts its least recently used entry
+    /// (O(1)); the store still answers for what was evicted, only slower.
     pub fn new(max_entries: usize) -> Self {
         DenyCache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            per_shard: (max_entries / SHARDS).max(1),
+            per_shard: (max_entries / SHARDS).clamp(1, crate::lru::MAX_ENTRIES),
             hasher: ahash::RandomState::new(),
+            evicted: None,
         }
+    }
+
+    /// Count evictions in `family` (`store="deny_cache"`, `kind="block|limited"`).
+    pub fn with_evictions(mut self, family: IntCounterVec) -> Self {
+        self.evicted = Some(Evicted {
+            blocked: family.with_label_values(&["deny_cache", "block"]),
+            limited: family.with_label_values(&["deny_cache", "limited"]),
+        });
+        self
+    }
+
+    /// Insert into `shard`, evicting its least recently used entry when full.
+    fn insert(&self, shard: &mut Shard, tag: u8, key: &str, entry: Entry, now: Instant) {
+        if shard.len() >= self.per_shard && shard.entries.find(tag, key).is_none() {
+            if let Some(oldest) = shard.entries.oldest() {
+                if let Some((_, old)) = shard.entries.remove(oldest) {
+                    if let (Some(c), true) = (&self.evicted, old.until() > now) {
+                        match old {
+                            Entry::Blocked { .. } => c.blocked.inc(),
+                            Entry::Limited(_) => c.limited.inc(),
+                        }
+                    }
+                }
+            }
+        }
+        shard.entries.insert(tag, key, entry);
     }
 
     fn shard<K: Hash + ?Sized>(&self, key: &K) -> &Mutex<Shard> {
@@ -88,14 +151,9 @@ impl DenyCache {
     /// Time left on a known block of `client`.
     pub fn blocked(&self, client: &str) -> Option<Duration> {
         let now = Instant::now();
-        let mut shard = self.shard(client).lock();
-        match shard.blocked.get(client) {
-            Some(until) if *until > now => Some(*until - now),
-            Some(_) => {
-                shard.blocked.remove(client);
-                None
-            }
-            None => None,
+        match self.shard(client).lock().live(BLOCKED, client, now)? {
+            Entry::Blocked { until } => Some(until - now),
+            Entry::Limited(_) => None,
         }
     }
 
@@ -103,12 +161,9 @@ impl DenyCache {
     /// down since it was seen.
     pub fn limited(&self, key: &str, cost: u64) -> Option<CachedRejection> {
         let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        let hit = *shard.limited.get(key)?;
-        if hit.until <= now {
-            shard.limited.remove(key);
+        let Entry::Limited(hit) = self.shard(key).lock().live(LIMITED, key, now)? else {
             return None;
-        }
+        };
         if cost < hit.cost {
             return None;
         }
@@ -125,13 +180,8 @@ impl DenyCache {
     pub fn insert_block(&self, client: &str, ttl: Duration) {
         let now = Instant::now();
         let mut shard = self.shard(client).lock();
-        if shard.len() >= self.per_shard {
-            shard.purge(now);
-            if shard.len() >= self.per_shard {
-                return;
-            }
-        }
-        shard.blocked.insert(client.to_string(), now + ttl);
+        let entry = Entry::Blocked { until: now + ttl };
+        self.insert(&mut shard, BLOCKED, client, entry, now);
     }
 
     /// Remember that counter `key` rejects requests of `cost` (or more) until
@@ -141,32 +191,26 @@ impl DenyCache {
             return;
         }
         let now = Instant::now();
+        let entry = Entry::Limited(Limited {
+            at: now,
+            until: now + Duration::from_millis(state.retry_after_ms),
+            state,
+            now_ms,
+            cost,
+        });
         let mut shard = self.shard(key).lock();
-        if shard.len() >= self.per_shard {
-            shard.purge(now);
-            if shard.len() >= self.per_shard {
-                return;
-            }
-        }
-        shard.limited.insert(
-            key.to_string(),
-            Limited {
-                at: now,
-                until: now + Duration::from_millis(state.retry_after_ms),
-                state,
-                now_ms,
-                cost,
-            },
-        );
+        self.insert(&mut shard, LIMITED, key, entry, now);
     }
 
     pub fn invalidate(&self, what: &Invalidation) {
         match what {
             Invalidation::Unblock(client) => {
-                self.shard(client.as_str()).lock().blocked.remove(client);
+                let mut shard = self.shard(client.as_str()).lock();
+                shard.entries.remove_key(BLOCKED, client);
             }
             Invalidation::Reset(key) => {
-                self.shard(key.as_str()).lock().limited.remove(key);
+                let mut shard = self.shard(key.as_str()).lock();
+                shard.entries.remove_key(LIMITED, key);
             }
             Invalidation::All => self.clear(),
         }
@@ -174,9 +218,7 @@ impl DenyCache {
 
     pub fn clear(&self) {
         for shard in &self.shards {
-            let mut s = shard.lock();
-            s.blocked.clear();
-            s.limited.clear();
+            shard.lock().entries.clear();
         }
     }
 }
@@ -247,5 +289,29 @@ mod tests {
         }
         let total: usize = c.shards.iter().map(|s| s.lock().len()).sum();
         assert!(total <= SHARDS * 2, "{total}");
+        // A full cache evicts rather than refuses: the newest entry is always cached.
+        assert!(c.blocked("10.0.3.231").is_some());
+    }
+
+    #[test]
+    fn a_full_shard_evicts_its_least_recently_used_entry() {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let c = DenyCache::new(SHARDS).with_evictions(metrics.store_evictions.clone());
+        // One entry per shard: find two keys of the same shard.
+        let shard_of = |k: &str| (c.hasher.hash_one(k) as usize) % SHARDS;
+        let first = "k0".to_string();
+        let second = (1..)
+            .map(|i| format!("k{i}"))
+            .find(|k| shard_of(k) == shard_of(&first))
+            .unwrap();
+        c.insert_limited(&first, rejected(60_000), 0, 1);
+        c.insert_limited(&second, rejected(60_000), 0, 1);
+        assert_eq!(c.limited(&first, 1), None);
+        assert!(c.limited(&second, 1).is_some());
+        let evicted = metrics
+            .store_evictions
+            .with_label_values(&["deny_cache", "limited"])
+            .get();
+        assert_eq!(evicted, 1);
     }
 }

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::compiled::StoreKind;
 use crate::config::compiled::{Algorithm, KeyPart, Mode, OnError, Policy, Route, StoreSettings};
 use crate::metrics::Metrics;
+use crate::store::memory::Evictions;
 use crate::store::redis::{Invalidation, RedisStore};
 use crate::store::{
     AnyStore, BlockEntry, CheckRequest, Decision, Event, LimitStatus, MemoryStore, Outcome,
@@ -188,7 +189,8 @@ impl Limiter {
     ) -> Self {
         // Label handles resolved once; store names are a fixed vocabulary.
         let store_duration = metrics.store_duration.with_label_values(&[store.name()]);
-        let fallback = MemoryStore::new(settings.max_memory_keys, clock);
+        let fallback = MemoryStore::new(settings.max_memory_keys, clock)
+            .with_evictions(Evictions::new(&metrics.store_evictions, "fallback"));
         let fallback_duration = metrics.store_duration.with_label_values(&[fallback.name()]);
         let remote = matches!(store, AnyStore::Redis(_));
         Limiter {
@@ -212,11 +214,15 @@ impl Limiter {
     pub fn build(settings: &StoreSettings, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         match settings.kind {
             StoreKind::Memory => {
-                let store = MemoryStore::new(settings.max_memory_keys, Arc::new(SystemClock));
+                let store = MemoryStore::new(settings.max_memory_keys, Arc::new(SystemClock))
+                    .with_evictions(Evictions::new(&metrics.store_evictions, "memory"));
                 Ok(Limiter::new(AnyStore::Memory(store), settings, metrics))
             }
             StoreKind::Redis => {
-                let cache = Arc::new(DenyCache::new(settings.max_memory_keys.min(100_000)));
+                let cache = Arc::new(
+                    DenyCache::new(settings.max_memory_keys.min(100_000))
+                        .with_evictions(metrics.store_evictions.clone()),
+                );
                 let sink = cache.clone();
                 let store = RedisStore::connect(
                     settings,
@@ -379,11 +385,12 @@ impl Limiter {
                     .await
                     .and_then(|d| self.verdict(route, d, &request, DecidedBy::Fallback));
                 fallback.unwrap_or_else(|e| {
-                    // The fallback only fails when full of clients at their limit; failing open
-                    // keeps serving everyone else rather than refusing new clients.
-                    tracing::debug!(error = %err, fallback_error = %e, "fallback store failed");
+                    // The fallback evicts rather than fill up, so this is a caller bug or a
+                    // degenerate store; either way nothing vouches for the request, and only
+                    // `on_error = "allow"` lets a request through unchecked.
+                    tracing::warn!(error = %err, fallback_error = %e, "fallback store failed");
                     self.record_error(self.fallback.name(), &e);
-                    Verdict::Unlimited
+                    Verdict::Unavailable { retry_after_s: 1 }
                 })
             }
         }
@@ -926,21 +933,21 @@ mod tests {
         ));
     }
 
-    /// A store of one entry is full once its only client is at its limit: every new client then
-    /// gets `StoreError::Capacity`, which exercises `on_error`.
-    async fn fill(f: &Fixture, r: &Route) {
-        assert!(matches!(
-            check(f, r, "1.1.1.1").await,
-            Verdict::Allowed { .. }
-        ));
+    /// A store of one entry cannot hold the two counters of a two-policy route (it evicts
+    /// anything else, but never the request's own entries): every check of that route gets
+    /// `StoreError::Capacity`, which exercises `on_error`.
+    fn two_policies() -> Route {
+        route(vec![
+            policy("one", 1, Mode::Enforce, None),
+            policy("two", 5, Mode::Enforce, None),
+        ])
     }
 
     #[tokio::test]
     async fn on_error_allow_deny_fallback() {
-        let r = route(vec![policy("one", 1, Mode::Enforce, None)]);
+        let r = two_policies();
 
         let f = fixture(1, OnError::Allow);
-        fill(&f, &r).await;
         assert!(matches!(check(&f, &r, "2.2.2.2").await, Verdict::Unlimited));
         let errors = f
             .metrics
@@ -950,14 +957,12 @@ mod tests {
         assert_eq!(errors, 1);
 
         let f = fixture(1, OnError::Deny);
-        fill(&f, &r).await;
         assert!(matches!(
             check(&f, &r, "2.2.2.2").await,
             Verdict::Unavailable { retry_after_s: 1 }
         ));
 
         let f = fixture(1, OnError::Fallback);
-        fill(&f, &r).await;
         assert!(matches!(
             check(&f, &r, "2.2.2.2").await,
             Verdict::Allowed { .. }
@@ -968,11 +973,55 @@ mod tests {
             check(&f, &r, "2.2.2.2").await,
             Verdict::Limited { .. }
         ));
+        // A route the store can hold is decided by the store again.
+        let small = route(vec![policy("small", 1, Mode::Enforce, None)]);
         assert!(matches!(
-            check(&f, &r, "1.1.1.1").await,
-            Verdict::Limited { .. }
+            check(&f, &small, "1.1.1.1").await,
+            Verdict::Allowed { .. }
         ));
         assert_eq!(f.metrics.store_fallback_active.get(), 0);
+    }
+
+    /// When the fallback fails too, nothing vouches for the request: 503, never unlimited.
+    #[tokio::test]
+    async fn a_failing_fallback_denies() {
+        let clock = ManualClock::new(T0);
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let store = AnyStore::Memory(MemoryStore::new(1, Arc::new(clock.clone())));
+        let settings = StoreSettings {
+            max_memory_keys: 1,
+            ..settings(OnError::Fallback)
+        };
+        let limiter =
+            Limiter::with_fallback_clock(store, &settings, metrics, Arc::new(clock.clone()));
+        let f = Fixture {
+            limiter,
+            metrics: Arc::new(Metrics::new().unwrap()),
+            clock,
+        };
+        assert!(matches!(
+            check(&f, &two_policies(), "2.2.2.2").await,
+            Verdict::Unavailable { .. }
+        ));
+    }
+
+    /// A full in-process store evicts: new clients keep being limited, and so do old ones that
+    /// keep asking.
+    #[tokio::test]
+    async fn a_full_store_keeps_limiting() {
+        let f = fixture(1000, OnError::Allow);
+        let r = route(vec![policy("one", 1, Mode::Enforce, None)]);
+        for i in 0..3000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            assert!(matches!(check(&f, &r, &ip).await, Verdict::Allowed { .. }));
+            assert!(matches!(check(&f, &r, &ip).await, Verdict::Limited { .. }));
+        }
+        let errors = f
+            .metrics
+            .store_errors
+            .with_label_values(&["memory", "capacity"])
+            .get();
+        assert_eq!(errors, 0);
     }
 
     #[tokio::test]

@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::lru::Lru;
+
 use super::{
     CheckRequest, Decision, Event, EventKind, Outcome, Suspect, EVENTS_MAX, EVENT_REPEAT_MS,
     EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
 };
 
-/// Dedup entries kept at most; past this, expired ones are dropped, and if none are, all are
-/// (the worst case is a few repeated events, never a lost one).
+/// Dedup entries kept at most; past this, the least recently recorded one makes room (O(1); the
+/// worst case is a repeated event, never a lost one).
 const REPEAT_MAX: usize = 10_000;
 
 type Map<V> = HashMap<Arc<str>, V, ahash::RandomState>;
@@ -41,7 +43,7 @@ impl Activity {
             events: Mutex::new(EventLog {
                 list: VecDeque::new(),
                 max: events_max.max(1),
-                repeat: Map::default(),
+                repeat: Lru::default(),
             }),
             suspects: Mutex::new(Suspects {
                 current: Bucket::new(0),
@@ -162,7 +164,7 @@ struct EventLog {
     list: VecDeque<Event>,
     max: usize,
     /// `client|policy` -> when its last `Limited` event was recorded.
-    repeat: Map<u64>,
+    repeat: Lru<u64>,
 }
 
 impl EventLog {
@@ -174,20 +176,19 @@ impl EventLog {
     /// Whether a `Limited` event for this client and policy may be recorded now (and if so,
     /// remember that it was).
     fn first_in_a_while(&mut self, client: &str, policy: &str, now: u64) -> bool {
-        let key: Arc<str> = Arc::from(format!("{client}|{policy}"));
-        if let Some(&at) = self.repeat.get(&key) {
+        let key = format!("{client}|{policy}");
+        let found = self.repeat.find(0, &key);
+        if let Some(&at) = found.and_then(|slot| self.repeat.get(slot)) {
             if now.saturating_sub(at) < EVENT_REPEAT_MS {
                 return false;
             }
         }
-        if self.repeat.len() >= REPEAT_MAX && !self.repeat.contains_key(&key) {
-            self.repeat
-                .retain(|_, at| now.saturating_sub(*at) < EVENT_REPEAT_MS);
-            if self.repeat.len() >= REPEAT_MAX {
-                self.repeat.clear();
+        if found.is_none() && self.repeat.len() >= REPEAT_MAX {
+            if let Some(oldest) = self.repeat.oldest() {
+                self.repeat.remove(oldest);
             }
         }
-        self.repeat.insert(key, now);
+        self.repeat.insert(0, &key, now);
         true
     }
 }
@@ -365,6 +366,22 @@ mod tests {
         assert_eq!(names, ["b", "c"]);
         reject(&a, "c", &p, T0);
         assert_eq!(a.suspicious(1, T0)[0].client, "c");
+    }
+
+    #[test]
+    fn a_full_dedup_map_forgets_its_oldest_entry() {
+        let a = Activity::default();
+        let p = policy("p");
+        for i in 0..REPEAT_MAX {
+            reject(&a, &format!("c{i}"), &p, T0);
+        }
+        // Full: a new client is still recorded, and the oldest dedup entry made room for it.
+        reject(&a, "new", &p, T0);
+        assert_eq!(a.events(1, T0)[0].client, "new");
+        let events = a.events.lock();
+        assert_eq!(events.repeat.len(), REPEAT_MAX);
+        assert!(events.repeat.find(0, "c0|p").is_none());
+        assert!(events.repeat.find(0, "c1|p").is_some());
     }
 
     #[test]

@@ -5,23 +5,34 @@
 //! callers lock in the same global order, two requests sharing keys serialize and cannot deadlock.
 //! Nothing awaits while a lock is held: the futures this store returns are already complete.
 //!
-//! Memory bound: `max_keys` entries (counters and blocks) in total, split evenly over the shards so
-//! that room is always made inside a shard already locked. Expired entries are dropped lazily on
-//! access, by a sweep of a shard every `max(SWEEP_MIN_OPS, entries)` operations on it (amortized
-//! O(1)), and first thing when a shard is full. After that a full shard evicts counters that are
-//! not at their limit, closest to expiry first. Blocks and counters at their limit are never
-//! evicted: forgetting them would let a limited client through. When nothing can be evicted the
-//! request fails with [`StoreError::Capacity`] and nothing is charged.
+//! Memory bound: `max_keys` entries (counters, blocks and offences) in total, split evenly over
+//! the shards so that room is always made inside a shard already locked. A full store never
+//! refuses a request: it evicts. Each shard keeps its entries in one recency list (`lru`): a
+//! request touches its client's block and every counter it reads, a renew or release touches the
+//! counter holding the lease. To make room for a new entry, a shard examines at most
+//! [`EVICT_SCAN`] entries from its least recently used end, skipping the request's own entries,
+//! and evicts the first that is expired or *idle* (a counter that would admit a request of cost 1
+//! and holds no live lease). Entries that are *holding* (an active block, a live offence record,
+//! a counter at its limit, a counter with live leases) are passed over and moved to the recently
+//! used end, a second chance: forgetting them could let a client through early. Only when all
+//! examined entries are holding is the least recently used of them evicted, since something must
+//! go. Every eviction is O(1), and counted by kind in `rategate_store_evictions_total`. Expired
+//! entries are also dropped lazily on access and by a sweep of a shard every
+//! `max(SWEEP_MIN_OPS, entries)` operations on it (amortized O(1)).
+//!
+//! [`StoreError::Capacity`] remains only for a shard smaller than one request's own entries
+//! (impossible with the validated minimum of `max_memory_keys`).
 
-use std::collections::HashMap;
 use std::future::{ready, Future};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
+use prometheus::{IntCounter, IntCounterVec};
 
 use crate::clock::Clock;
 use crate::config::compiled::Mode;
+use crate::lru::{Lru, Slot, MAX_ENTRIES};
 
 use super::activity::Activity;
 use super::algorithm::{self, escalated_block, evaluate, Counter, Evaluation, Params, Write};
@@ -37,11 +48,13 @@ const MAX_SHARDS: usize = 64;
 const MIN_SHARD_CAPACITY: usize = 4096;
 /// A shard is swept for expired entries at least this rarely.
 const SWEEP_MIN_OPS: usize = 256;
-/// When a full shard must evict live counters, it evicts at least this fraction of its capacity
-/// at once, so that a flood of new keys costs one scan per batch rather than one per request.
-const EVICT_BATCH_DIVISOR: usize = 64;
+/// Entries examined at most to evict one: the bound that keeps an insert into a full shard O(1).
+pub const EVICT_SCAN: usize = 8;
 
-type Map<V> = HashMap<Box<str>, V, ahash::RandomState>;
+/// Entry kinds, as tags of the shard's one recency list.
+const COUNTER: u8 = 0;
+const BLOCK: u8 = 1;
+const OFFENCE: u8 = 2;
 
 /// Per-request scratch lists (shards, guards, parameters, evaluations): one entry per policy of
 /// the route, and routes rarely have more than four, so they live on the stack instead of costing
@@ -67,12 +80,13 @@ impl CounterEntry {
         }
     }
 
-    /// Whether forgetting the entry could let a client through: a request of cost 1 would be
-    /// rejected now (it is limiting its client), or it holds leases of requests in flight.
-    fn at_limit(&self, now: u64) -> bool {
-        self.expires_at > now
-            && (!evaluate(&self.params, self.state.as_ref(), now, 1).allowed()
-                || matches!(&self.state, Some(Counter::Leases(l)) if l.any_live(now)))
+    fn has_live_leases(&self, now: u64) -> bool {
+        matches!(&self.state, Some(Counter::Leases(l)) if l.any_live(now))
+    }
+
+    /// Whether a request of cost 1 would be rejected now (the counter is limiting its client).
+    fn rejects(&self, now: u64) -> bool {
+        !evaluate(&self.params, self.state.as_ref(), now, 1).allowed()
     }
 }
 
@@ -94,28 +108,130 @@ struct BlockRecord {
     reason: Box<str>,
 }
 
+#[derive(Debug)]
+enum Entry {
+    Counter(CounterEntry),
+    Block(BlockRecord),
+    Offence(Offence),
+}
+
+/// What an evicted entry was, the `kind` label of `rategate_store_evictions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionKind {
+    /// A counter that would still admit a request.
+    Counter,
+    /// A counter at its limit.
+    Limiting,
+    /// A concurrency counter with requests in flight.
+    Lease,
+    Block,
+    Offence,
+}
+
+impl EvictionKind {
+    pub const ALL: [EvictionKind; 5] = [
+        EvictionKind::Counter,
+        EvictionKind::Limiting,
+        EvictionKind::Lease,
+        EvictionKind::Block,
+        EvictionKind::Offence,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionKind::Counter => "counter",
+            EvictionKind::Limiting => "limiting",
+            EvictionKind::Lease => "lease",
+            EvictionKind::Block => "block",
+            EvictionKind::Offence => "offence",
+        }
+    }
+}
+
+/// How much forgetting an entry costs now.
+enum Class {
+    /// It no longer influences any decision.
+    Expired,
+    /// Forgetting it only restarts a counter that admits anyway.
+    Idle(EvictionKind),
+    /// Forgetting it could let a client through early.
+    Holding(EvictionKind),
+}
+
+impl Entry {
+    fn expired(&self, now: u64) -> bool {
+        match self {
+            Entry::Counter(c) => c.expires_at <= now,
+            Entry::Block(b) => b.until <= now,
+            Entry::Offence(o) => o.forget_at <= now,
+        }
+    }
+
+    fn class(&self, now: u64) -> Class {
+        if self.expired(now) {
+            return Class::Expired;
+        }
+        match self {
+            Entry::Counter(c) if c.has_live_leases(now) => Class::Holding(EvictionKind::Lease),
+            Entry::Counter(c) if c.rejects(now) => Class::Holding(EvictionKind::Limiting),
+            Entry::Counter(_) => Class::Idle(EvictionKind::Counter),
+            Entry::Block(_) => Class::Holding(EvictionKind::Block),
+            Entry::Offence(_) => Class::Holding(EvictionKind::Offence),
+        }
+    }
+}
+
+/// Eviction counters of one store, resolved once (`rategate_store_evictions_total{store,kind}`).
+#[derive(Debug, Clone)]
+pub struct Evictions([IntCounter; 5]);
+
+impl Evictions {
+    /// The counters of `store` (`memory` or `fallback`) in `family`.
+    pub fn new(family: &IntCounterVec, store: &str) -> Self {
+        Evictions(EvictionKind::ALL.map(|k| family.with_label_values(&[store, k.as_str()])))
+    }
+
+    fn inc(&self, kind: EvictionKind) {
+        self.0[kind as usize].inc();
+    }
+}
+
+/// Entries of the request being served, which making room must not evict.
+#[derive(Clone, Copy)]
+struct Protect<'a, 'b> {
+    checks: &'a [PolicyCheck<'b>],
+    client: Option<&'a str>,
+}
+
+impl Protect<'_, '_> {
+    fn covers(&self, tag: u8, key: &str) -> bool {
+        match tag {
+            COUNTER => self.checks.iter().any(|c| c.key == key),
+            BLOCK => self.client == Some(key),
+            _ => self.client.is_some_and(|client| {
+                key.split_once('|')
+                    .is_some_and(|(_, owner)| owner == client)
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shard {
-    counters: Map<CounterEntry>,
-    blocks: Map<BlockRecord>,
-    /// In the shard of the client, like its block; never evicted (forgetting one would shorten
-    /// the next block), only expired.
-    offences: Map<Offence>,
+    entries: Lru<Entry>,
     ops: usize,
+    /// Entries examined to evict, in all (what keeps eviction O(1) is checked against this).
+    scanned: u64,
 }
 
 impl Shard {
     fn len(&self) -> usize {
-        self.counters.len() + self.blocks.len() + self.offences.len()
+        self.entries.len()
     }
 
     fn sweep(&mut self, now: u64) -> usize {
-        let before = self.len();
-        self.counters.retain(|_, e| e.expires_at > now);
-        self.blocks.retain(|_, b| b.until > now);
-        self.offences.retain(|_, o| o.forget_at > now);
         self.ops = 0;
-        before - self.len()
+        self.entries.retain(|_, _, e| !e.expired(now))
     }
 
     /// Count an operation; sweep once the shard has seen about as many operations as it holds
@@ -127,47 +243,107 @@ impl Shard {
         }
     }
 
-    /// Make room for `needed` more entries within `cap`, never evicting a block, a counter at its
-    /// limit or one of `protected` (the keys of the request being served). Returns false when that
-    /// is impossible; nothing is evicted then.
+    /// The entry of `(tag, key)`; `touch` marks it as just used.
+    fn entry_mut(&mut self, tag: u8, key: &str, touch: bool) -> Option<&mut Entry> {
+        let slot = self.entries.find(tag, key)?;
+        if touch {
+            self.entries.touch(slot);
+        }
+        self.entries.get_mut(slot)
+    }
+
+    fn counter(&self, key: &str) -> Option<&CounterEntry> {
+        match self.entries.get(self.entries.find(COUNTER, key)?)? {
+            Entry::Counter(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn counter_mut(&mut self, key: &str, touch: bool) -> Option<&mut CounterEntry> {
+        match self.entry_mut(COUNTER, key, touch)? {
+            Entry::Counter(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn block_mut(&mut self, client: &str, touch: bool) -> Option<&mut BlockRecord> {
+        match self.entry_mut(BLOCK, client, touch)? {
+            Entry::Block(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn offence(&mut self, key: &str) -> Option<&Offence> {
+        match self.entry_mut(OFFENCE, key, true)? {
+            Entry::Offence(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Make room for `needed` more entries within `cap` by evicting (see the module docs), never
+    /// one of `protect`. Returns false only when the shard holds nothing else to evict.
     fn make_room(
         &mut self,
         needed: usize,
         cap: usize,
-        protected: &[PolicyCheck<'_>],
+        protect: Protect<'_, '_>,
         now: u64,
+        evictions: Option<&Evictions>,
     ) -> bool {
-        if self.len() + needed <= cap {
-            return true;
-        }
-        self.sweep(now);
-        let Some(excess) = (self.len() + needed).checked_sub(cap).filter(|&e| e > 0) else {
-            return true;
-        };
-        let evictable = |key: &str, e: &CounterEntry| {
-            !protected.iter().any(|c| c.key == key) && !e.at_limit(now)
-        };
-        let mut expiries: Vec<u64> = self
-            .counters
-            .iter()
-            .filter(|(k, e)| evictable(k, e))
-            .map(|(_, e)| e.expires_at)
-            .collect();
-        if expiries.len() < excess {
-            return false;
-        }
-        let batch = excess.max(cap / EVICT_BATCH_DIVISOR).min(expiries.len());
-        let (_, &mut threshold, _) = expiries.select_nth_unstable(batch - 1);
-        let mut evicted = 0usize;
-        self.counters.retain(|k, e| {
-            if evicted < batch && e.expires_at <= threshold && evictable(k, e) {
-                evicted += 1;
-                false
-            } else {
-                true
+        while self.len() + needed > cap {
+            if !self.evict_one(protect, now, evictions) {
+                return false;
             }
-        });
-        self.len() + needed <= cap
+        }
+        true
+    }
+
+    /// Evict one entry, examining at most [`EVICT_SCAN`] from the least recently used end.
+    fn evict_one(
+        &mut self,
+        protect: Protect<'_, '_>,
+        now: u64,
+        evictions: Option<&Evictions>,
+    ) -> bool {
+        let mut passed: smallvec::SmallVec<[(Slot, EvictionKind); EVICT_SCAN]> =
+            smallvec::SmallVec::new();
+        let mut victim = None;
+        let mut cursor = self.entries.oldest();
+        for _ in 0..EVICT_SCAN {
+            let Some(slot) = cursor else { break };
+            cursor = self.entries.newer(slot);
+            self.scanned += 1;
+            let Some((tag, key, entry)) = self.entries.entry(slot) else {
+                break;
+            };
+            if protect.covers(tag, key) {
+                continue;
+            }
+            match entry.class(now) {
+                Class::Expired => victim = Some((slot, None)),
+                Class::Idle(kind) => victim = Some((slot, Some(kind))),
+                Class::Holding(kind) => {
+                    passed.push((slot, kind));
+                    continue;
+                }
+            }
+            break;
+        }
+        let (slot, kind, spared) = match victim {
+            Some((slot, kind)) => (slot, kind, &passed[..]),
+            None => match passed.split_first() {
+                Some((&(slot, kind), rest)) => (slot, Some(kind), rest),
+                None => return false,
+            },
+        };
+        for &(s, _) in spared {
+            self.entries.touch(s);
+        }
+        self.entries.remove(slot);
+        if let (Some(e), Some(kind)) = (evictions, kind) {
+            e.inc(kind);
+        }
+        true
     }
 }
 
@@ -195,6 +371,8 @@ pub struct MemoryStore {
     /// Recent events and suspicious clients (bounded on their own, outside `max_keys`). Boxed:
     /// rarely touched, and it keeps `AnyStore` small.
     activity: Box<Activity>,
+    /// Where evictions are counted; `None` when nobody reads them.
+    evictions: Option<Evictions>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -207,9 +385,10 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_keys` entries (counters and blocks), reading time from `clock`.
+    /// A store holding at most `max_keys` entries (counters, blocks, offences), reading time from
+    /// `clock`.
     pub fn new(max_keys: usize, clock: Arc<dyn Clock>) -> Self {
-        let max_keys = max_keys.max(1);
+        let max_keys = max_keys.clamp(1, MAX_ENTRIES);
         let wanted = (max_keys / MIN_SHARD_CAPACITY).clamp(1, MAX_SHARDS);
         // Largest power of two not above `wanted`.
         let count = 1usize << (usize::BITS - 1 - wanted.leading_zeros());
@@ -220,7 +399,20 @@ impl MemoryStore {
             hasher: ahash::RandomState::new(),
             clock,
             activity: Box::default(),
+            evictions: None,
         }
+    }
+
+    /// Count evictions in `evictions`.
+    pub fn with_evictions(mut self, evictions: Evictions) -> Self {
+        self.evictions = Some(evictions);
+        self
+    }
+
+    /// Entries examined to evict since the start, over every shard: at most [`EVICT_SCAN`] per
+    /// eviction (how the O(1) bound of an insert into a full store is checked).
+    pub fn eviction_scans(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().scanned).sum()
     }
 
     /// Entries currently held, including expired ones not yet swept.
@@ -277,31 +469,31 @@ impl MemoryStore {
             g.tick(now);
         }
 
-        // 1. Block check.
-        let blocks = &mut locked.shard(block_shard).blocks;
-        if let Some(b) = blocks.get(req.client) {
-            if b.until > now {
+        // 1. Block check. A blocked client that keeps asking keeps its block recently used.
+        let shard = locked.shard(block_shard);
+        if let Some(until) = shard.block_mut(req.client, true).map(|b| b.until) {
+            if until > now {
                 return Ok(Decision {
                     outcome: Outcome::Blocked {
-                        ttl_ms: b.until - now,
+                        ttl_ms: until - now,
                     },
                     states: Vec::new(),
                     blocked_now: None,
                     now_ms: now,
                 });
             }
-            blocks.remove(req.client);
+            shard.entries.remove_key(BLOCK, req.client);
         }
 
-        // 2. Evaluate every policy against its current state.
+        // 2. Evaluate every policy against its current state; reading a counter touches it, so
+        // a client that keeps asking (admitted or not) keeps its own counters.
         let mut params: Inline<Params> = Inline::with_capacity(req.checks.len());
         let mut evals: Inline<Evaluation> = Inline::with_capacity(req.checks.len());
         for (check, &shard) in req.checks.iter().zip(&key_shards) {
             let p = Params::of_check(check);
             let state = locked
                 .shard(shard)
-                .counters
-                .get(check.key)
+                .counter_mut(check.key, true)
                 .and_then(|e| e.live_state(&p, now));
             evals.push(evaluate(&p, state, now, req.cost));
             params.push(p);
@@ -325,15 +517,18 @@ impl MemoryStore {
 
         let charges = |j: usize| evals[j].charged.is_some() && !req.checks[j].deferred;
 
-        // 3. Admitted: make room for new entries first, so a full store charges nothing at all.
-        // An expired entry counts as needing room: making room may sweep it away.
+        // 3. Admitted: make room for new entries first, so that charging cannot fail half-way.
+        // An existing entry (even expired) is rewritten in place and is protected from eviction.
+        let protect = Protect {
+            checks: req.checks,
+            client: Some(req.client),
+        };
         let needs_slot = |locked: &mut Locked<'_>, j: usize| {
             charges(j)
                 && locked
                     .shard(key_shards[j])
-                    .counters
-                    .get(req.checks[j].key)
-                    .is_none_or(|e| e.expires_at <= now)
+                    .counter(req.checks[j].key)
+                    .is_none()
         };
         for i in 0..req.checks.len() {
             if !needs_slot(&mut locked, i) {
@@ -343,10 +538,13 @@ impl MemoryStore {
             let needed = (0..=i)
                 .filter(|&j| key_shards[j] == shard && needs_slot(&mut locked, j))
                 .count();
-            if !locked
-                .shard(shard)
-                .make_room(needed, self.shard_capacity, req.checks, now)
-            {
+            if !locked.shard(shard).make_room(
+                needed,
+                self.shard_capacity,
+                protect,
+                now,
+                self.evictions.as_ref(),
+            ) {
                 return Err(StoreError::Capacity);
             }
         }
@@ -363,9 +561,8 @@ impl MemoryStore {
             let Some(charged) = eval.charged.as_ref().filter(|_| charges(j)) else {
                 continue;
             };
-            let counters = &mut locked.shard(shard).counters;
             write_counter(
-                counters,
+                locked.shard(shard),
                 check.key,
                 p,
                 charged.write,
@@ -405,20 +602,18 @@ impl MemoryStore {
             let p = Params::of_check(check);
             let state = locked
                 .shard(shard)
-                .counters
-                .get(check.key)
+                .counter_mut(check.key, true)
                 .and_then(|e| e.live_state(&p, now));
             writes.push(algorithm::charge(&p, state, now, cost).map(|w| (p, w)));
         }
-        // Room first, so that a full store charges nothing at all.
+        // Room first, so that charging cannot fail half-way.
+        let protect = Protect {
+            checks,
+            client: None,
+        };
         for i in 0..checks.len() {
             let fresh = |locked: &mut Locked<'_>, j: usize| {
-                writes[j].is_some()
-                    && locked
-                        .shard(key_shards[j])
-                        .counters
-                        .get(checks[j].key)
-                        .is_none_or(|e| e.expires_at <= now)
+                writes[j].is_some() && locked.shard(key_shards[j]).counter(checks[j].key).is_none()
             };
             if !fresh(&mut locked, i) {
                 continue;
@@ -426,10 +621,13 @@ impl MemoryStore {
             let needed = (0..=i)
                 .filter(|&j| key_shards[j] == key_shards[i] && fresh(&mut locked, j))
                 .count();
-            if !locked
-                .shard(key_shards[i])
-                .make_room(needed, self.shard_capacity, checks, now)
-            {
+            if !locked.shard(key_shards[i]).make_room(
+                needed,
+                self.shard_capacity,
+                protect,
+                now,
+                self.evictions.as_ref(),
+            ) {
                 return Err(StoreError::Capacity);
             }
         }
@@ -437,8 +635,7 @@ impl MemoryStore {
             let Some((p, (write, ttl))) = write else {
                 continue;
             };
-            let counters = &mut locked.shard(shard).counters;
-            write_counter(counters, check.key, p, *write, *ttl, "", now);
+            write_counter(locked.shard(shard), check.key, p, *write, *ttl, "", now);
         }
         Ok(())
     }
@@ -451,8 +648,8 @@ impl MemoryStore {
         let mut held = 0;
         for (check, &shard) in checks.iter().zip(&key_shards) {
             let p = Params::of_check(check);
-            let counters = &mut locked.shard(shard).counters;
-            let Some(entry) = counters.get_mut(check.key) else {
+            let shard = locked.shard(shard);
+            let Some(entry) = shard.counter_mut(check.key, true) else {
                 continue;
             };
             if entry.live_state(&p, now).is_none() {
@@ -470,7 +667,7 @@ impl MemoryStore {
             } else if leases.release(lease) {
                 held += 1;
                 if leases.is_empty() {
-                    counters.remove(check.key);
+                    shard.entries.remove_key(COUNTER, check.key);
                 }
             }
         }
@@ -504,8 +701,7 @@ impl MemoryStore {
             let prev = match escalation {
                 None => 0,
                 Some(_) => shard
-                    .offences
-                    .get(offence_key(&c.policy.name, req.client).as_str())
+                    .offence(&offence_key(&c.policy.name, req.client))
                     .filter(|o| now < o.forget_at)
                     .map_or(0, |o| o.count),
             };
@@ -516,8 +712,26 @@ impl MemoryStore {
         }
         let (index, ms, prev) = best?;
         let policy = req.checks[index].policy;
-        let needed = 1 + usize::from(policy.escalation.is_some());
-        if !shard.make_room(needed, self.shard_capacity, req.checks, now) {
+        let offence = policy
+            .escalation
+            .map(|x| (offence_key(&policy.name, req.client), x.memory));
+        let needed = usize::from(shard.entries.find(BLOCK, req.client).is_none())
+            + usize::from(
+                offence
+                    .as_ref()
+                    .is_some_and(|(k, _)| shard.entries.find(OFFENCE, k).is_none()),
+            );
+        let protect = Protect {
+            checks: req.checks,
+            client: Some(req.client),
+        };
+        if !shard.make_room(
+            needed,
+            self.shard_capacity,
+            protect,
+            now,
+            self.evictions.as_ref(),
+        ) {
             // The request is still rejected; only the block is lost.
             tracing::warn!(
                 policy = %policy.name,
@@ -526,20 +740,22 @@ impl MemoryStore {
             return None;
         }
         let reason = format!("policy:{}", policy.name);
-        shard.blocks.insert(
-            req.client.into(),
-            BlockRecord {
+        shard.entries.insert(
+            BLOCK,
+            req.client,
+            Entry::Block(BlockRecord {
                 until: now.saturating_add(ms),
                 reason: reason.into(),
-            },
+            }),
         );
-        if let Some(x) = policy.escalation {
-            shard.offences.insert(
-                offence_key(&policy.name, req.client).into(),
-                Offence {
+        if let Some((key, memory)) = offence {
+            shard.entries.insert(
+                OFFENCE,
+                &key,
+                Entry::Offence(Offence {
                     count: prev + 1,
-                    forget_at: now.saturating_add(ms).saturating_add(duration_ms(x.memory)),
-                },
+                    forget_at: now.saturating_add(ms).saturating_add(duration_ms(memory)),
+                }),
             );
         }
         Some((index, ms))
@@ -551,20 +767,25 @@ impl MemoryStore {
         let mut shard = self.shards[self.shard_of(client)].lock();
         shard.tick(now);
         if ms == 0 {
-            shard.blocks.remove(client);
+            shard.entries.remove_key(BLOCK, client);
             return Ok(());
         }
         let record = BlockRecord {
             until: now.saturating_add(ms),
             reason: reason.into(),
         };
-        if let Some(b) = shard.blocks.get_mut(client) {
+        if let Some(b) = shard.block_mut(client, true) {
             *b = record;
         } else {
-            if !shard.make_room(1, self.shard_capacity, &[], now) {
+            let protect = Protect {
+                checks: &[],
+                client: Some(client),
+            };
+            let evictions = self.evictions.as_ref();
+            if !shard.make_room(1, self.shard_capacity, protect, now, evictions) {
                 return Err(StoreError::Capacity);
             }
-            shard.blocks.insert(client.into(), record);
+            shard.entries.insert(BLOCK, client, Entry::Block(record));
         }
         drop(shard);
         self.activity.record_block(client, ms, reason, now);
@@ -574,7 +795,10 @@ impl MemoryStore {
     fn unblock_now(&self, client: &str) -> bool {
         let now = self.clock.now_ms();
         let mut shard = self.shards[self.shard_of(client)].lock();
-        let existed = shard.blocks.remove(client).is_some_and(|b| b.until > now);
+        let existed = matches!(
+            shard.entries.remove_key(BLOCK, client),
+            Some(Entry::Block(b)) if b.until > now
+        );
         drop(shard);
         if existed {
             self.activity.record_unblock(client, now);
@@ -587,17 +811,14 @@ impl MemoryStore {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock();
-            out.extend(
-                shard
-                    .blocks
-                    .iter()
-                    .filter(|(_, b)| b.until > now)
-                    .map(|(client, b)| BlockEntry {
-                        client: client.to_string(),
-                        ttl_ms: b.until - now,
-                        reason: b.reason.to_string(),
-                    }),
-            );
+            out.extend(shard.entries.iter().filter_map(|(_, client, e)| match e {
+                Entry::Block(b) if b.until > now => Some(BlockEntry {
+                    client: client.to_string(),
+                    ttl_ms: b.until - now,
+                    reason: b.reason.to_string(),
+                }),
+                _ => None,
+            }));
         }
         out.sort_by(|a, b| {
             b.ttl_ms
@@ -612,7 +833,7 @@ impl MemoryStore {
         let p = Params::of_check(check);
         let key = check.key;
         let shard = self.shards[self.shard_of(key)].lock();
-        let state = shard.counters.get(key).and_then(|e| e.live_state(&p, now));
+        let state = shard.counter(key).and_then(|e| e.live_state(&p, now));
         let s = evaluate(&p, state, now, 0).state;
         LimitStatus {
             count: s.limit - s.remaining,
@@ -627,10 +848,10 @@ impl MemoryStore {
         let p = Params::of_check(check);
         let key = check.key;
         let mut shard = self.shards[self.shard_of(key)].lock();
-        shard
-            .counters
-            .remove(key)
-            .is_some_and(|e| e.live_state(&p, now).is_some())
+        matches!(
+            shard.entries.remove_key(COUNTER, key),
+            Some(Entry::Counter(e)) if e.live_state(&p, now).is_some()
+        )
     }
 }
 
@@ -645,9 +866,10 @@ pub(super) fn needs_lease(req: &CheckRequest<'_>) -> bool {
             .any(|c| c.policy.algorithm == crate::config::compiled::Algorithm::Concurrency)
 }
 
-/// Write a charge to the counter of `key` (a stale or missing entry starts afresh).
+/// Write a charge to the counter of `key` (a stale or missing entry starts afresh). Room for a
+/// missing entry was made beforehand.
 fn write_counter(
-    counters: &mut Map<CounterEntry>,
+    shard: &mut Shard,
     key: &str,
     p: &Params,
     write: Write,
@@ -656,7 +878,7 @@ fn write_counter(
     now: u64,
 ) {
     let expires_at = now.saturating_add(ttl_ms);
-    if let Some(entry) = counters.get_mut(key) {
+    if let Some(entry) = shard.counter_mut(key, true) {
         if entry.live_state(p, now).is_none() {
             entry.state = None;
         }
@@ -670,13 +892,14 @@ fn write_counter(
     } else {
         let mut state = None;
         Counter::apply(&mut state, write, lease);
-        counters.insert(
-            key.into(),
-            CounterEntry {
+        shard.entries.insert(
+            COUNTER,
+            key,
+            Entry::Counter(CounterEntry {
                 params: *p,
                 state,
                 expires_at,
-            },
+            }),
         );
     }
 }
@@ -767,5 +990,203 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Suspect>, StoreError>> + Send {
         ready(Ok(self.activity.suspicious(limit, self.clock.now_ms())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::compiled::{Algorithm, Policy};
+    use crate::metrics::Metrics;
+
+    const T0: u64 = 1_700_006_400_000;
+
+    fn fixed(name: &str, limit: u64) -> Policy {
+        Policy::new(name, Algorithm::FixedWindow, limit, Duration::from_secs(60))
+    }
+
+    struct Fixture {
+        store: MemoryStore,
+        metrics: Metrics,
+        clock: ManualClock,
+    }
+
+    fn store(max_keys: usize) -> Fixture {
+        let clock = ManualClock::new(T0);
+        let metrics = Metrics::new().unwrap();
+        let store = MemoryStore::new(max_keys, Arc::new(clock.clone()))
+            .with_evictions(Evictions::new(&metrics.store_evictions, "memory"));
+        Fixture {
+            store,
+            metrics,
+            clock,
+        }
+    }
+
+    impl Fixture {
+        fn check(&self, client: &str, checks: &[PolicyCheck<'_>]) -> Outcome {
+            let req = CheckRequest::new(client, checks, 1);
+            self.store.check_now(&req).unwrap().outcome
+        }
+
+        fn evicted(&self, kind: EvictionKind) -> u64 {
+            self.metrics
+                .store_evictions
+                .with_label_values(&["memory", kind.as_str()])
+                .get()
+        }
+    }
+
+    /// The flood of the issue: one client rotating keys on a limit-1 policy (every new counter is
+    /// at its limit at once), with a per-client policy on the same route. The flooder's own
+    /// counter is read by every request, so it survives, and it rejects exactly past its limit.
+    #[test]
+    fn a_key_flood_evicts_but_never_turns_limits_off() {
+        let f = store(1000);
+        let (per_ip, per_key) = (fixed("per_ip", 2000), fixed("per_key", 1));
+        let mut admitted = 0;
+        for i in 0..2400 {
+            let key = format!("key:{i}");
+            let checks = [
+                PolicyCheck::new(&per_ip, "ip:1.1.1.1"),
+                PolicyCheck::new(&per_key, &key),
+            ];
+            match f.check("1.1.1.1", &checks) {
+                Outcome::Allowed => admitted += 1,
+                Outcome::Limited { policy: 0 } => {}
+                other => panic!("request {i}: {other:?}"),
+            }
+            assert!(f.store.len() <= 1000);
+        }
+        assert_eq!(admitted, 2000);
+        assert_eq!(f.store.len(), 1000);
+        // 2000 per-key counters and the per-IP one, in a store of 1000.
+        assert_eq!(f.evicted(EvictionKind::Limiting), 1001);
+        // Another client still gets its own limit.
+        let login = fixed("login", 2);
+        let checks = [PolicyCheck::new(&login, "login:2.2.2.2")];
+        assert_eq!(f.check("2.2.2.2", &checks), Outcome::Allowed);
+        assert_eq!(f.check("2.2.2.2", &checks), Outcome::Allowed);
+        assert_eq!(f.check("2.2.2.2", &checks), Outcome::Limited { policy: 0 });
+    }
+
+    /// Counters that limit nothing go first: a client at its limit, a block and a request in
+    /// flight all survive a flood of idle counters many times the store's size.
+    #[test]
+    fn idle_counters_are_evicted_before_limiting_state() {
+        let f = store(1000);
+        let login = Policy {
+            block_for: Some(Duration::from_secs(600)),
+            ..fixed("login", 1)
+        };
+        let slots = Policy::new("slots", Algorithm::Concurrency, 1, Duration::from_secs(600));
+        let busy = [PolicyCheck::new(&login, "login:1.1.1.1")];
+        assert_eq!(f.check("1.1.1.1", &busy), Outcome::Allowed);
+        let at_limit = [PolicyCheck::new(&login, "login:2.2.2.2")];
+        assert_eq!(f.check("2.2.2.2", &at_limit), Outcome::Allowed);
+        // 1.1.1.1 is blocked (and its block outlives the window).
+        assert!(matches!(f.check("1.1.1.1", &busy), Outcome::Limited { .. }));
+        let leases = [PolicyCheck::new(&slots, "slots:x")];
+        let req = CheckRequest {
+            lease: "lease-1",
+            ..CheckRequest::new("3.3.3.3", &leases, 1)
+        };
+        assert_eq!(f.store.check_now(&req).unwrap().outcome, Outcome::Allowed);
+
+        let wide = fixed("wide", 5);
+        for i in 0..5000 {
+            let key = format!("wide:{i}");
+            let checks = [PolicyCheck::new(&wide, &key)];
+            assert_eq!(f.check("9.9.9.9", &checks), Outcome::Allowed);
+            f.clock.advance_ms(1);
+        }
+        assert_eq!(f.evicted(EvictionKind::Counter), 5000 + 4 - 1000);
+        assert_eq!(f.evicted(EvictionKind::Limiting), 0);
+        assert_eq!(f.evicted(EvictionKind::Block), 0);
+        assert_eq!(f.evicted(EvictionKind::Lease), 0);
+        assert!(matches!(f.check("1.1.1.1", &busy), Outcome::Blocked { .. }));
+        assert!(matches!(
+            f.check("2.2.2.2", &at_limit),
+            Outcome::Limited { .. }
+        ));
+        let req = CheckRequest {
+            lease: "lease-2",
+            ..CheckRequest::new("4.4.4.4", &leases, 1)
+        };
+        assert!(matches!(
+            f.store.check_now(&req).unwrap().outcome,
+            Outcome::Limited { .. }
+        ));
+    }
+
+    /// When everything is limiting, the least recently used goes: a blocked client that keeps
+    /// asking keeps its block through a flood of limit-1 counters.
+    #[test]
+    fn a_client_that_keeps_asking_keeps_its_block() {
+        let f = store(1000);
+        f.store
+            .block_now("1.1.1.1", Duration::from_secs(600), "manual")
+            .unwrap();
+        let one = fixed("one", 1);
+        let nothing: [PolicyCheck<'_>; 0] = [];
+        for i in 0..3000 {
+            let key = format!("one:{i}");
+            assert_eq!(
+                f.check("9.9.9.9", &[PolicyCheck::new(&one, &key)]),
+                Outcome::Allowed
+            );
+            if i % 100 == 0 {
+                assert!(matches!(
+                    f.check("1.1.1.1", &nothing),
+                    Outcome::Blocked { .. }
+                ));
+            }
+        }
+        assert!(f.evicted(EvictionKind::Limiting) >= 2000);
+        assert_eq!(f.evicted(EvictionKind::Block), 0);
+        assert!(matches!(
+            f.check("1.1.1.1", &nothing),
+            Outcome::Blocked { .. }
+        ));
+    }
+
+    /// An insert into a full store examines a bounded number of entries, however full of
+    /// limiting counters it is (the worst case for the scan): 200k distinct keys complete and
+    /// cost at most `EVICT_SCAN` entries examined each.
+    #[test]
+    fn inserting_into_a_full_store_is_constant_work() {
+        let f = store(10_000);
+        let one = fixed("one", 1);
+        let keys = 200_000u64;
+        let mut key = String::new();
+        for i in 0..keys {
+            key.clear();
+            key.push_str("k:");
+            key.push_str(itoa::Buffer::new().format(i));
+            assert_eq!(
+                f.check("9.9.9.9", &[PolicyCheck::new(&one, &key)]),
+                Outcome::Allowed
+            );
+        }
+        assert!(f.store.len() <= 10_000);
+        let evictions = f.evicted(EvictionKind::Limiting);
+        assert_eq!(evictions, keys - f.store.len() as u64);
+        let scans = f.store.eviction_scans();
+        assert!(
+            scans <= EVICT_SCAN as u64 * evictions,
+            "{scans} entries examined for {evictions} evictions"
+        );
+    }
+
+    /// Only a shard smaller than one request's own entries cannot make room; nothing is charged.
+    #[test]
+    fn a_request_larger_than_the_store_is_refused_not_half_charged() {
+        let f = store(1);
+        let (a, b) = (fixed("a", 5), fixed("b", 5));
+        let checks = [PolicyCheck::new(&a, "a:x"), PolicyCheck::new(&b, "b:x")];
+        let req = CheckRequest::new("1.1.1.1", &checks, 1);
+        assert!(matches!(f.store.check_now(&req), Err(StoreError::Capacity)));
+        assert!(f.store.is_empty());
     }
 }

@@ -313,7 +313,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store returned a malformed reply: {0}")]
     Protocol(String),
-    #[error("store is full: every tracked entry is actively limiting a client")]
+    /// Only the in-process store, and only when one request needs more new entries than a
+    /// shard holds: a full store evicts instead (see `memory`).
+    #[error("store shard too small for the request's own entries")]
     Capacity,
     /// Redis no longer has a script (restart, failover, SCRIPT FLUSH); recovered inside the
     /// Redis store and never seen by callers.

@@ -1,0 +1,172 @@
+//! A full in-process store never turns the limits off: one client rotating API keys past
+//! `max_memory_keys` makes the store (or, with Redis down, its fallback) evict, and every limit,
+//! the flooder's own included, keeps holding. Through the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::{have_redis, RedisServer};
+use common::*;
+
+/// Routes: `/api` limited per client (2000 a minute) and per API key (`per_key` a minute each),
+/// `/login` limited per client (3 a minute).
+fn policies(per_key: u64) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "per_ip"
+algorithm = "fixed_window"
+limit = 2000
+window = "60s"
+
+[[policy]]
+name = "per_key"
+algorithm = "fixed_window"
+limit = {per_key}
+window = "60s"
+key = ["header:x-api-key"]
+
+[[policy]]
+name = "login"
+algorithm = "fixed_window"
+limit = 3
+window = "60s"
+
+[[route]]
+name = "api"
+path_prefix = "/api"
+upstream = "api"
+policies = ["per_ip", "per_key"]
+
+[[route]]
+name = "login"
+path_prefix = "/login"
+upstream = "api"
+policies = ["login"]
+"#
+    )
+}
+
+/// A gateway trusting X-Forwarded-For from the test client, with `store` as its `[store]` body.
+fn gateway(echo: &Echo, store: &str, per_key: u64) -> Gateway {
+    let config = config_with(&echo.url(), &policies(per_key))
+        .replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        )
+        .replace("[admin]", &format!("[store]\n{store}\n\n[admin]"));
+    Gateway::start(&config)
+}
+
+/// `n` requests from `ip` to `/api`, each with a new API key; returns (200s, 429s).
+fn key_flood(gw: &Gateway, ip: &str, n: usize) -> (usize, usize) {
+    let client = client();
+    let (mut ok, mut limited) = (0, 0);
+    for i in 0..n {
+        let resp = client
+            .get(gw.url("/api/items"))
+            .header("x-forwarded-for", ip)
+            .header("x-api-key", format!("rotated-{i}"))
+            .send()
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("request {i}: unexpected status {other}"),
+        }
+    }
+    (ok, limited)
+}
+
+/// Statuses of `n` logins from `ip`.
+fn logins(gw: &Gateway, ip: &str, n: usize) -> Vec<u16> {
+    let client = client();
+    (0..n)
+        .map(|_| {
+            client
+                .get(gw.url("/login"))
+                .header("x-forwarded-for", ip)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect()
+}
+
+const MEMORY: &str = "max_memory_keys = 1000";
+
+/// The issue's flood: 2,400 keys on a limit-1 policy fill a 1000-key store with counters at
+/// their limit. Today every request after that is admitted unlimited; now the flooder's own
+/// per-client limit cuts it at exactly 2000, and the login limit still holds for the flooder and
+/// for another client.
+#[test]
+fn a_key_flood_leaves_every_limit_on() {
+    let echo = Echo::start();
+    let gw = gateway(&echo, MEMORY, 1);
+    assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400));
+    assert_eq!(logins(&gw, "198.51.100.7", 4), [200, 200, 200, 429]);
+    assert_eq!(logins(&gw, "203.0.113.9", 4), [200, 200, 200, 429]);
+    // 2000 key counters and the flooder's own, in a store of 1000.
+    let evicted = gw
+        .metric(r#"rategate_store_evictions_total{kind="limiting",store="memory"}"#)
+        .unwrap_or(0.0);
+    assert!(evicted >= 1001.0, "evictions: {evicted}");
+    assert_eq!(
+        gw.metric(r#"rategate_store_errors_total{kind="capacity",store="memory"}"#),
+        None
+    );
+}
+
+/// With keys that stay under their limit (the flood's counters limit nothing), eviction takes
+/// them first: the flooder's per-client counter is never reset by its own flood (today it is the
+/// first to go, being the oldest), and a client already at its login limit stays there.
+#[test]
+fn a_flood_of_idle_keys_resets_no_limit_in_use() {
+    let echo = Echo::start();
+    let gw = gateway(&echo, MEMORY, 5);
+    assert_eq!(logins(&gw, "203.0.113.9", 4), [200, 200, 200, 429]);
+    assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400));
+    assert_eq!(logins(&gw, "203.0.113.9", 1), [429]);
+    let evicted = gw
+        .metric(r#"rategate_store_evictions_total{kind="counter",store="memory"}"#)
+        .unwrap_or(0.0);
+    assert!(evicted >= 1000.0, "evictions: {evicted}");
+    assert_eq!(
+        gw.metric(r#"rategate_store_evictions_total{kind="limiting",store="memory"}"#),
+        Some(0.0)
+    );
+}
+
+/// The same flood while Redis is down and `on_error = "fallback"`: the in-process fallback is
+/// bounded by the same `max_memory_keys` and evicts the same way.
+#[test]
+fn a_key_flood_on_the_redis_fallback_keeps_limiting() {
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let echo = Echo::start();
+    let mut redis = RedisServer::start();
+    let store = format!(
+        "kind = \"redis\"\nurl = \"{}\"\ntimeout = \"100ms\"\non_error = \"fallback\"\n{MEMORY}",
+        redis.url()
+    );
+    let gw = gateway(&echo, &store, 1);
+    assert_eq!(logins(&gw, "192.0.2.1", 1), [200]);
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.metric("rategate_store_fallback_active") != Some(1.0) {
+        assert!(Instant::now() < deadline, "the fallback never took over");
+        logins(&gw, "192.0.2.1", 1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400));
+    assert_eq!(logins(&gw, "198.51.100.7", 4), [200, 200, 200, 429]);
+    assert_eq!(logins(&gw, "203.0.113.9", 4), [200, 200, 200, 429]);
+    let evicted = gw
+        .metric(r#"rategate_store_evictions_total{kind="limiting",store="fallback"}"#)
+        .unwrap_or(0.0);
+    assert!(evicted >= 1001.0, "evictions: {evicted}");
+}
