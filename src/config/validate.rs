@@ -19,8 +19,9 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::compiled::{
-    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, KeyPart, Overrides, PathMatch,
-    Policy, Route, Server, StoreKind, StoreSettings, Target, TlsFiles, Upstream,
+    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, EscapedSlashes, KeyPart,
+    Overrides, PathMatch, PathRules, Policy, Route, Semicolons, Server, StoreKind, StoreSettings,
+    Target, TlsFiles, Upstream,
 };
 use super::env::{self, Lookup};
 use super::features;
@@ -28,6 +29,7 @@ use super::file::{self, EnvString, File};
 use super::locate::Source;
 use super::ConfigError;
 use crate::net::CidrSet;
+use crate::proxy::path;
 
 /// The Redis script computes with doubles, which are exact for integers up to 2^53.
 const MAX_EXACT_DOUBLE: u64 = 1 << 53;
@@ -156,7 +158,8 @@ impl Validator<'_> {
             upstreams: Named::new("upstream", upstream_names, &upstreams),
             policies: Named::new("policy", policy_names, &policies),
         };
-        let routes = self.routes(&file.route, &refs);
+        // Route paths are checked against the path rules; those cannot fail on their own.
+        let routes = self.routes(&file.route, &refs, path_rules(&file.server));
         let alerts = match &file.alerts {
             None => Some(None),
             Some(alerts) => self.alerts(alerts).map(Some),
@@ -235,6 +238,7 @@ impl Validator<'_> {
                 .map_or(file::DEFAULT_SHUTDOWN_GRACE, |d| d.0),
             access_log: s.access_log.unwrap_or(file::DEFAULT_ACCESS_LOG),
             tls: tls?,
+            path_rules: path_rules(s),
         })
     }
 
@@ -630,6 +634,7 @@ impl Validator<'_> {
         &mut self,
         list: &[Spanned<file::Route>],
         refs: &References<'_>,
+        rules: PathRules,
     ) -> Option<Vec<Route>> {
         if list.is_empty() {
             self.issues.push(Issue {
@@ -643,7 +648,7 @@ impl Validator<'_> {
         let routes: Vec<Option<Route>> = list
             .iter()
             .enumerate()
-            .map(|(index, r)| self.route(r, index, refs))
+            .map(|(index, r)| self.route(r, index, refs, rules))
             .collect();
         routes.into_iter().collect()
     }
@@ -653,9 +658,10 @@ impl Validator<'_> {
         spanned: &Spanned<file::Route>,
         index: usize,
         refs: &References<'_>,
+        rules: PathRules,
     ) -> Option<Route> {
         let r = spanned.get_ref();
-        let path = self.take(path_match(r));
+        let path = self.take(path_match(r, rules));
         let methods = match &r.methods {
             None => Some(Vec::new()),
             Some(methods) => self.take(route_methods(methods)),
@@ -676,6 +682,7 @@ impl Validator<'_> {
             target: target?,
             policies: policies?,
             strip_prefix: strip_prefix?,
+            case_insensitive: r.case_insensitive.unwrap_or(false),
             cost: cost?,
             index,
         })
@@ -997,16 +1004,23 @@ fn upstream_url(at: &EnvString, text: &str) -> Check<(Scheme, Authority, String)
     Ok((scheme, authority, base_path))
 }
 
-fn path_match(r: &file::Route) -> Check<PathMatch> {
+fn path_rules(s: &file::Server) -> PathRules {
+    PathRules {
+        semicolons: s.path_semicolons.unwrap_or(file::DEFAULT_PATH_SEMICOLONS),
+        escaped_slashes: s.escaped_slashes.unwrap_or(file::DEFAULT_ESCAPED_SLASHES),
+    }
+}
+
+fn path_match(r: &file::Route, rules: PathRules) -> Check<PathMatch> {
     match (&r.path, &r.path_prefix) {
         (Some(path), Some(prefix)) => Err(Issue::at(
             &later(path, prefix),
             "`path` and `path_prefix` cannot both be set; use `path` for one exact path or \
              `path_prefix` for a subtree",
         )),
-        (Some(path), None) => Ok(PathMatch::Exact(route_path(path)?)),
+        (Some(path), None) => Ok(PathMatch::Exact(route_path(path, rules)?)),
         (None, Some(prefix)) => {
-            let prefix = route_path(prefix)?;
+            let prefix = route_path(prefix, rules)?;
             let trimmed = prefix.trim_end_matches('/');
             Ok(PathMatch::Prefix(if trimmed.is_empty() {
                 "/".to_owned()
@@ -1019,7 +1033,7 @@ fn path_match(r: &file::Route) -> Check<PathMatch> {
 }
 
 /// Requests are matched after normalization, so a path that is not normalized could never match.
-fn route_path(path: &Spanned<String>) -> Check<String> {
+fn route_path(path: &Spanned<String>, rules: PathRules) -> Check<String> {
     let text = path.get_ref();
     if !text.starts_with('/') {
         return Err(Issue::at(path, format!("`{text}` must start with `/`")));
@@ -1037,7 +1051,57 @@ fn route_path(path: &Spanned<String>) -> Check<String> {
             format!("`{text}` is not normalized: no `//`, `.` or `..` segments"),
         ));
     }
+    route_path_under_rules(text, rules).map_err(|message| Issue::at(path, message))?;
     Ok(text.clone())
+}
+
+/// A route path that the path rules would refuse or rewrite in a request can never match.
+fn route_path_under_rules(text: &str, rules: PathRules) -> Result<(), String> {
+    let upper = text.to_ascii_uppercase();
+    let semicolon = text.contains(';') || upper.contains("%3B");
+    match rules.semicolons {
+        Semicolons::Keep => {}
+        _ if !semicolon => {}
+        Semicolons::Reject => {
+            return Err(format!(
+                "`{text}` can never match: server.path_semicolons = \"reject\" refuses requests \
+                 whose path holds `;` or `%3B`"
+            ))
+        }
+        Semicolons::Strip => {
+            return Err(format!(
+                "`{text}` can never match: server.path_semicolons = \"strip\" removes `;` \
+                 parameters before matching (and refuses `%3B`)"
+            ))
+        }
+    }
+    if upper.contains("%2F") || upper.contains("%5C") {
+        match rules.escaped_slashes {
+            EscapedSlashes::Keep => {}
+            EscapedSlashes::Reject => {
+                return Err(format!(
+                    "`{text}` can never match: server.escaped_slashes = \"reject\" refuses \
+                     requests whose path holds `%2F` or `%5C`"
+                ))
+            }
+            EscapedSlashes::Decode => {
+                return Err(format!(
+                    "`{text}` can never match: server.escaped_slashes = \"decode\" turns `%2F` \
+                     into `/` before matching (and refuses `%5C`); write `/`"
+                ))
+            }
+        }
+    }
+    match path::normalize(text, rules) {
+        Ok(normal) if normal == text => Ok(()),
+        Ok(normal) => Err(format!(
+            "`{text}` is not normalized: requests are matched in their normalized form, here \
+             `{normal}`"
+        )),
+        Err(e) => Err(format!(
+            "`{text}` can never match: requests with this path are refused ({e})"
+        )),
+    }
 }
 
 fn route_methods(methods: &Spanned<Vec<Spanned<String>>>) -> Check<Vec<Method>> {

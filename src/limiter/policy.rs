@@ -27,6 +27,12 @@ pub fn build_key(
                 // with the fallback.
                 None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
             },
+            // The upstream of a case-insensitive route serves `/API` and `/api` alike: one counter.
+            KeyPart::Path if route.case_insensitive => keys::push_component(
+                out,
+                Tag::Path,
+                req.path.to_ascii_lowercase().as_bytes(),
+            ),
             KeyPart::Path => keys::push_component(out, Tag::Path, req.path.as_bytes()),
             KeyPart::Method => {
                 keys::push_component(out, Tag::Method, req.method.as_str().as_bytes())
@@ -146,6 +152,7 @@ mod tests {
             },
             policies: vec![],
             strip_prefix: false,
+            case_insensitive: false,
             cost: Default::default(),
             index: 0,
         }

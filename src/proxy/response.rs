@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::body::GatewayBody;
 use super::cost::BadCost;
+use super::path::PathError;
 use crate::metrics::Decision;
 
 /// The problem type of every 429 (IANA HTTP Problem Types registry).
@@ -18,8 +19,8 @@ pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-type
 /// What went wrong on the request path, as the client may learn it.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("malformed request path")]
-    BadPath,
+    #[error("bad request path: {0}")]
+    BadPath(PathError),
     #[error("request head too large")]
     HeadTooLarge,
     #[error("no route matches")]
@@ -39,7 +40,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath => StatusCode::BAD_REQUEST,
+            GatewayError::BadPath(_) => StatusCode::BAD_REQUEST,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
@@ -53,7 +54,7 @@ impl GatewayError {
     /// The `error` member of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadPath => "bad_request",
+            GatewayError::BadPath(_) => "bad_request",
             GatewayError::HeadTooLarge => "header_too_large",
             GatewayError::NoRoute => "no_route",
             GatewayError::Forbidden => "forbidden",
@@ -76,7 +77,7 @@ impl GatewayError {
 
     fn message(&self) -> &'static str {
         match self {
-            GatewayError::BadPath => "The request path is malformed or climbs above the root.",
+            GatewayError::BadPath(e) => path_message(*e),
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
             GatewayError::NoRoute => "No route matches this request.",
             GatewayError::Forbidden => "Access from this address is not allowed.",
@@ -104,6 +105,22 @@ impl GatewayError {
             },
             None,
         )
+    }
+}
+
+/// Why a path was refused, in words a client can act on.
+fn path_message(e: PathError) -> &'static str {
+    match e {
+        PathError::AboveRoot => "The request path climbs above the root.",
+        PathError::Malformed => "The request path is malformed.",
+        PathError::Semicolon => {
+            "The request path contains a semicolon (`;` or `%3B`), which this gateway does not \
+             accept in paths."
+        }
+        PathError::EscapedSlash => {
+            "The request path contains an encoded slash or backslash (`%2F` or `%5C`), which \
+             this gateway does not accept in paths."
+        }
     }
 }
 

@@ -2,6 +2,12 @@
 //!
 //! `path` is the normalized path (see `proxy::path`); config prefixes are expected in the same
 //! normalized form without a trailing slash.
+//!
+//! A `case_insensitive` route compares ASCII letters without regard to case (percent-escapes are
+//! upper-case on both sides already). It changes nothing about order: the first route in file
+//! order that matches wins, so a case-sensitive `/api` listed before a case-insensitive
+//! `/api/auth` still takes `/api/AUTH/login`. Routes to a case-insensitive upstream should all
+//! be case-insensitive, stricter ones first, as always.
 
 use http::Method;
 
@@ -27,7 +33,7 @@ pub fn find<'c>(
                 (Some(want), Some(got)) => host_eq(want, got),
                 (Some(_), None) => false,
             }
-            && path_matches(&r.path, path)
+            && path_matches(&r.path, r.case_insensitive, path)
     })
 }
 
@@ -43,7 +49,7 @@ pub fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
         PathMatch::Exact(p) => p.as_str(),
     };
     // Only strip what actually matched; anything else is forwarded untouched.
-    match path.strip_prefix(prefix) {
+    match strip(path, prefix, route.case_insensitive) {
         Some("") => "/",
         Some(rest) if rest.starts_with('/') => rest,
         _ => path,
@@ -51,17 +57,29 @@ pub fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
 }
 
 /// Segment-aware path match.
-fn path_matches(m: &PathMatch, path: &str) -> bool {
+fn path_matches(m: &PathMatch, case_insensitive: bool, path: &str) -> bool {
     match m {
+        PathMatch::Exact(p) if case_insensitive => path.eq_ignore_ascii_case(p),
         PathMatch::Exact(p) => path == p,
         PathMatch::Prefix(p) => {
             let base = prefix_base(p);
             // `/api` matches `/api`, `/api/`, `/api/x` but not `/apix`; "/" (base "") matches
             // every path since every normalized path starts with `/`.
-            path.strip_prefix(base)
+            strip(path, base, case_insensitive)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         }
     }
+}
+
+/// `path` without `prefix`, comparing ASCII letters without case when `case_insensitive`.
+fn strip<'p>(path: &'p str, prefix: &str, case_insensitive: bool) -> Option<&'p str> {
+    if !case_insensitive {
+        return path.strip_prefix(prefix);
+    }
+    // `get` refuses a cut inside a UTF-8 character (normalized paths are ASCII anyway).
+    let head = path.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &path[prefix.len()..])
 }
 
 /// The prefix without trailing slashes: config compiles it that way, but a stray `/api/` must
@@ -125,6 +143,7 @@ mod tests {
             },
             policies: Vec::new(),
             strip_prefix: strip,
+            case_insensitive: false,
             cost: Default::default(),
             index: 0,
         }
@@ -301,5 +320,54 @@ mod tests {
         assert_eq!(forward_path(&r, "/login"), "/");
         let r = route("login", exact("/login"), &[], None, false);
         assert_eq!(forward_path(&r, "/login"), "/login");
+    }
+
+    fn insensitive(mut r: Route) -> Route {
+        r.case_insensitive = true;
+        r
+    }
+
+    #[test]
+    fn case_insensitive_prefix_and_exact() {
+        let rs = [
+            insensitive(route("auth", prefix("/api/auth"), &[], None, false)),
+            insensitive(route("login", exact("/Login"), &[], None, false)),
+        ];
+        for p in ["/api/auth", "/API/Auth/login", "/Api/AUTH/", "/api/auth/x"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some("auth"), "{p}");
+        }
+        for p in ["/login", "/LOGIN", "/Login"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some("login"), "{p}");
+        }
+        for p in ["/API/Authx", "/login/", "/api", "/%41PI/auth"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn case_insensitive_keeps_file_order() {
+        // A case-sensitive looser route first: it still takes the paths it matches.
+        let rs = [
+            route("api", prefix("/api"), &[], None, false),
+            insensitive(route("auth", prefix("/api/auth"), &[], None, false)),
+        ];
+        assert_eq!(
+            name(&rs, &Method::GET, None, "/API/AUTH/login"),
+            Some("auth")
+        );
+        assert_eq!(
+            name(&rs, &Method::GET, None, "/api/AUTH/login"),
+            Some("api")
+        );
+    }
+
+    #[test]
+    fn case_insensitive_strip_prefix() {
+        let r = insensitive(route("api", prefix("/api"), &[], None, true));
+        assert_eq!(forward_path(&r, "/API/x"), "/x");
+        assert_eq!(forward_path(&r, "/Api"), "/");
+        assert_eq!(forward_path(&r, "/APIx"), "/APIx");
+        // Never cut inside a multi-byte character.
+        assert_eq!(strip("/\u{e9}", "/a", true), None);
     }
 }
