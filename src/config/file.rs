@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compiled::{AlertFormat, Algorithm, EscapedSlashes, Mode, OnError, Semicolons, StoreKind};
+use super::compiled::{
+    AlertFormat, Algorithm, EscapedSlashes, Mode, OnError, Semicolons, StoreKind,
+};
 use super::duration;
 
 pub const DEFAULT_SERVER_LISTEN: SocketAddr =

@@ -1244,6 +1244,9 @@ mod tests {
         assert_eq!(c.server.max_header_bytes, 16384);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
         assert!(c.server.tls.is_none());
+        assert_eq!(c.server.path_rules.semicolons, Semicolons::Reject);
+        assert_eq!(c.server.path_rules.escaped_slashes, EscapedSlashes::Keep);
+        assert!(!c.routes[0].case_insensitive);
         assert_eq!(c.admin.listen, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(c.admin.token, None);
         assert_eq!(c.store.kind, StoreKind::Memory);
@@ -1824,6 +1827,91 @@ mod tests {
 
     fn route(extra: &str) -> String {
         format!("[[upstream]]\nname = \"api\"\nurl = \"http://127.0.0.1:8081\"\n[[route]]\nname = \"r\"\n{extra}\n")
+    }
+
+    #[test]
+    fn path_rules_and_case_insensitive() {
+        let c = ok(&format!(
+            "[server]\npath_semicolons = \"keep\"\nescaped_slashes = \"reject\"\n{ROUTE}\
+             case_insensitive = true\n"
+        ));
+        assert_eq!(c.server.path_rules.semicolons, Semicolons::Keep);
+        assert_eq!(c.server.path_rules.escaped_slashes, EscapedSlashes::Reject);
+        assert!(c.routes[0].case_insensitive);
+        assert_err(
+            &format!("[server]\nescaped_slashes = \"yes\"\n{ROUTE}"),
+            2,
+            19,
+            "server.escaped_slashes",
+            "unknown variant `yes`, expected one of `keep`, `reject`, `decode`",
+        );
+        assert_err(
+            &format!("{ROUTE}case_insensitive = 1\n"),
+            4,
+            20,
+            "route[0].case_insensitive",
+            "expected a boolean",
+        );
+    }
+
+    /// A route path is checked against the rules requests go through: one they would refuse or
+    /// rewrite could never match.
+    #[test]
+    fn route_paths_under_path_rules() {
+        let with = |server: &str, extra: &str| format!("[server]\n{server}\n{}", route(extra));
+        // `;` is data only under "keep".
+        let c = ok(&with(
+            "path_semicolons = \"keep\"",
+            "path_prefix = \"/a;b\"\nupstream = \"api\"",
+        ));
+        assert_eq!(c.routes[0].path, PathMatch::Prefix("/a;b".into()));
+        for (server, path, needle) in [
+            ("", "/a;b", "path_semicolons = \"reject\" refuses"),
+            ("", "/a%3Bb", "path_semicolons = \"reject\" refuses"),
+            (
+                "path_semicolons = \"strip\"",
+                "/a;b",
+                "\"strip\" removes `;` parameters",
+            ),
+            (
+                "escaped_slashes = \"reject\"",
+                "/a%2Fb",
+                "escaped_slashes = \"reject\"",
+            ),
+            (
+                "escaped_slashes = \"decode\"",
+                "/a%2fb",
+                "\"decode\" turns `%2F` into `/`",
+            ),
+            (
+                "escaped_slashes = \"decode\"",
+                "/a%5Cb",
+                "\"decode\" turns `%2F` into `/`",
+            ),
+            ("", "/a/%61", "normalized form, here `/a/a`"),
+            ("", "/a%2fb", "normalized form, here `/a%2Fb`"),
+            (
+                "",
+                "/a\\\\b",
+                "can never match: requests with this path are refused",
+            ),
+        ] {
+            assert_err(
+                &with(
+                    server,
+                    &format!("path_prefix = \"{path}\"\nupstream = \"api\""),
+                ),
+                8,
+                15,
+                "route[0].path_prefix",
+                needle,
+            );
+        }
+        let c = ok(&with(
+            "escaped_slashes = \"keep\"",
+            "path = \"/files/a%2Fb\"\nupstream = \"api\"",
+        ));
+        assert_eq!(c.routes[0].path, PathMatch::Exact("/files/a%2Fb".into()));
     }
 
     #[test]

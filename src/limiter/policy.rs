@@ -28,11 +28,9 @@ pub fn build_key(
                 None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
             },
             // The upstream of a case-insensitive route serves `/API` and `/api` alike: one counter.
-            KeyPart::Path if route.case_insensitive => keys::push_component(
-                out,
-                Tag::Path,
-                req.path.to_ascii_lowercase().as_bytes(),
-            ),
+            KeyPart::Path if route.case_insensitive => {
+                keys::push_component(out, Tag::Path, req.path.to_ascii_lowercase().as_bytes())
+            }
             KeyPart::Path => keys::push_component(out, Tag::Path, req.path.as_bytes()),
             KeyPart::Method => {
                 keys::push_component(out, Tag::Method, req.method.as_str().as_bytes())

@@ -82,8 +82,8 @@ fn normalize_plain(raw: &str) -> Result<Cow<'_, str>, PathError> {
 /// be able to turn one into a valid escape.
 fn apply_rules(raw: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
     let b = raw.as_bytes();
-    let keep_all = rules.semicolons == Semicolons::Keep
-        && rules.escaped_slashes == EscapedSlashes::Keep;
+    let keep_all =
+        rules.semicolons == Semicolons::Keep && rules.escaped_slashes == EscapedSlashes::Keep;
     if keep_all || !b.iter().any(|&c| c == b';' || c == b'%') {
         return Ok(Cow::Borrowed(raw));
     }
@@ -98,7 +98,10 @@ fn apply_rules(raw: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
                 Semicolons::Reject => return Err(PathError::Semicolon),
                 Semicolons::Strip => {
                     // The parameter runs to the end of its segment, `%3B`s and all.
-                    let end = b[i..].iter().position(|&c| c == b'/').map_or(b.len(), |n| i + n);
+                    let end = b[i..]
+                        .iter()
+                        .position(|&c| c == b'/')
+                        .map_or(b.len(), |n| i + n);
                     out.get_or_insert_with(|| Vec::with_capacity(b.len()))
                         .extend_from_slice(&b[done..i]);
                     i = end;
