@@ -847,3 +847,148 @@ mod rules_tests {
         }
     }
 }
+
+/// Properties over arbitrary input, in every combination of rules: no panic, idempotence, and
+/// output that holds nothing the rules refuse or rewrite.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL_RULES: [PathRules; 9] = {
+        let s = [Semicolons::Reject, Semicolons::Strip, Semicolons::Keep];
+        let e = [
+            EscapedSlashes::Keep,
+            EscapedSlashes::Reject,
+            EscapedSlashes::Decode,
+        ];
+        let mut out = [PathRules {
+            semicolons: Semicolons::Reject,
+            escaped_slashes: EscapedSlashes::Keep,
+        }; 9];
+        let mut i = 0;
+        while i < 9 {
+            out[i] = PathRules {
+                semicolons: s[i / 3],
+                escaped_slashes: e[i % 3],
+            };
+            i += 1;
+        }
+        out
+    };
+
+    /// Pieces that exercise every rule: separators, dots, escapes of all kinds, parameters.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "/", "/", "/", ".", "..", ";", ";x=1", "%2F", "%2f", "%5C", "%5c", "%3B", "%3b",
+                "%2e", "%2E%2e", "%25", "%252F", "%41", "%61", "%", "%z", "a", "B", "api", "AUTH",
+                "~", "\\", " ", "?", "#", "{", "\u{e9}", "%C3%A9", "%00",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<char>().prop_map(String::from),
+        ]
+    }
+
+    fn hostile_path() -> impl Strategy<Value = String> {
+        (any::<bool>(), prop::collection::vec(piece(), 0..14)).prop_map(|(slash, pieces)| {
+            let mut s = if slash { "/".to_owned() } else { String::new() };
+            s.extend(pieces);
+            s
+        })
+    }
+
+    fn assert_normal_output(out: &str, rules: PathRules) -> Result<(), TestCaseError> {
+        prop_assert!(out.starts_with('/'), "{out:?}");
+        prop_assert!(!out.contains("//"), "{out:?}");
+        prop_assert!(out.split('/').all(|s| s != "." && s != ".."), "{out:?}");
+        prop_assert!(out.parse::<http::uri::PathAndQuery>().is_ok(), "{out:?}");
+        let upper = out.to_ascii_uppercase();
+        if rules.semicolons != Semicolons::Keep {
+            prop_assert!(!out.contains(';') && !upper.contains("%3B"), "{out:?}");
+        }
+        if rules.escaped_slashes != EscapedSlashes::Keep {
+            prop_assert!(!upper.contains("%2F") && !upper.contains("%5C"), "{out:?}");
+        }
+        Ok(())
+    }
+
+    fn check(raw: &str) -> Result<(), TestCaseError> {
+        for rules in ALL_RULES {
+            if let Ok(out) = normalize(raw, rules) {
+                assert_normal_output(&out, rules)?;
+                // Idempotent, and the fast path recognizes its own output (no allocation).
+                let again = normalize(&out, rules);
+                prop_assert!(
+                    matches!(&again, Ok(Cow::Borrowed(x)) if *x == out),
+                    "{raw:?} -> {out:?} -> {again:?} under {rules:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn hostile_paths(raw in hostile_path()) {
+            check(&raw)?;
+        }
+
+        #[test]
+        fn any_string(raw in any::<String>()) {
+            check(&raw)?;
+            check(&format!("/{raw}"))?;
+        }
+
+        #[test]
+        fn any_bytes(raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            let text = String::from_utf8_lossy(&raw);
+            check(&text)?;
+            check(&format!("/{text}"))?;
+        }
+
+        /// "strip" cuts exactly what Tomcat cuts: the path with parameters and the path without
+        /// them normalize alike.
+        #[test]
+        fn strip_equals_no_parameters(
+            segments in prop::collection::vec("[a-zA-Z0-9.]{0,4}", 1..6),
+            params in prop::collection::vec(prop::option::of("[a-z0-9=;,]{0,5}"), 1..6),
+        ) {
+            let rules = PathRules { semicolons: Semicolons::Strip, ..PathRules::default() };
+            let mut plain = String::new();
+            let mut with = String::new();
+            for (i, seg) in segments.iter().enumerate() {
+                plain.push('/');
+                plain.push_str(seg);
+                with.push('/');
+                with.push_str(seg);
+                if let Some(Some(p)) = params.get(i) {
+                    with.push(';');
+                    with.push_str(p);
+                }
+            }
+            prop_assert_eq!(normalize(&with, rules), normalize(&plain, rules));
+        }
+
+        /// "decode" makes `%2F` a separator: the encoded and the plain path are one path.
+        #[test]
+        fn decode_equals_plain_slashes(
+            segments in prop::collection::vec("[a-zA-Z0-9.]{0,4}", 1..6),
+            encode in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            let rules = PathRules {
+                escaped_slashes: EscapedSlashes::Decode,
+                ..PathRules::default()
+            };
+            let plain: String = segments.iter().map(|s| format!("/{s}")).collect();
+            let mut encoded = String::new();
+            for (i, seg) in segments.iter().enumerate() {
+                encoded.push_str(if i > 0 && encode[i] { "%2F" } else { "/" });
+                encoded.push_str(seg);
+            }
+            prop_assert_eq!(normalize(&encoded, rules), normalize(&plain, rules));
+        }
+    }
+}
