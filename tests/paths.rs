@@ -365,7 +365,7 @@ fn check_validates_and_summarizes_the_path_keys() {
         out.contains("path_prefix /api/auth (case-insensitive)"),
         "{out}"
     );
-    let (code, out) = run_check(&format!("{routes}"));
+    let (code, out) = run_check(routes);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("paths: path_semicolons reject, escaped_slashes keep"),

@@ -339,8 +339,8 @@ mod properties {
     fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
         let byte = prop_oneof![
             3 => prop::sample::select(b",. :[]0123456789abcdefABCDEF;xunknown%".to_vec()),
-            1 => (0x20u8..=0x7E),
-            1 => (0x80u8..=0xFF),
+            1 => 0x20u8..=0x7E,
+            1 => 0x80u8..=0xFF,
             1 => Just(b'\t'),
         ];
         prop::collection::vec(byte, 0..80)
