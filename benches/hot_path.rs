@@ -116,7 +116,7 @@ fn bench_path(c: &mut Criterion) {
     ];
     for (name, p) in &cases {
         g.bench_with_input(BenchmarkId::from_parameter(name), p, |b, p| {
-            b.iter(|| path::normalize(black_box(p)).map(|c| c.len()))
+            b.iter(|| path::normalize(black_box(p), Default::default()).map(|c| c.len()))
         });
     }
     g.finish();

@@ -165,7 +165,8 @@ DUR = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEYS = {
     "": {"server", "admin", "store", "access", "upstream", "policy", "route", "alerts"},
-    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "forward_client_ip_headers", "tls"},
+    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "tls",
+               "forward_client_ip_headers", "path_semicolons", "escaped_slashes"},
     "alerts": {"webhook_url", "format", "token", "token_env", "rejections_threshold", "threshold_window", "timeout", "max_retries", "queue_size"},
     "server.tls": {"cert", "key"},
     "admin": {"listen", "token"},
@@ -176,7 +177,7 @@ KEYS = {
                "lease", "block_multiplier", "block_max", "block_memory", "count_status", "count",
                "overrides", "overrides_file", "retry_after_jitter"},
     "route": {"name", "path", "path_prefix", "methods", "host", "upstream", "policies", "strip_prefix", "respond",
-              "cost", "cost_header", "max_cost"},
+              "cost", "cost_header", "max_cost", "case_insensitive"},
     "route.respond": {"status", "body"},
 }
 
@@ -220,6 +221,10 @@ def check(path):
         e("server.access_log must be true or false")
     if "forward_client_ip_headers" in server and not isinstance(server["forward_client_ip_headers"], bool):
         e("server.forward_client_ip_headers must be true or false")
+    if server.get("path_semicolons", "reject") not in ("reject", "strip", "keep"):
+        e(f"server.path_semicolons {server['path_semicolons']!r} is not reject, strip or keep")
+    if server.get("escaped_slashes", "keep") not in ("keep", "reject", "decode"):
+        e(f"server.escaped_slashes {server['escaped_slashes']!r} is not keep, reject or decode")
     for k in ("header_read_timeout", "shutdown_grace"):
         if k in server:
             try: seconds(server[k])
@@ -337,6 +342,7 @@ def check(path):
         for k in ("cost", "max_cost"):
             if k in r and (not isinstance(r[k], int) or r[k] < 1): e(f"route {n}: {k} must be a positive integer")
         if "cost_header" in r and r.get("cost", 1) > r.get("max_cost", 100): e(f"route {n}: cost is above max_cost")
+        if "case_insensitive" in r and not isinstance(r["case_insensitive"], bool): e(f"route {n}: case_insensitive must be true or false")
     return errs
 
 for path in sys.argv[1:]:

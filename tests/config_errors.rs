@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use rategate::config::compiled::{
-    AlertFormat, AlertThreshold, Algorithm, Config, Cost, CountOn, Escalation, KeyPart, Mode,
-    OnError, PathMatch, StoreKind, Target,
+    AlertFormat, AlertThreshold, Algorithm, Config, Cost, CountOn, Escalation, EscapedSlashes,
+    KeyPart, Mode, OnError, PathMatch, Semicolons, StoreKind, Target,
 };
 use rategate::config::{load, ConfigError};
 
@@ -89,6 +89,13 @@ const BAD: &[Expected] = &[
     ("max_cost_without_header.toml", Some(4), Some(12), "route[0].max_cost", "`max_cost` needs `cost_header`"),
     ("cost_over_max.toml", Some(6), Some(8), "route[0].cost", "20 is out of range; must be between 1 and 10 (max_cost)"),
     ("bad_cost_header.toml", Some(4), Some(15), "route[0].cost_header", "`X Request Cost` is not a valid HTTP header name"),
+    // Path rules (server.path_semicolons, server.escaped_slashes, route case_insensitive).
+    ("bad_path_semicolons.toml", Some(2), Some(19), "server.path_semicolons", "unknown variant `drop`, expected one of `reject`, `strip`, `keep`"),
+    ("bad_escaped_slashes.toml", Some(2), Some(19), "server.escaped_slashes", "unknown variant `encode`, expected one of `keep`, `reject`, `decode`"),
+    ("bad_case_insensitive.toml", Some(4), Some(20), "route[0].case_insensitive", "invalid type: string \"yes\", expected a boolean"),
+    ("route_path_semicolon.toml", Some(3), Some(15), "route[0].path_prefix", "`/app;jsessionid` can never match: server.path_semicolons = \"reject\" refuses"),
+    ("route_path_escaped_slash.toml", Some(6), Some(15), "route[0].path_prefix", "`/files/a%2Fb` can never match: server.escaped_slashes = \"decode\" turns `%2F` into `/`"),
+    ("route_path_not_normalized.toml", Some(3), Some(8), "route[0].path", "`/api/%61uth` is not normalized: requests are matched in their normalized form, here `/api/auth`"),
 ];
 
 /// Errors inside an `overrides_file`: `(config, overrides file, line, column, key, message part)`.
@@ -215,6 +222,8 @@ fn full_config_compiles_with_every_key() {
     assert_eq!(s.shutdown_grace, Duration::from_secs(15));
     assert!(!s.access_log);
     assert!(!s.forward_client_ip_headers);
+    assert_eq!(s.path_rules.semicolons, Semicolons::Strip);
+    assert_eq!(s.path_rules.escaped_slashes, EscapedSlashes::Decode);
     let tls = s.tls.as_ref().unwrap();
     assert_eq!(tls.cert, Path::new("certs/server.pem"));
     assert_eq!(tls.key, Path::new("certs/server.key"));
@@ -395,6 +404,8 @@ fn full_config_routes() {
     assert!(matches!(&auth.target, Target::Upstream(u) if Arc::ptr_eq(u, &c.upstreams[0])));
     assert!(Arc::ptr_eq(&auth.policies[0], &c.policies[0]));
     assert!(Arc::ptr_eq(&auth.policies[1], &c.policies[2]));
+    assert!(!auth.case_insensitive);
+    assert!(c.routes[2].case_insensitive, "export");
 
     let health = &c.routes[1];
     assert_eq!(health.path, PathMatch::Exact("/healthz".into()));
@@ -435,7 +446,8 @@ fn full_config_summary_names_everything_and_no_secret() {
         "reports: fixed_window 100 per 1h, key [route], mode enforce, counts responses >= 400",
         "inflight: concurrency 4 in flight, lease 30s, key [header:x-api-key], mode enforce, 1 overrides",
         "partner: token_bucket 100 per 1s, burst 200, key [header:x-api-key], mode enforce, 3 overrides",
-        "export: path /export, any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50)",
+        "paths: path_semicolons strip, escaped_slashes decode",
+        "export: path /export (case-insensitive), any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50)",
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }

@@ -41,7 +41,10 @@ fn an_escape_sequence_in_a_policy_name_is_escaped() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(terminal_controls(&out.stderr), Vec::<u8>::new(), "{err:?}");
     assert!(err.contains("policy[0].name"), "{err}");
-    assert!(err.contains(r"p\u{1b}]0;pwned\u{7}\u{9b}2J\u{202e}"), "{err}");
+    assert!(
+        err.contains(r"p\u{1b}]0;pwned\u{7}\u{9b}2J\u{202e}"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -54,7 +57,10 @@ fn an_escape_sequence_in_an_enum_word_is_escaped() {
     assert_eq!(terminal_controls(&out.stderr), Vec::<u8>::new(), "{err:?}");
     assert!(err.contains(r"\u{1b}[2J\u{1b}[31mretry"), "{err}");
     // The useful part of the message survives.
-    assert!(err.contains("expected one of `fallback`, `allow`, `deny`"), "{err}");
+    assert!(
+        err.contains("expected one of `fallback`, `allow`, `deny`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -65,7 +71,12 @@ fn a_huge_unset_variable_name_gives_a_short_message() {
     ));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.len() < 1000, "{} bytes: {}", err.len(), &err[..err.len().min(400)]);
+    assert!(
+        err.len() < 1000,
+        "{} bytes: {}",
+        err.len(),
+        &err[..err.len().min(400)]
+    );
     assert!(err.contains("admin.token"), "{err}");
     assert!(err.contains("is not set"), "{err}");
     assert!(err.contains("more)"), "the cut is said: {err}");

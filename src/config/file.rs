@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compiled::{AlertFormat, Algorithm, Mode, OnError, StoreKind};
+use super::compiled::{
+    AlertFormat, Algorithm, EscapedSlashes, Mode, OnError, Semicolons, StoreKind,
+};
 use super::duration;
 
 pub const DEFAULT_SERVER_LISTEN: SocketAddr =
@@ -42,6 +44,8 @@ pub const DEFAULT_THRESHOLD_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_ALERT_MAX_RETRIES: u32 = 3;
 pub const DEFAULT_ALERT_QUEUE_SIZE: usize = 1000;
+pub const DEFAULT_PATH_SEMICOLONS: Semicolons = Semicolons::Reject;
+pub const DEFAULT_ESCAPED_SLASHES: EscapedSlashes = EscapedSlashes::Keep;
 // Policy `key` defaults to ["ip"], `burst` to `limit`, `lease` to 60s, `block_memory` to 24h,
 // route `cost` to 1 and `max_cost` to 100 (see `compiled`), route `methods` to any method and
 // `strip_prefix` to false; those are applied where the values are compiled.
@@ -89,6 +93,10 @@ pub struct Server {
     /// from trusted proxies; false: from anyone, as received.
     pub forward_client_ip_headers: Option<bool>,
     pub tls: Option<Tls>,
+    /// `;` path parameters: "reject" (default), "strip" or "keep".
+    pub path_semicolons: Option<Semicolons>,
+    /// `%2F` / `%5C` in paths: "keep" (default), "reject" or "decode".
+    pub escaped_slashes: Option<EscapedSlashes>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +197,8 @@ pub struct Route {
     pub respond: Option<Spanned<Respond>>,
     pub policies: Option<Vec<Spanned<String>>>,
     pub strip_prefix: Option<Spanned<bool>>,
+    /// Match the path regardless of ASCII letter case (default false).
+    pub case_insensitive: Option<bool>,
     /// Units a request without `cost_header` charges (default 1).
     pub cost: Option<Spanned<u64>>,
     /// A request header carrying the request's cost.

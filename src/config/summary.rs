@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use super::compiled::{
-    Access, Admin, AlertSettings, Algorithm, Config, CountOn, PathMatch, Policy, Route, Server,
-    StoreKind, StoreSettings, Target, Upstream,
+    Access, Admin, AlertSettings, Algorithm, Config, CountOn, PathMatch, PathRules, Policy, Route,
+    Server, StoreKind, StoreSettings, Target, Upstream,
 };
 use super::duration::format as dur;
 use crate::net::CidrSet;
@@ -22,6 +22,7 @@ pub fn summary(cfg: &Config) -> String {
 fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(out, "config {}", cfg.source.display())?;
     server(out, &cfg.server)?;
+    paths(out, &cfg.server.path_rules)?;
     admin(out, &cfg.admin)?;
     store(out, &cfg.store)?;
     access(out, &cfg.access)?;
@@ -61,6 +62,15 @@ fn server(out: &mut String, s: &Server) -> std::fmt::Result {
         } else {
             "from anyone"
         },
+    )
+}
+
+fn paths(out: &mut String, rules: &PathRules) -> std::fmt::Result {
+    writeln!(
+        out,
+        "paths: path_semicolons {}, escaped_slashes {}",
+        rules.semicolons.as_str(),
+        rules.escaped_slashes.as_str(),
     )
 }
 
@@ -182,10 +192,13 @@ fn policy(out: &mut String, p: &Policy) -> std::fmt::Result {
 }
 
 fn route(out: &mut String, r: &Route) -> std::fmt::Result {
-    let path = match &r.path {
+    let mut path = match &r.path {
         PathMatch::Exact(path) => format!("path {path}"),
         PathMatch::Prefix(prefix) => format!("path_prefix {prefix}"),
     };
+    if r.case_insensitive {
+        path.push_str(" (case-insensitive)");
+    }
     let methods = if r.methods.is_empty() {
         "any method".to_owned()
     } else {

@@ -19,8 +19,9 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::compiled::{
-    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, KeyPart, Overrides, PathMatch,
-    Policy, Route, Server, StoreKind, StoreSettings, Target, TlsFiles, Upstream,
+    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, EscapedSlashes, KeyPart,
+    Overrides, PathMatch, PathRules, Policy, Route, Semicolons, Server, StoreKind, StoreSettings,
+    Target, TlsFiles, Upstream,
 };
 use super::env::{self, Lookup};
 use super::features;
@@ -28,6 +29,7 @@ use super::file::{self, EnvString, File};
 use super::locate::Source;
 use super::ConfigError;
 use crate::net::CidrSet;
+use crate::proxy::path;
 
 /// The Redis script computes with doubles, which are exact for integers up to 2^53.
 const MAX_EXACT_DOUBLE: u64 = 1 << 53;
@@ -156,7 +158,8 @@ impl Validator<'_> {
             upstreams: Named::new("upstream", upstream_names, &upstreams),
             policies: Named::new("policy", policy_names, &policies),
         };
-        let routes = self.routes(&file.route, &refs);
+        // Route paths are checked against the path rules; those cannot fail on their own.
+        let routes = self.routes(&file.route, &refs, path_rules(&file.server));
         let alerts = match &file.alerts {
             None => Some(None),
             Some(alerts) => self.alerts(alerts).map(Some),
@@ -238,6 +241,7 @@ impl Validator<'_> {
                 .forward_client_ip_headers
                 .unwrap_or(file::DEFAULT_FORWARD_CLIENT_IP_HEADERS),
             tls: tls?,
+            path_rules: path_rules(s),
         })
     }
 
@@ -633,6 +637,7 @@ impl Validator<'_> {
         &mut self,
         list: &[Spanned<file::Route>],
         refs: &References<'_>,
+        rules: PathRules,
     ) -> Option<Vec<Route>> {
         if list.is_empty() {
             self.issues.push(Issue {
@@ -646,7 +651,7 @@ impl Validator<'_> {
         let routes: Vec<Option<Route>> = list
             .iter()
             .enumerate()
-            .map(|(index, r)| self.route(r, index, refs))
+            .map(|(index, r)| self.route(r, index, refs, rules))
             .collect();
         routes.into_iter().collect()
     }
@@ -656,9 +661,10 @@ impl Validator<'_> {
         spanned: &Spanned<file::Route>,
         index: usize,
         refs: &References<'_>,
+        rules: PathRules,
     ) -> Option<Route> {
         let r = spanned.get_ref();
-        let path = self.take(path_match(r));
+        let path = self.take(path_match(r, rules));
         let methods = match &r.methods {
             None => Some(Vec::new()),
             Some(methods) => self.take(route_methods(methods)),
@@ -679,6 +685,7 @@ impl Validator<'_> {
             target: target?,
             policies: policies?,
             strip_prefix: strip_prefix?,
+            case_insensitive: r.case_insensitive.unwrap_or(false),
             cost: cost?,
             index,
         })
@@ -1001,16 +1008,23 @@ fn upstream_url(at: &EnvString, text: &str) -> Check<(Scheme, Authority, String)
     Ok((scheme, authority, base_path))
 }
 
-fn path_match(r: &file::Route) -> Check<PathMatch> {
+fn path_rules(s: &file::Server) -> PathRules {
+    PathRules {
+        semicolons: s.path_semicolons.unwrap_or(file::DEFAULT_PATH_SEMICOLONS),
+        escaped_slashes: s.escaped_slashes.unwrap_or(file::DEFAULT_ESCAPED_SLASHES),
+    }
+}
+
+fn path_match(r: &file::Route, rules: PathRules) -> Check<PathMatch> {
     match (&r.path, &r.path_prefix) {
         (Some(path), Some(prefix)) => Err(Issue::at(
             &later(path, prefix),
             "`path` and `path_prefix` cannot both be set; use `path` for one exact path or \
              `path_prefix` for a subtree",
         )),
-        (Some(path), None) => Ok(PathMatch::Exact(route_path(path)?)),
+        (Some(path), None) => Ok(PathMatch::Exact(route_path(path, rules)?)),
         (None, Some(prefix)) => {
-            let prefix = route_path(prefix)?;
+            let prefix = route_path(prefix, rules)?;
             let trimmed = prefix.trim_end_matches('/');
             Ok(PathMatch::Prefix(if trimmed.is_empty() {
                 "/".to_owned()
@@ -1023,7 +1037,7 @@ fn path_match(r: &file::Route) -> Check<PathMatch> {
 }
 
 /// Requests are matched after normalization, so a path that is not normalized could never match.
-fn route_path(path: &Spanned<String>) -> Check<String> {
+fn route_path(path: &Spanned<String>, rules: PathRules) -> Check<String> {
     let text = path.get_ref();
     if !text.starts_with('/') {
         return Err(Issue::at(path, format!("`{text}` must start with `/`")));
@@ -1041,7 +1055,57 @@ fn route_path(path: &Spanned<String>) -> Check<String> {
             format!("`{text}` is not normalized: no `//`, `.` or `..` segments"),
         ));
     }
+    route_path_under_rules(text, rules).map_err(|message| Issue::at(path, message))?;
     Ok(text.clone())
+}
+
+/// A route path that the path rules would refuse or rewrite in a request can never match.
+fn route_path_under_rules(text: &str, rules: PathRules) -> Result<(), String> {
+    let upper = text.to_ascii_uppercase();
+    let semicolon = text.contains(';') || upper.contains("%3B");
+    match rules.semicolons {
+        Semicolons::Keep => {}
+        _ if !semicolon => {}
+        Semicolons::Reject => {
+            return Err(format!(
+                "`{text}` can never match: server.path_semicolons = \"reject\" refuses requests \
+                 whose path holds `;` or `%3B`"
+            ))
+        }
+        Semicolons::Strip => {
+            return Err(format!(
+                "`{text}` can never match: server.path_semicolons = \"strip\" removes `;` \
+                 parameters before matching (and refuses `%3B`)"
+            ))
+        }
+    }
+    if upper.contains("%2F") || upper.contains("%5C") {
+        match rules.escaped_slashes {
+            EscapedSlashes::Keep => {}
+            EscapedSlashes::Reject => {
+                return Err(format!(
+                    "`{text}` can never match: server.escaped_slashes = \"reject\" refuses \
+                     requests whose path holds `%2F` or `%5C`"
+                ))
+            }
+            EscapedSlashes::Decode => {
+                return Err(format!(
+                    "`{text}` can never match: server.escaped_slashes = \"decode\" turns `%2F` \
+                     into `/` before matching (and refuses `%5C`); write `/`"
+                ))
+            }
+        }
+    }
+    match path::normalize(text, rules) {
+        Ok(normal) if normal == text => Ok(()),
+        Ok(normal) => Err(format!(
+            "`{text}` is not normalized: requests are matched in their normalized form, here \
+             `{normal}`"
+        )),
+        Err(e) => Err(format!(
+            "`{text}` can never match: requests with this path are refused ({e})"
+        )),
+    }
 }
 
 fn route_methods(methods: &Spanned<Vec<Spanned<String>>>) -> Check<Vec<Method>> {
@@ -1184,6 +1248,9 @@ mod tests {
         assert_eq!(c.server.max_header_bytes, 16384);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
         assert!(c.server.tls.is_none());
+        assert_eq!(c.server.path_rules.semicolons, Semicolons::Reject);
+        assert_eq!(c.server.path_rules.escaped_slashes, EscapedSlashes::Keep);
+        assert!(!c.routes[0].case_insensitive);
         assert_eq!(c.admin.listen, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(c.admin.token, None);
         assert_eq!(c.store.kind, StoreKind::Memory);
@@ -1780,6 +1847,91 @@ mod tests {
 
     fn route(extra: &str) -> String {
         format!("[[upstream]]\nname = \"api\"\nurl = \"http://127.0.0.1:8081\"\n[[route]]\nname = \"r\"\n{extra}\n")
+    }
+
+    #[test]
+    fn path_rules_and_case_insensitive() {
+        let c = ok(&format!(
+            "[server]\npath_semicolons = \"keep\"\nescaped_slashes = \"reject\"\n{ROUTE}\
+             case_insensitive = true\n"
+        ));
+        assert_eq!(c.server.path_rules.semicolons, Semicolons::Keep);
+        assert_eq!(c.server.path_rules.escaped_slashes, EscapedSlashes::Reject);
+        assert!(c.routes[0].case_insensitive);
+        assert_err(
+            &format!("[server]\nescaped_slashes = \"yes\"\n{ROUTE}"),
+            2,
+            19,
+            "server.escaped_slashes",
+            "unknown variant `yes`, expected one of `keep`, `reject`, `decode`",
+        );
+        assert_err(
+            &format!("{ROUTE}case_insensitive = 1\n"),
+            4,
+            20,
+            "route[0].case_insensitive",
+            "expected a boolean",
+        );
+    }
+
+    /// A route path is checked against the rules requests go through: one they would refuse or
+    /// rewrite could never match.
+    #[test]
+    fn route_paths_under_path_rules() {
+        let with = |server: &str, extra: &str| format!("[server]\n{server}\n{}", route(extra));
+        // `;` is data only under "keep".
+        let c = ok(&with(
+            "path_semicolons = \"keep\"",
+            "path_prefix = \"/a;b\"\nupstream = \"api\"",
+        ));
+        assert_eq!(c.routes[0].path, PathMatch::Prefix("/a;b".into()));
+        for (server, path, needle) in [
+            ("", "/a;b", "path_semicolons = \"reject\" refuses"),
+            ("", "/a%3Bb", "path_semicolons = \"reject\" refuses"),
+            (
+                "path_semicolons = \"strip\"",
+                "/a;b",
+                "\"strip\" removes `;` parameters",
+            ),
+            (
+                "escaped_slashes = \"reject\"",
+                "/a%2Fb",
+                "escaped_slashes = \"reject\"",
+            ),
+            (
+                "escaped_slashes = \"decode\"",
+                "/a%2fb",
+                "\"decode\" turns `%2F` into `/`",
+            ),
+            (
+                "escaped_slashes = \"decode\"",
+                "/a%5Cb",
+                "\"decode\" turns `%2F` into `/`",
+            ),
+            ("", "/a/%61", "normalized form, here `/a/a`"),
+            ("", "/a%2fb", "normalized form, here `/a%2Fb`"),
+            (
+                "",
+                "/a\\\\b",
+                "can never match: requests with this path are refused",
+            ),
+        ] {
+            assert_err(
+                &with(
+                    server,
+                    &format!("path_prefix = \"{path}\"\nupstream = \"api\""),
+                ),
+                8,
+                15,
+                "route[0].path_prefix",
+                needle,
+            );
+        }
+        let c = ok(&with(
+            "escaped_slashes = \"keep\"",
+            "path = \"/files/a%2Fb\"\nupstream = \"api\"",
+        ));
+        assert_eq!(c.routes[0].path, PathMatch::Exact("/files/a%2Fb".into()));
     }
 
     #[test]

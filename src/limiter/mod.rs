@@ -806,6 +806,7 @@ mod tests {
             },
             policies,
             strip_prefix: false,
+            case_insensitive: false,
             cost: Default::default(),
             index: 0,
         }

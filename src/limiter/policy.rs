@@ -27,6 +27,10 @@ pub fn build_key(
                 // with the fallback.
                 None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
             },
+            // The upstream of a case-insensitive route serves `/API` and `/api` alike: one counter.
+            KeyPart::Path if route.case_insensitive => {
+                keys::push_component(out, Tag::Path, req.path.to_ascii_lowercase().as_bytes())
+            }
             KeyPart::Path => keys::push_component(out, Tag::Path, req.path.as_bytes()),
             KeyPart::Method => {
                 keys::push_component(out, Tag::Method, req.method.as_str().as_bytes())
@@ -134,7 +138,7 @@ mod tests {
         }
     }
 
-    fn route() -> Route {
+    pub(super) fn route() -> Route {
         Route {
             name: Arc::from("api"),
             path: PathMatch::Prefix("/".into()),
@@ -146,6 +150,7 @@ mod tests {
             },
             policies: vec![],
             strip_prefix: false,
+            case_insensitive: false,
             cost: Default::default(),
             index: 0,
         }
@@ -250,5 +255,263 @@ mod tests {
             err.to_string(),
             "policy hdr is keyed by a header, which a client address alone does not determine"
         );
+    }
+}
+
+/// Two different identities never share a counter key: the key is equal exactly when the policy
+/// name and every component the policy is keyed by are equal, whatever bytes the client put in
+/// them (separators, escapes, hash look-alikes, long values).
+#[cfg(test)]
+mod properties {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use http::{HeaderName, HeaderValue, Method};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::compiled::{Algorithm, PathMatch};
+
+    /// Values chosen to collide if escaping, tagging or hashing were not injective.
+    fn tricky() -> impl Strategy<Value = String> {
+        let atom = prop::sample::select(vec![
+            "a", "A", "|", ":", "#", "%", "%7C", "%25", "h", "i:", "|h:", "|i:", "g", "|g", " ",
+            "1.2.3.4", "/", "{", "}", "\u{e9}",
+        ]);
+        prop_oneof![
+            4 => prop::collection::vec(atom, 0..5).prop_map(|v| v.concat()),
+            // Past the 64-byte bound: hashed.
+            1 => ("[a|]{1,3}", 20usize..40).prop_map(|(s, n)| s.repeat(n)),
+        ]
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Ident {
+        client: String,
+        header: Option<String>,
+        path: String,
+        method: Method,
+        route: String,
+    }
+
+    fn ident() -> impl Strategy<Value = Ident> {
+        (
+            tricky(),
+            prop::option::of(tricky()),
+            tricky(),
+            prop::sample::select(vec![Method::GET, Method::POST]),
+            prop::sample::select(vec!["r", "r-ci", "r|m:GET"]),
+        )
+            .prop_map(|(client, header, path, method, route)| Ident {
+                client,
+                header,
+                path: format!("/{path}"),
+                method,
+                route: route.to_owned(),
+            })
+    }
+
+    fn parts() -> impl Strategy<Value = Vec<KeyPart>> {
+        let x = HeaderName::from_static("x-key");
+        prop::sample::subsequence(
+            vec![
+                KeyPart::Ip,
+                KeyPart::Header(x),
+                KeyPart::Path,
+                KeyPart::Method,
+                KeyPart::Route,
+                KeyPart::Global,
+            ],
+            0..=6,
+        )
+        .prop_shuffle()
+    }
+
+    fn policy_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec!["p", "p|i:x", "p%7Ci:x", "#p"]).prop_map(str::to_owned),
+            tricky(),
+        ]
+    }
+
+    /// What the key is about, written independently of the builder: the name and, per part,
+    /// its kind and value (a header that names no one falls back to the client, as an IP).
+    fn meaning(name: &str, parts: &[KeyPart], id: &Ident) -> (String, Vec<(char, String)>) {
+        let ci = id.route.ends_with("-ci");
+        let header = id
+            .header
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+            .and_then(|v| v.to_str().ok().map(|s| s.trim().to_owned()))
+            .filter(|v| !v.is_empty());
+        let comps = parts
+            .iter()
+            .map(|part| match part {
+                KeyPart::Ip => ('i', id.client.clone()),
+                KeyPart::Header(_) => header
+                    .clone()
+                    .map_or(('i', id.client.clone()), |v| ('h', v)),
+                KeyPart::Path if ci => ('p', id.path.to_ascii_lowercase()),
+                KeyPart::Path => ('p', id.path.clone()),
+                KeyPart::Method => ('m', id.method.to_string()),
+                KeyPart::Route => ('r', id.route.clone()),
+                KeyPart::Global => ('g', String::new()),
+            })
+            .collect();
+        (name.to_owned(), comps)
+    }
+
+    fn key(name: &str, parts: &[KeyPart], id: &Ident) -> String {
+        let policy = Policy {
+            key: parts.to_vec(),
+            ..Policy::new(
+                name,
+                Algorithm::FixedWindow,
+                10,
+                std::time::Duration::from_secs(1),
+            )
+        };
+        let mut route = super::tests::route();
+        route.name = Arc::from(id.route.as_str());
+        route.path = PathMatch::Prefix("/".into());
+        route.case_insensitive = id.route.ends_with("-ci");
+        let mut headers = HeaderMap::new();
+        if let Some(v) = id
+            .header
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert("x-key", v);
+        }
+        let client = ClientId {
+            ip: IpAddr::from([0, 0, 0, 0]),
+            key: id.client.clone(),
+        };
+        let req = RequestView {
+            method: &id.method,
+            path: &id.path,
+            headers: &headers,
+            cost: 1,
+        };
+        let mut out = String::new();
+        build_key(&mut out, &policy, &route, &client, req);
+        out
+    }
+
+    /// A key component's value as the key holds it: escaped raw bytes, or the hash of long ones.
+    #[derive(Debug, PartialEq)]
+    enum Held {
+        Raw(Vec<u8>),
+        Hash(String),
+    }
+
+    fn held(raw: &[u8]) -> Held {
+        if crate::store::keys::escaped_len(raw) > crate::store::keys::MAX_RAW_LEN {
+            let mut h = String::new();
+            crate::store::keys::push_sha256(&mut h, raw);
+            Held::Hash(h)
+        } else {
+            Held::Raw(raw.to_vec())
+        }
+    }
+
+    /// Undo the escaping; `None` when a byte that must be escaped appears raw.
+    fn unescape(text: &str) -> Option<Vec<u8>> {
+        let b = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else if b[i].is_ascii_alphanumeric() || b"-._~/:@".contains(&b[i]) {
+                out.push(b[i]);
+                i += 1;
+            } else {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    fn parse_value(text: &str, hashed: bool) -> Option<Held> {
+        if hashed {
+            Some(Held::Hash(text.to_owned()))
+        } else {
+            unescape(text).map(Held::Raw)
+        }
+    }
+
+    /// Read a key back into its name and components: the format is decodable, so two keys are
+    /// equal only when what they were built from is.
+    fn parse(key: &str) -> Option<(Held, Vec<(char, Held)>)> {
+        let mut pieces = key.split('|');
+        let name = pieces.next()?;
+        let name = match name.strip_prefix('#') {
+            Some(hash) => parse_value(hash, true)?,
+            None => parse_value(name, false)?,
+        };
+        let mut comps = Vec::new();
+        for piece in pieces {
+            let mut chars = piece.chars();
+            let tag = chars.next()?;
+            let rest = chars.as_str();
+            let value = match (tag, rest.chars().next()) {
+                ('g', None) => Held::Raw(Vec::new()),
+                (_, Some(':')) => parse_value(&rest[1..], false)?,
+                (_, Some('#')) => parse_value(&rest[1..], true)?,
+                _ => return None,
+            };
+            comps.push((tag, value));
+        }
+        Some((name, comps))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn keys_read_back_as_what_they_were_built_from(
+            name in policy_name(),
+            parts in parts(),
+            id in ident(),
+        ) {
+            let k = key(&name, &parts, &id);
+            let (want_name, comps) = meaning(&name, &parts, &id);
+            let want = (
+                held(want_name.as_bytes()),
+                comps
+                    .into_iter()
+                    .map(|(tag, v)| (tag, if tag == 'g' { Held::Raw(Vec::new()) } else { held(v.as_bytes()) }))
+                    .collect::<Vec<_>>(),
+            );
+            prop_assert_eq!(parse(&k), Some(want), "{}", k);
+        }
+
+        #[test]
+        fn keys_are_equal_exactly_when_identities_are(
+            (name_a, name_b) in (policy_name(), policy_name()),
+            (parts_a, parts_b) in (parts(), parts()),
+            a in ident(),
+            b_differs in prop::collection::vec(any::<bool>(), 6),
+            b in ident(),
+        ) {
+            // Mostly near-identical pairs, so that equal keys are actually reached.
+            let name_b = if b_differs[0] { name_b } else { name_a.clone() };
+            let parts_b = if b_differs[1] { parts_b } else { parts_a.clone() };
+            let b = Ident {
+                client: if b_differs[2] { b.client } else { a.client.clone() },
+                header: if b_differs[3] { b.header } else { a.header.clone() },
+                path: if b_differs[4] { b.path } else { a.path.clone() },
+                method: if b_differs[5] { b.method } else { a.method.clone() },
+                route: b.route,
+            };
+            let (ka, kb) = (key(&name_a, &parts_a, &a), key(&name_b, &parts_b, &b));
+            let (ma, mb) = (meaning(&name_a, &parts_a, &a), meaning(&name_b, &parts_b, &b));
+            prop_assert_eq!(ka == kb, ma == mb, "{} vs {}: {:?} vs {:?}", ka, kb, ma, mb);
+            // Structure characters never come from a value.
+            prop_assert!(!ka.contains(['{', '}', ' ']), "{}", ka);
+        }
     }
 }

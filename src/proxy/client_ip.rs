@@ -319,3 +319,140 @@ mod tests {
         );
     }
 }
+
+/// The X-Forwarded-For reader on arbitrary header bytes: no panic, and nothing a client writes
+/// left of the first untrusted hop can change its identity.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn lan() -> CidrSet {
+        CidrSet::new(vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "fd00::/8".parse().expect("net"),
+        ])
+    }
+
+    /// Bytes a header value may hold (visible ASCII, space, tab, obs-text).
+    fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            3 => prop::sample::select(b",. :[]0123456789abcdefABCDEF;xunknown%".to_vec()),
+            1 => 0x20u8..=0x7E,
+            1 => 0x80u8..=0xFF,
+            1 => Just(b'\t'),
+        ];
+        prop::collection::vec(byte, 0..80)
+    }
+
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+            any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
+            any::<std::net::Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+            (0u8..=255).prop_map(|b| format!("10.0.0.{b}")),
+            prop::sample::select(vec![
+                "unknown",
+                "",
+                " ",
+                "1.2.3.4:80",
+                "0x7f.1",
+                "010.1.1.1"
+            ])
+            .prop_map(str::to_owned),
+            "[ -~]{0,20}",
+        ]
+    }
+
+    fn headers(lines: &[Vec<u8>]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            if let Ok(v) = HeaderValue::from_bytes(l) {
+                h.append("x-forwarded-for", v);
+            }
+        }
+        h
+    }
+
+    fn ip_strategy() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(IpAddr::V4),
+            any::<std::net::Ipv6Addr>().prop_map(IpAddr::V6),
+            (0u8..=255).prop_map(|b| IpAddr::from([10, 1, 2, b])),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever the header holds, the answer is the peer, a trusted hop, or an address
+        /// that is literally one of the entries.
+        #[test]
+        fn never_panics_and_answers_from_the_header(
+            peer in ip_strategy(),
+            lines in prop::collection::vec(header_bytes(), 0..4),
+        ) {
+            let h = headers(&lines);
+            let got = resolve(peer, &h, &lan());
+            if !lan().contains(peer) {
+                prop_assert_eq!(got, peer.to_canonical());
+            } else if got != peer.to_canonical() {
+                let named = h.get_all("x-forwarded-for").iter().any(|v| {
+                    v.as_bytes()
+                        .split(|&b| b == b',')
+                        .any(|e| parse_entry(e) == Some(got))
+                });
+                prop_assert!(named, "{got} is not an entry of {h:?}");
+            }
+            // The key of any answer is well-formed and bounded.
+            let key = client_key(got, 64);
+            prop_assert!(!key.is_empty() && key.len() <= 48, "{key}");
+        }
+
+        /// The client writes everything left of the rightmost untrusted entry: whatever that is
+        /// (entries, garbage, extra lines), the identity is that entry.
+        #[test]
+        fn client_prefix_cannot_change_identity(
+            prefix in prop::collection::vec(entry(), 0..6),
+            client in any::<std::net::Ipv4Addr>()
+                .prop_filter("untrusted", |ip| ip.octets()[0] != 10),
+            hops in prop::collection::vec(0u8..=255, 0..4),
+            split_lines in any::<bool>(),
+        ) {
+            let mut right = vec![client.to_string()];
+            right.extend(hops.iter().map(|b| format!("10.9.9.{b}")));
+            let left = prefix.join(",");
+            let mut h = HeaderMap::new();
+            let right = right.join(", ");
+            let lines = if split_lines {
+                vec![left, right]
+            } else if left.is_empty() {
+                vec![right]
+            } else {
+                vec![format!("{left},{right}")]
+            };
+            for l in lines {
+                if let Ok(v) = HeaderValue::from_str(&l) {
+                    h.append("x-forwarded-for", v);
+                }
+            }
+            prop_assert_eq!(
+                resolve(IpAddr::from([10, 0, 0, 1]), &h, &lan()),
+                IpAddr::V4(client)
+            );
+        }
+
+        /// Address parsing from the network: no panic; what it accepts is canonical and reads
+        /// back as itself.
+        #[test]
+        fn parse_client_ip_is_canonical(
+            text in prop_oneof![entry(), ip_strategy().prop_map(|ip| format!(" {ip} "))],
+        ) {
+            if let Some(ip) = net::parse_client_ip(&text) {
+                prop_assert_eq!(ip, ip.to_canonical());
+                prop_assert_eq!(net::parse_client_ip(&ip.to_string()), Some(ip));
+            }
+        }
+    }
+}

@@ -137,7 +137,9 @@ impl Gateway {
         };
         record.client = Some(client);
 
-        let normalized = path::normalize(req.uri().path()).map_err(|_| GatewayError::BadPath)?;
+        // The rules are read per request, so a reload switches them.
+        let normalized =
+            path::normalize(req.uri().path(), server.path_rules).map_err(GatewayError::BadPath)?;
         let route = route::find(&config.routes, req.method(), host, &normalized)
             .ok_or(GatewayError::NoRoute)?;
         record.route = Some(route.index);

@@ -5,11 +5,21 @@
 //! only unreserved characters, sub-delims, `:`, `@`, `/` as a separator and upper-case
 //! `%XX` escapes. That makes it a valid `PathAndQuery` by construction.
 //!
-//! Rules, in the order they apply:
+//! First, the operator's [`PathRules`] settle what upstreams disagree on (see `apply_rules`):
+//! - `;` path parameters (`server.path_semicolons`): "reject" refuses a raw `;` and `%3B`
+//!   anywhere; "strip" removes every `;params` up to the end of its segment, as Tomcat, Jetty and
+//!   Spring do before matching, and refuses `%3B` (servers disagree on whether it starts a
+//!   parameter, so no guess is safe); "keep" leaves both as data.
+//! - Encoded separators (`server.escaped_slashes`): "keep" leaves `%2F` and `%5C` encoded;
+//!   "reject" refuses both; "decode" turns `%2F` into `/` before dot segments are resolved and
+//!   refuses `%5C`, because the `\` it decodes to is refused raw as well.
+//!
+//! Then, in the order they apply:
 //! - The path must start with `/` (`*` and absolute-form are the caller's business).
 //! - Escapes of unreserved characters (ALPHA DIGIT `-` `.` `_` `~`) are decoded; every other
-//!   escape stays encoded with upper-case hex. `%2F`, `%5C`, `%00` and `%25` are therefore never
-//!   turned into separators, NULs or new escapes. An invalid escape is malformed.
+//!   escape stays encoded with upper-case hex. `%2F` (unless decoded above), `%5C`, `%00` and
+//!   `%25` are therefore never turned into separators, NULs or new escapes. An invalid escape is
+//!   malformed.
 //! - Raw control bytes, space, DEL, `\`, `#` and `?` are malformed. A raw `\` is a separator
 //!   for some upstreams (IIS, some frameworks), so accepting it would let `/a\..\b` mean different
 //!   things here and there.
@@ -19,13 +29,18 @@
 //! - `//` is merged; `.` and `..` are resolved after decoding (`/%2e%2e/` is `..`); climbing
 //!   above `/` is an error (400), not clamped, because no honest client sends it.
 //! - Segments that a lenient upstream would still treat as a dot segment are malformed:
-//!   `..;x` / `.;x` (Tomcat strips `;` path parameters, the classic `/public/..;/admin` bypass)
-//!   and dot pieces next to an encoded separator (`..%2F`, `%5C..`), which upstreams that decode
-//!   `%2F`/`%5C` before resolving dot segments would climb with.
+//!   `..;x` / `.;x` (Tomcat strips `;` path parameters, the classic `/public/..;/admin` bypass;
+//!   only reachable with "keep") and dot pieces next to an encoded separator (`..%2F`, `%5C..`),
+//!   which upstreams that decode `%2F`/`%5C` before resolving dot segments would climb with.
 //! - A trailing slash is kept (`/api/` stays `/api/`); a trailing `.` or `..` leaves one
 //!   (`/a/b/..` is `/a/`), as in RFC 3986 section 5.2.4.
+//!
+//! Normalizing is idempotent under every combination of rules: its output never holds what the
+//! rules act on (except what "keep" keeps), so a second pass changes nothing.
 
 use std::borrow::Cow;
+
+pub use crate::config::compiled::{EscapedSlashes, PathRules, Semicolons};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -33,18 +48,102 @@ pub enum PathError {
     AboveRoot,
     #[error("malformed path")]
     Malformed,
+    #[error("path holds a `;` parameter")]
+    Semicolon,
+    #[error("path holds an encoded slash or backslash")]
+    EscapedSlash,
 }
 
-/// Normalize a request path (without query): resolve `.`/`..`, merge `//`, decode percent-escapes
-/// of unreserved characters, upper-case remaining escapes; `%2F`, `%5C`, `%00` stay encoded.
+/// Normalize a request path (without query) under `rules`: settle `;` parameters and encoded
+/// separators, resolve `.`/`..`, merge `//`, decode percent-escapes of unreserved characters,
+/// upper-case remaining escapes.
 ///
 /// Returns `Cow::Borrowed` when the path is already normal, which is the common case and does not
 /// allocate.
-pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
+pub fn normalize(raw: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
+    match apply_rules(raw, rules)? {
+        Cow::Borrowed(path) => normalize_plain(path),
+        Cow::Owned(path) => normalize_plain(&path).map(|p| Cow::Owned(p.into_owned())),
+    }
+}
+
+/// The normalization proper, once the rules have been applied.
+fn normalize_plain(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if is_normal(raw.as_bytes()) {
         Ok(Cow::Borrowed(raw))
     } else {
         rewrite(raw).map(Cow::Owned)
+    }
+}
+
+/// Apply `server.path_semicolons` and `server.escaped_slashes` to the raw path. Borrows unless
+/// something is stripped or decoded. Escapes are read in step (so `%253B` is `%25` + `3B`, never
+/// a semicolon), and an invalid escape is malformed here already: stripping and decoding must not
+/// be able to turn one into a valid escape.
+fn apply_rules(raw: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
+    let b = raw.as_bytes();
+    let keep_all =
+        rules.semicolons == Semicolons::Keep && rules.escaped_slashes == EscapedSlashes::Keep;
+    if keep_all || !b.iter().any(|&c| c == b';' || c == b'%') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    // `out` holds the rewritten path up to `done`; it exists only once something changed.
+    let mut out: Option<Vec<u8>> = None;
+    let mut done = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b';' => match rules.semicolons {
+                Semicolons::Keep => i += 1,
+                Semicolons::Reject => return Err(PathError::Semicolon),
+                Semicolons::Strip => {
+                    // The parameter runs to the end of its segment, `%3B`s and all.
+                    let end = b[i..]
+                        .iter()
+                        .position(|&c| c == b'/')
+                        .map_or(b.len(), |n| i + n);
+                    out.get_or_insert_with(|| Vec::with_capacity(b.len()))
+                        .extend_from_slice(&b[done..i]);
+                    i = end;
+                    done = end;
+                }
+            },
+            b'%' => {
+                let (Some(hv), Some(lv)) = (
+                    b.get(i + 1).copied().and_then(hex_val),
+                    b.get(i + 2).copied().and_then(hex_val),
+                ) else {
+                    return Err(PathError::Malformed);
+                };
+                match hv << 4 | lv {
+                    b';' if rules.semicolons != Semicolons::Keep => {
+                        return Err(PathError::Semicolon)
+                    }
+                    b'/' if rules.escaped_slashes == EscapedSlashes::Decode => {
+                        let o = out.get_or_insert_with(|| Vec::with_capacity(b.len()));
+                        o.extend_from_slice(&b[done..i]);
+                        o.push(b'/');
+                        done = i + 3;
+                    }
+                    b'/' | b'\\' if rules.escaped_slashes != EscapedSlashes::Keep => {
+                        return Err(PathError::EscapedSlash)
+                    }
+                    _ => {}
+                }
+                i += 3;
+            }
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => Ok(Cow::Borrowed(raw)),
+        Some(mut o) => {
+            o.extend_from_slice(&b[done..]);
+            // Only whole ASCII runs were cut or replaced by ASCII, so this stays UTF-8.
+            String::from_utf8(o)
+                .map(Cow::Owned)
+                .map_err(|_| PathError::Malformed)
+        }
     }
 }
 
@@ -316,6 +415,16 @@ fn push_escape(out: &mut Vec<u8>, v: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Today's behaviour: these tests are about the normalization proper.
+    const KEEP: PathRules = PathRules {
+        semicolons: Semicolons::Keep,
+        escaped_slashes: EscapedSlashes::Keep,
+    };
+
+    fn normalize(s: &str) -> Result<Cow<'_, str>, PathError> {
+        super::normalize(s, KEEP)
+    }
 
     fn norm(s: &str) -> Result<String, PathError> {
         normalize(s).map(Cow::into_owned)
@@ -600,5 +709,286 @@ mod tests {
             matches!(normalize(o), Ok(Cow::Borrowed(x)) if x == o),
             "{o:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod rules_tests {
+    use super::*;
+
+    fn with(semicolons: Semicolons, escaped_slashes: EscapedSlashes) -> PathRules {
+        PathRules {
+            semicolons,
+            escaped_slashes,
+        }
+    }
+
+    fn run(raw: &str, rules: PathRules) -> Result<String, PathError> {
+        normalize(raw, rules).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn defaults_reject_semicolons_and_keep_slashes() {
+        assert_eq!(
+            PathRules::default(),
+            with(Semicolons::Reject, EscapedSlashes::Keep)
+        );
+    }
+
+    #[test]
+    fn reject_refuses_raw_and_encoded_semicolons() {
+        let rules = PathRules::default();
+        for p in [
+            "/api/auth;jsessionid=0123/login",
+            "/api/auth;/login",
+            "/api/auth%3B/login",
+            "/api/auth%3b/login",
+            "/;",
+            "/a/b;",
+            "/public/..;/admin",
+        ] {
+            assert_eq!(run(p, rules), Err(PathError::Semicolon), "{p}");
+        }
+        // `%253B` is an encoded `%` followed by `3B`: data, not a semicolon.
+        assert_eq!(run("/a%253B", rules).as_deref(), Ok("/a%253B"));
+    }
+
+    #[test]
+    fn strip_removes_parameters_from_every_segment() {
+        let rules = with(Semicolons::Strip, EscapedSlashes::Keep);
+        for (raw, want) in [
+            ("/api/auth;jsessionid=0123/login", "/api/auth/login"),
+            ("/api/auth;/login", "/api/auth/login"),
+            ("/api;a=1/auth;b=2/login;c=3", "/api/auth/login"),
+            ("/api/auth/;x", "/api/auth/"),
+            ("/;x", "/"),
+            ("/a/;x/b", "/a/b"),
+            // The parameter is cut before dot segments are resolved, as Tomcat does.
+            ("/public/..;/admin", "/admin"),
+            ("/public/%2e%2e;x=1/admin", "/admin"),
+            // Everything up to the next `/` is the parameter, encoded semicolons included.
+            ("/a;p%3Bq%zz/b", "/a/b"),
+        ] {
+            assert_eq!(run(raw, rules).as_deref(), Ok(want), "{raw}");
+        }
+        assert_eq!(run("/..;/x", rules), Err(PathError::AboveRoot));
+        // An encoded semicolon outside a parameter is ambiguous: refused.
+        assert_eq!(run("/api/auth%3B/login", rules), Err(PathError::Semicolon));
+    }
+
+    #[test]
+    fn keep_leaves_semicolons_as_data() {
+        let rules = with(Semicolons::Keep, EscapedSlashes::Keep);
+        assert_eq!(
+            run("/api/auth;jsessionid=0123/login", rules).as_deref(),
+            Ok("/api/auth;jsessionid=0123/login")
+        );
+        assert_eq!(
+            run("/api/auth%3b/login", rules).as_deref(),
+            Ok("/api/auth%3B/login")
+        );
+        assert_eq!(run("/public/..;/admin", rules), Err(PathError::Malformed));
+    }
+
+    #[test]
+    fn escaped_slashes_reject() {
+        let rules = with(Semicolons::Reject, EscapedSlashes::Reject);
+        for p in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a%5cb", "/%2F"] {
+            assert_eq!(run(p, rules), Err(PathError::EscapedSlash), "{p}");
+        }
+        assert_eq!(run("/a%252Fb", rules).as_deref(), Ok("/a%252Fb"));
+    }
+
+    #[test]
+    fn escaped_slashes_decode_then_resolve() {
+        let rules = with(Semicolons::Reject, EscapedSlashes::Decode);
+        for (raw, want) in [
+            ("/api%2Fauth/login", "/api/auth/login"),
+            ("/api%2fauth%2Flogin", "/api/auth/login"),
+            ("/a%2F..%2Fapi/auth", "/api/auth"),
+            ("/a%2F%2Fb", "/a/b"),
+            ("/a/b%2F", "/a/b/"),
+            // Decoded once: `%252F` is an encoded `%` followed by `2F`.
+            ("/a%252Fb", "/a%252Fb"),
+        ] {
+            assert_eq!(run(raw, rules).as_deref(), Ok(want), "{raw}");
+        }
+        for p in ["/%2F..", "/a%2F..%2F..%2Fetc", "/..%2Fx"] {
+            assert_eq!(run(p, rules), Err(PathError::AboveRoot), "{p}");
+        }
+        // `%5C` would decode to a raw backslash, which is refused raw as well.
+        assert_eq!(run("/a%5Cb", rules), Err(PathError::EscapedSlash));
+    }
+
+    #[test]
+    fn rules_do_not_rescue_invalid_escapes() {
+        for semicolons in [Semicolons::Reject, Semicolons::Strip, Semicolons::Keep] {
+            for slashes in [
+                EscapedSlashes::Keep,
+                EscapedSlashes::Reject,
+                EscapedSlashes::Decode,
+            ] {
+                let rules = with(semicolons, slashes);
+                for p in ["/%", "/%2", "/%%2F2F", "/%2%2F", "/a%zz"] {
+                    assert_eq!(run(p, rules), Err(PathError::Malformed), "{p} {rules:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn common_paths_still_borrow() {
+        let rules = PathRules::default();
+        for p in ["/", "/api/auth/login", "/files/a%20b", "/a%2Fb"] {
+            assert!(
+                matches!(normalize(p, rules), Ok(Cow::Borrowed(x)) if x == p),
+                "{p}"
+            );
+        }
+    }
+}
+
+/// Properties over arbitrary input, in every combination of rules: no panic, idempotence, and
+/// output that holds nothing the rules refuse or rewrite.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL_RULES: [PathRules; 9] = {
+        let s = [Semicolons::Reject, Semicolons::Strip, Semicolons::Keep];
+        let e = [
+            EscapedSlashes::Keep,
+            EscapedSlashes::Reject,
+            EscapedSlashes::Decode,
+        ];
+        let mut out = [PathRules {
+            semicolons: Semicolons::Reject,
+            escaped_slashes: EscapedSlashes::Keep,
+        }; 9];
+        let mut i = 0;
+        while i < 9 {
+            out[i] = PathRules {
+                semicolons: s[i / 3],
+                escaped_slashes: e[i % 3],
+            };
+            i += 1;
+        }
+        out
+    };
+
+    /// Pieces that exercise every rule: separators, dots, escapes of all kinds, parameters.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "/", "/", "/", ".", "..", ";", ";x=1", "%2F", "%2f", "%5C", "%5c", "%3B", "%3b",
+                "%2e", "%2E%2e", "%25", "%252F", "%41", "%61", "%", "%z", "a", "B", "api", "AUTH",
+                "~", "\\", " ", "?", "#", "{", "\u{e9}", "%C3%A9", "%00",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<char>().prop_map(String::from),
+        ]
+    }
+
+    fn hostile_path() -> impl Strategy<Value = String> {
+        (any::<bool>(), prop::collection::vec(piece(), 0..14)).prop_map(|(slash, pieces)| {
+            let mut s = if slash { "/".to_owned() } else { String::new() };
+            s.extend(pieces);
+            s
+        })
+    }
+
+    fn assert_normal_output(out: &str, rules: PathRules) -> Result<(), TestCaseError> {
+        prop_assert!(out.starts_with('/'), "{out:?}");
+        prop_assert!(!out.contains("//"), "{out:?}");
+        prop_assert!(out.split('/').all(|s| s != "." && s != ".."), "{out:?}");
+        prop_assert!(out.parse::<http::uri::PathAndQuery>().is_ok(), "{out:?}");
+        let upper = out.to_ascii_uppercase();
+        if rules.semicolons != Semicolons::Keep {
+            prop_assert!(!out.contains(';') && !upper.contains("%3B"), "{out:?}");
+        }
+        if rules.escaped_slashes != EscapedSlashes::Keep {
+            prop_assert!(!upper.contains("%2F") && !upper.contains("%5C"), "{out:?}");
+        }
+        Ok(())
+    }
+
+    fn check(raw: &str) -> Result<(), TestCaseError> {
+        for rules in ALL_RULES {
+            if let Ok(out) = normalize(raw, rules) {
+                assert_normal_output(&out, rules)?;
+                // Idempotent, and the fast path recognizes its own output (no allocation).
+                let again = normalize(&out, rules);
+                prop_assert!(
+                    matches!(&again, Ok(Cow::Borrowed(x)) if *x == out),
+                    "{raw:?} -> {out:?} -> {again:?} under {rules:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn hostile_paths(raw in hostile_path()) {
+            check(&raw)?;
+        }
+
+        #[test]
+        fn any_string(raw in any::<String>()) {
+            check(&raw)?;
+            check(&format!("/{raw}"))?;
+        }
+
+        #[test]
+        fn any_bytes(raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            let text = String::from_utf8_lossy(&raw);
+            check(&text)?;
+            check(&format!("/{text}"))?;
+        }
+
+        /// "strip" cuts exactly what Tomcat cuts: the path with parameters and the path without
+        /// them normalize alike.
+        #[test]
+        fn strip_equals_no_parameters(
+            segments in prop::collection::vec("[a-zA-Z0-9.]{0,4}", 1..6),
+            params in prop::collection::vec(prop::option::of("[a-z0-9=;,]{0,5}"), 1..6),
+        ) {
+            let rules = PathRules { semicolons: Semicolons::Strip, ..PathRules::default() };
+            let mut plain = String::new();
+            let mut with = String::new();
+            for (i, seg) in segments.iter().enumerate() {
+                plain.push('/');
+                plain.push_str(seg);
+                with.push('/');
+                with.push_str(seg);
+                if let Some(Some(p)) = params.get(i) {
+                    with.push(';');
+                    with.push_str(p);
+                }
+            }
+            prop_assert_eq!(normalize(&with, rules), normalize(&plain, rules));
+        }
+
+        /// "decode" makes `%2F` a separator: the encoded and the plain path are one path.
+        #[test]
+        fn decode_equals_plain_slashes(
+            segments in prop::collection::vec("[a-zA-Z0-9.]{0,4}", 1..6),
+            encode in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            let rules = PathRules {
+                escaped_slashes: EscapedSlashes::Decode,
+                ..PathRules::default()
+            };
+            let plain: String = segments.iter().map(|s| format!("/{s}")).collect();
+            let mut encoded = String::new();
+            for (i, seg) in segments.iter().enumerate() {
+                encoded.push_str(if i > 0 && encode[i] { "%2F" } else { "/" });
+                encoded.push_str(seg);
+            }
+            prop_assert_eq!(normalize(&encoded, rules), normalize(&plain, rules));
+        }
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::body::GatewayBody;
 use super::cost::BadCost;
 use super::host::BadHost;
+use super::path::PathError;
 use crate::metrics::Decision;
 
 /// The problem type of every 429 (IANA HTTP Problem Types registry).
@@ -19,8 +20,8 @@ pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-type
 /// What went wrong on the request path, as the client may learn it.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("malformed request path")]
-    BadPath,
+    #[error("bad request path: {0}")]
+    BadPath(PathError),
     #[error(transparent)]
     BadHost(#[from] BadHost),
     /// The client's request body broke its framing (a bad chunk size, say) while it was being
@@ -53,7 +54,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath
+            GatewayError::BadPath(_)
             | GatewayError::BadHost(_)
             | GatewayError::BadBody
             | GatewayError::ClientGone => StatusCode::BAD_REQUEST,
@@ -72,7 +73,7 @@ impl GatewayError {
     /// The `error` member of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadPath | GatewayError::BadHost(_) => "bad_request",
+            GatewayError::BadPath(_) | GatewayError::BadHost(_) => "bad_request",
             GatewayError::BadBody => "bad_request_body",
             GatewayError::ClientGone => "client_closed_request",
             GatewayError::HeadTooLarge => "header_too_large",
@@ -89,7 +90,7 @@ impl GatewayError {
     /// The decision label recorded for this error, if it is a decision at all.
     pub fn decision(&self) -> Option<Decision> {
         match self {
-            GatewayError::BadPath | GatewayError::BadHost(_) | GatewayError::HeadTooLarge => {
+            GatewayError::BadPath(_) | GatewayError::BadHost(_) | GatewayError::HeadTooLarge => {
                 Some(Decision::BadRequest)
             }
             GatewayError::NoRoute => Some(Decision::NoRoute),
@@ -102,7 +103,6 @@ impl GatewayError {
 
     fn message(&self) -> &'static str {
         match self {
-            GatewayError::BadPath => "The request path is malformed or climbs above the root.",
             GatewayError::BadHost(BadHost::Missing) => "An HTTP/1.1 request needs a Host header.",
             GatewayError::BadHost(BadHost::Repeated) => "A request has at most one Host header.",
             GatewayError::BadHost(BadHost::Invalid) => "The Host header is not a valid host.",
@@ -111,6 +111,7 @@ impl GatewayError {
             }
             GatewayError::BadBody => "The request body is malformed.",
             GatewayError::ClientGone => "The request body ended early.",
+            GatewayError::BadPath(e) => path_message(*e),
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
             GatewayError::NoRoute => "No route matches this request.",
             GatewayError::Forbidden => "Access from this address is not allowed.",
@@ -141,6 +142,22 @@ impl GatewayError {
             },
             None,
         )
+    }
+}
+
+/// Why a path was refused, in words a client can act on.
+fn path_message(e: PathError) -> &'static str {
+    match e {
+        PathError::AboveRoot => "The request path climbs above the root.",
+        PathError::Malformed => "The request path is malformed.",
+        PathError::Semicolon => {
+            "The request path contains a semicolon (`;` or `%3B`), which this gateway does not \
+             accept in paths."
+        }
+        PathError::EscapedSlash => {
+            "The request path contains an encoded slash or backslash (`%2F` or `%5C`), which \
+             this gateway does not accept in paths."
+        }
     }
 }
 

@@ -2,6 +2,12 @@
 //!
 //! `path` is the normalized path (see `proxy::path`); config prefixes are expected in the same
 //! normalized form without a trailing slash.
+//!
+//! A `case_insensitive` route compares ASCII letters without regard to case (percent-escapes are
+//! upper-case on both sides already). It changes nothing about order: the first route in file
+//! order that matches wins, so a case-sensitive `/api` listed before a case-insensitive
+//! `/api/auth` still takes `/api/AUTH/login`. Routes to a case-insensitive upstream should all
+//! be case-insensitive, stricter ones first, as always.
 
 use http::Method;
 
@@ -27,7 +33,7 @@ pub fn find<'c>(
                 (Some(want), Some(got)) => host_eq(want, got),
                 (Some(_), None) => false,
             }
-            && path_matches(&r.path, path)
+            && path_matches(&r.path, r.case_insensitive, path)
     })
 }
 
@@ -43,7 +49,7 @@ pub fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
         PathMatch::Exact(p) => p.as_str(),
     };
     // Only strip what actually matched; anything else is forwarded untouched.
-    match path.strip_prefix(prefix) {
+    match strip(path, prefix, route.case_insensitive) {
         Some("") => "/",
         Some(rest) if rest.starts_with('/') => rest,
         _ => path,
@@ -51,17 +57,29 @@ pub fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
 }
 
 /// Segment-aware path match.
-fn path_matches(m: &PathMatch, path: &str) -> bool {
+fn path_matches(m: &PathMatch, case_insensitive: bool, path: &str) -> bool {
     match m {
+        PathMatch::Exact(p) if case_insensitive => path.eq_ignore_ascii_case(p),
         PathMatch::Exact(p) => path == p,
         PathMatch::Prefix(p) => {
             let base = prefix_base(p);
             // `/api` matches `/api`, `/api/`, `/api/x` but not `/apix`; "/" (base "") matches
             // every path since every normalized path starts with `/`.
-            path.strip_prefix(base)
+            strip(path, base, case_insensitive)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         }
     }
+}
+
+/// `path` without `prefix`, comparing ASCII letters without case when `case_insensitive`.
+fn strip<'p>(path: &'p str, prefix: &str, case_insensitive: bool) -> Option<&'p str> {
+    if !case_insensitive {
+        return path.strip_prefix(prefix);
+    }
+    // `get` refuses a cut inside a UTF-8 character (normalized paths are ASCII anyway).
+    let head = path.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &path[prefix.len()..])
 }
 
 /// The prefix without trailing slashes: config compiles it that way, but a stray `/api/` must
@@ -101,11 +119,35 @@ fn host_eq(want: &str, got: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::compiled::Target;
+mod tests_support {
+    use crate::config::compiled::{PathMatch, Route, Target};
     use bytes::Bytes;
     use http::StatusCode;
+
+    /// A route answering directly, any method and host, no policies.
+    pub fn test_route(name: &str, path: PathMatch) -> Route {
+        Route {
+            name: name.into(),
+            path,
+            methods: Vec::new(),
+            host: None,
+            target: Target::Respond {
+                status: StatusCode::OK,
+                body: Bytes::new(),
+            },
+            policies: Vec::new(),
+            strip_prefix: false,
+            case_insensitive: false,
+            cost: Default::default(),
+            index: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::test_route;
+    use super::*;
 
     fn route(
         name: &str,
@@ -115,18 +157,10 @@ mod tests {
         strip: bool,
     ) -> Route {
         Route {
-            name: name.into(),
-            path,
             methods: methods.to_vec(),
             host: host.map(str::to_owned),
-            target: Target::Respond {
-                status: StatusCode::OK,
-                body: Bytes::new(),
-            },
-            policies: Vec::new(),
             strip_prefix: strip,
-            cost: Default::default(),
-            index: 0,
+            ..test_route(name, path)
         }
     }
 
@@ -301,5 +335,197 @@ mod tests {
         assert_eq!(forward_path(&r, "/login"), "/");
         let r = route("login", exact("/login"), &[], None, false);
         assert_eq!(forward_path(&r, "/login"), "/login");
+    }
+
+    fn insensitive(mut r: Route) -> Route {
+        r.case_insensitive = true;
+        r
+    }
+
+    #[test]
+    fn case_insensitive_prefix_and_exact() {
+        let rs = [
+            insensitive(route("auth", prefix("/api/auth"), &[], None, false)),
+            insensitive(route("login", exact("/Login"), &[], None, false)),
+        ];
+        for p in ["/api/auth", "/API/Auth/login", "/Api/AUTH/", "/api/auth/x"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some("auth"), "{p}");
+        }
+        for p in ["/login", "/LOGIN", "/Login"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some("login"), "{p}");
+        }
+        for p in ["/API/Authx", "/login/", "/api", "/%41PI/auth"] {
+            assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn case_insensitive_keeps_file_order() {
+        // A case-sensitive looser route first: it still takes the paths it matches.
+        let rs = [
+            route("api", prefix("/api"), &[], None, false),
+            insensitive(route("auth", prefix("/api/auth"), &[], None, false)),
+        ];
+        assert_eq!(
+            name(&rs, &Method::GET, None, "/API/AUTH/login"),
+            Some("auth")
+        );
+        assert_eq!(
+            name(&rs, &Method::GET, None, "/api/AUTH/login"),
+            Some("api")
+        );
+    }
+
+    #[test]
+    fn case_insensitive_strip_prefix() {
+        let r = insensitive(route("api", prefix("/api"), &[], None, true));
+        assert_eq!(forward_path(&r, "/API/x"), "/x");
+        assert_eq!(forward_path(&r, "/Api"), "/");
+        assert_eq!(forward_path(&r, "/APIx"), "/APIx");
+        // Never cut inside a multi-byte character.
+        assert_eq!(strip("/\u{e9}", "/a", true), None);
+    }
+}
+
+/// The route chosen for a raw path is the route chosen for its normalized form, and for the
+/// path the upstream will resolve it to, under every path rule.
+#[cfg(test)]
+mod properties {
+    use super::tests_support::*;
+    use super::*;
+    use crate::proxy::path::{self, EscapedSlashes, PathRules, Semicolons};
+    use proptest::prelude::*;
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "api", "API", "Auth", "auth", "x", "login", "a%2Fb", "v1",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn route_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 0..3).prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    fn routes() -> impl Strategy<Value = Vec<Route>> {
+        prop::collection::vec((route_path(), any::<bool>(), any::<bool>()), 1..6).prop_map(
+            |specs| {
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (p, exact, ci))| {
+                        let m = if exact {
+                            PathMatch::Exact(p)
+                        } else {
+                            PathMatch::Prefix(p)
+                        };
+                        let mut r = test_route(&format!("r{i}"), m);
+                        r.case_insensitive = ci;
+                        r
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn raw_path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => segment(),
+            2 => prop::sample::select(vec![
+                "/", "//", ".", "..", ";x", ";", "%2F", "%2e%2e", "%61", "%3B", "%41UTH",
+            ])
+            .prop_map(str::to_owned),
+        ];
+        prop::collection::vec(piece, 0..10).prop_map(|pieces| {
+            let mut s = String::from("/");
+            for p in pieces {
+                if !s.ends_with('/') && !p.starts_with(['/', ';', '%']) {
+                    s.push('/');
+                }
+                s.push_str(&p);
+            }
+            s
+        })
+    }
+
+    fn all_rules() -> impl Strategy<Value = PathRules> {
+        (
+            prop::sample::select(vec![
+                Semicolons::Reject,
+                Semicolons::Strip,
+                Semicolons::Keep,
+            ]),
+            prop::sample::select(vec![
+                EscapedSlashes::Keep,
+                EscapedSlashes::Reject,
+                EscapedSlashes::Decode,
+            ]),
+        )
+            .prop_map(|(semicolons, escaped_slashes)| PathRules {
+                semicolons,
+                escaped_slashes,
+            })
+    }
+
+    fn chosen<'r>(routes: &'r [Route], path: &str) -> Option<&'r str> {
+        find(routes, &Method::GET, None, path).map(|r| &*r.name)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn raw_and_normalized_choose_the_same_route(
+            routes in routes(),
+            raw in raw_path(),
+            rules in all_rules(),
+        ) {
+            let Ok(normal) = path::normalize(&raw, rules) else { return Ok(()) };
+            // What the handler matches on is what it would match if the client had sent the
+            // normalized form in the first place.
+            let again = path::normalize(&normal, rules).map(|p| p.into_owned());
+            prop_assert_eq!(again.as_deref(), Ok(&*normal));
+            prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, again.as_deref().unwrap_or("")));
+            // What the upstream receives (without strip_prefix) is what the route saw.
+            if let Some(r) = find(&routes, &Method::GET, None, &normal) {
+                prop_assert_eq!(forward_path(r, &normal), &*normal);
+            }
+        }
+
+        /// A Tomcat-style upstream cuts `;params` and decodes `%2F`: with "strip" and "decode"
+        /// the route chosen is the one for the path it resolves to.
+        #[test]
+        fn upstream_view_chooses_the_same_route(routes in routes(), raw in raw_path()) {
+            let rules = PathRules {
+                semicolons: Semicolons::Strip,
+                escaped_slashes: EscapedSlashes::Decode,
+            };
+            let Ok(normal) = path::normalize(&raw, rules) else { return Ok(()) };
+            let upstream_view: String = raw
+                .split('/')
+                .map(|seg| seg.split(';').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("/")
+                .replace("%2F", "/");
+            let Ok(seen) = path::normalize(&upstream_view, rules) else {
+                return Err(TestCaseError::fail(format!("{raw:?}: {upstream_view:?} refused")));
+            };
+            prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, &seen));
+        }
+
+        /// With every route case-insensitive, the letter case of the request path never changes
+        /// the route.
+        #[test]
+        fn case_never_changes_an_insensitive_route(mut routes in routes(), raw in raw_path()) {
+            for r in &mut routes {
+                r.case_insensitive = true;
+            }
+            let rules = PathRules { semicolons: Semicolons::Keep, ..PathRules::default() };
+            let Ok(normal) = path::normalize(&raw, rules) else { return Ok(()) };
+            let lower = normal.to_ascii_lowercase();
+            let upper = normal.to_ascii_uppercase();
+            prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, &lower));
+            prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, &upper));
+        }
     }
 }
