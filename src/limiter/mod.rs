@@ -31,7 +31,7 @@ use admission::{Held, Settler, StoreRef};
 use breaker::{Breaker, Permit, Transition};
 use cache::{CachedRejection, DenyCache};
 
-pub use admission::{Admission, LeaseGuard};
+pub use admission::{Admission, Owed, Settlements, Settling};
 pub use policy::UnaddressableKey;
 
 /// Who is asking: the resolved client address and its key string (see `proxy::client_ip`).
@@ -141,6 +141,8 @@ pub struct Limiter {
     fallback_duration: Histogram,
     /// Whether the last store call failed; its transitions raise the fallback/recovered alerts.
     store_failing: AtomicBool,
+    /// Charges and releases owed by answered requests, still on their way to the store.
+    settlements: Arc<Settlements>,
     alerts: Alerter,
 }
 
@@ -202,6 +204,7 @@ impl Limiter {
             store_duration,
             fallback_duration,
             store_failing: AtomicBool::new(false),
+            settlements: Arc::default(),
             alerts: Alerter::disabled(),
         }
     }
@@ -397,7 +400,13 @@ impl Limiter {
                 DecidedBy::Fallback => StoreRef::Fallback(self.fallback.clone()),
             },
             metrics: self.metrics.clone(),
+            settlements: self.settlements.clone(),
         }
+    }
+
+    /// Charges and releases owed by answered requests (shutdown waits for them).
+    pub fn settlements(&self) -> &Settlements {
+        &self.settlements
     }
 
     /// A route without policies still refuses a blocked client ("blocked from every route").
@@ -995,12 +1004,11 @@ mod tests {
         assert!(admission.expect("owes a charge").respond(200).is_none());
         for _ in 0..3 {
             let (_, admission) = settle(check(&f, &r, "1.1.1.1").await);
-            assert!(admission.expect("owes a charge").respond(401).is_none());
-            // The charge runs in a task of its own.
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
-            }
+            let owed = admission.expect("owes a charge").respond(401);
+            // Settled once this resolves.
+            owed.expect("a 401 is owed").settle().await;
         }
+        assert_eq!(f.limiter.settlements().pending(), 0);
         assert_eq!(
             f.limiter
                 .limit_status(&login, "1.1.1.1")

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HOST;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::access::{self, AccessDecision};
@@ -194,6 +195,7 @@ impl Gateway {
         };
         record.decision = Some(decision);
 
+        let head_request = req.method() == Method::HEAD;
         // Whether the response is the upstream's (or the route's own): gateway errors are not
         // answers a count-by-response policy counts.
         let mut answered = true;
@@ -241,8 +243,17 @@ impl Gateway {
             headers::apply_rate_headers(resp.headers_mut(), report);
         }
         if let Some(admission) = admission.filter(|_| answered) {
-            if let Some(lease) = admission.respond(resp.status().as_u16()) {
-                resp = resp.map(|body| GatewayBody::leased(body, lease));
+            if let Some(owed) = admission.respond(resp.status().as_u16()) {
+                // Settled before the client can see the end of the response: with the last
+                // frame of a body, or before the head when there is no body to send.
+                if bodiless(head_request, resp.status())
+                    || resp.body().is_end_stream()
+                    || resp.body().size_hint().exact() == Some(0)
+                {
+                    owed.settle().await;
+                } else {
+                    resp = resp.map(|body| GatewayBody::settled(body, owed));
+                }
             }
         }
         Ok(resp)
@@ -313,6 +324,15 @@ struct Forward<'a> {
     peer: IpAddr,
     peer_trusted: bool,
     tls: bool,
+}
+
+/// Whether the response to this request is sent without a body whatever its body holds (RFC 9110
+/// §9.3.2, §15.3.5, §15.4.5): the client has it all once the head arrives.
+fn bodiless(head_request: bool, status: StatusCode) -> bool {
+    head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// The host the client addressed: the absolute-form or HTTP/2 authority wins over `Host`.
