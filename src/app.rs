@@ -104,6 +104,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             );
         }
     }
+    // Readiness is right from the first answer of the admin port: probed once before serving,
+    // then in the background.
+    limiter.probe_store().await;
     let cached = limiter.clone();
     let reloader = Arc::new(
         Reloader::new(live.clone(), metrics.clone(), Box::new(load_checked))
@@ -148,6 +151,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             limiter.clone(),
             metrics.clone(),
         )),
+        tokio::spawn(limiter.clone().probe_store_forever()),
         tokio::spawn(signals.run(reloader.clone(), ready, limiter.clone(), stop_tx)),
     ];
     match config::watch::spawn(reloader) {

@@ -34,6 +34,9 @@ use cache::{CachedRejection, DenyCache};
 pub use admission::{Admission, Owed, Settlements, Settling};
 pub use policy::UnaddressableKey;
 
+/// How often a remote store is probed in the background (see [`Limiter::probe_store`]).
+pub const STORE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Who is asking: the resolved client address and its key string (see `proxy::client_ip`).
 #[derive(Debug, Clone)]
 pub struct ClientId {
@@ -247,6 +250,16 @@ impl Limiter {
     /// Whether the last call to the configured store failed.
     pub fn store_failing(&self) -> bool {
         self.store_failing.load(Ordering::Relaxed)
+    }
+
+    /// Whether the configured store can decide requests now: for a remote store, its breaker is
+    /// closed (it follows the background probe, see [`Limiter::probe_store`], so this changes
+    /// without traffic); for the in-process store, its last call succeeded.
+    pub fn store_ready(&self) -> bool {
+        match &self.breaker {
+            Some(breaker) => !breaker.is_open(),
+            None => !self.store_failing(),
+        }
     }
 
     /// What this limiter does while the store fails.
@@ -470,7 +483,13 @@ impl Limiter {
                 breaker.on_failure(down)
             }
         };
-        match (transition, &result) {
+        self.breaker_moved(transition, result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Log, gauge and alert a change of the breaker's state.
+    fn breaker_moved(&self, transition: Option<Transition>, result: Result<(), &StoreError>) {
+        match (transition, result) {
             (Some(Transition::Opened), Err(e)) => {
                 tracing::warn!(
                     store = self.store.name(),
@@ -490,7 +509,38 @@ impl Limiter {
             }
             _ => {}
         }
-        result
+    }
+
+    /// Probe a remote store once, outside any request: a PING (never counted in the store
+    /// request metrics) whose outcome drives the breaker like a request's would. This is what
+    /// takes the breaker back to a store that answers again, and what readiness follows, without
+    /// waiting for traffic. Without a remote store there is nothing to probe.
+    pub async fn probe_store(&self) {
+        let (Some(breaker), AnyStore::Redis(redis)) = (&self.breaker, &*self.store) else {
+            return;
+        };
+        let result = redis.ping().await;
+        let transition = match &result {
+            Ok(()) => breaker.on_success(),
+            Err(e) => {
+                tracing::debug!(error = %e, "store probe failed");
+                breaker.on_failure(!redis.is_connected())
+            }
+        };
+        self.breaker_moved(transition, result.as_ref().map(|_| ()));
+    }
+
+    /// [`Limiter::probe_store`] every [`STORE_PROBE_INTERVAL`], for ever.
+    pub async fn probe_store_forever(self: Arc<Self>) {
+        if self.breaker.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(STORE_PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.probe_store().await;
+        }
     }
 
     /// Cache what the store said about known blocks and rejections.
