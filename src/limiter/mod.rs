@@ -1080,6 +1080,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_is_owed_settles_even_when_dropped_and_flush_waits_for_it() {
+        let f = fixture(100, OnError::Deny);
+        let slot = Arc::new(Policy {
+            index: 0,
+            ..Policy::new("slot", Algorithm::Concurrency, 1, Duration::from_secs(60))
+        });
+        let r = route(vec![slot.clone()]);
+        let admitted = |v: Verdict| match v {
+            Verdict::Allowed { admission, .. } => admission.expect("a lease is owed"),
+            other => panic!("allowed expected, got {other:?}"),
+        };
+        // Answered, then the body is dropped before its end (client gone, cut at shutdown).
+        let owed = admitted(check(&f, &r, "1.1.1.1").await).respond(200);
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Limited { .. }
+        ));
+        drop(owed.expect("the lease is owed"));
+        assert!(f.limiter.settlements().flush(Duration::from_secs(5)).await);
+        // Never answered at all (the upstream failed, the request was dropped).
+        drop(admitted(check(&f, &r, "1.1.1.1").await));
+        assert!(f.limiter.settlements().flush(Duration::from_secs(5)).await);
+        let status = f.limiter.limit_status(&slot, "1.1.1.1").await.unwrap();
+        assert_eq!(status.count, 0);
+        assert_eq!(f.limiter.settlements().pending(), 0);
+        f.limiter.settlements().begin_drain();
+        assert_eq!(f.limiter.settlements().failed_since_drain(), 0);
+    }
+
+    #[tokio::test]
     async fn admin_pass_throughs() {
         let f = fixture(100, OnError::Deny);
         let p = policy("one", 2, Mode::Enforce, None);
