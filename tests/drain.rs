@@ -9,6 +9,8 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::redis::{have_redis, RedisServer};
@@ -24,19 +26,36 @@ use common::*;
 /// Every answer closes the connection, so no pooled connection outlives a test.
 struct Upstream {
     addr: SocketAddr,
+    /// Requests received so far.
+    seen: Arc<AtomicUsize>,
 }
 
 impl Upstream {
     fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                std::thread::spawn(move || answer(stream));
+                let counter = counter.clone();
+                std::thread::spawn(move || answer(stream, &counter));
             }
         });
-        Upstream { addr }
+        Upstream { addr, seen }
+    }
+
+    /// Wait until the upstream has received `n` requests in all.
+    fn wait_seen(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.seen.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upstream never got the request"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn url(&self) -> String {
@@ -44,10 +63,11 @@ impl Upstream {
     }
 }
 
-fn answer(mut stream: TcpStream) {
+fn answer(mut stream: TcpStream, seen: &AtomicUsize) {
     let Ok(head) = read_head(&mut BufReader::new(&mut stream)) else {
         return;
     };
+    seen.fetch_add(1, Ordering::SeqCst);
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut status = 200;
     if let Some(rest) = path.find("/slow/").map(|at| &path[at + "/slow/".len()..]) {
@@ -331,8 +351,8 @@ fn a_401_answered_during_the_drain_is_charged_before_exit() {
     let b = Gateway::start(&cfg);
     let addr = a.addr;
     let in_flight = std::thread::spawn(move || raw_get(addr, "/login/slow/1500/401", ""));
-    // Let it reach the upstream, then start the drain while it waits for the answer.
-    std::thread::sleep(Duration::from_millis(400));
+    // The drain starts while the upstream is still answering it.
+    upstream.wait_seen(1);
     a.signal("TERM");
     let resp = in_flight.join().unwrap();
     assert_eq!(raw_status(&resp), 401, "{resp}");
@@ -356,7 +376,7 @@ fn a_settlement_that_cannot_reach_redis_at_shutdown_is_logged_and_bounded() {
     let mut a = Gateway::start(&cfg);
     let addr = a.addr;
     let in_flight = std::thread::spawn(move || raw_get(addr, "/slow/1500/200", ""));
-    std::thread::sleep(Duration::from_millis(400));
+    upstream.wait_seen(1);
     // Redis freezes: connections stay open, nothing answers.
     redis.pause();
     a.signal("TERM");
