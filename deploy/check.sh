@@ -603,8 +603,9 @@ for u in cfg.get("upstream", []):
     ok(m and m.group(1) in svc and m.group(2) in [str(x) for x in svc[m.group(1)].get("expose", [])],
        f"upstream {u['name']} ({u['url']}) is a compose service exposing that port")
 grace = re.match(r"^(\d+)s$", rg.get("stop_grace_period", "10s"))
-ok(grace and int(grace.group(1)) > dur(cfg["server"].get("shutdown_grace", "30s")),
-   "compose stop_grace_period is longer than server.shutdown_grace")
+# + 3 s: connections cut at the grace (up to 1 s), then the store settlement flush (2 s).
+ok(grace and int(grace.group(1)) > dur(cfg["server"].get("shutdown_grace", "30s")) + 3,
+   "compose stop_grace_period is longer than server.shutdown_grace + 3 s")
 
 prom = svc["prometheus"]
 pm = {v.split(":")[1]: v.split(":")[0] for v in prom.get("volumes", [])}
@@ -678,8 +679,8 @@ args = ctr.get("args", [])
 ok("--config" in args and args[args.index("--config") + 1] == "/etc/rategate/rategate.toml", "k8s runs with --config /etc/rategate/rategate.toml")
 pre = ctr.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
 pre_s = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" else 0
-ok(pod.get("terminationGracePeriodSeconds", 30) > pre_s + dur(kcfg["server"].get("shutdown_grace", "30s")),
-   "k8s terminationGracePeriodSeconds > preStop + server.shutdown_grace")
+ok(pod.get("terminationGracePeriodSeconds", 30) > pre_s + dur(kcfg["server"].get("shutdown_grace", "30s")) + 3,
+   "k8s terminationGracePeriodSeconds > preStop + server.shutdown_grace + 3 s (cut and flush)")
 labels = spec["template"]["metadata"]["labels"]
 for s in kinds["Service"]:
     sel = s["spec"]["selector"]

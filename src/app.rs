@@ -104,6 +104,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
             );
         }
     }
+    // Readiness is right from the first answer of the admin port: probed once before serving,
+    // then in the background.
+    limiter.probe_store().await;
     let cached = limiter.clone();
     let reloader = Arc::new(
         Reloader::new(live.clone(), metrics.clone(), Box::new(load_checked))
@@ -145,10 +148,11 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop_rx)),
         tokio::spawn(alerts::run(alert_rx, live.clone(), metrics.clone())),
         tokio::spawn(crate::admin::refresh_blocked_gauge_forever(
-            limiter,
+            limiter.clone(),
             metrics.clone(),
         )),
-        tokio::spawn(signals.run(reloader.clone(), ready, stop_tx)),
+        tokio::spawn(limiter.clone().probe_store_forever()),
+        tokio::spawn(signals.run(reloader.clone(), ready, limiter.clone(), stop_tx)),
     ];
     match config::watch::spawn(reloader) {
         Ok(task) => tasks.push(task),
@@ -160,6 +164,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     log_listening(&listener, admin_addr, tls.is_some());
 
     let served = workers::serve(listener, tls, gateways, metrics, settings, stop_rx).await;
+    report_settlements(&limiter);
     let _ = admin_stop_tx.send(true);
     for task in tasks {
         task.abort();
@@ -191,6 +196,27 @@ fn log_listening(proxy: &TcpListener, admin: Option<std::net::SocketAddr>, tls: 
     }
 }
 
+/// Say what the drain could not settle: charges and lease releases that never reached the store
+/// (the leases expire by themselves; the charges are lost).
+fn report_settlements(limiter: &Limiter) {
+    let settlements = limiter.settlements();
+    let pending = settlements.pending();
+    if pending > 0 {
+        tracing::warn!(
+            pending,
+            deadline = ?workers::SETTLE_FLUSH,
+            "charges and lease releases could not reach the store before exit"
+        );
+    }
+    let failed = settlements.failed_since_drain();
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "charges and lease releases during the drain could not reach the store"
+        );
+    }
+}
+
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -211,6 +237,7 @@ impl Signals {
         mut self,
         reloader: Arc<Reloader>,
         ready: Arc<AtomicBool>,
+        limiter: Arc<Limiter>,
         stop: watch::Sender<bool>,
     ) {
         loop {
@@ -223,6 +250,7 @@ impl Signals {
         }
         // Readiness drops first so load balancers stop sending before connections close.
         ready.store(false, Ordering::SeqCst);
+        limiter.settlements().begin_drain();
         tracing::info!("shutdown requested; draining");
         let _ = stop.send(true);
         // A second signal means "now".

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod inflight;
 pub mod limiter;
 pub mod lru;
 pub mod metrics;

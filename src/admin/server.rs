@@ -157,17 +157,18 @@ fn metrics(state: &AdminState) -> Response<GatewayBody> {
     }
 }
 
-/// Ready unless draining, or the store fails while `on_error = "deny"` (every limited request
-/// would get 503). A failing store with `fallback` or `allow` still serves by design; taking every
-/// instance out of rotation because a shared Redis is down would turn a degraded service into an
-/// outage.
+/// Ready unless draining, or the store cannot decide while `on_error = "deny"` (every limited
+/// request would get 503). For Redis that is the breaker, which a background probe keeps current,
+/// so readiness changes with no traffic at all. A failing store with `fallback` or `allow` still
+/// serves by design; taking every instance out of rotation because a shared Redis is down would
+/// turn a degraded service into an outage.
 fn readyz(state: &AdminState) -> Response<GatewayBody> {
     let (status, body) = if !state.ready.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"ready": false, "reason": "draining"}),
         )
-    } else if state.limiter.store_failing() && state.limiter.on_error() == OnError::Deny {
+    } else if !state.limiter.store_ready() && state.limiter.on_error() == OnError::Deny {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"ready": false, "reason": "store unavailable (on_error = deny)"}),

@@ -32,8 +32,11 @@ use admission::{Held, Settler, StoreRef};
 use breaker::{Breaker, Permit, Transition};
 use cache::{CachedRejection, DenyCache};
 
-pub use admission::{Admission, LeaseGuard};
+pub use admission::{Admission, Owed, Settlements, Settling};
 pub use policy::UnaddressableKey;
+
+/// How often a remote store is probed in the background (see [`Limiter::probe_store`]).
+pub const STORE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Who is asking: the resolved client address and its key string (see `proxy::client_ip`).
 #[derive(Debug, Clone)]
@@ -142,6 +145,8 @@ pub struct Limiter {
     fallback_duration: Histogram,
     /// Whether the last store call failed; its transitions raise the fallback/recovered alerts.
     store_failing: AtomicBool,
+    /// Charges and releases owed by answered requests, still on their way to the store.
+    settlements: Arc<Settlements>,
     alerts: Alerter,
 }
 
@@ -204,6 +209,7 @@ impl Limiter {
             store_duration,
             fallback_duration,
             store_failing: AtomicBool::new(false),
+            settlements: Arc::default(),
             alerts: Alerter::disabled(),
         }
     }
@@ -250,6 +256,16 @@ impl Limiter {
     /// Whether the last call to the configured store failed.
     pub fn store_failing(&self) -> bool {
         self.store_failing.load(Ordering::Relaxed)
+    }
+
+    /// Whether the configured store can decide requests now: for a remote store, its breaker is
+    /// closed (it follows the background probe, see [`Limiter::probe_store`], so this changes
+    /// without traffic); for the in-process store, its last call succeeded.
+    pub fn store_ready(&self) -> bool {
+        match &self.breaker {
+            Some(breaker) => !breaker.is_open(),
+            None => !self.store_failing(),
+        }
     }
 
     /// What this limiter does while the store fails.
@@ -404,7 +420,13 @@ impl Limiter {
                 DecidedBy::Fallback => StoreRef::Fallback(self.fallback.clone()),
             },
             metrics: self.metrics.clone(),
+            settlements: self.settlements.clone(),
         }
+    }
+
+    /// Charges and releases owed by answered requests (shutdown waits for them).
+    pub fn settlements(&self) -> &Settlements {
+        &self.settlements
     }
 
     /// A route without policies still refuses a blocked client ("blocked from every route").
@@ -468,7 +490,13 @@ impl Limiter {
                 breaker.on_failure(down)
             }
         };
-        match (transition, &result) {
+        self.breaker_moved(transition, result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Log, gauge and alert a change of the breaker's state.
+    fn breaker_moved(&self, transition: Option<Transition>, result: Result<(), &StoreError>) {
+        match (transition, result) {
             (Some(Transition::Opened), Err(e)) => {
                 tracing::warn!(
                     store = self.store.name(),
@@ -488,7 +516,38 @@ impl Limiter {
             }
             _ => {}
         }
-        result
+    }
+
+    /// Probe a remote store once, outside any request: a PING (never counted in the store
+    /// request metrics) whose outcome drives the breaker like a request's would. This is what
+    /// takes the breaker back to a store that answers again, and what readiness follows, without
+    /// waiting for traffic. Without a remote store there is nothing to probe.
+    pub async fn probe_store(&self) {
+        let (Some(breaker), AnyStore::Redis(redis)) = (&self.breaker, &*self.store) else {
+            return;
+        };
+        let result = redis.ping().await;
+        let transition = match &result {
+            Ok(()) => breaker.on_success(),
+            Err(e) => {
+                tracing::debug!(error = %e, "store probe failed");
+                breaker.on_failure(!redis.is_connected())
+            }
+        };
+        self.breaker_moved(transition, result.as_ref().map(|_| ()));
+    }
+
+    /// [`Limiter::probe_store`] every [`STORE_PROBE_INTERVAL`], for ever.
+    pub async fn probe_store_forever(self: Arc<Self>) {
+        if self.breaker.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(STORE_PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.probe_store().await;
+        }
     }
 
     /// Cache what the store said about known blocks and rejections.
@@ -1045,12 +1104,11 @@ mod tests {
         assert!(admission.expect("owes a charge").respond(200).is_none());
         for _ in 0..3 {
             let (_, admission) = settle(check(&f, &r, "1.1.1.1").await);
-            assert!(admission.expect("owes a charge").respond(401).is_none());
-            // The charge runs in a task of its own.
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
-            }
+            let owed = admission.expect("owes a charge").respond(401);
+            // Settled once this resolves.
+            owed.expect("a 401 is owed").settle().await;
         }
+        assert_eq!(f.limiter.settlements().pending(), 0);
         assert_eq!(
             f.limiter
                 .limit_status(&login, "1.1.1.1")
@@ -1069,6 +1127,36 @@ mod tests {
         // Plain policies owe nothing: no admission at all.
         let plain = route(vec![policy("plain", 5, Mode::Enforce, None)]);
         assert!(settle(check(&f, &plain, "1.1.1.1").await).1.is_none());
+    }
+
+    #[tokio::test]
+    async fn what_is_owed_settles_even_when_dropped_and_flush_waits_for_it() {
+        let f = fixture(100, OnError::Deny);
+        let slot = Arc::new(Policy {
+            index: 0,
+            ..Policy::new("slot", Algorithm::Concurrency, 1, Duration::from_secs(60))
+        });
+        let r = route(vec![slot.clone()]);
+        let admitted = |v: Verdict| match v {
+            Verdict::Allowed { admission, .. } => admission.expect("a lease is owed"),
+            other => panic!("allowed expected, got {other:?}"),
+        };
+        // Answered, then the body is dropped before its end (client gone, cut at shutdown).
+        let owed = admitted(check(&f, &r, "1.1.1.1").await).respond(200);
+        assert!(matches!(
+            check(&f, &r, "1.1.1.1").await,
+            Verdict::Limited { .. }
+        ));
+        drop(owed.expect("the lease is owed"));
+        assert!(f.limiter.settlements().flush(Duration::from_secs(5)).await);
+        // Never answered at all (the upstream failed, the request was dropped).
+        drop(admitted(check(&f, &r, "1.1.1.1").await));
+        assert!(f.limiter.settlements().flush(Duration::from_secs(5)).await);
+        let status = f.limiter.limit_status(&slot, "1.1.1.1").await.unwrap();
+        assert_eq!(status.count, 0);
+        assert_eq!(f.limiter.settlements().pending(), 0);
+        f.limiter.settlements().begin_drain();
+        assert_eq!(f.limiter.settlements().failed_since_drain(), 0);
     }
 
     #[tokio::test]

@@ -1,8 +1,13 @@
 //! The response body type: either the upstream's body, streamed through untouched, or a small
 //! body the gateway wrote itself. An enum rather than a boxed trait object, so the common path
-//! allocates nothing for the body. A request holding a concurrency lease wraps its body
-//! (`Leased`), so the lease is released when the body ends or is dropped (client gone).
+//! allocates nothing for the body. A request that owes the store something once answered (a
+//! count-by-response charge, a concurrency lease) wraps its body (`Settled`): the settlement
+//! runs when the last frame is reached and that frame is held back until the store has it, so
+//! a client never sees the end of a response whose charge or release has not landed. Frames
+//! before the last pass at once: streaming is not delayed. Dropped early (client gone, cut at
+//! shutdown), the debt settles in the background.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -10,7 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::limiter::LeaseGuard;
+use crate::limiter::{Owed, Settling};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -19,8 +24,17 @@ pin_project_lite::pin_project! {
     pub enum GatewayBody {
         Upstream { #[pin] body: Incoming },
         Full { data: Option<Bytes> },
-        Leased { body: Pin<Box<GatewayBody>>, lease: LeaseGuard },
+        Settled { body: Pin<Box<GatewayBody>>, tail: Tail },
     }
+}
+
+/// Where a `Settled` body stands.
+pub enum Tail {
+    /// Frames pass through; the settlement has not started.
+    Streaming(Option<Owed>),
+    /// The last item (a final frame, an error or the end) waits for the settlement.
+    Settling(Settling, Option<Result<Frame<Bytes>, BoxError>>),
+    Done,
 }
 
 impl GatewayBody {
@@ -39,11 +53,13 @@ impl GatewayBody {
         GatewayBody::Upstream { body }
     }
 
-    /// `body`, releasing `lease` when it ends or is dropped.
-    pub fn leased(body: GatewayBody, lease: LeaseGuard) -> Self {
-        GatewayBody::Leased {
+    /// `body`, settling `owed` before its last frame (or when dropped). A body that is already
+    /// at its end, or that the protocol will not send (HEAD, 204, 304), is never polled: settle
+    /// those before answering instead.
+    pub fn settled(body: GatewayBody, owed: Owed) -> Self {
+        GatewayBody::Settled {
             body: Box::pin(body),
-            lease,
+            tail: Tail::Streaming(Some(owed)),
         }
     }
 }
@@ -61,15 +77,34 @@ impl Body for GatewayBody {
                 .poll_frame(cx)
                 .map(|frame| frame.map(|r| r.map_err(BoxError::from))),
             GatewayBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            GatewayBodyProj::Leased { body, lease } => {
-                let polled = body.as_mut().poll_frame(cx);
-                // The end of the body (or a failed one) ends the request: free the slot now
-                // rather than whenever the connection drops the body.
-                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-                    lease.release();
+            GatewayBodyProj::Settled { body, tail } => loop {
+                match tail {
+                    Tail::Streaming(owed) => {
+                        let polled = std::task::ready!(body.as_mut().poll_frame(cx));
+                        let last = match &polled {
+                            // Content-Length bodies know their last data frame; chunked ones
+                            // learn it from the end (the terminal chunk is written after).
+                            Some(Ok(frame)) => frame.is_trailers() || body.is_end_stream(),
+                            Some(Err(_)) | None => true,
+                        };
+                        if !last {
+                            return Poll::Ready(polled);
+                        }
+                        let settling = match owed.take() {
+                            Some(owed) => owed.settle(),
+                            None => return Poll::Ready(polled),
+                        };
+                        *tail = Tail::Settling(settling, polled);
+                    }
+                    Tail::Settling(settling, held) => {
+                        std::task::ready!(Pin::new(settling).poll(cx));
+                        let item = held.take();
+                        *tail = Tail::Done;
+                        return Poll::Ready(item);
+                    }
+                    Tail::Done => return Poll::Ready(None),
                 }
-                polled
-            }
+            },
         }
     }
 
@@ -77,7 +112,8 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Upstream { body } => body.is_end_stream(),
             GatewayBody::Full { data } => data.is_none(),
-            GatewayBody::Leased { body, .. } => body.is_end_stream(),
+            // Never before the settlement is done: an ended body would not be polled again.
+            GatewayBody::Settled { tail, .. } => matches!(tail, Tail::Done),
         }
     }
 
@@ -87,7 +123,13 @@ impl Body for GatewayBody {
             GatewayBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            GatewayBody::Leased { body, .. } => body.size_hint(),
+            GatewayBody::Settled { body, tail } => match tail {
+                Tail::Streaming(_) => body.size_hint(),
+                Tail::Settling(_, Some(Ok(frame))) => {
+                    SizeHint::with_exact(frame.data_ref().map_or(0, |d| d.len() as u64))
+                }
+                Tail::Settling(..) | Tail::Done => SizeHint::with_exact(0),
+            },
         }
     }
 }

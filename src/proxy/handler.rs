@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HOST, TRANSFER_ENCODING};
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::access::{self, AccessDecision};
@@ -197,6 +198,7 @@ impl Gateway {
         };
         record.decision = Some(decision);
 
+        let head_request = req.method() == Method::HEAD;
         // Whether the response is the upstream's (or the route's own): gateway errors are not
         // answers a count-by-response policy counts.
         let mut answered = true;
@@ -245,8 +247,17 @@ impl Gateway {
             headers::apply_rate_headers(resp.headers_mut(), report);
         }
         if let Some(admission) = admission.filter(|_| answered) {
-            if let Some(lease) = admission.respond(resp.status().as_u16()) {
-                resp = resp.map(|body| GatewayBody::leased(body, lease));
+            if let Some(owed) = admission.respond(resp.status().as_u16()) {
+                // Settled before the client can see the end of the response: with the last
+                // frame of a body, or before the head when there is no body to send.
+                if bodiless(head_request, resp.status())
+                    || resp.body().is_end_stream()
+                    || resp.body().size_hint().exact() == Some(0)
+                {
+                    owed.settle().await;
+                } else {
+                    resp = resp.map(|body| GatewayBody::settled(body, owed));
+                }
             }
         }
         Ok(resp)
@@ -339,6 +350,15 @@ struct Forward<'a> {
     /// Remove X-Real-IP, Forwarded and the like (an untrusted peer, and the protection on).
     strip_client_ip: bool,
     tls: bool,
+}
+
+/// Whether the response to this request is sent without a body whatever its body holds (RFC 9110
+/// §9.3.2, §15.3.5, §15.4.5): the client has it all once the head arrives.
+fn bodiless(head_request: bool, status: StatusCode) -> bool {
+    head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 fn original_host(parts: &http::request::Parts) -> Option<HeaderValue> {

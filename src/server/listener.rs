@@ -15,12 +15,15 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::compiled::Server;
+use crate::inflight::{Entered, InFlight};
 use crate::metrics::{Decision, Metrics};
 use crate::proxy::handler::{ConnInfo, Gateway};
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HYPER_BUF: usize = 8192;
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// How long connections cut at `shutdown_grace` get to drop their requests.
+const CUT_WAIT: Duration = Duration::from_secs(1);
 
 /// Listener settings fixed at start (changing them needs a restart, like nginx's `listen`).
 #[derive(Debug, Clone)]
@@ -71,6 +74,10 @@ pub async fn serve(
 ) {
     let builder = Arc::new(builder(&settings));
     let graceful = GracefulShutdown::new();
+    // Connections still open when the grace ends are cut here, on this runtime, rather than
+    // dropped with it: what their requests owe the store is then still settled.
+    let serving = Arc::new(InFlight::default());
+    let (cut, cut_rx) = watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -90,6 +97,8 @@ pub async fn serve(
                     metrics: metrics.clone(),
                     watcher: graceful.watcher(),
                     header_read_timeout: settings.header_read_timeout,
+                    cut: cut_rx.clone(),
+                    _serving: serving.enter(),
                 };
                 let tls = tls.clone();
                 tokio::spawn(conn.run(stream, peer, tls));
@@ -101,7 +110,11 @@ pub async fn serve(
     tracing::info!(grace = ?settings.shutdown_grace, "draining connections");
     match tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!("shutdown grace elapsed with requests still in flight"),
+        Err(_) => {
+            tracing::warn!("shutdown grace elapsed with requests still in flight; cutting them");
+            let _ = cut.send(true);
+            let _ = tokio::time::timeout(CUT_WAIT, serving.idle()).await;
+        }
     }
 }
 
@@ -111,6 +124,9 @@ struct Connection {
     metrics: Arc<Metrics>,
     watcher: hyper_util::server::graceful::Watcher,
     header_read_timeout: Duration,
+    /// Set when the shutdown grace has elapsed.
+    cut: watch::Receiver<bool>,
+    _serving: Entered,
 }
 
 impl Connection {
@@ -150,17 +166,25 @@ impl Connection {
             .builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        if let Err(err) = self.watcher.watch(conn).await {
-            // hyper answers a head it cannot parse (400) or that overflows its buffer (431)
-            // itself, without calling the handler: count those here, as the handler counts the
-            // requests it refuses before routing.
-            if err
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_parse)
-            {
-                self.metrics.request("", Decision::BadRequest).inc();
+        let mut cut = self.cut;
+        tokio::select! {
+            served = self.watcher.watch(conn) => {
+                if let Err(err) = served {
+                    // hyper answers a head it cannot parse (400) or that overflows its buffer
+                    // (431) itself, without calling the handler: count those here, as the
+                    // handler counts the requests it refuses before routing.
+                    if err
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(hyper::Error::is_parse)
+                    {
+                        self.metrics.request("", Decision::BadRequest).inc();
+                    }
+                    tracing::debug!(peer = %info.peer, error = %err, "connection ended with an error");
+                }
             }
-            tracing::debug!(peer = %info.peer, error = %err, "connection ended with an error");
+            () = crate::server::stopped(&mut cut) => {
+                tracing::debug!(peer = %info.peer, "connection cut at shutdown_grace");
+            }
         }
         self.metrics.connections_active.dec();
     }

@@ -17,14 +17,25 @@
 //! keep-alive connections.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::listener::{self, ListenerSettings};
+use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::handler::Gateway;
+
+/// How long a worker, once drained, waits for the charges and lease releases its requests owe
+/// to reach the store (they run on the worker's runtime, which ends with it).
+pub const SETTLE_FLUSH: Duration = Duration::from_secs(2);
+
+/// Wait (bounded by [`SETTLE_FLUSH`]) for the settlements in flight; `app` reports what is left.
+async fn flush_settlements(limiter: &Limiter) {
+    limiter.settlements().flush(SETTLE_FLUSH).await;
+}
 
 /// How many proxy workers to run: `TOKIO_WORKER_THREADS` when set to a positive number (the knob
 /// tokio's own multi-threaded runtime reads, kept working), else the CPUs this process may run on
@@ -39,7 +50,8 @@ pub fn worker_count() -> usize {
 
 /// Serve `listener` on one worker per entry of `gateways`: the first on the calling task (the
 /// runtime this future runs on), every other on a thread of its own with a single-threaded
-/// runtime. Returns once every worker has stopped accepting and drained (see `listener::serve`).
+/// runtime. Returns once every worker has stopped accepting, drained (see `listener::serve`) and
+/// flushed what its requests owe the store.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -74,8 +86,10 @@ pub async fn serve(
                     // inside it.
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
+                            let limiter = gateway.limiter.clone();
                             listener::serve(listener, tls, gateway, metrics, settings, shutdown)
-                                .await
+                                .await;
+                            flush_settlements(&limiter).await;
                         }
                         Err(err) => tracing::error!(error = %err, "worker cannot listen"),
                     }
@@ -86,7 +100,9 @@ pub async fn serve(
         done.push(rx);
     }
     let listener = TcpListener::from_std(std_listener)?;
+    let limiter = first.limiter.clone();
     listener::serve(listener, tls, first, metrics, settings, shutdown).await;
+    flush_settlements(&limiter).await;
     for rx in done {
         // An error only means the worker is gone, which is what we wait for.
         let _ = rx.await;

@@ -186,7 +186,9 @@ impl RedisStore {
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+            // Back-off capped at 1 s: an instance is back in rotation (readiness, the breaker's
+            // probe) within about 2 s of Redis answering again.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2));
         let pool = builder
             .build_pool(POOL_SIZE)
             .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
@@ -251,6 +253,17 @@ impl RedisStore {
     /// queueing commands behind a reconnect.
     pub fn is_connected(&self) -> bool {
         self.inner.pool.clients().iter().any(|c| c.is_connected())
+    }
+
+    /// One PING on a pooled connection, bounded by the store timeout: is Redis answering? A known
+    /// dead connection fails at once.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        if !self.is_connected() {
+            return Err(StoreError::Unavailable("not connected".into()));
+        }
+        let inner = &self.inner;
+        let _: Value = within(inner.timeout, inner.pool.next_connected().ping(None)).await?;
+        Ok(())
     }
 
     /// The full Redis key of a counter.
