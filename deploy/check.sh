@@ -165,7 +165,8 @@ DUR = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEYS = {
     "": {"server", "admin", "store", "access", "upstream", "policy", "route", "alerts"},
-    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "tls"},
+    "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "tls",
+               "idle_timeout", "send_timeout", "max_connections"},
     "alerts": {"webhook_url", "format", "token", "token_env", "rejections_threshold", "threshold_window", "timeout", "max_retries", "queue_size"},
     "server.tls": {"cert", "key"},
     "admin": {"listen", "token"},
@@ -218,7 +219,7 @@ def check(path):
             except ValueError as x: e(f"alerts.{k}: {x}")
     if "access_log" in server and not isinstance(server["access_log"], bool):
         e("server.access_log must be true or false")
-    for k in ("header_read_timeout", "shutdown_grace"):
+    for k in ("header_read_timeout", "shutdown_grace", "idle_timeout", "send_timeout"):
         if k in server:
             try: seconds(server[k])
             except ValueError as x: e(f"server.{k}: {x}")

@@ -55,6 +55,19 @@ fn server(out: &mut String, s: &Server) -> std::fmt::Result {
         s.max_header_bytes,
         dur(s.shutdown_grace),
         if s.access_log { "on" } else { "off" },
+    )?;
+    connections(out, s)
+}
+
+fn connections(out: &mut String, s: &Server) -> std::fmt::Result {
+    let max = s
+        .max_connections
+        .map_or_else(|| "auto (from the fd limit)".to_owned(), |n| n.to_string());
+    writeln!(
+        out,
+        "connections: idle_timeout {}, send_timeout {}, max_connections {max}",
+        dur(s.idle_timeout),
+        dur(s.send_timeout),
     )
 }
 
