@@ -524,7 +524,7 @@ fn accept_backs_off_at_emfile_and_serves_again_when_descriptors_free_up() {
         ),
         160,
     );
-    let silent = flood(gw.addr, 300);
+    let silent = flood(gw.addr, 200);
     assert!(
         gw.wait_log("Too many open files", 1, Duration::from_secs(10)),
         "EMFILE never hit: {}",
