@@ -16,8 +16,8 @@
 //! - no request in flight, and reading a request head (from accept, or since the first byte after
 //!   an idle HTTP/1 keep-alive period): closed `header_read` after that start;
 //! - no request in flight, nothing read since the last response: closed `idle` after it;
-//! - a response frame handed to hyper and not taken for `send` (the client does not read, or an
-//!   HTTP/2 client withholds flow-control credit): closed.
+//! - a response frame handed to hyper and no write progress for `send` (the client does not
+//!   read, or an HTTP/2 client withholds flow-control credit): closed.
 //!
 //! Dropping the connection future closes the socket; hyper then drops every response body of the
 //! connection, which releases the upstream connections they were streaming from.
@@ -82,9 +82,11 @@ pub struct ConnClock {
     h2: AtomicBool,
     /// Response frames handed to hyper and not yet taken back (waiting to be sent).
     frames_waiting: AtomicU32,
-    /// Bumped whenever a response frame is handed over or taken: the watchdog samples it to see
-    /// write progress without a clock read per frame.
-    frame_events: AtomicU64,
+    /// Bumped whenever a response frame is handed over or taken, and (HTTP/1) whenever bytes
+    /// reach the socket: the watchdog samples it to see write progress without a clock read per
+    /// write. A slow reader of a large HTTP/1 chunk makes progress although hyper has not taken
+    /// the next frame; on HTTP/2 socket writes include pings, so only frames count there.
+    progress: AtomicU64,
 }
 
 impl ConnClock {
@@ -96,7 +98,7 @@ impl ConnClock {
             idle_since: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             frames_waiting: AtomicU32::new(0),
-            frame_events: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
         })
     }
 
@@ -118,6 +120,12 @@ impl ConnClock {
         RequestGuard {
             clock: self.clone(),
             handed: false,
+        }
+    }
+
+    fn on_write(&self) {
+        if !self.h2.load(Relaxed) {
+            self.progress.fetch_add(1, Relaxed);
         }
     }
 
@@ -157,11 +165,11 @@ impl ConnClock {
 
 /// Resolves when the connection has outlived one of its deadlines.
 pub async fn expired(clock: &ConnClock, t: Timeouts) -> Expiry {
-    let mut events = clock.frame_events.load(Relaxed);
+    let mut events = clock.progress.load(Relaxed);
     let mut progress_at = clock.now();
     loop {
         let now = clock.now();
-        let seen = clock.frame_events.load(Relaxed);
+        let seen = clock.progress.load(Relaxed);
         if seen != events {
             // Progress happened at or before now: counting from now never cuts early.
             events = seen;
@@ -196,14 +204,14 @@ impl RequestGuard {
         if self.handed {
             self.handed = false;
             self.clock.frames_waiting.fetch_sub(1, Relaxed);
-            self.clock.frame_events.fetch_add(1, Relaxed);
+            self.clock.progress.fetch_add(1, Relaxed);
         }
     }
 
     fn frame_handed(&mut self) {
         self.handed = true;
         self.clock.frames_waiting.fetch_add(1, Relaxed);
-        self.clock.frame_events.fetch_add(1, Relaxed);
+        self.clock.progress.fetch_add(1, Relaxed);
     }
 }
 
@@ -262,7 +270,7 @@ impl<B: Body<Data = Bytes>> Body for Tracked<B> {
 }
 
 pin_project_lite::pin_project! {
-    /// The connection's IO, noting reads for the header clock.
+    /// The connection's IO, noting reads for the header clock and writes as send progress.
     pub struct Watched<S> {
         #[pin]
         io: S,
@@ -298,7 +306,12 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.io.poll_write(cx, buf);
+        if let Poll::Ready(Ok(1..)) = polled {
+            this.clock.on_write();
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -306,7 +319,12 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.io.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(1..)) = polled {
+            this.clock.on_write();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
