@@ -166,7 +166,8 @@ UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEYS = {
     "": {"server", "admin", "store", "access", "upstream", "policy", "route", "alerts"},
     "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "tls",
-               "forward_client_ip_headers", "path_semicolons", "escaped_slashes"},
+               "forward_client_ip_headers", "path_semicolons", "escaped_slashes",
+               "idle_timeout", "send_timeout", "max_connections"},
     "alerts": {"webhook_url", "format", "token", "token_env", "rejections_threshold", "threshold_window", "timeout", "max_retries", "queue_size"},
     "server.tls": {"cert", "key"},
     "admin": {"listen", "token"},
@@ -225,7 +226,7 @@ def check(path):
         e(f"server.path_semicolons {server['path_semicolons']!r} is not reject, strip or keep")
     if server.get("escaped_slashes", "keep") not in ("keep", "reject", "decode"):
         e(f"server.escaped_slashes {server['escaped_slashes']!r} is not keep, reject or decode")
-    for k in ("header_read_timeout", "shutdown_grace"):
+    for k in ("header_read_timeout", "shutdown_grace", "idle_timeout", "send_timeout"):
         if k in server:
             try: seconds(server[k])
             except ValueError as x: e(f"server.{k}: {x}")

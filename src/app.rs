@@ -83,7 +83,9 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     };
     let listener = bind(config.server.listen).await?;
     let admin_listener = bind(config.admin.listen).await?;
-    let settings = ListenerSettings::from(&config.server);
+    let worker_count = workers::worker_count();
+    let settings = ListenerSettings::new(&config.server, worker_count);
+    let admin_timeouts = crate::server::listener::timeouts(&config.server);
     let alert_queue = config
         .alerts
         .as_ref()
@@ -115,7 +117,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     );
     // One gateway per proxy worker: shared config, limiter and metrics, but an upstream pool of
     // its own, so a request and its pooled upstream connection stay on one thread.
-    let gateways: Vec<Arc<Gateway>> = (0..workers::worker_count())
+    let gateways: Vec<Arc<Gateway>> = (0..worker_count)
         .map(|_| {
             Arc::new(Gateway {
                 alerts: alerts.clone(),
@@ -145,7 +147,12 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let signals = Signals::install()?;
     let admin_addr = admin_listener.local_addr().ok();
     let mut tasks = vec![
-        tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop_rx)),
+        tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state,
+            admin_timeouts,
+            admin_stop_rx,
+        )),
         tokio::spawn(alerts::run(alert_rx, live.clone(), metrics.clone())),
         tokio::spawn(crate::admin::refresh_blocked_gauge_forever(
             limiter.clone(),

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub blocked_clients: IntGauge,
     pub config_reloads: IntCounterVec,
     pub connections_active: IntGauge,
+    /// Connections closed at accept because `max_connections` were open, by listener.
+    pub connections_rejected: IntCounterVec,
+    /// Connections ended by the watchdog, by listener and reason (header_read, idle, send).
+    pub connections_timed_out: IntCounterVec,
     /// Webhook alerts by result: sent | failed (gave up after retries) | dropped (queue full).
     pub alerts: IntCounterVec,
 }
@@ -161,6 +165,28 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(alerts.clone()))?;
+        let connections_rejected = IntCounterVec::new(
+            Opts::new(
+                "rategate_connections_rejected_total",
+                "Connections closed at once because the listener's connection ceiling was reached.",
+            ),
+            &["listener"],
+        )?;
+        let connections_timed_out = IntCounterVec::new(
+            Opts::new(
+                "rategate_connections_timed_out_total",
+                "Connections closed by a timeout: header_read, idle or send.",
+            ),
+            &["listener", "reason"],
+        )?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(connections_timed_out.clone()))?;
+        for listener in ["proxy", "admin"] {
+            connections_rejected.with_label_values(&[listener]);
+            for reason in crate::server::watchdog::Expiry::ALL {
+                connections_timed_out.with_label_values(&[listener, reason.as_str()]);
+            }
+        }
         // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... read
         // from /proc at scrape time.
         #[cfg(target_os = "linux")]
@@ -189,6 +215,8 @@ impl Metrics {
             blocked_clients,
             config_reloads,
             connections_active,
+            connections_rejected,
+            connections_timed_out,
             alerts,
         })
     }

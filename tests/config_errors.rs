@@ -96,6 +96,9 @@ const BAD: &[Expected] = &[
     ("route_path_semicolon.toml", Some(3), Some(15), "route[0].path_prefix", "`/app;jsessionid` can never match: server.path_semicolons = \"reject\" refuses"),
     ("route_path_escaped_slash.toml", Some(6), Some(15), "route[0].path_prefix", "`/files/a%2Fb` can never match: server.escaped_slashes = \"decode\" turns `%2F` into `/`"),
     ("route_path_not_normalized.toml", Some(3), Some(8), "route[0].path", "`/api/%61uth` is not normalized: requests are matched in their normalized form, here `/api/auth`"),
+    ("idle_timeout_zero.toml", Some(3), Some(16), "server.idle_timeout", "must be greater than zero"),
+    ("send_timeout_negative.toml", Some(3), Some(16), "server.send_timeout", "a duration cannot be negative"),
+    ("max_connections_zero.toml", Some(3), Some(19), "server.max_connections", "0 is out of range; must be between 1 and 16777216"),
 ];
 
 /// Errors inside an `overrides_file`: `(config, overrides file, line, column, key, message part)`.
@@ -220,6 +223,9 @@ fn full_config_compiles_with_every_key() {
     assert_eq!(s.header_read_timeout, Duration::from_secs(5));
     assert_eq!(s.max_header_bytes, 32768);
     assert_eq!(s.shutdown_grace, Duration::from_secs(15));
+    assert_eq!(s.idle_timeout, Duration::from_secs(75));
+    assert_eq!(s.send_timeout, Duration::from_secs(20));
+    assert_eq!(s.max_connections, Some(5000));
     assert!(!s.access_log);
     assert!(!s.forward_client_ip_headers);
     assert_eq!(s.path_rules.semicolons, Semicolons::Strip);
@@ -441,6 +447,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "health: path /healthz, any method, any host -> respond 200",
         "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log",
         "access_log off, forward_client_ip_headers from anyone",
+        "connections: idle_timeout 75s, send_timeout 20s, max_connections 5000",
         "alerts: webhook https://hooks.example.com/*** (slack), token set, threshold 500 rejections per 5m, timeout 3s, max_retries 5, queue_size 50",
         "login-failures: fixed_window 5 per 15m, key [ip], mode enforce, counts responses 401,403, block_for 1m x10 up to 6h (remembered 2d), retry_after_jitter 5s",
         "reports: fixed_window 100 per 1h, key [route], mode enforce, counts responses >= 400",

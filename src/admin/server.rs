@@ -1,15 +1,13 @@
 //! The admin listener and its routing. HTTP/1.1 and HTTP/2; it serves operators and scrapers, not
 //! the public.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -19,9 +17,10 @@ use super::reply::{self, ApiError};
 use super::{api, auth, dashboard, AdminState};
 use crate::config::compiled::OnError;
 use crate::proxy::body::GatewayBody;
-
-/// A slow or silent client cannot hold an admin connection open forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::server::conn::{ConnServer, Listener};
+use crate::server::listener::backoff;
+use crate::server::slots::{Slots, ADMIN_MAX_CONNECTIONS};
+use crate::server::watchdog::{ConnClock, Timeouts};
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const GET_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
@@ -30,33 +29,48 @@ const DELETE: &[Method] = &[Method::DELETE];
 const GET_DELETE: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
 
 /// Serve until `shutdown` turns true. The app turns it only after the proxy has drained, so
-/// `/readyz` keeps answering 503 during the drain.
+/// `/readyz` keeps answering 503 during the drain. Connections get the proxy's timeouts and a
+/// small fixed ceiling: the port serves operators and scrapers, and a flood of connections to it
+/// must not use up the descriptors the proxy needs.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
+    timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let builder = Arc::new(builder);
+    let server = Arc::new(ConnServer::new(
+        auto::Builder::new(TokioExecutor::new()),
+        timeouts,
+        state.metrics.clone(),
+        Listener::Admin,
+    ));
+    let slots = Slots::new(ADMIN_MAX_CONNECTIONS);
+    let mut accept_failing = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        backoff(&err, &mut accept_failing, "admin").await;
+                        continue;
+                    }
+                };
+                accept_failing = false;
+                let Some(slot) = slots.acquire() else {
+                    state.metrics.connections_rejected.with_label_values(&["admin"]).inc();
                     continue;
                 };
+                let accepted = Instant::now();
                 let state = state.clone();
-                let builder = builder.clone();
+                let server = server.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
+                    let handler = move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(&state, req).await) }
-                    });
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        async move { route(&state, req).await }
+                    };
+                    server.serve(stream, ConnClock::new(accepted), None, None, peer, handler).await;
+                    drop(slot);
                 });
             }
             _ = crate::server::stopped(&mut shutdown) => break,

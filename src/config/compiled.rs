@@ -38,6 +38,10 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    /// `None`: derived from the process's fd limit when the listener starts.
+    pub max_connections: Option<usize>,
     /// Log one line per request.
     pub access_log: bool,
     /// Client-IP headers (X-Real-IP, Forwarded, True-Client-IP, CF-Connecting-IP) are owned by

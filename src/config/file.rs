@@ -24,6 +24,10 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Far above any fd limit a host grants; only there to keep the number sane.
+pub const MAX_MAX_CONNECTIONS: u64 = 1 << 24;
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100));
 pub const DEFAULT_STORE_KIND: StoreKind = StoreKind::Memory;
@@ -87,6 +91,12 @@ pub struct Server {
     pub header_read_timeout: Option<duration::Positive>,
     pub max_header_bytes: Option<Spanned<u64>>,
     pub shutdown_grace: Option<duration::Any>,
+    /// Keep-alive connections with no request in flight close after this.
+    pub idle_timeout: Option<duration::Positive>,
+    /// A response that makes no write progress for this long is cut.
+    pub send_timeout: Option<duration::Positive>,
+    /// Concurrent proxy connections; unset = derived from the fd limit at start.
+    pub max_connections: Option<Spanned<u64>>,
     /// One log line per request (target `rategate::access`).
     pub access_log: Option<bool>,
     /// true: X-Real-IP, Forwarded, True-Client-IP and CF-Connecting-IP reach the upstream only

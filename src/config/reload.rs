@@ -182,6 +182,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.shutdown_grace != n.shutdown_grace {
         out.push("server.shutdown_grace");
     }
+    if o.idle_timeout != n.idle_timeout {
+        out.push("server.idle_timeout");
+    }
+    if o.send_timeout != n.send_timeout {
+        out.push("server.send_timeout");
+    }
+    if o.max_connections != n.max_connections {
+        out.push("server.max_connections");
+    }
     if old.admin.listen != new.admin.listen {
         out.push("admin.listen");
     }

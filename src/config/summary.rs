@@ -62,7 +62,8 @@ fn server(out: &mut String, s: &Server) -> std::fmt::Result {
         } else {
             "from anyone"
         },
-    )
+    )?;
+    connections(out, s)
 }
 
 fn paths(out: &mut String, rules: &PathRules) -> std::fmt::Result {
@@ -71,6 +72,18 @@ fn paths(out: &mut String, rules: &PathRules) -> std::fmt::Result {
         "paths: path_semicolons {}, escaped_slashes {}",
         rules.semicolons.as_str(),
         rules.escaped_slashes.as_str(),
+    )
+}
+
+fn connections(out: &mut String, s: &Server) -> std::fmt::Result {
+    let max = s
+        .max_connections
+        .map_or_else(|| "auto (from the fd limit)".to_owned(), |n| n.to_string());
+    writeln!(
+        out,
+        "connections: idle_timeout {}, send_timeout {}, max_connections {max}",
+        dur(s.idle_timeout),
+        dur(s.send_timeout),
     )
 }
 

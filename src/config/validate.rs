@@ -221,6 +221,12 @@ impl Validator<'_> {
                     bounded(v, 1024, 1024 * 1024)
                 }),
         );
+        let max_connections = self.take(
+            s.max_connections
+                .as_ref()
+                .map(|v| bounded(v, 1, file::MAX_MAX_CONNECTIONS))
+                .transpose(),
+        );
         let tls = match &s.tls {
             None => Some(None),
             Some(tls) => self.tls(tls).map(Some),
@@ -236,6 +242,9 @@ impl Validator<'_> {
             shutdown_grace: s
                 .shutdown_grace
                 .map_or(file::DEFAULT_SHUTDOWN_GRACE, |d| d.0),
+            idle_timeout: s.idle_timeout.map_or(file::DEFAULT_IDLE_TIMEOUT, |d| d.0),
+            send_timeout: s.send_timeout.map_or(file::DEFAULT_SEND_TIMEOUT, |d| d.0),
+            max_connections: max_connections?,
             access_log: s.access_log.unwrap_or(file::DEFAULT_ACCESS_LOG),
             forward_client_ip_headers: s
                 .forward_client_ip_headers
@@ -1639,6 +1648,48 @@ mod tests {
             9,
             "access.deny",
             "`nope` is not a CIDR",
+        );
+    }
+
+    #[test]
+    fn connection_bounds() {
+        let c = ok(ROUTE);
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.send_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_connections, None);
+        let c = ok(&format!(
+            "[server]\nidle_timeout = \"5s\"\nsend_timeout = \"250ms\"\nmax_connections = 3\n{ROUTE}"
+        ));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.send_timeout, Duration::from_millis(250));
+        assert_eq!(c.server.max_connections, Some(3));
+        assert_err(
+            &format!("[server]\nidle_timeout = \"0s\"\n{ROUTE}"),
+            2,
+            16,
+            "server.idle_timeout",
+            "greater than zero",
+        );
+        assert_err(
+            &format!("[server]\nsend_timeout = \"-5s\"\n{ROUTE}"),
+            2,
+            16,
+            "server.send_timeout",
+            "cannot be negative",
+        );
+        assert_err(
+            &format!("[server]\nmax_connections = 0\n{ROUTE}"),
+            2,
+            19,
+            "server.max_connections",
+            "between 1 and 16777216",
+        );
+        assert_err(
+            &format!("[server]\nmax_connections = -1\n{ROUTE}"),
+            2,
+            19,
+            "server.max_connections",
+            "expected u64",
         );
     }
 

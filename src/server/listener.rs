@@ -1,12 +1,11 @@
-//! The accept loop: TCP or TLS, HTTP/1.1 and HTTP/2 on one port, the header read timeout that
-//! guards against slowloris, and a graceful drain bounded by `shutdown_grace`.
+//! The accept loop: TCP or TLS, HTTP/1.1 and HTTP/2 on one port, a connection ceiling shared by
+//! every worker, the per-connection watchdog (header read, idle and send timeouts; see
+//! `watchdog`), and a graceful drain bounded by `shutdown_grace`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -14,9 +13,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::conn::{ConnServer, Listener};
+use super::slots::{self, Slot, Slots};
+use super::watchdog::{ConnClock, Timeouts};
 use crate::config::compiled::Server;
 use crate::inflight::{Entered, InFlight};
-use crate::metrics::{Decision, Metrics};
+use crate::metrics::Metrics;
 use crate::proxy::handler::{ConnInfo, Gateway};
 
 /// hyper refuses read buffers smaller than this.
@@ -24,22 +26,49 @@ const MIN_HYPER_BUF: usize = 8192;
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// How long connections cut at `shutdown_grace` get to drop their requests.
 const CUT_WAIT: Duration = Duration::from_secs(1);
+/// How long the accept loop waits when the process is out of descriptors: long enough not to
+/// spin, short enough to serve again soon after connections close.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Listener settings fixed at start (changing them needs a restart, like nginx's `listen`).
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
-    pub header_read_timeout: Duration,
+    pub timeouts: Timeouts,
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
+    /// The connection ceiling, one for all workers.
+    pub slots: Arc<Slots>,
 }
 
-impl From<&Server> for ListenerSettings {
-    fn from(s: &Server) -> Self {
+impl ListenerSettings {
+    /// `workers` sizes the descriptor reserve when `max_connections` is derived.
+    pub fn new(s: &Server, workers: usize) -> Self {
+        let derived = slots::default_max_connections(workers);
+        let max = s.max_connections.unwrap_or(derived);
+        if max > derived {
+            tracing::warn!(
+                max_connections = max,
+                fd_limit = slots::fd_soft_limit(),
+                "server.max_connections is above what the fd limit allows with upstream \
+                 connections; accept may fail with EMFILE before the ceiling is reached"
+            );
+        }
+        tracing::info!(max_connections = max, "proxy connection ceiling");
         ListenerSettings {
-            header_read_timeout: s.header_read_timeout,
+            timeouts: timeouts(s),
             max_header_bytes: s.max_header_bytes,
             shutdown_grace: s.shutdown_grace,
+            slots: Slots::new(max),
         }
+    }
+}
+
+/// The connection timeouts of `[server]`, which the admin port uses too.
+pub fn timeouts(s: &Server) -> Timeouts {
+    Timeouts {
+        header_read: s.header_read_timeout,
+        idle: s.idle_timeout,
+        send: s.send_timeout,
     }
 }
 
@@ -47,18 +76,13 @@ fn builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // Without a timer hyper silently ignores header_read_timeout.
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
         // A head larger than the buffer is answered 431 by hyper itself.
         .max_buf_size(settings.max_header_bytes.max(MIN_HYPER_BUF))
         .keep_alive(true);
     builder
         .http2()
-        .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .keep_alive_interval(Some(Duration::from_secs(20)));
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     builder
 }
 
@@ -72,33 +96,46 @@ pub async fn serve(
     settings: ListenerSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder(&settings));
+    let server = Arc::new(ConnServer::new(
+        builder(&settings),
+        settings.timeouts,
+        metrics.clone(),
+        Listener::Proxy,
+    ));
     let graceful = GracefulShutdown::new();
     // Connections still open when the grace ends are cut here, on this runtime, rather than
     // dropped with it: what their requests owe the store is then still settled.
     let serving = Arc::new(InFlight::default());
     let (cut, cut_rx) = watch::channel(false);
+    let mut accept_failing = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(conn) => conn,
                     Err(err) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        backoff(&err, &mut accept_failing, "proxy").await;
                         continue;
                     }
                 };
+                accept_failing = false;
+                let Some(slot) = settings.slots.acquire() else {
+                    // Closing at once frees the descriptor; holding it would let a flood of
+                    // silent connections starve the upstream and Redis sockets.
+                    metrics.connections_rejected.with_label_values(&["proxy"]).inc();
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let conn = Connection {
-                    builder: builder.clone(),
+                    server: server.clone(),
                     gateway: gateway.clone(),
                     metrics: metrics.clone(),
                     watcher: graceful.watcher(),
-                    header_read_timeout: settings.header_read_timeout,
+                    header_read_timeout: settings.timeouts.header_read,
                     cut: cut_rx.clone(),
                     _serving: serving.enter(),
+                    _slot: slot,
                 };
                 let tls = tls.clone();
                 tokio::spawn(conn.run(stream, peer, tls));
@@ -118,8 +155,23 @@ pub async fn serve(
     }
 }
 
+/// After a failed accept: out of descriptors (or memory), wait before the next try instead of
+/// spinning on a socket that stays readable; anything else concerns one connection only.
+pub async fn backoff(err: &std::io::Error, failing: &mut bool, listener: &'static str) {
+    if !slots::is_resource_exhaustion(err) {
+        tracing::debug!(listener, error = %err, "accept failed");
+        return;
+    }
+    // One warning per streak, not twenty a second.
+    if !*failing {
+        tracing::warn!(listener, error = %err, "accept failed; retrying every 50ms");
+        *failing = true;
+    }
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
 struct Connection {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    server: Arc<ConnServer>,
     gateway: Arc<Gateway>,
     metrics: Arc<Metrics>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -127,19 +179,27 @@ struct Connection {
     /// Set when the shutdown grace has elapsed.
     cut: watch::Receiver<bool>,
     _serving: Entered,
+    _slot: Slot,
 }
 
 impl Connection {
     async fn run(self, stream: TcpStream, peer: std::net::SocketAddr, tls: Option<TlsAcceptor>) {
+        let accepted = Instant::now();
         self.metrics.connections_active.inc();
         match tls {
-            None => self.serve(stream, ConnInfo { peer, tls: false }).await,
+            None => {
+                self.serve(stream, ConnInfo { peer, tls: false }, accepted)
+                    .await
+            }
             Some(acceptor) => {
                 // The handshake is bounded like a request head, or a silent client would hold
                 // the connection forever.
                 match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await
                 {
-                    Ok(Ok(stream)) => self.serve(stream, ConnInfo { peer, tls: true }).await,
+                    Ok(Ok(stream)) => {
+                        self.serve(stream, ConnInfo { peer, tls: true }, accepted)
+                            .await
+                    }
                     Ok(Err(err)) => {
                         tracing::debug!(%peer, error = %err, "TLS handshake failed");
                         self.metrics.connections_active.dec();
@@ -153,39 +213,25 @@ impl Connection {
         }
     }
 
-    async fn serve<S>(self, stream: S, info: ConnInfo)
+    async fn serve<S>(self, stream: S, info: ConnInfo, accepted: Instant)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let gateway = self.gateway;
-        let service = service_fn(move |req| {
+        let handler = move |req| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(info, req).await) }
-        });
-        let conn = self
-            .builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let mut cut = self.cut;
-        tokio::select! {
-            served = self.watcher.watch(conn) => {
-                if let Err(err) = served {
-                    // hyper answers a head it cannot parse (400) or that overflows its buffer
-                    // (431) itself, without calling the handler: count those here, as the
-                    // handler counts the requests it refuses before routing.
-                    if err
-                        .downcast_ref::<hyper::Error>()
-                        .is_some_and(hyper::Error::is_parse)
-                    {
-                        self.metrics.request("", Decision::BadRequest).inc();
-                    }
-                    tracing::debug!(peer = %info.peer, error = %err, "connection ended with an error");
-                }
-            }
-            () = crate::server::stopped(&mut cut) => {
-                tracing::debug!(peer = %info.peer, "connection cut at shutdown_grace");
-            }
-        }
+            async move { gateway.handle(info, req).await }
+        };
+        self.server
+            .serve(
+                stream,
+                ConnClock::new(accepted),
+                Some(self.watcher),
+                Some(self.cut),
+                info.peer,
+                handler,
+            )
+            .await;
         self.metrics.connections_active.dec();
     }
 }

@@ -1,7 +1,11 @@
-//! Accepting connections: the proxy listener, TLS, and the per-core workers that serve it.
+//! Accepting connections: the proxy listener, TLS, the per-core workers that serve it, the
+//! connection ceiling and the per-connection watchdog (also used by the admin port).
 
+pub mod conn;
 pub mod listener;
+pub mod slots;
 pub mod tls;
+pub mod watchdog;
 pub mod workers;
 
 use tokio::sync::watch;

@@ -204,12 +204,41 @@ impl Gateway {
             .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
     }
 
+    /// Start with the process's open-file limit (soft and hard) set to `limit`.
+    pub fn start_with_fd_limit(config: &str, limit: u64) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("rategate.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::try_start_with(dir, config_path, &[], Some(limit))
+            .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
+    }
+
     fn try_start_at(
         dir: tempfile::TempDir,
         config_path: PathBuf,
         env: &[(&str, &str)],
     ) -> Result<Gateway, String> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rategate"));
+        Self::try_start_with(dir, config_path, env, None)
+    }
+
+    fn try_start_with(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        env: &[(&str, &str)],
+        fd_limit: Option<u64>,
+    ) -> Result<Gateway, String> {
+        let bin = env!("CARGO_BIN_EXE_rategate");
+        let mut command = match fd_limit {
+            None => Command::new(bin),
+            // `exec` keeps the gateway's pid the child's, so signals and kill reach it.
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                sh
+            }
+        };
         command
             .arg("run")
             .arg("--config")

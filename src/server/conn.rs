@@ -1,0 +1,141 @@
+//! Serving one accepted connection under its watchdog, for the proxy listener and the admin port.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::watchdog::{self, ConnClock, Timeouts, Tracked, Watched};
+use crate::metrics::{Decision, Metrics};
+use crate::proxy::body::GatewayBody;
+
+/// hyper's HTTP/2 keep-alive: a client silent for this long (or for `idle_timeout` if shorter) is
+/// pinged, and closed if the ping is not answered within the same time.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Where a connection was accepted, for metrics and logs.
+#[derive(Debug, Clone, Copy)]
+pub enum Listener {
+    Proxy,
+    Admin,
+}
+
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Proxy => "proxy",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+/// One listener's connection settings, shared by all its connections.
+pub struct ConnServer {
+    builder: auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    metrics: Arc<Metrics>,
+    listener: Listener,
+}
+
+impl ConnServer {
+    /// Takes a builder with the listener's own limits set and adds the timeouts. hyper's HTTP/1
+    /// header timeout is turned off: it starts at the end of each response, so it would cut idle
+    /// keep-alive connections at `header_read_timeout`; the watchdog times heads and idleness
+    /// separately.
+    pub fn new(
+        mut builder: auto::Builder<TokioExecutor>,
+        timeouts: Timeouts,
+        metrics: Arc<Metrics>,
+        listener: Listener,
+    ) -> Self {
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        let ping = H2_PING_INTERVAL.min(timeouts.idle);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(ping))
+            .keep_alive_timeout(ping);
+        ConnServer {
+            builder,
+            timeouts,
+            metrics,
+            listener,
+        }
+    }
+
+    /// Serve `io` until the client or hyper ends the connection, the watchdog cuts it, (with a
+    /// graceful `watcher`) a drain finishes it, or `cut` turns true (the drain's grace is over).
+    pub async fn serve<S, H, Fut>(
+        &self,
+        io: S,
+        clock: Arc<ConnClock>,
+        watcher: Option<Watcher>,
+        cut: Option<watch::Receiver<bool>>,
+        peer: SocketAddr,
+        handler: H,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<GatewayBody>> + Send + 'static,
+    {
+        let requests = clock.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let guard = requests.request_started(req.version());
+            let response = handler(req);
+            async move { Ok::<_, Infallible>(response.await.map(|body| Tracked::new(body, guard))) }
+        });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(Watched::new(io, clock.clone())), service)
+            .into_owned();
+        let served = async move {
+            match watcher {
+                Some(watcher) => watcher.watch(conn).await,
+                None => conn.await,
+            }
+        };
+        let cut = async move {
+            match cut {
+                Some(mut cut) => crate::server::stopped(&mut cut).await,
+                None => std::future::pending().await,
+            }
+        };
+        let listener = self.listener.as_str();
+        tokio::select! {
+            ended = served => if let Err(err) = ended {
+                // hyper answers a head it cannot parse (400) or that overflows its buffer (431)
+                // itself, without calling the handler: count those here, as the handler counts
+                // the requests it refuses before routing.
+                if matches!(self.listener, Listener::Proxy)
+                    && err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse)
+                {
+                    self.metrics.request("", Decision::BadRequest).inc();
+                }
+                tracing::debug!(listener, %peer, error = %err, "connection ended with an error");
+            },
+            () = cut => {
+                tracing::debug!(listener, %peer, "connection cut at shutdown_grace");
+            }
+            why = watchdog::expired(&clock, self.timeouts) => {
+                self.metrics
+                    .connections_timed_out
+                    .with_label_values(&[listener, why.as_str()])
+                    .inc();
+                tracing::debug!(listener, %peer, reason = why.as_str(), "connection timed out");
+            }
+        }
+    }
+}
