@@ -66,7 +66,12 @@ impl Breaker {
     }
 
     pub fn permit(&self) -> Permit {
-        let now = Instant::now();
+        self.permit_at(Instant::now())
+    }
+
+    // Time is a parameter so the tests step it instead of sleeping (sleeps made them flaky on a
+    // loaded machine).
+    fn permit_at(&self, now: Instant) -> Permit {
         let mut state = self.state.lock();
         match *state {
             State::Closed { .. } => Permit::Call,
@@ -92,7 +97,10 @@ impl Breaker {
     /// Record a failure; `down` means the store is known to be unreachable (no connection), which
     /// opens at once instead of after several timeouts.
     pub fn on_failure(&self, down: bool) -> Option<Transition> {
-        let now = Instant::now();
+        self.on_failure_at(down, Instant::now())
+    }
+
+    fn on_failure_at(&self, down: bool, now: Instant) -> Option<Transition> {
         let mut state = self.state.lock();
         match *state {
             State::Closed { failures } => {
@@ -124,34 +132,49 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    const STEP: Duration = Duration::from_millis(20);
+
     #[test]
     fn opens_after_consecutive_failures_and_probes_later() {
         let b = Breaker::new(Duration::from_millis(50));
-        assert_eq!(b.on_failure(false), None);
-        assert_eq!(b.on_failure(false), None);
+        let t0 = Instant::now();
+        assert_eq!(b.on_failure_at(false, t0), None);
+        assert_eq!(b.on_failure_at(false, t0), None);
         assert_eq!(b.on_success(), None);
-        assert_eq!(b.on_failure(false), None);
-        assert_eq!(b.on_failure(false), None);
-        assert_eq!(b.on_failure(false), Some(Transition::Opened));
-        assert_eq!(b.permit(), Permit::Reject);
-        std::thread::sleep(MIN_OPEN + Duration::from_millis(20));
+        assert_eq!(b.on_failure_at(false, t0), None);
+        assert_eq!(b.on_failure_at(false, t0), None);
+        assert_eq!(b.on_failure_at(false, t0), Some(Transition::Opened));
+        assert_eq!(b.permit_at(t0 + MIN_OPEN - STEP), Permit::Reject);
         // Exactly one probe.
-        assert_eq!(b.permit(), Permit::Call);
-        assert_eq!(b.permit(), Permit::Reject);
+        let t1 = t0 + MIN_OPEN + STEP;
+        assert_eq!(b.permit_at(t1), Permit::Call);
+        assert_eq!(b.permit_at(t1), Permit::Reject);
         assert_eq!(b.on_success(), Some(Transition::Closed));
-        assert_eq!(b.permit(), Permit::Call);
+        assert_eq!(b.permit_at(t1), Permit::Call);
     }
 
     #[test]
     fn known_down_opens_at_once_and_failed_probe_backs_off() {
         let b = Breaker::new(Duration::from_millis(50));
-        assert_eq!(b.on_failure(true), Some(Transition::Opened));
-        std::thread::sleep(MIN_OPEN + Duration::from_millis(20));
-        assert_eq!(b.permit(), Permit::Call);
-        assert_eq!(b.on_failure(false), None);
-        // Paused longer now.
-        std::thread::sleep(MIN_OPEN + Duration::from_millis(20));
-        assert_eq!(b.permit(), Permit::Reject);
+        let t0 = Instant::now();
+        assert_eq!(b.on_failure_at(true, t0), Some(Transition::Opened));
+        let t1 = t0 + MIN_OPEN + STEP;
+        assert_eq!(b.permit_at(t1), Permit::Call);
+        assert_eq!(b.on_failure_at(false, t1), None);
+        // Paused longer now: twice the first pause.
+        assert_eq!(b.permit_at(t1 + MIN_OPEN + STEP), Permit::Reject);
         assert!(b.is_open());
+        assert_eq!(b.permit_at(t1 + 2 * MIN_OPEN + STEP), Permit::Call);
+    }
+
+    #[test]
+    fn a_lost_probe_is_replaced_after_the_probe_timeout() {
+        let b = Breaker::new(Duration::from_millis(50));
+        let t0 = Instant::now();
+        b.on_failure_at(true, t0);
+        let t1 = t0 + MIN_OPEN + STEP;
+        assert_eq!(b.permit_at(t1), Permit::Call);
+        assert_eq!(b.permit_at(t1 + b.probe_timeout), Permit::Reject);
+        assert_eq!(b.permit_at(t1 + b.probe_timeout + STEP), Permit::Call);
     }
 }
