@@ -638,3 +638,42 @@ policies = ["log", "win", "bucket", "fixed"]
     let logs = gw.logs().to_lowercase();
     assert!(!logs.contains("noperm"), "{logs}");
 }
+
+#[test]
+fn a_client_the_fallback_blocked_stays_blocked_on_routes_without_policies() {
+    need_redis!();
+    let echo = Echo::start();
+    // Redis never answers: every decision is the fallback's.
+    let url = format!("redis://127.0.0.1:{}/0", common::redis::free_port());
+    let gw = Gateway::start(&gateway_config(
+        &echo,
+        &url,
+        "fallback",
+        r#"
+[[policy]]
+name = "login"
+algorithm = "fixed_window"
+limit = 1
+window = "1h"
+block_for = "1h"
+
+[[route]]
+name = "login"
+path_prefix = "/login"
+upstream = "api"
+policies = ["login"]
+
+[[route]]
+name = "open"
+path_prefix = "/open"
+upstream = "api"
+"#,
+    ));
+    assert_eq!(raw_status(&raw_get(gw.addr, "/open", "")), 200);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/login", "")), 200);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/login", "")), 429);
+    // Blocked from every route, the unlimited one included, while Redis is away.
+    let resp = raw_get(gw.addr, "/open", "");
+    assert_eq!(raw_status(&resp), 429, "{resp}");
+    assert!(resp.contains("blocked"), "{resp}");
+}

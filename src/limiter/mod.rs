@@ -431,7 +431,8 @@ impl Limiter {
 
     /// A route without policies still refuses a blocked client ("blocked from every route").
     /// Nothing else can be enforced there, so a failing store lets the request through whatever
-    /// `on_error` says: availability wins on routes the operator chose not to limit.
+    /// `on_error` says (availability wins on routes the operator chose not to limit), except that
+    /// with `fallback` a client the fallback store blocked during the outage stays blocked here.
     async fn check_block_only(&self, client: &ClientId) -> Verdict {
         if let Some(cache) = &self.cache {
             if let Some(left) = cache.blocked(&client.key) {
@@ -446,6 +447,17 @@ impl Limiter {
                 self.remember(&request, &decision);
                 match decision.outcome {
                     Outcome::Blocked { ttl_ms } => Verdict::Blocked {
+                        retry_after_s: retry_secs(ttl_ms),
+                    },
+                    _ => Verdict::Unlimited,
+                }
+            }
+            Err(_) if self.on_error == OnError::Fallback => {
+                match self.fallback.check(&request).await {
+                    Ok(Decision {
+                        outcome: Outcome::Blocked { ttl_ms },
+                        ..
+                    }) => Verdict::Blocked {
                         retry_after_s: retry_secs(ttl_ms),
                     },
                     _ => Verdict::Unlimited,
