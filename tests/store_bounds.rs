@@ -1,6 +1,8 @@
 //! A full in-process store never turns the limits off: one client rotating API keys past
-//! `max_memory_keys` makes the store (or, with Redis down, its fallback) evict, and every limit,
-//! the flooder's own included, keeps holding. Through the real binary.
+//! `max_memory_keys` makes the store (or, with Redis down, its fallback) evict what limits nobody,
+//! and once only state that limits someone is left, new keys are refused (503 here, `on_error`
+//! decides) while every existing limit, the flooder's own included, keeps holding. Through the
+//! real binary.
 
 mod common;
 
@@ -59,10 +61,10 @@ fn gateway(echo: &Echo, store: &str, per_key: u64) -> Gateway {
     Gateway::start(&config)
 }
 
-/// `n` requests from `ip` to `/api`, each with a new API key; returns (200s, 429s).
-fn key_flood(gw: &Gateway, ip: &str, n: usize) -> (usize, usize) {
+/// `n` requests from `ip` to `/api`, each with a new API key; returns (200s, 429s, 503s).
+fn key_flood(gw: &Gateway, ip: &str, n: usize) -> (usize, usize, usize) {
     let client = client();
-    let (mut ok, mut limited) = (0, 0);
+    let (mut ok, mut limited, mut unavailable) = (0, 0, 0);
     for i in 0..n {
         let resp = client
             .get(gw.url("/api/items"))
@@ -73,10 +75,11 @@ fn key_flood(gw: &Gateway, ip: &str, n: usize) -> (usize, usize) {
         match resp.status().as_u16() {
             200 => ok += 1,
             429 => limited += 1,
+            503 => unavailable += 1,
             other => panic!("request {i}: unexpected status {other}"),
         }
     }
-    (ok, limited)
+    (ok, limited, unavailable)
 }
 
 /// Statuses of `n` logins from `ip`.
@@ -97,26 +100,38 @@ fn logins(gw: &Gateway, ip: &str, n: usize) -> Vec<u16> {
 
 const MEMORY: &str = "max_memory_keys = 1000";
 
-/// The issue's flood: 2,400 keys on a limit-1 policy fill a 1000-key store with counters at
-/// their limit. Today every request after that is admitted unlimited; now the flooder's own
-/// per-client limit cuts it at exactly 2000, and the login limit still holds for the flooder and
-/// for another client.
+/// The issue's flood: 2,400 keys on a limit-1 policy fill a 1000-key store (and then its
+/// in-process fallback) with counters at their limit. Before the fix every request after that was
+/// admitted unlimited, and (with eviction of the oldest) the flooder's own login limit was reset.
+/// Now the flood's new keys are refused once nothing idle is left, and every limit that was
+/// reached before the flood still holds.
 #[test]
 fn a_key_flood_leaves_every_limit_on() {
     let echo = Echo::start();
     let gw = gateway(&echo, MEMORY, 1);
-    assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400));
     assert_eq!(logins(&gw, "198.51.100.7", 4), [200, 200, 200, 429]);
-    assert_eq!(logins(&gw, "203.0.113.9", 4), [200, 200, 200, 429]);
-    // 2000 key counters and the flooder's own, in a store of 1000.
-    let evicted = gw
-        .metric(r#"rategate_store_evictions_total{kind="limiting",store="memory"}"#)
+    assert_eq!(logins(&gw, "203.0.113.9", 3), [200, 200, 200]);
+    // The store holds the two login counters; the flooder's per-client counter and 997 key
+    // counters fill it, then the fallback takes the per-client counter and 999 key counters.
+    let (ok, limited, unavailable) = key_flood(&gw, "198.51.100.7", 2400);
+    assert_eq!((ok, limited), (997 + 999, 0), "{unavailable} refused");
+    assert_eq!(unavailable, 2400 - ok);
+    // Nothing that limits anyone was forgotten.
+    assert_eq!(logins(&gw, "198.51.100.7", 1), [429]);
+    assert_eq!(logins(&gw, "203.0.113.9", 1), [429]);
+    for kind in ["limiting", "lease", "block", "offence"] {
+        for store in ["memory", "fallback"] {
+            let series =
+                format!(r#"rategate_store_evictions_total{{kind="{kind}",store="{store}"}}"#);
+            assert_eq!(gw.metric(&series).unwrap_or(0.0), 0.0, "{series}");
+        }
+    }
+    // A client new to both full stores is refused, never let through unlimited.
+    assert_eq!(logins(&gw, "192.0.2.44", 1), [503]);
+    let capacity = gw
+        .metric(r#"rategate_store_errors_total{kind="capacity",store="memory"}"#)
         .unwrap_or(0.0);
-    assert!(evicted >= 1001.0, "evictions: {evicted}");
-    assert_eq!(
-        gw.metric(r#"rategate_store_errors_total{kind="capacity",store="memory"}"#),
-        None
-    );
+    assert!(capacity >= 400.0, "capacity errors: {capacity}");
 }
 
 /// With keys that stay under their limit (the flood's counters limit nothing), eviction takes
@@ -127,7 +142,7 @@ fn a_flood_of_idle_keys_resets_no_limit_in_use() {
     let echo = Echo::start();
     let gw = gateway(&echo, MEMORY, 5);
     assert_eq!(logins(&gw, "203.0.113.9", 4), [200, 200, 200, 429]);
-    assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400));
+    assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400, 0));
     assert_eq!(logins(&gw, "203.0.113.9", 1), [429]);
     let evicted = gw
         .metric(r#"rategate_store_evictions_total{kind="counter",store="memory"}"#)
@@ -140,7 +155,7 @@ fn a_flood_of_idle_keys_resets_no_limit_in_use() {
 }
 
 /// The same flood while Redis is down and `on_error = "fallback"`: the in-process fallback is
-/// bounded by the same `max_memory_keys` and evicts the same way.
+/// bounded by the same `max_memory_keys` and follows the same rule.
 #[test]
 fn a_key_flood_on_the_redis_fallback_keeps_limiting() {
     if !have_redis() {
@@ -159,14 +174,17 @@ fn a_key_flood_on_the_redis_fallback_keeps_limiting() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while gw.metric("rategate_store_fallback_active") != Some(1.0) {
         assert!(Instant::now() < deadline, "the fallback never took over");
-        logins(&gw, "192.0.2.1", 1);
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400));
     assert_eq!(logins(&gw, "198.51.100.7", 4), [200, 200, 200, 429]);
-    assert_eq!(logins(&gw, "203.0.113.9", 4), [200, 200, 200, 429]);
-    let evicted = gw
-        .metric(r#"rategate_store_evictions_total{kind="limiting",store="fallback"}"#)
-        .unwrap_or(0.0);
-    assert!(evicted >= 1001.0, "evictions: {evicted}");
+    // The fallback holds that login counter, the flooder's per-client counter and 998 keys.
+    let (ok, limited, unavailable) = key_flood(&gw, "198.51.100.7", 2400);
+    assert_eq!((ok, limited, unavailable), (998, 0, 2400 - 998));
+    assert_eq!(logins(&gw, "198.51.100.7", 1), [429]);
+    assert_eq!(
+        gw.metric(r#"rategate_store_evictions_total{kind="limiting",store="fallback"}"#)
+            .unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(logins(&gw, "203.0.113.9", 1), [503]);
 }

@@ -1077,23 +1077,52 @@ mod tests {
         ));
     }
 
-    /// A full in-process store evicts: new clients keep being limited, and so do old ones that
-    /// keep asking.
+    /// An in-process store full of counters at their limit takes no new key: with `deny` a new
+    /// client is refused, with `fallback` the fallback store limits it, and every client already
+    /// limited stays limited. Nothing is admitted unlimited.
     #[tokio::test]
     async fn a_full_store_keeps_limiting() {
-        let f = fixture(1000, OnError::Allow);
-        let r = route(vec![policy("one", 1, Mode::Enforce, None)]);
-        for i in 0..3000u32 {
-            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
-            assert!(matches!(check(&f, &r, &ip).await, Verdict::Allowed { .. }));
-            assert!(matches!(check(&f, &r, &ip).await, Verdict::Limited { .. }));
+        for on_error in [OnError::Deny, OnError::Fallback] {
+            let f = fixture(1000, on_error);
+            let r = route(vec![policy("one", 1, Mode::Enforce, None)]);
+            let ip = |i: u32| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            for i in 0..1000u32 {
+                assert!(matches!(
+                    check(&f, &r, &ip(i)).await,
+                    Verdict::Allowed { .. }
+                ));
+                assert!(matches!(
+                    check(&f, &r, &ip(i)).await,
+                    Verdict::Limited { .. }
+                ));
+            }
+            for i in 1000..1100u32 {
+                let first = check(&f, &r, &ip(i)).await;
+                match on_error {
+                    OnError::Deny => assert!(
+                        matches!(first, Verdict::Unavailable { .. }),
+                        "{on_error:?}: {first:?}"
+                    ),
+                    _ => {
+                        assert!(matches!(first, Verdict::Allowed { .. }), "{first:?}");
+                        let again = check(&f, &r, &ip(i)).await;
+                        assert!(matches!(again, Verdict::Limited { .. }), "{again:?}");
+                    }
+                }
+            }
+            for i in 0..1000u32 {
+                assert!(matches!(
+                    check(&f, &r, &ip(i)).await,
+                    Verdict::Limited { .. }
+                ));
+            }
+            let errors = f
+                .metrics
+                .store_errors
+                .with_label_values(&["memory", "capacity"])
+                .get();
+            assert!(errors >= 100, "{on_error:?}: {errors}");
         }
-        let errors = f
-            .metrics
-            .store_errors
-            .with_label_values(&["memory", "capacity"])
-            .get();
-        assert_eq!(errors, 0);
     }
 
     #[tokio::test]

@@ -14,14 +14,15 @@
 //! and evicts the first that is expired or *idle* (a counter that would admit a request of cost 1
 //! and holds no live lease). Entries that are *holding* (an active block, a live offence record,
 //! a counter at its limit, a counter with live leases) are passed over and moved to the recently
-//! used end, a second chance: forgetting them could let a client through early. Only when all
-//! examined entries are holding is the least recently used of them evicted, since something must
-//! go. Every eviction is O(1), and counted by kind in `rategate_store_evictions_total`. Expired
-//! entries are also dropped lazily on access and by a sweep of a shard every
-//! `max(SWEEP_MIN_OPS, entries)` operations on it (amortized O(1)).
-//!
-//! [`StoreError::Capacity`] remains only for a shard smaller than one request's own entries
-//! (impossible with the validated minimum of `max_memory_keys`).
+//! used end, a second chance: forgetting them could let a client through early. When every
+//! examined entry is holding, a request that needs a new entry (a counter, including one a
+//! deferred policy will charge after the response, or a `block_for` block) is not given one: it
+//! fails with [`StoreError::Capacity`] and `on_error` decides its fate, so a flood of new keys
+//! costs the flooder, never the state that limits anyone else. Only an operator's block
+//! (`block`) may displace the least recently used holding entry. Every eviction is O(1), and
+//! counted by kind in `rategate_store_evictions_total`. Expired entries are also dropped lazily on
+//! access and by a sweep of a shard every `max(SWEEP_MIN_OPS, entries)` operations on it
+//! (amortized O(1)).
 
 use std::future::{ready, Future};
 use std::sync::Arc;
@@ -196,6 +197,16 @@ impl Evictions {
     }
 }
 
+/// What making room may evict besides expired and idle entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MayEvict {
+    /// Nothing else: a request that needs a new entry fails rather than take state that limits
+    /// someone (the key-flood rule).
+    IdleOnly,
+    /// The least recently used holding entry, as a last resort (an operator's block).
+    Holding,
+}
+
 /// Entries of the request being served, which making room must not evict.
 #[derive(Clone, Copy)]
 struct Protect<'a, 'b> {
@@ -281,17 +292,19 @@ impl Shard {
     }
 
     /// Make room for `needed` more entries within `cap` by evicting (see the module docs), never
-    /// one of `protect`. Returns false only when the shard holds nothing else to evict.
+    /// one of `protect`, and a holding entry only when `may` says so. Returns false when that is
+    /// not possible; the request then fails instead of taking someone else's state.
     fn make_room(
         &mut self,
         needed: usize,
         cap: usize,
         protect: Protect<'_, '_>,
+        may: MayEvict,
         now: u64,
         evictions: Option<&Evictions>,
     ) -> bool {
         while self.len() + needed > cap {
-            if !self.evict_one(protect, now, evictions) {
+            if !self.evict_one(protect, may, now, evictions) {
                 return false;
             }
         }
@@ -302,6 +315,7 @@ impl Shard {
     fn evict_one(
         &mut self,
         protect: Protect<'_, '_>,
+        may: MayEvict,
         now: u64,
         evictions: Option<&Evictions>,
     ) -> bool {
@@ -329,12 +343,20 @@ impl Shard {
             }
             break;
         }
-        let (slot, kind, spared) = match victim {
-            Some((slot, kind)) => (slot, kind, &passed[..]),
-            None => match passed.split_first() {
+        let (slot, kind, spared) = match (victim, may) {
+            (Some((slot, kind)), _) => (slot, kind, &passed[..]),
+            (None, MayEvict::Holding) => match passed.split_first() {
                 Some((&(slot, kind), rest)) => (slot, Some(kind), rest),
                 None => return false,
             },
+            (None, MayEvict::IdleOnly) => {
+                // Second chance for the holding entries passed over, so the next attempt looks
+                // at others: the scan stays O(1) and moves through the shard.
+                for &(s, _) in &passed {
+                    self.entries.touch(s);
+                }
+                return false;
+            }
         };
         for &(s, _) in spared {
             self.entries.touch(s);
@@ -518,13 +540,18 @@ impl MemoryStore {
         let charges = |j: usize| evals[j].charged.is_some() && !req.checks[j].deferred;
 
         // 3. Admitted: make room for new entries first, so that charging cannot fail half-way.
+        // When the shard cannot take them without evicting a holding entry, the request fails
+        // (`on_error` decides), and nobody else's state is lost to it.
         // An existing entry (even expired) is rewritten in place and is protected from eviction.
         let protect = Protect {
             checks: req.checks,
             client: Some(req.client),
         };
+        // Deferred policies (charged after the response) need their room now too: a charge that
+        // found the store full later would be lost, and a client whose failures are never
+        // counted is never limited.
         let needs_slot = |locked: &mut Locked<'_>, j: usize| {
-            charges(j)
+            evals[j].charged.is_some()
                 && locked
                     .shard(key_shards[j])
                     .counter(req.checks[j].key)
@@ -542,6 +569,7 @@ impl MemoryStore {
                 needed,
                 self.shard_capacity,
                 protect,
+                MayEvict::IdleOnly,
                 now,
                 self.evictions.as_ref(),
             ) {
@@ -625,6 +653,7 @@ impl MemoryStore {
                 needed,
                 self.shard_capacity,
                 protect,
+                MayEvict::IdleOnly,
                 now,
                 self.evictions.as_ref(),
             ) {
@@ -729,6 +758,7 @@ impl MemoryStore {
             needed,
             self.shard_capacity,
             protect,
+            MayEvict::IdleOnly,
             now,
             self.evictions.as_ref(),
         ) {
@@ -782,7 +812,16 @@ impl MemoryStore {
                 client: Some(client),
             };
             let evictions = self.evictions.as_ref();
-            if !shard.make_room(1, self.shard_capacity, protect, now, evictions) {
+            // An operator's block must land: it may displace the least recently used holding
+            // entry when nothing idle is left.
+            if !shard.make_room(
+                1,
+                self.shard_capacity,
+                protect,
+                MayEvict::Holding,
+                now,
+                evictions,
+            ) {
                 return Err(StoreError::Capacity);
             }
             shard.entries.insert(BLOCK, client, Entry::Block(record));
@@ -1039,36 +1078,49 @@ mod tests {
     }
 
     /// The flood of the issue: one client rotating keys on a limit-1 policy (every new counter is
-    /// at its limit at once), with a per-client policy on the same route. The flooder's own
-    /// counter is read by every request, so it survives, and it rejects exactly past its limit.
+    /// at its limit at once), with a per-client policy on the same route. Once the store is full
+    /// of counters that limit someone, a new key is refused (the request fails, `on_error`
+    /// decides), and nothing that limits anyone is evicted: another client's limit and the
+    /// flooder's own still hold.
     #[test]
-    fn a_key_flood_evicts_but_never_turns_limits_off() {
+    fn a_key_flood_fails_its_own_requests_and_evicts_no_limit() {
         let f = store(1000);
         let (per_ip, per_key) = (fixed("per_ip", 2000), fixed("per_key", 1));
-        let mut admitted = 0;
+        let login = fixed("login", 2);
+        let other = [PolicyCheck::new(&login, "login:2.2.2.2")];
+        assert_eq!(f.check("2.2.2.2", &other), Outcome::Allowed);
+        assert_eq!(f.check("2.2.2.2", &other), Outcome::Allowed);
+        let (mut admitted, mut refused) = (0, 0);
         for i in 0..2400 {
             let key = format!("key:{i}");
             let checks = [
                 PolicyCheck::new(&per_ip, "ip:1.1.1.1"),
                 PolicyCheck::new(&per_key, &key),
             ];
-            match f.check("1.1.1.1", &checks) {
-                Outcome::Allowed => admitted += 1,
-                Outcome::Limited { policy: 0 } => {}
+            let req = CheckRequest::new("1.1.1.1", &checks, 1);
+            match f.store.check_now(&req) {
+                Ok(d) if d.outcome == Outcome::Allowed => admitted += 1,
+                Err(StoreError::Capacity) => refused += 1,
                 other => panic!("request {i}: {other:?}"),
             }
             assert!(f.store.len() <= 1000);
         }
-        assert_eq!(admitted, 2000);
-        assert_eq!(f.store.len(), 1000);
-        // 2000 per-key counters and the per-IP one, in a store of 1000.
-        assert_eq!(f.evicted(EvictionKind::Limiting), 1001);
-        // Another client still gets its own limit.
-        let login = fixed("login", 2);
-        let checks = [PolicyCheck::new(&login, "login:2.2.2.2")];
-        assert_eq!(f.check("2.2.2.2", &checks), Outcome::Allowed);
-        assert_eq!(f.check("2.2.2.2", &checks), Outcome::Allowed);
-        assert_eq!(f.check("2.2.2.2", &checks), Outcome::Limited { policy: 0 });
+        // The per-IP counter, the other client's login counter and 998 per-key counters.
+        assert_eq!(admitted, 998);
+        assert_eq!(refused, 2400 - 998);
+        for kind in EvictionKind::ALL {
+            assert_eq!(f.evicted(kind), 0, "{kind:?}");
+        }
+        // The other client is still at its limit, and the flooder's count is intact.
+        assert_eq!(f.check("2.2.2.2", &other), Outcome::Limited { policy: 0 });
+        let status = f
+            .store
+            .limit_status_now(&PolicyCheck::new(&per_ip, "ip:1.1.1.1"));
+        assert_eq!(status.remaining, 2000 - 998);
+        // Once the flood's window is over its counters are expired, and room is made again.
+        f.clock.advance_ms(60_000);
+        let fresh = [PolicyCheck::new(&login, "login:3.3.3.3")];
+        assert_eq!(f.check("3.3.3.3", &fresh), Outcome::Allowed);
     }
 
     /// Counters that limit nothing go first: a client at its limit, a block and a request in
@@ -1120,63 +1172,105 @@ mod tests {
         ));
     }
 
-    /// When everything is limiting, the least recently used goes: a blocked client that keeps
-    /// asking keeps its block through a flood of limit-1 counters.
+    /// A flood of limit-1 counters never displaces a block, and the blocked client stays blocked;
+    /// only an operator's block may displace a holding entry when nothing idle is left.
     #[test]
-    fn a_client_that_keeps_asking_keeps_its_block() {
+    fn a_flood_never_displaces_a_block_but_an_operators_block_lands() {
         let f = store(1000);
         f.store
             .block_now("1.1.1.1", Duration::from_secs(600), "manual")
             .unwrap();
         let one = fixed("one", 1);
         let nothing: [PolicyCheck<'_>; 0] = [];
+        let mut refused = 0;
         for i in 0..3000 {
             let key = format!("one:{i}");
-            assert_eq!(
-                f.check("9.9.9.9", &[PolicyCheck::new(&one, &key)]),
-                Outcome::Allowed
-            );
-            if i % 100 == 0 {
-                assert!(matches!(
-                    f.check("1.1.1.1", &nothing),
-                    Outcome::Blocked { .. }
-                ));
+            let checks = [PolicyCheck::new(&one, &key)];
+            match f.store.check_now(&CheckRequest::new("9.9.9.9", &checks, 1)) {
+                Ok(d) => assert_eq!(d.outcome, Outcome::Allowed),
+                Err(StoreError::Capacity) => refused += 1,
+                Err(e) => panic!("{e}"),
             }
         }
-        assert!(f.evicted(EvictionKind::Limiting) >= 2000);
+        assert_eq!(refused, 3000 - 999);
+        assert_eq!(f.evicted(EvictionKind::Limiting), 0);
         assert_eq!(f.evicted(EvictionKind::Block), 0);
         assert!(matches!(
             f.check("1.1.1.1", &nothing),
             Outcome::Blocked { .. }
         ));
+        f.store
+            .block_now("2.2.2.2", Duration::from_secs(600), "manual")
+            .unwrap();
+        assert!(matches!(
+            f.check("2.2.2.2", &nothing),
+            Outcome::Blocked { .. }
+        ));
+        assert_eq!(f.evicted(EvictionKind::Limiting), 1);
+        assert!(f.store.len() <= 1000);
     }
 
-    /// An insert into a full store examines a bounded number of entries, however full of
-    /// limiting counters it is (the worst case for the scan): 200k distinct keys complete and
-    /// cost at most `EVICT_SCAN` entries examined each.
+    /// A deferred policy (charged after the response) claims its room when the request is
+    /// admitted: in a store full of limiting counters the request fails then, instead of being
+    /// admitted with a charge that could never land.
+    #[test]
+    fn a_deferred_policy_needs_its_room_at_check_time() {
+        let f = store(1000);
+        let one = fixed("one", 1);
+        for i in 0..1000 {
+            let key = format!("one:{i}");
+            f.check("9.9.9.9", &[PolicyCheck::new(&one, &key)]);
+        }
+        let failures = fixed("failures", 5);
+        let checks = [PolicyCheck {
+            deferred: true,
+            ..PolicyCheck::new(&failures, "failures:1.1.1.1")
+        }];
+        let req = CheckRequest::new("1.1.1.1", &checks, 1);
+        assert!(matches!(f.store.check_now(&req), Err(StoreError::Capacity)));
+    }
+
+    /// An insert into a full store examines a bounded number of entries: 200k distinct keys
+    /// that limit nothing are each let in by one O(1) eviction, and 200k that would need a
+    /// limiting counter evicted are each refused after at most `EVICT_SCAN` entries examined.
     #[test]
     fn inserting_into_a_full_store_is_constant_work() {
         let f = store(10_000);
-        let one = fixed("one", 1);
         let keys = 200_000u64;
         let mut key = String::new();
-        for i in 0..keys {
-            key.clear();
-            key.push_str("k:");
-            key.push_str(itoa::Buffer::new().format(i));
-            assert_eq!(
-                f.check("9.9.9.9", &[PolicyCheck::new(&one, &key)]),
-                Outcome::Allowed
-            );
-        }
+        let mut run = |policy: &Policy, prefix: &str| {
+            let mut refused = 0u64;
+            for i in 0..keys {
+                key.clear();
+                key.push_str(prefix);
+                key.push_str(itoa::Buffer::new().format(i));
+                let checks = [PolicyCheck::new(policy, &key)];
+                match f.store.check_now(&CheckRequest::new("9.9.9.9", &checks, 1)) {
+                    Ok(d) => assert_eq!(d.outcome, Outcome::Allowed),
+                    Err(StoreError::Capacity) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            refused
+        };
+        assert_eq!(run(&fixed("five", 5), "idle:"), 0);
         assert!(f.store.len() <= 10_000);
-        let evictions = f.evicted(EvictionKind::Limiting);
+        let evictions = f.evicted(EvictionKind::Counter);
         assert_eq!(evictions, keys - f.store.len() as u64);
         let scans = f.store.eviction_scans();
         assert!(
             scans <= EVICT_SCAN as u64 * evictions,
             "{scans} entries examined for {evictions} evictions"
         );
+        // Fill with limiting counters (the idle ones make way), then every new key is refused.
+        let refused = run(&fixed("one", 1), "holding:");
+        assert_eq!(refused, keys - f.store.len() as u64);
+        let scans = f.store.eviction_scans();
+        assert!(
+            scans <= EVICT_SCAN as u64 * (evictions + keys),
+            "{scans} entries examined"
+        );
+        assert_eq!(f.evicted(EvictionKind::Limiting), 0);
     }
 
     /// Only a shard smaller than one request's own entries cannot make room; nothing is charged.
