@@ -1217,6 +1217,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_refused_before_it_was_sent_releases_nothing() {
+        // Nothing listens there: the connection is known down, so the check is never sent.
+        let settings = StoreSettings {
+            kind: StoreKind::Redis,
+            url: "redis://127.0.0.1:1/0".into(),
+            ..settings(OnError::Deny)
+        };
+        let store = RedisStore::connect(&settings, Arc::new(|_| {})).unwrap();
+        let limiter = Limiter::new(
+            AnyStore::Redis(store),
+            &settings,
+            Arc::new(Metrics::new().unwrap()),
+        );
+        let slot = Arc::new(Policy {
+            index: 0,
+            ..Policy::new("slot", Algorithm::Concurrency, 1, Duration::from_secs(60))
+        });
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            method: &Method::GET,
+            path: "/x",
+            headers: &headers,
+            cost: 1,
+        };
+        limiter.settlements().begin_drain();
+        for _ in 0..3 {
+            assert!(matches!(
+                limiter
+                    .check(&route(vec![slot.clone()]), &client("1.1.1.1"), req)
+                    .await,
+                Verdict::Unavailable { .. }
+            ));
+        }
+        assert!(limiter.settlements().flush(Duration::from_secs(5)).await);
+        // A release would have been spawned, found Redis unreachable and been counted lost.
+        assert_eq!(limiter.settlements().failed_since_drain(), 0);
+    }
+
+    #[tokio::test]
     async fn admin_pass_throughs() {
         let f = fixture(100, OnError::Deny);
         let p = policy("one", 2, Mode::Enforce, None);
