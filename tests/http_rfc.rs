@@ -456,12 +456,16 @@ fn client_leaving_mid_body_is_not_an_upstream_error() {
 // ---- client-IP headers (server.forward_client_ip_headers) ----
 
 const CLIENT_IP_HEADERS: &str = "X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6;proto=https\r\n\
-True-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\n";
-const CLIENT_IP_NAMES: [&str; 4] = [
+True-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\n\
+X-Cluster-Client-IP: 6.6.6.6\r\nFastly-Client-IP: 6.6.6.6\r\n";
+const CLIENT_IP_NAMES: [&str; 7] = [
     "x-real-ip",
     "forwarded",
     "true-client-ip",
     "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
 ];
 
 fn gateway_with_server(upstream: &str, server: &str) -> Gateway {
@@ -495,6 +499,9 @@ fn client_ip_headers_from_a_trusted_proxy_pass_unchanged() {
     assert_eq!(seen[0].header("forwarded"), Some("for=6.6.6.6;proto=https"));
     assert_eq!(seen[0].header("true-client-ip"), Some("6.6.6.6"));
     assert_eq!(seen[0].header("cf-connecting-ip"), Some("6.6.6.6"));
+    assert_eq!(seen[0].header("x-client-ip"), Some("6.6.6.6"));
+    assert_eq!(seen[0].header("x-cluster-client-ip"), Some("6.6.6.6"));
+    assert_eq!(seen[0].header("fastly-client-ip"), Some("6.6.6.6"));
 }
 
 #[test]

@@ -677,3 +677,77 @@ upstream = "api"
     assert_eq!(raw_status(&resp), 429, "{resp}");
     assert!(resp.contains("blocked"), "{resp}");
 }
+
+/// Every concurrency counter under the test prefix and how many leases it holds.
+fn leases_held(redis: &RedisServer) -> Vec<(String, usize)> {
+    redis
+        .cli(&["--scan", "--pattern", "rgtest:*:c:*"])
+        .lines()
+        .map(|k| {
+            let n = redis
+                .cli(&["ZCARD", k])
+                .trim()
+                .parse()
+                .unwrap_or(usize::MAX);
+            (k.to_string(), n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[test]
+fn a_check_that_timed_out_leaves_no_lease_behind_when_redis_wakes() {
+    need_redis!();
+    let echo = Echo::start();
+    for on_error in ["deny", "fallback"] {
+        let redis = RedisServer::start();
+        let gw = Gateway::start(&gateway_config_timeout(
+            &echo,
+            &redis.url(),
+            on_error,
+            r#"
+[[policy]]
+name = "one"
+algorithm = "concurrency"
+limit = 1
+lease = "60s"
+key = ["header:x-api-key"]
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["one"]
+"#,
+            "250ms",
+        ));
+        let key = |k: &str| format!("X-Api-Key: {k}\r\n");
+        // Connected, script loaded, and the slot of a finished request is free again.
+        wait_until("the gateway to use Redis", Duration::from_secs(10), || {
+            raw_status(&raw_get(gw.addr, "/", &key("warm"))) == 200 && redis.evalsha_calls() > 0
+        });
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", &key("a"))), 200);
+        assert_eq!(leases_held(&redis), vec![], "{on_error}");
+
+        // Redis stalls with the check already sent: the gateway answers per on_error at the
+        // store timeout, and Redis runs the check (taking the slot) when it wakes.
+        redis.pause();
+        let resp = raw_get(gw.addr, "/", &key("a"));
+        redis.resume();
+        let expected = if on_error == "deny" { 503 } else { 200 };
+        assert_eq!(raw_status(&resp), expected, "{on_error}: {resp}");
+
+        // The slot the timed-out check may have taken is given back: the key is served again
+        // (without the fix it stays refused for the whole 60 s lease), and no lease is left.
+        wait_until(
+            &format!("{on_error}: key a to be admitted again"),
+            Duration::from_secs(15),
+            || raw_status(&raw_get(gw.addr, "/", &key("a"))) == 200,
+        );
+        wait_until(
+            &format!("{on_error}: no lease left in Redis"),
+            Duration::from_secs(10),
+            || leases_held(&redis).is_empty(),
+        );
+    }
+}

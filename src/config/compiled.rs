@@ -44,8 +44,8 @@ pub struct Server {
     pub max_connections: Option<usize>,
     /// Log one line per request.
     pub access_log: bool,
-    /// Client-IP headers (X-Real-IP, Forwarded, True-Client-IP, CF-Connecting-IP) are owned by
-    /// the gateway: forwarded only as a trusted proxy sent them, removed from anyone else.
+    /// Client-IP headers (X-Real-IP, Forwarded, True-Client-IP, CF-Connecting-IP, X-Client-IP,
+    /// X-Cluster-Client-IP, Fastly-Client-IP) are owned by the gateway: forwarded only as a trusted proxy sent them, removed from anyone else.
     /// `false` passes them from every peer untouched.
     pub forward_client_ip_headers: bool,
     pub tls: Option<TlsFiles>,

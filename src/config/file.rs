@@ -99,8 +99,9 @@ pub struct Server {
     pub max_connections: Option<Spanned<u64>>,
     /// One log line per request (target `rategate::access`).
     pub access_log: Option<bool>,
-    /// true: X-Real-IP, Forwarded, True-Client-IP and CF-Connecting-IP reach the upstream only
-    /// from trusted proxies; false: from anyone, as received.
+    /// true: the client-IP headers (X-Real-IP, Forwarded, True-Client-IP, CF-Connecting-IP,
+    /// X-Client-IP, X-Cluster-Client-IP, Fastly-Client-IP) reach the upstream only from trusted
+    /// proxies; false: from anyone, as received.
     pub forward_client_ip_headers: Option<bool>,
     pub tls: Option<Tls>,
     /// `;` path parameters: "reject" (default), "strip" or "keep".

@@ -13,6 +13,9 @@
 //! runs, and shutdown waits for them (bounded) before the process exits; a crashed instance's
 //! leases expire instead.
 //!
+//! A check that failed after it was sent may still take its lease when the store runs it late;
+//! that lease is released the same way ([`release_now`]).
+//!
 //! Everything goes to the store that made the decision (the configured one, or the in-process
 //! fallback while it failed). A failed charge or release is logged and counted, never retried:
 //! a lost charge errs towards the client, a lost release is reclaimed when the lease expires.
@@ -325,6 +328,22 @@ impl Settlement {
         };
         tokio::join!(charge, release);
     }
+}
+
+/// Release lease `id` on the concurrency counters of `held` in the background, as a settlement
+/// (counted, flushed at shutdown, bounded by the store timeout): for a check that failed after it
+/// was sent, which may still take the lease when the store runs it late.
+pub(super) fn release_now(settler: Settler, id: String, held: Vec<Held>) {
+    if held.is_empty() {
+        return;
+    }
+    Settlement {
+        settler: settler.clone(),
+        cost: 0,
+        charges: Vec::new(),
+        lease: Some(Arc::new(Lease { settler, id, held })),
+    }
+    .spawn();
 }
 
 /// A concurrency lease held by a request in flight: renewed in the background until taken

@@ -159,6 +159,13 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
+/// A store call that failed, and whether it may have reached the store (and run there) anyway.
+#[derive(Debug)]
+struct Failed {
+    error: StoreError,
+    sent: bool,
+}
+
 /// Which store made a decision.
 #[derive(Debug, Clone, Copy)]
 enum DecidedBy {
@@ -378,17 +385,24 @@ impl Limiter {
             ..CheckRequest::new(&client.key, &checks, req.cost)
         };
 
-        let primary = match self.call_store(&request).await {
+        let err = match self.call_store(&request).await {
             Ok(decision) => {
                 self.remember(&request, &decision);
-                self.verdict(route, decision, &request, DecidedBy::Store)
+                match self.verdict(route, decision, &request, DecidedBy::Store) {
+                    Ok(v) => return v,
+                    // The script ran: whatever it took is the store's now.
+                    Err(e) => Failed {
+                        error: e,
+                        sent: true,
+                    },
+                }
             }
-            Err(e) => Err(e),
+            Err(failed) => failed,
         };
-        let err = match primary {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
+        if err.sent {
+            self.release_unanswered(route, &request);
+        }
+        let err = err.error;
         match self.on_error {
             OnError::Allow => Verdict::Unlimited,
             OnError::Deny => Verdict::Unavailable { retry_after_s: 1 },
@@ -410,6 +424,32 @@ impl Limiter {
                 })
             }
         }
+    }
+
+    /// The lease a check sent to the store may still be taken there when it runs late (a
+    /// stalled Redis runs the queued script when it wakes), and nobody would ever release it:
+    /// release it now, off the request path. Sent after the check on the same connection, the
+    /// release runs after it; where the check never ran it is a no-op.
+    fn release_unanswered(&self, route: &Route, request: &CheckRequest<'_>) {
+        if request.lease.is_empty() {
+            return;
+        }
+        let held: Vec<Held> = route
+            .policies
+            .iter()
+            .zip(request.checks)
+            .filter(|(p, _)| p.algorithm == Algorithm::Concurrency)
+            .map(|(p, check)| Held {
+                policy: p.clone(),
+                key: check.key.into(),
+                limit: (check.limit != p.limit).then_some(check.limit),
+            })
+            .collect();
+        admission::release_now(
+            self.settler(DecidedBy::Store),
+            request.lease.to_owned(),
+            held,
+        );
     }
 
     /// Where an admission settles: the store that decided.
@@ -468,7 +508,7 @@ impl Limiter {
     }
 
     /// One store call, through the breaker when the store is remote. Errors are recorded here.
-    async fn call_store(&self, request: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+    async fn call_store(&self, request: &CheckRequest<'_>) -> Result<Decision, Failed> {
         let Some(breaker) = &self.breaker else {
             let result = timed(&self.store_duration, self.store.check(request)).await;
             match &result {
@@ -480,10 +520,14 @@ impl Limiter {
             }
             // Without a breaker every call is a state of its own; store_health alerts on changes.
             self.store_health(result.as_ref().map(|_| ()));
-            return result;
+            // The in-process store fails before changing anything.
+            return result.map_err(|error| Failed { error, sent: false });
         };
         if breaker.permit() == Permit::Reject {
-            return Err(StoreError::Unavailable("circuit open".into()));
+            return Err(Failed {
+                error: StoreError::Unavailable("circuit open".into()),
+                sent: false,
+            });
         }
         // A known-dead connection fails at once instead of queueing behind a reconnect.
         let down = match &*self.store {
@@ -503,7 +547,8 @@ impl Limiter {
             }
         };
         self.breaker_moved(transition, result.as_ref().map(|_| ()));
-        result
+        // A timeout or a broken connection says nothing of whether Redis ran the script.
+        result.map_err(|error| Failed { error, sent: !down })
     }
 
     /// Log, gauge and alert a change of the breaker's state.
@@ -1198,6 +1243,45 @@ mod tests {
         assert_eq!(f.limiter.settlements().pending(), 0);
         f.limiter.settlements().begin_drain();
         assert_eq!(f.limiter.settlements().failed_since_drain(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_check_refused_before_it_was_sent_releases_nothing() {
+        // Nothing listens there: the connection is known down, so the check is never sent.
+        let settings = StoreSettings {
+            kind: StoreKind::Redis,
+            url: "redis://127.0.0.1:1/0".into(),
+            ..settings(OnError::Deny)
+        };
+        let store = RedisStore::connect(&settings, Arc::new(|_| {})).unwrap();
+        let limiter = Limiter::new(
+            AnyStore::Redis(store),
+            &settings,
+            Arc::new(Metrics::new().unwrap()),
+        );
+        let slot = Arc::new(Policy {
+            index: 0,
+            ..Policy::new("slot", Algorithm::Concurrency, 1, Duration::from_secs(60))
+        });
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            method: &Method::GET,
+            path: "/x",
+            headers: &headers,
+            cost: 1,
+        };
+        limiter.settlements().begin_drain();
+        for _ in 0..3 {
+            assert!(matches!(
+                limiter
+                    .check(&route(vec![slot.clone()]), &client("1.1.1.1"), req)
+                    .await,
+                Verdict::Unavailable { .. }
+            ));
+        }
+        assert!(limiter.settlements().flush(Duration::from_secs(5)).await);
+        // A release would have been spawned, found Redis unreachable and been counted lost.
+        assert_eq!(limiter.settlements().failed_since_drain(), 0);
     }
 
     #[tokio::test]

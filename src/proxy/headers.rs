@@ -23,8 +23,9 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 
 /// Always hop-by-hop (RFC 9110 section 7.6.1, plus the non-standard ones proxies still see),
 /// then the client-IP headers an upstream may believe (`X-Real-IP`, RFC 7239 `Forwarded`, and
-/// the CDN spellings), which only a trusted proxy may set (`server.forward_client_ip_headers`).
-static STRIPPED: [HeaderName; HOP_BY_HOP + 4] = [
+/// the CDN and load-balancer spellings), which only a trusted proxy may set
+/// (`server.forward_client_ip_headers`).
+static STRIPPED: [HeaderName; HOP_BY_HOP + 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -38,6 +39,9 @@ static STRIPPED: [HeaderName; HOP_BY_HOP + 4] = [
     header::FORWARDED,
     HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("fastly-client-ip"),
 ];
 /// The hop-by-hop names lead `STRIPPED`.
 const HOP_BY_HOP: usize = 9;
@@ -578,6 +582,9 @@ mod tests {
                 "forwarded",
                 "true-client-ip",
                 "cf-connecting-ip",
+                "x-client-ip",
+                "x-cluster-client-ip",
+                "fastly-client-ip",
             ] {
                 h.append(n, hv("6.6.6.6"));
             }
@@ -590,7 +597,7 @@ mod tests {
         assert!(h.contains_key("x-keep"));
         let mut h = make();
         remove_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 5, "{h:?}");
+        assert_eq!(h.len(), 8, "{h:?}");
     }
 
     fn codings(lines: &[&'static str], with_length: bool) -> (TransferCodings, HeaderMap) {

@@ -23,6 +23,7 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -292,15 +293,37 @@ impl RedisStore {
         }
     }
 
-    /// Run `script` on the keys and arguments `make` builds. `make` runs a second time only
-    /// after NOSCRIPT, so the common path builds (and allocates) them once.
+    /// The pooled connection for a call: any (round robin) when `lease` is empty, else always
+    /// the same one for a lease while it is up. Redis runs one connection's commands in order,
+    /// so a release sent after a check that timed out runs after that check, never before it.
+    fn client_for(&self, lease: &str) -> &fred::clients::Client {
+        let pool = &self.inner.pool;
+        if lease.is_empty() {
+            return pool.next_connected();
+        }
+        let clients = pool.clients();
+        let mut hasher = std::hash::DefaultHasher::new();
+        lease.hash(&mut hasher);
+        let pinned = usize::try_from(hasher.finish() % clients.len().max(1) as u64)
+            .ok()
+            .and_then(|i| clients.get(i));
+        match pinned {
+            Some(c) if c.is_connected() => c,
+            _ => pool.next_connected(),
+        }
+    }
+
+    /// Run `script` on the keys and arguments `make` builds, on the connection of `lease` (see
+    /// `client_for`). `make` runs a second time only after NOSCRIPT, so the common path builds
+    /// (and allocates) them once.
     async fn run<R: fred::types::FromValue>(
         &self,
         script: &Script,
+        lease: &str,
         make: impl Fn() -> (Vec<String>, Vec<Value>),
     ) -> Result<R, StoreError> {
         let inner = &self.inner;
-        let client = inner.pool.next_connected();
+        let client = self.client_for(lease);
         let (keys, args) = make();
         let first = within(
             inner.timeout,
@@ -542,7 +565,9 @@ impl RedisStore {
     }
 
     async fn check_policies(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
-        let reply: Vec<i64> = self.run(&self.inner.check, || self.check_args(req)).await?;
+        let reply: Vec<i64> = self
+            .run(&self.inner.check, req.lease, || self.check_args(req))
+            .await?;
         decode_decision(&reply, req.checks.len())
     }
 
@@ -585,7 +610,7 @@ impl RedisStore {
             return Ok(0);
         }
         let held: i64 = self
-            .run(&self.inner.settle, || {
+            .run(&self.inner.settle, lease, || {
                 self.settle_args(op, Value::String(lease.into()), &conc, |args, p| {
                     args.push(int(p.window_ms))
                 })
@@ -596,7 +621,7 @@ impl RedisStore {
 
     /// Run an operation of the admin script.
     async fn admin<R: fred::types::FromValue>(&self, args: Vec<Value>) -> Result<R, StoreError> {
-        self.run(&self.inner.admin, || (self.admin_keys(), args.clone()))
+        self.run(&self.inner.admin, "", || (self.admin_keys(), args.clone()))
             .await
     }
 }
@@ -625,7 +650,7 @@ impl Store for RedisStore {
             return Ok(());
         }
         let _: i64 = self
-            .run(&self.inner.settle, || {
+            .run(&self.inner.settle, "", || {
                 self.settle_args("charge", int(cost), &counted, |args, p| {
                     args.push(Value::String(algorithm_code(p.algorithm).into()));
                     args.push(int(p.limit));
