@@ -24,6 +24,7 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,6 +117,10 @@ pub struct RedisStore {
 struct Inner {
     pool: Pool,
     subscriber: fred::clients::Client,
+    /// Set once the subscriber has (tried to) subscribe and dropped what was cached before (see
+    /// `spawn_subscriber`); `wait_connected` waits for it, so a start-up does not end with a
+    /// cache clear still to come that would wipe blocks learned in the meantime.
+    subscribed: Arc<AtomicBool>,
     /// `<prefix>{rg}:`
     base: String,
     blocks_key: String,
@@ -205,6 +210,7 @@ impl RedisStore {
             base,
             pool,
             subscriber,
+            subscribed: Arc::default(),
             check: Script::new(CHECK),
             admin: Script::new(ADMIN),
             settle: Script::new(SETTLE),
@@ -230,6 +236,7 @@ impl RedisStore {
             inner: Arc::new(Inner {
                 pool: i.pool.clone(),
                 subscriber: i.subscriber.clone(),
+                subscribed: i.subscribed.clone(),
                 blocks_key: format!("{base}blocks"),
                 reasons_key: format!("{base}reasons"),
                 channel: format!("{base}events"),
@@ -245,7 +252,14 @@ impl RedisStore {
 
     /// Wait until the pool is connected (tests and start-up diagnostics; serving never waits).
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.inner.pool.wait_for_connect())
+        let ready = async {
+            self.inner.pool.wait_for_connect().await?;
+            while !self.inner.subscribed.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<(), fred::error::Error>(())
+        };
+        tokio::time::timeout(timeout, ready)
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -396,6 +410,7 @@ fn log_connection_errors(client: &fred::clients::Client) {
 fn spawn_subscriber(inner: &Arc<Inner>, sink: InvalidationSink) {
     let channel = inner.channel.clone();
     let client = inner.subscriber.clone();
+    let subscribed = inner.subscribed.clone();
     let on_message = sink.clone();
     // The listener tasks live as long as the client; their handles are not needed.
     drop(inner.subscriber.on_message(move |msg| {
@@ -413,11 +428,13 @@ fn spawn_subscriber(inner: &Arc<Inner>, sink: InvalidationSink) {
         let client = client.clone();
         let channel = channel.clone();
         let sink = sink.clone();
+        let subscribed = subscribed.clone();
         async move {
             if let Err(e) = client.subscribe(channel.as_str()).await {
                 tracing::warn!(error = %e, "cannot subscribe to Redis invalidations");
             }
             sink(Invalidation::All);
+            subscribed.store(true, Ordering::Release);
             Ok(())
         }
     }));
