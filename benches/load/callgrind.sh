@@ -148,7 +148,7 @@ for bin in "${BINS[@]}"; do
     requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
     # The dump after zeroing holds exactly the measured window (the final dump at exit is later).
     dump=$(ls -1 "$OUT"/callgrind."$tag".*.1 2>/dev/null | head -1)
-    ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
     printf '| %s | %s | %s | %s |\n' "$name" "$path" "$requests" \
       "$(awk -v i="${ir:-0}" -v n="${requests:-0}" 'BEGIN {if (n > 0) printf "%.0f", i / n; else print "n/a"}')" |
       tee -a "$OUT/results.md"
