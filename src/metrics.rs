@@ -18,9 +18,10 @@ const STORE_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// Decisions as they appear in `rategate_requests_total{decision}`.
+/// What became of a request, as the value of the `decision` label of `rategate_requests_total`
+/// and the `decision` field of the access log (one per request, whichever layer refused it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum DecisionLabel {
     Allowed,
     Limited,
     Blocked,
@@ -32,16 +33,16 @@ pub enum Decision {
     BadRequest,
 }
 
-impl Decision {
+impl DecisionLabel {
     pub fn as_str(self) -> &'static str {
         match self {
-            Decision::Allowed => "allowed",
-            Decision::Limited => "limited",
-            Decision::Blocked => "blocked",
-            Decision::Denied => "denied",
-            Decision::ShadowLimited => "shadow_limited",
-            Decision::NoRoute => "no_route",
-            Decision::BadRequest => "bad_request",
+            DecisionLabel::Allowed => "allowed",
+            DecisionLabel::Limited => "limited",
+            DecisionLabel::Blocked => "blocked",
+            DecisionLabel::Denied => "denied",
+            DecisionLabel::ShadowLimited => "shadow_limited",
+            DecisionLabel::NoRoute => "no_route",
+            DecisionLabel::BadRequest => "bad_request",
         }
     }
 }
@@ -221,7 +222,7 @@ impl Metrics {
         })
     }
 
-    pub fn request(&self, route: &str, decision: Decision) -> IntCounter {
+    pub fn request(&self, route: &str, decision: DecisionLabel) -> IntCounter {
         self.requests.with_label_values(&[route, decision.as_str()])
     }
 

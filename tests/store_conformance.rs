@@ -6,7 +6,7 @@ use std::time::Duration;
 use rategate::clock::ManualClock;
 use rategate::config::compiled::{Algorithm, Policy};
 use rategate::store::conformance::{self, PolicySpec, T0};
-use rategate::store::{CheckRequest, MemoryStore, Outcome, PolicyCheck, Store, StoreError};
+use rategate::store::{CheckOutcome, CheckRequest, MemoryStore, PolicyCheck, Store, StoreError};
 
 fn memory(max_keys: usize, clock: &ManualClock) -> MemoryStore {
     MemoryStore::new(max_keys, Arc::new(clock.clone()))
@@ -33,11 +33,14 @@ fn policy(algorithm: Algorithm, limit: u64, window_ms: u64) -> Policy {
     PolicySpec::new("p", algorithm, limit, window_ms).to_policy(0)
 }
 
-async fn hit(store: &MemoryStore, p: &Policy, key: &str) -> Result<Outcome, StoreError> {
+async fn hit(store: &MemoryStore, p: &Policy, key: &str) -> Result<CheckOutcome, StoreError> {
     hit_many(store, &[(p, key)]).await
 }
 
-async fn hit_many(store: &MemoryStore, keys: &[(&Policy, &str)]) -> Result<Outcome, StoreError> {
+async fn hit_many(
+    store: &MemoryStore,
+    keys: &[(&Policy, &str)],
+) -> Result<CheckOutcome, StoreError> {
     let checks: Vec<PolicyCheck<'_>> = keys
         .iter()
         .map(|&(policy, key)| PolicyCheck::new(policy, key))
@@ -53,7 +56,7 @@ async fn memory_is_bounded_under_a_flood_of_new_keys() {
     let p = policy(Algorithm::SlidingWindow, 10, 60_000);
     for i in 0..5000 {
         let key = format!("k{i}");
-        assert_eq!(hit(&store, &p, &key).await.unwrap(), Outcome::Allowed);
+        assert_eq!(hit(&store, &p, &key).await.unwrap(), CheckOutcome::Allowed);
         assert!(store.len() <= 100, "len {} after {i}", store.len());
     }
 }
@@ -74,7 +77,7 @@ async fn a_store_full_of_limiting_entries_refuses_new_keys_and_forgets_nothing()
     for i in 0..10 {
         assert_eq!(
             hit(&store, &p, &format!("k{i}")).await.unwrap(),
-            Outcome::Allowed
+            CheckOutcome::Allowed
         );
     }
     // Every entry limits its key: a new one is refused, nothing is charged or forgotten.
@@ -86,13 +89,13 @@ async fn a_store_full_of_limiting_entries_refuses_new_keys_and_forgets_nothing()
     for i in 0..10 {
         assert_eq!(
             hit(&store, &p, &format!("k{i}")).await.unwrap(),
-            Outcome::Limited { policy: 0 },
+            CheckOutcome::Limited { policy: 0 },
             "k{i}"
         );
     }
     // Once a window is over its counter is expired and makes room.
     clock.advance_ms(60_000);
-    assert_eq!(hit(&store, &p, "new").await.unwrap(), Outcome::Allowed);
+    assert_eq!(hit(&store, &p, "new").await.unwrap(), CheckOutcome::Allowed);
 }
 
 #[tokio::test]
@@ -106,9 +109,9 @@ async fn blocks_outlive_idle_counters() {
             .unwrap();
     }
     let p = policy(Algorithm::FixedWindow, 10, 60_000);
-    assert_eq!(hit(&store, &p, "k").await.unwrap(), Outcome::Allowed);
+    assert_eq!(hit(&store, &p, "k").await.unwrap(), CheckOutcome::Allowed);
     // Full: a new counter evicts the idle one, never a block.
-    assert_eq!(hit(&store, &p, "k2").await.unwrap(), Outcome::Allowed);
+    assert_eq!(hit(&store, &p, "k2").await.unwrap(), CheckOutcome::Allowed);
     assert_eq!(count(&store, &p, "k").await, 0);
     store
         .block("c5", Duration::from_secs(60), "manual")

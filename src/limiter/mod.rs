@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::store::memory::Evictions;
 use crate::store::redis::{Invalidation, RedisStore};
 use crate::store::{
-    AnyStore, BlockEntry, CheckRequest, Decision, Event, LimitStatus, MemoryStore, Outcome,
+    AnyStore, BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, LimitStatus, MemoryStore,
     PolicyCheck, PolicyState, Store, StoreError, Suspect,
 };
 
@@ -85,6 +85,8 @@ impl RateReport {
     }
 }
 
+/// The limiter's answer for one request: whether it may go on, with the numbers for the
+/// rate-limit headers and what it owes the store afterwards, or why it is refused (429, 503).
 #[derive(Debug)]
 pub enum Verdict {
     /// The route has no policies, or the client is on the allow list.
@@ -486,7 +488,7 @@ impl Limiter {
             Ok(decision) => {
                 self.remember(&request, &decision);
                 match decision.outcome {
-                    Outcome::Blocked { ttl_ms } => Verdict::Blocked {
+                    CheckOutcome::Blocked { ttl_ms } => Verdict::Blocked {
                         retry_after_s: retry_secs(ttl_ms),
                     },
                     _ => Verdict::Unlimited,
@@ -494,8 +496,8 @@ impl Limiter {
             }
             Err(_) if self.on_error == OnError::Fallback => {
                 match self.fallback.check(&request).await {
-                    Ok(Decision {
-                        outcome: Outcome::Blocked { ttl_ms },
+                    Ok(CheckResult {
+                        outcome: CheckOutcome::Blocked { ttl_ms },
                         ..
                     }) => Verdict::Blocked {
                         retry_after_s: retry_secs(ttl_ms),
@@ -508,7 +510,7 @@ impl Limiter {
     }
 
     /// One store call, through the breaker when the store is remote. Errors are recorded here.
-    async fn call_store(&self, request: &CheckRequest<'_>) -> Result<Decision, Failed> {
+    async fn call_store(&self, request: &CheckRequest<'_>) -> Result<CheckResult, Failed> {
         let Some(breaker) = &self.breaker else {
             let result = timed(&self.store_duration, self.store.check(request)).await;
             match &result {
@@ -608,13 +610,13 @@ impl Limiter {
     }
 
     /// Cache what the store said about known blocks and rejections.
-    fn remember(&self, request: &CheckRequest<'_>, d: &Decision) {
+    fn remember(&self, request: &CheckRequest<'_>, d: &CheckResult) {
         let Some(cache) = &self.cache else { return };
         match d.outcome {
-            Outcome::Blocked { ttl_ms } => {
+            CheckOutcome::Blocked { ttl_ms } => {
                 cache.insert_block(request.client, Duration::from_millis(ttl_ms));
             }
-            Outcome::Limited { policy } => {
+            CheckOutcome::Limited { policy } => {
                 if let (Some(check), Some(state)) =
                     (request.checks.get(policy), d.states.get(policy))
                 {
@@ -632,7 +634,7 @@ impl Limiter {
                     cache.insert_block(request.client, Duration::from_millis(ms));
                 }
             }
-            Outcome::Allowed => {}
+            CheckOutcome::Allowed => {}
         }
     }
 
@@ -674,11 +676,11 @@ impl Limiter {
     fn verdict(
         &self,
         route: &Route,
-        d: Decision,
+        d: CheckResult,
         request: &CheckRequest<'_>,
         by: DecidedBy,
     ) -> Result<Verdict, StoreError> {
-        if let Outcome::Blocked { ttl_ms } = d.outcome {
+        if let CheckOutcome::Blocked { ttl_ms } = d.outcome {
             return Ok(Verdict::Blocked {
                 retry_after_s: retry_secs(ttl_ms),
             });
@@ -708,7 +710,7 @@ impl Limiter {
             })
             .collect();
         match d.outcome {
-            Outcome::Limited { policy } => {
+            CheckOutcome::Limited { policy } => {
                 let Some(rejecting) = entries.get(policy) else {
                     return Err(StoreError::Protocol(format!(
                         "rejecting policy {policy} out of range"
@@ -734,7 +736,7 @@ impl Limiter {
                     },
                 })
             }
-            Outcome::Allowed | Outcome::Blocked { .. } => {
+            CheckOutcome::Allowed | CheckOutcome::Blocked { .. } => {
                 let admission = admission_of(request, &entries, || self.settler(by));
                 let reported = least_remaining(&entries);
                 let shadow: Vec<usize> = entries

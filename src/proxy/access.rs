@@ -4,24 +4,26 @@ use std::net::IpAddr;
 
 use crate::config::compiled::Access;
 
+/// Which static access list a client address is on, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessDecision {
+pub enum ListMatch {
     /// In `access.deny`: 403 (deny wins over allow).
     Deny,
     /// In `access.allow`: never limited, never blocked.
     Bypass,
+    /// On neither list: the route's limits apply.
     Normal,
 }
 
 /// Deny is checked first so that an address in both lists is denied (SPEC: deny wins).
 /// `CidrSet::contains` unmaps IPv4-mapped IPv6, so `::ffff:a.b.c.d` cannot dodge an IPv4 entry.
-pub fn check(access: &Access, client: IpAddr) -> AccessDecision {
+pub fn check(access: &Access, client: IpAddr) -> ListMatch {
     if access.deny.contains(client) {
-        AccessDecision::Deny
+        ListMatch::Deny
     } else if access.allow.contains(client) {
-        AccessDecision::Bypass
+        ListMatch::Bypass
     } else {
-        AccessDecision::Normal
+        ListMatch::Normal
     }
 }
 
@@ -48,33 +50,30 @@ mod tests {
     #[test]
     fn decisions() {
         let a = access();
-        assert_eq!(check(&a, ip("127.0.0.1")), AccessDecision::Bypass);
-        assert_eq!(check(&a, ip("10.1.2.3")), AccessDecision::Bypass);
-        assert_eq!(check(&a, ip("203.0.113.9")), AccessDecision::Deny);
-        assert_eq!(check(&a, ip("198.51.100.1")), AccessDecision::Normal);
-        assert_eq!(check(&a, ip("2001:db8:a::1")), AccessDecision::Bypass);
-        assert_eq!(check(&a, ip("2001:db8:bad:1::1")), AccessDecision::Deny);
-        assert_eq!(check(&a, ip("2001:db8:c::1")), AccessDecision::Normal);
+        assert_eq!(check(&a, ip("127.0.0.1")), ListMatch::Bypass);
+        assert_eq!(check(&a, ip("10.1.2.3")), ListMatch::Bypass);
+        assert_eq!(check(&a, ip("203.0.113.9")), ListMatch::Deny);
+        assert_eq!(check(&a, ip("198.51.100.1")), ListMatch::Normal);
+        assert_eq!(check(&a, ip("2001:db8:a::1")), ListMatch::Bypass);
+        assert_eq!(check(&a, ip("2001:db8:bad:1::1")), ListMatch::Deny);
+        assert_eq!(check(&a, ip("2001:db8:c::1")), ListMatch::Normal);
     }
 
     #[test]
     fn deny_wins_over_allow() {
         // 10.6.6.0/24 is inside the allowed 10.0.0.0/8.
-        assert_eq!(check(&access(), ip("10.6.6.6")), AccessDecision::Deny);
+        assert_eq!(check(&access(), ip("10.6.6.6")), ListMatch::Deny);
     }
 
     #[test]
     fn mapped_addresses_do_not_dodge_lists() {
         let a = access();
-        assert_eq!(check(&a, ip("::ffff:203.0.113.9")), AccessDecision::Deny);
-        assert_eq!(check(&a, ip("::ffff:127.0.0.1")), AccessDecision::Bypass);
+        assert_eq!(check(&a, ip("::ffff:203.0.113.9")), ListMatch::Deny);
+        assert_eq!(check(&a, ip("::ffff:127.0.0.1")), ListMatch::Bypass);
     }
 
     #[test]
     fn empty_lists() {
-        assert_eq!(
-            check(&Access::default(), ip("1.2.3.4")),
-            AccessDecision::Normal
-        );
+        assert_eq!(check(&Access::default(), ip("1.2.3.4")), ListMatch::Normal);
     }
 }

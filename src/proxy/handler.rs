@@ -11,7 +11,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use super::access::{self, AccessDecision};
+use super::access::{self, ListMatch};
 use super::body::GatewayBody;
 use super::headers::TransferCodings;
 use super::response::{self, GatewayError};
@@ -21,7 +21,7 @@ use crate::alerts::{Alert, Alerter};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
-use crate::metrics::{Decision, Metrics};
+use crate::metrics::{DecisionLabel, Metrics};
 use crate::proxy::upstream::UpstreamPool;
 
 /// Facts about the connection a request arrived on.
@@ -47,7 +47,7 @@ pub struct Gateway {
 #[derive(Default)]
 struct RequestRecord {
     route: Option<usize>,
-    decision: Option<Decision>,
+    decision: Option<DecisionLabel>,
     client: Option<IpAddr>,
 }
 
@@ -82,7 +82,7 @@ impl Gateway {
             Ok(resp) => resp,
             Err(err) => {
                 if record.decision.is_none() {
-                    record.decision = Some(err.decision().unwrap_or(Decision::NoRoute));
+                    record.decision = Some(err.decision().unwrap_or(DecisionLabel::NoRoute));
                 }
                 err.into_response()
             }
@@ -91,7 +91,7 @@ impl Gateway {
             .route
             .and_then(|i| config.routes.get(i))
             .map_or("", |r| &*r.name);
-        let decision = record.decision.unwrap_or(Decision::NoRoute);
+        let decision = record.decision.unwrap_or(DecisionLabel::NoRoute);
         let elapsed = started.elapsed();
         self.stats.record(
             &self.metrics,
@@ -146,9 +146,9 @@ impl Gateway {
         record.route = Some(route.index);
 
         let verdict = match access::check(&config.access, client) {
-            AccessDecision::Deny => return Err(GatewayError::Forbidden),
-            AccessDecision::Bypass => Verdict::Unlimited,
-            AccessDecision::Normal => {
+            ListMatch::Deny => return Err(GatewayError::Forbidden),
+            ListMatch::Bypass => Verdict::Unlimited,
+            ListMatch::Normal => {
                 let id = ClientId {
                     ip: client,
                     key: client_ip::client_key(client, server.ipv6_prefix),
@@ -169,30 +169,32 @@ impl Gateway {
         // `admission`: what the request owes the store once answered (count-by-response charges,
         // a concurrency lease); dropping it unanswered releases the lease.
         let (report, decision, admission) = match verdict {
-            Verdict::Unlimited => (None, Decision::Allowed, None),
-            Verdict::Allowed { report, admission } => (Some(report), Decision::Allowed, admission),
+            Verdict::Unlimited => (None, DecisionLabel::Allowed, None),
+            Verdict::Allowed { report, admission } => {
+                (Some(report), DecisionLabel::Allowed, admission)
+            }
             Verdict::ShadowLimited {
                 report, admission, ..
-            } => (Some(report), Decision::ShadowLimited, admission),
+            } => (Some(report), DecisionLabel::ShadowLimited, admission),
             Verdict::Limited {
                 report,
                 policy,
                 retry_after_s,
                 ..
             } => {
-                record.decision = Some(Decision::Limited);
+                record.decision = Some(DecisionLabel::Limited);
                 let violated = report.violated();
                 let mut resp = response::rate_limited(&policy.name, &violated, retry_after_s);
                 headers::apply_rate_headers(resp.headers_mut(), &report);
                 return Ok(resp);
             }
             Verdict::Blocked { retry_after_s } => {
-                record.decision = Some(Decision::Blocked);
+                record.decision = Some(DecisionLabel::Blocked);
                 return Ok(response::blocked(retry_after_s));
             }
             Verdict::Unavailable { retry_after_s } => {
                 // on_error = "deny": the gateway refuses by policy, like an access-list denial.
-                record.decision = Some(Decision::Denied);
+                record.decision = Some(DecisionLabel::Denied);
                 return Ok(response::unavailable(retry_after_s));
             }
         };

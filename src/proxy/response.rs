@@ -12,7 +12,7 @@ use super::body::GatewayBody;
 use super::cost::BadCost;
 use super::host::BadHost;
 use super::path::PathError;
-use crate::metrics::Decision;
+use crate::metrics::DecisionLabel;
 
 /// The problem type of every 429 (IANA HTTP Problem Types registry).
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -88,15 +88,15 @@ impl GatewayError {
     }
 
     /// The decision label recorded for this error, if it is a decision at all.
-    pub fn decision(&self) -> Option<Decision> {
+    pub fn decision(&self) -> Option<DecisionLabel> {
         match self {
             GatewayError::BadPath(_) | GatewayError::BadHost(_) | GatewayError::HeadTooLarge => {
-                Some(Decision::BadRequest)
+                Some(DecisionLabel::BadRequest)
             }
-            GatewayError::NoRoute => Some(Decision::NoRoute),
-            GatewayError::Forbidden => Some(Decision::Denied),
+            GatewayError::NoRoute => Some(DecisionLabel::NoRoute),
+            GatewayError::Forbidden => Some(DecisionLabel::Denied),
             // Refused by the route's cost rule before any limit was consulted.
-            GatewayError::BadCost(_) => Some(Decision::Denied),
+            GatewayError::BadCost(_) => Some(DecisionLabel::Denied),
             _ => None,
         }
     }

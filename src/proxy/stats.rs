@@ -13,19 +13,19 @@ use parking_lot::Mutex;
 use prometheus::{Histogram, IntCounter};
 
 use crate::config::Config;
-use crate::metrics::{Decision, Metrics};
+use crate::metrics::{DecisionLabel, Metrics};
 
 const DECISIONS: usize = 7;
 
-fn decision_index(d: Decision) -> usize {
+fn decision_index(d: DecisionLabel) -> usize {
     match d {
-        Decision::Allowed => 0,
-        Decision::Limited => 1,
-        Decision::Blocked => 2,
-        Decision::Denied => 3,
-        Decision::ShadowLimited => 4,
-        Decision::NoRoute => 5,
-        Decision::BadRequest => 6,
+        DecisionLabel::Allowed => 0,
+        DecisionLabel::Limited => 1,
+        DecisionLabel::Blocked => 2,
+        DecisionLabel::Denied => 3,
+        DecisionLabel::ShadowLimited => 4,
+        DecisionLabel::NoRoute => 5,
+        DecisionLabel::BadRequest => 6,
     }
 }
 
@@ -56,7 +56,7 @@ impl RequestStats {
         metrics: &Metrics,
         config: &Arc<Config>,
         route: Option<usize>,
-        decision: Decision,
+        decision: DecisionLabel,
         seconds: f64,
     ) {
         let mut cache = self.cache.lock();

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::watchdog::{self, ConnClock, Timeouts, Tracked, Watched};
-use crate::metrics::{Decision, Metrics};
+use crate::metrics::{DecisionLabel, Metrics};
 use crate::proxy::body::GatewayBody;
 
 /// hyper's HTTP/2 keep-alive: a client silent for this long (or for `idle_timeout` if shorter) is
@@ -122,7 +122,7 @@ impl ConnServer {
                 if matches!(self.listener, Listener::Proxy)
                     && err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse)
                 {
-                    self.metrics.request("", Decision::BadRequest).inc();
+                    self.metrics.request("", DecisionLabel::BadRequest).inc();
                 }
                 tracing::debug!(listener, %peer, error = %err, "connection ended with an error");
             },

@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 use crate::lru::Lru;
 
 use super::{
-    CheckRequest, Decision, Event, EventKind, Outcome, Suspect, EVENTS_MAX, EVENT_REPEAT_MS,
-    EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
+    CheckOutcome, CheckRequest, CheckResult, Event, EventKind, Suspect, EVENTS_MAX,
+    EVENT_REPEAT_MS, EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
 };
 
 /// Dedup entries kept at most; past this, the least recently recorded one makes room (O(1); the
@@ -54,12 +54,12 @@ impl Activity {
     }
 
     /// Record what the contract asks of a `check` that answered `decision`.
-    pub fn record_check(&self, req: &CheckRequest<'_>, decision: &Decision) {
+    pub fn record_check(&self, req: &CheckRequest<'_>, decision: &CheckResult) {
         let now = decision.now_ms;
         let rejecting = match decision.outcome {
-            Outcome::Allowed => return,
-            Outcome::Blocked { .. } => None,
-            Outcome::Limited { policy } => Some(policy),
+            CheckOutcome::Allowed => return,
+            CheckOutcome::Blocked { .. } => None,
+            CheckOutcome::Limited { policy } => Some(policy),
         };
         self.suspects.lock().count(req.client, now);
         let Some(index) = rejecting else {
@@ -275,8 +275,8 @@ mod tests {
         Policy::new(name, Algorithm::FixedWindow, 1, Duration::from_secs(1))
     }
 
-    fn decision(outcome: Outcome, blocked_now: Option<(usize, u64)>, now: u64) -> Decision {
-        Decision {
+    fn decision(outcome: CheckOutcome, blocked_now: Option<(usize, u64)>, now: u64) -> CheckResult {
+        CheckResult {
             outcome,
             states: Vec::new(),
             blocked_now,
@@ -287,7 +287,10 @@ mod tests {
     fn reject(a: &Activity, client: &str, p: &Policy, now: u64) {
         let checks = [PolicyCheck::new(p, "k")];
         let req = CheckRequest::new(client, &checks, 1);
-        a.record_check(&req, &decision(Outcome::Limited { policy: 0 }, None, now));
+        a.record_check(
+            &req,
+            &decision(CheckOutcome::Limited { policy: 0 }, None, now),
+        );
     }
 
     #[test]
@@ -391,14 +394,17 @@ mod tests {
         let checks = [PolicyCheck::new(&p, "k")];
         let req = CheckRequest::new("c1", &checks, 1);
         for _ in 0..3 {
-            a.record_check(&req, &decision(Outcome::Blocked { ttl_ms: 5 }, None, T0));
+            a.record_check(
+                &req,
+                &decision(CheckOutcome::Blocked { ttl_ms: 5 }, None, T0),
+            );
         }
-        a.record_check(&req, &decision(Outcome::Allowed, None, T0));
+        a.record_check(&req, &decision(CheckOutcome::Allowed, None, T0));
         assert!(a.events(10, T0).is_empty());
         assert_eq!(a.suspicious(10, T0)[0].rejections, 3);
         a.record_check(
             &req,
-            &decision(Outcome::Limited { policy: 0 }, Some((0, 9000)), T0),
+            &decision(CheckOutcome::Limited { policy: 0 }, Some((0, 9000)), T0),
         );
         let e = a.events(10, T0);
         assert_eq!(e.len(), 2);

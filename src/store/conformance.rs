@@ -2,7 +2,7 @@
 //!
 //! A vector is a named sequence of steps against a fresh store whose clock starts at [`T0`] (a
 //! day boundary, so every window in the vectors starts exactly there): move the clock, make a
-//! request and compare the whole [`Decision`], or use the admin operations. Only the [`Store`]
+//! request and compare the whole [`CheckResult`], or use the admin operations. Only the [`Store`]
 //! trait is used, so the Redis store (driven by the same manual clock through its test-only `now`
 //! argument) runs the very same vectors.
 //!
@@ -18,8 +18,8 @@ use crate::clock::{Clock, ManualClock};
 use crate::config::compiled::{Algorithm, CountOn, Escalation, KeyPart, Mode, Policy};
 
 use super::{
-    BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyCheck,
-    PolicyState, Store, Suspect,
+    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, EventKind, LimitStatus,
+    PolicyCheck, PolicyState, Store, Suspect,
 };
 
 /// The clock at the start of every vector: 2023-11-15T00:00:00Z, a multiple of every window used.
@@ -178,7 +178,7 @@ pub enum Expect {
     /// The client is blocked; nothing evaluated.
     Blocked { ttl_ms: u64 },
     Decided {
-        outcome: Outcome,
+        outcome: CheckOutcome,
         states: Vec<Exp>,
         blocked_now: Option<(usize, u64)>,
     },
@@ -337,9 +337,9 @@ fn adv(ms: u64) -> Step {
 /// A single-policy request (policy 0, client `c1`, key `k`) of `cost`; enforce semantics.
 fn one_cost(cost: u64, exp: Exp) -> Step {
     let outcome = if exp.allowed {
-        Outcome::Allowed
+        CheckOutcome::Allowed
     } else {
-        Outcome::Limited { policy: 0 }
+        CheckOutcome::Limited { policy: 0 }
     };
     Step::Request {
         client: "c1",
@@ -362,7 +362,7 @@ fn one(exp: Exp) -> Step {
 fn request(
     client: &'static str,
     checks: &[(usize, &'static str)],
-    outcome: Outcome,
+    outcome: CheckOutcome,
     states: &[Exp],
 ) -> Step {
     Step::Request {
@@ -393,7 +393,7 @@ fn request_blocking(
         limits: Vec::new(),
         lease: "",
         expect: Expect::Decided {
-            outcome: Outcome::Limited { policy },
+            outcome: CheckOutcome::Limited { policy },
             states: states.to_vec(),
             blocked_now: Some(blocked_now),
         },
@@ -424,10 +424,10 @@ fn status(policy: usize, key: &'static str, count: u64, limit: u64, reset_ms: u6
     }
 }
 
-const ALLOWED: Outcome = Outcome::Allowed;
+const ALLOWED: CheckOutcome = CheckOutcome::Allowed;
 
-fn limited(policy: usize) -> Outcome {
-    Outcome::Limited { policy }
+fn limited(policy: usize) -> CheckOutcome {
+    CheckOutcome::Limited { policy }
 }
 
 /// Every vector.
@@ -907,7 +907,7 @@ impl Req {
         }
     }
 
-    fn expect(self, outcome: Outcome, states: &[Exp]) -> Step {
+    fn expect(self, outcome: CheckOutcome, states: &[Exp]) -> Step {
         self.step(Expect::Decided {
             outcome,
             states: states.to_vec(),
@@ -1410,13 +1410,13 @@ fn plain_checks<'a>(policies: &'a [Policy], checks: &[(usize, &'a str)]) -> Vec<
         .collect()
 }
 
-fn expected_decision(vector: &Vector, step: &Step, expect: &Expect, now_ms: u64) -> Decision {
+fn expected_decision(vector: &Vector, step: &Step, expect: &Expect, now_ms: u64) -> CheckResult {
     let Step::Request { checks, limits, .. } = step else {
         unreachable!("only requests have decisions")
     };
     match expect {
-        Expect::Blocked { ttl_ms } => Decision {
-            outcome: Outcome::Blocked { ttl_ms: *ttl_ms },
+        Expect::Blocked { ttl_ms } => CheckResult {
+            outcome: CheckOutcome::Blocked { ttl_ms: *ttl_ms },
             states: Vec::new(),
             blocked_now: None,
             now_ms,
@@ -1425,7 +1425,7 @@ fn expected_decision(vector: &Vector, step: &Step, expect: &Expect, now_ms: u64)
             outcome,
             states,
             blocked_now,
-        } => Decision {
+        } => CheckResult {
             outcome: *outcome,
             states: checks
                 .iter()
@@ -1493,7 +1493,7 @@ where
             let mut admitted = 0u64;
             for t in tasks {
                 match t.await {
-                    Ok(Ok(Outcome::Allowed)) => admitted += 1,
+                    Ok(Ok(CheckOutcome::Allowed)) => admitted += 1,
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => panic!("{algorithm:?}: store error {e}"),
                     Err(e) => panic!("{algorithm:?}: task failed {e}"),

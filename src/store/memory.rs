@@ -38,7 +38,7 @@ use crate::lru::{Lru, Slot, MAX_ENTRIES};
 use super::activity::Activity;
 use super::algorithm::{self, escalated_block, evaluate, Counter, Evaluation, Params, Write};
 use super::{
-    BlockEntry, CheckRequest, Decision, Event, LimitStatus, Outcome, PolicyCheck, Store,
+    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, LimitStatus, PolicyCheck, Store,
     StoreError, Suspect,
 };
 
@@ -474,7 +474,7 @@ impl MemoryStore {
         Locked { mask, guards }
     }
 
-    fn check_now(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+    fn check_now(&self, req: &CheckRequest<'_>) -> Result<CheckResult, StoreError> {
         if needs_lease(req) {
             return Err(StoreError::Protocol(
                 "a concurrency policy needs the request's lease id".into(),
@@ -495,8 +495,8 @@ impl MemoryStore {
         let shard = locked.shard(block_shard);
         if let Some(until) = shard.block_mut(req.client, true).map(|b| b.until) {
             if until > now {
-                return Ok(Decision {
-                    outcome: Outcome::Blocked {
+                return Ok(CheckResult {
+                    outcome: CheckOutcome::Blocked {
                         ttl_ms: until - now,
                     },
                     states: Vec::new(),
@@ -529,8 +529,8 @@ impl MemoryStore {
 
         if let Some(policy) = rejected {
             let blocked_now = self.start_block(&mut locked, block_shard, req, &evals, now);
-            return Ok(Decision {
-                outcome: Outcome::Limited { policy },
+            return Ok(CheckResult {
+                outcome: CheckOutcome::Limited { policy },
                 states: evals.iter().map(|e| e.state).collect(),
                 blocked_now,
                 now_ms: now,
@@ -599,8 +599,8 @@ impl MemoryStore {
                 now,
             );
         }
-        Ok(Decision {
-            outcome: Outcome::Allowed,
+        Ok(CheckResult {
+            outcome: CheckOutcome::Allowed,
             states: evals
                 .iter()
                 .zip(req.checks)
@@ -956,7 +956,7 @@ impl Store for MemoryStore {
     fn check(
         &self,
         req: &CheckRequest<'_>,
-    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+    ) -> impl Future<Output = Result<CheckResult, StoreError>> + Send {
         // Recorded after the shard locks are released: activity has locks of its own.
         ready(
             self.check_now(req)
@@ -1064,7 +1064,7 @@ mod tests {
     }
 
     impl Fixture {
-        fn check(&self, client: &str, checks: &[PolicyCheck<'_>]) -> Outcome {
+        fn check(&self, client: &str, checks: &[PolicyCheck<'_>]) -> CheckOutcome {
             let req = CheckRequest::new(client, checks, 1);
             self.store.check_now(&req).unwrap().outcome
         }
@@ -1088,8 +1088,8 @@ mod tests {
         let (per_ip, per_key) = (fixed("per_ip", 2000), fixed("per_key", 1));
         let login = fixed("login", 2);
         let other = [PolicyCheck::new(&login, "login:2.2.2.2")];
-        assert_eq!(f.check("2.2.2.2", &other), Outcome::Allowed);
-        assert_eq!(f.check("2.2.2.2", &other), Outcome::Allowed);
+        assert_eq!(f.check("2.2.2.2", &other), CheckOutcome::Allowed);
+        assert_eq!(f.check("2.2.2.2", &other), CheckOutcome::Allowed);
         let (mut admitted, mut refused) = (0, 0);
         for i in 0..2400 {
             let key = format!("key:{i}");
@@ -1099,7 +1099,7 @@ mod tests {
             ];
             let req = CheckRequest::new("1.1.1.1", &checks, 1);
             match f.store.check_now(&req) {
-                Ok(d) if d.outcome == Outcome::Allowed => admitted += 1,
+                Ok(d) if d.outcome == CheckOutcome::Allowed => admitted += 1,
                 Err(StoreError::Capacity) => refused += 1,
                 other => panic!("request {i}: {other:?}"),
             }
@@ -1112,7 +1112,10 @@ mod tests {
             assert_eq!(f.evicted(kind), 0, "{kind:?}");
         }
         // The other client is still at its limit, and the flooder's count is intact.
-        assert_eq!(f.check("2.2.2.2", &other), Outcome::Limited { policy: 0 });
+        assert_eq!(
+            f.check("2.2.2.2", &other),
+            CheckOutcome::Limited { policy: 0 }
+        );
         let status = f
             .store
             .limit_status_now(&PolicyCheck::new(&per_ip, "ip:1.1.1.1"));
@@ -1120,7 +1123,7 @@ mod tests {
         // Once the flood's window is over its counters are expired, and room is made again.
         f.clock.advance_ms(60_000);
         let fresh = [PolicyCheck::new(&login, "login:3.3.3.3")];
-        assert_eq!(f.check("3.3.3.3", &fresh), Outcome::Allowed);
+        assert_eq!(f.check("3.3.3.3", &fresh), CheckOutcome::Allowed);
     }
 
     /// Counters that limit nothing go first: a client at its limit, a block and a request in
@@ -1134,33 +1137,42 @@ mod tests {
         };
         let slots = Policy::new("slots", Algorithm::Concurrency, 1, Duration::from_secs(600));
         let busy = [PolicyCheck::new(&login, "login:1.1.1.1")];
-        assert_eq!(f.check("1.1.1.1", &busy), Outcome::Allowed);
+        assert_eq!(f.check("1.1.1.1", &busy), CheckOutcome::Allowed);
         let at_limit = [PolicyCheck::new(&login, "login:2.2.2.2")];
-        assert_eq!(f.check("2.2.2.2", &at_limit), Outcome::Allowed);
+        assert_eq!(f.check("2.2.2.2", &at_limit), CheckOutcome::Allowed);
         // 1.1.1.1 is blocked (and its block outlives the window).
-        assert!(matches!(f.check("1.1.1.1", &busy), Outcome::Limited { .. }));
+        assert!(matches!(
+            f.check("1.1.1.1", &busy),
+            CheckOutcome::Limited { .. }
+        ));
         let leases = [PolicyCheck::new(&slots, "slots:x")];
         let req = CheckRequest {
             lease: "lease-1",
             ..CheckRequest::new("3.3.3.3", &leases, 1)
         };
-        assert_eq!(f.store.check_now(&req).unwrap().outcome, Outcome::Allowed);
+        assert_eq!(
+            f.store.check_now(&req).unwrap().outcome,
+            CheckOutcome::Allowed
+        );
 
         let wide = fixed("wide", 5);
         for i in 0..5000 {
             let key = format!("wide:{i}");
             let checks = [PolicyCheck::new(&wide, &key)];
-            assert_eq!(f.check("9.9.9.9", &checks), Outcome::Allowed);
+            assert_eq!(f.check("9.9.9.9", &checks), CheckOutcome::Allowed);
             f.clock.advance_ms(1);
         }
         assert_eq!(f.evicted(EvictionKind::Counter), 5000 + 4 - 1000);
         assert_eq!(f.evicted(EvictionKind::Limiting), 0);
         assert_eq!(f.evicted(EvictionKind::Block), 0);
         assert_eq!(f.evicted(EvictionKind::Lease), 0);
-        assert!(matches!(f.check("1.1.1.1", &busy), Outcome::Blocked { .. }));
+        assert!(matches!(
+            f.check("1.1.1.1", &busy),
+            CheckOutcome::Blocked { .. }
+        ));
         assert!(matches!(
             f.check("2.2.2.2", &at_limit),
-            Outcome::Limited { .. }
+            CheckOutcome::Limited { .. }
         ));
         let req = CheckRequest {
             lease: "lease-2",
@@ -1168,7 +1180,7 @@ mod tests {
         };
         assert!(matches!(
             f.store.check_now(&req).unwrap().outcome,
-            Outcome::Limited { .. }
+            CheckOutcome::Limited { .. }
         ));
     }
 
@@ -1187,7 +1199,7 @@ mod tests {
             let key = format!("one:{i}");
             let checks = [PolicyCheck::new(&one, &key)];
             match f.store.check_now(&CheckRequest::new("9.9.9.9", &checks, 1)) {
-                Ok(d) => assert_eq!(d.outcome, Outcome::Allowed),
+                Ok(d) => assert_eq!(d.outcome, CheckOutcome::Allowed),
                 Err(StoreError::Capacity) => refused += 1,
                 Err(e) => panic!("{e}"),
             }
@@ -1197,14 +1209,14 @@ mod tests {
         assert_eq!(f.evicted(EvictionKind::Block), 0);
         assert!(matches!(
             f.check("1.1.1.1", &nothing),
-            Outcome::Blocked { .. }
+            CheckOutcome::Blocked { .. }
         ));
         f.store
             .block_now("2.2.2.2", Duration::from_secs(600), "manual")
             .unwrap();
         assert!(matches!(
             f.check("2.2.2.2", &nothing),
-            Outcome::Blocked { .. }
+            CheckOutcome::Blocked { .. }
         ));
         assert_eq!(f.evicted(EvictionKind::Limiting), 1);
         assert!(f.store.len() <= 1000);
@@ -1246,7 +1258,7 @@ mod tests {
                 key.push_str(itoa::Buffer::new().format(i));
                 let checks = [PolicyCheck::new(policy, &key)];
                 match f.store.check_now(&CheckRequest::new("9.9.9.9", &checks, 1)) {
-                    Ok(d) => assert_eq!(d.outcome, Outcome::Allowed),
+                    Ok(d) => assert_eq!(d.outcome, CheckOutcome::Allowed),
                     Err(StoreError::Capacity) => refused += 1,
                     Err(e) => panic!("{e}"),
                 }

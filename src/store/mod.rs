@@ -3,7 +3,8 @@
 //! contract and pass the same conformance vectors (`conformance`).
 //!
 //! Semantics of [`Store::check`]:
-//! 1. If `client` is blocked, answer `Outcome::Blocked` with the time left; nothing is charged.
+//! 1. If `client` is blocked, answer `CheckOutcome::Blocked` with the time left; nothing is
+//!    charged.
 //! 2. Evaluate every policy at the store's clock, under its check's `limit` and `burst` (a tier
 //!    override may differ from the policy's). A request is admitted when every `Enforce` policy
 //!    allows `cost` (a concurrency policy: one more request in flight).
@@ -13,10 +14,10 @@
 //!    here; the caller charges them with [`Store::charge`] once the response is known. A
 //!    concurrency policy is "charged" by recording the request's `lease`. If not admitted, charge
 //!    nothing; the first rejecting enforce policy (in route order) is reported as
-//!    `Outcome::Limited`. If any rejecting enforce policy has `block_for`, the client is blocked
-//!    for the longest *effective* block among them (first in route order on a tie) and
-//!    `Decision::blocked_now` names that policy; the block's reason is `policy:<name>`. Shadow
-//!    policies never block.
+//!    `CheckOutcome::Limited`. If any rejecting enforce policy has `block_for`, the client is
+//!    blocked for the longest *effective* block among them (first in route order on a tie) and
+//!    `CheckResult::blocked_now` names that policy; the block's reason is `policy:<name>`.
+//!    Shadow policies never block.
 //! 4. Every entry written expires (TTL) once it can no longer influence a decision.
 //!
 //! Effective block (escalation). A policy without `escalation` blocks for `block_for`. With
@@ -48,7 +49,7 @@
 //!
 //! Further rules every store follows (the conformance vectors check them):
 //! - The algorithms and their exact integer formulas are in `algorithm`; reported durations are
-//!   relative to the store clock at decision time (`Decision::now_ms`).
+//!   relative to the store clock at decision time (`CheckResult::now_ms`).
 //! - A counter written under other parameters (algorithm, limit, window, burst changed by a
 //!   reload or a tier override) is treated as missing, so it restarts from empty.
 //! - Expiry is judged against the store clock (`now`), not only by key TTLs: a block is active
@@ -69,7 +70,7 @@
 //! (`now`, ms since the Unix epoch), the same clock decisions use.
 //!
 //! Recording, per call:
-//! - `check` answering `Outcome::Limited { policy }`: an [`Event`] `{at: now, client,
+//! - `check` answering `CheckOutcome::Limited { policy }`: an [`Event`] `{at: now, client,
 //!   kind: Limited, policy: Some(<name of checks[policy]>), reason: None, ttl_ms: None}`, unless a
 //!   `Limited` event for the same client and policy name was recorded less than
 //!   [`EVENT_REPEAT_MS`] before (`now - last < EVENT_REPEAT_MS`): an over-limit client hammering
@@ -77,8 +78,8 @@
 //!   a block (`blocked_now = Some((i, ms))`), a second event `{at: now, client, kind: Blocked,
 //!   policy: Some(<name of checks[i]>), reason: Some("policy:<name>"), ttl_ms: Some(ms)}` is
 //!   recorded after the first (so it reads as newer), never deduplicated.
-//! - `check` answering `Outcome::Blocked`: no event (a blocked client's flood would drown every
-//!   other event; the block itself was recorded when it started).
+//! - `check` answering `CheckOutcome::Blocked`: no event (a blocked client's flood would drown
+//!   every other event; the block itself was recorded when it started).
 //! - Every `check` answering `Limited` or `Blocked` adds 1 to the client's rejection count in the
 //!   suspect bucket of `now` (see below), whether or not an event was recorded: the count is
 //!   exactly the number of rejected requests the store answered. Shadow rejections admit the
@@ -196,8 +197,10 @@ pub struct PolicyState {
     pub retry_after_ms: u64,
 }
 
+/// The store's answer for the request as a whole (the client's block, then every enforce
+/// policy): admitted, over a limit, or blocked. Per-policy detail is in [`CheckResult::states`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CheckOutcome {
     Allowed,
     /// Index into the request's `checks` of the first enforce policy that rejected.
     Limited {
@@ -209,9 +212,11 @@ pub enum Outcome {
     },
 }
 
+/// Everything one [`Store::check`] call answers: the outcome, each policy's state, a block it
+/// started, and the store clock it was judged at. The limiter turns it into its `Verdict`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub outcome: Outcome,
+pub struct CheckResult {
+    pub outcome: CheckOutcome,
     /// One entry per `checks` entry, same order. Empty when the client was already blocked.
     pub states: Vec<PolicyState>,
     /// Set when this request's rejection started a `block_for` block: (policy index, duration).
@@ -345,7 +350,7 @@ pub trait Store: Send + Sync {
     fn check(
         &self,
         req: &CheckRequest<'_>,
-    ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+    ) -> impl Future<Output = Result<CheckResult, StoreError>> + Send;
 
     /// Block `client` for `ttl` (replacing a shorter or longer existing block).
     fn block(
@@ -431,7 +436,7 @@ impl Store for AnyStore {
         }
     }
 
-    async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+    async fn check(&self, req: &CheckRequest<'_>) -> Result<CheckResult, StoreError> {
         match self {
             AnyStore::Memory(s) => s.check(req).await,
             AnyStore::Redis(s) => s.check(req).await,

@@ -36,9 +36,9 @@ use fred::types::{Builder, Value};
 
 use super::algorithm::Params;
 use super::{
-    BlockEntry, CheckRequest, Decision, Event, EventKind, LimitStatus, Outcome, PolicyCheck,
-    PolicyState, Store, StoreError, Suspect, CONCURRENCY_RETRY_MS, EVENTS_MAX, EVENT_REPEAT_MS,
-    EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
+    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, EventKind, LimitStatus,
+    PolicyCheck, PolicyState, Store, StoreError, Suspect, CONCURRENCY_RETRY_MS, EVENTS_MAX,
+    EVENT_REPEAT_MS, EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
 };
 use crate::clock::Clock;
 use crate::config::compiled::{Algorithm, Mode, StoreSettings};
@@ -498,13 +498,13 @@ fn decode_event(raw: &str) -> Option<Event> {
 }
 
 /// Decode the check script's reply (see `lua/check.lua`).
-fn decode_decision(reply: &[i64], n: usize) -> Result<Decision, StoreError> {
+fn decode_decision(reply: &[i64], n: usize) -> Result<CheckResult, StoreError> {
     let bad = || StoreError::Protocol(format!("unexpected script reply of {} values", reply.len()));
     let head = reply.get(..5).ok_or_else(bad)?;
     let now_ms = to_u64(head[2]);
     if head[0] == 2 {
-        return Ok(Decision {
-            outcome: Outcome::Blocked {
+        return Ok(CheckResult {
+            outcome: CheckOutcome::Blocked {
                 ttl_ms: to_u64(head[1]),
             },
             states: Vec::new(),
@@ -526,14 +526,14 @@ fn decode_decision(reply: &[i64], n: usize) -> Result<Decision, StoreError> {
         })
         .collect();
     let outcome = match head[0] {
-        0 => Outcome::Allowed,
-        1 => Outcome::Limited {
+        0 => CheckOutcome::Allowed,
+        1 => CheckOutcome::Limited {
             policy: usize::try_from(head[1]).map_err(|_| bad())?,
         },
         _ => return Err(bad()),
     };
     let blocked_now = usize::try_from(head[3]).ok().map(|i| (i, to_u64(head[4])));
-    Ok(Decision {
+    Ok(CheckResult {
         outcome,
         states,
         blocked_now,
@@ -581,7 +581,7 @@ impl RedisStore {
         (keys, args)
     }
 
-    async fn check_policies(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+    async fn check_policies(&self, req: &CheckRequest<'_>) -> Result<CheckResult, StoreError> {
         let reply: Vec<i64> = self
             .run(&self.inner.check, req.lease, || self.check_args(req))
             .await?;
@@ -648,7 +648,7 @@ impl Store for RedisStore {
         "redis"
     }
 
-    async fn check(&self, req: &CheckRequest<'_>) -> Result<Decision, StoreError> {
+    async fn check(&self, req: &CheckRequest<'_>) -> Result<CheckResult, StoreError> {
         // The script refuses it too; refusing here gives the same error as the memory store.
         if super::memory::needs_lease(req) {
             return Err(StoreError::Protocol(
@@ -828,9 +828,9 @@ mod tests {
     #[test]
     fn decodes_replies() {
         let d = decode_decision(&[2, 1500, 10, -1, 0], 2).unwrap();
-        assert_eq!(d.outcome, Outcome::Blocked { ttl_ms: 1500 });
+        assert_eq!(d.outcome, CheckOutcome::Blocked { ttl_ms: 1500 });
         let d = decode_decision(&[1, 0, 10, 0, 60000, 0, 5, 0, 1000, 1000], 1).unwrap();
-        assert_eq!(d.outcome, Outcome::Limited { policy: 0 });
+        assert_eq!(d.outcome, CheckOutcome::Limited { policy: 0 });
         assert_eq!(d.blocked_now, Some((0, 60000)));
         assert!(decode_decision(&[0, 0, 10, -1, 0, 1], 1).is_err());
     }
