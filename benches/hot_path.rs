@@ -20,7 +20,7 @@ use rategate::config::load_str;
 use rategate::limiter::{policy, ClientId, Limiter, RequestView};
 use rategate::metrics::Metrics;
 use rategate::net::CidrSet;
-use rategate::proxy::{client_ip, headers, path, route};
+use rategate::proxy::{client_ip, path, rate_headers, route};
 use rategate::store::{AnyStore, CheckRequest, MemoryStore, PolicyCheck, Store};
 
 /// A fixed store clock, so window boundaries never move under a bench.
@@ -396,7 +396,7 @@ fn bench_headers(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_batched_ref(
                 || upstream.clone(),
-                |h| headers::apply_rate_headers(h, black_box(&rep)),
+                |h| rate_headers::apply_rate_headers(h, black_box(&rep)),
                 BatchSize::SmallInput,
             )
         });
@@ -409,7 +409,7 @@ fn bench_headers(c: &mut Criterion) {
     g.bench_function("3_policies_replacing_upstream", |b| {
         b.iter_batched_ref(
             || theirs.clone(),
-            |h| headers::apply_rate_headers(h, black_box(&rep)),
+            |h| rate_headers::apply_rate_headers(h, black_box(&rep)),
             BatchSize::SmallInput,
         )
     });

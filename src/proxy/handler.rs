@@ -13,10 +13,10 @@ use hyper::body::Incoming;
 
 use super::access::{self, ListMatch};
 use super::body::GatewayBody;
-use super::headers::TransferCodings;
+use super::forward_headers::{self, TransferCodings};
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
-use super::{client_ip, cost, headers, host, path, route};
+use super::{client_ip, cost, host, path, rate_headers, route};
 use crate::alerts::{Alert, Alerter};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
@@ -185,7 +185,7 @@ impl Gateway {
                 record.decision = Some(DecisionLabel::Limited);
                 let violated = report.violated();
                 let mut resp = response::rate_limited(&policy.name, &violated, retry_after_s);
-                headers::apply_rate_headers(resp.headers_mut(), &report);
+                rate_headers::apply_rate_headers(resp.headers_mut(), &report);
                 return Ok(resp);
             }
             Verdict::Blocked { retry_after_s } => {
@@ -246,7 +246,7 @@ impl Gateway {
         };
         if let Some(report) = &report {
             // Replaces whatever rate-limit headers the upstream sent.
-            headers::apply_rate_headers(resp.headers_mut(), report);
+            rate_headers::apply_rate_headers(resp.headers_mut(), report);
         }
         if let Some(admission) = admission.filter(|_| answered) {
             if let Some(owed) = admission.respond(resp.status().as_u16()) {
@@ -306,11 +306,11 @@ impl Gateway {
         // hyper undid the client's final `chunked` and frames the body again; codings before it
         // are still on the bytes, so the upstream is told (hyper adds `chunked` after them).
         if let TransferCodings::Other(codings) =
-            headers::remove_hop_by_hop(&mut parts.headers, fwd.strip_client_ip)
+            forward_headers::remove_hop_by_hop(&mut parts.headers, fwd.strip_client_ip)
         {
             parts.headers.insert(TRANSFER_ENCODING, codings);
         }
-        headers::set_forwarded(
+        forward_headers::set_forwarded(
             &mut parts.headers,
             fwd.peer,
             fwd.peer_trusted,
@@ -326,7 +326,7 @@ impl Gateway {
             .send(fwd.upstream, Request::from_parts(parts, body))
             .await?;
         if let TransferCodings::Other(codings) =
-            headers::remove_hop_by_hop(resp.headers_mut(), false)
+            forward_headers::remove_hop_by_hop(resp.headers_mut(), false)
         {
             // Only HTTP/1.1 has transfer codings; to anyone else the coded bytes would pass as
             // the content itself (nginx answers 502 here too).

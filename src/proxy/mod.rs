@@ -4,11 +4,14 @@ pub mod access;
 pub mod body;
 pub mod client_ip;
 pub mod cost;
+pub mod forward_headers;
 pub mod handler;
-pub mod headers;
 pub mod host;
 pub mod path;
+pub mod rate_headers;
 pub mod response;
 pub mod route;
 pub mod stats;
+#[cfg(test)]
+mod test_headers;
 pub mod upstream;
