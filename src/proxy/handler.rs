@@ -176,26 +176,24 @@ impl Gateway {
             Verdict::ShadowLimited {
                 report, admission, ..
             } => (Some(report), DecisionLabel::ShadowLimited, admission),
+            // Refusals are answered, and their decision recorded, like every other error.
             Verdict::Limited {
                 report,
                 policy,
                 retry_after_s,
                 ..
             } => {
-                record.decision = Some(DecisionLabel::Limited);
-                let violated = report.violated();
-                let mut resp = response::rate_limited(&policy.name, &violated, retry_after_s);
-                rate_headers::apply_rate_headers(resp.headers_mut(), &report);
-                return Ok(resp);
+                return Err(GatewayError::RateLimited {
+                    report,
+                    policy,
+                    retry_after_s,
+                })
             }
             Verdict::Blocked { retry_after_s } => {
-                record.decision = Some(DecisionLabel::Blocked);
-                return Ok(response::blocked(retry_after_s));
+                return Err(GatewayError::Blocked { retry_after_s })
             }
             Verdict::Unavailable { retry_after_s } => {
-                // on_error = "deny": the gateway refuses by policy, like an access-list denial.
-                record.decision = Some(DecisionLabel::Denied);
-                return Ok(response::unavailable(retry_after_s));
+                return Err(GatewayError::Unavailable { retry_after_s })
             }
         };
         record.decision = Some(decision);
@@ -205,15 +203,7 @@ impl Gateway {
         // answers a count-by-response policy counts.
         let mut answered = true;
         let mut resp = match &route.target {
-            Target::Respond { status, body } => {
-                let mut resp = Response::new(GatewayBody::full(body.clone()));
-                *resp.status_mut() = *status;
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                resp
-            }
+            Target::Respond { status, body } => response::respond(*status, body.clone()),
             Target::Upstream(upstream) => {
                 // The upstream URI is built while the normalized path still borrows the request
                 // (no owned copy of the path per request); `forward` then takes the request.

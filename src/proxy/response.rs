@@ -1,9 +1,14 @@
-//! Every answer the gateway writes itself, from one place: errors map to a status and a small
-//! JSON body that never carries internals (no upstream addresses, no error chains). Rejections
+//! Every answer the gateway writes itself, from one place: a [`GatewayError`] (refusals and
+//! failures) maps to a status, its headers and a small JSON body that never carries internals (no
+//! upstream addresses, no error chains); a route's `respond` target is [`respond`]. Rejections
 //! (429) are RFC 9457 problem details (`application/problem+json`) of type
 //! [`QUOTA_EXCEEDED`], which also carry the members earlier clients read (`error`, `policy`,
-//! `retry_after`, `message`).
+//! `retry_after`, `message`), and the rate-limit headers when a policy rejected.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
@@ -12,12 +17,17 @@ use super::body::GatewayBody;
 use super::cost::BadCost;
 use super::host::BadHost;
 use super::path::PathError;
+use super::rate_headers;
+use crate::config::compiled::Policy;
+use crate::limiter::RateReport;
 use crate::metrics::DecisionLabel;
 
 /// The problem type of every 429 (IANA HTTP Problem Types registry).
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
-/// What went wrong on the request path, as the client may learn it.
+/// Every answer the gateway gives in place of the route's, as the client may learn it: a request
+/// it cannot serve (malformed, unrouted, the upstream failing) or will not (an access list, a
+/// limit, a block, the store away under `on_error = "deny"`).
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("bad request path: {0}")]
@@ -37,6 +47,19 @@ pub enum GatewayError {
     NoRoute,
     #[error("client denied by access list")]
     Forbidden,
+    /// Over a limit: `policy` is the one reported; `report` holds every policy of the route (the
+    /// rate-limit headers, and the enforce policies that rejected).
+    #[error("rate limit exceeded for policy {}", policy.name)]
+    RateLimited {
+        report: RateReport,
+        policy: Arc<Policy>,
+        retry_after_s: u64,
+    },
+    #[error("client temporarily blocked")]
+    Blocked { retry_after_s: u64 },
+    /// The store is unavailable and `on_error = "deny"`.
+    #[error("rate limiting unavailable")]
+    Unavailable { retry_after_s: u64 },
     #[error("upstream connection failed: {0}")]
     UpstreamConnect(String),
     #[error("upstream timed out")]
@@ -61,6 +84,10 @@ impl GatewayError {
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited { .. } | GatewayError::Blocked { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRequest(_) | GatewayError::UpstreamProtocol(_) => {
@@ -79,6 +106,9 @@ impl GatewayError {
             GatewayError::HeadTooLarge => "header_too_large",
             GatewayError::NoRoute => "no_route",
             GatewayError::Forbidden => "forbidden",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::Blocked { .. } => "blocked",
+            GatewayError::Unavailable { .. } => "unavailable",
             GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamRequest(_)
             | GatewayError::UpstreamProtocol(_) => "bad_gateway",
@@ -95,14 +125,18 @@ impl GatewayError {
             }
             GatewayError::NoRoute => Some(DecisionLabel::NoRoute),
             GatewayError::Forbidden => Some(DecisionLabel::Denied),
+            GatewayError::RateLimited { .. } => Some(DecisionLabel::Limited),
+            GatewayError::Blocked { .. } => Some(DecisionLabel::Blocked),
+            // The gateway refuses by policy, like an access-list denial.
+            GatewayError::Unavailable { .. } => Some(DecisionLabel::Denied),
             // Refused by the route's cost rule before any limit was consulted.
             GatewayError::BadCost(_) => Some(DecisionLabel::Denied),
             _ => None,
         }
     }
 
-    fn message(&self) -> &'static str {
-        match self {
+    fn message(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             GatewayError::BadHost(BadHost::Missing) => "An HTTP/1.1 request needs a Host header.",
             GatewayError::BadHost(BadHost::Repeated) => "A request has at most one Host header.",
             GatewayError::BadHost(BadHost::Invalid) => "The Host header is not a valid host.",
@@ -115,6 +149,22 @@ impl GatewayError {
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
             GatewayError::NoRoute => "No route matches this request.",
             GatewayError::Forbidden => "Access from this address is not allowed.",
+            GatewayError::RateLimited {
+                policy,
+                retry_after_s,
+                ..
+            } => {
+                return Cow::Owned(format!(
+                    "Rate limit exceeded for policy '{}'. Retry in {retry_after_s} s.",
+                    policy.name
+                ))
+            }
+            GatewayError::Blocked { retry_after_s } => {
+                return Cow::Owned(format!(
+                    "This client is temporarily blocked. Retry in {retry_after_s} s."
+                ))
+            }
+            GatewayError::Unavailable { .. } => "Rate limiting is temporarily unavailable.",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamRequest(_) => {
                 "The upstream service could not be reached."
             }
@@ -122,27 +172,73 @@ impl GatewayError {
                 "The upstream service sent a response this gateway cannot relay."
             }
             GatewayError::UpstreamTimeout => "The upstream service did not answer in time.",
-            GatewayError::BadCost(_) => "The request cost header is invalid.",
-        }
+            // The cost error names the header and the range the client must use.
+            GatewayError::BadCost(e) => return Cow::Owned(format!("{e}.")),
+        })
     }
 
     pub fn into_response(self) -> Response<GatewayBody> {
-        // The cost error names the header and the range the client must use.
-        let detail = match &self {
-            GatewayError::BadCost(e) => Some(format!("{e}.")),
-            _ => None,
-        };
-        json(
-            self.status(),
-            &ErrorBody {
+        let message = self.message();
+        match &self {
+            GatewayError::RateLimited {
+                report,
+                policy,
+                retry_after_s,
+            } => {
+                let mut resp = problem(&Problem {
+                    kind: QUOTA_EXCEEDED,
+                    title: "Too many requests",
+                    status: 429,
+                    detail: &message,
+                    violated_policies: Some(&report.violated()),
+                    error: self.code(),
+                    policy: Some(&policy.name),
+                    retry_after: *retry_after_s,
+                    message: &message,
+                });
+                rate_headers::apply_rate_headers(resp.headers_mut(), report);
+                resp
+            }
+            GatewayError::Blocked { retry_after_s } => problem(&Problem {
+                kind: QUOTA_EXCEEDED,
+                title: "Client temporarily blocked",
+                status: 429,
+                detail: &message,
+                violated_policies: None,
                 error: self.code(),
-                message: detail.as_deref().unwrap_or(self.message()),
                 policy: None,
-                retry_after: None,
-            },
-            None,
-        )
+                retry_after: *retry_after_s,
+                message: &message,
+            }),
+            _ => {
+                let retry_after = match &self {
+                    GatewayError::Unavailable { retry_after_s } => Some(*retry_after_s),
+                    _ => None,
+                };
+                json(
+                    self.status(),
+                    &ErrorBody {
+                        error: self.code(),
+                        message: &message,
+                        policy: None,
+                        retry_after,
+                    },
+                    retry_after,
+                )
+            }
+        }
     }
+}
+
+/// A route's own answer (`respond` target): its status and body, as plain text.
+pub fn respond(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 /// Why a path was refused, in words a client can act on.
@@ -188,64 +284,12 @@ struct Problem<'a> {
     message: &'a str,
 }
 
-/// 429 for a request over a policy's limit: `policy` is the one reported, `violated` every
-/// enforce policy that rejected (in route order).
-pub fn rate_limited(policy: &str, violated: &[&str], retry_after_s: u64) -> Response<GatewayBody> {
-    let message = format!("Rate limit exceeded for policy '{policy}'. Retry in {retry_after_s} s.");
-    problem(&Problem {
-        kind: QUOTA_EXCEEDED,
-        title: "Too many requests",
-        status: 429,
-        detail: &message,
-        violated_policies: Some(violated),
-        error: "rate_limited",
-        policy: Some(policy),
-        retry_after: retry_after_s,
-        message: &message,
-    })
-}
-
-/// 429 for a client that is temporarily blocked.
-pub fn blocked(retry_after_s: u64) -> Response<GatewayBody> {
-    let message = format!("This client is temporarily blocked. Retry in {retry_after_s} s.");
-    problem(&Problem {
-        kind: QUOTA_EXCEEDED,
-        title: "Client temporarily blocked",
-        status: 429,
-        detail: &message,
-        violated_policies: None,
-        error: "blocked",
-        policy: None,
-        retry_after: retry_after_s,
-        message: &message,
-    })
-}
-
 fn problem(body: &Problem<'_>) -> Response<GatewayBody> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
-    let mut resp = Response::new(GatewayBody::full(bytes));
-    *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let headers = resp.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(RETRY_AFTER, HeaderValue::from(body.retry_after));
-    resp
-}
-
-/// 503 when the store is unavailable and `on_error = "deny"`.
-pub fn unavailable(retry_after_s: u64) -> Response<GatewayBody> {
-    json(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &ErrorBody {
-            error: "unavailable",
-            policy: None,
-            retry_after: Some(retry_after_s),
-            message: "Rate limiting is temporarily unavailable.",
-        },
-        Some(retry_after_s),
+    json_answer(
+        StatusCode::TOO_MANY_REQUESTS,
+        "application/problem+json",
+        body,
+        Some(body.retry_after),
     )
 }
 
@@ -254,13 +298,22 @@ fn json(
     body: &ErrorBody<'_>,
     retry_after_s: Option<u64>,
 ) -> Response<GatewayBody> {
+    json_answer(status, "application/json", body, retry_after_s)
+}
+
+fn json_answer(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &impl Serialize,
+    retry_after_s: Option<u64>,
+) -> Response<GatewayBody> {
     // Serializing a struct of strings and integers cannot fail; fall back to a fixed body anyway
     // so this path never panics.
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
     let mut resp = Response::new(GatewayBody::full(bytes));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(secs) = retry_after_s {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
@@ -270,7 +323,12 @@ fn json(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::compiled::Algorithm;
+    use crate::limiter::ReportEntry;
+    use crate::store::PolicyState;
     use http_body_util::BodyExt;
 
     async fn body_json(resp: Response<GatewayBody>) -> serde_json::Value {
@@ -278,12 +336,55 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// A report of `(policy, allowed)` entries, the first one reported.
+    fn report(entries: &[(&Arc<Policy>, bool)]) -> RateReport {
+        RateReport {
+            entries: entries
+                .iter()
+                .map(|&(p, allowed)| ReportEntry {
+                    policy: Arc::clone(p),
+                    state: PolicyState {
+                        allowed,
+                        limit: p.limit,
+                        remaining: 0,
+                        reset_ms: 16_001,
+                        retry_after_ms: 16_001,
+                    },
+                })
+                .collect(),
+            reported: 0,
+            now_ms: 1_763_999_983_500,
+        }
+    }
+
+    fn policy(name: &str) -> Arc<Policy> {
+        Arc::new(Policy::new(
+            name,
+            Algorithm::SlidingWindow,
+            30,
+            Duration::from_secs(60),
+        ))
+    }
+
     #[tokio::test]
     async fn rate_limited_body_and_headers() {
-        let resp = rate_limited("auth", &["auth", "global"], 17);
+        let (auth, global, minute) = (policy("auth"), policy("global"), policy("minute"));
+        let resp = GatewayError::RateLimited {
+            report: report(&[(&auth, false), (&minute, true), (&global, false)]),
+            policy: Arc::clone(&auth),
+            retry_after_s: 17,
+        }
+        .into_response();
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()[RETRY_AFTER], "17");
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
+        // The report's rate-limit headers come with the rejection.
+        assert_eq!(resp.headers()["x-ratelimit-policy"], "auth");
+        assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+        assert_eq!(
+            resp.headers()["ratelimit"],
+            "\"auth\";r=0;t=17, \"minute\";r=0;t=17, \"global\";r=0;t=17"
+        );
         let v = body_json(resp).await;
         assert_eq!(v["type"], QUOTA_EXCEEDED);
         assert_eq!(v["status"], 429);
@@ -300,7 +401,8 @@ mod tests {
 
     #[tokio::test]
     async fn blocked_is_a_problem_too() {
-        let resp = blocked(540);
+        let resp = GatewayError::Blocked { retry_after_s: 540 }.into_response();
+        assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()[RETRY_AFTER], "540");
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
         let v = body_json(resp).await;
@@ -308,6 +410,18 @@ mod tests {
         assert_eq!(v["error"], "blocked");
         assert_eq!(v["retry_after"], 540);
         assert!(v.get("violated-policies").is_none());
+    }
+
+    #[tokio::test]
+    async fn unavailable_says_when_to_retry() {
+        let resp = GatewayError::Unavailable { retry_after_s: 5 }.into_response();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()[RETRY_AFTER], "5");
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        let v = body_json(resp).await;
+        assert_eq!(v["error"], "unavailable");
+        assert_eq!(v["retry_after"], 5);
+        assert!(v.get("policy").is_none());
     }
 
     #[tokio::test]
