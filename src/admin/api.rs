@@ -1,5 +1,5 @@
-//! `/admin/*` handlers (SPEC section 5). Routing and authentication happen in `server`; every
-//! handler validates its input fully before the store sees it.
+//! `/admin/*` handlers (README.md, "Admin side port"). Routing and authentication happen in
+//! `server`; every handler validates its input fully before the store sees it.
 
 use std::sync::Arc;
 use std::time::Duration;

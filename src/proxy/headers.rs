@@ -1,5 +1,6 @@
 //! Header rules: hop-by-hop removal, X-Forwarded-* for the upstream, and the rate-limit headers
-//! on responses (SPEC section 3).
+//! on responses (docs/operations.md section 3 and its "HTTP conformance"; README.md,
+//! "Configuration", for the rate-limit headers).
 
 use std::net::IpAddr;
 use std::ops::Range;

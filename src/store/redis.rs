@@ -6,11 +6,16 @@
 //! ```text
 //! <prefix>{rg}:blocks                     sorted set: client -> block end (ms)
 //! <prefix>{rg}:reasons                    hash: client -> reason
-//! <prefix>{rg}:c:<params>:<counter key>   one counter (hash; sorted set for sliding_log, and
-//!                                         for concurrency: lease id -> expiry)
-//! <prefix>{rg}:off:<policy>|<client>      escalation offences (hash: n, forget-at)
-//! <prefix>{rg}:events                     pub/sub channel: unblocks and resets
+//! <prefix>{rg}:c:<params>:<counter key>   one counter: a hash (fixed and sliding window, token
+//!                                         bucket) or a sorted set (sliding_log: one member per
+//!                                         unit; concurrency: lease id -> expiry)
+//! <prefix>{rg}:off:<policy>|<client>      escalation offences (hash: n, f = forget at)
+//! <prefix>{rg}:events                     list: recent events (JSON), newest first
+//! <prefix>{rg}:evrep:<client>|<policy>    string: when the last `limited` event was recorded
+//! <prefix>{rg}:suspects:<bucket>          sorted set: client -> rejections in that bucket
 //! ```
+//! `<prefix>{rg}:events` also names the pub/sub channel of unblocks and resets (see
+//! [`Invalidation`]); channels are not keys, so the two never meet.
 //! Besides the check (`lua/check.lua`) and the admin operations (`lua/admin.lua`), the settle
 //! script (`lua/settle.lua`) runs off the request's path: the count-by-response charge, lease
 //! renewal and release.
