@@ -14,6 +14,7 @@ pub mod inflight;
 pub mod limiter;
 pub mod lru;
 pub mod metrics;
+pub(crate) mod millis;
 pub mod net;
 pub mod proxy;
 pub mod server;

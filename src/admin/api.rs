@@ -1,5 +1,5 @@
-//! `/admin/*` handlers (SPEC section 5). Routing and authentication happen in `server`; every
-//! handler validates its input fully before the store sees it.
+//! `/admin/*` handlers (README.md, "Admin side port"). Routing and authentication happen in
+//! `server`; every handler validates its input fully before the store sees it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use crate::config::compiled::{Config, Policy};
 use crate::config::duration;
 use crate::config::reload::Trigger;
 use crate::limiter::LimiterError;
+use crate::millis;
 use crate::proxy::body::GatewayBody;
 use crate::store::{BlockEntry, Event};
 
@@ -29,13 +30,8 @@ const EVENTS_DEFAULT: usize = 100;
 const SUSPICIOUS_DEFAULT: usize = 20;
 const SUSPICIOUS_MAX: usize = 1000;
 
-/// Whole seconds, rounded up: a block with 200 ms left still shows 1.
-fn secs(ms: u64) -> u64 {
-    ms.div_ceil(1000)
-}
-
 fn block_json(b: &BlockEntry) -> Value {
-    json!({ "client": b.client, "ttl": secs(b.ttl_ms), "reason": b.reason })
+    json!({ "client": b.client, "ttl": millis::secs_ceil(b.ttl_ms), "reason": b.reason })
 }
 
 /// `GET /admin/blocks`
@@ -174,7 +170,7 @@ pub async fn get_limit(state: &AdminState, req: &Request<Incoming>) -> Reply {
         "count": s.count,
         "limit": s.limit,
         "remaining": s.remaining,
-        "reset": secs(s.reset_ms),
+        "reset": millis::secs_ceil(s.reset_ms),
     })))
 }
 
@@ -207,7 +203,7 @@ fn event_json(e: &Event) -> Value {
         m.insert("reason".into(), json!(r));
     }
     if let Some(ms) = e.ttl_ms {
-        m.insert("ttl".into(), json!(secs(ms)));
+        m.insert("ttl".into(), json!(millis::secs_ceil(ms)));
     }
     Value::Object(m)
 }

@@ -391,7 +391,7 @@ impl Policy {
     }
 
     pub fn window_ms(&self) -> u64 {
-        super::duration::millis(self.window)
+        crate::millis::floor(self.window)
     }
 
     /// True when two policies may share counters across a reload.

@@ -83,12 +83,6 @@ fn unit_millis(unit: &str) -> Result<u64, DurationError> {
         .ok_or_else(|| DurationError::UnknownUnit(unit.to_owned()))
 }
 
-/// Whole milliseconds, the unit the store counts in. Config durations are built from a `u64` of
-/// milliseconds, so the saturation only matters for durations made elsewhere.
-pub fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// The shortest exact spelling in the config's own syntax, so a summary can be pasted back.
 pub fn format(duration: Duration) -> String {
     let millis = duration.as_millis();

@@ -835,7 +835,7 @@ pub(super) fn bounded<T: TryFrom<u64>>(value: &Spanned<u64>, min: u64, max: u64)
 
 /// `count * window_ms` must stay exact in a double for the Redis script.
 pub(super) fn within_double(value: &Spanned<u64>, count: u64, window: Duration) -> Check<u64> {
-    let window_ms = super::duration::millis(window);
+    let window_ms = crate::millis::floor(window);
     match count.checked_mul(window_ms) {
         Some(product) if product <= MAX_EXACT_DOUBLE => Ok(count),
         _ => Err(Issue::at(

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec};
 
 use crate::lru::Lru;
+use crate::millis;
 use crate::store::redis::Invalidation;
 use crate::store::PolicyState;
 
@@ -101,10 +102,6 @@ pub struct CachedRejection {
     pub now_ms: u64,
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl DenyCache {
     /// At most `max_entries` entries in all: a full shard evicts its least recently used entry
     /// (O(1)); the store still answers for what was evicted, only slower.
@@ -167,7 +164,7 @@ impl DenyCache {
         if cost < hit.cost {
             return None;
         }
-        let elapsed = ms(now - hit.at);
+        let elapsed = millis::floor(now - hit.at);
         let mut state = hit.state;
         state.retry_after_ms = state.retry_after_ms.saturating_sub(elapsed).max(1);
         state.reset_ms = state.reset_ms.saturating_sub(elapsed);

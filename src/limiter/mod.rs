@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::compiled::StoreKind;
 use crate::config::compiled::{Algorithm, KeyPart, Mode, OnError, Policy, Route, StoreSettings};
 use crate::metrics::Metrics;
+use crate::millis;
 use crate::store::memory::Evictions;
 use crate::store::redis::{Invalidation, RedisStore};
 use crate::store::{
@@ -177,7 +178,7 @@ enum DecidedBy {
 
 /// Whole seconds for Retry-After: rounded up, and at least 1 so a client never retries at once.
 fn retry_secs(ms: u64) -> u64 {
-    ms.div_ceil(1000).max(1)
+    millis::secs_ceil(ms).max(1)
 }
 
 /// `secs` plus a random 0..=jitter whole seconds (the policy's `retry_after_jitter`), so clients
@@ -358,7 +359,7 @@ impl Limiter {
         if let Some(cache) = &self.cache {
             if let Some(left) = cache.blocked(&client.key) {
                 return Verdict::Blocked {
-                    retry_after_s: retry_secs(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                    retry_after_s: retry_secs(millis::floor(left)),
                 };
             }
             for (i, check) in checks.iter().enumerate() {
@@ -479,7 +480,7 @@ impl Limiter {
         if let Some(cache) = &self.cache {
             if let Some(left) = cache.blocked(&client.key) {
                 return Verdict::Blocked {
-                    retry_after_s: retry_secs(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                    retry_after_s: retry_secs(millis::floor(left)),
                 };
             }
         }

@@ -15,7 +15,8 @@ pub enum ListMatch {
     Normal,
 }
 
-/// Deny is checked first so that an address in both lists is denied (SPEC: deny wins).
+/// Deny is checked first so that an address in both lists is denied (docs/operations.md
+/// section 3: deny wins over allow).
 /// `CidrSet::contains` unmaps IPv4-mapped IPv6, so `::ffff:a.b.c.d` cannot dodge an IPv4 entry.
 pub fn check(access: &Access, client: IpAddr) -> ListMatch {
     if access.deny.contains(client) {

@@ -1,4 +1,4 @@
-//! Client identity (SPEC section 3).
+//! Client identity (docs/operations.md section 3, "Trusted proxies and client identity").
 //!
 //! The client is the TCP peer unless the peer is a trusted proxy. Then X-Forwarded-For is read
 //! right to left: each trusted proxy appended the address it saw, so the entries right of the

@@ -1,6 +1,6 @@
 //! Header rules for a message the gateway passes on: hop-by-hop removal both ways (with the
 //! client-IP headers from untrusted peers, and `Transfer-Encoding` taking `Content-Length` with
-//! it), and X-Forwarded-* for the upstream (SPEC section 3).
+//! it), and X-Forwarded-* for the upstream (docs/operations.md section 3 and its "HTTP conformance").
 
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! Path normalization (SPEC section 3).
+//! Path normalization (docs/operations.md section 3a, "Paths").
 //!
 //! Routes match the normalized path and the upstream receives exactly that path, so no request
 //! reaches an upstream path that matching did not see. The output is a strict RFC 3986 path:

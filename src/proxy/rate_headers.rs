@@ -1,5 +1,5 @@
 //! The gateway's rate-limit headers on responses (X-RateLimit-*, RateLimit-Policy / RateLimit),
-//! replacing any the upstream sent (SPEC section 3).
+//! replacing any the upstream sent (README.md, "Configuration"; docs/operations.md section 3).
 
 use std::ops::Range;
 
@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::config::compiled::Algorithm;
 use crate::limiter::RateReport;
+use crate::millis;
 
 pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -40,10 +41,7 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
 
     let limit = span(&mut buf, |b| push_u64(b, main.state.limit));
     let remaining = span(&mut buf, |b| push_u64(b, main.state.remaining));
-    let reset_at = report
-        .now_ms
-        .saturating_add(main.state.reset_ms)
-        .div_ceil(1000);
+    let reset_at = millis::secs_ceil(report.now_ms.saturating_add(main.state.reset_ms));
     let reset = span(&mut buf, |b| push_u64(b, reset_at));
     let policy = span(&mut buf, |b| push_name(b, &main.policy.name));
     let rl_policy = span(&mut buf, |b| {
@@ -59,7 +57,7 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
                 b.extend_from_slice(b";qu=\"concurrent-requests\"");
             } else {
                 b.extend_from_slice(b";w=");
-                push_sf_integer(b, e.policy.window_ms().div_ceil(1000).max(1));
+                push_sf_integer(b, millis::secs_ceil(e.policy.window_ms()).max(1));
             }
         }
     });
@@ -74,7 +72,7 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
             // Free slots come back on release, not after a time.
             if e.policy.algorithm != Algorithm::Concurrency {
                 b.extend_from_slice(b";t=");
-                push_sf_integer(b, e.state.reset_ms.div_ceil(1000));
+                push_sf_integer(b, millis::secs_ceil(e.state.reset_ms));
             }
         }
     });

@@ -33,6 +33,8 @@ use http::Version;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::millis;
+
 /// Marks "not set" in the millisecond fields.
 const NONE: u64 = u64::MAX;
 /// The shortest sleep between wake-ups, so a tiny timeout cannot make the watchdog spin.
@@ -103,7 +105,7 @@ impl ConnClock {
     }
 
     fn millis_at(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.start).as_millis()).unwrap_or(NONE - 1)
+        millis::floor(at.saturating_duration_since(self.start)).min(NONE - 1)
     }
 
     fn now(&self) -> u64 {
@@ -142,7 +144,7 @@ impl ConnClock {
     /// The nearest deadline (ms since start) and what it is for, given the last time write
     /// progress was seen.
     fn deadline(&self, t: &Timeouts, progress_at: u64) -> Option<(u64, Expiry)> {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE / 2);
+        let ms = |d: Duration| millis::floor(d).min(NONE / 2);
         let sending = (self.frames_waiting.load(Relaxed) > 0)
             .then(|| (progress_at.saturating_add(ms(t.send)), Expiry::Send));
         let waiting = if self.active.load(Relaxed) > 0 {

@@ -2,7 +2,7 @@
 //! CPU, each with its own upstream pool.
 //!
 //! Why not one work-stealing runtime: a proxied request crosses three tasks (the client
-//! connection, hyper-util's pooled upstream connection, and back). On a multi-threaded runtime
+//! connection, the pooled upstream connection's task, and back). On a multi-threaded runtime
 //! those tasks land on different workers, so every request pays cross-thread wake-ups, a parked
 //! worker being unparked, and cache lines of the connection state moving between cores. Measured
 //! with `benches/load/run.sh`, a single current-thread runtime already used less CPU per request

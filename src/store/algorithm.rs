@@ -1,4 +1,4 @@
-//! The four algorithms as pure integer arithmetic on millisecond timestamps, shared by the memory
+//! The five algorithms as pure integer arithmetic on millisecond timestamps, shared by the memory
 //! store and mirrored line by line in the Redis Lua script.
 //!
 //! Every function here takes the stored state (or `None` when there is no live entry), the clock

@@ -215,7 +215,7 @@ pub enum Step {
     },
     Block {
         client: &'static str,
-        ttl_ms: u64,
+        ttl: Duration,
         reason: &'static str,
     },
     Unblock {
@@ -760,12 +760,12 @@ pub fn vectors() -> Vec<Vector> {
             steps: vec![
                 Step::Block {
                     client: "c1",
-                    ttl_ms: 10_000,
+                    ttl: Duration::from_millis(10_000),
                     reason: "manual",
                 },
                 Step::Block {
                     client: "c2",
-                    ttl_ms: 3000,
+                    ttl: Duration::from_millis(3000),
                     reason: "abuse",
                 },
                 Step::Blocks(vec![("c1", 10_000, "manual"), ("c2", 3000, "abuse")]),
@@ -773,7 +773,7 @@ pub fn vectors() -> Vec<Vector> {
                 // A new block replaces the old one, shorter or not.
                 Step::Block {
                     client: "c1",
-                    ttl_ms: 2000,
+                    ttl: Duration::from_millis(2000),
                     reason: "shorter",
                 },
                 Step::Blocks(vec![("c2", 3000, "abuse"), ("c1", 2000, "shorter")]),
@@ -796,7 +796,7 @@ pub fn vectors() -> Vec<Vector> {
                 // Requests while blocked charge nothing.
                 Step::Block {
                     client: "c4",
-                    ttl_ms: 1000,
+                    ttl: Duration::from_millis(1000),
                     reason: "manual",
                 },
                 blocked("c4", &[(1, "k4")], 1000),
@@ -840,6 +840,7 @@ pub fn vectors() -> Vec<Vector> {
         escalation_vector(),
         concurrency_vector(),
         tier_vector(),
+        block_rounding_vector(),
         Vector {
             name: "params_change_restarts_counter",
             policies: vec![
@@ -1159,6 +1160,41 @@ fn tier_vector() -> Vector {
     }
 }
 
+/// A block is never shorter than asked: a partial millisecond counts as a whole one, so a block
+/// under a millisecond still blocks instead of reading as 0 (which removes a block).
+fn block_rounding_vector() -> Vector {
+    Vector {
+        name: "block_length_rounds_up",
+        policies: vec![fixed("fw", 10, 1000)],
+        steps: vec![
+            Step::Block {
+                client: "c1",
+                ttl: Duration::from_micros(1500),
+                reason: "manual",
+            },
+            Step::Block {
+                client: "c2",
+                ttl: Duration::from_micros(300),
+                reason: "manual",
+            },
+            Step::Blocks(vec![("c1", 2, "manual"), ("c2", 1, "manual")]),
+            events(
+                10,
+                &[
+                    blocked_ev(0, "c2", None, "manual", 1),
+                    blocked_ev(0, "c1", None, "manual", 2),
+                ],
+            ),
+            blocked("c2", &[(0, "k2")], 1),
+            adv(1),
+            blocked("c1", &[(0, "k1")], 1),
+            request("c2", &[(0, "k2")], ALLOWED, &[ok(9, 999)]),
+            adv(1),
+            request("c1", &[(0, "k1")], ALLOWED, &[ok(9, 998)]),
+        ],
+    }
+}
+
 /// Events and suspicious clients (the rules are in the `store` module docs). Times in comments
 /// are offsets from T0; T0 is a multiple of the 10-minute suspect bucket.
 fn activity_vector() -> Vector {
@@ -1203,7 +1239,7 @@ fn activity_vector() -> Vector {
             // t=1001: admin block (e5) and unblock (e6); a second unblock records nothing.
             Step::Block {
                 client: "c4",
-                ttl_ms: 2500,
+                ttl: Duration::from_millis(2500),
                 reason: "manual",
             },
             Step::Unblock {
@@ -1322,13 +1358,10 @@ pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualCloc
             }
             Step::Block {
                 client,
-                ttl_ms,
+                ttl,
                 reason,
             } => {
-                if let Err(e) = store
-                    .block(client, Duration::from_millis(*ttl_ms), reason)
-                    .await
-                {
+                if let Err(e) = store.block(client, *ttl, reason).await {
                     mismatch(vector, i, &"Ok(())", &e);
                 }
             }

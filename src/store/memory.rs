@@ -34,6 +34,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use crate::clock::Clock;
 use crate::config::compiled::Mode;
 use crate::lru::{Lru, Slot, MAX_ENTRIES};
+use crate::millis;
 
 use super::activity::Activity;
 use super::algorithm::{self, escalated_block, evaluate, Counter, Evaluation, Params, Write};
@@ -726,7 +727,7 @@ impl MemoryStore {
             let escalation = c
                 .policy
                 .escalation
-                .map(|x| (x.multiplier, duration_ms(x.max)));
+                .map(|x| (x.multiplier, millis::ceil(x.max)));
             let prev = match escalation {
                 None => 0,
                 Some(_) => shard
@@ -734,7 +735,7 @@ impl MemoryStore {
                     .filter(|o| now < o.forget_at)
                     .map_or(0, |o| o.count),
             };
-            let ms = escalated_block(duration_ms(d), escalation, prev);
+            let ms = escalated_block(millis::ceil(d), escalation, prev);
             if ms > 0 && !matches!(best, Some((_, b, _)) if b >= ms) {
                 best = Some((i, ms, prev));
             }
@@ -784,7 +785,7 @@ impl MemoryStore {
                 &key,
                 Entry::Offence(Offence {
                     count: prev + 1,
-                    forget_at: now.saturating_add(ms).saturating_add(duration_ms(memory)),
+                    forget_at: now.saturating_add(ms).saturating_add(millis::ceil(memory)),
                 }),
             );
         }
@@ -793,7 +794,7 @@ impl MemoryStore {
 
     fn block_now(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        let ms = duration_ms(ttl);
+        let ms = millis::ceil(ttl);
         let mut shard = self.shards[self.shard_of(client)].lock();
         shard.tick(now);
         if ms == 0 {
@@ -941,11 +942,6 @@ fn write_counter(
             }),
         );
     }
-}
-
-/// Whole milliseconds, rounding a sub-millisecond remainder up so a short block is not lost.
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 impl Store for MemoryStore {

@@ -6,11 +6,16 @@
 //! ```text
 //! <prefix>{rg}:blocks                     sorted set: client -> block end (ms)
 //! <prefix>{rg}:reasons                    hash: client -> reason
-//! <prefix>{rg}:c:<params>:<counter key>   one counter (hash; sorted set for sliding_log, and
-//!                                         for concurrency: lease id -> expiry)
-//! <prefix>{rg}:off:<policy>|<client>      escalation offences (hash: n, forget-at)
-//! <prefix>{rg}:events                     pub/sub channel: unblocks and resets
+//! <prefix>{rg}:c:<params>:<counter key>   one counter: a hash (fixed and sliding window, token
+//!                                         bucket) or a sorted set (sliding_log: one member per
+//!                                         unit; concurrency: lease id -> expiry)
+//! <prefix>{rg}:off:<policy>|<client>      escalation offences (hash: n, f = forget at)
+//! <prefix>{rg}:events                     list: recent events (JSON), newest first
+//! <prefix>{rg}:evrep:<client>|<policy>    string: when the last `limited` event was recorded
+//! <prefix>{rg}:suspects:<bucket>          sorted set: client -> rejections in that bucket
 //! ```
+//! `<prefix>{rg}:events` also names the pub/sub channel of unblocks and resets (see
+//! [`Invalidation`]); channels are not keys, so the two never meet.
 //! Besides the check (`lua/check.lua`) and the admin operations (`lua/admin.lua`), the settle
 //! script (`lua/settle.lua`) runs off the request's path: the count-by-response charge, lease
 //! renewal and release.
@@ -42,6 +47,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::config::compiled::{Algorithm, Mode, StoreSettings};
+use crate::millis;
 
 const COMMON: &str = include_str!("lua/common.lua");
 const CHECK: &str = include_str!("lua/check.lua");
@@ -465,10 +471,6 @@ fn push_counter_key(out: &mut String, base: &str, check: &PolicyCheck<'_>) {
     );
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn int(v: u64) -> Value {
     Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
@@ -566,11 +568,11 @@ impl RedisStore {
             args.push(int(p.window_ms));
             args.push(int(p.burst));
             args.push(int(u64::from(policy.mode == Mode::Enforce)));
-            args.push(int(policy.block_for.map_or(0, ms)));
+            args.push(int(policy.block_for.map_or(0, millis::ceil)));
             args.push(int(u64::from(check.deferred)));
-            let (multiplier, max, memory) = policy
-                .escalation
-                .map_or((0, 0, 0), |e| (e.multiplier, ms(e.max), ms(e.memory)));
+            let (multiplier, max, memory) = policy.escalation.map_or((0, 0, 0), |e| {
+                (e.multiplier, millis::ceil(e.max), millis::ceil(e.memory))
+            });
             args.push(int(multiplier));
             args.push(int(max));
             args.push(int(memory));
@@ -688,7 +690,7 @@ impl Store for RedisStore {
     }
 
     async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let ms = millis::ceil(ttl);
         let args = vec![
             self.now_arg(),
             Value::String("block".into()),
