@@ -19,7 +19,7 @@ use rategate::config::compiled::{Config, Route};
 use rategate::config::load_str;
 use rategate::limiter::{policy, ClientId, Limiter, RequestView};
 use rategate::metrics::Metrics;
-use rategate::net::CidrSet;
+use rategate::net::{self, CidrSet};
 use rategate::proxy::{client_ip, headers, path, route};
 use rategate::store::{AnyStore, CheckRequest, MemoryStore, PolicyCheck, Store};
 
@@ -93,11 +93,11 @@ fn bench_client_ip(c: &mut Criterion) {
     g.finish();
 
     c.bench_function("client_ip/client_key_v4", |b| {
-        b.iter(|| client_ip::client_key(black_box(ip("198.51.100.23")), 64))
+        b.iter(|| net::client_key(black_box(ip("198.51.100.23")), 64))
     });
     c.bench_function("client_ip/client_key_v6", |b| {
         let v6 = ip("2001:db8:1:2:3:4:5:6");
-        b.iter(|| client_ip::client_key(black_box(v6), 64))
+        b.iter(|| net::client_key(black_box(v6), 64))
     });
 }
 
@@ -214,7 +214,7 @@ fn client(s: &str) -> ClientId {
     let ip = ip(s);
     ClientId {
         ip,
-        key: client_ip::client_key(ip, 64),
+        key: net::client_key(ip, 64),
     }
 }
 

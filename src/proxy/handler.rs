@@ -22,6 +22,7 @@ use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{Decision, Metrics};
+use crate::net;
 use crate::proxy::upstream::UpstreamPool;
 
 /// Facts about the connection a request arrived on.
@@ -151,7 +152,7 @@ impl Gateway {
             AccessDecision::Normal => {
                 let id = ClientId {
                     ip: client,
-                    key: client_ip::client_key(client, server.ipv6_prefix),
+                    key: net::client_key(client, server.ipv6_prefix),
                 };
                 let view = RequestView {
                     method: req.method(),
