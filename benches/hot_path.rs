@@ -20,8 +20,9 @@ use rategate::config::load_str;
 use rategate::limiter::{policy, ClientId, Limiter, RequestView};
 use rategate::metrics::Metrics;
 use rategate::net::{self, CidrSet};
-use rategate::proxy::{client_ip, headers, path, route};
+use rategate::proxy::{client_ip, headers, route};
 use rategate::store::{AnyStore, CheckRequest, MemoryStore, PolicyCheck, Store};
+use rategate::uri_path;
 
 /// A fixed store clock, so window boundaries never move under a bench.
 const T0: u64 = 1_700_006_400_000;
@@ -116,7 +117,7 @@ fn bench_path(c: &mut Criterion) {
     ];
     for (name, p) in &cases {
         g.bench_with_input(BenchmarkId::from_parameter(name), p, |b, p| {
-            b.iter(|| path::normalize(black_box(p), Default::default()).map(|c| c.len()))
+            b.iter(|| uri_path::normalize(black_box(p), Default::default()).map(|c| c.len()))
         });
     }
     g.finish();

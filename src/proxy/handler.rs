@@ -16,7 +16,7 @@ use super::body::GatewayBody;
 use super::headers::TransferCodings;
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
-use super::{client_ip, cost, headers, host, path, route};
+use super::{client_ip, cost, headers, host, route};
 use crate::alerts::{Alert, Alerter};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
@@ -24,6 +24,7 @@ use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{Decision, Metrics};
 use crate::net;
 use crate::proxy::upstream::UpstreamPool;
+use crate::uri_path as path;
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]

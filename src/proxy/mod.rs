@@ -7,7 +7,6 @@ pub mod cost;
 pub mod handler;
 pub mod headers;
 pub mod host;
-pub mod path;
 pub mod response;
 pub mod route;
 pub mod stats;
