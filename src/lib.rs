@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod app;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 
 use super::reply::{self, ApiError};
 use super::{api, auth, dashboard, AdminState};
+use crate::body::ResponseBody;
 use crate::config::compiled::OnError;
-use crate::proxy::body::GatewayBody;
 use crate::server::conn::{ConnServer, Listener};
 use crate::server::listener::backoff;
 use crate::server::slots::{Slots, ADMIN_MAX_CONNECTIONS};
@@ -78,7 +78,7 @@ pub async fn serve(
     }
 }
 
-async fn route(state: &AdminState, req: Request<Incoming>) -> Response<GatewayBody> {
+async fn route(state: &AdminState, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path().to_owned();
     let result = match path.as_str() {
         "/" | "/index.html" => allow(&req, GET).map(|()| dashboard::page()),
@@ -101,7 +101,7 @@ async fn admin(
     state: &AdminState,
     req: Request<Incoming>,
     path: &str,
-) -> Result<Response<GatewayBody>, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     // The token of the running config, so a reload can rotate it.
     let config = state.live.snapshot();
     auth::check(&req, config.admin.token.as_deref())?;
@@ -156,7 +156,7 @@ fn allow<B>(req: &Request<B>, methods: &'static [Method]) -> Result<(), ApiError
     }
 }
 
-fn metrics(state: &AdminState) -> Response<GatewayBody> {
+fn metrics(state: &AdminState) -> Response<ResponseBody> {
     match state.metrics.render() {
         Ok(body) => reply::text(
             StatusCode::OK,
@@ -176,7 +176,7 @@ fn metrics(state: &AdminState) -> Response<GatewayBody> {
 /// so readiness changes with no traffic at all. A failing store with `fallback` or `allow` still
 /// serves by design; taking every instance out of rotation because a shared Redis is down would
 /// turn a degraded service into an outage.
-fn readyz(state: &AdminState) -> Response<GatewayBody> {
+fn readyz(state: &AdminState) -> Response<ResponseBody> {
     let (status, body) = if !state.ready.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
