@@ -3,12 +3,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,10 +14,10 @@ use super::reply::{self, ApiError};
 use super::{api, auth, dashboard, AdminState};
 use crate::body::ResponseBody;
 use crate::config::compiled::OnError;
-use crate::server::conn::{ConnServer, Listener};
-use crate::server::listener::backoff;
-use crate::server::slots::{Slots, ADMIN_MAX_CONNECTIONS};
-use crate::server::watchdog::{ConnClock, Timeouts};
+use crate::server::accept;
+use crate::server::conn::Listener;
+use crate::server::slots::ADMIN_MAX_CONNECTIONS;
+use crate::server::watchdog::Timeouts;
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const GET_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
@@ -36,46 +33,23 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     timeouts: Timeouts,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let server = Arc::new(ConnServer::new(
-        auto::Builder::new(TokioExecutor::new()),
-        timeouts,
-        state.metrics.clone(),
+    let metrics = state.metrics.clone();
+    let service = move |req| {
+        let state = state.clone();
+        async move { route(&state, req).await }
+    };
+    accept::serve_plain(
+        listener,
         Listener::Admin,
-    ));
-    let slots = Slots::new(ADMIN_MAX_CONNECTIONS);
-    let mut accept_failing = false;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        backoff(&err, &mut accept_failing, "admin").await;
-                        continue;
-                    }
-                };
-                accept_failing = false;
-                let Some(slot) = slots.acquire() else {
-                    state.metrics.connections_rejected.with_label_values(&["admin"]).inc();
-                    continue;
-                };
-                let accepted = Instant::now();
-                let state = state.clone();
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let handler = move |req| {
-                        let state = state.clone();
-                        async move { route(&state, req).await }
-                    };
-                    server.serve(stream, ConnClock::new(accepted), None, None, peer, handler).await;
-                    drop(slot);
-                });
-            }
-            _ = crate::server::stopped(&mut shutdown) => break,
-        }
-    }
+        ADMIN_MAX_CONNECTIONS,
+        timeouts,
+        metrics,
+        shutdown,
+        service,
+    )
+    .await;
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<ResponseBody> {
