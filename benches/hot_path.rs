@@ -19,9 +19,10 @@ use rategate::config::compiled::{Config, Route};
 use rategate::config::load_str;
 use rategate::limiter::{policy, ClientId, Limiter, RequestView};
 use rategate::metrics::Metrics;
-use rategate::net::CidrSet;
-use rategate::proxy::{client_ip, path, rate_headers, route};
+use rategate::net::{self, CidrSet};
+use rategate::proxy::{client_ip, rate_headers, route};
 use rategate::store::{AnyStore, CheckRequest, MemoryStore, PolicyCheck, Store};
+use rategate::uri_path;
 
 /// A fixed store clock, so window boundaries never move under a bench.
 const T0: u64 = 1_700_006_400_000;
@@ -93,11 +94,11 @@ fn bench_client_ip(c: &mut Criterion) {
     g.finish();
 
     c.bench_function("client_ip/client_key_v4", |b| {
-        b.iter(|| client_ip::client_key(black_box(ip("198.51.100.23")), 64))
+        b.iter(|| net::client_key(black_box(ip("198.51.100.23")), 64))
     });
     c.bench_function("client_ip/client_key_v6", |b| {
         let v6 = ip("2001:db8:1:2:3:4:5:6");
-        b.iter(|| client_ip::client_key(black_box(v6), 64))
+        b.iter(|| net::client_key(black_box(v6), 64))
     });
 }
 
@@ -116,7 +117,7 @@ fn bench_path(c: &mut Criterion) {
     ];
     for (name, p) in &cases {
         g.bench_with_input(BenchmarkId::from_parameter(name), p, |b, p| {
-            b.iter(|| path::normalize(black_box(p), Default::default()).map(|c| c.len()))
+            b.iter(|| uri_path::normalize(black_box(p), Default::default()).map(|c| c.len()))
         });
     }
     g.finish();
@@ -214,7 +215,7 @@ fn client(s: &str) -> ClientId {
     let ip = ip(s);
     ClientId {
         ip,
-        key: client_ip::client_key(ip, 64),
+        key: net::client_key(ip, 64),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod app;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -20,3 +21,4 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod uri_path;

@@ -47,6 +47,27 @@ impl DecisionLabel {
     }
 }
 
+/// Why the watchdog ended a connection (the `reason` label of
+/// `rategate_connections_timed_out_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    HeaderRead,
+    Idle,
+    Send,
+}
+
+impl Expiry {
+    pub const ALL: [Expiry; 3] = [Expiry::HeaderRead, Expiry::Idle, Expiry::Send];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expiry::HeaderRead => "header_read",
+            Expiry::Idle => "idle",
+            Expiry::Send => "send",
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
@@ -184,7 +205,7 @@ impl Metrics {
         registry.register(Box::new(connections_timed_out.clone()))?;
         for listener in ["proxy", "admin"] {
             connections_rejected.with_label_values(&[listener]);
-            for reason in crate::server::watchdog::Expiry::ALL {
+            for reason in Expiry::ALL {
                 connections_timed_out.with_label_values(&[listener, reason.as_str()]);
             }
         }

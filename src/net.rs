@@ -1,5 +1,6 @@
 //! Address helpers shared by identity, access lists and keys.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -105,6 +106,27 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// The client's key string: IPv4 dotted quad, or the IPv6 prefix as `addr/len` (a plain address
+/// when the prefix is 128).
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    let prefix = ipv6_prefix.min(128);
+    let addr = key_addr(ip, prefix);
+    // "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128" is 43 bytes: one allocation, no regrowth.
+    let mut key = String::with_capacity(48);
+    // Writing to a String cannot fail.
+    let _ = match addr {
+        IpAddr::V4(v4) => {
+            // The common case, without `fmt` (see `ipv4_text`).
+            let (text, len) = ipv4_text(v4);
+            key.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
+            Ok(())
+        }
+        IpAddr::V6(v6) if prefix == 128 => write!(key, "{v6}"),
+        IpAddr::V6(v6) => write!(key, "{v6}/{prefix}"),
+    };
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +197,32 @@ mod tests {
         assert_eq!(
             key_addr("2001:db8::1".parse().unwrap(), 0),
             "::".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn keys() {
+        let ip_of = |s: &str| s.parse::<IpAddr>().expect("test address");
+        assert_eq!(client_key(ip_of("198.51.100.7"), 64), "198.51.100.7");
+        assert_eq!(client_key(ip_of("::ffff:198.51.100.7"), 64), "198.51.100.7");
+        assert_eq!(
+            client_key(ip_of("2001:db8:1:2:3:4:5:6"), 64),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            client_key(ip_of("2001:db8:1:2:3:4:5:6"), 48),
+            "2001:db8:1::/48"
+        );
+        assert_eq!(
+            client_key(ip_of("2001:db8:1:2:3:4:5:6"), 128),
+            "2001:db8:1:2:3:4:5:6"
+        );
+        assert_eq!(client_key(ip_of("2001:db8::1"), 200), "2001:db8::1");
+        assert_eq!(client_key(ip_of("2001:db8::1"), 0), "::/0");
+        // Rotating inside one /64 gives one key.
+        assert_eq!(
+            client_key(ip_of("2001:db8:1:2::1"), 64),
+            client_key(ip_of("2001:db8:1:2:ffff::9"), 64)
         );
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use rategate::config::compiled::{
-    AlertFormat, AlertThreshold, Algorithm, Config, Cost, CountOn, Escalation, EscapedSlashes,
-    KeyPart, Mode, OnError, PathMatch, Semicolons, StoreKind, Target,
+    AlertFormat, AlertThreshold, Algorithm, Config, Cost, CountOn, Escalation, KeyPart, Mode,
+    OnError, PathMatch, StoreKind, Target,
 };
 use rategate::config::{load, ConfigError};
+use rategate::uri_path::{EscapedSlashes, Semicolons};
 
 fn fixture(kind: &str, name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,7 +8,8 @@ use http::Method;
 use proptest::prelude::*;
 use rategate::config::compiled::PathMatch;
 use rategate::config::{load_str, summary};
-use rategate::proxy::{path, route};
+use rategate::proxy::route;
+use rategate::uri_path;
 
 fn pick(values: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(values).prop_map(str::to_owned)
@@ -202,7 +203,7 @@ fn check(text: &str) -> Result<(), TestCaseError> {
                     PathMatch::Exact(p) | PathMatch::Prefix(p) => p.as_str(),
                 };
                 // Written in the form requests are matched in...
-                let normal = path::normalize(p, rules);
+                let normal = uri_path::normalize(p, rules);
                 prop_assert!(
                     matches!(&normal, Ok(n) if n == p),
                     "route path {p:?} under {rules:?} normalizes to {normal:?}"

@@ -13,15 +13,15 @@ use super::input::{self, client_key};
 use super::reply::{self, ApiError};
 use super::AdminState;
 use crate::alerts::Alert;
+use crate::body::ResponseBody;
 use crate::config::compiled::{Config, Policy};
 use crate::config::duration;
 use crate::config::reload::Trigger;
 use crate::limiter::LimiterError;
 use crate::millis;
-use crate::proxy::body::GatewayBody;
 use crate::store::{BlockEntry, Event};
 
-type Reply = Result<Response<GatewayBody>, ApiError>;
+type Reply = Result<Response<ResponseBody>, ApiError>;
 
 const MAX_BLOCK: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_REASON_LEN: usize = 200;

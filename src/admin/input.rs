@@ -12,7 +12,6 @@ use serde::de::DeserializeOwned;
 
 use super::reply::ApiError;
 use crate::net;
-use crate::proxy::client_ip;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -58,7 +57,7 @@ pub fn client_key(text: &str, ipv6_prefix: u8) -> Result<String, ApiError> {
                 expected()
             ))
         })?;
-        return Ok(client_ip::client_key(ip, ipv6_prefix));
+        return Ok(net::client_key(ip, ipv6_prefix));
     };
     let ip = net::parse_client_ip(addr).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -73,12 +72,12 @@ pub fn client_key(text: &str, ipv6_prefix: u8) -> Result<String, ApiError> {
         ))
     })?;
     match ip {
-        IpAddr::V4(_) if len == 32 => Ok(client_ip::client_key(ip, ipv6_prefix)),
+        IpAddr::V4(_) if len == 32 => Ok(net::client_key(ip, ipv6_prefix)),
         IpAddr::V4(_) => Err(ApiError::BadRequest(format!(
             "client `{shown}`: IPv4 clients are keyed by their full address, so a /{len} range \
              matches no client here; give one address (ranges belong in access.deny)"
         ))),
-        IpAddr::V6(_) if len == ipv6_prefix => Ok(client_ip::client_key(ip, ipv6_prefix)),
+        IpAddr::V6(_) if len == ipv6_prefix => Ok(net::client_key(ip, ipv6_prefix)),
         IpAddr::V6(_) => Err(ApiError::BadRequest(format!(
             "client `{shown}`: IPv6 clients are keyed by their /{ipv6_prefix} prefix \
              (server.ipv6_prefix), so a /{len} prefix matches no client here; give an address or \

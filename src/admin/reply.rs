@@ -5,8 +5,8 @@ use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::body::ResponseBody;
 use crate::config::ConfigError;
-use crate::proxy::body::GatewayBody;
 use crate::store::StoreError;
 
 /// Everything an admin request can fail with.
@@ -49,7 +49,7 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response<GatewayBody> {
+    pub fn into_response(self) -> Response<ResponseBody> {
         let (status, code) = self.status_and_code();
         let mut body = json!({ "error": code, "message": self.to_string() });
         if let ApiError::InvalidConfig(e) = &self {
@@ -82,10 +82,10 @@ impl ApiError {
 }
 
 /// A JSON response; admin answers are never cached.
-pub fn json_response(status: StatusCode, body: &Value) -> Response<GatewayBody> {
+pub fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
     let mut text = body.to_string();
     text.push('\n');
-    let mut resp = Response::new(GatewayBody::full(text));
+    let mut resp = Response::new(ResponseBody::full(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -93,7 +93,7 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<GatewayBody> 
     resp
 }
 
-pub fn ok(body: &Value) -> Response<GatewayBody> {
+pub fn ok(body: &Value) -> Response<ResponseBody> {
     json_response(StatusCode::OK, body)
 }
 
@@ -101,8 +101,8 @@ pub fn text(
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,
-) -> Response<GatewayBody> {
-    let mut resp = Response::new(GatewayBody::full(body));
+) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

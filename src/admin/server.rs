@@ -3,24 +3,21 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::reply::{self, ApiError};
 use super::{api, auth, dashboard, AdminState};
+use crate::body::ResponseBody;
 use crate::config::compiled::OnError;
-use crate::proxy::body::GatewayBody;
-use crate::server::conn::{ConnServer, Listener};
-use crate::server::listener::backoff;
-use crate::server::slots::{Slots, ADMIN_MAX_CONNECTIONS};
-use crate::server::watchdog::{ConnClock, Timeouts};
+use crate::server::accept;
+use crate::server::conn::Listener;
+use crate::server::slots::ADMIN_MAX_CONNECTIONS;
+use crate::server::watchdog::Timeouts;
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const GET_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
@@ -36,49 +33,26 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     timeouts: Timeouts,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let server = Arc::new(ConnServer::new(
-        auto::Builder::new(TokioExecutor::new()),
-        timeouts,
-        state.metrics.clone(),
+    let metrics = state.metrics.clone();
+    let service = move |req| {
+        let state = state.clone();
+        async move { route(&state, req).await }
+    };
+    accept::serve_plain(
+        listener,
         Listener::Admin,
-    ));
-    let slots = Slots::new(ADMIN_MAX_CONNECTIONS);
-    let mut accept_failing = false;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        backoff(&err, &mut accept_failing, "admin").await;
-                        continue;
-                    }
-                };
-                accept_failing = false;
-                let Some(slot) = slots.acquire() else {
-                    state.metrics.connections_rejected.with_label_values(&["admin"]).inc();
-                    continue;
-                };
-                let accepted = Instant::now();
-                let state = state.clone();
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let handler = move |req| {
-                        let state = state.clone();
-                        async move { route(&state, req).await }
-                    };
-                    server.serve(stream, ConnClock::new(accepted), None, None, peer, handler).await;
-                    drop(slot);
-                });
-            }
-            _ = crate::server::stopped(&mut shutdown) => break,
-        }
-    }
+        ADMIN_MAX_CONNECTIONS,
+        timeouts,
+        metrics,
+        shutdown,
+        service,
+    )
+    .await;
 }
 
-async fn route(state: &AdminState, req: Request<Incoming>) -> Response<GatewayBody> {
+async fn route(state: &AdminState, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path().to_owned();
     let result = match path.as_str() {
         "/" | "/index.html" => allow(&req, GET).map(|()| dashboard::page()),
@@ -101,7 +75,7 @@ async fn admin(
     state: &AdminState,
     req: Request<Incoming>,
     path: &str,
-) -> Result<Response<GatewayBody>, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     // The token of the running config, so a reload can rotate it.
     let config = state.live.snapshot();
     auth::check(&req, config.admin.token.as_deref())?;
@@ -156,7 +130,7 @@ fn allow<B>(req: &Request<B>, methods: &'static [Method]) -> Result<(), ApiError
     }
 }
 
-fn metrics(state: &AdminState) -> Response<GatewayBody> {
+fn metrics(state: &AdminState) -> Response<ResponseBody> {
     match state.metrics.render() {
         Ok(body) => reply::text(
             StatusCode::OK,
@@ -176,7 +150,7 @@ fn metrics(state: &AdminState) -> Response<GatewayBody> {
 /// so readiness changes with no traffic at all. A failing store with `fallback` or `allow` still
 /// serves by design; taking every instance out of rotation because a shared Redis is down would
 /// turn a degraded service into an outage.
-fn readyz(state: &AdminState) -> Response<GatewayBody> {
+fn readyz(state: &AdminState) -> Response<ResponseBody> {
     let (status, body) = if !state.ready.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,

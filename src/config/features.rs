@@ -243,7 +243,7 @@ impl OverrideShape<'_> {
                 let ip: IpAddr = key
                     .parse()
                     .map_err(|_| bad("is not an IP address (this policy is keyed by ip)"))?;
-                crate::proxy::client_ip::client_key(ip.to_canonical(), self.ipv6_prefix)
+                crate::net::client_key(ip.to_canonical(), self.ipv6_prefix)
             }
             Some(KeyPart::Header(_)) => {
                 let trimmed = key.trim();

@@ -13,10 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compiled::{
-    AlertFormat, Algorithm, EscapedSlashes, Mode, OnError, Semicolons, StoreKind,
-};
+use super::compiled::{AlertFormat, Algorithm, Mode, OnError, StoreKind};
 use super::duration;
+use crate::uri_path::{EscapedSlashes, Semicolons};
 
 pub const DEFAULT_SERVER_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));

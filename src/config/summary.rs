@@ -5,11 +5,12 @@
 use std::fmt::Write as _;
 
 use super::compiled::{
-    Access, Admin, AlertSettings, Algorithm, Config, CountOn, PathMatch, PathRules, Policy, Route,
-    Server, StoreKind, StoreSettings, Target, Upstream,
+    Access, Admin, AlertSettings, Algorithm, Config, CountOn, PathMatch, Policy, Route, Server,
+    StoreKind, StoreSettings, Target, Upstream,
 };
 use super::duration::format as dur;
 use crate::net::CidrSet;
+use crate::uri_path::PathRules;
 
 /// A multi-line description of what the config will do.
 pub fn summary(cfg: &Config) -> String {

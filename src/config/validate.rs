@@ -19,9 +19,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::compiled::{
-    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, EscapedSlashes, KeyPart,
-    Overrides, PathMatch, PathRules, Policy, Route, Semicolons, Server, StoreKind, StoreSettings,
-    Target, TlsFiles, Upstream,
+    Access, Admin, AlertSettings, AlertThreshold, Algorithm, Config, KeyPart, Overrides, PathMatch,
+    Policy, Route, Server, StoreKind, StoreSettings, Target, TlsFiles, Upstream,
 };
 use super::env::{self, Lookup};
 use super::features;
@@ -29,7 +28,7 @@ use super::file::{self, EnvString, File};
 use super::locate::Source;
 use super::ConfigError;
 use crate::net::CidrSet;
-use crate::proxy::path;
+use crate::uri_path::{self as path, EscapedSlashes, PathRules, Semicolons};
 
 /// The Redis script computes with doubles, which are exact for integers up to 2^53.
 const MAX_EXACT_DOUBLE: u64 = 1 << 53;

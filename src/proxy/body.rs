@@ -1,11 +1,11 @@
-//! The response body type: either the upstream's body, streamed through untouched, or a small
-//! body the gateway wrote itself. An enum rather than a boxed trait object, so the common path
-//! allocates nothing for the body. A request that owes the store something once answered (a
-//! count-by-response charge, a concurrency lease) wraps its body (`Settled`): the settlement
+//! The proxy's response stream: the upstream's body, streamed through untouched, or a body that
+//! settles what its request owes first (`Settled`). A request that owes the store something once
+//! answered (a count-by-response charge, a concurrency lease) wraps its body: the settlement
 //! runs when the last frame is reached and that frame is held back until the store has it, so
 //! a client never sees the end of a response whose charge or release has not landed. Frames
 //! before the last pass at once: streaming is not delayed. Dropped early (client gone, cut at
-//! shutdown), the debt settles in the background.
+//! shutdown), the debt settles in the background. Bodies the gateway writes itself are
+//! `crate::body`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,15 +15,16 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::body::{BoxError, ResponseBody};
 use crate::limiter::{Owed, Settling};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every answer of the proxy port.
+pub type GatewayBody = ResponseBody<Streamed>;
 
 pin_project_lite::pin_project! {
-    #[project = GatewayBodyProj]
-    pub enum GatewayBody {
+    #[project = StreamedProj]
+    pub enum Streamed {
         Upstream { #[pin] body: Incoming },
-        Full { data: Option<Bytes> },
         Settled { body: Pin<Box<GatewayBody>>, tail: Tail },
     }
 }
@@ -38,33 +39,26 @@ pub enum Tail {
 }
 
 impl GatewayBody {
-    pub fn full(data: impl Into<Bytes>) -> Self {
-        let data: Bytes = data.into();
-        GatewayBody::Full {
-            data: (!data.is_empty()).then_some(data),
-        }
-    }
-
-    pub fn empty() -> Self {
-        GatewayBody::Full { data: None }
-    }
-
     pub fn upstream(body: Incoming) -> Self {
-        GatewayBody::Upstream { body }
+        ResponseBody::Stream {
+            body: Streamed::Upstream { body },
+        }
     }
 
     /// `body`, settling `owed` before its last frame (or when dropped). A body that is already
     /// at its end, or that the protocol will not send (HEAD, 204, 304), is never polled: settle
     /// those before answering instead.
     pub fn settled(body: GatewayBody, owed: Owed) -> Self {
-        GatewayBody::Settled {
-            body: Box::pin(body),
-            tail: Tail::Streaming(Some(owed)),
+        ResponseBody::Stream {
+            body: Streamed::Settled {
+                body: Box::pin(body),
+                tail: Tail::Streaming(Some(owed)),
+            },
         }
     }
 }
 
-impl Body for GatewayBody {
+impl Body for Streamed {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -73,11 +67,10 @@ impl Body for GatewayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            GatewayBodyProj::Upstream { body } => body
+            StreamedProj::Upstream { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|r| r.map_err(BoxError::from))),
-            GatewayBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            GatewayBodyProj::Settled { body, tail } => loop {
+            StreamedProj::Settled { body, tail } => loop {
                 match tail {
                     Tail::Streaming(owed) => {
                         let polled = std::task::ready!(body.as_mut().poll_frame(cx));
@@ -110,20 +103,16 @@ impl Body for GatewayBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            GatewayBody::Upstream { body } => body.is_end_stream(),
-            GatewayBody::Full { data } => data.is_none(),
+            Streamed::Upstream { body } => body.is_end_stream(),
             // Never before the settlement is done: an ended body would not be polled again.
-            GatewayBody::Settled { tail, .. } => matches!(tail, Tail::Done),
+            Streamed::Settled { tail, .. } => matches!(tail, Tail::Done),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            GatewayBody::Upstream { body } => body.size_hint(),
-            GatewayBody::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            GatewayBody::Settled { body, tail } => match tail {
+            Streamed::Upstream { body } => body.size_hint(),
+            Streamed::Settled { body, tail } => match tail {
                 Tail::Streaming(_) => body.size_hint(),
                 Tail::Settling(_, Some(Ok(frame))) => {
                     SizeHint::with_exact(frame.data_ref().map_or(0, |d| d.len() as u64))

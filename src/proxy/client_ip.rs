@@ -10,7 +10,6 @@
 //! everything further left is attacker-controlled. The answer is then that trusted hop, so such
 //! requests share its counter rather than letting a client pick its own key.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::HeaderName;
@@ -63,27 +62,6 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     }
     let s = std::str::from_utf8(entry).ok()?;
     net::parse_client_ip(s)
-}
-
-/// The client's key string: IPv4 dotted quad, or the IPv6 prefix as `addr/len` (a plain address
-/// when the prefix is 128).
-pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> String {
-    let prefix = ipv6_prefix.min(128);
-    let addr = net::key_addr(ip, prefix);
-    // "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128" is 43 bytes: one allocation, no regrowth.
-    let mut key = String::with_capacity(48);
-    // Writing to a String cannot fail.
-    let _ = match addr {
-        IpAddr::V4(v4) => {
-            // The common case, without `fmt` (see `net::ipv4_text`).
-            let (text, len) = net::ipv4_text(v4);
-            key.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
-            Ok(())
-        }
-        IpAddr::V6(v6) if prefix == 128 => write!(key, "{v6}"),
-        IpAddr::V6(v6) => write!(key, "{v6}/{prefix}"),
-    };
-    key
 }
 
 #[cfg(test)]
@@ -293,31 +271,6 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         assert_eq!(resolve(ip("10.0.0.1"), &h, &lan()), ip("10.0.0.1"));
     }
-
-    #[test]
-    fn keys() {
-        assert_eq!(client_key(ip("198.51.100.7"), 64), "198.51.100.7");
-        assert_eq!(client_key(ip("::ffff:198.51.100.7"), 64), "198.51.100.7");
-        assert_eq!(
-            client_key(ip("2001:db8:1:2:3:4:5:6"), 64),
-            "2001:db8:1:2::/64"
-        );
-        assert_eq!(
-            client_key(ip("2001:db8:1:2:3:4:5:6"), 48),
-            "2001:db8:1::/48"
-        );
-        assert_eq!(
-            client_key(ip("2001:db8:1:2:3:4:5:6"), 128),
-            "2001:db8:1:2:3:4:5:6"
-        );
-        assert_eq!(client_key(ip("2001:db8::1"), 200), "2001:db8::1");
-        assert_eq!(client_key(ip("2001:db8::1"), 0), "::/0");
-        // Rotating inside one /64 gives one key.
-        assert_eq!(
-            client_key(ip("2001:db8:1:2::1"), 64),
-            client_key(ip("2001:db8:1:2:ffff::9"), 64)
-        );
-    }
 }
 
 /// The X-Forwarded-For reader on arbitrary header bytes: no panic, and nothing a client writes
@@ -406,7 +359,7 @@ mod properties {
                 prop_assert!(named, "{got} is not an entry of {h:?}");
             }
             // The key of any answer is well-formed and bounded.
-            let key = client_key(got, 64);
+            let key = net::client_key(got, 64);
             prop_assert!(!key.is_empty() && key.len() <= 48, "{key}");
         }
 

@@ -16,13 +16,15 @@ use super::body::GatewayBody;
 use super::forward_headers::{self, TransferCodings};
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
-use super::{client_ip, cost, host, path, rate_headers, route};
+use super::{client_ip, cost, host, rate_headers, route};
 use crate::alerts::{Alert, Alerter};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{DecisionLabel, Metrics};
+use crate::net;
 use crate::proxy::upstream::UpstreamPool;
+use crate::uri_path as path;
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -151,7 +153,7 @@ impl Gateway {
             ListMatch::Normal => {
                 let id = ClientId {
                     ip: client,
-                    key: client_ip::client_key(client, server.ipv6_prefix),
+                    key: net::client_key(client, server.ipv6_prefix),
                 };
                 let view = RequestView {
                     method: req.method(),

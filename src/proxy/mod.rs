@@ -7,7 +7,6 @@ pub mod cost;
 pub mod forward_headers;
 pub mod handler;
 pub mod host;
-pub mod path;
 pub mod rate_headers;
 pub mod response;
 pub mod route;

@@ -16,11 +16,11 @@ use serde::Serialize;
 use super::body::GatewayBody;
 use super::cost::BadCost;
 use super::host::BadHost;
-use super::path::PathError;
 use super::rate_headers;
 use crate::config::compiled::Policy;
 use crate::limiter::RateReport;
 use crate::metrics::DecisionLabel;
+use crate::uri_path::PathError;
 
 /// The problem type of every 429 (IANA HTTP Problem Types registry).
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";

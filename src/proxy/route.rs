@@ -1,6 +1,6 @@
 //! Route matching: the first route in file order whose method, host and path all match.
 //!
-//! `path` is the normalized path (see `proxy::path`); config prefixes are expected in the same
+//! `path` is the normalized path (see `uri_path`); config prefixes are expected in the same
 //! normalized form without a trailing slash.
 //!
 //! A `case_insensitive` route compares ASCII letters without regard to case (percent-escapes are
@@ -393,7 +393,7 @@ mod tests {
 mod properties {
     use super::tests_support::*;
     use super::*;
-    use crate::proxy::path::{self, EscapedSlashes, PathRules, Semicolons};
+    use crate::uri_path::{self, EscapedSlashes, PathRules, Semicolons};
     use proptest::prelude::*;
 
     fn segment() -> impl Strategy<Value = String> {
@@ -480,10 +480,10 @@ mod properties {
             raw in raw_path(),
             rules in all_rules(),
         ) {
-            let Ok(normal) = path::normalize(&raw, rules) else { return Ok(()) };
+            let Ok(normal) = uri_path::normalize(&raw, rules) else { return Ok(()) };
             // What the handler matches on is what it would match if the client had sent the
             // normalized form in the first place.
-            let again = path::normalize(&normal, rules).map(|p| p.into_owned());
+            let again = uri_path::normalize(&normal, rules).map(|p| p.into_owned());
             prop_assert_eq!(again.as_deref(), Ok(&*normal));
             prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, again.as_deref().unwrap_or("")));
             // What the upstream receives (without strip_prefix) is what the route saw.
@@ -500,14 +500,14 @@ mod properties {
                 semicolons: Semicolons::Strip,
                 escaped_slashes: EscapedSlashes::Decode,
             };
-            let Ok(normal) = path::normalize(&raw, rules) else { return Ok(()) };
+            let Ok(normal) = uri_path::normalize(&raw, rules) else { return Ok(()) };
             let upstream_view: String = raw
                 .split('/')
                 .map(|seg| seg.split(';').next().unwrap_or(""))
                 .collect::<Vec<_>>()
                 .join("/")
                 .replace("%2F", "/");
-            let Ok(seen) = path::normalize(&upstream_view, rules) else {
+            let Ok(seen) = uri_path::normalize(&upstream_view, rules) else {
                 return Err(TestCaseError::fail(format!("{raw:?}: {upstream_view:?} refused")));
             };
             prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, &seen));
@@ -521,7 +521,7 @@ mod properties {
                 r.case_insensitive = true;
             }
             let rules = PathRules { semicolons: Semicolons::Keep, ..PathRules::default() };
-            let Ok(normal) = path::normalize(&raw, rules) else { return Ok(()) };
+            let Ok(normal) = uri_path::normalize(&raw, rules) else { return Ok(()) };
             let lower = normal.to_ascii_lowercase();
             let upper = normal.to_ascii_uppercase();
             prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, &lower));

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::watchdog::{self, ConnClock, Timeouts, Tracked, Watched};
+use crate::body::BoxError;
 use crate::metrics::{DecisionLabel, Metrics};
-use crate::proxy::body::GatewayBody;
 
 /// hyper's HTTP/2 keep-alive: a client silent for this long (or for `idle_timeout` if shorter) is
 /// pinged, and closed if the ping is not answered within the same time.
@@ -78,7 +80,7 @@ impl ConnServer {
 
     /// Serve `io` until the client or hyper ends the connection, the watchdog cuts it, (with a
     /// graceful `watcher`) a drain finishes it, or `cut` turns true (the drain's grace is over).
-    pub async fn serve<S, H, Fut>(
+    pub async fn serve<S, H, Fut, B>(
         &self,
         io: S,
         clock: Arc<ConnClock>,
@@ -89,7 +91,8 @@ impl ConnServer {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<GatewayBody>> + Send + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let requests = clock.clone();
         let service = service_fn(move |req: Request<Incoming>| {

@@ -1,6 +1,7 @@
-//! The accept loop: TCP or TLS, HTTP/1.1 and HTTP/2 on one port, a connection ceiling shared by
-//! every worker, the per-connection watchdog (header read, idle and send timeouts; see
-//! `watchdog`), and a graceful drain bounded by `shutdown_grace`.
+//! The proxy port: TCP or TLS, HTTP/1.1 and HTTP/2 on one port, on the shared accept loop
+//! (`accept`) with a connection ceiling shared by every worker, the per-connection watchdog
+//! (header read, idle and send timeouts; see `watchdog`), and a graceful drain bounded by
+//! `shutdown_grace`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::accept::accept_loop;
 use super::conn::{ConnServer, Listener};
 use super::slots::{self, Slot, Slots};
 use super::watchdog::{ConnClock, Timeouts};
@@ -26,9 +28,6 @@ const MIN_HYPER_BUF: usize = 8192;
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// How long connections cut at `shutdown_grace` get to drop their requests.
 const CUT_WAIT: Duration = Duration::from_secs(1);
-/// How long the accept loop waits when the process is out of descriptors: long enough not to
-/// spin, short enough to serve again soon after connections close.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Listener settings fixed at start (changing them needs a restart, like nginx's `listen`).
 #[derive(Debug, Clone)]
@@ -107,42 +106,29 @@ pub async fn serve(
     // dropped with it: what their requests owe the store is then still settled.
     let serving = Arc::new(InFlight::default());
     let (cut, cut_rx) = watch::channel(false);
-    let mut accept_failing = false;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        backoff(&err, &mut accept_failing, "proxy").await;
-                        continue;
-                    }
-                };
-                accept_failing = false;
-                let Some(slot) = settings.slots.acquire() else {
-                    // Closing at once frees the descriptor; holding it would let a flood of
-                    // silent connections starve the upstream and Redis sockets.
-                    metrics.connections_rejected.with_label_values(&["proxy"]).inc();
-                    drop(stream);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = Connection {
-                    server: server.clone(),
-                    gateway: gateway.clone(),
-                    metrics: metrics.clone(),
-                    watcher: graceful.watcher(),
-                    header_read_timeout: settings.timeouts.header_read,
-                    cut: cut_rx.clone(),
-                    _serving: serving.enter(),
-                    _slot: slot,
-                };
-                let tls = tls.clone();
-                tokio::spawn(conn.run(stream, peer, tls));
-            }
-            _ = crate::server::stopped(&mut shutdown) => break,
-        }
-    }
+    let accepted = |stream: TcpStream, peer, slot| {
+        let _ = stream.set_nodelay(true);
+        let conn = Connection {
+            server: server.clone(),
+            gateway: gateway.clone(),
+            metrics: metrics.clone(),
+            watcher: graceful.watcher(),
+            header_read_timeout: settings.timeouts.header_read,
+            cut: cut_rx.clone(),
+            _serving: serving.enter(),
+            _slot: slot,
+        };
+        tokio::spawn(conn.run(stream, peer, tls.clone()));
+    };
+    accept_loop(
+        &listener,
+        Listener::Proxy,
+        &settings.slots,
+        &metrics,
+        &mut shutdown,
+        accepted,
+    )
+    .await;
     drop(listener);
     tracing::info!(grace = ?settings.shutdown_grace, "draining connections");
     match tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await {
@@ -153,21 +139,6 @@ pub async fn serve(
             let _ = tokio::time::timeout(CUT_WAIT, serving.idle()).await;
         }
     }
-}
-
-/// After a failed accept: out of descriptors (or memory), wait before the next try instead of
-/// spinning on a socket that stays readable; anything else concerns one connection only.
-pub async fn backoff(err: &std::io::Error, failing: &mut bool, listener: &'static str) {
-    if !slots::is_resource_exhaustion(err) {
-        tracing::debug!(listener, error = %err, "accept failed");
-        return;
-    }
-    // One warning per streak, not twenty a second.
-    if !*failing {
-        tracing::warn!(listener, error = %err, "accept failed; retrying every 50ms");
-        *failing = true;
-    }
-    tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
 struct Connection {

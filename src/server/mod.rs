@@ -1,6 +1,7 @@
 //! Accepting connections: the proxy listener, TLS, the per-core workers that serve it, the
 //! connection ceiling and the per-connection watchdog (also used by the admin port).
 
+pub mod accept;
 pub mod conn;
 pub mod listener;
 pub mod slots;

@@ -33,6 +33,7 @@ use http::Version;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::metrics::Expiry;
 use crate::millis;
 
 /// Marks "not set" in the millisecond fields.
@@ -45,27 +46,6 @@ pub struct Timeouts {
     pub header_read: Duration,
     pub idle: Duration,
     pub send: Duration,
-}
-
-/// Why the watchdog ended a connection (the `reason` label of
-/// `rategate_connections_timed_out_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    HeaderRead,
-    Idle,
-    Send,
-}
-
-impl Expiry {
-    pub const ALL: [Expiry; 3] = [Expiry::HeaderRead, Expiry::Idle, Expiry::Send];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Expiry::HeaderRead => "header_read",
-            Expiry::Idle => "idle",
-            Expiry::Send => "send",
-        }
-    }
 }
 
 /// What one connection is doing. Times are milliseconds since `start` (the accept).

@@ -12,7 +12,7 @@ use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use http::{HeaderValue, Response};
 use sha2::{Digest, Sha256};
 
-use crate::proxy::body::GatewayBody;
+use crate::body::ResponseBody;
 
 const PAGE: &str = include_str!("index.html");
 
@@ -25,8 +25,8 @@ static CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub fn page() -> Response<GatewayBody> {
-    let mut resp = Response::new(GatewayBody::full(PAGE));
+pub fn page() -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(PAGE));
     let h = resp.headers_mut();
     h.insert(
         CONTENT_TYPE,

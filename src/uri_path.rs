@@ -40,7 +40,62 @@
 
 use std::borrow::Cow;
 
-pub use crate::config::compiled::{EscapedSlashes, PathRules, Semicolons};
+use serde::Deserialize;
+
+/// `server.path_semicolons` and `server.escaped_slashes`: what [`normalize`] does with the parts
+/// of a path that upstreams disagree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathRules {
+    pub semicolons: Semicolons,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// `server.path_semicolons`: Tomcat, Jetty and Spring cut `;params` off every segment before
+/// matching, most other servers keep them as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Semicolons {
+    /// 400 for a raw `;` or `%3B` anywhere in the path (Spring's strict firewall).
+    #[default]
+    Reject,
+    /// Remove `;params` from every segment before matching and forwarding; `%3B` is a 400.
+    Strip,
+    /// Leave `;` as data (`..;` dot segments stay refused).
+    Keep,
+}
+
+impl Semicolons {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semicolons::Reject => "reject",
+            Semicolons::Strip => "strip",
+            Semicolons::Keep => "keep",
+        }
+    }
+}
+
+/// `server.escaped_slashes` (Envoy's `path_with_escaped_slashes_action`): `%2F` and `%5C`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Forwarded encoded, one segment (dot pieces next to them stay refused).
+    #[default]
+    Keep,
+    /// 400 for `%2F` or `%5C`.
+    Reject,
+    /// `%2F` becomes `/` before dot segments are resolved; `%5C` is a 400, like a raw `\`.
+    Decode,
+}
+
+impl EscapedSlashes {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscapedSlashes::Keep => "keep",
+            EscapedSlashes::Reject => "reject",
+            EscapedSlashes::Decode => "decode",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
