@@ -9,7 +9,7 @@ pub struct ConfigError {
     /// 1-based line and column, where known.
     pub line: Option<usize>,
     pub column: Option<usize>,
-    /// Dotted key path such as `policy[2].window` or `route.auth.upstream`; empty when the error
+    /// Dotted key path such as `policy[2].window` or `route[1].upstream`; empty when the error
     /// is not about one key (unreadable file, TOML syntax).
     pub key: String,
     pub message: String,

@@ -1,4 +1,6 @@
-//! The config file exactly as written in TOML (SPEC section 2).
+//! The config file exactly as written in TOML (the keys are described in README.md
+//! "Configuration", docs/operations.md and docs/policies.md; `config/rategate.toml` is a commented
+//! example).
 //!
 //! Unknown keys are errors everywhere. Optional keys are `Option`s and their defaults are the
 //! `DEFAULT_*` constants below, applied by `validate`: keeping "absent" visible lets validation
@@ -49,9 +51,9 @@ pub const DEFAULT_ALERT_MAX_RETRIES: u32 = 3;
 pub const DEFAULT_ALERT_QUEUE_SIZE: usize = 1000;
 pub const DEFAULT_PATH_SEMICOLONS: Semicolons = Semicolons::Reject;
 pub const DEFAULT_ESCAPED_SLASHES: EscapedSlashes = EscapedSlashes::Keep;
-// Policy `key` defaults to ["ip"], `burst` to `limit`, `lease` to 60s, `block_memory` to 24h,
-// route `cost` to 1 and `max_cost` to 100 (see `compiled`), route `methods` to any method and
-// `strip_prefix` to false; those are applied where the values are compiled.
+// Policy `key` defaults to ["ip"], `burst` to `limit`, `block_max` to 24h (or `block_for` when
+// longer), route `cost` to 1 and `max_cost` to 100 (see `compiled`), route `methods` to any method
+// and `strip_prefix` to false; those are applied where the values are compiled.
 
 /// A string value; `${NAME}` references are substituted when it is compiled.
 pub type EnvString = Spanned<String>;

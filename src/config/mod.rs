@@ -7,7 +7,6 @@ pub mod compiled;
 pub mod duration;
 pub mod env;
 pub mod error;
-mod features;
 pub mod file;
 pub mod live;
 mod locate;

@@ -4,9 +4,9 @@
 //! A reload reads the file the running config came from, validates it whole and swaps it in only
 //! on success; a failure leaves the running config untouched. Both outcomes are logged and counted
 //! in `rategate_config_reloads_total{result}`. Requests in flight keep the snapshot they started
-//! with. Counters and blocks live in the store, keyed by policy name and stored with their
-//! parameters, so they survive a reload for every policy whose name, algorithm, limit and window
-//! are unchanged.
+//! with. Counters and blocks live in the store, not in the config: blocks (kept per client)
+//! survive any reload, and a policy's counters, keyed by its name and stored with its algorithm,
+//! limit, window and burst, survive a reload that changes none of those.
 
 use std::fmt;
 use std::path::Path;

@@ -1,0 +1,78 @@
+//! `[store]`: which store, where (the Redis URL), and how its keys are named.
+
+use super::check::{bounded, Check, Issue, MAX_MEMORY_KEYS_RANGE};
+use super::validator::Validator;
+use crate::config::compiled::{StoreKind, StoreSettings};
+use crate::config::file::{self, EnvString};
+
+const REDIS_SCHEMES: [&str; 4] = [
+    "redis://",
+    "rediss://",
+    "redis-sentinel://",
+    "redis-cluster://",
+];
+
+impl Validator<'_> {
+    pub(super) fn store(&mut self, s: &file::Store) -> Option<StoreSettings> {
+        let kind = s.kind.unwrap_or(file::DEFAULT_STORE_KIND);
+        let url = self.take(
+            s.url
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_STORE_URL.to_owned()), |u| {
+                    self.store_url(u, kind)
+                }),
+        );
+        let key_prefix = self.take(
+            s.key_prefix
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_KEY_PREFIX.to_owned()), |p| {
+                    self.key_prefix(p)
+                }),
+        );
+        let max_memory_keys = self.take(
+            s.max_memory_keys
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_MAX_MEMORY_KEYS), |v| {
+                    bounded(v, MAX_MEMORY_KEYS_RANGE)
+                }),
+        );
+        Some(StoreSettings {
+            kind,
+            url: url?,
+            key_prefix: key_prefix?,
+            timeout: s.timeout.map_or(file::DEFAULT_STORE_TIMEOUT, |d| d.0),
+            on_error: s.on_error.unwrap_or(file::DEFAULT_ON_ERROR),
+            max_memory_keys: max_memory_keys?,
+        })
+    }
+
+    /// The URL may carry a password, so messages show its scheme only.
+    fn store_url(&self, url: &EnvString, kind: StoreKind) -> Check<String> {
+        let text = self.expand(url)?;
+        if kind == StoreKind::Redis && !REDIS_SCHEMES.iter().any(|s| text.starts_with(s)) {
+            let scheme = text.split_once("://").map_or("none", |(scheme, _)| scheme);
+            return Err(Issue::at(
+                url,
+                format!(
+                    "unsupported URL scheme `{scheme}`; expected {}",
+                    REDIS_SCHEMES.join(", ")
+                ),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// The prefix comes before the `{rg}` hash tag (see `store::redis`) and Redis Cluster hashes
+    /// the first `{...}` of a key, so braces here would replace that tag or break it: an empty `{}`
+    /// hashes each key whole, and a script touching a request's keys then fails across slots.
+    fn key_prefix(&self, prefix: &EnvString) -> Check<String> {
+        let text = self.expand(prefix)?;
+        if text.contains(['{', '}']) {
+            return Err(Issue::at(
+                prefix,
+                "must not contain `{` or `}` (they would pin every key to one Redis Cluster slot)",
+            ));
+        }
+        Ok(text)
+    }
+}
