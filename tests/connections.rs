@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 const ROUTE: &str = "[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"api\"\n";
-/// Generous against 1 s timeouts on a loaded machine; without the timeouts these would be held for ever.
+/// Generous against 1 s timeouts on a loaded machine; untimed, these would be held for ever.
 const CLOSED_WITHIN: Duration = Duration::from_secs(6);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
