@@ -584,8 +584,7 @@ fn events_and_suspicious_clients() {
 
 #[test]
 fn without_a_token_the_api_is_open_to_local_callers_only() {
-    let cfg = CONFIG.replace("token = \"t0ken-for-tests\"\n", "");
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&TestConfig::parse(CONFIG).remove("admin.token"));
     let http = client();
     let resp = http.get(gw.admin_url("/admin/blocks")).send().unwrap();
     assert_eq!(resp.status(), 200);
@@ -637,14 +636,10 @@ fn with_redis_every_instance_shares_blocks_events_and_suspects() {
         return;
     }
     let redis = common::redis::RedisServer::start();
-    let cfg = CONFIG.replace(
-        "[[policy]]\nname = \"login\"",
-        &format!(
-            "[store]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"admintest:\"\ntimeout = \"2s\"\n\n\
-             [[policy]]\nname = \"login\"",
-            redis.url()
-        ),
-    );
+    let cfg = TestConfig::parse(CONFIG)
+        .redis_store(&redis.url())
+        .set("store.key_prefix", "admintest:")
+        .set("store.timeout", "2s");
     let a = Admin {
         gw: Gateway::start(&cfg),
         http: client(),

@@ -82,15 +82,12 @@ impl Receiver {
 
     /// Wait until `n` deliveries arrived.
     fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Delivery> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let got = self.got();
-            if got.len() >= n {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("expected {n} deliveries, got {:#?}", self.got());
+        poll(format!("{n} deliveries"), timeout)
+            .showing(|| format!("got {:#?}", self.got()))
+            .until(|| {
+                let got = self.got();
+                (got.len() >= n).then_some(got)
+            })
     }
 }
 
@@ -124,8 +121,8 @@ async fn receive(
         .unwrap())
 }
 
-fn config(alerts: &str, extra: &str) -> String {
-    format!(
+fn config(alerts: &str, extra: &str) -> TestConfig {
+    TestConfig::parse(&format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -164,7 +161,7 @@ policies = ["api"]
 respond = {{ status = 200 }}
 {extra}
 "#
-    )
+    ))
 }
 
 fn hit(gw: &Gateway, path: &str, ip: &str) -> u16 {
@@ -201,7 +198,9 @@ fn an_admin_block_is_delivered_with_a_retry_after_a_500() {
         ),
         "",
     );
-    let gw = Gateway::start_with_env(&cfg, &[("HOOK_TOKEN", "hook-s3cret")]);
+    let gw = Gateway::builder(&cfg)
+        .env("HOOK_TOKEN", "hook-s3cret")
+        .start();
     admin_block(&gw, "192.0.2.7");
     let got = rx.wait_for(2, Duration::from_secs(5));
     assert_eq!(got[0].body, got[1].body, "the retry posts the same alert");
@@ -279,10 +278,9 @@ fn slack_format_and_giving_up() {
     );
     assert_eq!(got[0].authorization, None);
     // 1 + max_retries attempts, then the alert is counted as failed.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while alerts_metric(&gw, "failed") < 1.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll("the failed alert to be counted", Duration::from_secs(3))
+        .every(Duration::from_millis(50))
+        .until(|| alerts_metric(&gw, "failed") >= 1.0);
     assert_eq!(alerts_metric(&gw, "failed"), 1.0);
     assert_eq!(rx.got().len(), 2);
     // A refusal (4xx other than 408/429) is not retried.
@@ -295,14 +293,17 @@ fn slack_format_and_giving_up() {
 
 /// Hit `/api` from a fresh address until `done` holds (each hit drives the store's breaker).
 fn hit_until(gw: &Gateway, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
     let mut n = 0u32;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        n += 1;
-        hit(gw, "/api", &format!("10.8.{}.{}", n / 250, n % 250 + 1));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(what, Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .until(|| {
+            if done() {
+                return true;
+            }
+            n += 1;
+            hit(gw, "/api", &format!("10.8.{}.{}", n / 250, n % 250 + 1));
+            false
+        });
 }
 
 #[test]
@@ -314,11 +315,10 @@ fn store_fallback_and_recovery_are_alerted() {
     }
     let mut redis = common::redis::RedisServer::start();
     let rx = Receiver::start(&[]);
-    let store = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"100ms\"\non_error = \"fallback\"\n\n[admin]",
-        redis.url()
-    );
-    let cfg = config(&format!("webhook_url = \"{}\"", rx.url()), "").replace("[admin]", &store);
+    let cfg = config(&format!("webhook_url = \"{}\"", rx.url()), "")
+        .redis_store(&redis.url())
+        .set("store.timeout", "100ms")
+        .set("store.on_error", "fallback");
     let gw = Gateway::start(&cfg);
     assert_eq!(hit(&gw, "/api", "10.0.0.1"), 200);
     assert!(rx.got().is_empty());
@@ -350,14 +350,14 @@ fn store_fallback_and_recovery_are_alerted() {
 #[test]
 fn alerts_follow_a_reload() {
     let rx = Receiver::start(&[]);
-    let without = config("", "").replace("[alerts]\n", "");
+    let without = config("", "").remove("alerts");
     let gw = Gateway::start(&without);
     admin_block(&gw, "192.0.2.40");
     std::thread::sleep(Duration::from_millis(300));
     assert!(rx.got().is_empty());
     std::fs::write(
         &gw.config_path,
-        config(&format!("webhook_url = \"{}\"", rx.url()), ""),
+        config(&format!("webhook_url = \"{}\"", rx.url()), "").to_string(),
     )
     .unwrap();
     let resp = client().post(gw.admin_url("/admin/reload")).send().unwrap();
@@ -377,33 +377,38 @@ fn redis_outage_and_recovery_are_alerted() {
     }
     let mut redis = common::redis::RedisServer::start();
     let rx = Receiver::start(&[]);
-    let cfg = config(&format!("webhook_url = \"{}\"", rx.url()), "").replace(
-        "[admin]",
-        &format!(
-            "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"100ms\"\non_error = \"fallback\"\n\n[admin]",
-            redis.url()
-        ),
-    );
+    let cfg = config(&format!("webhook_url = \"{}\"", rx.url()), "")
+        .redis_store(&redis.url())
+        .set("store.timeout", "100ms")
+        .set("store.on_error", "fallback");
     let gw = Gateway::start(&cfg);
     assert_eq!(hit(&gw, "/api", "192.0.2.90"), 200);
     redis.kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut n = 0u32;
-    while rx.got().is_empty() && Instant::now() < deadline {
-        // Every request is still served (by the fallback).
-        assert_eq!(hit(&gw, "/api", &format!("192.0.2.{}", 100 + n % 100)), 200);
-        n += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll("the fallback alert", Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until(|| {
+            if !rx.got().is_empty() {
+                return true;
+            }
+            // Every request is still served (by the fallback).
+            assert_eq!(hit(&gw, "/api", &format!("192.0.2.{}", 100 + n % 100)), 200);
+            n += 1;
+            false
+        });
     let got = rx.wait_for(1, Duration::from_secs(1));
     assert_eq!(got[0].body["kind"], "store_fallback", "{:?}", got[0].body);
     assert_eq!(got[0].body["store"], "redis");
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while rx.got().len() < 2 && Instant::now() < deadline {
-        hit(&gw, "/api", "192.0.2.91");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll("the recovery alert", Duration::from_secs(15))
+        .every(Duration::from_millis(100))
+        .until(|| {
+            if rx.got().len() >= 2 {
+                return true;
+            }
+            hit(&gw, "/api", "192.0.2.91");
+            false
+        });
     let got = rx.wait_for(2, Duration::from_secs(1));
     assert_eq!(got[1].body["kind"], "store_recovered", "{:?}", got[1].body);
 }

@@ -48,14 +48,12 @@ impl Upstream {
 
     /// Wait until the upstream has received `n` requests in all.
     fn wait_seen(&self, n: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.seen.load(Ordering::SeqCst) < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the upstream never got the request"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        poll(
+            format!("the upstream to get {n} request(s)"),
+            Duration::from_secs(10),
+        )
+        .every(Duration::from_millis(10))
+        .until(|| self.seen.load(Ordering::SeqCst) >= n);
     }
 
     fn url(&self) -> String {
@@ -227,21 +225,18 @@ policies = ["one-at-a-time"]
 
 /// A gateway on `upstream` with the policies above, on Redis at `redis` (or in memory), with
 /// `grace` as `shutdown_grace`.
-fn config(upstream: &Upstream, redis: Option<&str>, grace: &str) -> String {
-    let store = match redis {
-        Some(url) => format!(
-            "[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"rgdrain:\"\n\
-             timeout = \"1s\"\non_error = \"deny\"\n\n"
-        ),
-        None => String::new(),
-    };
-    config_with(&upstream.url(), POLICIES)
-        .replace(
-            "shutdown_grace = \"5s\"",
-            &format!("shutdown_grace = \"{grace}\""),
-        )
-        .replace("timeout = \"2s\"", "timeout = \"30s\"")
-        .replace("[[upstream]]", &format!("{store}[[upstream]]"))
+fn config(upstream: &Upstream, redis: Option<&str>, grace: &str) -> TestConfig {
+    let config = config_with(&upstream.url(), POLICIES)
+        .set("server.shutdown_grace", grace)
+        .set("upstream.timeout", "30s");
+    match redis {
+        Some(url) => config
+            .redis_store(url)
+            .set("store.key_prefix", "rgdrain:")
+            .set("store.timeout", "1s")
+            .set("store.on_error", "deny"),
+        None => config,
+    }
 }
 
 /// Leases held in Redis right now, over every concurrency counter.
@@ -265,14 +260,11 @@ macro_rules! need_redis {
 /// Wait until the request started in the background holds its slot in Redis, and check that
 /// the other instance `probe` is refused meanwhile.
 fn wait_slot_taken(redis: &RedisServer, probe: &Gateway) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while leases_in_redis(redis) != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background request never took the slot"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(
+        "the background request to take the slot",
+        Duration::from_secs(10),
+    )
+    .until(|| leases_in_redis(redis) == 1);
     let resp = raw_get(probe.addr, "/", "");
     assert_eq!(raw_status(&resp), 429, "{resp}");
 }

@@ -1,4 +1,4 @@
-//! HTTP as the RFCs require of an intermediary (issue 10 point 4), through the real binary over
+//! HTTP as the RFCs require of an intermediary, through the real binary over
 //! raw sockets: Host rules, upstream framing, malformed client bodies, unsolicited upgrades,
 //! the `bad_request` decision and client-IP headers from untrusted peers.
 
@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -37,17 +37,8 @@ fn upstream_errors(gw: &Gateway, kind: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// Wait until `f` is true (the gateway records a request after answering it).
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
-}
+/// How long a request may take to show in the metrics (recorded after it was answered).
+const RECORDED_WITHIN: Duration = Duration::from_secs(5);
 
 /// A response split into status, lower-cased header lines and the body with chunked framing
 /// removed (the raw body when it is not chunked).
@@ -264,11 +255,9 @@ fn requests_refused_before_routing_count_as_bad_request() {
         )),
         404
     );
-    assert!(
-        eventually(|| requests(&gw, "", "bad_request") >= 3.0),
-        "bad_request = {}",
-        requests(&gw, "", "bad_request")
-    );
+    poll("3 bad_request requests to be recorded", RECORDED_WITHIN)
+        .showing(|| format!("bad_request = {}", requests(&gw, "", "bad_request")))
+        .until(|| requests(&gw, "", "bad_request") >= 3.0);
     assert_eq!(requests(&gw, "", "bad_request"), 3.0);
     assert_eq!(requests(&gw, "", "no_route"), 1.0);
     assert_eq!(echo.count(), 0);
@@ -277,14 +266,11 @@ fn requests_refused_before_routing_count_as_bad_request() {
 #[test]
 fn head_over_max_header_bytes_below_the_buffer_counts_as_bad_request() {
     let echo = Echo::start();
-    let config = config_with(&echo.url(), ROUTES).replace(
-        "shutdown_grace = \"5s\"",
-        "shutdown_grace = \"5s\"\nmax_header_bytes = 1024",
-    );
-    let gw = Gateway::start(&config);
+    let gw = Gateway::start(&config_with(&echo.url(), ROUTES).set("server.max_header_bytes", 1024));
     let big = format!("X-Big: {}\r\n", "a".repeat(2_000));
     assert_eq!(raw_status(&raw_get(gw.addr, "/a", &big)), 431);
-    assert!(eventually(|| requests(&gw, "", "bad_request") == 1.0));
+    poll("1 bad_request request to be recorded", RECORDED_WITHIN)
+        .until(|| requests(&gw, "", "bad_request") == 1.0);
     assert_eq!(requests(&gw, "", "no_route"), 0.0);
 }
 
@@ -404,7 +390,8 @@ raw bytes of another protocol",
     assert_eq!(raw_status(&text), 502, "{text}");
     assert!(!text.contains("another protocol"), "{text}");
     assert_eq!(up.heads.load(Ordering::SeqCst), 1);
-    assert!(eventually(|| upstream_errors(&gw, "protocol") == 1.0));
+    poll("1 protocol error to be recorded", RECORDED_WITHIN)
+        .until(|| upstream_errors(&gw, "protocol") == 1.0);
 }
 
 // ---- malformed client bodies are the client's fault ----
@@ -427,7 +414,8 @@ fn malformed_chunked_request_body_is_400_and_not_an_upstream_error() {
         assert_eq!(raw_status(&resp), 400, "{body:?}: {resp}");
         assert!(resp.contains("\"error\":\"bad_request_body\""), "{resp}");
     }
-    assert!(eventually(|| requests(&gw, "echo", "allowed") == 2.0));
+    poll("2 allowed requests to be recorded", RECORDED_WITHIN)
+        .until(|| requests(&gw, "echo", "allowed") == 2.0);
     for kind in ["reset", "connect", "timeout", "protocol"] {
         assert_eq!(upstream_errors(&gw, kind), 0.0, "kind {kind}");
     }
@@ -445,11 +433,9 @@ fn client_leaving_mid_body_is_not_an_upstream_error() {
     std::thread::sleep(Duration::from_millis(300));
     stream.shutdown(Shutdown::Both).unwrap();
     drop(stream);
-    assert!(
-        eventually(|| requests(&gw, "echo", "allowed") == 1.0),
-        "the request was never recorded:\n{}",
-        gw.logs()
-    );
+    poll("the request to be recorded", RECORDED_WITHIN)
+        .showing(|| gw.logs())
+        .until(|| requests(&gw, "echo", "allowed") == 1.0);
     assert_eq!(upstream_errors(&gw, "reset"), 0.0, "{}", gw.logs());
 }
 
@@ -468,14 +454,6 @@ const CLIENT_IP_NAMES: [&str; 7] = [
     "fastly-client-ip",
 ];
 
-fn gateway_with_server(upstream: &str, server: &str) -> Gateway {
-    let config = config_with(upstream, ROUTES).replace(
-        "shutdown_grace = \"5s\"",
-        &format!("shutdown_grace = \"5s\"\n{server}"),
-    );
-    Gateway::start(&config)
-}
-
 #[test]
 fn client_ip_headers_from_an_untrusted_peer_are_removed() {
     let echo = Echo::start();
@@ -492,7 +470,9 @@ fn client_ip_headers_from_an_untrusted_peer_are_removed() {
 #[test]
 fn client_ip_headers_from_a_trusted_proxy_pass_unchanged() {
     let echo = Echo::start();
-    let gw = gateway_with_server(&echo.url(), "trusted_proxies = [\"127.0.0.1\"]");
+    let gw = Gateway::start(
+        &config_with(&echo.url(), ROUTES).set("server.trusted_proxies", vec!["127.0.0.1"]),
+    );
     assert_eq!(raw_status(&raw_get(gw.addr, "/a", CLIENT_IP_HEADERS)), 200);
     let seen = echo.seen();
     assert_eq!(seen[0].header("x-real-ip"), Some("6.6.6.6"));
@@ -507,7 +487,9 @@ fn client_ip_headers_from_a_trusted_proxy_pass_unchanged() {
 #[test]
 fn forward_client_ip_headers_false_passes_them_from_anyone() {
     let echo = Echo::start();
-    let gw = gateway_with_server(&echo.url(), "forward_client_ip_headers = false");
+    let gw = Gateway::start(
+        &config_with(&echo.url(), ROUTES).set("server.forward_client_ip_headers", false),
+    );
     assert_eq!(raw_status(&raw_get(gw.addr, "/a", CLIENT_IP_HEADERS)), 200);
     let seen = echo.seen();
     for name in CLIENT_IP_NAMES {

@@ -73,10 +73,7 @@ fn slow_header_senders_are_cut_off() {
         &echo.url(),
         "[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"api\"\n",
     )
-    .replace(
-        "shutdown_grace = \"5s\"",
-        "shutdown_grace = \"5s\"\nheader_read_timeout = \"1s\"",
-    );
+    .set("server.header_read_timeout", "1s");
     let gw = Gateway::start(&cfg);
     let mut stream = TcpStream::connect(gw.addr).unwrap();
     stream
@@ -131,8 +128,8 @@ fn shutdown_grace_bounds_the_drain() {
         &echo.url(),
         "[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"api\"\n",
     )
-    .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"")
-    .replace("timeout = \"2s\"", "timeout = \"30s\"");
+    .set("server.shutdown_grace", "1s")
+    .set("upstream.timeout", "30s");
     let mut gw = Gateway::start(&cfg);
     let addr = gw.addr;
     let _stuck = std::thread::spawn(move || raw_get(addr, "/slow/20000", ""));
@@ -157,14 +154,8 @@ fn tls_termination_with_http2_by_alpn() {
         &echo.url(),
         "[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"api\"\n",
     )
-    .replace(
-        "[admin]",
-        &format!(
-            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
-            cert_path.display(),
-            key_path.display()
-        ),
-    );
+    .set("server.tls.cert", cert_path.display().to_string())
+    .set("server.tls.key", key_path.display().to_string());
     let gw = Gateway::start(&cfg);
 
     let mut roots = rustls::RootCertStore::empty();

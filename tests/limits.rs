@@ -344,10 +344,7 @@ path_prefix = "/"
 upstream = "api"
 policies = ["tiny"]
 "#;
-    let allow = config_with(&echo.url(), rest).replace(
-        "[[upstream]]",
-        "[access]\nallow = [\"127.0.0.0/8\"]\n\n[[upstream]]",
-    );
+    let allow = config_with(&echo.url(), rest).set("access.allow", vec!["127.0.0.0/8"]);
     let gw = Gateway::start(&allow);
     for _ in 0..5 {
         let resp = raw_get(gw.addr, "/", "");
@@ -355,10 +352,9 @@ policies = ["tiny"]
         assert_eq!(header(&resp, "x-ratelimit-limit"), None);
     }
     drop(gw);
-    let both = config_with(&echo.url(), rest).replace(
-        "[[upstream]]",
-        "[access]\nallow = [\"127.0.0.1\"]\ndeny = [\"127.0.0.0/8\"]\n\n[[upstream]]",
-    );
+    let both = config_with(&echo.url(), rest)
+        .set("access.allow", vec!["127.0.0.1"])
+        .set("access.deny", vec!["127.0.0.0/8"]);
     let gw = Gateway::start(&both);
     let before = echo.count();
     let resp = raw_get(gw.addr, "/", "");
@@ -384,10 +380,7 @@ upstream = "api"
 policies = ["p"]
 "#,
     )
-    .replace(
-        "shutdown_grace = \"5s\"",
-        "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]",
-    );
+    .set("server.trusted_proxies", vec!["127.0.0.1/32", "10.0.0.0/8"]);
     Gateway::start(&cfg)
 }
 

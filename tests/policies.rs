@@ -1,7 +1,8 @@
-//! Issue 7 black-box, through the real binary, with the memory store and with Redis: counting by
-//! response, escalating blocks, concurrency limits (exact across instances, released on body end,
-//! on client disconnect, renewed while long requests run, reclaimed after an instance dies), tier
-//! overrides picked up by a reload, weighted cost, and problem+json rejections with jitter.
+//! The policy features beyond counting requests, black-box through the real binary, with the
+//! memory store and with Redis: counting by response, escalating blocks, concurrency limits
+//! (exact across instances, released on body end, on client disconnect, renewed while long
+//! requests run, reclaimed after an instance dies), tier overrides picked up by a reload,
+//! weighted cost, and problem+json rejections with jitter.
 //!
 //! Nothing here asserts how long something took; waits poll for a state with a generous deadline.
 
@@ -9,7 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::{have_redis, RedisServer};
 use common::*;
@@ -43,19 +44,18 @@ fn both(test: impl Fn(&Backend)) {
 }
 
 /// A config on `backend` with the echo upstream `api` and `rest` (policies and routes).
-fn config(echo: &Echo, backend: &Backend, rest: &str) -> String {
-    let store = match backend {
-        Backend::Memory => String::new(),
+fn config(echo: &Echo, backend: &Backend, rest: &str) -> TestConfig {
+    // Slow upstream answers are part of these tests.
+    let config = config_with(&echo.url(), rest).set("upstream.timeout", "60s");
+    match backend {
+        Backend::Memory => config,
         // A generous timeout: a slow debug build must not turn answers into on_error answers.
-        Backend::Redis(url) => format!(
-            "[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"rgpol:\"\ntimeout = \"5s\"\n\
-             on_error = \"deny\"\n\n"
-        ),
-    };
-    config_with(&echo.url(), rest)
-        .replace("[[upstream]]", &format!("{store}[[upstream]]"))
-        // Slow upstream answers are part of these tests.
-        .replace("timeout = \"2s\"", "timeout = \"60s\"")
+        Backend::Redis(url) => config
+            .redis_store(url)
+            .set("store.key_prefix", "rgpol:")
+            .set("store.timeout", "5s")
+            .set("store.on_error", "deny"),
+    }
 }
 
 struct Resp {
@@ -110,20 +110,6 @@ fn count(gw: &Gateway, policy: &str) -> u64 {
     v["count"].as_u64().unwrap_or_else(|| panic!("{v}"))
 }
 
-/// Poll until `probe` is true; false after `within`.
-fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if probe() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 fn unblock(gw: &Gateway) {
     let (status, v) = admin_json(gw, reqwest::Method::DELETE, "/admin/blocks/127.0.0.1");
     assert_eq!(status, 200, "{v}");
@@ -175,10 +161,11 @@ upstream = "api"
             let r = get(&gw, "/status/401", &[]);
             assert_eq!(r.status, 401, "{b}: the failed login itself is answered");
             // Charged off the request's path: wait for it to land.
-            assert!(
-                eventually(Duration::from_secs(5), || count(&gw, "login-failures") == n),
-                "{b}: failure {n} not counted"
-            );
+            poll(
+                format!("{b}: failure {n} to be counted"),
+                Duration::from_secs(5),
+            )
+            .until(|| count(&gw, "login-failures") == n);
         }
         // At the limit: the next attempt is refused before it reaches the upstream, and blocks.
         let upstream_seen = echo.count();
@@ -244,9 +231,7 @@ policies = ["errors"]
         assert_eq!(get(&gw, "/status/404", &[]).status, 404);
     }
     // The check on the request path, plus the charge after the response.
-    assert!(eventually(Duration::from_secs(5), || {
-        redis.evalsha_calls() - before >= 10
-    }));
+    poll("10 EVALSHA calls", Duration::from_secs(5)).until(|| redis.evalsha_calls() - before >= 10);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(redis.evalsha_calls() - before, 10);
     assert_eq!(count(&gw, "errors"), 5);
@@ -290,12 +275,11 @@ policies = ["login"]
         blocks.push(r.retry_after());
         // The first block (1s) runs out by itself; the first request after it is rejected
         // again (the window is still full) and starts the second block.
-        assert!(
-            eventually(Duration::from_secs(10), || get(&gw, "/", &[]).json()
-                ["error"]
-                == "rate_limited"),
-            "{b}: first block never ended"
-        );
+        poll(
+            format!("{b}: the first block to end"),
+            Duration::from_secs(10),
+        )
+        .until(|| get(&gw, "/", &[]).json()["error"] == "rate_limited");
         for _ in 0..3 {
             let r = get(&gw, "/", &[]);
             assert_eq!(r.json()["error"], "blocked", "{b}: {}", r.body);
@@ -321,24 +305,23 @@ policies = ["login"]
 // ------------------------------------------------------------------------------------------------
 // Concurrency
 
-const CONCURRENCY: &str = r#"
+/// Policy `inflight` (concurrency) on every route.
+fn concurrency(lease: &str, limit: u64) -> String {
+    format!(
+        r#"
 [[policy]]
 name = "inflight"
 algorithm = "concurrency"
-limit = 3
-lease = "LEASE"
+limit = {limit}
+lease = "{lease}"
 
 [[route]]
 name = "all"
 path_prefix = "/"
 upstream = "api"
 policies = ["inflight"]
-"#;
-
-fn concurrency(lease: &str, limit: u64) -> String {
-    CONCURRENCY
-        .replace("LEASE", lease)
-        .replace("limit = 3", &format!("limit = {limit}"))
+"#
+    )
 }
 
 /// `n` concurrent GETs of `path`, spread over `gateways`; the statuses and one 429's headers.
@@ -413,10 +396,11 @@ fn concurrency_limit_is_exact_across_three_instances() {
         assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
         assert_eq!(r.retry_after(), 1);
         // Every slot comes back once the responses are done (released off the request path).
-        assert!(
-            eventually(Duration::from_secs(5), || count(&gws[0], "inflight") == 0),
-            "round {round}: slots not released"
-        );
+        poll(
+            format!("round {round}: the slots to be released"),
+            Duration::from_secs(5),
+        )
+        .until(|| count(&gws[0], "inflight") == 0);
     }
     let r = get(&gws[1], "/", &[]);
     assert_eq!(r.status, 200);
@@ -429,9 +413,7 @@ fn concurrency_limit_on_the_memory_store() {
     let gw = Gateway::start(&config(&echo, &Backend::Memory, &concurrency("60s", 2)));
     let (statuses, _) = at_once(&[&gw], 6, "/slow/4000");
     assert_eq!(tally(&statuses), (2, 4, 0), "{statuses:?}");
-    assert!(eventually(Duration::from_secs(5), || count(
-        &gw, "inflight"
-    ) == 0));
+    poll("the slots to be released", Duration::from_secs(5)).until(|| count(&gw, "inflight") == 0);
     let (statuses, _) = at_once(&[&gw], 2, "/slow/100");
     assert_eq!(tally(&statuses), (2, 0, 0));
 }
@@ -449,10 +431,11 @@ fn hold_slot(gw: &Gateway, probe: &Gateway, path: &str) -> std::thread::JoinHand
             .get(url)
             .send();
     });
-    assert!(
-        eventually(Duration::from_secs(10), || count(probe, "inflight") == 1),
-        "the background request never took the slot"
-    );
+    poll(
+        "the background request to take the slot",
+        Duration::from_secs(10),
+    )
+    .until(|| count(probe, "inflight") == 1);
     assert_eq!(get(probe, "/", &[]).status, 429);
     handle
 }
@@ -468,10 +451,11 @@ fn long_requests_renew_their_lease_and_release_it_when_done() {
         std::thread::sleep(Duration::from_secs(4));
         assert_eq!(get(&gw, "/", &[]).status, 429, "{b}: lease not renewed");
         slow.join().unwrap();
-        assert!(
-            eventually(Duration::from_secs(5), || get(&gw, "/", &[]).status == 200),
-            "{b}: not released after the response"
-        );
+        poll(
+            format!("{b}: the slot to be released after the response"),
+            Duration::from_secs(5),
+        )
+        .until(|| get(&gw, "/", &[]).status == 200);
     });
 }
 
@@ -486,16 +470,18 @@ fn a_client_that_goes_away_releases_its_slot() {
         stream
             .write_all(b"GET /slow/30000 HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
-        assert!(
-            eventually(Duration::from_secs(10), || count(&gw, "inflight") == 1),
-            "{b}: the slow request never took the slot"
-        );
+        poll(
+            format!("{b}: the slow request to take the slot"),
+            Duration::from_secs(10),
+        )
+        .until(|| count(&gw, "inflight") == 1);
         assert_eq!(get(&gw, "/", &[]).status, 429, "{b}");
         drop(stream);
-        assert!(
-            eventually(Duration::from_secs(10), || get(&gw, "/", &[]).status == 200),
-            "{b}: slot not released when the client went away"
-        );
+        poll(
+            format!("{b}: the slot to be released when the client went away"),
+            Duration::from_secs(10),
+        )
+        .until(|| get(&gw, "/", &[]).status == 200);
     });
 }
 
@@ -514,21 +500,20 @@ fn a_dead_instances_leases_expire() {
     // SIGKILL: no release can happen; only the lease's expiry frees the slot.
     a.child.kill().unwrap();
     a.child.wait().unwrap();
-    assert!(
-        eventually(Duration::from_secs(15), || get(&b, "/", &[]).status == 200),
-        "the dead instance's lease never expired"
-    );
-    assert!(eventually(Duration::from_secs(5), || count(&b, "inflight") == 0));
+    poll(
+        "the dead instance's lease to expire",
+        Duration::from_secs(15),
+    )
+    .until(|| get(&b, "/", &[]).status == 200);
+    poll("the slot to be free", Duration::from_secs(5)).until(|| count(&b, "inflight") == 0);
 }
 
 #[test]
 fn a_shadow_concurrency_policy_never_rejects() {
     let echo = Echo::start();
-    let gw = Gateway::start(&config(
-        &echo,
-        &Backend::Memory,
-        &concurrency("60s", 1).replace("lease = ", "mode = \"shadow\"\nlease = "),
-    ));
+    let gw = Gateway::start(
+        &config(&echo, &Backend::Memory, &concurrency("60s", 1)).set("policy.mode", "shadow"),
+    );
     let (statuses, _) = at_once(&[&gw], 3, "/slow/1000");
     assert_eq!(tally(&statuses), (3, 0, 0));
 }
@@ -563,10 +548,11 @@ path_prefix = "/"
 upstream = "api"
 policies = ["per-key"]
 "#,
-            ),
+            )
+            .to_string(),
         )
         .unwrap();
-        let gw = Gateway::start_at(dir, path);
+        let gw = Gateway::builder_at(dir, path).start();
         let b = backend.name();
         let allowed = |key: &str| -> (usize, Option<String>) {
             let mut n = 0;
@@ -595,7 +581,7 @@ policies = ["per-key"]
                 assert_eq!(status, 200, "{v}");
             }
         }
-        assert!(gw.wait_log("config reloaded", 1, Duration::from_secs(10)));
+        gw.wait_log("config reloaded", 1, Duration::from_secs(10));
         // A new tier is a new counter: the full new limit is available.
         assert_eq!(allowed("gold"), (8, Some("8".into())), "{b}");
         assert_eq!(allowed("bronze"), (3, Some("3".into())), "{b}");
@@ -782,7 +768,7 @@ policies = ["errors"]
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 418"), "{text}");
-    assert!(eventually(Duration::from_secs(5), || count(&gw, "errors") == 1));
+    poll("the error to be counted", Duration::from_secs(5)).until(|| count(&gw, "errors") == 1);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -840,17 +826,13 @@ upstream = "api"
 policies = ["failures", "bucket", "inflight"]
 "#,
     )
-    .replace("rgpol:", "rategate:");
+    .set("store.key_prefix", "rategate:");
     let gw = Gateway::start(&cfg);
     // Long enough to be renewed at least once.
     assert_eq!(get(&gw, "/slow/1500", &[]).status, 200, "{}", gw.logs());
-    assert!(eventually(Duration::from_secs(5), || count(
-        &gw, "inflight"
-    ) == 0));
+    poll("the slot to be released", Duration::from_secs(5)).until(|| count(&gw, "inflight") == 0);
     assert_eq!(get(&gw, "/status/404", &[]).status, 404);
-    assert!(eventually(Duration::from_secs(5), || count(
-        &gw, "failures"
-    ) == 1));
+    poll("the failure to be counted", Duration::from_secs(5)).until(|| count(&gw, "failures") == 1);
     assert_eq!(count(&gw, "bucket"), 1);
     let r = get(&gw, "/", &[]);
     assert_eq!(r.json()["error"], "rate_limited", "{}", r.body);

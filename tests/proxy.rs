@@ -214,11 +214,8 @@ upstream = "slow"
 #[test]
 fn oversized_head_is_431() {
     let echo = Echo::start();
-    let cfg = config_with(&echo.url(), routes()).replace(
-        "shutdown_grace = \"5s\"",
-        "shutdown_grace = \"5s\"\nmax_header_bytes = 4096",
-    );
-    let gw = Gateway::start(&cfg);
+    let gw =
+        Gateway::start(&config_with(&echo.url(), routes()).set("server.max_header_bytes", 4096));
     let big = format!("X-Big: {}\r\n", "a".repeat(6000));
     let resp = raw_get(gw.addr, "/echo/x", &big);
     assert_eq!(raw_status(&resp), 431, "{resp}");

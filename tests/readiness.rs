@@ -24,14 +24,12 @@ upstream = "api"
 policies = ["p"]
 "#;
 
-fn config(echo: &Echo, url: &str, on_error: &str) -> String {
-    config_with(&echo.url(), POLICY).replace(
-        "[[upstream]]",
-        &format!(
-            "[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"rgready:\"\n\
-             timeout = \"200ms\"\non_error = \"{on_error}\"\n\n[[upstream]]"
-        ),
-    )
+fn config(echo: &Echo, url: &str, on_error: &str) -> TestConfig {
+    config_with(&echo.url(), POLICY)
+        .redis_store(url)
+        .set("store.key_prefix", "rgready:")
+        .set("store.timeout", "200ms")
+        .set("store.on_error", on_error)
 }
 
 fn readyz(gw: &Gateway) -> u16 {
@@ -44,17 +42,9 @@ fn readyz(gw: &Gateway) -> u16 {
 
 /// Wait until /readyz answers `status`; panics after `timeout`.
 fn wait_ready(gw: &Gateway, status: u16, timeout: Duration, what: &str) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if readyz(gw) == status {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: /readyz never became {status}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(format!("{what}: /readyz to become {status}"), timeout)
+        .every(Duration::from_millis(50))
+        .until(|| readyz(gw) == status);
 }
 
 /// /readyz answers `status` at every look for `period`.
@@ -133,17 +123,13 @@ fn fallback_and_allow_stay_ready_while_redis_is_down() {
         stays(&gw, 200, Duration::from_secs(2), on_error);
         if on_error == "fallback" {
             // The probe, not a request, noticed: the fallback is armed.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while gw.metric("rategate_store_fallback_active") != Some(1.0) {
-                assert!(Instant::now() < deadline, "fallback never armed");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            poll("the fallback to be armed", Duration::from_secs(5))
+                .every(Duration::from_millis(50))
+                .until(|| gw.metric("rategate_store_fallback_active") == Some(1.0));
             redis.restart();
-            let deadline = Instant::now() + Duration::from_secs(8);
-            while gw.metric("rategate_store_fallback_active") != Some(0.0) {
-                assert!(Instant::now() < deadline, "back on Redis without a request");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            poll("back on Redis without a request", Duration::from_secs(8))
+                .every(Duration::from_millis(50))
+                .until(|| gw.metric("rategate_store_fallback_active") == Some(0.0));
         }
         assert_eq!(echo.count(), 0, "{on_error}: no request was proxied");
     }

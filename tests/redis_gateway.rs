@@ -6,13 +6,13 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::{have_redis, RedisCluster, RedisSentinel, RedisServer};
 use common::*;
 
 /// A gateway on the Redis store with a short store timeout (for failure tests).
-fn gateway_config(echo: &Echo, url: &str, on_error: &str, policies: &str) -> String {
+fn gateway_config(echo: &Echo, url: &str, on_error: &str, policies: &str) -> TestConfig {
     gateway_config_timeout(echo, url, on_error, policies, "100ms")
 }
 
@@ -24,13 +24,12 @@ fn gateway_config_timeout(
     on_error: &str,
     policies: &str,
     timeout: &str,
-) -> String {
-    config_with(&echo.url(), policies).replace(
-        "[[upstream]]",
-        &format!(
-            "[store]\nkind = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"rgtest:\"\ntimeout = \"{timeout}\"\non_error = \"{on_error}\"\n\n[[upstream]]"
-        ),
-    )
+) -> TestConfig {
+    config_with(&echo.url(), policies)
+        .redis_store(url)
+        .set("store.key_prefix", "rgtest:")
+        .set("store.timeout", timeout)
+        .set("store.on_error", on_error)
 }
 
 fn one_policy(algorithm: &str, limit: u64, window: &str) -> String {
@@ -287,16 +286,8 @@ fn metric(gw: &Gateway, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+/// Pause between the requests of a wait that drives the gateway with traffic.
+const REQUEST_PACE: Duration = Duration::from_millis(50);
 
 #[test]
 fn redis_killed_and_restarted_under_load_for_each_on_error() {
@@ -331,16 +322,14 @@ fn redis_killed_and_restarted_under_load_for_each_on_error() {
         }
         redis.restart();
         // Back on Redis by itself within seconds.
-        wait_until(
-            "the gateway to use Redis again",
-            Duration::from_secs(10),
-            || {
+        poll("the gateway to use Redis again", Duration::from_secs(10))
+            .every(REQUEST_PACE)
+            .until(|| {
                 let _ = raw_get(gw.addr, "/", "");
                 redis.evalsha_calls()
                     + common::redis::command_calls(&redis.cli(&["INFO", "commandstats"]), "eval")
                     > 0
-            },
-        );
+            });
         let statuses = load.finish();
         assert!(
             statuses.iter().all(|s| *s != 0),
@@ -353,10 +342,12 @@ fn redis_killed_and_restarted_under_load_for_each_on_error() {
         assert!(unexpected.is_empty(), "{on_error}: {unexpected:?}");
         if on_error == "fallback" {
             // The breaker closes on the first request Redis answers.
-            wait_until("fallback gauge to drop", Duration::from_secs(10), || {
-                let _ = raw_get(gw.addr, "/", "");
-                metric(&gw, "rategate_store_fallback_active") == Some(0.0)
-            });
+            poll("fallback gauge to drop", Duration::from_secs(10))
+                .every(REQUEST_PACE)
+                .until(|| {
+                    let _ = raw_get(gw.addr, "/", "");
+                    metric(&gw, "rategate_store_fallback_active") == Some(0.0)
+                });
         }
     }
 }
@@ -377,14 +368,12 @@ fn gateway_starts_while_redis_is_down_and_picks_it_up() {
     assert_eq!(raw_status(&resp), 200, "{resp}");
     assert!(header_value(&resp, "x-ratelimit-remaining").is_some());
     let redis = RedisServer::start_on(port);
-    wait_until(
-        "the gateway to reach Redis",
-        Duration::from_secs(15),
-        || {
+    poll("the gateway to reach Redis", Duration::from_secs(15))
+        .every(REQUEST_PACE)
+        .until(|| {
             let _ = raw_get(gw.addr, "/", "");
             redis.cli(&["--scan"]).contains("rgtest:")
-        },
-    );
+        });
 }
 
 #[test]
@@ -446,10 +435,12 @@ fn stalled_redis_never_holds_requests_past_the_store_timeout() {
     );
     sleeper.join().unwrap();
     let before = redis.evalsha_calls();
-    wait_until("Redis to be used again", Duration::from_secs(10), || {
-        let _ = raw_get(gw.addr, "/", "");
-        redis.evalsha_calls() > before
-    });
+    poll("Redis to be used again", Duration::from_secs(10))
+        .every(REQUEST_PACE)
+        .until(|| {
+            let _ = raw_get(gw.addr, "/", "");
+            redis.evalsha_calls() > before
+        });
 }
 
 #[test]
@@ -484,11 +475,9 @@ fn wrong_password_is_a_clear_error_and_on_error_applies() {
         "deny",
         &one_policy("fixed_window", 10, "1h"),
     ));
-    wait_until(
-        "auth'd gateway to answer 200",
-        Duration::from_secs(5),
-        || raw_status(&raw_get(good.addr, "/", "")) == 200,
-    );
+    poll("auth'd gateway to answer 200", Duration::from_secs(5))
+        .every(REQUEST_PACE)
+        .until(|| raw_status(&raw_get(good.addr, "/", "")) == 200);
 }
 
 #[test]
@@ -505,10 +494,12 @@ fn cluster_shares_exact_limits_with_one_round_trip() {
     );
     let a = Gateway::start(&cfg);
     let b = Gateway::start(&cfg);
-    wait_until("cluster connection", Duration::from_secs(10), || {
-        raw_status(&raw_get(a.addr, "/warm", "X-Forwarded-For: 1.1.1.1\r\n")) == 200
-            && raw_status(&raw_get(b.addr, "/warm", "")) == 200
-    });
+    poll("cluster connection", Duration::from_secs(10))
+        .every(REQUEST_PACE)
+        .until(|| {
+            raw_status(&raw_get(a.addr, "/warm", "X-Forwarded-For: 1.1.1.1\r\n")) == 200
+                && raw_status(&raw_get(b.addr, "/warm", "")) == 200
+        });
     let before = cluster.evalsha_calls();
     let (ok, limited, other) = burst(&[&a, &b], 100);
     // Two requests were spent warming up.
@@ -528,9 +519,9 @@ fn sentinel_url_finds_the_master() {
         "deny",
         &one_policy("fixed_window", 3, "1h"),
     ));
-    wait_until("sentinel connection", Duration::from_secs(10), || {
-        raw_status(&raw_get(gw.addr, "/", "")) == 200
-    });
+    poll("sentinel connection", Duration::from_secs(10))
+        .every(REQUEST_PACE)
+        .until(|| raw_status(&raw_get(gw.addr, "/", "")) == 200);
     let counted = AtomicUsize::new(1);
     while raw_status(&raw_get(gw.addr, "/", "")) == 200 {
         counted.fetch_add(1, Ordering::SeqCst);
@@ -569,10 +560,12 @@ fn rediss_url_speaks_tls_to_redis() {
     let echo = Echo::start();
     let url = format!("rediss://127.0.0.1:{}/0", redis.port);
     let cfg = gateway_config(&echo, &url, "deny", &one_policy("fixed_window", 2, "1h"));
-    let gw = Gateway::start_with_env(&cfg, &[("SSL_CERT_FILE", ca_path.to_str().unwrap())]);
-    wait_until("TLS connection to Redis", Duration::from_secs(10), || {
-        raw_status(&raw_get(gw.addr, "/", "")) == 200
-    });
+    let gw = Gateway::builder(&cfg)
+        .env("SSL_CERT_FILE", ca_path.to_str().unwrap())
+        .start();
+    poll("TLS connection to Redis", Duration::from_secs(10))
+        .every(REQUEST_PACE)
+        .until(|| raw_status(&raw_get(gw.addr, "/", "")) == 200);
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 429);
 }
@@ -626,7 +619,7 @@ path_prefix = "/"
 upstream = "api"
 policies = ["log", "win", "bucket", "fixed"]
 "#;
-    let cfg = gateway_config(&echo, &url, "deny", policies).replace("rgtest:", "rategate:");
+    let cfg = gateway_config(&echo, &url, "deny", policies).set("store.key_prefix", "rategate:");
     let gw = Gateway::start(&cfg);
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200, "{}", gw.logs());
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
@@ -723,9 +716,11 @@ policies = ["one"]
         ));
         let key = |k: &str| format!("X-Api-Key: {k}\r\n");
         // Connected, script loaded, and the slot of a finished request is free again.
-        wait_until("the gateway to use Redis", Duration::from_secs(10), || {
-            raw_status(&raw_get(gw.addr, "/", &key("warm"))) == 200 && redis.evalsha_calls() > 0
-        });
+        poll("the gateway to use Redis", Duration::from_secs(10))
+            .every(REQUEST_PACE)
+            .until(|| {
+                raw_status(&raw_get(gw.addr, "/", &key("warm"))) == 200 && redis.evalsha_calls() > 0
+            });
         assert_eq!(raw_status(&raw_get(gw.addr, "/", &key("a"))), 200);
         assert_eq!(leases_held(&redis), vec![], "{on_error}");
 
@@ -739,15 +734,17 @@ policies = ["one"]
 
         // The slot the timed-out check may have taken is given back: the key is served again
         // (without the fix it stays refused for the whole 60 s lease), and no lease is left.
-        wait_until(
-            &format!("{on_error}: key a to be admitted again"),
+        poll(
+            format!("{on_error}: key a to be admitted again"),
             Duration::from_secs(15),
-            || raw_status(&raw_get(gw.addr, "/", &key("a"))) == 200,
-        );
-        wait_until(
-            &format!("{on_error}: no lease left in Redis"),
+        )
+        .every(REQUEST_PACE)
+        .until(|| raw_status(&raw_get(gw.addr, "/", &key("a"))) == 200);
+        poll(
+            format!("{on_error}: no lease left in Redis"),
             Duration::from_secs(10),
-            || leases_held(&redis).is_empty(),
-        );
+        )
+        .every(REQUEST_PACE)
+        .until(|| leases_held(&redis).is_empty());
     }
 }

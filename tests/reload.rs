@@ -76,18 +76,6 @@ fn reloads(gw: &Gateway, result: &str) -> f64 {
     .unwrap_or(-1.0)
 }
 
-/// Poll until `f` holds (the watcher reloads asynchronously).
-fn eventually(gw: &Gateway, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for: {what}\n{}", gw.logs());
-}
-
 fn admin_post(gw: &Gateway, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut rb = common::client().post(gw.admin_url(path));
     if let Some(b) = body {
@@ -114,9 +102,9 @@ fn sighup_reloads_and_counters_and_blocks_survive() {
 
     std::fs::write(&gw.config_path, config("v2", 5, "")).unwrap();
     gw.signal("HUP");
-    eventually(&gw, "the SIGHUP reload", Duration::from_secs(5), || {
-        reloads(&gw, "ok") >= 1.0
-    });
+    poll("the SIGHUP reload", Duration::from_secs(5))
+        .showing(|| gw.logs())
+        .until(|| reloads(&gw, "ok") >= 1.0);
     // Same name, algorithm, limit and window: the counter carries on.
     assert_eq!(get(&gw, "/kept", c), (200, "v2".into(), Some("0".into())));
     assert_eq!(get(&gw, "/kept", c).0, 429);
@@ -160,12 +148,9 @@ fn invalid_config_is_rejected_whole_and_the_old_one_keeps_serving() {
 
     // SIGHUP with the same bad file: counted again, still serving v1.
     gw.signal("HUP");
-    eventually(
-        &gw,
-        "the rejected SIGHUP reload",
-        Duration::from_secs(5),
-        || reloads(&gw, "error") >= 2.0,
-    );
+    poll("the rejected SIGHUP reload", Duration::from_secs(5))
+        .showing(|| gw.logs())
+        .until(|| reloads(&gw, "error") >= 2.0);
     assert_eq!(get(&gw, "/kept", "192.0.2.1").1, "v1");
 
     // TOML syntax errors too.
@@ -194,17 +179,17 @@ fn file_changes_are_watched() {
 
     // Written in place.
     std::fs::write(&path, config("v2", 2, "")).unwrap();
-    eventually(&gw, "in-place write", Duration::from_secs(5), || {
-        body_is("v2")
-    });
+    poll("the in-place write to be loaded", Duration::from_secs(5))
+        .showing(|| gw.logs())
+        .until(|| body_is("v2"));
 
     // An editor's save: a new file renamed over the old one.
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, config("v3", 2, "")).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    eventually(&gw, "rename-replace", Duration::from_secs(5), || {
-        body_is("v3")
-    });
+    poll("the rename-replace to be loaded", Duration::from_secs(5))
+        .showing(|| gw.logs())
+        .until(|| body_is("v3"));
     let ok = reloads(&gw, "ok");
     assert_eq!(ok, 2.0, "one reload per change (debounced)");
 
@@ -215,9 +200,9 @@ fn file_changes_are_watched() {
 
     // An invalid edit is rejected and counted; v3 keeps serving.
     std::fs::write(&path, config("v4", 0, "")).unwrap();
-    eventually(&gw, "rejected edit", Duration::from_secs(5), || {
-        reloads(&gw, "error") >= 1.0
-    });
+    poll("the rejected edit to be counted", Duration::from_secs(5))
+        .showing(|| gw.logs())
+        .until(|| reloads(&gw, "error") >= 1.0);
     assert!(body_is("v3"));
 }
 
@@ -235,7 +220,7 @@ fn kubernetes_configmap_swaps_are_watched() {
     std::os::unix::fs::symlink("..2026_11_22_00_00_00.1", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/rategate.toml", root.join("rategate.toml")).unwrap();
     let path = root.join("rategate.toml");
-    let gw = Gateway::start_at(dir, path);
+    let gw = Gateway::builder_at(dir, path).start();
     assert_eq!(get(&gw, "/kept", "192.0.2.1").1, "v1");
 
     let root = gw.config_path.parent().unwrap().to_path_buf();
@@ -243,9 +228,9 @@ fn kubernetes_configmap_swaps_are_watched() {
     std::os::unix::fs::symlink("..2026_11_22_00_05_00.2", root.join("..data_tmp")).unwrap();
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
     std::fs::remove_dir_all(root.join("..2026_11_22_00_00_00.1")).unwrap();
-    eventually(&gw, "..data swap", Duration::from_secs(5), || {
-        get(&gw, "/plain", "192.0.2.1").1 == "v2"
-    });
+    poll("the ..data swap to be loaded", Duration::from_secs(5))
+        .showing(|| gw.logs())
+        .until(|| get(&gw, "/plain", "192.0.2.1").1 == "v2");
 }
 
 fn write_version_at(root: &Path, name: &str, text: &str) {
@@ -266,7 +251,11 @@ fn in_flight_requests_finish_under_their_config() {
     let addr = gw.addr;
     let in_flight = std::thread::spawn(move || raw_get(addr, "/slow/1500", ""));
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(&gw.config_path, config_with(&echo.url(), &route("after"))).unwrap();
+    std::fs::write(
+        &gw.config_path,
+        config_with(&echo.url(), &route("after")).to_string(),
+    )
+    .unwrap();
     let (status, body) = admin_post(&gw, "/admin/reload", None);
     assert_eq!(status, 200, "{body}");
     let resp = raw_get(gw.addr, "/", "");
@@ -293,12 +282,9 @@ fn access_log_can_be_switched_off_by_reload() {
             .count()
     };
     get(&gw, "/kept", "192.0.2.1");
-    assert!(gw.wait_log("rategate::access", 1, Duration::from_secs(2)));
-    let with_log = config("v1", 2, "").replace(
-        "shutdown_grace = \"5s\"",
-        "shutdown_grace = \"5s\"\naccess_log = false",
-    );
-    std::fs::write(&gw.config_path, with_log).unwrap();
+    gw.wait_log("rategate::access", 1, Duration::from_secs(2));
+    let without_log = TestConfig::parse(&config("v1", 2, "")).set("server.access_log", false);
+    std::fs::write(&gw.config_path, without_log.to_string()).unwrap();
     assert_eq!(admin_post(&gw, "/admin/reload", None).0, 200);
     let before = access_lines();
     for _ in 0..3 {

@@ -77,8 +77,7 @@ fn a_request_body_still_streaming_finishes() {
 fn idle_keep_alive_connections_are_closed_at_once() {
     let echo = Echo::start();
     // A long grace: only open connections could make the exit wait.
-    let cfg = config_with(&echo.url(), ROUTE)
-        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"20s\"");
+    let cfg = config_with(&echo.url(), ROUTE).set("server.shutdown_grace", "20s");
     let mut gw = Gateway::start(&cfg);
     let mut s = TcpStream::connect(gw.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -134,8 +133,8 @@ fn read_one_response(s: &mut TcpStream) {
 fn a_second_signal_exits_at_once() {
     let echo = Echo::start();
     let cfg = config_with(&echo.url(), ROUTE)
-        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"30s\"")
-        .replace("timeout = \"2s\"", "timeout = \"30s\"");
+        .set("server.shutdown_grace", "30s")
+        .set("upstream.timeout", "30s");
     let mut gw = Gateway::start(&cfg);
     let addr = gw.addr;
     let _stuck = std::thread::spawn(move || raw_get(addr, "/slow/20000", ""));

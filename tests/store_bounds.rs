@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::{have_redis, RedisServer};
 use common::*;
@@ -50,14 +50,19 @@ policies = ["login"]
     )
 }
 
-/// A gateway trusting X-Forwarded-For from the test client, with `store` as its `[store]` body.
-fn gateway(echo: &Echo, store: &str, per_key: u64) -> Gateway {
+/// A gateway trusting X-Forwarded-For from the test client, its store (the memory store, or
+/// Redis at `redis` with the fallback on errors) bounded to 1000 keys.
+fn gateway(echo: &Echo, redis: Option<&str>, per_key: u64) -> Gateway {
     let config = config_with(&echo.url(), &policies(per_key))
-        .replace(
-            "shutdown_grace = \"5s\"",
-            "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
-        )
-        .replace("[admin]", &format!("[store]\n{store}\n\n[admin]"));
+        .set("server.trusted_proxies", vec!["127.0.0.1/32"])
+        .set("store.max_memory_keys", 1000);
+    let config = match redis {
+        None => config,
+        Some(url) => config
+            .redis_store(url)
+            .set("store.timeout", "100ms")
+            .set("store.on_error", "fallback"),
+    };
     Gateway::start(&config)
 }
 
@@ -98,9 +103,7 @@ fn logins(gw: &Gateway, ip: &str, n: usize) -> Vec<u16> {
         .collect()
 }
 
-const MEMORY: &str = "max_memory_keys = 1000";
-
-/// The flood: 2,400 keys on a limit-1 policy fill a 1000-key store (and then its
+/// A key flood: 2,400 keys on a limit-1 policy fill a 1000-key store (and then its
 /// in-process fallback) with counters at their limit. Before the fix every request after that was
 /// admitted unlimited, and (with eviction of the oldest) the flooder's own login limit was reset.
 /// Now the flood's new keys are refused once nothing idle is left, and every limit that was
@@ -108,7 +111,7 @@ const MEMORY: &str = "max_memory_keys = 1000";
 #[test]
 fn a_key_flood_leaves_every_limit_on() {
     let echo = Echo::start();
-    let gw = gateway(&echo, MEMORY, 1);
+    let gw = gateway(&echo, None, 1);
     assert_eq!(logins(&gw, "198.51.100.7", 4), [200, 200, 200, 429]);
     assert_eq!(logins(&gw, "203.0.113.9", 3), [200, 200, 200]);
     // The store holds the two login counters; the flooder's per-client counter and 997 key
@@ -135,12 +138,12 @@ fn a_key_flood_leaves_every_limit_on() {
 }
 
 /// With keys that stay under their limit (the flood's counters limit nothing), eviction takes
-/// them first: the flooder's per-client counter is never reset by its own flood (today it is the
-/// first to go, being the oldest), and a client already at its login limit stays there.
+/// them first: the flooder's per-client counter is never reset by its own flood (evicting the
+/// oldest first would take it first), and a client already at its login limit stays there.
 #[test]
 fn a_flood_of_idle_keys_resets_no_limit_in_use() {
     let echo = Echo::start();
-    let gw = gateway(&echo, MEMORY, 5);
+    let gw = gateway(&echo, None, 5);
     assert_eq!(logins(&gw, "203.0.113.9", 4), [200, 200, 200, 429]);
     assert_eq!(key_flood(&gw, "198.51.100.7", 2400), (2000, 400, 0));
     assert_eq!(logins(&gw, "203.0.113.9", 1), [429]);
@@ -164,18 +167,12 @@ fn a_key_flood_on_the_redis_fallback_keeps_limiting() {
     }
     let echo = Echo::start();
     let mut redis = RedisServer::start();
-    let store = format!(
-        "kind = \"redis\"\nurl = \"{}\"\ntimeout = \"100ms\"\non_error = \"fallback\"\n{MEMORY}",
-        redis.url()
-    );
-    let gw = gateway(&echo, &store, 1);
+    let gw = gateway(&echo, Some(&redis.url()), 1);
     assert_eq!(logins(&gw, "192.0.2.1", 1), [200]);
     redis.kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.metric("rategate_store_fallback_active") != Some(1.0) {
-        assert!(Instant::now() < deadline, "the fallback never took over");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll("the fallback to take over", Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until(|| gw.metric("rategate_store_fallback_active") == Some(1.0));
     assert_eq!(logins(&gw, "198.51.100.7", 4), [200, 200, 200, 429]);
     // The fallback holds that login counter, the flooder's per-client counter and 998 keys.
     let (ok, limited, unavailable) = key_flood(&gw, "198.51.100.7", 2400);

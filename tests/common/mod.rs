@@ -1,11 +1,21 @@
 //! Shared black-box test fixtures: an in-process echo upstream on port 0, the real `rategate`
-//! binary started on a temporary config with its listeners on port 0, and a raw HTTP/1.1 client
-//! for requests that ordinary clients would "fix" before sending.
+//! binary started on a temporary config with its listeners on port 0 ([`Gateway::builder`]), and
+//! a raw HTTP/1.1 client for requests that ordinary clients would "fix" before sending. Configs
+//! are built in `config`, waits for asynchronous states in `poll`, Redis servers in `redis`.
 #![allow(dead_code)]
 
+pub mod config;
+pub mod poll;
 pub mod redis;
 
+// Not every test file uses both: each compiles this module on its own.
+#[allow(unused_imports)]
+pub use config::{config_with, TestConfig};
+#[allow(unused_imports)]
+pub use poll::poll;
+
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -176,59 +186,71 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Start the binary with `config` (TOML); `listen` and `admin.listen` should be on port 0.
-    pub fn start(config: &str) -> Gateway {
-        Self::try_start(config).unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
+    /// Start the binary on `config` (TOML, or a [`TestConfig`]) with nothing else to set up;
+    /// short for `Gateway::builder(config).start()`.
+    pub fn start(config: &(impl Display + ?Sized)) -> Gateway {
+        Self::builder(config).start()
     }
 
-    pub fn try_start(config: &str) -> Result<Gateway, String> {
-        Self::try_start_with_env(config, &[])
+    /// A gateway on `config`, written to `rategate.toml` in a fresh temporary directory; the
+    /// listeners in it should be on port 0.
+    pub fn builder(config: &(impl Display + ?Sized)) -> GatewayBuilder {
+        GatewayBuilder {
+            config: ConfigFile::Text(config.to_string()),
+            env: Vec::new(),
+            fd_limit: None,
+        }
     }
 
-    /// Start with extra environment variables (e.g. secrets referenced as `${NAME}`).
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
-        Self::try_start_with_env(config, env)
-            .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
+    /// A gateway on a config file the test laid out itself inside `dir` (symlinks, files it
+    /// refers to); the gateway keeps `dir` alive.
+    pub fn builder_at(dir: tempfile::TempDir, config_path: PathBuf) -> GatewayBuilder {
+        GatewayBuilder {
+            config: ConfigFile::LaidOut(dir, config_path),
+            env: Vec::new(),
+            fd_limit: None,
+        }
+    }
+}
+
+enum ConfigFile {
+    Text(String),
+    LaidOut(tempfile::TempDir, PathBuf),
+}
+
+/// How to start one gateway process; see [`Gateway::builder`].
+pub struct GatewayBuilder {
+    config: ConfigFile,
+    env: Vec<(String, String)>,
+    fd_limit: Option<u64>,
+}
+
+impl GatewayBuilder {
+    /// An environment variable for the process (e.g. a secret the config names as `${NAME}`).
+    pub fn env(mut self, name: &str, value: &str) -> GatewayBuilder {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
-    pub fn try_start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Gateway, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("rategate.toml");
-        std::fs::write(&config_path, config).unwrap();
-        Self::try_start_at(dir, config_path, env)
+    /// The process's open-file limit (soft and hard).
+    pub fn fd_limit(mut self, limit: u64) -> GatewayBuilder {
+        self.fd_limit = Some(limit);
+        self
     }
 
-    /// Start on a config file the caller laid out inside `dir` (kept alive by the gateway).
-    pub fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Gateway {
-        Self::try_start_at(dir, config_path, &[])
-            .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
-    }
-
-    /// Start with the process's open-file limit (soft and hard) set to `limit`.
-    pub fn start_with_fd_limit(config: &str, limit: u64) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("rategate.toml");
-        std::fs::write(&config_path, config).unwrap();
-        Self::try_start_with(dir, config_path, &[], Some(limit))
-            .unwrap_or_else(|logs| panic!("gateway did not start:\n{logs}"))
-    }
-
-    fn try_start_at(
-        dir: tempfile::TempDir,
-        config_path: PathBuf,
-        env: &[(&str, &str)],
-    ) -> Result<Gateway, String> {
-        Self::try_start_with(dir, config_path, env, None)
-    }
-
-    fn try_start_with(
-        dir: tempfile::TempDir,
-        config_path: PathBuf,
-        env: &[(&str, &str)],
-        fd_limit: Option<u64>,
-    ) -> Result<Gateway, String> {
+    /// Start and wait until both listeners are up; panics with the process's output if not.
+    pub fn start(self) -> Gateway {
+        let (dir, config_path) = match self.config {
+            ConfigFile::Text(text) => {
+                let dir = tempfile::tempdir().unwrap();
+                let config_path = dir.path().join("rategate.toml");
+                std::fs::write(&config_path, text).unwrap();
+                (dir, config_path)
+            }
+            ConfigFile::LaidOut(dir, config_path) => (dir, config_path),
+        };
         let bin = env!("CARGO_BIN_EXE_rategate");
-        let mut command = match fd_limit {
+        let mut command = match self.fd_limit {
             None => Command::new(bin),
             // `exec` keeps the gateway's pid the child's, so signals and kill reach it.
             Some(limit) => {
@@ -246,7 +268,7 @@ impl Gateway {
             .arg("--log-format")
             .arg("json")
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied());
+            .envs(self.env);
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -291,20 +313,25 @@ impl Gateway {
                     let _ = child.kill();
                     let _ = child.wait();
                     std::thread::sleep(Duration::from_millis(100));
-                    return Err(logs.lock().unwrap().join("\n"));
+                    panic!(
+                        "gateway did not start:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    );
                 }
             }
         }
-        Ok(Gateway {
+        Gateway {
             child,
             addr: addr.unwrap(),
             admin: admin.unwrap(),
             logs,
             config_path,
             _dir: dir,
-        })
+        }
     }
+}
 
+impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -317,23 +344,15 @@ impl Gateway {
         self.logs.lock().unwrap().join("\n")
     }
 
-    /// Wait until a log line contains `needle` (`count` times in all); false on timeout.
-    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let seen = self
-                .logs
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains(needle))
-                .count();
-            if seen >= count {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+    /// Wait until log lines contain `needle` `count` times in all; panics after `within`.
+    pub fn wait_log(&self, needle: &str, count: usize, within: Duration) {
+        let seen = || {
+            let logs = self.logs.lock().unwrap();
+            logs.iter().filter(|l| l.contains(needle)).count()
+        };
+        poll(format!("{count} log line(s) with `{needle}`"), within)
+            .showing(|| self.logs())
+            .until(|| seen() >= count);
     }
 
     /// The value of one sample on /metrics, e.g. `rategate_config_reloads_total{result="ok"}`
@@ -357,16 +376,14 @@ impl Gateway {
         assert!(status.success());
     }
 
-    /// Wait for exit, returning the exit code.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+    /// Wait for the process to exit and return its exit code (`None`: ended by a signal);
+    /// panics with the logs if it is still running after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let (child, logs) = (&mut self.child, &self.logs);
+        let status = poll("the gateway to exit", within)
+            .showing(|| logs.lock().unwrap().join("\n"))
+            .until(|| child.try_wait().ok().flatten());
+        status.code()
     }
 }
 
@@ -375,29 +392,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A config with listeners on port 0 and one upstream named `api` at `upstream`, followed by
-/// `rest` (policies and routes).
-pub fn config_with(upstream: &str, rest: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[upstream]]
-name = "api"
-url = "{upstream}"
-connect_timeout = "1s"
-timeout = "2s"
-
-{rest}
-"#
-    )
 }
 
 /// The value of `series` in Prometheus text `text`.

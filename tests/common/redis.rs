@@ -6,7 +6,12 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::poll::poll;
+
+/// How long a redis-server process may take to answer after it was spawned.
+const STARTS_WITHIN: Duration = Duration::from_secs(10);
 
 pub fn have_redis() -> bool {
     Command::new("redis-server")
@@ -44,26 +49,8 @@ pub fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn wait_ping(port: u16, password: Option<&str>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if cli(port, password, &["PING"]) == "PONG" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("redis on port {port} did not start");
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("redis TLS port {port} did not open");
+fn answers_ping(port: u16, password: Option<&str>) -> bool {
+    cli(port, password, &["PING"]) == "PONG"
 }
 
 pub struct RedisServer {
@@ -133,10 +120,15 @@ impl RedisServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
+        let (port, password) = (self.port, self.password.as_deref());
         if tls {
-            wait_port(self.port);
+            poll(format!("redis TLS port {port} to open"), STARTS_WITHIN)
+                .every(Duration::from_millis(50))
+                .until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         } else {
-            wait_ping(self.port, self.password.as_deref());
+            poll(format!("redis on port {port} to start"), STARTS_WITHIN)
+                .every(Duration::from_millis(50))
+                .until(|| answers_ping(port, password));
         }
     }
 
@@ -264,17 +256,13 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = nodes
-                .iter()
-                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
-            if ok {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster did not become ok");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll("the cluster to become ok", Duration::from_secs(20))
+            .every(Duration::from_millis(100))
+            .until(|| {
+                nodes
+                    .iter()
+                    .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            });
         RedisCluster { nodes }
     }
 
@@ -322,7 +310,12 @@ impl RedisSentinel {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_ping(sentinel_port, None);
+        poll(
+            format!("sentinel on port {sentinel_port} to start"),
+            STARTS_WITHIN,
+        )
+        .every(Duration::from_millis(50))
+        .until(|| answers_ping(sentinel_port, None));
         RedisSentinel {
             master,
             sentinel_port,
