@@ -11,8 +11,10 @@ use std::time::Duration;
 use common::redis::{have_redis, RedisServer};
 use common::*;
 
-/// Routes: `/api` limited per client (2000 a minute) and per API key (`per_key` a minute each),
-/// `/login` limited per client (3 a minute).
+/// Routes: `/api` limited per client (2000 a day) and per API key (`per_key` a day each),
+/// `/login` limited per client (3 a day). Fixed windows start on the clock's boundaries: a day
+/// keeps a flood of a few seconds inside one window (with a minute, a boundary crossed mid-flood
+/// reset the counters and failed the exact counts now and then).
 fn policies(per_key: u64) -> String {
     format!(
         r#"
@@ -20,20 +22,20 @@ fn policies(per_key: u64) -> String {
 name = "per_ip"
 algorithm = "fixed_window"
 limit = 2000
-window = "60s"
+window = "24h"
 
 [[policy]]
 name = "per_key"
 algorithm = "fixed_window"
 limit = {per_key}
-window = "60s"
+window = "24h"
 key = ["header:x-api-key"]
 
 [[policy]]
 name = "login"
 algorithm = "fixed_window"
 limit = 3
-window = "60s"
+window = "24h"
 
 [[route]]
 name = "api"
