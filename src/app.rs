@@ -73,7 +73,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
     runtime.block_on(serve(config))
 }
 
-pub async fn serve(config: Config) -> Result<(), AppError> {
+pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
     // Only ring is in the build; installing it explicitly keeps rustls from guessing.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new()?);

@@ -10,26 +10,22 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project_lite::pin_project! {
     #[project = ResponseBodyProj]
-    pub enum ResponseBody<S = NoStream> {
+    pub(crate) enum ResponseBody<S = NoStream> {
         Full { data: Option<Bytes> },
         Stream { #[pin] body: S },
     }
 }
 
 impl<S> ResponseBody<S> {
-    pub fn full(data: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
         ResponseBody::Full {
             data: (!data.is_empty()).then_some(data),
         }
-    }
-
-    pub fn empty() -> Self {
-        ResponseBody::Full { data: None }
     }
 }
 
@@ -65,7 +61,7 @@ impl<S: Body<Data = Bytes, Error = BoxError>> Body for ResponseBody<S> {
 }
 
 /// The stream of a port that sends only bodies it wrote itself: there is none.
-pub enum NoStream {}
+pub(crate) enum NoStream {}
 
 impl Body for NoStream {
     type Data = Bytes;

@@ -11,7 +11,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
@@ -37,10 +37,6 @@ impl ManualClock {
 
     pub fn advance_ms(&self, ms: u64) {
         self.now.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    pub fn set_ms(&self, ms: u64) {
-        self.now.store(ms, Ordering::SeqCst);
     }
 }
 

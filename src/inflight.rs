@@ -8,27 +8,27 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     count: AtomicUsize,
     idle: Notify,
 }
 
 /// Held while one piece of work is in flight; dropping it (done, failed or cancelled) leaves.
 #[derive(Debug)]
-pub struct Entered(Arc<InFlight>);
+pub(crate) struct Entered(Arc<InFlight>);
 
 impl InFlight {
-    pub fn enter(self: &Arc<Self>) -> Entered {
+    pub(crate) fn enter(self: &Arc<Self>) -> Entered {
         self.count.fetch_add(1, Ordering::AcqRel);
         Entered(self.clone())
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
 
     /// Resolves once nothing is in flight (at once if nothing is).
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);

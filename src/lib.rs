@@ -4,21 +4,21 @@
 //! snapshot, `proxy` identifies the client and matches the route, `limiter` asks the `store`,
 //! and `proxy` forwards or answers.
 
-pub mod admin;
-pub mod alerts;
+pub(crate) mod admin;
+pub(crate) mod alerts;
 pub mod app;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod inflight;
+pub(crate) mod inflight;
 pub mod limiter;
-pub mod lru;
+pub(crate) mod lru;
 pub mod metrics;
 pub(crate) mod millis;
 pub mod net;
 pub mod proxy;
-pub mod server;
+pub(crate) mod server;
 pub mod store;
 pub mod telemetry;
 pub mod uri_path;

@@ -17,11 +17,11 @@ use hashbrown::HashTable;
 const NIL: u32 = u32::MAX;
 
 /// Most entries one map can index (indices are `u32` to keep nodes small).
-pub const MAX_ENTRIES: usize = (u32::MAX - 1) as usize;
+pub(crate) const MAX_ENTRIES: usize = (u32::MAX - 1) as usize;
 
 /// Where an entry lives; valid until that entry is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot(u32);
+pub(crate) struct Slot(u32);
 
 #[derive(Debug)]
 struct Node<V> {
@@ -34,7 +34,7 @@ struct Node<V> {
     older: u32,
 }
 
-pub struct Lru<V> {
+pub(crate) struct Lru<V> {
     table: HashTable<u32>,
     nodes: Vec<Option<Node<V>>>,
     /// Free slab indices, reused before the slab grows.
@@ -68,11 +68,12 @@ fn hash_of(hasher: &ahash::RandomState, tag: u8, key: &str) -> u64 {
 }
 
 impl<V> Lru<V> {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.table.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.table.len() == 0
     }
 
@@ -85,7 +86,7 @@ impl<V> Lru<V> {
     }
 
     /// The entry of `(tag, key)`, without changing its recency.
-    pub fn find(&self, tag: u8, key: &str) -> Option<Slot> {
+    pub(crate) fn find(&self, tag: u8, key: &str) -> Option<Slot> {
         let hash = hash_of(&self.hasher, tag, key);
         let nodes = &self.nodes;
         self.table
@@ -98,26 +99,26 @@ impl<V> Lru<V> {
             .map(|&i| Slot(i))
     }
 
-    pub fn get(&self, slot: Slot) -> Option<&V> {
+    pub(crate) fn get(&self, slot: Slot) -> Option<&V> {
         self.node(slot.0).map(|n| &n.value)
     }
 
-    pub fn get_mut(&mut self, slot: Slot) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, slot: Slot) -> Option<&mut V> {
         self.node_mut(slot.0).map(|n| &mut n.value)
     }
 
     /// Tag, key and value of an entry.
-    pub fn entry(&self, slot: Slot) -> Option<(u8, &str, &V)> {
+    pub(crate) fn entry(&self, slot: Slot) -> Option<(u8, &str, &V)> {
         self.node(slot.0).map(|n| (n.tag, &*n.key, &n.value))
     }
 
     /// The least recently used entry.
-    pub fn oldest(&self) -> Option<Slot> {
+    pub(crate) fn oldest(&self) -> Option<Slot> {
         (self.oldest != NIL).then_some(Slot(self.oldest))
     }
 
     /// The entry used just after `slot`.
-    pub fn newer(&self, slot: Slot) -> Option<Slot> {
+    pub(crate) fn newer(&self, slot: Slot) -> Option<Slot> {
         self.node(slot.0)
             .filter(|n| n.newer != NIL)
             .map(|n| Slot(n.newer))
@@ -151,7 +152,7 @@ impl<V> Lru<V> {
     }
 
     /// Mark an entry as just used.
-    pub fn touch(&mut self, slot: Slot) {
+    pub(crate) fn touch(&mut self, slot: Slot) {
         if self.newest == slot.0 || self.node(slot.0).is_none() {
             return;
         }
@@ -162,7 +163,7 @@ impl<V> Lru<V> {
     /// Insert a new entry as the most recently used one; an existing entry of the same key gets
     /// the new value and is touched. The caller keeps the map within its bound (see the module
     /// docs); past [`MAX_ENTRIES`] nothing is inserted and `None` is returned.
-    pub fn insert(&mut self, tag: u8, key: &str, value: V) -> Option<Slot> {
+    pub(crate) fn insert(&mut self, tag: u8, key: &str, value: V) -> Option<Slot> {
         if let Some(slot) = self.find(tag, key) {
             if let Some(v) = self.get_mut(slot) {
                 *v = value;
@@ -205,7 +206,7 @@ impl<V> Lru<V> {
     }
 
     /// Remove an entry; returns its tag and value.
-    pub fn remove(&mut self, slot: Slot) -> Option<(u8, V)> {
+    pub(crate) fn remove(&mut self, slot: Slot) -> Option<(u8, V)> {
         let i = slot.0;
         let hash = self.node(i).map(|n| hash_of(&self.hasher, n.tag, &n.key))?;
         if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
@@ -217,13 +218,13 @@ impl<V> Lru<V> {
         Some((node.tag, node.value))
     }
 
-    pub fn remove_key(&mut self, tag: u8, key: &str) -> Option<V> {
+    pub(crate) fn remove_key(&mut self, tag: u8, key: &str) -> Option<V> {
         let slot = self.find(tag, key)?;
         self.remove(slot).map(|(_, v)| v)
     }
 
     /// Keep only the entries for which `keep` is true; returns how many were removed. O(slab).
-    pub fn retain(&mut self, mut keep: impl FnMut(u8, &str, &mut V) -> bool) -> usize {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u8, &str, &mut V) -> bool) -> usize {
         let mut removed = 0;
         for i in 0..self.nodes.len() {
             let i = i as u32;
@@ -239,13 +240,13 @@ impl<V> Lru<V> {
     }
 
     /// Every entry as `(tag, key, value)`, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (u8, &str, &V)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u8, &str, &V)> + '_ {
         self.nodes
             .iter()
             .filter_map(|n| n.as_ref().map(|n| (n.tag, &*n.key, &n.value)))
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.table.clear();
         self.nodes.clear();
         self.free.clear();

@@ -21,7 +21,7 @@ const STORE_BUCKETS: &[f64] = &[
 /// What became of a request, as the value of the `decision` label of `rategate_requests_total`
 /// and the `decision` field of the access log (one per request, whichever layer refused it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecisionLabel {
+pub(crate) enum DecisionLabel {
     Allowed,
     Limited,
     Blocked,
@@ -34,7 +34,7 @@ pub enum DecisionLabel {
 }
 
 impl DecisionLabel {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DecisionLabel::Allowed => "allowed",
             DecisionLabel::Limited => "limited",
@@ -50,16 +50,16 @@ impl DecisionLabel {
 /// Why the watchdog ended a connection (the `reason` label of
 /// `rategate_connections_timed_out_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
+pub(crate) enum Expiry {
     HeaderRead,
     Idle,
     Send,
 }
 
 impl Expiry {
-    pub const ALL: [Expiry; 3] = [Expiry::HeaderRead, Expiry::Idle, Expiry::Send];
+    pub(crate) const ALL: [Expiry; 3] = [Expiry::HeaderRead, Expiry::Idle, Expiry::Send];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Expiry::HeaderRead => "header_read",
             Expiry::Idle => "idle",
@@ -69,27 +69,27 @@ impl Expiry {
 }
 
 pub struct Metrics {
-    pub registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub upstream_duration: HistogramVec,
-    pub upstream_errors: IntCounterVec,
-    pub policy_rejections: IntCounterVec,
-    pub store_duration: HistogramVec,
-    pub store_errors: IntCounterVec,
-    pub store_fallback_active: IntGauge,
+    pub(crate) registry: Registry,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) request_duration: HistogramVec,
+    pub(crate) upstream_duration: HistogramVec,
+    pub(crate) upstream_errors: IntCounterVec,
+    pub(crate) policy_rejections: IntCounterVec,
+    pub(crate) store_duration: HistogramVec,
+    pub(crate) store_errors: IntCounterVec,
+    pub(crate) store_fallback_active: IntGauge,
     /// Entries the in-process stores evicted to stay within `max_memory_keys`, by store
     /// (`memory`, `fallback`, `deny_cache`) and kind of entry.
-    pub store_evictions: IntCounterVec,
-    pub blocked_clients: IntGauge,
-    pub config_reloads: IntCounterVec,
-    pub connections_active: IntGauge,
+    pub(crate) store_evictions: IntCounterVec,
+    pub(crate) blocked_clients: IntGauge,
+    pub(crate) config_reloads: IntCounterVec,
+    pub(crate) connections_active: IntGauge,
     /// Connections closed at accept because `max_connections` were open, by listener.
-    pub connections_rejected: IntCounterVec,
+    pub(crate) connections_rejected: IntCounterVec,
     /// Connections ended by the watchdog, by listener and reason (header_read, idle, send).
-    pub connections_timed_out: IntCounterVec,
+    pub(crate) connections_timed_out: IntCounterVec,
     /// Webhook alerts by result: sent | failed (gave up after retries) | dropped (queue full).
-    pub alerts: IntCounterVec,
+    pub(crate) alerts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -243,16 +243,16 @@ impl Metrics {
         })
     }
 
-    pub fn request(&self, route: &str, decision: DecisionLabel) -> IntCounter {
+    pub(crate) fn request(&self, route: &str, decision: DecisionLabel) -> IntCounter {
         self.requests.with_label_values(&[route, decision.as_str()])
     }
 
-    pub fn request_duration(&self, route: &str) -> Histogram {
+    pub(crate) fn request_duration(&self, route: &str) -> Histogram {
         self.request_duration.with_label_values(&[route])
     }
 
     /// Prometheus text exposition of every family.
-    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+    pub(crate) fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut out = Vec::with_capacity(8192);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)

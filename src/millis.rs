@@ -6,19 +6,19 @@ use std::time::Duration;
 
 /// Whole milliseconds, rounded down: for time that has passed (a clock reading, an elapsed
 /// time), where counting a partial millisecond would move state forward early. Saturates.
-pub fn floor(d: Duration) -> u64 {
+pub(crate) fn floor(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whole milliseconds, rounded up: for a length that must never come out shorter than asked (a
 /// block, escalation bounds), so a block under a millisecond still blocks. Saturates.
-pub fn ceil(d: Duration) -> u64 {
+pub(crate) fn ceil(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// Whole seconds of `ms`, rounded up: what a client is told to wait or see (Retry-After, reset,
 /// a block's ttl), so it never comes back early.
-pub fn secs_ceil(ms: u64) -> u64 {
+pub(crate) fn secs_ceil(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 

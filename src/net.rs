@@ -20,11 +20,11 @@ impl CidrSet {
         CidrSet { nets }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.nets.is_empty()
     }
 
-    pub fn nets(&self) -> &[IpNet] {
+    pub(crate) fn nets(&self) -> &[IpNet] {
         &self.nets
     }
 
@@ -37,7 +37,7 @@ impl CidrSet {
 /// Parse an address as the gateway accepts it from the network: canonical dotted-quad IPv4 (no
 /// octal, hex or shortened forms, which `std` already refuses) or IPv6, with IPv4-mapped IPv6
 /// unmapped. `[v6]` brackets are accepted; ports, zones and anything else are not.
-pub fn parse_client_ip(s: &str) -> Option<IpAddr> {
+pub(crate) fn parse_client_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
     let s = s
         .strip_prefix('[')
@@ -51,7 +51,7 @@ pub fn parse_client_ip(s: &str) -> Option<IpAddr> {
 
 /// The part of a client address that identifies it for limiting: IPv4 as is, IPv6 truncated to
 /// `ipv6_prefix` bits so that rotating addresses inside one allocation share a key.
-pub fn key_addr(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+pub(crate) fn key_addr(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
@@ -70,7 +70,7 @@ pub fn key_addr(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 /// The dotted-quad text of `v4` in a stack buffer: `(bytes, len)`. Client keys and
 /// X-Forwarded-For are built for every request, and `fmt` machinery (`write!("{v4}")`) costs more
 /// than the rest of that work together.
-pub fn ipv4_text(v4: Ipv4Addr) -> ([u8; 15], usize) {
+pub(crate) fn ipv4_text(v4: Ipv4Addr) -> ([u8; 15], usize) {
     let mut out = [0u8; 15];
     let mut n = 0;
     for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -93,7 +93,7 @@ pub fn ipv4_text(v4: Ipv4Addr) -> ([u8; 15], usize) {
 }
 
 /// Append the canonical text of `ip` (as `Display` writes it) to `out`.
-pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             let (text, len) = ipv4_text(v4);

@@ -65,7 +65,7 @@ pub enum Semicolons {
 }
 
 impl Semicolons {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Semicolons::Reject => "reject",
             Semicolons::Strip => "strip",
@@ -88,7 +88,7 @@ pub enum EscapedSlashes {
 }
 
 impl EscapedSlashes {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EscapedSlashes::Keep => "keep",
             EscapedSlashes::Reject => "reject",

@@ -35,7 +35,7 @@ fn block_json(b: &BlockEntry) -> Value {
 }
 
 /// `GET /admin/blocks`
-pub async fn list_blocks(state: &AdminState) -> Reply {
+pub(crate) async fn list_blocks(state: &AdminState) -> Reply {
     let blocks = state.limiter.blocks().await?;
     state.metrics.blocked_clients.set(gauge_value(blocks.len()));
     let list: Vec<Value> = blocks.iter().map(block_json).collect();
@@ -51,7 +51,7 @@ struct NewBlock {
 }
 
 /// `POST /admin/blocks {"client", "duration", "reason"}`
-pub async fn add_block(state: &AdminState, req: Request<Incoming>) -> Reply {
+pub(crate) async fn add_block(state: &AdminState, req: Request<Incoming>) -> Reply {
     let new: NewBlock = input::json_body(req).await?;
     let config = state.live.snapshot();
     let client = client_key(&new.client, config.server.ipv6_prefix)?;
@@ -95,7 +95,7 @@ fn block_reason(reason: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// `DELETE /admin/blocks/{client}`; `raw` is the percent-encoded path segment.
-pub async fn remove_block(state: &AdminState, raw: &str) -> Reply {
+pub(crate) async fn remove_block(state: &AdminState, raw: &str) -> Reply {
     let text = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ApiError::BadRequest("client is not valid UTF-8".into()))?;
@@ -154,7 +154,7 @@ fn limiter_error(e: LimiterError) -> ApiError {
 }
 
 /// `GET /admin/limits?policy=&client=`
-pub async fn get_limit(state: &AdminState, req: &Request<Incoming>) -> Reply {
+pub(crate) async fn get_limit(state: &AdminState, req: &Request<Incoming>) -> Reply {
     let config = state.live.snapshot();
     let (policy, client) = limit_target(&config, req)?;
     let s = state
@@ -175,7 +175,7 @@ pub async fn get_limit(state: &AdminState, req: &Request<Incoming>) -> Reply {
 }
 
 /// `DELETE /admin/limits?policy=&client=`
-pub async fn reset_limit(state: &AdminState, req: &Request<Incoming>) -> Reply {
+pub(crate) async fn reset_limit(state: &AdminState, req: &Request<Incoming>) -> Reply {
     let config = state.live.snapshot();
     let (policy, client) = limit_target(&config, req)?;
     let existed = state
@@ -209,7 +209,7 @@ fn event_json(e: &Event) -> Value {
 }
 
 /// `GET /admin/events?limit=N`
-pub async fn events(state: &AdminState, req: &Request<Incoming>) -> Reply {
+pub(crate) async fn events(state: &AdminState, req: &Request<Incoming>) -> Reply {
     let params = input::query(req, &["limit"])?;
     let limit = input::limit(&params, EVENTS_DEFAULT, crate::store::EVENTS_MAX)?;
     let events = state.limiter.events(limit).await?;
@@ -219,7 +219,7 @@ pub async fn events(state: &AdminState, req: &Request<Incoming>) -> Reply {
 }
 
 /// `GET /admin/suspicious?limit=N`; each client says whether it is blocked right now.
-pub async fn suspicious(state: &AdminState, req: &Request<Incoming>) -> Reply {
+pub(crate) async fn suspicious(state: &AdminState, req: &Request<Incoming>) -> Reply {
     let params = input::query(req, &["limit"])?;
     let limit = input::limit(&params, SUSPICIOUS_DEFAULT, SUSPICIOUS_MAX)?;
     let suspects = state.limiter.suspicious(limit).await?;
@@ -238,7 +238,7 @@ pub async fn suspicious(state: &AdminState, req: &Request<Incoming>) -> Reply {
 }
 
 /// `POST /admin/reload`
-pub async fn reload(state: &AdminState, req: Request<Incoming>) -> Reply {
+pub(crate) async fn reload(state: &AdminState, req: Request<Incoming>) -> Reply {
     // The body is ignored, but still bounded.
     input::body(req).await?;
     match state.reloader.reload_async(Trigger::Admin).await {
@@ -250,6 +250,6 @@ pub async fn reload(state: &AdminState, req: Request<Incoming>) -> Reply {
     }
 }
 
-pub fn gauge_value(n: usize) -> i64 {
+pub(crate) fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::reply::ApiError;
 
-pub fn check<B>(req: &Request<B>, token: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn check<B>(req: &Request<B>, token: Option<&str>) -> Result<(), ApiError> {
     match token {
         Some(token) => bearer(req, token),
         None => local_only(req),
@@ -41,7 +41,7 @@ fn bearer<B>(req: &Request<B>, token: &str) -> Result<(), ApiError> {
 }
 
 /// Equality of two secrets in time independent of their contents and lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (Sha256::digest(a), Sha256::digest(b));
     a.iter()
         .zip(b.iter())

@@ -14,14 +14,14 @@ use super::reply::ApiError;
 use crate::net;
 
 /// Largest request body the admin API reads.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Longest client text looked at (an IPv6 prefix with brackets is well under this).
 const MAX_CLIENT_LEN: usize = 64;
 
 /// The client key the gateway uses for `text`: an IPv4 address, or an IPv6 address or prefix
 /// keyed by its `ipv6_prefix` bits (`2001:db8::/64`). Exactly one client: patterns, ranges that
 /// the gateway never keys by, and anything else are refused with a message saying what to give.
-pub fn client_key(text: &str, ipv6_prefix: u8) -> Result<String, ApiError> {
+pub(crate) fn client_key(text: &str, ipv6_prefix: u8) -> Result<String, ApiError> {
     let text = text.trim();
     let expected = || {
         format!(
@@ -88,7 +88,7 @@ pub fn client_key(text: &str, ipv6_prefix: u8) -> Result<String, ApiError> {
 
 /// Query parameters, each allowed name at most once; unknown names are refused so a typo is not
 /// silently ignored.
-pub fn query<'a>(
+pub(crate) fn query<'a>(
     req: &Request<Incoming>,
     allowed: &[&'a str],
 ) -> Result<Vec<(&'a str, String)>, ApiError> {
@@ -114,20 +114,24 @@ pub fn query<'a>(
     Ok(out)
 }
 
-pub fn param<'q>(params: &'q [(&str, String)], name: &str) -> Option<&'q str> {
+pub(crate) fn param<'q>(params: &'q [(&str, String)], name: &str) -> Option<&'q str> {
     params
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, v)| v.as_str())
 }
 
-pub fn required<'q>(params: &'q [(&str, String)], name: &str) -> Result<&'q str, ApiError> {
+pub(crate) fn required<'q>(params: &'q [(&str, String)], name: &str) -> Result<&'q str, ApiError> {
     param(params, name)
         .ok_or_else(|| ApiError::BadRequest(format!("missing query parameter `{name}`")))
 }
 
 /// `limit` between 1 and `max`, `default` when absent.
-pub fn limit(params: &[(&str, String)], default: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn limit(
+    params: &[(&str, String)],
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     let Some(text) = param(params, "limit") else {
         return Ok(default);
     };
@@ -142,7 +146,7 @@ pub fn limit(params: &[(&str, String)], default: usize, max: usize) -> Result<us
 /// Read a JSON body of at most [`MAX_BODY_BYTES`]. The `application/json` content type is
 /// required: besides saying what the body is, it makes a browser send a CORS preflight (which is
 /// never granted) before any cross-site POST, so a web page cannot drive the admin API.
-pub async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub(crate) async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -158,7 +162,7 @@ pub async fn json_body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
 }
 
 /// The whole body, refused early by its declared length and in any case past the limit.
-pub async fn body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)

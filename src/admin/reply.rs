@@ -11,7 +11,7 @@ use crate::store::StoreError;
 
 /// Everything an admin request can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -49,7 +49,7 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let (status, code) = self.status_and_code();
         let mut body = json!({ "error": code, "message": self.to_string() });
         if let ApiError::InvalidConfig(e) = &self {
@@ -82,7 +82,7 @@ impl ApiError {
 }
 
 /// A JSON response; admin answers are never cached.
-pub fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
     let mut text = body.to_string();
     text.push('\n');
     let mut resp = Response::new(ResponseBody::full(text));
@@ -93,11 +93,11 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody>
     resp
 }
 
-pub fn ok(body: &Value) -> Response<ResponseBody> {
+pub(crate) fn ok(body: &Value) -> Response<ResponseBody> {
     json_response(StatusCode::OK, body)
 }
 
-pub fn text(
+pub(crate) fn text(
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,

@@ -29,7 +29,7 @@ const GET_DELETE: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
 /// `/readyz` keeps answering 503 during the drain. Connections get the proxy's timeouts and a
 /// small fixed ceiling: the port serves operators and scrapers, and a flood of connections to it
 /// must not use up the descriptors the proxy needs.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     timeouts: Timeouts,

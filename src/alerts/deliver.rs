@@ -31,7 +31,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Deliver queued alerts until the queue's senders are gone. Store state alerts are damped
 /// (see `flap`).
-pub async fn run(mut rx: mpsc::Receiver<Alert>, live: Arc<Live>, metrics: Arc<Metrics>) {
+pub(crate) async fn run(mut rx: mpsc::Receiver<Alert>, live: Arc<Live>, metrics: Arc<Metrics>) {
     let client = http_client();
     let mut damper = Damper::default();
     loop {
@@ -171,7 +171,7 @@ fn unix_now() -> u64 {
 }
 
 /// The JSON posted for `alert`: rategate's own object, or Slack's `{"text": ...}`.
-pub fn payload(alert: &Alert, format: AlertFormat, time: u64) -> Value {
+pub(crate) fn payload(alert: &Alert, format: AlertFormat, time: u64) -> Value {
     let message = alert.message();
     if format == AlertFormat::Slack {
         return json!({ "text": format!("rategate: {message}") });

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::Alert;
 
-pub const HOLD: Duration = Duration::from_secs(60);
-pub const BURST: usize = 2;
+pub(crate) const HOLD: Duration = Duration::from_secs(60);
+pub(crate) const BURST: usize = 2;
 
 #[derive(Debug, Default)]
-pub struct Damper {
+pub(crate) struct Damper {
     /// When recent store alerts were let through (at most BURST, within HOLD).
     sent: VecDeque<Instant>,
     /// The latest state held back.
@@ -32,12 +32,12 @@ fn failing(alert: &Alert) -> Option<bool> {
 
 impl Damper {
     /// Whether `alert` is a store state alert, which goes through [`Damper::offer`].
-    pub fn applies(alert: &Alert) -> bool {
+    pub(crate) fn applies(alert: &Alert) -> bool {
         failing(alert).is_some()
     }
 
     /// The alert to post now, if any; otherwise it is held (replacing an older held state).
-    pub fn offer(&mut self, alert: Alert, now: Instant) -> Option<Alert> {
+    pub(crate) fn offer(&mut self, alert: Alert, now: Instant) -> Option<Alert> {
         self.expire(now);
         if self.sent.len() < BURST {
             self.pending = None;
@@ -48,13 +48,13 @@ impl Damper {
     }
 
     /// When the held state may go out.
-    pub fn wake_at(&self) -> Option<Instant> {
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
         self.pending.as_ref()?;
         self.sent.front().map(|&t| t + HOLD)
     }
 
     /// The held state, once the hold allows it and when it differs from the last state posted.
-    pub fn release(&mut self, now: Instant) -> Option<Alert> {
+    pub(crate) fn release(&mut self, now: Instant) -> Option<Alert> {
         self.expire(now);
         if self.sent.len() >= BURST {
             return None;

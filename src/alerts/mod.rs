@@ -8,7 +8,7 @@
 //! `[alerts]` settings are read from the live config for every alert, so a reload turns alerts on,
 //! off or elsewhere; only the queue's size is fixed at start.
 
-pub mod deliver;
+pub(crate) mod deliver;
 mod flap;
 mod threshold;
 
@@ -21,12 +21,12 @@ use crate::config::compiled::AlertThreshold;
 use crate::config::Live;
 use crate::metrics::Metrics;
 
-pub use deliver::run;
+pub(crate) use deliver::run;
 use threshold::Tracker;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Alert {
+pub(crate) enum Alert {
     /// A client was blocked by a policy's `block_for` or through the admin API.
     ClientBlocked {
         client: String,
@@ -54,7 +54,7 @@ pub enum Alert {
 
 impl Alert {
     /// Stable machine name (`kind` in the JSON payload).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Alert::ClientBlocked { .. } => "client_blocked",
             Alert::RejectionThreshold { .. } => "rejections_threshold",
@@ -64,7 +64,7 @@ impl Alert {
     }
 
     /// One human sentence.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         let secs = |d: &Duration| crate::config::duration::format(*d);
         match self {
             Alert::ClientBlocked {
@@ -95,7 +95,7 @@ impl Alert {
 
 /// A cheap, cloneable handle for raising alerts. [`Alerter::disabled`] drops everything.
 #[derive(Clone, Default)]
-pub struct Alerter {
+pub(crate) struct Alerter {
     inner: Option<Arc<Inner>>,
 }
 
@@ -117,7 +117,7 @@ impl std::fmt::Debug for Alerter {
 impl Alerter {
     /// An alerter whose queue holds `queue_size` alerts, and the receiving end for
     /// [`deliver::run`].
-    pub fn new(
+    pub(crate) fn new(
         live: Arc<Live>,
         metrics: Arc<Metrics>,
         queue_size: usize,
@@ -138,13 +138,13 @@ impl Alerter {
     }
 
     /// An alerter that drops every alert (no `[alerts]`, tests, benches).
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Alerter { inner: None }
     }
 
     /// Queue `alert` for delivery without waiting; dropped (and counted) when the queue is full,
     /// ignored when the running config has no `[alerts]`.
-    pub fn notify(&self, alert: Alert) {
+    pub(crate) fn notify(&self, alert: Alert) {
         let Some(inner) = &self.inner else {
             return;
         };
@@ -164,7 +164,7 @@ impl Alerter {
 
     /// Count one rejection of `client` against `threshold`; raises one
     /// [`Alert::RejectionThreshold`] when the count reaches it within the window.
-    pub fn rejected(&self, threshold: AlertThreshold, client: &str) {
+    pub(crate) fn rejected(&self, threshold: AlertThreshold, client: &str) {
         let Some(inner) = &self.inner else {
             return;
         };

@@ -14,7 +14,7 @@ use crate::lru::Lru;
 const TRACK_MAX: usize = 10_000;
 
 #[derive(Debug, Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     windows: Mutex<Lru<Window>>,
 }
 
@@ -26,7 +26,7 @@ struct Window {
 
 impl Tracker {
     /// Count one rejection; `Some(count)` exactly when this one reaches the threshold.
-    pub fn count(&self, client: &str, threshold: AlertThreshold) -> Option<u64> {
+    pub(crate) fn count(&self, client: &str, threshold: AlertThreshold) -> Option<u64> {
         self.count_at(client, threshold, Instant::now())
     }
 

@@ -76,15 +76,6 @@ pub enum StoreKind {
     Redis,
 }
 
-impl StoreKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Memory => "memory",
-            StoreKind::Redis => "redis",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
@@ -94,7 +85,7 @@ pub enum OnError {
 }
 
 impl OnError {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OnError::Fallback => "fallback",
             OnError::Allow => "allow",
@@ -113,7 +104,7 @@ pub enum AlertFormat {
 }
 
 impl AlertFormat {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AlertFormat::Json => "json",
             AlertFormat::Slack => "slack",
@@ -183,7 +174,7 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// `authority` as the `Host` header the upstream receives, built once here rather than per
     /// request.
-    pub host_header: http::HeaderValue,
+    pub(crate) host_header: http::HeaderValue,
     /// Path prefix from the upstream URL without a trailing slash ("" when the URL has none).
     pub base_path: String,
     pub connect_timeout: Duration,
@@ -196,13 +187,13 @@ pub struct Upstream {
 impl Upstream {
     /// The `Host` value for `authority`. An authority only holds characters that are valid in a
     /// header value, so the fallback (an empty value) is never used in practice.
-    pub fn host_value(authority: &http::uri::Authority) -> http::HeaderValue {
+    pub(crate) fn host_value(authority: &http::uri::Authority) -> http::HeaderValue {
         http::HeaderValue::from_str(authority.as_str())
             .unwrap_or_else(|_| http::HeaderValue::from_static(""))
     }
 
     /// The URI the upstream receives for a normalized, already prefix-stripped path and query.
-    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    pub(crate) fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let mut pq = String::with_capacity(
             self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
         );
@@ -251,7 +242,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Shadow => "shadow",
@@ -336,17 +327,8 @@ impl Policy {
         }
     }
 
-    pub fn window_ms(&self) -> u64 {
+    pub(crate) fn window_ms(&self) -> u64 {
         crate::millis::floor(self.window)
-    }
-
-    /// True when two policies may share counters across a reload.
-    pub fn same_counters(&self, other: &Policy) -> bool {
-        self.name == other.name
-            && self.algorithm == other.algorithm
-            && self.limit == other.limit
-            && self.window == other.window
-            && self.burst == other.burst
     }
 
     /// `(limit, burst)` for a key whose tier override is `limit` (`None`: the policy's own).
@@ -368,7 +350,7 @@ impl Policy {
     }
 
     /// Whether this policy is charged after the response instead of at admission.
-    pub fn deferred(&self) -> bool {
+    pub(crate) fn deferred(&self) -> bool {
         self.count != CountOn::Every
     }
 }
@@ -413,7 +395,7 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    pub fn new(entries: impl IntoIterator<Item = (String, u64)>) -> Self {
+    pub(crate) fn new(entries: impl IntoIterator<Item = (String, u64)>) -> Self {
         Overrides {
             map: entries
                 .into_iter()
@@ -490,4 +472,4 @@ impl Default for Cost {
 }
 
 /// `max_cost` when a route sets `cost_header` without it.
-pub const DEFAULT_MAX_COST: u64 = 100;
+pub(crate) const DEFAULT_MAX_COST: u64 = 100;

@@ -20,7 +20,7 @@ const UNITS: [(&str, u64); 5] = [
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     Empty,
     Negative,
     MissingUnit,
@@ -48,7 +48,7 @@ impl std::error::Error for DurationError {}
 
 /// Parse `"<integer><unit>"`. Zero is accepted here; [`Positive`] refuses it where a zero would
 /// make no sense (a zero window or timeout).
-pub fn parse(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {
     if text.is_empty() {
         return Err(DurationError::Empty);
     }
@@ -84,7 +84,7 @@ fn unit_millis(unit: &str) -> Result<u64, DurationError> {
 }
 
 /// The shortest exact spelling in the config's own syntax, so a summary can be pasted back.
-pub fn format(duration: Duration) -> String {
+pub(crate) fn format(duration: Duration) -> String {
     let millis = duration.as_millis();
     if millis == 0 {
         return "0s".to_owned();
@@ -99,11 +99,11 @@ pub fn format(duration: Duration) -> String {
 
 /// A config duration that must be greater than zero (windows, timeouts, block times).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Positive(pub Duration);
+pub(crate) struct Positive(pub Duration);
 
 /// A config duration where zero means "none" (e.g. no shutdown grace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Any(pub Duration);
+pub(crate) struct Any(pub Duration);
 
 impl<'de> Deserialize<'de> for Positive {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

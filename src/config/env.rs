@@ -9,15 +9,15 @@ use std::env::VarError;
 use std::fmt;
 
 /// Where variable values come from: the process environment in production, a map in tests.
-pub type Lookup<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
+pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
 
 /// The process environment.
-pub fn process_env(name: &str) -> Result<String, VarError> {
+pub(crate) fn process_env(name: &str) -> Result<String, VarError> {
     std::env::var(name)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvError {
+pub(crate) enum EnvError {
     Unset(String),
     NotUnicode(String),
     BadName(String),
@@ -47,7 +47,7 @@ impl fmt::Display for EnvError {
 impl std::error::Error for EnvError {}
 
 /// Replace every `${NAME}` in `value` with the variable's value.
-pub fn expand(value: &str, lookup: Lookup<'_>) -> Result<String, EnvError> {
+pub(crate) fn expand(value: &str, lookup: Lookup<'_>) -> Result<String, EnvError> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(dollar) = rest.find('$') {

@@ -16,7 +16,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn io(path: &Path, err: &std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, err: &std::io::Error) -> Self {
         ConfigError {
             file: path.to_path_buf(),
             line: None,

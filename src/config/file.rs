@@ -19,231 +19,231 @@ use super::compiled::{AlertFormat, Algorithm, Mode, OnError, StoreKind};
 use super::duration;
 use crate::uri_path::{EscapedSlashes, Semicolons};
 
-pub const DEFAULT_SERVER_LISTEN: SocketAddr =
+pub(crate) const DEFAULT_SERVER_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IPV6_PREFIX: u8 = 64;
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Far above any fd limit a host grants; only there to keep the number sane.
-pub const MAX_MAX_CONNECTIONS: u64 = 1 << 24;
-pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+pub(crate) const MAX_MAX_CONNECTIONS: u64 = 1 << 24;
+pub(crate) const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100));
-pub const DEFAULT_STORE_KIND: StoreKind = StoreKind::Memory;
-pub const DEFAULT_STORE_URL: &str = "redis://127.0.0.1:6379/0";
-pub const DEFAULT_KEY_PREFIX: &str = "rategate:";
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
-pub const DEFAULT_ON_ERROR: OnError = OnError::Fallback;
-pub const DEFAULT_MAX_MEMORY_KEYS: usize = 1_000_000;
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_MODE: Mode = Mode::Enforce;
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
-pub const DEFAULT_BLOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_ACCESS_LOG: bool = true;
-pub const DEFAULT_FORWARD_CLIENT_IP_HEADERS: bool = true;
-pub const DEFAULT_ALERT_FORMAT: AlertFormat = AlertFormat::Json;
-pub const DEFAULT_THRESHOLD_WINDOW: Duration = Duration::from_secs(60);
-pub const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_ALERT_MAX_RETRIES: u32 = 3;
-pub const DEFAULT_ALERT_QUEUE_SIZE: usize = 1000;
-pub const DEFAULT_PATH_SEMICOLONS: Semicolons = Semicolons::Reject;
-pub const DEFAULT_ESCAPED_SLASHES: EscapedSlashes = EscapedSlashes::Keep;
+pub(crate) const DEFAULT_STORE_KIND: StoreKind = StoreKind::Memory;
+pub(crate) const DEFAULT_STORE_URL: &str = "redis://127.0.0.1:6379/0";
+pub(crate) const DEFAULT_KEY_PREFIX: &str = "rategate:";
+pub(crate) const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_ON_ERROR: OnError = OnError::Fallback;
+pub(crate) const DEFAULT_MAX_MEMORY_KEYS: usize = 1_000_000;
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MODE: Mode = Mode::Enforce;
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_BLOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_ACCESS_LOG: bool = true;
+pub(crate) const DEFAULT_FORWARD_CLIENT_IP_HEADERS: bool = true;
+pub(crate) const DEFAULT_ALERT_FORMAT: AlertFormat = AlertFormat::Json;
+pub(crate) const DEFAULT_THRESHOLD_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_ALERT_MAX_RETRIES: u32 = 3;
+pub(crate) const DEFAULT_ALERT_QUEUE_SIZE: usize = 1000;
+pub(crate) const DEFAULT_PATH_SEMICOLONS: Semicolons = Semicolons::Reject;
+pub(crate) const DEFAULT_ESCAPED_SLASHES: EscapedSlashes = EscapedSlashes::Keep;
 // Policy `key` defaults to ["ip"], `burst` to `limit`, `block_max` to 24h (or `block_for` when
 // longer), route `cost` to 1 and `max_cost` to 100 (see `compiled`), route `methods` to any method
 // and `strip_prefix` to false; those are applied where the values are compiled.
 
 /// A string value; `${NAME}` references are substituted when it is compiled.
-pub type EnvString = Spanned<String>;
+pub(crate) type EnvString = Spanned<String>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(crate) struct File {
     #[serde(default)]
-    pub server: Server,
+    pub(crate) server: Server,
     #[serde(default)]
-    pub admin: Admin,
+    pub(crate) admin: Admin,
     #[serde(default)]
-    pub store: Store,
+    pub(crate) store: Store,
     #[serde(default)]
-    pub access: Access,
+    pub(crate) access: Access,
     #[serde(default)]
-    pub upstream: Vec<Upstream>,
+    pub(crate) upstream: Vec<Upstream>,
     /// Spanned so that a policy missing its window can be pointed at.
     #[serde(default)]
-    pub policy: Vec<Spanned<Policy>>,
+    pub(crate) policy: Vec<Spanned<Policy>>,
     /// Spanned so that a route missing its target can be pointed at.
     #[serde(default)]
-    pub route: Vec<Spanned<Route>>,
+    pub(crate) route: Vec<Spanned<Route>>,
     /// Optional webhook alerts.
-    pub alerts: Option<Alerts>,
+    pub(crate) alerts: Option<Alerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Server {
+pub(crate) struct Server {
     /// env; socket address.
-    pub listen: Option<EnvString>,
+    pub(crate) listen: Option<EnvString>,
     /// CIDRs or bare IPs.
-    pub trusted_proxies: Option<Vec<Spanned<String>>>,
-    pub ipv6_prefix: Option<Spanned<u64>>,
-    pub header_read_timeout: Option<duration::Positive>,
-    pub max_header_bytes: Option<Spanned<u64>>,
-    pub shutdown_grace: Option<duration::Any>,
+    pub(crate) trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub(crate) ipv6_prefix: Option<Spanned<u64>>,
+    pub(crate) header_read_timeout: Option<duration::Positive>,
+    pub(crate) max_header_bytes: Option<Spanned<u64>>,
+    pub(crate) shutdown_grace: Option<duration::Any>,
     /// Keep-alive connections with no request in flight close after this.
-    pub idle_timeout: Option<duration::Positive>,
+    pub(crate) idle_timeout: Option<duration::Positive>,
     /// A response that makes no write progress for this long is cut.
-    pub send_timeout: Option<duration::Positive>,
+    pub(crate) send_timeout: Option<duration::Positive>,
     /// Concurrent proxy connections; unset = derived from the fd limit at start.
-    pub max_connections: Option<Spanned<u64>>,
+    pub(crate) max_connections: Option<Spanned<u64>>,
     /// One log line per request (target `rategate::access`).
-    pub access_log: Option<bool>,
+    pub(crate) access_log: Option<bool>,
     /// true: the client-IP headers (X-Real-IP, Forwarded, True-Client-IP, CF-Connecting-IP,
     /// X-Client-IP, X-Cluster-Client-IP, Fastly-Client-IP) reach the upstream only from trusted
     /// proxies; false: from anyone, as received.
-    pub forward_client_ip_headers: Option<bool>,
-    pub tls: Option<Tls>,
+    pub(crate) forward_client_ip_headers: Option<bool>,
+    pub(crate) tls: Option<Tls>,
     /// `;` path parameters: "reject" (default), "strip" or "keep".
-    pub path_semicolons: Option<Semicolons>,
+    pub(crate) path_semicolons: Option<Semicolons>,
     /// `%2F` / `%5C` in paths: "keep" (default), "reject" or "decode".
-    pub escaped_slashes: Option<EscapedSlashes>,
+    pub(crate) escaped_slashes: Option<EscapedSlashes>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Tls {
+pub(crate) struct Tls {
     /// env; PEM certificate chain.
-    pub cert: EnvString,
+    pub(crate) cert: EnvString,
     /// env; PEM private key.
-    pub key: EnvString,
+    pub(crate) key: EnvString,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Admin {
+pub(crate) struct Admin {
     /// env; socket address.
-    pub listen: Option<EnvString>,
+    pub(crate) listen: Option<EnvString>,
     /// env; bearer token for /admin/*.
-    pub token: Option<EnvString>,
+    pub(crate) token: Option<EnvString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Store {
-    pub kind: Option<StoreKind>,
+pub(crate) struct Store {
+    pub(crate) kind: Option<StoreKind>,
     /// env; Redis URL (used when `kind = "redis"`).
-    pub url: Option<EnvString>,
+    pub(crate) url: Option<EnvString>,
     /// env.
-    pub key_prefix: Option<EnvString>,
-    pub timeout: Option<duration::Positive>,
-    pub on_error: Option<OnError>,
-    pub max_memory_keys: Option<Spanned<u64>>,
+    pub(crate) key_prefix: Option<EnvString>,
+    pub(crate) timeout: Option<duration::Positive>,
+    pub(crate) on_error: Option<OnError>,
+    pub(crate) max_memory_keys: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Access {
+pub(crate) struct Access {
     /// CIDRs or bare IPs never limited nor blocked.
-    pub allow: Option<Vec<Spanned<String>>>,
+    pub(crate) allow: Option<Vec<Spanned<String>>>,
     /// CIDRs or bare IPs always answered 403.
-    pub deny: Option<Vec<Spanned<String>>>,
+    pub(crate) deny: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Upstream {
-    pub name: Spanned<String>,
+pub(crate) struct Upstream {
+    pub(crate) name: Spanned<String>,
     /// env; `http://` or `https://` URL, optionally with a base path.
-    pub url: EnvString,
-    pub connect_timeout: Option<duration::Positive>,
-    pub timeout: Option<duration::Positive>,
+    pub(crate) url: EnvString,
+    pub(crate) connect_timeout: Option<duration::Positive>,
+    pub(crate) timeout: Option<duration::Positive>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Policy {
-    pub name: Spanned<String>,
-    pub algorithm: Spanned<Algorithm>,
-    pub limit: Spanned<u64>,
+pub(crate) struct Policy {
+    pub(crate) name: Spanned<String>,
+    pub(crate) algorithm: Spanned<Algorithm>,
+    pub(crate) limit: Spanned<u64>,
     /// Required, except for `concurrency` (which has `lease` instead).
-    pub window: Option<Spanned<duration::Positive>>,
+    pub(crate) window: Option<Spanned<duration::Positive>>,
     /// `concurrency` only: how long a lease is held without renewal (default 60s).
-    pub lease: Option<Spanned<duration::Positive>>,
-    pub burst: Option<Spanned<u64>>,
-    pub key: Option<Spanned<Vec<Spanned<String>>>>,
-    pub block_for: Option<Spanned<duration::Positive>>,
+    pub(crate) lease: Option<Spanned<duration::Positive>>,
+    pub(crate) burst: Option<Spanned<u64>>,
+    pub(crate) key: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) block_for: Option<Spanned<duration::Positive>>,
     /// Escalating blocks (need `block_for`).
-    pub block_multiplier: Option<Spanned<u64>>,
-    pub block_max: Option<Spanned<duration::Positive>>,
-    pub block_memory: Option<Spanned<duration::Positive>>,
-    pub mode: Option<Mode>,
+    pub(crate) block_multiplier: Option<Spanned<u64>>,
+    pub(crate) block_max: Option<Spanned<duration::Positive>>,
+    pub(crate) block_memory: Option<Spanned<duration::Positive>>,
+    pub(crate) mode: Option<Mode>,
     /// Charge only responses with one of these statuses (after the upstream answered).
-    pub count_status: Option<Spanned<Vec<Spanned<u64>>>>,
+    pub(crate) count_status: Option<Spanned<Vec<Spanned<u64>>>>,
     /// `"errors"`: charge only responses with a status of 400 or more.
-    pub count: Option<Spanned<CountWord>>,
+    pub(crate) count: Option<Spanned<CountWord>>,
     /// Per key-value limits: `{ "gold-key" = 1000 }`.
-    pub overrides: Option<Spanned<BTreeMap<String, Spanned<u64>>>>,
+    pub(crate) overrides: Option<Spanned<BTreeMap<String, Spanned<u64>>>>,
     /// A TOML file of `"key" = limit` lines, relative to this config file.
-    pub overrides_file: Option<Spanned<String>>,
-    pub retry_after_jitter: Option<Spanned<duration::Positive>>,
+    pub(crate) overrides_file: Option<Spanned<String>>,
+    pub(crate) retry_after_jitter: Option<Spanned<duration::Positive>>,
 }
 
 /// The words `count` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CountWord {
+pub(crate) enum CountWord {
     Errors,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Route {
-    pub name: Spanned<String>,
-    pub path: Option<Spanned<String>>,
-    pub path_prefix: Option<Spanned<String>>,
-    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
-    pub host: Option<Spanned<String>>,
-    pub upstream: Option<Spanned<String>>,
-    pub respond: Option<Spanned<Respond>>,
-    pub policies: Option<Vec<Spanned<String>>>,
-    pub strip_prefix: Option<Spanned<bool>>,
+pub(crate) struct Route {
+    pub(crate) name: Spanned<String>,
+    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) path_prefix: Option<Spanned<String>>,
+    pub(crate) methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) upstream: Option<Spanned<String>>,
+    pub(crate) respond: Option<Spanned<Respond>>,
+    pub(crate) policies: Option<Vec<Spanned<String>>>,
+    pub(crate) strip_prefix: Option<Spanned<bool>>,
     /// Match the path regardless of ASCII letter case (default false).
-    pub case_insensitive: Option<bool>,
+    pub(crate) case_insensitive: Option<bool>,
     /// Units a request without `cost_header` charges (default 1).
-    pub cost: Option<Spanned<u64>>,
+    pub(crate) cost: Option<Spanned<u64>>,
     /// A request header carrying the request's cost.
-    pub cost_header: Option<Spanned<String>>,
+    pub(crate) cost_header: Option<Spanned<String>>,
     /// Largest cost `cost_header` may name (default 100).
-    pub max_cost: Option<Spanned<u64>>,
+    pub(crate) max_cost: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Alerts {
+pub(crate) struct Alerts {
     /// env; `http://` or `https://` URL the alerts are POSTed to.
-    pub webhook_url: EnvString,
-    pub format: Option<AlertFormat>,
+    pub(crate) webhook_url: EnvString,
+    pub(crate) format: Option<AlertFormat>,
     /// env; bearer token sent with each alert.
-    pub token: Option<EnvString>,
+    pub(crate) token: Option<EnvString>,
     /// Name of an environment variable holding the bearer token (instead of `token`).
-    pub token_env: Option<Spanned<String>>,
+    pub(crate) token_env: Option<Spanned<String>>,
     /// Alert once when one client is rejected this many times within `threshold_window`.
-    pub rejections_threshold: Option<Spanned<u64>>,
-    pub threshold_window: Option<Spanned<duration::Positive>>,
+    pub(crate) rejections_threshold: Option<Spanned<u64>>,
+    pub(crate) threshold_window: Option<Spanned<duration::Positive>>,
     /// Per delivery attempt.
-    pub timeout: Option<duration::Positive>,
-    pub max_retries: Option<Spanned<u64>>,
-    pub queue_size: Option<Spanned<u64>>,
+    pub(crate) timeout: Option<duration::Positive>,
+    pub(crate) max_retries: Option<Spanned<u64>>,
+    pub(crate) queue_size: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Respond {
-    pub status: Spanned<u64>,
+pub(crate) struct Respond {
+    pub(crate) status: Spanned<u64>,
     /// env; default empty.
-    pub body: Option<EnvString>,
+    pub(crate) body: Option<EnvString>,
 }
 
 #[cfg(test)]

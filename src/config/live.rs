@@ -8,23 +8,23 @@ use arc_swap::ArcSwap;
 use super::Config;
 
 #[derive(Debug)]
-pub struct Live {
+pub(crate) struct Live {
     current: ArcSwap<Config>,
 }
 
 impl Live {
-    pub fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         Live {
             current: ArcSwap::from_pointee(config),
         }
     }
 
     /// The config a request runs under from start to finish.
-    pub fn snapshot(&self) -> Arc<Config> {
+    pub(crate) fn snapshot(&self) -> Arc<Config> {
         self.current.load_full()
     }
 
-    pub fn swap(&self, config: Config) -> Arc<Config> {
+    pub(crate) fn swap(&self, config: Config) -> Arc<Config> {
         self.current.swap(Arc::new(config))
     }
 }

@@ -15,18 +15,18 @@ use toml::Spanned;
 use super::ConfigError;
 
 /// The text being compiled and the file it came from.
-pub struct Source<'a> {
+pub(crate) struct Source<'a> {
     path: &'a Path,
     text: &'a str,
 }
 
 impl<'a> Source<'a> {
-    pub fn new(path: &'a Path, text: &'a str) -> Self {
+    pub(crate) fn new(path: &'a Path, text: &'a str) -> Self {
         Source { path, text }
     }
 
     /// An error at `span`; `key` overrides the key path found from the span.
-    pub fn error(
+    pub(crate) fn error(
         &self,
         span: Option<Range<usize>>,
         key: Option<String>,
@@ -47,20 +47,20 @@ impl<'a> Source<'a> {
 
     /// A TOML syntax or deserialization error. Syntax errors name no key: the text there is not
     /// a key/value yet, so the key path is only looked up when the document parses.
-    pub fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
+    pub(crate) fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
         let message = err.message().trim().to_owned();
         self.error(err.span(), None, message)
     }
 
     /// 1-based line of a byte offset, for messages that refer to another place in the file.
-    pub fn line_of(&self, offset: usize) -> usize {
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
         line_col(self.text, offset).0
     }
 }
 
 /// 1-based line and column (in characters) of a byte offset; offsets past the end or inside a
 /// character are clamped to the last character boundary before them.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut end = offset.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -74,7 +74,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The dotted path of the key whose key or value most tightly encloses `span`, or `None` when the
 /// text does not parse (then the error is about syntax, not about a key).
-pub fn key_path_at(text: &str, span: &Range<usize>) -> Option<String> {
+pub(crate) fn key_path_at(text: &str, span: &Range<usize>) -> Option<String> {
     let root = DeTable::parse(text).ok()?;
     let mut best = Best::default();
     walk_table(root.get_ref(), "", span, &mut best);

@@ -4,20 +4,20 @@
 //! (`reload`, triggered by SIGHUP, the admin API, or `watch` on a change of the file).
 
 pub mod compiled;
-pub mod duration;
-pub mod env;
-pub mod error;
-pub mod file;
-pub mod live;
+pub(crate) mod duration;
+pub(crate) mod env;
+pub(crate) mod error;
+pub(crate) mod file;
+pub(crate) mod live;
 mod locate;
-pub mod reload;
+pub(crate) mod reload;
 pub mod summary;
-pub mod validate;
-pub mod watch;
+pub(crate) mod validate;
+pub(crate) mod watch;
 
-pub use compiled::Config;
+pub(crate) use compiled::Config;
 pub use error::ConfigError;
-pub use live::Live;
+pub(crate) use live::Live;
 pub use summary::summary;
 
 use std::path::Path;

@@ -19,14 +19,14 @@ use crate::metrics::Metrics;
 
 /// What asked for the reload (for the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     Signal,
     Admin,
     FileWatch,
 }
 
 impl Trigger {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Trigger::Signal => "sighup",
             Trigger::Admin => "admin",
@@ -37,12 +37,12 @@ impl Trigger {
 
 /// Turns config text into a config: parse, validate, compile, and any check that needs more than
 /// the text (the TLS files exist and parse). `path` names the file.
-pub type Loader = dyn Fn(&Path, &str) -> Result<Config, ConfigError> + Send + Sync;
+pub(crate) type Loader = dyn Fn(&Path, &str) -> Result<Config, ConfigError> + Send + Sync;
 
 /// Called with the new config right after a successful swap.
-pub type AfterSwap = dyn Fn(&Config) + Send + Sync;
+pub(crate) type AfterSwap = dyn Fn(&Config) + Send + Sync;
 
-pub struct Reloader {
+pub(crate) struct Reloader {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     loader: Box<Loader>,
@@ -60,7 +60,7 @@ impl fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>, loader: Box<Loader>) -> Self {
+    pub(crate) fn new(live: Arc<Live>, metrics: Arc<Metrics>, loader: Box<Loader>) -> Self {
         let text = std::fs::read_to_string(&live.snapshot().source).ok();
         Reloader {
             live,
@@ -72,18 +72,18 @@ impl Reloader {
     }
 
     /// Run `hook` after every successful reload (e.g. to drop caches built on the old config).
-    pub fn after_swap(mut self, hook: Box<AfterSwap>) -> Self {
+    pub(crate) fn after_swap(mut self, hook: Box<AfterSwap>) -> Self {
         self.after_swap = Some(hook);
         self
     }
 
-    pub fn live(&self) -> &Arc<Live> {
+    pub(crate) fn live(&self) -> &Arc<Live> {
         &self.live
     }
 
     /// Reload from the running config's file. Blocking (reads the file): call it from a blocking
     /// context, or through [`Reloader::reload_async`].
-    pub fn reload(&self, trigger: Trigger) -> Result<Arc<Config>, ConfigError> {
+    pub(crate) fn reload(&self, trigger: Trigger) -> Result<Arc<Config>, ConfigError> {
         let mut last_text = self.last_text.lock();
         let current = self.live.snapshot();
         let path = current.source.clone();
@@ -132,7 +132,7 @@ impl Reloader {
     }
 
     /// [`Reloader::reload`] on the blocking pool.
-    pub async fn reload_async(
+    pub(crate) async fn reload_async(
         self: &Arc<Self>,
         trigger: Trigger,
     ) -> Result<Arc<Config>, ConfigError> {
@@ -151,7 +151,7 @@ impl Reloader {
     }
 
     /// Whether `text` differs from what the last reload (or the start) read.
-    pub fn is_new_text(&self, text: &str) -> bool {
+    pub(crate) fn is_new_text(&self, text: &str) -> bool {
         self.last_text.lock().as_deref() != Some(text)
     }
 }

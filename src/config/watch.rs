@@ -20,17 +20,17 @@ use tokio::task::JoinHandle;
 use super::reload::{Reloader, Trigger};
 
 /// Quiet time after the last event before reloading.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {dir}: {source}")]
-pub struct WatchError {
+pub(crate) struct WatchError {
     dir: PathBuf,
     source: notify::Error,
 }
 
 /// Start watching the running config's file; the returned task owns the watcher.
-pub fn spawn(reloader: Arc<Reloader>) -> Result<JoinHandle<()>, WatchError> {
+pub(crate) fn spawn(reloader: Arc<Reloader>) -> Result<JoinHandle<()>, WatchError> {
     let path = absolute(&reloader.live().snapshot().source);
     let targets = Targets::of(&path);
     let (tx, rx) = mpsc::channel::<()>(1);

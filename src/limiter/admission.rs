@@ -84,10 +84,10 @@ impl StoreRef {
 
 /// One policy's counter, owned (the request's key buffer is gone by the time it is used).
 pub(super) struct Held {
-    pub policy: Arc<Policy>,
-    pub key: Box<str>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) key: Box<str>,
     /// The tier override the decision used.
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
 }
 
 impl Held {
@@ -103,7 +103,7 @@ fn checks(held: &[Held]) -> Vec<PolicyCheck<'_>> {
 /// The settlements in flight (charges and releases spawned but not yet answered), and how many
 /// could not reach the store: what shutdown waits for and reports.
 #[derive(Debug, Default)]
-pub struct Settlements {
+pub(crate) struct Settlements {
     in_flight: Arc<InFlight>,
     failed: AtomicU64,
     /// `failed` when the drain started.
@@ -112,18 +112,18 @@ pub struct Settlements {
 
 impl Settlements {
     /// Settlements spawned and not finished.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.in_flight.count()
     }
 
     /// Remember where the failure count stands, so `failed_since_drain` counts the drain only.
-    pub fn begin_drain(&self) {
+    pub(crate) fn begin_drain(&self) {
         self.failed_before_drain
             .store(self.failed.load(Ordering::Acquire), Ordering::Release);
     }
 
     /// Settlements that could not reach the store since `begin_drain`.
-    pub fn failed_since_drain(&self) -> u64 {
+    pub(crate) fn failed_since_drain(&self) -> u64 {
         self.failed
             .load(Ordering::Acquire)
             .saturating_sub(self.failed_before_drain.load(Ordering::Acquire))
@@ -131,7 +131,7 @@ impl Settlements {
 
     /// Wait until every settlement spawned so far has finished, for at most `deadline`; false if
     /// some are still pending then.
-    pub async fn flush(&self, deadline: Duration) -> bool {
+    pub(crate) async fn flush(&self, deadline: Duration) -> bool {
         tokio::time::timeout(deadline, self.in_flight.idle())
             .await
             .is_ok()
@@ -145,9 +145,9 @@ impl Settlements {
 /// Where off-path calls go and where their failures are counted.
 #[derive(Clone)]
 pub(super) struct Settler {
-    pub store: StoreRef,
-    pub metrics: Arc<Metrics>,
-    pub settlements: Arc<Settlements>,
+    pub(crate) store: StoreRef,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) settlements: Arc<Settlements>,
 }
 
 impl Settler {
@@ -207,7 +207,7 @@ impl Admission {
     /// the charges of the count-by-response policies it matches and its lease, to settle when
     /// the response ends. `None` when nothing is owed. Dropped unanswered, an admission only
     /// releases its lease.
-    pub fn respond(mut self, status: u16) -> Option<Owed> {
+    pub(crate) fn respond(mut self, status: u16) -> Option<Owed> {
         let charges: Vec<Held> = std::mem::take(&mut self.deferred)
             .into_iter()
             .filter(|h| h.policy.count.matches(status))
@@ -229,7 +229,7 @@ impl Admission {
 
 /// What an answered request owes the store. [`Owed::settle`] settles it now; dropping it
 /// settles it in the background.
-pub struct Owed {
+pub(crate) struct Owed {
     settlement: Option<Settlement>,
 }
 
@@ -243,7 +243,7 @@ impl Owed {
     /// Start settling; the future resolves once the store has answered (or failed: a store call
     /// is bounded by the store's timeout). The settlement runs in a task of its own, so dropping
     /// the future (the connection is cut) does not cancel it.
-    pub fn settle(mut self) -> Settling {
+    pub(crate) fn settle(mut self) -> Settling {
         Settling {
             task: self.settlement.take().and_then(Settlement::spawn),
         }
@@ -260,7 +260,7 @@ impl Drop for Owed {
 
 /// A settlement under way (see [`Owed::settle`]).
 #[derive(Debug)]
-pub struct Settling {
+pub(crate) struct Settling {
     task: Option<JoinHandle<()>>,
 }
 

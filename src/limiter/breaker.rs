@@ -30,7 +30,7 @@ enum State {
 
 /// What a caller may do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
+pub(crate) enum Permit {
     /// Call the store.
     Call,
     /// Don't: the store is considered down.
@@ -39,20 +39,20 @@ pub enum Permit {
 
 /// A change worth telling operators about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Opened,
     Closed,
 }
 
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     state: Mutex<State>,
     /// A probe that takes longer than this is presumed lost and another may start.
     probe_timeout: Duration,
 }
 
 impl Breaker {
-    pub fn new(call_timeout: Duration) -> Self {
+    pub(crate) fn new(call_timeout: Duration) -> Self {
         Breaker {
             state: Mutex::new(State::Closed { failures: 0 }),
             probe_timeout: call_timeout
@@ -61,11 +61,11 @@ impl Breaker {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !matches!(*self.state.lock(), State::Closed { .. })
     }
 
-    pub fn permit(&self) -> Permit {
+    pub(crate) fn permit(&self) -> Permit {
         self.permit_at(Instant::now())
     }
 
@@ -87,7 +87,7 @@ impl Breaker {
         }
     }
 
-    pub fn on_success(&self) -> Option<Transition> {
+    pub(crate) fn on_success(&self) -> Option<Transition> {
         let mut state = self.state.lock();
         let was_open = !matches!(*state, State::Closed { .. });
         *state = State::Closed { failures: 0 };
@@ -96,7 +96,7 @@ impl Breaker {
 
     /// Record a failure; `down` means the store is known to be unreachable (no connection), which
     /// opens at once instead of after several timeouts.
-    pub fn on_failure(&self, down: bool) -> Option<Transition> {
+    pub(crate) fn on_failure(&self, down: bool) -> Option<Transition> {
         self.on_failure_at(down, Instant::now())
     }
 

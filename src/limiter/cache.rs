@@ -80,7 +80,7 @@ struct Evicted {
     limited: IntCounter,
 }
 
-pub struct DenyCache {
+pub(crate) struct DenyCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
     hasher: ahash::RandomState,
@@ -97,15 +97,15 @@ impl std::fmt::Debug for DenyCache {
 
 /// A cache hit for a counter: its state moved forward by the time since it was cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CachedRejection {
-    pub state: PolicyState,
-    pub now_ms: u64,
+pub(crate) struct CachedRejection {
+    pub(crate) state: PolicyState,
+    pub(crate) now_ms: u64,
 }
 
 impl DenyCache {
     /// At most `max_entries` entries in all: a full shard evicts its least recently used entry
     /// (O(1)); the store still answers for what was evicted, only slower.
-    pub fn new(max_entries: usize) -> Self {
+    pub(crate) fn new(max_entries: usize) -> Self {
         DenyCache {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: (max_entries / SHARDS).clamp(1, crate::lru::MAX_ENTRIES),
@@ -115,7 +115,7 @@ impl DenyCache {
     }
 
     /// Count evictions in `family` (`store="deny_cache"`, `kind="block|limited"`).
-    pub fn with_evictions(mut self, family: IntCounterVec) -> Self {
+    pub(crate) fn with_evictions(mut self, family: IntCounterVec) -> Self {
         self.evicted = Some(Evicted {
             blocked: family.with_label_values(&["deny_cache", "block"]),
             limited: family.with_label_values(&["deny_cache", "limited"]),
@@ -146,7 +146,7 @@ impl DenyCache {
     }
 
     /// Time left on a known block of `client`.
-    pub fn blocked(&self, client: &str) -> Option<Duration> {
+    pub(crate) fn blocked(&self, client: &str) -> Option<Duration> {
         let now = Instant::now();
         match self.shard(client).lock().live(BLOCKED, client, now)? {
             Entry::Blocked { until } => Some(until - now),
@@ -156,7 +156,7 @@ impl DenyCache {
 
     /// A known rejection of counter `key` for a request of `cost`, with retry and reset counted
     /// down since it was seen.
-    pub fn limited(&self, key: &str, cost: u64) -> Option<CachedRejection> {
+    pub(crate) fn limited(&self, key: &str, cost: u64) -> Option<CachedRejection> {
         let now = Instant::now();
         let Entry::Limited(hit) = self.shard(key).lock().live(LIMITED, key, now)? else {
             return None;
@@ -174,7 +174,7 @@ impl DenyCache {
         })
     }
 
-    pub fn insert_block(&self, client: &str, ttl: Duration) {
+    pub(crate) fn insert_block(&self, client: &str, ttl: Duration) {
         let now = Instant::now();
         let mut shard = self.shard(client).lock();
         let entry = Entry::Blocked { until: now + ttl };
@@ -183,7 +183,7 @@ impl DenyCache {
 
     /// Remember that counter `key` rejects requests of `cost` (or more) until
     /// `state.retry_after_ms` from now.
-    pub fn insert_limited(&self, key: &str, state: PolicyState, now_ms: u64, cost: u64) {
+    pub(crate) fn insert_limited(&self, key: &str, state: PolicyState, now_ms: u64, cost: u64) {
         if state.retry_after_ms == 0 {
             return;
         }
@@ -199,7 +199,7 @@ impl DenyCache {
         self.insert(&mut shard, LIMITED, key, entry, now);
     }
 
-    pub fn invalidate(&self, what: &Invalidation) {
+    pub(crate) fn invalidate(&self, what: &Invalidation) {
         match what {
             Invalidation::Unblock(client) => {
                 let mut shard = self.shard(client.as_str()).lock();
@@ -213,7 +213,7 @@ impl DenyCache {
         }
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for shard in &self.shards {
             shard.lock().entries.clear();
         }

@@ -2,9 +2,9 @@
 //! overrides), ask the store once, apply shadow mode and `on_error`, and report what the headers
 //! need, plus what an admitted request still owes the store afterwards (`admission`).
 
-pub mod admission;
-pub mod breaker;
-pub mod cache;
+pub(crate) mod admission;
+pub(crate) mod breaker;
+pub(crate) mod cache;
 pub mod policy;
 mod random;
 
@@ -33,11 +33,11 @@ use admission::{Held, Settler, StoreRef};
 use breaker::{Breaker, Permit, Transition};
 use cache::{CachedRejection, DenyCache};
 
-pub use admission::{Admission, Owed, Settlements, Settling};
-pub use policy::UnaddressableKey;
+pub(crate) use admission::{Admission, Owed, Settlements, Settling};
+pub(crate) use policy::UnaddressableKey;
 
 /// How often a remote store is probed in the background (see [`Limiter::probe_store`]).
-pub const STORE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const STORE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Who is asking: the resolved client address and its key string (see `proxy::client_ip`).
 #[derive(Debug, Clone)]
@@ -58,26 +58,26 @@ pub struct RequestView<'a> {
 }
 
 #[derive(Debug, Clone)]
-pub struct ReportEntry {
-    pub policy: Arc<Policy>,
-    pub state: PolicyState,
+pub(crate) struct ReportEntry {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) state: PolicyState,
 }
 
 /// Everything the rate-limit headers need.
 #[derive(Debug, Clone)]
 pub struct RateReport {
     /// One entry per policy of the route, in route order.
-    pub entries: Vec<ReportEntry>,
+    pub(crate) entries: Vec<ReportEntry>,
     /// Index into `entries` of the policy reported in X-RateLimit-* (least remaining; on a
     /// rejection, the rejecting policy).
-    pub reported: usize,
+    pub(crate) reported: usize,
     /// Store clock at decision time, ms since the Unix epoch (for X-RateLimit-Reset).
-    pub now_ms: u64,
+    pub(crate) now_ms: u64,
 }
 
 impl RateReport {
     /// Every enforce policy that rejected, in route order (the problem's `violated-policies`).
-    pub fn violated(&self) -> Vec<&str> {
+    pub(crate) fn violated(&self) -> Vec<&str> {
         self.entries
             .iter()
             .filter(|e| e.policy.mode == Mode::Enforce && !e.state.allowed)
@@ -123,7 +123,7 @@ pub enum Verdict {
 
 /// Errors of the admin pass-throughs.
 #[derive(Debug, thiserror::Error)]
-pub enum LimiterError {
+pub(crate) enum LimiterError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -191,7 +191,7 @@ fn with_jitter(secs: u64, policy: &Policy) -> u64 {
 }
 
 impl Limiter {
-    pub fn new(store: AnyStore, settings: &StoreSettings, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(store: AnyStore, settings: &StoreSettings, metrics: Arc<Metrics>) -> Self {
         Self::with_fallback_clock(store, settings, metrics, Arc::new(SystemClock))
     }
 
@@ -252,26 +252,21 @@ impl Limiter {
     }
 
     /// Forget cached decisions (after a reload, policies may have changed).
-    pub fn clear_cache(&self) {
+    pub(crate) fn clear_cache(&self) {
         if let Some(cache) = &self.cache {
             cache.clear();
         }
     }
 
-    /// Whether the configured store is being bypassed (breaker open).
-    pub fn store_down(&self) -> bool {
-        self.breaker.as_ref().is_some_and(Breaker::is_open)
-    }
-
     /// Whether the last call to the configured store failed.
-    pub fn store_failing(&self) -> bool {
+    pub(crate) fn store_failing(&self) -> bool {
         self.store_failing.load(Ordering::Relaxed)
     }
 
     /// Whether the configured store can decide requests now: for a remote store, its breaker is
     /// closed (it follows the background probe, see [`Limiter::probe_store`], so this changes
     /// without traffic); for the in-process store, its last call succeeded.
-    pub fn store_ready(&self) -> bool {
+    pub(crate) fn store_ready(&self) -> bool {
         match &self.breaker {
             Some(breaker) => !breaker.is_open(),
             None => !self.store_failing(),
@@ -279,12 +274,12 @@ impl Limiter {
     }
 
     /// What this limiter does while the store fails.
-    pub fn on_error(&self) -> OnError {
+    pub(crate) fn on_error(&self) -> OnError {
         self.on_error
     }
 
     /// Raise alerts through `alerts` when the store starts or stops failing.
-    pub fn with_alerts(mut self, alerts: Alerter) -> Self {
+    pub(crate) fn with_alerts(mut self, alerts: Alerter) -> Self {
         self.alerts = alerts;
         self
     }
@@ -292,7 +287,7 @@ impl Limiter {
     /// Record whether the store answered. Only a change of state alerts, so a dead store raises
     /// one alert, not one per request. With a breaker, only its transitions (opened, closed) are
     /// reported here.
-    pub fn store_health(&self, result: Result<(), &StoreError>) {
+    pub(crate) fn store_health(&self, result: Result<(), &StoreError>) {
         let failing = result.is_err();
         // A load first: the common case (no change) stays a shared read of the cache line.
         if self.store_failing.load(Ordering::Relaxed) == failing
@@ -327,11 +322,6 @@ impl Limiter {
     /// The configured store.
     pub fn store(&self) -> &AnyStore {
         &self.store
-    }
-
-    /// The in-process fallback store.
-    pub fn fallback(&self) -> &MemoryStore {
-        &self.fallback
     }
 
     pub async fn check(&self, route: &Route, client: &ClientId, req: RequestView<'_>) -> Verdict {
@@ -468,7 +458,7 @@ impl Limiter {
     }
 
     /// Charges and releases owed by answered requests (shutdown waits for them).
-    pub fn settlements(&self) -> &Settlements {
+    pub(crate) fn settlements(&self) -> &Settlements {
         &self.settlements
     }
 
@@ -582,7 +572,7 @@ impl Limiter {
     /// request metrics) whose outcome drives the breaker like a request's would. This is what
     /// takes the breaker back to a store that answers again, and what readiness follows, without
     /// waiting for traffic. Without a remote store there is nothing to probe.
-    pub async fn probe_store(&self) {
+    pub(crate) async fn probe_store(&self) {
         let (Some(breaker), AnyStore::Redis(redis)) = (&self.breaker, &*self.store) else {
             return;
         };
@@ -598,7 +588,7 @@ impl Limiter {
     }
 
     /// [`Limiter::probe_store`] every [`STORE_PROBE_INTERVAL`], for ever.
-    pub async fn probe_store_forever(self: Arc<Self>) {
+    pub(crate) async fn probe_store_forever(self: Arc<Self>) {
         if self.breaker.is_none() {
             return;
         }
@@ -765,7 +755,12 @@ impl Limiter {
     }
 
     /// Block `client` (admin).
-    pub async fn block(&self, client: &str, ttl: Duration, reason: &str) -> Result<(), StoreError> {
+    pub(crate) async fn block(
+        &self,
+        client: &str,
+        ttl: Duration,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         self.store.block(client, ttl, reason).await
     }
 
@@ -781,13 +776,13 @@ impl Limiter {
     }
 
     /// Active blocks in the store, longest remaining first.
-    pub async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
+    pub(crate) async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
         self.store.blocks().await
     }
 
     /// The counter of `policy` for client key `client` (see `policy::build_client_key`). The caller
     /// resolves the policy by name in its config snapshot.
-    pub async fn limit_status(
+    pub(crate) async fn limit_status(
         &self,
         policy: &Policy,
         client: &str,
@@ -799,17 +794,21 @@ impl Limiter {
     }
 
     /// Recent events recorded by the store, newest first.
-    pub async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub(crate) async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.store.events(limit).await
     }
 
     /// The clients the store rejected most often recently.
-    pub async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
+    pub(crate) async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
         self.store.suspicious(limit).await
     }
 
     /// Reset the counter of `policy` for client key `client`; returns whether it existed.
-    pub async fn reset_limit(&self, policy: &Policy, client: &str) -> Result<bool, LimiterError> {
+    pub(crate) async fn reset_limit(
+        &self,
+        policy: &Policy,
+        client: &str,
+    ) -> Result<bool, LimiterError> {
         let mut key = String::new();
         policy::build_client_key(&mut key, policy, client)?;
         let check = PolicyCheck::new(policy, &key).with_limit(client_tier(policy, client));

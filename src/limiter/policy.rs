@@ -44,7 +44,7 @@ pub fn build_key(
 /// The tier override of `policy` for this request: looked up by the value of the policy's single
 /// key component (the client key, the header value, the path, the method or the route name). A
 /// header-keyed request without the header has no value, so it gets the default limit.
-pub fn override_limit(
+pub(crate) fn override_limit(
     policy: &Policy,
     route: &Route,
     client: &ClientId,
@@ -82,9 +82,9 @@ fn header_identity<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Optio
 /// The policy's key part that needs request data and so cannot be addressed by client alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("policy {policy} is keyed by {part}, which a client address alone does not determine")]
-pub struct UnaddressableKey {
-    pub policy: String,
-    pub part: &'static str,
+pub(crate) struct UnaddressableKey {
+    pub(crate) policy: String,
+    pub(crate) part: &'static str,
 }
 
 /// Append the key the admin API means by "policy P, client C": the counter of requests from client
@@ -92,7 +92,7 @@ pub struct UnaddressableKey {
 /// not determined by the client alone (a header-keyed policy counts per header value, and falls
 /// back to the client only for requests without the header: naming the client would silently
 /// address that fallback counter, not the one the operator means).
-pub fn build_client_key(
+pub(crate) fn build_client_key(
     out: &mut String,
     policy: &Policy,
     client: &str,

@@ -25,7 +25,7 @@ fn next() -> u64 {
 }
 
 /// A number in `0..=max`.
-pub fn up_to(max: u64) -> u64 {
+pub(crate) fn up_to(max: u64) -> u64 {
     match max.checked_add(1) {
         Some(n) => next() % n,
         None => next(),
@@ -34,7 +34,7 @@ pub fn up_to(max: u64) -> u64 {
 
 /// Lease ids unique across instances: a random instance prefix and a counter.
 #[derive(Debug)]
-pub struct LeaseIds {
+pub(crate) struct LeaseIds {
     prefix: String,
     next: AtomicU64,
 }
@@ -49,7 +49,7 @@ impl Default for LeaseIds {
 }
 
 impl LeaseIds {
-    pub fn next(&self) -> String {
+    pub(crate) fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n:x}", self.prefix)
     }

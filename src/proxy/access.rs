@@ -6,7 +6,7 @@ use crate::config::compiled::Access;
 
 /// Which static access list a client address is on, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListMatch {
+pub(crate) enum ListMatch {
     /// In `access.deny`: 403 (deny wins over allow).
     Deny,
     /// In `access.allow`: never limited, never blocked.
@@ -18,7 +18,7 @@ pub enum ListMatch {
 /// Deny is checked first so that an address in both lists is denied (docs/operations.md
 /// section 3: deny wins over allow).
 /// `CidrSet::contains` unmaps IPv4-mapped IPv6, so `::ffff:a.b.c.d` cannot dodge an IPv4 entry.
-pub fn check(access: &Access, client: IpAddr) -> ListMatch {
+pub(crate) fn check(access: &Access, client: IpAddr) -> ListMatch {
     if access.deny.contains(client) {
         ListMatch::Deny
     } else if access.allow.contains(client) {

@@ -19,18 +19,18 @@ use crate::body::{BoxError, ResponseBody};
 use crate::limiter::{Owed, Settling};
 
 /// Every answer of the proxy port.
-pub type GatewayBody = ResponseBody<Streamed>;
+pub(crate) type GatewayBody = ResponseBody<Streamed>;
 
 pin_project_lite::pin_project! {
     #[project = StreamedProj]
-    pub enum Streamed {
+    pub(crate) enum Streamed {
         Upstream { #[pin] body: Incoming },
         Settled { body: Pin<Box<GatewayBody>>, tail: Tail },
     }
 }
 
 /// Where a `Settled` body stands.
-pub enum Tail {
+pub(crate) enum Tail {
     /// Frames pass through; the settlement has not started.
     Streaming(Option<Owed>),
     /// The last item (a final frame, an error or the end) waits for the settlement.
@@ -39,7 +39,7 @@ pub enum Tail {
 }
 
 impl GatewayBody {
-    pub fn upstream(body: Incoming) -> Self {
+    pub(crate) fn upstream(body: Incoming) -> Self {
         ResponseBody::Stream {
             body: Streamed::Upstream { body },
         }
@@ -48,7 +48,7 @@ impl GatewayBody {
     /// `body`, settling `owed` before its last frame (or when dropped). A body that is already
     /// at its end, or that the protocol will not send (HEAD, 204, 304), is never polled: settle
     /// those before answering instead.
-    pub fn settled(body: GatewayBody, owed: Owed) -> Self {
+    pub(crate) fn settled(body: GatewayBody, owed: Owed) -> Self {
         ResponseBody::Stream {
             body: Streamed::Settled {
                 body: Box::pin(body),

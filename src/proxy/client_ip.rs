@@ -19,7 +19,7 @@ use crate::net::{self, CidrSet};
 
 /// At most this many X-Forwarded-For entries are considered (bounded work per request). A chain
 /// longer than that ends the walk as if it met garbage.
-pub const MAX_XFF_ENTRIES: usize = 64;
+pub(crate) const MAX_XFF_ENTRIES: usize = 64;
 
 /// An entry longer than this cannot be an address (`parse_client_ip` caps at 45 plus brackets
 /// and whitespace); it is garbage without being decoded.

@@ -9,13 +9,13 @@ use crate::config::compiled::Cost;
 /// The request's cost header was unusable; the error names the header and the range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{header} must be a whole number from 1 to {max}")]
-pub struct BadCost {
-    pub header: String,
-    pub max: u64,
+pub(crate) struct BadCost {
+    pub(crate) header: String,
+    pub(crate) max: u64,
 }
 
 /// The units this request charges: `cost.fixed` without the header.
-pub fn of(cost: &Cost, headers: &HeaderMap) -> Result<u64, BadCost> {
+pub(crate) fn of(cost: &Cost, headers: &HeaderMap) -> Result<u64, BadCost> {
     let Some(name) = &cost.header else {
         return Ok(cost.fixed);
     };

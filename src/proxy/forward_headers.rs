@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Always hop-by-hop (RFC 9110 section 7.6.1, plus the non-standard ones proxies still see),
 /// then the client-IP headers an upstream may believe (`X-Real-IP`, RFC 7239 `Forwarded`, and
@@ -54,7 +54,7 @@ const PROTECTED: [&str; 5] = [
 /// headers. hyper has already undone a final `chunked` on receipt and frames the body again for
 /// the next hop; any other coding is still on the body bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransferCodings {
+pub(crate) enum TransferCodings {
     /// No `Transfer-Encoding`: `Content-Length` (or the end of the connection) frames the body.
     None,
     /// Only `chunked`.
@@ -68,7 +68,7 @@ pub enum TransferCodings {
 /// X-Forwarded-* headers the gateway sets itself), and with `client_ip` also the client-IP
 /// headers of `STRIPPED`. A `Transfer-Encoding` takes `Content-Length` with it (RFC 9112
 /// section 6.3: the length is stale once the framing changes) and is reported.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, client_ip: bool) -> TransferCodings {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, client_ip: bool) -> TransferCodings {
     let names = if client_ip {
         &STRIPPED[..]
     } else {
@@ -196,7 +196,7 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
 /// them; otherwise they are `proto` and the request's `host` (removed when there is no host),
 /// so a client can never choose what the upstream reads there. `proto` must be a valid header
 /// value (`"http"` / `"https"`).
-pub fn set_forwarded(
+pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     peer_trusted: bool,

@@ -28,21 +28,21 @@ use crate::uri_path as path;
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) tls: bool,
 }
 
 /// Everything a request needs, shared by all connections.
-pub struct Gateway {
-    pub live: Arc<Live>,
-    pub limiter: Arc<Limiter>,
-    pub upstreams: UpstreamPool,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct Gateway {
+    pub(crate) live: Arc<Live>,
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) upstreams: UpstreamPool,
+    pub(crate) metrics: Arc<Metrics>,
     /// Blocks and rejection thresholds are reported here (it never waits).
-    pub alerts: Alerter,
+    pub(crate) alerts: Alerter,
     /// Metric handles of this worker (see `stats`).
-    pub stats: RequestStats,
+    pub(crate) stats: RequestStats,
 }
 
 /// What the outer handler records once the inner one is done.
@@ -55,7 +55,7 @@ struct RequestRecord {
 
 impl Gateway {
     /// A gateway without alerts.
-    pub fn new(
+    pub(crate) fn new(
         live: Arc<Live>,
         limiter: Arc<Limiter>,
         upstreams: UpstreamPool,
@@ -71,7 +71,11 @@ impl Gateway {
         }
     }
 
-    pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<GatewayBody> {
+    pub(crate) async fn handle(
+        &self,
+        conn: ConnInfo,
+        req: Request<Incoming>,
+    ) -> Response<GatewayBody> {
         let started = Instant::now();
         // One snapshot for the whole request: a reload mid-request cannot mix two configs.
         let config = self.live.snapshot();

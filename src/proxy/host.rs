@@ -8,7 +8,7 @@ use http::header::HOST;
 use http::{Request, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BadHost {
+pub(crate) enum BadHost {
     #[error("HTTP/1.1 request without a Host header")]
     Missing,
     #[error("more than one Host header")]
@@ -21,7 +21,7 @@ pub enum BadHost {
 
 /// The host the client addressed: the target's authority when it has one, else `Host`; `None`
 /// for an HTTP/1.0 request without either.
-pub fn addressed<B>(req: &Request<B>) -> Result<Option<&str>, BadHost> {
+pub(crate) fn addressed<B>(req: &Request<B>) -> Result<Option<&str>, BadHost> {
     // One lookup for both "absent" and "repeated".
     let mut lines = req.headers().get_all(HOST).iter();
     let host = lines.next();

@@ -1,16 +1,16 @@
 //! The request path: identity, route, access lists, limiter, headers, forward or answer.
 
-pub mod access;
-pub mod body;
+pub(crate) mod access;
+pub(crate) mod body;
 pub mod client_ip;
-pub mod cost;
-pub mod forward_headers;
-pub mod handler;
-pub mod host;
+pub(crate) mod cost;
+pub(crate) mod forward_headers;
+pub(crate) mod handler;
+pub(crate) mod host;
 pub mod rate_headers;
-pub mod response;
+pub(crate) mod response;
 pub mod route;
-pub mod stats;
+pub(crate) mod stats;
 #[cfg(test)]
 mod test_headers;
-pub mod upstream;
+pub(crate) mod upstream;

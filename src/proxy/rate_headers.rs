@@ -11,12 +11,13 @@ use crate::config::compiled::Algorithm;
 use crate::limiter::RateReport;
 use crate::millis;
 
-pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-pub static X_RATELIMIT_POLICY: HeaderName = HeaderName::from_static("x-ratelimit-policy");
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub(crate) static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) static X_RATELIMIT_REMAINING: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub(crate) static X_RATELIMIT_POLICY: HeaderName = HeaderName::from_static("x-ratelimit-policy");
+pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 /// Replace any rate-limit headers (X-RateLimit-*, RateLimit, RateLimit-Policy, and the other
 /// spellings `strip_rate_headers` removes) with the gateway's report. `Retry-After` is set
@@ -94,15 +95,10 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
     }
 }
 
-/// `Retry-After` in whole seconds.
-pub fn retry_after_value(secs: u64) -> HeaderValue {
-    HeaderValue::from(secs)
-}
-
 /// Remove upstream-sent rate-limit headers (X-RateLimit-*, RateLimit, RateLimit-Policy), and
 /// the older spellings (`RateLimit-Limit`/`-Remaining`/`-Reset` of earlier IETF drafts,
 /// `X-Rate-Limit-*`), so a client never sees the upstream's numbers mixed with the gateway's.
-pub fn strip_rate_headers(headers: &mut HeaderMap) {
+pub(crate) fn strip_rate_headers(headers: &mut HeaderMap) {
     // The common case (no such header) is one pass over the names, no allocation.
     if !headers.keys().any(is_rate_header) {
         return;
@@ -404,13 +400,6 @@ mod tests {
         let mut empty = HeaderMap::new();
         strip_rate_headers(&mut empty);
         assert!(empty.is_empty());
-    }
-
-    #[test]
-    fn retry_after() {
-        assert_eq!(retry_after_value(17), "17");
-        assert_eq!(retry_after_value(0), "0");
-        assert_eq!(retry_after_value(u64::MAX), "18446744073709551615");
     }
 
     #[test]

@@ -23,13 +23,14 @@ use crate::metrics::DecisionLabel;
 use crate::uri_path::PathError;
 
 /// The problem type of every 429 (IANA HTTP Problem Types registry).
-pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+pub(crate) const QUOTA_EXCEEDED: &str =
+    "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
 /// Every answer the gateway gives in place of the route's, as the client may learn it: a request
 /// it cannot serve (malformed, unrouted, the upstream failing) or will not (an access list, a
 /// limit, a block, the store away under `on_error = "deny"`).
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error("bad request path: {0}")]
     BadPath(PathError),
     #[error(transparent)]
@@ -75,7 +76,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadPath(_)
             | GatewayError::BadHost(_)
@@ -98,7 +99,7 @@ impl GatewayError {
     }
 
     /// The `error` member of the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             GatewayError::BadPath(_) | GatewayError::BadHost(_) => "bad_request",
             GatewayError::BadBody => "bad_request_body",
@@ -118,7 +119,7 @@ impl GatewayError {
     }
 
     /// The decision label recorded for this error, if it is a decision at all.
-    pub fn decision(&self) -> Option<DecisionLabel> {
+    pub(crate) fn decision(&self) -> Option<DecisionLabel> {
         match self {
             GatewayError::BadPath(_) | GatewayError::BadHost(_) | GatewayError::HeadTooLarge => {
                 Some(DecisionLabel::BadRequest)
@@ -177,7 +178,7 @@ impl GatewayError {
         })
     }
 
-    pub fn into_response(self) -> Response<GatewayBody> {
+    pub(crate) fn into_response(self) -> Response<GatewayBody> {
         let message = self.message();
         match &self {
             GatewayError::RateLimited {
@@ -231,7 +232,7 @@ impl GatewayError {
 }
 
 /// A route's own answer (`respond` target): its status and body, as plain text.
-pub fn respond(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
+pub(crate) fn respond(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
     let mut resp = Response::new(GatewayBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

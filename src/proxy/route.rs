@@ -40,7 +40,7 @@ pub fn find<'c>(
 /// The path the upstream receives: `path` with the route prefix removed when `strip_prefix`.
 /// The result always starts with `/`: `/api` stripped from `/api` or `/api/` is `/`, from
 /// `/api/x` is `/x`. An exact route with `strip_prefix` forwards `/`.
-pub fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
+pub(crate) fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
     if !route.strip_prefix {
         return path;
     }
@@ -125,7 +125,7 @@ mod tests_support {
     use http::StatusCode;
 
     /// A route answering directly, any method and host, no policies.
-    pub fn test_route(name: &str, path: PathMatch) -> Route {
+    pub(crate) fn test_route(name: &str, path: PathMatch) -> Route {
         Route {
             name: name.into(),
             path,

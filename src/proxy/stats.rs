@@ -45,13 +45,13 @@ struct ForConfig {
 
 /// `rategate_requests_total` and `rategate_request_duration_seconds` handles by route.
 #[derive(Default)]
-pub struct RequestStats {
+pub(crate) struct RequestStats {
     cache: Mutex<Option<ForConfig>>,
 }
 
 impl RequestStats {
     /// Count one request of `route` (an index into `config.routes`; `None` for no route).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         metrics: &Metrics,
         config: &Arc<Config>,
@@ -89,12 +89,12 @@ impl RequestStats {
 
 /// `rategate_upstream_duration_seconds` handles by upstream name.
 #[derive(Default)]
-pub struct UpstreamStats {
+pub(crate) struct UpstreamStats {
     durations: Mutex<HashMap<Arc<str>, Histogram, ahash::RandomState>>,
 }
 
 impl UpstreamStats {
-    pub fn observe(&self, metrics: &Metrics, upstream: &Arc<str>, seconds: f64) {
+    pub(crate) fn observe(&self, metrics: &Metrics, upstream: &Arc<str>, seconds: f64) {
         let mut durations = self.durations.lock();
         if let Some(h) = durations.get(&**upstream) {
             h.observe(seconds);

@@ -121,7 +121,7 @@ fn client_body_fault(err: &hyper::Error) -> Option<BodyFault> {
     Some(BodyFault::Gone)
 }
 
-pub struct UpstreamPool {
+pub(crate) struct UpstreamPool {
     tls: Arc<rustls::ClientConfig>,
     /// One connector per distinct connect timeout (the connector owns that setting).
     connectors: Mutex<Vec<(Duration, Connector)>>,
@@ -131,7 +131,7 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    pub fn new(tls: rustls::ClientConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(tls: rustls::ClientConfig, metrics: Arc<Metrics>) -> Self {
         UpstreamPool {
             tls: Arc::new(tls),
             connectors: Mutex::new(Vec::new()),
@@ -142,7 +142,7 @@ impl UpstreamPool {
     }
 
     /// A client trusting the bundled web PKI roots.
-    pub fn with_webpki_roots(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_webpki_roots(metrics: Arc<Metrics>) -> Self {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -257,7 +257,7 @@ impl UpstreamPool {
 
     /// Send `req` (already rewritten for the upstream) and wait for the response head, bounded
     /// by the upstream's timeout. The body streams afterwards.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         upstream: &Upstream,
         mut req: Request<Incoming>,
@@ -325,7 +325,7 @@ impl UpstreamPool {
     }
 
     /// Count and log a response the gateway refuses to relay (`kind="protocol"`).
-    pub fn protocol_error(&self, upstream: &Upstream, what: &str) {
+    pub(crate) fn protocol_error(&self, upstream: &Upstream, what: &str) {
         self.metrics
             .upstream_errors
             .with_label_values(&[&*upstream.name, "protocol"])

@@ -28,7 +28,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accept on `listener` until `shutdown` turns true, handing each connection that gets one of
 /// `slots` to `accepted`. A connection over the ceiling is closed at once and counted.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: &TcpListener,
     kind: Listener,
     slots: &Arc<Slots>,
@@ -64,7 +64,7 @@ pub async fn accept_loop(
 
 /// Serve plain TCP with `service` until `shutdown` turns true: at most `max_connections` at once,
 /// each under `timeouts`. Connections still open then are not drained; they end with the runtime.
-pub async fn serve_plain<H, Fut, B>(
+pub(crate) async fn serve_plain<H, Fut, B>(
     listener: TcpListener,
     kind: Listener,
     max_connections: usize,

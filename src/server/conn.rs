@@ -27,13 +27,13 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 
 /// Where a connection was accepted, for metrics and logs.
 #[derive(Debug, Clone, Copy)]
-pub enum Listener {
+pub(crate) enum Listener {
     Proxy,
     Admin,
 }
 
 impl Listener {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Listener::Proxy => "proxy",
             Listener::Admin => "admin",
@@ -42,7 +42,7 @@ impl Listener {
 }
 
 /// One listener's connection settings, shared by all its connections.
-pub struct ConnServer {
+pub(crate) struct ConnServer {
     builder: auto::Builder<TokioExecutor>,
     timeouts: Timeouts,
     metrics: Arc<Metrics>,
@@ -54,7 +54,7 @@ impl ConnServer {
     /// header timeout is turned off: it starts at the end of each response, so it would cut idle
     /// keep-alive connections at `header_read_timeout`; the watchdog times heads and idleness
     /// separately.
-    pub fn new(
+    pub(crate) fn new(
         mut builder: auto::Builder<TokioExecutor>,
         timeouts: Timeouts,
         metrics: Arc<Metrics>,
@@ -80,7 +80,7 @@ impl ConnServer {
 
     /// Serve `io` until the client or hyper ends the connection, the watchdog cuts it, (with a
     /// graceful `watcher`) a drain finishes it, or `cut` turns true (the drain's grace is over).
-    pub async fn serve<S, H, Fut, B>(
+    pub(crate) async fn serve<S, H, Fut, B>(
         &self,
         io: S,
         clock: Arc<ConnClock>,

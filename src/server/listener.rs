@@ -31,17 +31,17 @@ const CUT_WAIT: Duration = Duration::from_secs(1);
 
 /// Listener settings fixed at start (changing them needs a restart, like nginx's `listen`).
 #[derive(Debug, Clone)]
-pub struct ListenerSettings {
-    pub timeouts: Timeouts,
-    pub max_header_bytes: usize,
-    pub shutdown_grace: Duration,
+pub(crate) struct ListenerSettings {
+    pub(crate) timeouts: Timeouts,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) shutdown_grace: Duration,
     /// The connection ceiling, one for all workers.
-    pub slots: Arc<Slots>,
+    pub(crate) slots: Arc<Slots>,
 }
 
 impl ListenerSettings {
     /// `workers` sizes the descriptor reserve when `max_connections` is derived.
-    pub fn new(s: &Server, workers: usize) -> Self {
+    pub(crate) fn new(s: &Server, workers: usize) -> Self {
         let derived = slots::default_max_connections(workers);
         let max = s.max_connections.unwrap_or(derived);
         if max > derived {
@@ -63,7 +63,7 @@ impl ListenerSettings {
 }
 
 /// The connection timeouts of `[server]`, which the admin port uses too.
-pub fn timeouts(s: &Server) -> Timeouts {
+pub(crate) fn timeouts(s: &Server) -> Timeouts {
     Timeouts {
         header_read: s.header_read_timeout,
         idle: s.idle_timeout,
@@ -87,7 +87,7 @@ fn builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
 
 /// Serve until `shutdown` turns true, then stop accepting and drain in-flight requests for at
 /// most `shutdown_grace`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,

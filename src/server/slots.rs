@@ -13,11 +13,11 @@ const RESERVED_FDS_PER_WORKER: u64 = 4;
 /// Assumed when the limit cannot be read.
 const FALLBACK_FD_LIMIT: u64 = 1024;
 /// Admin connections are few (operators, scrapers); past this they are refused.
-pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// The default `server.max_connections`: every client connection may hold one upstream
 /// connection while its request is in flight, so half of what is left after the reserve.
-pub fn default_max_connections(workers: usize) -> usize {
+pub(crate) fn default_max_connections(workers: usize) -> usize {
     derive(fd_soft_limit().unwrap_or(FALLBACK_FD_LIMIT), workers)
 }
 
@@ -30,7 +30,7 @@ fn derive(soft_limit: u64, workers: usize) -> usize {
 }
 
 /// The soft `RLIMIT_NOFILE`, the one `accept` fails against with EMFILE.
-pub fn fd_soft_limit() -> Option<u64> {
+pub(crate) fn fd_soft_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -49,7 +49,7 @@ pub fn fd_soft_limit() -> Option<u64> {
 
 /// Whether an accept error means the process or system is out of descriptors or memory, where
 /// retrying at once would spin.
-pub fn is_resource_exhaustion(err: &std::io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(err: &std::io::Error) -> bool {
     matches!(
         err.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -58,25 +58,21 @@ pub fn is_resource_exhaustion(err: &std::io::Error) -> bool {
 
 /// A shared connection counter with a ceiling.
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     max: usize,
     used: AtomicUsize,
 }
 
 impl Slots {
-    pub fn new(max: usize) -> Arc<Slots> {
+    pub(crate) fn new(max: usize) -> Arc<Slots> {
         Arc::new(Slots {
             max,
             used: AtomicUsize::new(0),
         })
     }
 
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// A slot for one connection, or `None` when all are taken.
-    pub fn acquire(self: &Arc<Self>) -> Option<Slot> {
+    pub(crate) fn acquire(self: &Arc<Self>) -> Option<Slot> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 (used < self.max).then_some(used + 1)
@@ -88,7 +84,7 @@ impl Slots {
 
 /// Frees its slot when dropped (the connection ended).
 #[derive(Debug)]
-pub struct Slot(Arc<Slots>);
+pub(crate) struct Slot(Arc<Slots>);
 
 impl Drop for Slot {
     fn drop(&mut self) {

@@ -42,15 +42,15 @@ const NONE: u64 = u64::MAX;
 const MIN_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub header_read: Duration,
-    pub idle: Duration,
-    pub send: Duration,
+pub(crate) struct Timeouts {
+    pub(crate) header_read: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) send: Duration,
 }
 
 /// What one connection is doing. Times are milliseconds since `start` (the accept).
 #[derive(Debug)]
-pub struct ConnClock {
+pub(crate) struct ConnClock {
     start: Instant,
     /// Requests whose head has arrived and whose response body has not ended.
     active: AtomicU32,
@@ -72,7 +72,7 @@ pub struct ConnClock {
 }
 
 impl ConnClock {
-    pub fn new(accepted: Instant) -> Arc<ConnClock> {
+    pub(crate) fn new(accepted: Instant) -> Arc<ConnClock> {
         Arc::new(ConnClock {
             start: accepted,
             active: AtomicU32::new(0),
@@ -93,7 +93,7 @@ impl ConnClock {
     }
 
     /// A request head is complete; the guard lives as long as its response body.
-    pub fn request_started(self: &Arc<Self>, version: Version) -> RequestGuard {
+    pub(crate) fn request_started(self: &Arc<Self>, version: Version) -> RequestGuard {
         if version == Version::HTTP_2 {
             self.h2.store(true, Relaxed);
         }
@@ -146,7 +146,7 @@ impl ConnClock {
 }
 
 /// Resolves when the connection has outlived one of its deadlines.
-pub async fn expired(clock: &ConnClock, t: Timeouts) -> Expiry {
+pub(crate) async fn expired(clock: &ConnClock, t: Timeouts) -> Expiry {
     let mut events = clock.progress.load(Relaxed);
     let mut progress_at = clock.now();
     loop {
@@ -176,7 +176,7 @@ pub async fn expired(clock: &ConnClock, t: Timeouts) -> Expiry {
 /// Keeps a request counted as in flight until its response body ends or is dropped, and tracks
 /// whether a frame of that body is waiting to be sent.
 #[derive(Debug)]
-pub struct RequestGuard {
+pub(crate) struct RequestGuard {
     clock: Arc<ConnClock>,
     handed: bool,
 }
@@ -211,7 +211,7 @@ impl Drop for RequestGuard {
 
 pin_project_lite::pin_project! {
     /// A response body that reports to its connection's watchdog.
-    pub struct Tracked<B> {
+    pub(crate) struct Tracked<B> {
         #[pin]
         body: B,
         guard: RequestGuard,
@@ -219,7 +219,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, guard: RequestGuard) -> Self {
+    pub(crate) fn new(body: B, guard: RequestGuard) -> Self {
         Tracked { body, guard }
     }
 }
@@ -253,7 +253,7 @@ impl<B: Body<Data = Bytes>> Body for Tracked<B> {
 
 pin_project_lite::pin_project! {
     /// The connection's IO, noting reads for the header clock and writes as send progress.
-    pub struct Watched<S> {
+    pub(crate) struct Watched<S> {
         #[pin]
         io: S,
         clock: Arc<ConnClock>,
@@ -261,7 +261,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<S> Watched<S> {
-    pub fn new(io: S, clock: Arc<ConnClock>) -> Self {
+    pub(crate) fn new(io: S, clock: Arc<ConnClock>) -> Self {
         Watched { io, clock }
     }
 }

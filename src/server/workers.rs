@@ -30,7 +30,7 @@ use crate::proxy::handler::Gateway;
 
 /// How long a worker, once drained, waits for the charges and lease releases its requests owe
 /// to reach the store (they run on the worker's runtime, which ends with it).
-pub const SETTLE_FLUSH: Duration = Duration::from_secs(2);
+pub(crate) const SETTLE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Wait (bounded by [`SETTLE_FLUSH`]) for the settlements in flight; `app` reports what is left.
 async fn flush_settlements(limiter: &Limiter) {
@@ -40,7 +40,7 @@ async fn flush_settlements(limiter: &Limiter) {
 /// How many proxy workers to run: `TOKIO_WORKER_THREADS` when set to a positive number (the knob
 /// tokio's own multi-threaded runtime reads, kept working), else the CPUs this process may run on
 /// (which honours `taskset` and cgroup CPU limits), at least 1.
-pub fn worker_count() -> usize {
+pub(crate) fn worker_count() -> usize {
     std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
@@ -52,7 +52,7 @@ pub fn worker_count() -> usize {
 /// runtime this future runs on), every other on a thread of its own with a single-threaded
 /// runtime. Returns once every worker has stopped accepting, drained (see `listener::serve`) and
 /// flushed what its requests owe the store.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gateways: Vec<Arc<Gateway>>,

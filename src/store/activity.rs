@@ -25,7 +25,7 @@ const REPEAT_MAX: usize = 10_000;
 type Map<V> = HashMap<Arc<str>, V, ahash::RandomState>;
 
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     events: Mutex<EventLog>,
     suspects: Mutex<Suspects>,
 }
@@ -38,7 +38,7 @@ impl Default for Activity {
 
 impl Activity {
     /// Smaller bounds than the contract's, for tests of the bounding itself.
-    pub fn with_limits(events_max: usize, suspects_max: usize) -> Self {
+    pub(crate) fn with_limits(events_max: usize, suspects_max: usize) -> Self {
         Activity {
             events: Mutex::new(EventLog {
                 list: VecDeque::new(),
@@ -54,7 +54,7 @@ impl Activity {
     }
 
     /// Record what the contract asks of a `check` that answered `decision`.
-    pub fn record_check(&self, req: &CheckRequest<'_>, decision: &CheckResult) {
+    pub(crate) fn record_check(&self, req: &CheckRequest<'_>, decision: &CheckResult) {
         let now = decision.now_ms;
         let rejecting = match decision.outcome {
             CheckOutcome::Allowed => return,
@@ -93,7 +93,7 @@ impl Activity {
     }
 
     /// An admin block of `ttl_ms` (> 0) started at `now`.
-    pub fn record_block(&self, client: &str, ttl_ms: u64, reason: &str, now: u64) {
+    pub(crate) fn record_block(&self, client: &str, ttl_ms: u64, reason: &str, now: u64) {
         self.events.lock().push(Event {
             at_ms: now,
             client: client.to_owned(),
@@ -105,7 +105,7 @@ impl Activity {
     }
 
     /// An admin unblock that removed an active block.
-    pub fn record_unblock(&self, client: &str, now: u64) {
+    pub(crate) fn record_unblock(&self, client: &str, now: u64) {
         self.events.lock().push(Event {
             at_ms: now,
             client: client.to_owned(),
@@ -117,7 +117,7 @@ impl Activity {
     }
 
     /// The newest events younger than `EVENT_TTL_MS`, newest first.
-    pub fn events(&self, limit: usize, now: u64) -> Vec<Event> {
+    pub(crate) fn events(&self, limit: usize, now: u64) -> Vec<Event> {
         let events = self.events.lock();
         events
             .list
@@ -129,7 +129,7 @@ impl Activity {
     }
 
     /// Rejections per client in the current and previous bucket of `now`, most first.
-    pub fn suspicious(&self, limit: usize, now: u64) -> Vec<Suspect> {
+    pub(crate) fn suspicious(&self, limit: usize, now: u64) -> Vec<Suspect> {
         let b = now / SUSPECT_BUCKET_MS;
         let suspects = self.suspects.lock();
         let mut sums: HashMap<&str, u64> = HashMap::new();

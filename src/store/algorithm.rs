@@ -32,31 +32,26 @@
 
 use std::collections::VecDeque;
 
-use crate::config::compiled::{Algorithm, Policy};
+use crate::config::compiled::Algorithm;
 
 use super::{PolicyCheck, PolicyState, CONCURRENCY_RETRY_MS};
 
 /// The parameters of a policy that shape its counter. Two policies with equal `Params` (and equal
 /// name) share counters across a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Params {
-    pub algorithm: Algorithm,
-    pub limit: u64,
+pub(crate) struct Params {
+    pub(crate) algorithm: Algorithm,
+    pub(crate) limit: u64,
     /// At least 1.
-    pub window_ms: u64,
+    pub(crate) window_ms: u64,
     /// Token bucket capacity; equals `limit` for the other algorithms.
-    pub burst: u64,
+    pub(crate) burst: u64,
 }
 
 impl Params {
-    /// The policy's parameters at its own limit.
-    pub fn of(policy: &Policy) -> Self {
-        Self::of_check(&PolicyCheck::new(policy, ""))
-    }
-
     /// The parameters of one check: the policy's algorithm and window with the check's limit
     /// and burst (a tier override's).
-    pub fn of_check(check: &PolicyCheck<'_>) -> Self {
+    pub(crate) fn of_check(check: &PolicyCheck<'_>) -> Self {
         let policy = check.policy;
         let burst = match policy.algorithm {
             Algorithm::TokenBucket => check.burst,
@@ -72,7 +67,8 @@ impl Params {
     }
 
     /// The most units the policy can ever admit at once; reported as `PolicyState::limit`.
-    pub fn capacity(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> u64 {
         match self.algorithm {
             Algorithm::TokenBucket => self.burst,
             _ => self.limit,
@@ -82,36 +78,31 @@ impl Params {
 
 /// Fixed window: `count` units admitted in the window starting at `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FixedWindow {
-    pub start: u64,
-    pub count: u64,
+pub(crate) struct FixedWindow {
+    pub(crate) start: u64,
+    pub(crate) count: u64,
 }
 
 /// Sliding window (two counters): `cur` units admitted in the window starting at `start`, `prev`
 /// in the window before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlidingWindow {
-    pub start: u64,
-    pub prev: u64,
-    pub cur: u64,
+pub(crate) struct SlidingWindow {
+    pub(crate) start: u64,
+    pub(crate) prev: u64,
+    pub(crate) cur: u64,
 }
 
 /// Sliding log: the admission time of every admitted unit, oldest first. Units admitted in the same
 /// millisecond share one `(ts, units)` run; that is only a compact encoding of the same multiset
 /// (the Lua port may store one sorted-set member per unit instead).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SlidingLog {
+pub(crate) struct SlidingLog {
     runs: VecDeque<(u64, u64)>,
     /// Sum of `units` over `runs`, including runs that have aged out but are not yet pruned.
     total: u64,
 }
 
 impl SlidingLog {
-    /// Runs of `(ts, units)`, oldest first.
-    pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.runs.iter().copied()
-    }
-
     fn newest(&self) -> Option<u64> {
         self.runs.back().map(|&(ts, _)| ts)
     }
@@ -149,15 +140,15 @@ impl SlidingLog {
 
 /// Token bucket: `units` available at time `ts`, where one token is `W` units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenBucket {
-    pub units: u64,
-    pub ts: u64,
+pub(crate) struct TokenBucket {
+    pub(crate) units: u64,
+    pub(crate) ts: u64,
 }
 
 /// Concurrency: the leases of the requests in flight, `(lease id, expiry)`. A lease is live while
 /// `now < expiry`. (Lua: a sorted set, member = lease id, score = expiry.)
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Leases {
+pub(crate) struct Leases {
     held: Vec<(Box<str>, u64)>,
 }
 
@@ -176,13 +167,13 @@ impl Leases {
     }
 
     /// Drop expired leases, then record `id` until `expiry`.
-    pub fn acquire(&mut self, now: u64, id: &str, expiry: u64) {
+    pub(crate) fn acquire(&mut self, now: u64, id: &str, expiry: u64) {
         self.held.retain(|(held, e)| *e > now && &**held != id);
         self.held.push((id.into(), expiry));
     }
 
     /// Move a live lease's expiry; false when `id` is not held (released or reclaimed).
-    pub fn renew(&mut self, now: u64, id: &str, expiry: u64) -> bool {
+    pub(crate) fn renew(&mut self, now: u64, id: &str, expiry: u64) -> bool {
         match self
             .held
             .iter_mut()
@@ -197,30 +188,30 @@ impl Leases {
     }
 
     /// Remove `id`; false when it was not held.
-    pub fn release(&mut self, id: &str) -> bool {
+    pub(crate) fn release(&mut self, id: &str) -> bool {
         let before = self.held.len();
         self.held.retain(|(held, _)| &**held != id);
         self.held.len() != before
     }
 
     /// Whether any lease is live at `now` (the set is then limiting, and never evicted).
-    pub fn any_live(&self, now: u64) -> bool {
+    pub(crate) fn any_live(&self, now: u64) -> bool {
         self.held.iter().any(|&(_, e)| e > now)
     }
 
     /// The latest expiry (when the whole set can be forgotten).
-    pub fn latest(&self) -> Option<u64> {
+    pub(crate) fn latest(&self) -> Option<u64> {
         self.held.iter().map(|&(_, e)| e).max()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 }
 
 /// A stored counter of any algorithm.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Counter {
+pub(crate) enum Counter {
     Fixed(FixedWindow),
     Sliding(SlidingWindow),
     Log(SlidingLog),
@@ -230,7 +221,7 @@ pub enum Counter {
 
 /// What to write when a request is charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
+pub(crate) enum Write {
     /// Replace the state.
     Fixed(FixedWindow),
     Sliding(SlidingWindow),
@@ -252,7 +243,7 @@ pub enum Write {
 impl Counter {
     /// Apply a write; `slot` is the stored entry (`None` or stale ones are replaced). `lease` is
     /// the request's lease id, used by `Write::Lease` only.
-    pub fn apply(slot: &mut Option<Counter>, write: Write, lease: &str) {
+    pub(crate) fn apply(slot: &mut Option<Counter>, write: Write, lease: &str) {
         match write {
             Write::Lease { now, expiry } => {
                 if let Some(Counter::Leases(leases)) = slot {
@@ -285,29 +276,29 @@ impl Counter {
 
 /// The result of charging an admitted request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Charged {
+pub(crate) struct Charged {
     /// The state to report after charging.
-    pub state: PolicyState,
-    pub write: Write,
+    pub(crate) state: PolicyState,
+    pub(crate) write: Write,
     /// Milliseconds after which the written entry is equivalent to no entry.
-    pub ttl_ms: u64,
+    pub(crate) ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     /// The state to report when nothing is charged (`allowed` says whether this policy admits).
-    pub state: PolicyState,
+    pub(crate) state: PolicyState,
     /// `Some` when this policy admits a request with `cost > 0`.
-    pub charged: Option<Charged>,
+    pub(crate) charged: Option<Charged>,
 }
 
 impl Evaluation {
-    pub fn allowed(&self) -> bool {
+    pub(crate) fn allowed(&self) -> bool {
         self.state.allowed
     }
 
     /// The state to report: after charging when `charge` and something was charged.
-    pub fn report(&self, charge: bool) -> PolicyState {
+    pub(crate) fn report(&self, charge: bool) -> PolicyState {
         match (&self.charged, charge) {
             (Some(c), true) => c.state,
             _ => self.state,
@@ -317,7 +308,12 @@ impl Evaluation {
 
 /// Evaluate `cost` units against `state` under `params` at `now`. A state of another algorithm is
 /// treated as missing.
-pub fn evaluate(params: &Params, state: Option<&Counter>, now: u64, cost: u64) -> Evaluation {
+pub(crate) fn evaluate(
+    params: &Params,
+    state: Option<&Counter>,
+    now: u64,
+    cost: u64,
+) -> Evaluation {
     let effective = match state {
         Some(Counter::Fixed(s)) => s.start,
         Some(Counter::Sliding(s)) => s.start,
@@ -428,7 +424,12 @@ fn allowed_state(limit: u64, remaining: u64, reset_ms: u64) -> PolicyState {
 /// retry     = cost > limit ? W : end - now       (rejected only; 0 when allowed)
 /// write     = {start, count + cost}, ttl = end - now
 /// ```
-pub fn fixed_window(p: &Params, st: Option<&FixedWindow>, now: u64, cost: u64) -> Evaluation {
+pub(crate) fn fixed_window(
+    p: &Params,
+    st: Option<&FixedWindow>,
+    now: u64,
+    cost: u64,
+) -> Evaluation {
     let w = p.window_ms;
     let now = st.map_or(now, |s| now.max(s.start));
     let start = now - now % w;
@@ -495,7 +496,12 @@ pub fn fixed_window(p: &Params, st: Option<&FixedWindow>, now: u64, cost: u64) -
 /// weight). Admission needs `p * (w - t) <= (limit - c - cost) * W`, so the least `t` is
 /// `w - room // p`. Past the roll, at `now + w + s`, the estimate is `c * (W - s)` and admission
 /// needs `c * (W - s) <= (limit - cost) * W`, so the least `s` is `W - room // c`.
-pub fn sliding_window(p: &Params, st: Option<&SlidingWindow>, now: u64, cost: u64) -> Evaluation {
+pub(crate) fn sliding_window(
+    p: &Params,
+    st: Option<&SlidingWindow>,
+    now: u64,
+    cost: u64,
+) -> Evaluation {
     let w_ms = p.window_ms;
     let now = st.map_or(now, |s| now.max(s.start));
     let start = now - now % w_ms;
@@ -570,7 +576,7 @@ pub fn sliding_window(p: &Params, st: Option<&SlidingWindow>, now: u64, cost: u6
 /// write   = drop units with ts + W <= now, add `cost` units at now; ttl = W
 /// ```
 /// At most `limit` live units are ever stored per key.
-pub fn sliding_log(p: &Params, st: Option<&SlidingLog>, now: u64, cost: u64) -> Evaluation {
+pub(crate) fn sliding_log(p: &Params, st: Option<&SlidingLog>, now: u64, cost: u64) -> Evaluation {
     let w = p.window_ms;
     let now = st.and_then(SlidingLog::newest).map_or(now, |n| now.max(n));
     let (count, first_live) = st.map_or((0, 0), |s| s.live(now, w));
@@ -640,7 +646,12 @@ pub fn sliding_log(p: &Params, st: Option<&SlidingLog>, now: u64, cost: u64) -> 
 /// write   = {units - cost * W, now}, ttl = reset after charging
 /// ```
 /// `PolicyState::limit` is `burst`, the most a client can ever have remaining.
-pub fn token_bucket(p: &Params, st: Option<&TokenBucket>, now: u64, cost: u64) -> Evaluation {
+pub(crate) fn token_bucket(
+    p: &Params,
+    st: Option<&TokenBucket>,
+    now: u64,
+    cost: u64,
+) -> Evaluation {
     let w = p.window_ms;
     // Config guarantees limit >= 1; the clamp only keeps the division total.
     let rate = p.limit.max(1);
@@ -700,7 +711,7 @@ pub fn token_bucket(p: &Params, st: Option<&TokenBucket>, now: u64, cost: u64) -
 /// The block a policy with `block_for` starts when the client has `prev` remembered offences:
 /// `block_for * multiplier^prev`, capped at `max` (multiplied step by step, so nothing overflows;
 /// Lua: the same loop). Without escalation, `block_for`.
-pub fn escalated_block(block_for_ms: u64, escalation: Option<(u64, u64)>, prev: u64) -> u64 {
+pub(crate) fn escalated_block(block_for_ms: u64, escalation: Option<(u64, u64)>, prev: u64) -> u64 {
     let Some((multiplier, max_ms)) = escalation else {
         return block_for_ms;
     };
@@ -724,7 +735,7 @@ pub fn escalated_block(block_for_ms: u64, escalation: Option<(u64, u64)>, prev: 
 /// retry (rejected) = min(CONCURRENCY_RETRY_MS, earliest - now)
 /// write   = drop expired leases, add lease -> now + W; ttl = W
 /// ```
-pub fn concurrency(p: &Params, st: Option<&Leases>, now: u64, cost: u64) -> Evaluation {
+pub(crate) fn concurrency(p: &Params, st: Option<&Leases>, now: u64, cost: u64) -> Evaluation {
     let w = p.window_ms;
     let (live, earliest) = st.map_or((0, None), |s| s.live(now));
     let remaining = p.limit.saturating_sub(live);
@@ -770,7 +781,12 @@ pub fn concurrency(p: &Params, st: Option<&Leases>, now: u64, cost: u64) -> Eval
 /// ```
 /// where `start`, `count`, `prev`, `cur`, `weight` and `units` are computed exactly as the
 /// evaluation of the same algorithm computes them.
-pub fn charge(p: &Params, state: Option<&Counter>, now0: u64, cost: u64) -> Option<(Write, u64)> {
+pub(crate) fn charge(
+    p: &Params,
+    state: Option<&Counter>,
+    now0: u64,
+    cost: u64,
+) -> Option<(Write, u64)> {
     if cost == 0 {
         return None;
     }

@@ -28,19 +28,19 @@ pub const T0: u64 = 1_700_006_400_000;
 /// A policy as the vectors need it; turned into a config [`Policy`] for the store.
 #[derive(Debug, Clone)]
 pub struct PolicySpec {
-    pub name: &'static str,
-    pub algorithm: Algorithm,
-    pub limit: u64,
-    pub window_ms: u64,
-    pub burst: u64,
-    pub mode: Mode,
-    pub block_for_ms: Option<u64>,
+    pub(crate) name: &'static str,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) limit: u64,
+    pub(crate) window_ms: u64,
+    pub(crate) burst: u64,
+    pub(crate) mode: Mode,
+    pub(crate) block_for_ms: Option<u64>,
     /// Whether `burst` was set (a tier override then scales it).
-    pub burst_set: bool,
+    pub(crate) burst_set: bool,
     /// `(multiplier, max ms, memory ms)`.
-    pub escalation: Option<(u64, u64, u64)>,
+    pub(crate) escalation: Option<(u64, u64, u64)>,
     /// Charged after the response (count by response) instead of by `check`.
-    pub deferred: bool,
+    pub(crate) deferred: bool,
 }
 
 impl PolicySpec {
@@ -59,36 +59,36 @@ impl PolicySpec {
         }
     }
 
-    pub fn burst(mut self, burst: u64) -> Self {
+    pub(crate) fn burst(mut self, burst: u64) -> Self {
         self.burst = burst;
         self.burst_set = true;
         self
     }
 
-    pub fn escalate(mut self, multiplier: u64, max_ms: u64, memory_ms: u64) -> Self {
+    pub(crate) fn escalate(mut self, multiplier: u64, max_ms: u64, memory_ms: u64) -> Self {
         self.escalation = Some((multiplier, max_ms, memory_ms));
         self
     }
 
     /// Count by response (the statuses do not matter to the store).
-    pub fn deferred(mut self) -> Self {
+    pub(crate) fn deferred(mut self) -> Self {
         self.deferred = true;
         self
     }
 
-    pub fn shadow(mut self) -> Self {
+    pub(crate) fn shadow(mut self) -> Self {
         self.mode = Mode::Shadow;
         self
     }
 
-    pub fn block_for(mut self, ms: u64) -> Self {
+    pub(crate) fn block_for(mut self, ms: u64) -> Self {
         self.block_for_ms = Some(ms);
         self
     }
 
     /// What `PolicyState::limit` reports: the most that can ever be remaining (under a tier
     /// override `limit`, when given).
-    pub fn capacity(&self, limit: Option<u64>) -> u64 {
+    pub(crate) fn capacity(&self, limit: Option<u64>) -> u64 {
         let (limit, burst) = self.to_policy(0).limits_for(limit);
         match self.algorithm {
             Algorithm::TokenBucket => burst,
@@ -146,15 +146,15 @@ fn conc(name: &'static str, limit: u64, lease_ms: u64) -> PolicySpec {
 
 /// Expected state of one policy; `limit` is taken from the policy (`PolicySpec::capacity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exp {
-    pub allowed: bool,
-    pub remaining: u64,
-    pub reset_ms: u64,
-    pub retry_after_ms: u64,
+pub(crate) struct Exp {
+    pub(crate) allowed: bool,
+    pub(crate) remaining: u64,
+    pub(crate) reset_ms: u64,
+    pub(crate) retry_after_ms: u64,
 }
 
 /// Allowed, with `remaining` left and the quota fully back in `reset_ms`.
-pub fn ok(remaining: u64, reset_ms: u64) -> Exp {
+pub(crate) fn ok(remaining: u64, reset_ms: u64) -> Exp {
     Exp {
         allowed: true,
         remaining,
@@ -164,7 +164,7 @@ pub fn ok(remaining: u64, reset_ms: u64) -> Exp {
 }
 
 /// Rejected by this policy.
-pub fn no(remaining: u64, reset_ms: u64, retry_after_ms: u64) -> Exp {
+pub(crate) fn no(remaining: u64, reset_ms: u64, retry_after_ms: u64) -> Exp {
     Exp {
         allowed: false,
         remaining,
@@ -174,7 +174,7 @@ pub fn no(remaining: u64, reset_ms: u64, retry_after_ms: u64) -> Exp {
 }
 
 #[derive(Debug, Clone)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// The client is blocked; nothing evaluated.
     Blocked { ttl_ms: u64 },
     Decided {
@@ -185,7 +185,7 @@ pub enum Expect {
 }
 
 #[derive(Debug, Clone)]
-pub enum Step {
+pub(crate) enum Step {
     Advance(u64),
     Request {
         client: &'static str,
@@ -248,13 +248,13 @@ pub enum Step {
 
 /// An expected event; `at` is relative to [`T0`].
 #[derive(Debug, Clone, Copy)]
-pub struct Ev {
-    pub at: u64,
-    pub client: &'static str,
-    pub kind: EventKind,
-    pub policy: Option<&'static str>,
-    pub reason: Option<&'static str>,
-    pub ttl_ms: Option<u64>,
+pub(crate) struct Ev {
+    pub(crate) at: u64,
+    pub(crate) client: &'static str,
+    pub(crate) kind: EventKind,
+    pub(crate) policy: Option<&'static str>,
+    pub(crate) reason: Option<&'static str>,
+    pub(crate) ttl_ms: Option<u64>,
 }
 
 impl Ev {
@@ -324,10 +324,10 @@ fn suspicious(limit: usize, expect: &[(&'static str, u64)]) -> Step {
 }
 
 #[derive(Debug, Clone)]
-pub struct Vector {
-    pub name: &'static str,
-    pub policies: Vec<PolicySpec>,
-    pub steps: Vec<Step>,
+pub(crate) struct Vector {
+    pub(crate) name: &'static str,
+    pub(crate) policies: Vec<PolicySpec>,
+    pub(crate) steps: Vec<Step>,
 }
 
 fn adv(ms: u64) -> Step {
@@ -431,7 +431,7 @@ fn limited(policy: usize) -> CheckOutcome {
 }
 
 /// Every vector.
-pub fn vectors() -> Vec<Vector> {
+pub(crate) fn vectors() -> Vec<Vector> {
     vec![
         Vector {
             name: "fixed_window_boundaries",
@@ -1294,7 +1294,7 @@ fn mismatch(vector: &Vector, step: usize, expected: &dyn Debug, actual: &dyn Deb
 }
 
 /// Run one vector against `store`, which must read time from `clock`.
-pub async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualClock) {
+pub(crate) async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &ManualClock) {
     let policies: Vec<Policy> = vector
         .policies
         .iter()

@@ -22,14 +22,14 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 /// Separator between the policy name and the components.
-pub const SEP: char = '|';
+pub(crate) const SEP: char = '|';
 
 /// Escaped values longer than this are replaced by their SHA-256.
-pub const MAX_RAW_LEN: usize = 64;
+pub(crate) const MAX_RAW_LEN: usize = 64;
 
 /// The type of a key component; the tag keeps identities of different kinds apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tag {
+pub(crate) enum Tag {
     /// The client key (IP or IPv6 prefix), whether from an `ip` part or a header fallback.
     Ip,
     /// A header value.
@@ -40,7 +40,7 @@ pub enum Tag {
 }
 
 impl Tag {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Tag::Ip => "i",
             Tag::Header => "h",
@@ -57,12 +57,12 @@ fn is_plain(b: u8) -> bool {
 }
 
 /// Length of `raw` once escaped.
-pub fn escaped_len(raw: &[u8]) -> usize {
+pub(crate) fn escaped_len(raw: &[u8]) -> usize {
     raw.iter().map(|&b| if is_plain(b) { 1 } else { 3 }).sum()
 }
 
 /// Append `raw` percent-escaped.
-pub fn push_escaped(out: &mut String, raw: &[u8]) {
+pub(crate) fn push_escaped(out: &mut String, raw: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in raw {
         if is_plain(b) {
@@ -76,7 +76,7 @@ pub fn push_escaped(out: &mut String, raw: &[u8]) {
 }
 
 /// Append the lowercase hex SHA-256 of `raw`.
-pub fn push_sha256(out: &mut String, raw: &[u8]) {
+pub(crate) fn push_sha256(out: &mut String, raw: &[u8]) {
     let digest = Sha256::digest(raw);
     for b in digest {
         // Writing to a String cannot fail.
@@ -98,19 +98,19 @@ fn push_bounded(out: &mut String, raw: &[u8], raw_marker: Option<char>) {
 }
 
 /// Append the escaped (and bounded) policy name that starts every counter key.
-pub fn push_name(out: &mut String, name: &str) {
+pub(crate) fn push_name(out: &mut String, name: &str) {
     push_bounded(out, name.as_bytes(), None);
 }
 
 /// Append `|tag:value` (or `|tag#hash` for long values).
-pub fn push_component(out: &mut String, tag: Tag, raw: &[u8]) {
+pub(crate) fn push_component(out: &mut String, tag: Tag, raw: &[u8]) {
     out.push(SEP);
     out.push_str(tag.as_str());
     push_bounded(out, raw, Some(':'));
 }
 
 /// Append the constant component of a `global` key part.
-pub fn push_global(out: &mut String) {
+pub(crate) fn push_global(out: &mut String) {
     out.push(SEP);
     out.push('g');
 }

@@ -51,7 +51,7 @@ const MIN_SHARD_CAPACITY: usize = 4096;
 /// A shard is swept for expired entries at least this rarely.
 const SWEEP_MIN_OPS: usize = 256;
 /// Entries examined at most to evict one: the bound that keeps an insert into a full shard O(1).
-pub const EVICT_SCAN: usize = 8;
+pub(crate) const EVICT_SCAN: usize = 8;
 
 /// Entry kinds, as tags of the shard's one recency list.
 const COUNTER: u8 = 0;
@@ -119,7 +119,7 @@ enum Entry {
 
 /// What an evicted entry was, the `kind` label of `rategate_store_evictions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvictionKind {
+pub(crate) enum EvictionKind {
     /// A counter that would still admit a request.
     Counter,
     /// A counter at its limit.
@@ -131,7 +131,7 @@ pub enum EvictionKind {
 }
 
 impl EvictionKind {
-    pub const ALL: [EvictionKind; 5] = [
+    pub(crate) const ALL: [EvictionKind; 5] = [
         EvictionKind::Counter,
         EvictionKind::Limiting,
         EvictionKind::Lease,
@@ -139,7 +139,7 @@ impl EvictionKind {
         EvictionKind::Offence,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EvictionKind::Counter => "counter",
             EvictionKind::Limiting => "limiting",
@@ -185,11 +185,11 @@ impl Entry {
 
 /// Eviction counters of one store, resolved once (`rategate_store_evictions_total{store,kind}`).
 #[derive(Debug, Clone)]
-pub struct Evictions([IntCounter; 5]);
+pub(crate) struct Evictions([IntCounter; 5]);
 
 impl Evictions {
     /// The counters of `store` (`memory` or `fallback`) in `family`.
-    pub fn new(family: &IntCounterVec, store: &str) -> Self {
+    pub(crate) fn new(family: &IntCounterVec, store: &str) -> Self {
         Evictions(EvictionKind::ALL.map(|k| family.with_label_values(&[store, k.as_str()])))
     }
 
@@ -427,14 +427,15 @@ impl MemoryStore {
     }
 
     /// Count evictions in `evictions`.
-    pub fn with_evictions(mut self, evictions: Evictions) -> Self {
+    pub(crate) fn with_evictions(mut self, evictions: Evictions) -> Self {
         self.evictions = Some(evictions);
         self
     }
 
     /// Entries examined to evict since the start, over every shard: at most [`EVICT_SCAN`] per
     /// eviction (how the O(1) bound of an insert into a full store is checked).
-    pub fn eviction_scans(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn eviction_scans(&self) -> u64 {
         self.shards.iter().map(|s| s.lock().scanned).sum()
     }
 
@@ -448,7 +449,7 @@ impl MemoryStore {
     }
 
     /// The most entries the store will hold (at most `max_keys`).
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.shard_capacity * self.shards.len()
     }
 

@@ -110,12 +110,12 @@
 //! `suspects:<bucket>` (sorted sets of client -> count). They share the `{rg}` hash tag with every
 //! other key, so in a cluster they live in the slot of the request's keys.
 
-pub mod activity;
-pub mod algorithm;
+pub(crate) mod activity;
+pub(crate) mod algorithm;
 pub mod conformance;
-pub mod keys;
-pub mod memory;
-pub mod redis;
+pub(crate) mod keys;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -128,16 +128,16 @@ use crate::config::compiled::Policy;
 /// One policy of the route with the counter key built for this request.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyCheck<'a> {
-    pub policy: &'a Policy,
+    pub(crate) policy: &'a Policy,
     /// Escaped, bounded counter key (see `keys`); unique per policy name and identity.
-    pub key: &'a str,
+    pub(crate) key: &'a str,
     /// The limit for this key: the policy's, or its tier override.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// The token bucket capacity for this key (equals `limit` for the other algorithms).
-    pub burst: u64,
+    pub(crate) burst: u64,
     /// Checked with the others but not charged by `check`: a count-by-response policy, charged
     /// later by [`Store::charge`] when the response matches.
-    pub deferred: bool,
+    pub(crate) deferred: bool,
 }
 
 impl<'a> PolicyCheck<'a> {
@@ -153,7 +153,7 @@ impl<'a> PolicyCheck<'a> {
     }
 
     /// The same check at a tier override's limit (`None`: the policy's own).
-    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+    pub(crate) fn with_limit(mut self, limit: Option<u64>) -> Self {
         (self.limit, self.burst) = self.policy.limits_for(limit);
         self
     }
@@ -162,15 +162,15 @@ impl<'a> PolicyCheck<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct CheckRequest<'a> {
     /// Client key (IP or IPv6 prefix) used for blocks.
-    pub client: &'a str,
-    pub checks: &'a [PolicyCheck<'a>],
+    pub(crate) client: &'a str,
+    pub(crate) checks: &'a [PolicyCheck<'a>],
     /// Units charged to each policy (1 for a plain request; concurrency policies always take
     /// one slot).
-    pub cost: u64,
+    pub(crate) cost: u64,
     /// The request's lease id: the member a concurrency policy records while the request is in
     /// flight. Unique per request across every instance; empty when the route has no
     /// concurrency policy.
-    pub lease: &'a str,
+    pub(crate) lease: &'a str,
 }
 
 impl<'a> CheckRequest<'a> {
@@ -186,15 +186,15 @@ impl<'a> CheckRequest<'a> {
 
 /// State of one policy after the decision (after charging when admitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyState {
+pub(crate) struct PolicyState {
     /// Whether this policy alone would admit the request.
-    pub allowed: bool,
-    pub limit: u64,
-    pub remaining: u64,
+    pub(crate) allowed: bool,
+    pub(crate) limit: u64,
+    pub(crate) remaining: u64,
     /// Milliseconds until the quota is fully back (for X-RateLimit-Reset and `t=`).
-    pub reset_ms: u64,
+    pub(crate) reset_ms: u64,
     /// Milliseconds until a request of the same cost would be allowed (0 when allowed).
-    pub retry_after_ms: u64,
+    pub(crate) retry_after_ms: u64,
 }
 
 /// The store's answer for the request as a whole (the client's block, then every enforce
@@ -218,38 +218,38 @@ pub enum CheckOutcome {
 pub struct CheckResult {
     pub outcome: CheckOutcome,
     /// One entry per `checks` entry, same order. Empty when the client was already blocked.
-    pub states: Vec<PolicyState>,
+    pub(crate) states: Vec<PolicyState>,
     /// Set when this request's rejection started a `block_for` block: (policy index, duration).
-    pub blocked_now: Option<(usize, u64)>,
+    pub(crate) blocked_now: Option<(usize, u64)>,
     /// The store's clock at decision time, ms since the Unix epoch.
-    pub now_ms: u64,
+    pub(crate) now_ms: u64,
 }
 
 /// One active block, as listed by the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockEntry {
     pub client: String,
-    pub ttl_ms: u64,
-    pub reason: String,
+    pub(crate) ttl_ms: u64,
+    pub(crate) reason: String,
 }
 
 /// Longest Retry-After a concurrency rejection suggests: a slot usually frees up much sooner
 /// than a lease expires.
-pub const CONCURRENCY_RETRY_MS: u64 = 1000;
+pub(crate) const CONCURRENCY_RETRY_MS: u64 = 1000;
 
 /// Most events kept; recording drops the oldest beyond this.
-pub const EVENTS_MAX: usize = 1000;
+pub(crate) const EVENTS_MAX: usize = 1000;
 /// Events older than this (store clock) are no longer listed.
-pub const EVENT_TTL_MS: u64 = 60 * 60 * 1000;
+pub(crate) const EVENT_TTL_MS: u64 = 60 * 60 * 1000;
 /// At most one `Limited` event per client and policy within this long.
-pub const EVENT_REPEAT_MS: u64 = 1000;
+pub(crate) const EVENT_REPEAT_MS: u64 = 1000;
 /// Width of one aligned suspect bucket; the current and the previous bucket are summed.
-pub const SUSPECT_BUCKET_MS: u64 = 10 * 60 * 1000;
+pub(crate) const SUSPECT_BUCKET_MS: u64 = 10 * 60 * 1000;
 /// Most clients one suspect bucket holds.
-pub const SUSPECTS_MAX: usize = 10_000;
+pub(crate) const SUSPECTS_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// A request was rejected by a policy.
     Limited,
     /// A block started (by a policy's `block_for`, or the admin API).
@@ -259,7 +259,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::Limited => "limited",
             EventKind::Blocked => "blocked",
@@ -267,7 +267,7 @@ impl EventKind {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "limited" => Some(EventKind::Limited),
             "blocked" => Some(EventKind::Blocked),
@@ -281,23 +281,23 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Store clock when recorded, ms since the Unix epoch.
-    pub at_ms: u64,
-    pub client: String,
-    pub kind: EventKind,
+    pub(crate) at_ms: u64,
+    pub(crate) client: String,
+    pub(crate) kind: EventKind,
     /// The rejecting policy (`Limited`) or the policy whose `block_for` started the block.
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// The block's reason (`Blocked` only).
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The block's duration (`Blocked` only).
-    pub ttl_ms: Option<u64>,
+    pub(crate) ttl_ms: Option<u64>,
 }
 
 /// A client most often rejected recently.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suspect {
-    pub client: String,
+    pub(crate) client: String,
     /// Rejections counted in the current and the previous suspect bucket.
-    pub rejections: u64,
+    pub(crate) rejections: u64,
 }
 
 /// Current state of one counter, as inspected by the admin API.
@@ -305,9 +305,9 @@ pub struct Suspect {
 pub struct LimitStatus {
     /// Units currently counted (token bucket: tokens used, i.e. burst - available).
     pub count: u64,
-    pub limit: u64,
-    pub remaining: u64,
-    pub reset_ms: u64,
+    pub(crate) limit: u64,
+    pub(crate) remaining: u64,
+    pub(crate) reset_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -330,7 +330,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Short, bounded label for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             StoreError::Timeout(_) => "timeout",
             StoreError::Unavailable(_) => "unavailable",

@@ -93,7 +93,7 @@ impl Invalidation {
 }
 
 /// Called for every invalidation message, from a background task.
-pub type InvalidationSink = Arc<dyn Fn(Invalidation) + Send + Sync>;
+pub(crate) type InvalidationSink = Arc<dyn Fn(Invalidation) + Send + Sync>;
 
 /// A Lua script with its SHA1, called by SHA and re-sent whole on NOSCRIPT.
 struct Script {
@@ -171,7 +171,7 @@ impl RedisStore {
     }
 
     /// Like `connect`, with the script clock driven by `clock` (conformance tests only).
-    pub fn connect_with_clock(
+    pub(crate) fn connect_with_clock(
         settings: &StoreSettings,
         on_invalidate: InvalidationSink,
         test_clock: Option<Arc<dyn Clock>>,
@@ -272,13 +272,13 @@ impl RedisStore {
 
     /// Whether at least one pooled connection is up. A breaker can fail fast on `false` instead of
     /// queueing commands behind a reconnect.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.inner.pool.clients().iter().any(|c| c.is_connected())
     }
 
     /// One PING on a pooled connection, bounded by the store timeout: is Redis answering? A known
     /// dead connection fails at once.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         if !self.is_connected() {
             return Err(StoreError::Unavailable("not connected".into()));
         }
@@ -288,14 +288,14 @@ impl RedisStore {
     }
 
     /// The full Redis key of a counter.
-    pub fn counter_key(&self, check: &PolicyCheck<'_>) -> String {
+    pub(crate) fn counter_key(&self, check: &PolicyCheck<'_>) -> String {
         let mut out = String::with_capacity(self.inner.base.len() + 24 + check.key.len());
         push_counter_key(&mut out, &self.inner.base, check);
         out
     }
 
     /// Tell every instance (this one included) to forget a cached decision.
-    pub async fn publish(&self, msg: Invalidation) -> Result<(), StoreError> {
+    pub(crate) async fn publish(&self, msg: Invalidation) -> Result<(), StoreError> {
         let inner = &self.inner;
         let client = inner.pool.next_connected();
         let sent: Result<i64, _> = within(

@@ -25,7 +25,7 @@ static CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub fn page() -> Response<ResponseBody> {
+pub(crate) fn page() -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(PAGE));
     let h = resp.headers_mut();
     h.insert(

@@ -40,13 +40,17 @@ use super::locate::Source;
 use super::ConfigError;
 
 /// Compile config text, substituting `${NAME}` from the process environment.
-pub fn compile(path: &Path, text: &str) -> Result<Config, ConfigError> {
+pub(crate) fn compile(path: &Path, text: &str) -> Result<Config, ConfigError> {
     compile_with_env(path, text, &env::process_env)
 }
 
 /// Compile config text with `${NAME}` values taken from `env`. `path` names the file (in errors
 /// and `Config::source`) and anchors relative `overrides_file` paths, the only files read here.
-pub fn compile_with_env(path: &Path, text: &str, env: Lookup<'_>) -> Result<Config, ConfigError> {
+pub(crate) fn compile_with_env(
+    path: &Path,
+    text: &str,
+    env: Lookup<'_>,
+) -> Result<Config, ConfigError> {
     let source = Source::new(path, text);
     let file: File = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     let mut validator = Validator {

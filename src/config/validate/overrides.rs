@@ -86,17 +86,17 @@ impl Validator<'_> {
 
 /// What override entries are checked against: the policy's key, limits and window.
 pub(super) struct OverrideShape<'a> {
-    pub key: &'a [KeyPart],
-    pub limit: u64,
+    pub(crate) key: &'a [KeyPart],
+    pub(crate) limit: u64,
     /// `Some` when `burst` was written (an override then scales it).
-    pub burst: Option<u64>,
-    pub window: Duration,
-    pub ipv6_prefix: u8,
+    pub(crate) burst: Option<u64>,
+    pub(crate) window: Duration,
+    pub(crate) ipv6_prefix: u8,
 }
 
 impl OverrideShape<'_> {
     /// Overrides are keyed by the value of the policy's single key component.
-    pub fn addressable(&self) -> Result<(), String> {
+    pub(crate) fn addressable(&self) -> Result<(), String> {
         match self.key {
             [KeyPart::Global] => Err(
                 "overrides need a policy keyed by a value (ip, header:NAME, path, method or \
@@ -116,7 +116,7 @@ impl OverrideShape<'_> {
     }
 
     /// One entry, its key normalized the way the gateway builds the value at request time.
-    pub fn entry(&self, key: &str, value: &Spanned<u64>) -> Check<(String, u64)> {
+    pub(crate) fn entry(&self, key: &str, value: &Spanned<u64>) -> Check<(String, u64)> {
         let limit: u64 = bounded(value, 1..=u64::MAX)?;
         within_double(value, limit, self.window)?;
         if let Some(burst) = self.burst {
