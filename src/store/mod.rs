@@ -112,6 +112,7 @@
 
 pub(crate) mod activity;
 pub(crate) mod algorithm;
+#[cfg(feature = "test-util")]
 pub mod conformance;
 pub(crate) mod keys;
 pub(crate) mod memory;

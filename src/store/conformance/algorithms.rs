@@ -1,0 +1,206 @@
+//! One policy's counter under each algorithm: window boundaries, cost, refill, and resetting it
+//! (the admin `reset_limit`).
+
+use super::steps::*;
+use super::{Step, Vector};
+
+/// The vectors of this file.
+pub(super) fn vectors() -> Vec<Vector> {
+    vec![
+        Vector {
+            name: "fixed_window_boundaries",
+            policies: vec![fixed("fw", 3, 1000)],
+            steps: vec![
+                one(ok(2, 1000)),
+                one(ok(1, 1000)),
+                one(ok(0, 1000)),
+                one(no(0, 1000, 1000)),
+                adv(999),
+                one(no(0, 1, 1)),
+                adv(1),
+                one(ok(2, 1000)),
+                adv(1),
+                one(ok(1, 999)),
+                adv(998),
+                one(ok(0, 1)),
+                one(no(0, 1, 1)),
+                adv(1),
+                one(ok(2, 1000)),
+                status(0, "k", 1, 3, 1000),
+                adv(5000),
+                status(0, "k", 0, 3, 0),
+            ],
+        },
+        Vector {
+            name: "fixed_window_cost",
+            policies: vec![fixed("fw", 5, 10_000)],
+            steps: vec![
+                one_cost(2, ok(3, 10_000)),
+                one_cost(2, ok(1, 10_000)),
+                // Does not fit; nothing charged, so a cost of 1 still fits.
+                one_cost(2, no(1, 10_000, 10_000)),
+                one_cost(1, ok(0, 10_000)),
+                adv(10_000),
+                // More than the limit can ever admit: rejected, retry a window.
+                one_cost(6, no(5, 0, 10_000)),
+                one_cost(5, ok(0, 10_000)),
+            ],
+        },
+        Vector {
+            name: "sliding_window_weighted",
+            policies: vec![sliding("sw", 4, 1000)],
+            steps: vec![
+                one(ok(3, 2000)),
+                one(ok(2, 2000)),
+                one(ok(1, 2000)),
+                one(ok(0, 2000)),
+                // 4 in this window: after the roll they weigh 4*(1000-s)/1000; 1 more fits at
+                // s = 250.
+                one(no(0, 2000, 1250)),
+                adv(999),
+                one(no(0, 1001, 251)),
+                adv(1),
+                one(no(0, 1000, 250)),
+                adv(1),
+                one(no(0, 999, 249)),
+                adv(249),
+                one(ok(0, 1750)),
+                one(no(0, 1750, 250)),
+                adv(750),
+                // prev = 1 at full weight.
+                one(ok(2, 2000)),
+                status(0, "k", 2, 4, 2000),
+                adv(2000),
+                one(ok(3, 2000)),
+            ],
+        },
+        Vector {
+            name: "sliding_window_prev_weight_and_cost",
+            policies: vec![sliding("sw", 10, 1000)],
+            steps: vec![
+                adv(500),
+                one(ok(9, 1500)),
+                one(ok(8, 1500)),
+                one(ok(7, 1500)),
+                one(ok(6, 1500)),
+                one(ok(5, 1500)),
+                one(ok(4, 1500)),
+                one(ok(3, 1500)),
+                one(ok(2, 1500)),
+                one(ok(1, 1500)),
+                one(ok(0, 1500)),
+                adv(500),
+                // prev = 10 at full weight: 1 fits once 100 ms of it has slid out.
+                one(no(0, 1000, 100)),
+                adv(100),
+                one(ok(0, 1900)),
+                adv(400),
+                // estimate = 10*500/1000 + 1 = 6.
+                one(ok(3, 1500)),
+                one_cost(4, no(3, 1500, 100)),
+                one_cost(11, no(3, 1500, 1000)),
+                adv(100),
+                one_cost(4, ok(0, 1400)),
+            ],
+        },
+        Vector {
+            name: "sliding_log_exact",
+            policies: vec![log("sl", 3, 1000)],
+            steps: vec![
+                one(ok(2, 1000)),
+                adv(100),
+                one(ok(1, 1000)),
+                adv(100),
+                one(ok(0, 1000)),
+                adv(100),
+                one(no(0, 900, 700)),
+                adv(699),
+                one(no(0, 201, 1)),
+                adv(1),
+                // The unit from T0 has aged out exactly now.
+                one(ok(0, 1000)),
+                one(no(0, 1000, 100)),
+                adv(100),
+                one_cost(2, no(1, 900, 100)),
+                adv(100),
+                one_cost(2, ok(0, 1000)),
+                one_cost(4, no(0, 1000, 1000)),
+                status(0, "k", 3, 3, 1000),
+                adv(50),
+                // Units at +1000 (1) and +1200 (2): a cost of 2 needs both runs to age out.
+                one_cost(2, no(0, 950, 950)),
+                one_cost(1, no(0, 950, 750)),
+            ],
+        },
+        Vector {
+            name: "token_bucket_burst_and_refill",
+            policies: vec![bucket("tb", 2, 1000, 4)],
+            steps: vec![
+                // Starts full at burst; one token back every 500 ms.
+                one(ok(3, 500)),
+                one(ok(2, 1000)),
+                one(ok(1, 1500)),
+                one(ok(0, 2000)),
+                one(no(0, 2000, 500)),
+                adv(499),
+                one(no(0, 1501, 1)),
+                adv(1),
+                one(ok(0, 2000)),
+                adv(250),
+                one(no(0, 1750, 250)),
+                adv(10_000),
+                one(ok(3, 500)),
+                one_cost(5, no(3, 500, 1000)),
+                one_cost(3, ok(0, 2000)),
+                status(0, "k", 4, 4, 2000),
+            ],
+        },
+        Vector {
+            name: "token_bucket_fractional_refill",
+            policies: vec![bucket("tb", 3, 1000, 3)],
+            steps: vec![
+                one(ok(2, 334)),
+                one(ok(1, 667)),
+                one(ok(0, 1000)),
+                one(no(0, 1000, 334)),
+                adv(333),
+                one(no(0, 667, 1)),
+                adv(1),
+                one(ok(0, 1000)),
+                adv(666),
+                one(ok(1, 667)),
+                one_cost(2, no(1, 667, 334)),
+            ],
+        },
+        Vector {
+            name: "reset_limit",
+            policies: vec![fixed("fw", 2, 1000), bucket("tb", 1, 1000, 2)],
+            steps: vec![
+                request("c1", &[(0, "a")], ALLOWED, &[ok(1, 1000)]),
+                request("c1", &[(0, "a")], ALLOWED, &[ok(0, 1000)]),
+                request("c1", &[(0, "a")], limited(0), &[no(0, 1000, 1000)]),
+                Step::ResetLimit {
+                    policy: 0,
+                    key: "a",
+                    existed: true,
+                },
+                request("c1", &[(0, "a")], ALLOWED, &[ok(1, 1000)]),
+                Step::ResetLimit {
+                    policy: 0,
+                    key: "never",
+                    existed: false,
+                },
+                request("c1", &[(1, "b")], ALLOWED, &[ok(1, 1000)]),
+                request("c1", &[(1, "b")], ALLOWED, &[ok(0, 2000)]),
+                request("c1", &[(1, "b")], limited(0), &[no(0, 2000, 1000)]),
+                Step::ResetLimit {
+                    policy: 1,
+                    key: "b",
+                    existed: true,
+                },
+                status(1, "b", 0, 2, 0),
+                request("c1", &[(1, "b")], ALLOWED, &[ok(1, 1000)]),
+            ],
+        },
+    ]
+}
