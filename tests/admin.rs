@@ -1,6 +1,8 @@
 //! The admin side port, black-box: authentication, every /admin/* endpoint with its status codes,
 //! input validation (patterns, bodies, sizes), and health endpoints.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -2,6 +2,8 @@
 //! rejection threshold, store fallback and recovery, retries after a 500, giving up, Slack format,
 //! and the bearer token from an environment variable.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::VecDeque;

@@ -2,6 +2,8 @@
 //! than the operator reading the message: control characters must arrive escaped and long values
 //! cut, through the real binary's `check` and `run`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::process::{Command, Output};
 

@@ -3,6 +3,8 @@
 //! keep-alive pings, the send timeout for clients that stop reading (and the upstream connection
 //! they held), the connection ceiling, and recovery from descriptor exhaustion.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::convert::Infallible;

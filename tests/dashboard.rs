@@ -6,6 +6,8 @@
 //! Without chromium, node or the npm packages the test prints why and passes, except under CI
 //! (`CI` set), where a skipped browser test would hide a missing install step: there it fails.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,8 @@
 //! of a client that waits for each response (it is settled before the client can see the end of
 //! the response, whatever its framing).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,6 +2,8 @@
 //! raw sockets: Host rules, upstream framing, malformed client bodies, unsolicited upgrades,
 //! the `bad_request` decision and client-IP headers from untrusted peers.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -1,5 +1,7 @@
 //! The binary's life: CLI, config errors, slowloris guard, TLS with HTTP/2, graceful drain.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -2,6 +2,8 @@
 //! under concurrency, check-all-then-charge-all, shadow mode, block_for, access lists and client
 //! identity under spoofing.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,6 +1,8 @@
 //! /metrics, black-box: exact values after a known sequence of requests, and no new series from a
 //! flood of random paths, addresses and headers.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

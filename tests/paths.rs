@@ -3,6 +3,8 @@
 //! binary over real sockets. Which route took a request shows in `X-RateLimit-Policy` (each
 //! route has its own policy) and what the upstream received in the echo's `uri`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

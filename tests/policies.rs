@@ -6,6 +6,8 @@
 //!
 //! Nothing here asserts how long something took; waits poll for a state with a generous deadline.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -1,6 +1,8 @@
 //! Black-box tests of forwarding: paths, headers, direct answers and upstream failures, through
 //! the real binary over real sockets.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! start, before any request) and 200 again soon after Redis answers; with `fallback` and
 //! `allow` it stays 200 by design. The background probe behind it costs no EVALSHA.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

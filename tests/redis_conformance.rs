@@ -1,6 +1,8 @@
 //! The store conformance vectors against a real redis-server (single node and a 3-master
 //! cluster), with the script's clock driven by the vectors' manual clock.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,8 @@
 //! one round trip per request, key hygiene, and calm behaviour when Redis dies, stalls, forgets
 //! its scripts or refuses the password.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,6 +2,8 @@
 //! rename-replace, Kubernetes `..data` swap); invalid configs rejected whole; counters and blocks
 //! surviving; in-flight requests finishing under their config; the access log switch.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

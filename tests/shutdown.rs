@@ -2,6 +2,8 @@
 //! in-flight requests and request bodies still streaming finish, idle keep-alive connections are
 //! closed at once, the process exits 0 within shutdown_grace, and a second signal exits at once.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

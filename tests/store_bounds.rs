@@ -4,6 +4,8 @@
 //! decides) while every existing limit, the flooder's own included, keeps holding. Through the
 //! real binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

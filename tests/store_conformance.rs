@@ -1,5 +1,7 @@
 //! The store conformance vectors, exact admission under contention, and the memory store's bound.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -35,7 +35,10 @@ pub(crate) fn fd_soft_limit() -> Option<u64> {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // The crate's one `unsafe`: libc has no safe getrlimit, and /proc/self/limits is missing
+    // where procfs is not mounted.
     // SAFETY: getrlimit only writes the struct we pass, which lives for the call.
+    #[allow(unsafe_code)]
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     if rc != 0 {
         return None;
