@@ -99,11 +99,11 @@ pub(crate) fn format(duration: Duration) -> String {
 
 /// A config duration that must be greater than zero (windows, timeouts, block times).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Positive(pub Duration);
+pub(crate) struct Positive(pub(crate) Duration);
 
 /// A config duration where zero means "none" (e.g. no shutdown grace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Any(pub Duration);
+pub(crate) struct Any(pub(crate) Duration);
 
 impl<'de> Deserialize<'de> for Positive {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -167,15 +167,6 @@ impl RedisStore {
         settings: &StoreSettings,
         on_invalidate: InvalidationSink,
     ) -> Result<Self, StoreError> {
-        Self::connect_with_clock(settings, on_invalidate, None)
-    }
-
-    /// Like `connect`, with the script clock driven by `clock` (conformance tests only).
-    pub(crate) fn connect_with_clock(
-        settings: &StoreSettings,
-        on_invalidate: InvalidationSink,
-        test_clock: Option<Arc<dyn Clock>>,
-    ) -> Result<Self, StoreError> {
         let mut config = Config::from_url(&settings.url).map_err(|e| {
             StoreError::Unavailable(format!("invalid store.url {}: {e}", redact(&settings.url)))
         })?;
@@ -221,7 +212,8 @@ impl RedisStore {
             admin: Script::new(ADMIN),
             settle: Script::new(SETTLE),
             timeout,
-            test_clock,
+            // `scoped` gives conformance tests a clock of their own.
+            test_clock: None,
         });
         for client in inner.pool.clients() {
             log_connection_errors(client);
