@@ -297,19 +297,9 @@ case_insensitive = true
 #[test]
 fn case_insensitive_path_keys_share_a_counter() {
     let echo = Echo::start();
-    let text = format!(
+    let config = config_with(
+        &echo.url(),
         r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[upstream]]
-name = "api"
-url = "{}"
-
 [[policy]]
 name = "per-path"
 algorithm = "fixed_window"
@@ -324,9 +314,8 @@ upstream = "api"
 policies = ["per-path"]
 case_insensitive = true
 "#,
-        echo.url()
     );
-    let gw = Gateway::start(&text);
+    let gw = Gateway::start(&config);
     for (path, want) in [
         ("/api/auth/login", 200),
         ("/API/AUTH/LOGIN", 200),
