@@ -231,6 +231,16 @@ fn wrong_methods_are_405_with_allow() {
     assert_eq!(resp.status(), 405);
 }
 
+/// A block of a second and a half is answered as 2 seconds, as the listing shows it: the
+/// creation reply never reads shorter than the block is.
+#[test]
+fn a_block_of_a_fraction_of_a_second_is_answered_rounded_up() {
+    let a = Admin::start();
+    let (status, body) = a.block("203.0.113.10", "1500ms", "abuse");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["ttl"], 2, "{body}");
+}
+
 #[test]
 fn blocks_add_list_enforce_and_remove() {
     let a = Admin::start();

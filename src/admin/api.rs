@@ -66,7 +66,9 @@ pub(crate) async fn add_block(state: &AdminState, req: Request<Incoming>) -> Rep
         policy: None,
         duration: ttl,
     });
-    let body = json!({ "client": client, "ttl": ttl.as_secs(), "reason": reason });
+    // Rounded up like the listing (`block_json`), so a block never reads shorter than it is.
+    let body =
+        json!({ "client": client, "ttl": millis::secs_ceil(millis::ceil(ttl)), "reason": reason });
     Ok(reply::json_response(StatusCode::CREATED, &body))
 }
 
