@@ -1,5 +1,6 @@
-//! `/admin/*` handlers (README.md, "Admin side port"). Routing and authentication happen in
-//! `server`; every handler validates its input fully before the store sees it.
+//! `/admin/*` handlers (docs/reference.md section 5, "Admin side port"). Routing and
+//! authentication happen in `server`; every handler validates its input fully before the store
+//! sees it.
 
 use std::sync::Arc;
 use std::time::Duration;

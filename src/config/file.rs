@@ -1,6 +1,6 @@
-//! The config file exactly as written in TOML (the keys are described in README.md
-//! "Configuration", docs/operations.md and docs/policies.md; `config/rategate.toml` is a commented
-//! example).
+//! The config file exactly as written in TOML (every key, with its type, default and range, is in
+//! docs/reference.md section 2 "Config schema"; docs/operations.md and docs/policies.md explain
+//! them; `config/rategate.toml` is a commented example).
 //!
 //! Unknown keys are errors everywhere. Optional keys are `Option`s and their defaults are the
 //! `DEFAULT_*` constants below, applied by `validate`: keeping "absent" visible lets validation

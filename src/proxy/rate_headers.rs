@@ -1,5 +1,5 @@
 //! The gateway's rate-limit headers on responses (X-RateLimit-*, RateLimit-Policy / RateLimit),
-//! replacing any the upstream sent (README.md, "Configuration"; docs/operations.md section 3).
+//! replacing any the upstream sent (docs/reference.md section 3, "What a client sees").
 
 use std::ops::Range;
 
