@@ -2,13 +2,13 @@
 # Deployment kit checks.   usage: deploy/check.sh PATH/TO/rategate
 #
 #  1. configs:    every TOML under config/ and deploy/, and the TOML inside the k8s ConfigMap, is
-#                 valid TOML using only SPEC section 2 keys and values, and `rategate check`
+#                 valid TOML using only docs/reference.md section 2 keys and values, and `rategate check`
 #                 accepts it (and rejects a config with an unknown key, exit 2)
 #  2. prometheus: `promtool check config|rules` and `promtool test rules` (Debian package
 #                 `prometheus` is installed with apt-get when missing and possible, else skipped);
 #                 the dashboard's PromQL parses; `amtool check-config` when amtool is present
 #  3. metrics:    the Grafana dashboard is valid JSON with a datasource variable, and every
-#                 rategate_* name in it and in the alert rules is a SPEC metric the binary exports
+#                 rategate_* name in it and in the alert rules is a reference metric the binary exports
 #  4. wiring:     compose file, Dockerfile and k8s manifests agree with the configs they carry
 #                 (ports, host names, mounted files, secrets, probes, grace periods)
 #  5. redis:      a redis-server started with deploy/redis/redis.conf and users.acl lets the
@@ -112,11 +112,12 @@ fi
 if python3 -c 'import tomllib' 2>/dev/null; then HAVE_TOMLLIB=1; else HAVE_TOMLLIB=; fi
 [ -n "$HAVE_TOMLLIB" ] && pass "python3 has tomllib" || fail "python3 lacks tomllib (needs 3.11+)"
 
-# The metric names SPEC section 5 defines (histograms also expose _bucket, _sum and _count).
+# The metric names docs/reference.md section 5 defines (histograms also expose _bucket, _sum and _count).
 SPEC_METRICS="rategate_requests_total rategate_request_duration_seconds rategate_upstream_duration_seconds
 rategate_upstream_errors_total rategate_policy_rejections_total rategate_store_duration_seconds
 rategate_store_errors_total rategate_store_fallback_active rategate_blocked_clients
-rategate_config_reloads_total rategate_connections_active"
+rategate_config_reloads_total rategate_connections_active rategate_store_evictions_total
+rategate_connections_rejected_total rategate_connections_timed_out_total rategate_alerts_total"
 SPEC_HISTOGRAMS="rategate_request_duration_seconds rategate_upstream_duration_seconds rategate_store_duration_seconds"
 export SPEC_METRICS SPEC_HISTOGRAMS
 
@@ -155,7 +156,7 @@ for name in $({ grep -ohE '\$\{[A-Za-z_][A-Za-z0-9_]*\}' "${TOMLS[@]}" || true; 
   if [ -z "${SEEN_ENV[$name]:-}" ]; then SEEN_ENV[$name]=1; ENV_ARGS+=("$name=dummy-$name-0123456789abcdef"); fi
 done
 
-# SPEC section 2 schema, independent of the binary (keys, enums, durations, names, references).
+# docs/reference.md section 2 schema, independent of the binary (keys, enums, durations, names, references).
 if [ -n "$HAVE_TOMLLIB" ]; then
   pycheck "${TOMLS[@]}" <<'PY' | tally
 import os, sys, re, tomllib, ipaddress
@@ -349,10 +350,10 @@ def check(path):
 for path in sys.argv[1:]:
     errs = check(path)
     if errs:
-        print(f"FAIL {path}: TOML and SPEC schema")
+        print(f"FAIL {path}: TOML and reference schema")
         for x in errs: print(f"    {x}")
     else:
-        print(f"ok {path}: valid TOML, SPEC keys and values only")
+        print(f"ok {path}: valid TOML, reference keys and values only")
 PY
 fi
 
@@ -451,7 +452,7 @@ fi
 # ------------------------------------------------------------------------------------------------
 section "3. metric names (Grafana dashboard, alert rules)"
 {
-  [ -f ../shared/SPEC.md ] && export SPEC_FILE=../shared/SPEC.md
+  export SPEC_FILE=docs/reference.md
   pycheck "$BIN" <<'PY'
 import json, os, re, sys
 spec = set(os.environ["SPEC_METRICS"].split())
@@ -461,9 +462,9 @@ NAME = re.compile(r"\brategate_[a-z0-9_]+")
 
 if os.environ.get("SPEC_FILE"):
     text = open(os.environ["SPEC_FILE"]).read()
-    missing = sorted(n for n in spec if not re.search(rf"^{n}\b", text, re.M))
-    print(f"FAIL the built-in metric list disagrees with SPEC.md: {missing}" if missing
-          else "ok the built-in metric list matches SPEC.md section 5")
+    missing = sorted(n for n in spec if f"`{n}`" not in text)
+    print(f"FAIL the built-in metric list disagrees with docs/reference.md: {missing}" if missing
+          else "ok the built-in metric list matches docs/reference.md section 5")
 
 try:
     d = json.load(open("deploy/grafana/rategate.json"))
@@ -497,18 +498,18 @@ print("FAIL duplicate panel ids" if len(ids) != len(set(ids)) else f"ok {len(ids
 
 used = {n for x in exprs for n in NAME.findall(x)}
 unknown = sorted(used - exported)
-print(f"FAIL dashboard references metrics not in SPEC: {unknown}" if unknown
-      else f"ok dashboard references only SPEC metrics ({len(used)} names)")
+print(f"FAIL dashboard references metrics not in the reference: {unknown}" if unknown
+      else f"ok dashboard references only reference metrics ({len(used)} names)")
 bases = {re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n) in hist else n for n in used}
 uncovered = sorted(spec - bases)
-print(f"FAIL dashboard shows no panel for: {uncovered}" if uncovered else "ok dashboard covers every SPEC metric")
+print(f"FAIL dashboard shows no panel for: {uncovered}" if uncovered else "ok dashboard covers every reference metric")
 
 rules_used = set()
 for f in sorted(os.listdir("deploy/prometheus/rules")):
     rules_used |= set(NAME.findall(open(os.path.join("deploy/prometheus/rules", f)).read()))
 unknown = sorted(rules_used - exported)
-print(f"FAIL alert rules reference metrics not in SPEC: {unknown}" if unknown
-      else f"ok alert rules reference only SPEC metrics ({len(rules_used)} names)")
+print(f"FAIL alert rules reference metrics not in the reference: {unknown}" if unknown
+      else f"ok alert rules reference only reference metrics ({len(rules_used)} names)")
 
 # The binary carries each metric name as a string literal; histogram suffixes are added at run time.
 try:
