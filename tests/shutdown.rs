@@ -23,10 +23,12 @@ fn readyz(gw: &Gateway) -> (u16, Value) {
 #[test]
 fn readiness_drops_first_and_in_flight_requests_finish() {
     let echo = Echo::start();
-    let mut gw = Gateway::start(&config_with(&echo.url(), ROUTE));
+    let mut gw = Gateway::start(&config_with(&echo.url(), ROUTE).set("upstream.timeout", "10s"));
     assert_eq!(readyz(&gw).0, 200);
     let addr = gw.addr;
-    let in_flight = std::thread::spawn(move || raw_get(addr, "/slow/1500", ""));
+    // Long enough that the drain is still waiting for it while the admin port is asked twice,
+    // even on a loaded machine (the admin port stops once the drain ends).
+    let in_flight = std::thread::spawn(move || raw_get(addr, "/slow/4000", ""));
     std::thread::sleep(Duration::from_millis(300));
     gw.signal("TERM");
     std::thread::sleep(Duration::from_millis(150));
@@ -45,7 +47,7 @@ fn readiness_drops_first_and_in_flight_requests_finish() {
     let resp = in_flight.join().unwrap();
     assert_eq!(raw_status(&resp), 200, "in-flight request was cut: {resp}");
     assert_eq!(
-        gw.wait_exit(Duration::from_secs(5)),
+        gw.wait_exit(Duration::from_secs(10)),
         Some(0),
         "{}",
         gw.logs()
