@@ -20,7 +20,7 @@ use rategate::config::load_str;
 use rategate::limiter::{policy, ClientId, Limiter, RequestView};
 use rategate::metrics::Metrics;
 use rategate::net::{self, CidrSet};
-use rategate::proxy::{client_ip, rate_headers, route};
+use rategate::proxy::{client_ip, rate_headers, response, route};
 use rategate::store::{AnyStore, CheckRequest, MemoryStore, PolicyCheck, Store};
 use rategate::uri_path;
 
@@ -328,12 +328,17 @@ fn bench_store(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_limiter(c: &mut Criterion) {
-    let cfg = limiter_config();
+/// A limiter on a memory store of `max_keys` with the fixed bench clock.
+fn memory_limiter(cfg: &Config, max_keys: usize) -> Limiter {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let clock = Arc::new(ManualClock::new(T0));
-    let store = AnyStore::Memory(MemoryStore::new(1_000_000, clock.clone()));
-    let limiter = Limiter::with_fallback_clock(store, &cfg.store, metrics, clock);
+    let store = AnyStore::Memory(MemoryStore::new(max_keys, clock.clone()));
+    Limiter::with_fallback_clock(store, &cfg.store, metrics, clock)
+}
+
+fn bench_limiter(c: &mut Criterion) {
+    let cfg = limiter_config();
+    let limiter = memory_limiter(&cfg, 1_000_000);
     let ids: Vec<ClientId> = client_keys(4096).iter().map(|s| client(s)).collect();
     let mut h = HeaderMap::new();
     h.insert(
@@ -378,10 +383,7 @@ fn report(route: &Route, limiter: &Limiter) -> rategate::limiter::RateReport {
 
 fn bench_headers(c: &mut Criterion) {
     let cfg = limiter_config();
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let clock = Arc::new(ManualClock::new(T0));
-    let store = AnyStore::Memory(MemoryStore::new(1000, clock.clone()));
-    let limiter = Limiter::with_fallback_clock(store, &cfg.store, metrics, clock);
+    let limiter = memory_limiter(&cfg, 1000);
     // What a typical upstream answers with.
     let mut upstream = HeaderMap::new();
     upstream.insert("content-type", HeaderValue::from_static("application/json"));
@@ -417,6 +419,24 @@ fn bench_headers(c: &mut Criterion) {
     g.finish();
 }
 
+/// The whole 429 of a rejection: problem+json body, Retry-After and the rate-limit headers.
+fn bench_rejection(c: &mut Criterion) {
+    let cfg = limiter_config();
+    let limiter = memory_limiter(&cfg, 1000);
+    let mut g = c.benchmark_group("response/rate_limited_429");
+    for (name, route) in [("1_policy", &cfg.routes[0]), ("3_policies", &cfg.routes[1])] {
+        let rep = report(route, &limiter);
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || rep.clone(),
+                |rep| response::rate_limited_for_bench(rep, black_box(17)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // Short runs: the machine is shared and these are compared within one run.
@@ -425,6 +445,6 @@ criterion_group! {
         .measurement_time(std::time::Duration::from_secs(2))
         .sample_size(50);
     targets = bench_client_ip, bench_path, bench_route, bench_keys, bench_store, bench_limiter,
-        bench_headers
+        bench_headers, bench_rejection
 }
 criterion_main!(benches);

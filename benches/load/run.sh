@@ -215,8 +215,19 @@ $(nginx_http_common "$NGINX_DIR")
     keepalive 512;
     keepalive_requests 1000000;
   }
+  # The rejected scenario's baseline: limit_req, one request a minute per client (its slowest
+  # rate), so all but the first request of each minute get nginx's 429; not logged.
+  limit_req_zone \$binary_remote_addr zone=rejected:1m rate=1r/m;
   server {
     listen 127.0.0.1:$P_NGINX backlog=4096;
+    location /rejected {
+      limit_req zone=rejected nodelay;
+      limit_req_status 429;
+      limit_req_log_level info;
+      proxy_pass http://api;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
     location / {
       proxy_pass http://api;
       proxy_http_version 1.1;
@@ -412,7 +423,8 @@ pid_of() {
   case $1 in nginx) echo "$NGINX_PID" ;; memory) echo "$MEMORY_PID" ;; redis) echo "$REDIS_GW_PID" ;; before) echo "$BEFORE_PID" ;; esac
 }
 
-# scenario -> "path script": what a request looks like. nginx runs the request shapes only.
+# scenario -> "path script": what a request looks like. nginx runs the request shapes and, with
+# limit_req, the rejected one.
 scenario_path() {
   case $1 in allowed) echo /allowed ;; rejected) echo /rejected ;; three) echo /three ;; clients10k) echo /clients ;; esac
 }
@@ -425,7 +437,7 @@ baseline_of() {
 }
 runs_on() { # scenario target
   case $2 in
-    nginx) [ "$1" = allowed ] || [ "$1" = clients10k ] ;;
+    nginx) [ "$1" = allowed ] || [ "$1" = clients10k ] || [ "$1" = rejected ] ;;
     *) true ;;
   esac
 }
@@ -557,7 +569,9 @@ fi
       print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
-        base = (s == "clients10k") ? "clients10k" : "allowed"
+        # Each shape against nginx doing the same: proxying it, or (rejected) refusing it with
+        # limit_req; three policies against nginx proxying.
+        base = (s == "clients10k" || s == "rejected") ? s : "allowed"
         b = "nginx" SUBSEP base SUBSEP c
         r = median(rps[order[i]]); m50 = median(p50[order[i]]); m99 = median(p99[order[i]])
         if (b in seen) {

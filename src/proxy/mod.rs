@@ -8,7 +8,7 @@ pub(crate) mod forward_headers;
 pub(crate) mod handler;
 pub(crate) mod host;
 pub mod rate_headers;
-pub(crate) mod response;
+pub mod response;
 pub mod route;
 pub(crate) mod stats;
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::conn::{ConnServer, Listener};
 use super::slots::{self, Slot, Slots};
-use super::watchdog::{ConnClock, Timeouts};
+use super::watchdog::Timeouts;
 use crate::body::BoxError;
 use crate::metrics::Metrics;
 
@@ -89,9 +89,7 @@ pub(crate) async fn serve_plain<H, Fut, B>(
         let server = server.clone();
         let service = service.clone();
         tokio::spawn(async move {
-            server
-                .serve(stream, ConnClock::new(accepted), None, None, peer, service)
-                .await;
+            server.serve(stream, accepted, None, peer, service).await;
             drop(slot);
         });
     };

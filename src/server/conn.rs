@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,9 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
-use super::watchdog::{self, ConnClock, Timeouts, Tracked, Watched};
+use super::watchdog::{self, Ending, Reaper, Timeouts, Tracked, Watched};
 use crate::body::BoxError;
 use crate::metrics::{DecisionLabel, Metrics};
 
@@ -41,16 +40,17 @@ impl Listener {
     }
 }
 
-/// One listener's connection settings, shared by all its connections.
+/// One listener's connection settings, shared by all its connections on one runtime.
 pub(crate) struct ConnServer {
     builder: auto::Builder<TokioExecutor>,
-    timeouts: Timeouts,
+    reaper: Reaper,
     metrics: Arc<Metrics>,
     listener: Listener,
 }
 
 impl ConnServer {
-    /// Takes a builder with the listener's own limits set and adds the timeouts. hyper's HTTP/1
+    /// Takes a builder with the listener's own limits set and adds the timeouts; starts the
+    /// watchdog's sweeping task on the current runtime. hyper's HTTP/1
     /// header timeout is turned off: it starts at the end of each response, so it would cut idle
     /// keep-alive connections at `header_read_timeout`; the watchdog times heads and idleness
     /// separately.
@@ -72,20 +72,25 @@ impl ConnServer {
             .keep_alive_timeout(ping);
         ConnServer {
             builder,
-            timeouts,
+            reaper: Reaper::start(timeouts),
             metrics,
             listener,
         }
     }
 
-    /// Serve `io` until the client or hyper ends the connection, the watchdog cuts it, (with a
-    /// graceful `watcher`) a drain finishes it, or `cut` turns true (the drain's grace is over).
+    /// End every connection of this server now (a drain's grace is over).
+    pub(crate) fn cut(&self) {
+        self.reaper.cut();
+    }
+
+    /// Serve `io`, accepted at `accepted` (its first head is due from then), until the client or
+    /// hyper ends the connection, the watchdog ends it (a timeout, or [`ConnServer::cut`]), or
+    /// (with a graceful `watcher`) a drain finishes it.
     pub(crate) async fn serve<S, H, Fut, B>(
         &self,
         io: S,
-        clock: Arc<ConnClock>,
+        accepted: Instant,
         watcher: Option<Watcher>,
-        cut: Option<watch::Receiver<bool>>,
         peer: SocketAddr,
         handler: H,
     ) where
@@ -94,6 +99,7 @@ impl ConnServer {
         Fut: Future<Output = Response<B>> + Send + 'static,
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
+        let clock = self.reaper.watch(accepted);
         let requests = clock.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let guard = requests.request_started(req.version());
@@ -110,14 +116,11 @@ impl ConnServer {
                 None => conn.await,
             }
         };
-        let cut = async move {
-            match cut {
-                Some(mut cut) => crate::server::stopped(&mut cut).await,
-                None => std::future::pending().await,
-            }
-        };
         let listener = self.listener.as_str();
+        // `biased`: the connection is what wakes the task nearly every time; the watchdog's
+        // branch is one atomic load.
         tokio::select! {
+            biased;
             ended = served => if let Err(err) = ended {
                 // hyper answers a head it cannot parse (400) or that overflows its buffer (431)
                 // itself, without calling the handler: count those here, as the handler counts
@@ -129,16 +132,18 @@ impl ConnServer {
                 }
                 tracing::debug!(listener, %peer, error = %err, "connection ended with an error");
             },
-            () = cut => {
-                tracing::debug!(listener, %peer, "connection cut at shutdown_grace");
-            }
-            why = watchdog::expired(&clock, self.timeouts) => {
-                self.metrics
-                    .connections_timed_out
-                    .with_label_values(&[listener, why.as_str()])
-                    .inc();
-                tracing::debug!(listener, %peer, reason = why.as_str(), "connection timed out");
-            }
+            ending = watchdog::ended(&clock) => match ending {
+                Ending::Cut => {
+                    tracing::debug!(listener, %peer, "connection cut at shutdown_grace");
+                }
+                Ending::Expired(why) => {
+                    self.metrics
+                        .connections_timed_out
+                        .with_label_values(&[listener, why.as_str()])
+                        .inc();
+                    tracing::debug!(listener, %peer, reason = why.as_str(), "connection timed out");
+                }
+            },
         }
     }
 }

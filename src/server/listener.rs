@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use super::accept::accept_loop;
 use super::conn::{ConnServer, Listener};
 use super::slots::{self, Slot, Slots};
-use super::watchdog::{ConnClock, Timeouts};
+use super::watchdog::Timeouts;
 use crate::config::compiled::Server;
 use crate::inflight::{Entered, InFlight};
 use crate::metrics::Metrics;
@@ -105,7 +105,6 @@ pub(crate) async fn serve(
     // Connections still open when the grace ends are cut here, on this runtime, rather than
     // dropped with it: what their requests owe the store is then still settled.
     let serving = Arc::new(InFlight::default());
-    let (cut, cut_rx) = watch::channel(false);
     let accepted = |stream: TcpStream, peer, slot| {
         let _ = stream.set_nodelay(true);
         let conn = Connection {
@@ -114,7 +113,6 @@ pub(crate) async fn serve(
             metrics: metrics.clone(),
             watcher: graceful.watcher(),
             header_read_timeout: settings.timeouts.header_read,
-            cut: cut_rx.clone(),
             _serving: serving.enter(),
             _slot: slot,
         };
@@ -135,7 +133,7 @@ pub(crate) async fn serve(
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => {
             tracing::warn!("shutdown grace elapsed with requests still in flight; cutting them");
-            let _ = cut.send(true);
+            server.cut();
             let _ = tokio::time::timeout(CUT_WAIT, serving.idle()).await;
         }
     }
@@ -147,8 +145,6 @@ struct Connection {
     metrics: Arc<Metrics>,
     watcher: hyper_util::server::graceful::Watcher,
     header_read_timeout: Duration,
-    /// Set when the shutdown grace has elapsed.
-    cut: watch::Receiver<bool>,
     _serving: Entered,
     _slot: Slot,
 }
@@ -194,14 +190,7 @@ impl Connection {
             async move { gateway.handle(info, req).await }
         };
         self.server
-            .serve(
-                stream,
-                ConnClock::new(accepted),
-                Some(self.watcher),
-                Some(self.cut),
-                info.peer,
-                handler,
-            )
+            .serve(stream, accepted, Some(self.watcher), info.peer, handler)
             .await;
         self.metrics.connections_active.dec();
     }

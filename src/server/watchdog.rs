@@ -5,32 +5,41 @@
 //! preface or a header block that never ends would hold a connection (and a file descriptor)
 //! forever. Nor does hyper know an idle timeout or nginx's `send_timeout`. Each connection
 //! therefore gets a watchdog: the IO wrapper, the per-request guards and the response bodies note
-//! what the connection is doing in a few atomics (no syscall, no allocation per read or write),
-//! and one timer per connection wakes at the nearest deadline, re-reads that state and either
-//! sleeps again or ends the connection. Between two wake-ups the state mostly moves deadlines
-//! later; the exceptions (a head starting on an idle HTTP/1 connection, a response starting to
-//! wait for the client) are caught at the next wake-up, at most min(header_read, idle, send / 4)
-//! away.
+//! what the connection is doing in a few atomics (no syscall, no allocation, no clock read per
+//! read or write), and one [`Reaper`] per listener and worker sweeps its connections every tick,
+//! reads that state and ends the connections past a deadline.
 //!
-//! The rules, checked at each wake-up:
+//! Why one sweeper and not a timer per connection: a per-connection timer is a second branch
+//! polled every time the connection's task wakes (several times per request), and the clock is
+//! read for every stamp. The reaper reads the clock once per tick and publishes it as a coarse
+//! time the stamps use; the connection polls one atomic flag. The tick is a tenth of the shortest
+//! timeout (10 ms to 1 s). A stamp is at most one tick old, so a deadline counts one extra tick
+//! (never early) and is noticed at most one tick after that: a connection is ended between its
+//! deadline and two ticks later.
+//!
+//! The rules, checked at each sweep:
 //! - no request in flight, and reading a request head (from accept, or since the first byte after
 //!   an idle HTTP/1 keep-alive period): closed `header_read` after that start;
 //! - no request in flight, nothing read since the last response: closed `idle` after it;
 //! - a response frame handed to hyper and no write progress for `send` (the client does not
 //!   read, or an HTTP/2 client withholds flow-control credit): closed.
 //!
+//! The reaper also cuts every connection at once when a drain's grace is over ([`Reaper::cut`]).
 //! Dropping the connection future closes the socket; hyper then drops every response body of the
 //! connection, which releases the upstream connections they were streaming from.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::Version;
 use http_body::{Body, Frame, SizeHint};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Expiry;
@@ -38,8 +47,12 @@ use crate::millis;
 
 /// Marks "not set" in the millisecond fields.
 const NONE: u64 = u64::MAX;
-/// The shortest sleep between wake-ups, so a tiny timeout cannot make the watchdog spin.
+/// The reaper's tick is the shortest timeout divided by this, within [`MIN_TICK`, `MAX_TICK`].
+const TICKS_PER_TIMEOUT: u32 = 10;
+/// So a tiny timeout cannot make the reaper spin.
 const MIN_TICK: Duration = Duration::from_millis(10);
+/// So an idle gateway with long timeouts still sweeps often enough to end connections promptly.
+const MAX_TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -48,14 +61,16 @@ pub(crate) struct Timeouts {
     pub(crate) send: Duration,
 }
 
-/// What one connection is doing. Times are milliseconds since `start` (the accept).
+/// What one connection is doing. Times are milliseconds of its reaper's coarse clock.
 #[derive(Debug)]
 pub(crate) struct ConnClock {
-    start: Instant,
+    /// The coarse time stamps are taken from.
+    now: Arc<Coarse>,
     /// Requests whose head has arrived and whose response body has not ended.
     active: AtomicU32,
     /// When reading the next request head began; `NONE` while a request is in flight or the
-    /// connection is idle with nothing read. Starts at 0: the first head is due from accept.
+    /// connection is idle with nothing read. Starts at the accept: the first head is due from
+    /// then.
     head_since: AtomicU64,
     /// When the last in-flight request ended.
     idle_since: AtomicU64,
@@ -65,31 +80,39 @@ pub(crate) struct ConnClock {
     /// Response frames handed to hyper and not yet taken back (waiting to be sent).
     frames_waiting: AtomicU32,
     /// Bumped whenever a response frame is handed over or taken, and (HTTP/1) whenever bytes
-    /// reach the socket: the watchdog samples it to see write progress without a clock read per
+    /// reach the socket: the reaper samples it to see write progress without a clock read per
     /// write. A slow reader of a large HTTP/1 chunk makes progress although hyper has not taken
     /// the next frame; on HTTP/2 socket writes include pings, so only frames count there.
     progress: AtomicU64,
+    /// The reaper's own: `progress` at its last sweep, and when it last saw it move.
+    progress_seen: AtomicU64,
+    progress_at: AtomicU64,
+    /// How the connection must end ([`Ending::code`]), 0 while it may go on.
+    ending: AtomicU8,
+    /// The connection's task, woken when `ending` is set.
+    waker: AtomicWaker,
 }
 
 impl ConnClock {
-    pub(crate) fn new(accepted: Instant) -> Arc<ConnClock> {
-        Arc::new(ConnClock {
-            start: accepted,
+    fn new(now: Arc<Coarse>, accepted: u64) -> ConnClock {
+        let sweep = now.get();
+        ConnClock {
+            now,
             active: AtomicU32::new(0),
-            head_since: AtomicU64::new(0),
-            idle_since: AtomicU64::new(0),
+            head_since: AtomicU64::new(accepted),
+            idle_since: AtomicU64::new(accepted),
             h2: AtomicBool::new(false),
             frames_waiting: AtomicU32::new(0),
             progress: AtomicU64::new(0),
-        })
-    }
-
-    fn millis_at(&self, at: Instant) -> u64 {
-        millis::floor(at.saturating_duration_since(self.start)).min(NONE - 1)
+            progress_seen: AtomicU64::new(0),
+            progress_at: AtomicU64::new(sweep),
+            ending: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
+        }
     }
 
     fn now(&self) -> u64 {
-        self.millis_at(Instant::now())
+        self.now.get()
     }
 
     /// A request head is complete; the guard lives as long as its response body.
@@ -112,7 +135,7 @@ impl ConnClock {
     }
 
     fn on_read(&self) {
-        // Three plain loads on the common path; the clock is read once per head.
+        // Three plain loads on the common path; the coarse clock is read once per head.
         if self.head_since.load(Relaxed) == NONE
             && self.active.load(Relaxed) == 0
             && !self.h2.load(Relaxed)
@@ -121,7 +144,7 @@ impl ConnClock {
         }
     }
 
-    /// The nearest deadline (ms since start) and what it is for, given the last time write
+    /// The nearest deadline (coarse ms) and what it is for, given the last time write
     /// progress was seen.
     fn deadline(&self, t: &Timeouts, progress_at: u64) -> Option<(u64, Expiry)> {
         let ms = |d: Duration| millis::floor(d).min(NONE / 2);
@@ -143,33 +166,196 @@ impl ConnClock {
             (a, b) => a.or(b),
         }
     }
+
+    /// The reaper's check at `now`: records write progress, then says whether a deadline
+    /// (plus `slack`, for stamps up to one tick old) has passed.
+    fn overdue(&self, t: &Timeouts, now: u64, slack: u64) -> Option<Expiry> {
+        let seen = self.progress.load(Relaxed);
+        if seen != self.progress_seen.load(Relaxed) {
+            // Progress happened at or before now: counting from now never cuts early.
+            self.progress_seen.store(seen, Relaxed);
+            self.progress_at.store(now, Relaxed);
+        }
+        let (at, why) = self.deadline(t, self.progress_at.load(Relaxed))?;
+        (at.saturating_add(slack) <= now).then_some(why)
+    }
+
+    /// Ask the connection to end (the first reason wins) and wake its task.
+    fn end(&self, why: Ending) {
+        if self
+            .ending
+            .compare_exchange(0, why.code(), Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.waker.wake();
+        }
+    }
 }
 
-/// Resolves when the connection has outlived one of its deadlines.
-pub(crate) async fn expired(clock: &ConnClock, t: Timeouts) -> Expiry {
-    let mut events = clock.progress.load(Relaxed);
-    let mut progress_at = clock.now();
-    loop {
-        let now = clock.now();
-        let seen = clock.progress.load(Relaxed);
-        if seen != events {
-            // Progress happened at or before now: counting from now never cuts early.
-            events = seen;
-            progress_at = now;
+/// Why the reaper ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Expired(Expiry),
+    /// The drain's grace is over ([`Reaper::cut`]).
+    Cut,
+}
+
+impl Ending {
+    fn code(self) -> u8 {
+        match self {
+            Ending::Expired(Expiry::HeaderRead) => 1,
+            Ending::Expired(Expiry::Idle) => 2,
+            Ending::Expired(Expiry::Send) => 3,
+            Ending::Cut => 4,
         }
-        let deadline = clock.deadline(&t, progress_at);
-        if let Some((at, why)) = deadline {
-            if at <= now {
-                return why;
+    }
+
+    fn of(code: u8) -> Option<Ending> {
+        Some(match code {
+            1 => Ending::Expired(Expiry::HeaderRead),
+            2 => Ending::Expired(Expiry::Idle),
+            3 => Ending::Expired(Expiry::Send),
+            4 => Ending::Cut,
+            _ => return None,
+        })
+    }
+}
+
+/// Resolves when the reaper has ended the connection. Polled whenever the connection's task
+/// wakes, so the common case is one atomic load and a pointer comparison.
+pub(crate) fn ended(clock: &ConnClock) -> Ended<'_> {
+    Ended {
+        clock,
+        registered: None,
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Ended<'a> {
+    clock: &'a ConnClock,
+    /// The waker last given to the clock: only this future registers one, so while the task's
+    /// waker is the same there is nothing to update.
+    registered: Option<Waker>,
+}
+
+impl Future for Ended<'_> {
+    type Output = Ending;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
+        if let Some(why) = Ending::of(self.clock.ending.load(Relaxed)) {
+            return Poll::Ready(why);
+        }
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.clock.waker.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+            // Set between the load above and the registration: the wake went to the old waker.
+            if let Some(why) = Ending::of(self.clock.ending.load(Relaxed)) {
+                return Poll::Ready(why);
             }
         }
-        // Wake up again before a state change could have brought a deadline nearer (a request
-        // may end and a head start, a response may start waiting for the client), so no
-        // deadline is overshot by more than this cap.
-        let cap = t.header_read.min(t.idle).min(t.send / 4);
-        let until = deadline.map_or(NONE, |(at, _)| at - now);
-        let sleep = Duration::from_millis(until).min(cap).max(MIN_TICK);
-        tokio::time::sleep(sleep).await;
+        Poll::Pending
+    }
+}
+
+/// Milliseconds since the reaper started, as of its last tick.
+#[derive(Debug)]
+struct Coarse {
+    ms: AtomicU64,
+}
+
+impl Coarse {
+    fn get(&self) -> u64 {
+        self.ms.load(Relaxed)
+    }
+}
+
+/// The watchdog of one listener on one runtime: the connections it serves, swept every tick.
+#[derive(Debug)]
+pub(crate) struct Reaper {
+    shared: Arc<Swept>,
+}
+
+#[derive(Debug)]
+struct Swept {
+    start: Instant,
+    now: Arc<Coarse>,
+    timeouts: Timeouts,
+    tick: Duration,
+    /// Bounded by the listener's connection ceiling; dead entries leave at each sweep.
+    conns: Mutex<Vec<Weak<ConnClock>>>,
+}
+
+impl Reaper {
+    /// Starts the sweeping task on the current runtime; it stops once the reaper is dropped.
+    pub(crate) fn start(timeouts: Timeouts) -> Reaper {
+        let shortest = timeouts.header_read.min(timeouts.idle).min(timeouts.send);
+        let shared = Arc::new(Swept {
+            start: Instant::now(),
+            now: Arc::new(Coarse {
+                ms: AtomicU64::new(0),
+            }),
+            timeouts,
+            tick: (shortest / TICKS_PER_TIMEOUT).clamp(MIN_TICK, MAX_TICK),
+            conns: Mutex::new(Vec::new()),
+        });
+        tokio::spawn(sweep_forever(Arc::downgrade(&shared)));
+        Reaper { shared }
+    }
+
+    /// A clock for a connection accepted at `accepted` (its first head is due from then),
+    /// swept from now on.
+    pub(crate) fn watch(&self, accepted: Instant) -> Arc<ConnClock> {
+        let s = &self.shared;
+        let at = millis::floor(accepted.saturating_duration_since(s.start)).min(NONE - 1);
+        let clock = Arc::new(ConnClock::new(s.now.clone(), at));
+        s.conns.lock().push(Arc::downgrade(&clock));
+        clock
+    }
+
+    /// End every connection now (the drain's grace is over).
+    pub(crate) fn cut(&self) {
+        for conn in self.shared.conns.lock().iter().filter_map(Weak::upgrade) {
+            conn.end(Ending::Cut);
+        }
+    }
+}
+
+async fn sweep_forever(swept: Weak<Swept>) {
+    let Some(tick) = swept.upgrade().map(|s| s.tick) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(s) = swept.upgrade() else {
+            return;
+        };
+        s.sweep();
+    }
+}
+
+impl Swept {
+    fn sweep(&self) {
+        let now = millis::floor(self.start.elapsed()).min(NONE - 1);
+        self.now.ms.store(now, Relaxed);
+        let slack = millis::ceil(self.tick);
+        self.conns.lock().retain(|conn| {
+            let Some(conn) = conn.upgrade() else {
+                return false;
+            };
+            match conn.overdue(&self.timeouts, now, slack) {
+                Some(why) => {
+                    conn.end(Ending::Expired(why));
+                    false
+                }
+                None => true,
+            }
+        });
     }
 }
 
@@ -332,9 +518,53 @@ mod tests {
         send: Duration::from_secs(30),
     };
 
+    /// A connection accepted at time 0 of a clock that stays at 0.
+    fn clock() -> Arc<ConnClock> {
+        Arc::new(ConnClock::new(
+            Arc::new(Coarse {
+                ms: AtomicU64::new(0),
+            }),
+            0,
+        ))
+    }
+
+    #[test]
+    fn a_deadline_counts_one_tick_of_slack_and_progress_moves_the_send_deadline() {
+        let clock = clock();
+        assert_eq!(clock.overdue(&T, 10_000, 100), None);
+        assert_eq!(clock.overdue(&T, 10_100, 100), Some(Expiry::HeaderRead));
+        let mut guard = clock.request_started(Version::HTTP_11);
+        guard.frame_handed();
+        // Progress seen at 20 000: the send deadline runs from there.
+        assert_eq!(clock.overdue(&T, 20_000, 100), None);
+        assert_eq!(clock.overdue(&T, 50_000, 100), None);
+        assert_eq!(clock.overdue(&T, 50_100, 100), Some(Expiry::Send));
+    }
+
+    #[tokio::test]
+    async fn the_reaper_ends_an_overdue_connection_and_cuts_the_rest() {
+        let reaper = Reaper::start(Timeouts {
+            header_read: Duration::from_millis(50),
+            idle: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+        });
+        let silent = reaper.watch(Instant::now());
+        let busy = reaper.watch(Instant::now());
+        let _request = busy.request_started(Version::HTTP_11);
+        let why = tokio::time::timeout(Duration::from_secs(10), ended(&silent)).await;
+        assert_eq!(why.unwrap(), Ending::Expired(Expiry::HeaderRead));
+        // A request in flight has no deadline but the cut.
+        let mut busy_ended = std::pin::pin!(ended(&busy));
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(busy_ended.as_mut().poll(cx).is_pending()));
+        assert!(pending.await);
+        reaper.cut();
+        assert_eq!(busy_ended.await, Ending::Cut);
+    }
+
     #[test]
     fn first_head_is_due_from_accept() {
-        let clock = ConnClock::new(Instant::now());
+        let clock = clock();
         assert_eq!(clock.deadline(&T, 0), Some((10_000, Expiry::HeaderRead)));
         clock.on_read();
         assert_eq!(clock.deadline(&T, 0), Some((10_000, Expiry::HeaderRead)));
@@ -342,7 +572,7 @@ mod tests {
 
     #[test]
     fn no_deadline_while_a_request_waits_for_its_upstream() {
-        let clock = ConnClock::new(Instant::now());
+        let clock = clock();
         let guard = clock.request_started(Version::HTTP_11);
         clock.on_read();
         assert_eq!(clock.deadline(&T, 0), None);
@@ -358,7 +588,7 @@ mod tests {
             (Version::HTTP_11, Expiry::HeaderRead),
             (Version::HTTP_2, Expiry::Idle),
         ] {
-            let clock = ConnClock::new(Instant::now());
+            let clock = clock();
             drop(clock.request_started(version));
             clock.on_read();
             assert_eq!(clock.deadline(&T, 0).unwrap().1, expect, "{version:?}");
@@ -367,7 +597,7 @@ mod tests {
 
     #[test]
     fn a_waiting_frame_is_due_send_after_the_last_progress() {
-        let clock = ConnClock::new(Instant::now());
+        let clock = clock();
         let mut guard = clock.request_started(Version::HTTP_11);
         guard.frame_handed();
         assert_eq!(clock.deadline(&T, 500), Some((30_500, Expiry::Send)));
