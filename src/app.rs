@@ -13,9 +13,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::server as admin;
 use crate::admin::AdminState;
 use crate::alerts::{self, Alerter};
+use crate::clock::SystemClock;
+use crate::config::compiled::{StoreKind, StoreSettings};
 use crate::config::file::DEFAULT_ALERT_QUEUE_SIZE;
 use crate::config::reload::{Reloader, Trigger};
 use crate::config::{self, Config, ConfigError, Live};
+use crate::limiter::cache::DenyCache;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::handler::Gateway;
@@ -23,7 +26,9 @@ use crate::proxy::upstream::UpstreamPool;
 use crate::server::listener::ListenerSettings;
 use crate::server::tls::{self, TlsError};
 use crate::server::workers;
-use crate::store::{AnyStore, StoreError};
+use crate::store::memory::Evictions;
+use crate::store::redis::Invalidation;
+use crate::store::{AnyStore, MemoryStore, RedisStore, StoreError};
 
 /// How long start-up waits for the store's first connection before serving anyway.
 const STORE_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -94,18 +99,11 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
     let live = Arc::new(Live::new(config));
 
     let (alerts, alert_rx) = Alerter::new(live.clone(), metrics.clone(), alert_queue);
-    let limiter =
-        Arc::new(Limiter::build(&store_settings, metrics.clone())?.with_alerts(alerts.clone()));
-    // Give Redis a moment to connect so the first requests need not take the on_error path;
-    // an unreachable Redis never stops the gateway from starting.
-    if let AnyStore::Redis(redis) = limiter.store() {
-        if !redis.wait_connected(STORE_CONNECT_WAIT).await {
-            tracing::warn!(
-                on_error = ?store_settings.on_error,
-                "Redis not reachable yet; serving per store.on_error until it is"
-            );
-        }
-    }
+    let limiter = Arc::new(
+        build_limiter(&store_settings, metrics.clone())
+            .await?
+            .with_alerts(alerts.clone()),
+    );
     // Readiness is right from the first answer of the admin port: probed once before serving,
     // then in the background.
     limiter.probe_store().await;
@@ -179,6 +177,55 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
     served.map_err(AppError::Runtime)?;
     tracing::info!("rategate stopped");
     Ok(())
+}
+
+/// The limiter over the store `settings` choose, built as the gateway builds it (integration
+/// tests build theirs here too). Never fails for an unreachable Redis: see [`open_store`].
+pub async fn build_limiter(
+    settings: &StoreSettings,
+    metrics: Arc<Metrics>,
+) -> Result<Limiter, StoreError> {
+    let (store, cache) = open_store(settings, &metrics).await?;
+    let limiter = Limiter::new(store, settings, metrics);
+    Ok(match cache {
+        Some(cache) => limiter.with_deny_cache(cache),
+        None => limiter,
+    })
+}
+
+/// The store `settings` choose: the in-process store, or Redis with the local deny cache its
+/// pub/sub invalidations keep current. Redis gets a moment to connect so the first requests need
+/// not take the on_error path; an unreachable Redis never stops the gateway from starting (it is
+/// handled per `on_error` until it answers). Only an unusable URL is an error.
+async fn open_store(
+    settings: &StoreSettings,
+    metrics: &Metrics,
+) -> Result<(AnyStore, Option<Arc<DenyCache>>), StoreError> {
+    match settings.kind {
+        StoreKind::Memory => {
+            let store = MemoryStore::new(settings.max_memory_keys, Arc::new(SystemClock))
+                .with_evictions(Evictions::new(&metrics.store_evictions, "memory"));
+            Ok((AnyStore::Memory(store), None))
+        }
+        StoreKind::Redis => {
+            let cache = Arc::new(
+                DenyCache::new(settings.max_memory_keys.min(100_000))
+                    .with_evictions(metrics.store_evictions.clone()),
+            );
+            let sink = cache.clone();
+            let store = RedisStore::connect(
+                settings,
+                Arc::new(move |inv: Invalidation| sink.invalidate(&inv)),
+            )?;
+            if !store.wait_connected(STORE_CONNECT_WAIT).await {
+                tracing::warn!(
+                    on_error = ?settings.on_error,
+                    "Redis not reachable yet; serving per store.on_error until it is"
+                );
+            }
+            Ok((AnyStore::Redis(store), Some(cache)))
+        }
+    }
 }
 
 /// Load config text as a reload does: validate and compile, then the checks that need files.

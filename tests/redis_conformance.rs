@@ -82,8 +82,9 @@ async fn conformance_on_redis_cluster() {
 async fn unblock_reaches_every_instance_cache() {
     use bytes::Bytes;
     use http::{HeaderMap, Method, StatusCode};
+    use rategate::app::build_limiter;
     use rategate::config::compiled::{Algorithm, PathMatch, Policy, Route, Target};
-    use rategate::limiter::{ClientId, Limiter, RequestView, Verdict};
+    use rategate::limiter::{ClientId, RequestView, Verdict};
     use rategate::metrics::Metrics;
 
     if !have_redis() {
@@ -93,12 +94,14 @@ async fn unblock_reaches_every_instance_cache() {
     let redis = RedisServer::start();
     let mut s = settings(redis.url());
     s.timeout = Duration::from_secs(2);
-    let a = Limiter::build(&s, Arc::new(Metrics::new().unwrap())).unwrap();
-    let b = Limiter::build(&s, Arc::new(Metrics::new().unwrap())).unwrap();
+    let a = build_limiter(&s, Arc::new(Metrics::new().unwrap()))
+        .await
+        .unwrap();
+    let b = build_limiter(&s, Arc::new(Metrics::new().unwrap()))
+        .await
+        .unwrap();
     for l in [&a, &b] {
-        if let rategate::store::AnyStore::Redis(r) = l.store() {
-            assert!(r.wait_connected(Duration::from_secs(10)).await);
-        }
+        assert!(l.store().wait_ready(Duration::from_secs(10)).await);
     }
     let policy = Arc::new(Policy {
         block_for: Some(Duration::from_secs(3600)),

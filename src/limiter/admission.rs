@@ -49,13 +49,10 @@ impl StoreRef {
         }
     }
 
-    /// A Redis store known to be disconnected is not waited on: the call would only time out.
+    /// A remote store known to be disconnected is not waited on: the call would only time out.
     fn reachable(&self) -> bool {
         match self {
-            StoreRef::Primary(s) => match &**s {
-                AnyStore::Redis(r) => r.is_connected(),
-                AnyStore::Memory(_) => true,
-            },
+            StoreRef::Primary(s) => s.is_connected(),
             StoreRef::Fallback(_) => true,
         }
     }

@@ -429,6 +429,47 @@ impl From<MemoryStore> for AnyStore {
     }
 }
 
+/// What callers ask of the configured store beyond the contract; the only place outside the
+/// stores themselves that knows which one is configured.
+impl AnyStore {
+    /// Whether the store is reached over the network, so that a call may time out or fail while
+    /// it is down (a circuit breaker guards it), and costs a round trip (a local deny cache
+    /// saves some).
+    pub(crate) fn is_remote(&self) -> bool {
+        match self {
+            AnyStore::Memory(_) => false,
+            AnyStore::Redis(_) => true,
+        }
+    }
+
+    /// Whether a call can reach the store now: false only for a remote store with no
+    /// connection up, so callers can fail fast instead of queueing behind a reconnect.
+    pub(crate) fn is_connected(&self) -> bool {
+        match self {
+            AnyStore::Memory(_) => true,
+            AnyStore::Redis(r) => r.is_connected(),
+        }
+    }
+
+    /// Is the store answering? One PING for a remote store (bounded by its timeout, never
+    /// counted in the store request metrics); the in-process store always answers.
+    pub(crate) async fn probe(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(_) => Ok(()),
+            AnyStore::Redis(r) => r.ping().await,
+        }
+    }
+
+    /// Wait up to `timeout` for a remote store to be connected (and subscribed to its
+    /// invalidations); returns whether it is. The in-process store is ready at once.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        match self {
+            AnyStore::Memory(_) => true,
+            AnyStore::Redis(r) => r.wait_connected(timeout).await,
+        }
+    }
+}
+
 impl Store for AnyStore {
     fn name(&self) -> &'static str {
         match self {
