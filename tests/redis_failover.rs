@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis::{command_calls, have_redis, RedisCluster, RedisServer};
-use common::redis_ha::{is_master, keys_with_prefix, move_slot, owns, slot_of, ReplicatedCluster};
+use common::redis_ha::{
+    is_master, keys_with_prefix, move_slot, owns, slot_of, ReplicatedCluster, SentinelGroup,
+};
 use common::*;
 
 macro_rules! need_redis {
@@ -31,6 +33,12 @@ const PREFIX: &str = "rgha:";
 /// Counting must be exact again this soon after the topology settled (the brief's "a few
 /// seconds", with room for a loaded 2-core machine).
 const RESUMES_WITHIN: Duration = Duration::from_secs(10);
+
+/// After a Sentinel failover, the instance leaves the old master this soon after it resumes
+/// (about 1 s here). Shorter than the general deadline: the sentinels themselves demote the old
+/// master and kill its clients 8-10 s after it is back, which would move a stale connection
+/// without any help from rategate.
+const SENTINEL_MOVES_WITHIN: Duration = Duration::from_secs(6);
 
 /// Fixed-window policies per client with limits the test never reaches, so every status but 200
 /// is an `on_error` answer: `load` for the background traffic, `probe` (on `/probe`) for the
@@ -283,6 +291,59 @@ fn cluster_failovers_and_a_restart_under_load_resume_exact_counting_on_the_new_m
         .showing(|| a.logs())
         .until(|| counts_exactly(&gateways, owner, 10));
     eprintln!("exact {:?} after the restart began", started.elapsed());
+
+    let statuses = load.finish();
+    assert!(statuses.len() > 50, "{} requests", statuses.len());
+    assert_eq!(unexplained(&statuses), Vec::<u16>::new());
+}
+
+#[test]
+fn after_a_sentinel_failover_every_pooled_connection_leaves_the_old_master() {
+    need_redis!();
+    let group = SentinelGroup::start();
+    let echo = Echo::start();
+    let cfg = config(&echo, &group.url(), "fallback");
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let gateways = [&a, &b];
+    let (old, new) = (&group.servers[0], &group.servers[1]);
+    poll("both gateways to count on the master", RESUMES_WITHIN)
+        .every(Duration::from_millis(50))
+        .until(|| counts_exactly(&gateways, old, 2));
+    let load = Load::start(&[a.addr, b.addr]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The master stalls; the sentinels agree it is down and promote the replica; the old master
+    // wakes up still believing it is the master until the sentinels demote it.
+    old.pause();
+    poll("the sentinels to promote the replica", RESUMES_WITHIN * 3)
+        .every(Duration::from_millis(100))
+        .until(|| group.master_port() == Some(new.port));
+    old.resume();
+    let resumed = Instant::now();
+    poll(
+        "every check to run on the new master only",
+        SENTINEL_MOVES_WITHIN,
+    )
+    .every(Duration::from_millis(50))
+    .showing(|| a.logs())
+    .until(|| {
+        let on_old = old.evalsha_calls();
+        counts_exactly(&gateways, new, 10) && old.evalsha_calls() == on_old
+    });
+    eprintln!(
+        "exact on the new master {:?} after SIGCONT",
+        resumed.elapsed()
+    );
+    // And it stays so: a connection left behind would run a share of these on the old master.
+    let on_old = old.evalsha_calls();
+    assert!(counts_exactly(&gateways, new, 30));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        old.evalsha_calls(),
+        on_old,
+        "checks still ran on the old master"
+    );
 
     let statuses = load.finish();
     assert!(statuses.len() > 50, "{} requests", statuses.len());

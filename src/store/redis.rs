@@ -167,7 +167,7 @@ impl RedisStore {
         settings: &StoreSettings,
         on_invalidate: InvalidationSink,
     ) -> Result<Self, StoreError> {
-        let connect::Clients { pool, subscriber } = connect::build(settings, POOL_SIZE)?;
+        let clients = connect::build(settings, POOL_SIZE)?;
         let timeout = settings.timeout;
 
         let base = format!("{}{TAG}:", settings.key_prefix);
@@ -176,8 +176,8 @@ impl RedisStore {
             reasons_key: format!("{base}reasons"),
             channel: format!("{base}events"),
             base,
-            pool,
-            subscriber,
+            pool: clients.pool.clone(),
+            subscriber: clients.subscriber.clone(),
             subscribed: Arc::default(),
             check: Script::new(CHECK),
             admin: Script::new(ADMIN),
@@ -186,10 +186,7 @@ impl RedisStore {
             // `scoped` gives conformance tests a clock of their own.
             test_clock: None,
         });
-        connect::start(&connect::Clients {
-            pool: inner.pool.clone(),
-            subscriber: inner.subscriber.clone(),
-        });
+        connect::start(&clients);
         spawn_subscriber(&inner, on_invalidate);
         tracing::info!(url = %redact(&settings.url), "Redis store connecting");
         Ok(RedisStore { inner })

@@ -21,8 +21,9 @@
 
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, EventInterface};
-use fred::prelude::{Config, Pool, ReconnectPolicy};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::prelude::{Config, Pool, ReconnectPolicy, ServerConfig};
+use fred::types::config::Server;
 use fred::types::config::{Options, UnresponsiveConfig};
 use fred::types::{Builder, ClusterHash, CustomCommand, FromValue, MultipleKeys, Value};
 
@@ -41,20 +42,42 @@ const RESTART_PAUSE: Duration = Duration::from_millis(100);
 pub(super) struct Clients {
     pub(super) pool: Pool,
     pub(super) subscriber: fred::clients::Client,
+    /// Behind Sentinel: one connection per sentinel with the service name it watches.
+    watchers: Vec<(fred::clients::Client, String)>,
 }
 
-/// Build the clients for `settings` (nothing connects yet; see [`start`]).
-pub(super) fn build(settings: &StoreSettings, pool_size: usize) -> Result<Clients, StoreError> {
-    let mut config = Config::from_url(&settings.url).map_err(|e| {
-        StoreError::Unavailable(format!(
-            "invalid store.url {}: {e}",
-            super::redact(&settings.url)
-        ))
-    })?;
-    // Keep retrying (with backoff) when Redis is unreachable at start, instead of giving up.
-    config.fail_fast = false;
-    let mut builder = Builder::from_config(config);
-    let timeout = settings.timeout;
+/// Per sentinel, a connection that listens for `+switch-master` (see [`watch_sentinels`]).
+fn sentinel_watchers(
+    config: &Config,
+    timeout: Duration,
+) -> Result<Vec<(fred::clients::Client, String)>, StoreError> {
+    let ServerConfig::Sentinel {
+        hosts,
+        service_name,
+        ..
+    } = &config.server
+    else {
+        return Ok(Vec::new());
+    };
+    hosts
+        .iter()
+        .map(|sentinel| {
+            let mut c = config.clone();
+            c.server = ServerConfig::Centralized {
+                server: sentinel.clone(),
+            };
+            // Sentinels have no databases.
+            c.database = None;
+            let client = configure(Builder::from_config(c), timeout)
+                .build()
+                .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
+            Ok((client, service_name.clone()))
+        })
+        .collect()
+}
+
+/// The connection, timeout and reconnect settings every client shares.
+fn configure(mut builder: Builder, timeout: Duration) -> Builder {
     builder
         .with_connection_config(|c| {
             c.connection_timeout = timeout.max(Duration::from_secs(1));
@@ -72,24 +95,134 @@ pub(super) fn build(settings: &StoreSettings, pool_size: usize) -> Result<Client
         // Back-off capped at 1 s: an instance is back in rotation (readiness, the breaker's
         // probe) within about 2 s of Redis answering again.
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2));
+    builder
+}
+
+/// Build the clients for `settings` (nothing connects yet; see [`start`]).
+pub(super) fn build(settings: &StoreSettings, pool_size: usize) -> Result<Clients, StoreError> {
+    let mut config = Config::from_url(&settings.url).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "invalid store.url {}: {e}",
+            super::redact(&settings.url)
+        ))
+    })?;
+    // Keep retrying (with backoff) when Redis is unreachable at start, instead of giving up.
+    config.fail_fast = false;
+    let watchers = sentinel_watchers(&config, settings.timeout)?;
+    let builder = configure(Builder::from_config(config), settings.timeout);
     let pool = builder
         .build_pool(pool_size)
         .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
     let subscriber = builder
         .build()
         .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
-    Ok(Clients { pool, subscriber })
+    Ok(Clients {
+        pool,
+        subscriber,
+        watchers,
+    })
 }
 
 /// Connect every client, each under a supervisor that starts it again if its routing task ends
 /// (see the module docs), and keep a Sentinel pool on one master.
 pub(super) fn start(clients: &Clients) {
-    for client in clients.pool.clients() {
-        log_connection_errors(client);
-        supervise(client.clone());
+    let mut all: Vec<fred::clients::Client> = clients.pool.clients().to_vec();
+    all.push(clients.subscriber.clone());
+    if matches!(
+        clients.subscriber.client_config().server,
+        ServerConfig::Sentinel { .. }
+    ) {
+        follow_one_master(&all);
     }
-    log_connection_errors(&clients.subscriber);
-    supervise(clients.subscriber.clone());
+    for (watcher, service) in &clients.watchers {
+        watch_sentinel(watcher, service, all.clone());
+        supervise(watcher.clone());
+    }
+    for client in all {
+        log_connection_errors(&client);
+        supervise(client);
+    }
+}
+
+/// Move every client connected anywhere but `master` (they ask the sentinels again).
+fn move_to(clients: &[fred::clients::Client], master: &Server) {
+    for client in clients {
+        let at = client.active_connections();
+        // A client with no connection is connecting and will ask the sentinels itself.
+        if let Some(was) = at.first().filter(|_| !at.contains(master)) {
+            tracing::info!(
+                master = %master,
+                was = %was,
+                "Redis master changed; moving a pooled connection to it"
+            );
+            let client = client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client.force_reconnection().await {
+                    tracing::warn!(error = %e, "cannot move a Redis connection");
+                }
+            });
+        }
+    }
+}
+
+/// Listen on one sentinel for `+switch-master <service> <old ip> <old port> <new ip> <new
+/// port>`, published when a failover completes: connections that never dropped (the old master
+/// only stalled, or was healthy for a manual failover) learn of it at once instead of when the
+/// sentinels demote the old master and kill its clients, about 10 s after it is back.
+fn watch_sentinel(
+    watcher: &fred::clients::Client,
+    service: &str,
+    clients: Vec<fred::clients::Client>,
+) {
+    let service = service.to_string();
+    drop(watcher.on_message(move |msg| {
+        let switched = msg.value.as_str().and_then(|text| {
+            let f: Vec<&str> = text.split(' ').collect();
+            match f.as_slice() {
+                [name, _, _, ip, port] if *name == service => {
+                    port.parse().ok().map(|p| Server::new(*ip, p))
+                }
+                _ => None,
+            }
+        });
+        if let Some(master) = switched {
+            move_to(&clients, &master);
+        }
+        async { Ok(()) }
+    }));
+    let client = watcher.clone();
+    // Subscribe on every (re)connect.
+    drop(watcher.on_reconnect(move |_| {
+        let client = client.clone();
+        async move {
+            if let Err(e) = client.subscribe("+switch-master").await {
+                tracing::warn!(error = %e, "cannot subscribe to Sentinel failovers");
+            }
+            Ok(())
+        }
+    }));
+}
+
+/// The Sentinel client rule for pools: when one client (re)connects to a master, every other
+/// client of the instance that is connected elsewhere reconnects, and so asks the sentinels again.
+/// Without it a client that reconnected to a stalled master just before it resumed keeps running
+/// checks there until the sentinels demote it (about 10 s), and those counts are thrown away.
+/// Each client verifies the master's `ROLE` when connecting, so the clients converge on the master
+/// the sentinels agree on.
+fn follow_one_master(clients: &[fred::clients::Client]) {
+    for (i, client) in clients.iter().enumerate() {
+        let others: Vec<fred::clients::Client> = clients
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, c)| c.clone())
+            .collect();
+        // The listener task lives as long as the client; its handle is not needed.
+        drop(client.on_reconnect(move |master| {
+            move_to(&others, &master);
+            async { Ok(()) }
+        }));
+    }
 }
 
 /// Run `client`'s connection task, and run it again whenever it ends with an error (fred ends it
