@@ -33,12 +33,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::{
-    ClientLike, Config, EventInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy,
-};
-use fred::types::config::UnresponsiveConfig;
-use fred::types::{Builder, Value};
+use fred::prelude::{ClientLike, EventInterface, Pool, PubsubInterface};
+use fred::types::Value;
 
+mod connect;
+
+use self::connect::Conn;
 use super::algorithm::Params;
 use super::{
     BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, EventKind, LimitStatus,
@@ -167,37 +167,8 @@ impl RedisStore {
         settings: &StoreSettings,
         on_invalidate: InvalidationSink,
     ) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(&settings.url).map_err(|e| {
-            StoreError::Unavailable(format!("invalid store.url {}: {e}", redact(&settings.url)))
-        })?;
-        // Keep retrying (with backoff) when Redis is unreachable at start, instead of giving up.
-        config.fail_fast = false;
-        let mut builder = Builder::from_config(config);
+        let clients = connect::build(settings, POOL_SIZE)?;
         let timeout = settings.timeout;
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = timeout.max(Duration::from_secs(1));
-                c.internal_command_timeout = timeout.max(Duration::from_secs(1));
-                // Re-sending an in-flight EVALSHA after a reconnect would charge twice.
-                c.max_command_attempts = 1;
-                // A stalled server (CLIENT PAUSE, SIGSTOP) is dropped and reconnected.
-                c.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(Duration::from_secs(2)),
-                    interval: Duration::from_millis(500),
-                };
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = timeout;
-            })
-            // Back-off capped at 1 s: an instance is back in rotation (readiness, the breaker's
-            // probe) within about 2 s of Redis answering again.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2));
-        let pool = builder
-            .build_pool(POOL_SIZE)
-            .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
-        let subscriber = builder
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot build Redis client: {e}")))?;
 
         let base = format!("{}{TAG}:", settings.key_prefix);
         let inner = Arc::new(Inner {
@@ -205,8 +176,8 @@ impl RedisStore {
             reasons_key: format!("{base}reasons"),
             channel: format!("{base}events"),
             base,
-            pool,
-            subscriber,
+            pool: clients.pool.clone(),
+            subscriber: clients.subscriber.clone(),
             subscribed: Arc::default(),
             check: Script::new(CHECK),
             admin: Script::new(ADMIN),
@@ -215,11 +186,7 @@ impl RedisStore {
             // `scoped` gives conformance tests a clock of their own.
             test_clock: None,
         });
-        for client in inner.pool.clients() {
-            log_connection_errors(client);
-        }
-        inner.pool.connect_pool();
-        inner.subscriber.connect();
+        connect::start(&clients);
         spawn_subscriber(&inner, on_invalidate);
         tracing::info!(url = %redact(&settings.url), "Redis store connecting");
         Ok(RedisStore { inner })
@@ -308,10 +275,10 @@ impl RedisStore {
     /// The pooled connection for a call: any (round robin) when `lease` is empty, else always
     /// the same one for a lease while it is up. Redis runs one connection's commands in order,
     /// so a release sent after a check that timed out runs after that check, never before it.
-    fn client_for(&self, lease: &str) -> &fred::clients::Client {
+    fn client_for(&self, lease: &str) -> Conn<'_> {
         let pool = &self.inner.pool;
         if lease.is_empty() {
-            return pool.next_connected();
+            return Conn::new(pool.next_connected());
         }
         let clients = pool.clients();
         let mut hasher = std::hash::DefaultHasher::new();
@@ -320,8 +287,8 @@ impl RedisStore {
             .ok()
             .and_then(|i| clients.get(i));
         match pinned {
-            Some(c) if c.is_connected() => c,
-            _ => pool.next_connected(),
+            Some(c) if c.is_connected() => Conn::new(c),
+            _ => Conn::new(pool.next_connected()),
         }
     }
 
@@ -390,19 +357,6 @@ fn map_error(e: &fred::error::Error, timeout: Duration) -> StoreError {
         ErrorKind::Auth => StoreError::Unavailable(format!("authentication failed: {e}")),
         _ => StoreError::Unavailable(e.to_string()),
     }
-}
-
-/// Connection failures (refused, wrong password, TLS) are logged where operators look; fred
-/// retries with backoff, so this logs at most every couple of seconds per client.
-fn log_connection_errors(client: &fred::clients::Client) {
-    drop(client.on_error(|(error, server)| async move {
-        tracing::warn!(
-            server = ?server.map(|s| s.to_string()),
-            error = %error,
-            "Redis connection error"
-        );
-        Ok(())
-    }));
 }
 
 fn spawn_subscriber(inner: &Arc<Inner>, sink: InvalidationSink) {

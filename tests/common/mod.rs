@@ -7,6 +7,7 @@
 pub mod config;
 pub mod poll;
 pub mod redis;
+pub mod redis_ha;
 
 // Not every test file uses both: each compiles this module on its own.
 #[allow(unused_imports)]

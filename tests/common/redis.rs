@@ -49,7 +49,7 @@ pub fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn answers_ping(port: u16, password: Option<&str>) -> bool {
+pub fn answers_ping(port: u16, password: Option<&str>) -> bool {
     cli(port, password, &["PING"]) == "PONG"
 }
 
@@ -193,6 +193,11 @@ impl RedisServer {
         if let Some(child) = &self.child {
             signal(child.id(), "CONT");
         }
+    }
+
+    /// Whether the process was started and not killed since.
+    pub fn child_alive(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Number of EVALSHA commands this server has executed (from INFO commandstats).
