@@ -243,7 +243,8 @@ impl Limiter {
                 let store = RedisStore::connect(
                     settings,
                     Arc::new(move |inv: Invalidation| sink.invalidate(&inv)),
-                )?;
+                )?
+                .with_metrics(&metrics);
                 let mut limiter = Limiter::new(AnyStore::Redis(store), settings, metrics);
                 limiter.cache = Some(cache);
                 Ok(limiter)
