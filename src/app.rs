@@ -216,7 +216,8 @@ async fn open_store(
             let store = RedisStore::connect(
                 settings,
                 Arc::new(move |inv: Invalidation| sink.invalidate(&inv)),
-            )?;
+            )?
+            .with_metrics(metrics);
             if !store.wait_connected(STORE_CONNECT_WAIT).await {
                 tracing::warn!(
                     on_error = ?settings.on_error,

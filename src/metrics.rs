@@ -81,6 +81,14 @@ pub struct Metrics {
     /// Entries the in-process stores evicted to stay within `max_memory_keys`, by store
     /// (`memory`, `fallback`, `deny_cache`) and kind of entry.
     pub(crate) store_evictions: IntCounterVec,
+    /// Redis script calls by what they do (`check`: one per group of a request's keys, `refund`,
+    /// `penalize`); divided by `store_checks`, the calls per request.
+    pub(crate) store_calls: IntCounterVec,
+    /// Requests the Redis store checked.
+    pub(crate) store_checks: IntCounter,
+    /// Activity records (events, suspect counts, block index) the Redis store dropped: its queue
+    /// was full, or a flush failed.
+    pub(crate) store_activity_dropped: IntCounter,
     pub(crate) blocked_clients: IntGauge,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) connections_active: IntGauge,
@@ -155,6 +163,21 @@ impl Metrics {
             ),
             &["store", "kind"],
         )?;
+        let store_calls = IntCounterVec::new(
+            Opts::new(
+                "rategate_store_calls_total",
+                "Redis script calls on the request path, by call (check: one per group of keys).",
+            ),
+            &["call"],
+        )?;
+        let store_checks = IntCounter::new(
+            "rategate_store_checks_total",
+            "Requests checked against Redis (calls per request = calls / checks).",
+        )?;
+        let store_activity_dropped = IntCounter::new(
+            "rategate_store_activity_dropped_total",
+            "Activity records (events, suspect counts, block index) dropped before reaching Redis.",
+        )?;
         let blocked_clients = IntGauge::new(
             "rategate_blocked_clients",
             "Clients currently blocked, as last seen by this instance.",
@@ -173,6 +196,9 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(policy_rejections.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
+        registry.register(Box::new(store_calls.clone()))?;
+        registry.register(Box::new(store_checks.clone()))?;
+        registry.register(Box::new(store_activity_dropped.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_fallback_active.clone()))?;
         registry.register(Box::new(store_evictions.clone()))?;
@@ -234,6 +260,9 @@ impl Metrics {
             store_errors,
             store_fallback_active,
             store_evictions,
+            store_calls,
+            store_checks,
+            store_activity_dropped,
             blocked_clients,
             config_reloads,
             connections_active,
@@ -252,7 +281,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every family.
-    pub(crate) fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut out = Vec::with_capacity(8192);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)

@@ -673,6 +673,14 @@ fn with_redis_every_instance_shares_blocks_events_and_suspects() {
             expected
         );
     }
+    // A records activity off the request path and writes it to Redis within its flush interval
+    // (100 ms); B sees it once written.
+    poll("A's events in Redis", Duration::from_secs(10)).until(|| {
+        b.get("/admin/events")
+            .1
+            .as_array()
+            .is_some_and(|e| e.len() == 3)
+    });
     let (status, events) = b.get("/admin/events");
     assert_eq!(status, StatusCode::OK, "{events}");
     let kinds: Vec<(&str, &str)> = events

@@ -236,16 +236,28 @@ policies = ["log", "bucket", "win"]
     let keys = redis.cli(&["--scan"]);
     let keys: Vec<&str> = keys.lines().collect();
     assert!(keys.len() >= 4, "{keys:?}");
-    for key in keys {
-        assert!(key.starts_with("rgtest:{rg}:"), "{key}");
+    for key in &keys {
+        assert!(key.starts_with("rgtest:{"), "{key}");
         assert_eq!(
-            key.matches('{').count(),
-            1,
+            (key.matches('{').count(), key.matches('}').count()),
+            (1, 1),
             "client bytes formed a tag: {key}"
         );
+        // -2: gone since the scan (expired, so it had a TTL); -1: no TTL.
         let ttl: i64 = redis.cli(&["PTTL", key]).parse().unwrap();
-        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        assert!(ttl > 0 || ttl == -2, "{key} has no TTL ({ttl})");
     }
+    // Each key's tag is the identity it counts: the client for `log` (and its block), the
+    // counter key itself for the others.
+    let tag = |key: &str| key[key.find('{').unwrap()..=key.find('}').unwrap()].to_string();
+    let tags: std::collections::HashSet<String> = keys.iter().map(|k| tag(k)).collect();
+    assert!(tags.contains("{i:127.0.0.1}"), "{keys:?}");
+    assert!(tags.contains("{win|g}"), "{keys:?}");
+    assert!(
+        tags.iter()
+            .any(|t| t.starts_with("{bucket|h:%7Bevil%7D%7C")),
+        "{keys:?}"
+    );
 }
 
 /// Keep sending requests from a thread until told to stop; collect statuses.

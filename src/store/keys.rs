@@ -105,8 +105,24 @@ pub(crate) fn push_name(out: &mut String, name: &str) {
 /// Append `|tag:value` (or `|tag#hash` for long values).
 pub(crate) fn push_component(out: &mut String, tag: Tag, raw: &[u8]) {
     out.push(SEP);
+    push_identity(out, tag, raw);
+}
+
+/// Append `tag:value` (or `tag#hash`): a component without its separator, as the Redis store
+/// also uses it for the hash tag of a client's keys (so that tag equals the client's component
+/// in a counter key).
+pub(crate) fn push_identity(out: &mut String, tag: Tag, raw: &[u8]) {
     out.push_str(tag.as_str());
     push_bounded(out, raw, Some(':'));
+}
+
+/// The client component (`i:...` or `i#...`) of a counter key, if the key is keyed by the
+/// client (an `ip` part, or a header part that fell back to the client). Components never hold
+/// a raw separator, so splitting on it is exact.
+pub(crate) fn client_component(key: &str) -> Option<&str> {
+    key.split(SEP)
+        .skip(1)
+        .find(|c| c.starts_with("i:") || c.starts_with("i#"))
 }
 
 /// Append the constant component of a `global` key part.
@@ -158,6 +174,20 @@ mod tests {
         let mut hashed_text = String::new();
         push_sha256(&mut hashed_text, &long);
         assert_ne!(comp(Tag::Path, hashed_text.as_bytes()), k);
+    }
+
+    #[test]
+    fn client_component_is_found_after_the_name_only() {
+        let mut k = String::new();
+        push_name(&mut k, "i:x");
+        push_component(&mut k, Tag::Path, b"/a");
+        assert_eq!(client_component(&k), None);
+        push_component(&mut k, Tag::Ip, b"1.2.3.4");
+        assert_eq!(client_component(&k), Some("i:1.2.3.4"));
+        let mut tag = String::new();
+        push_identity(&mut tag, Tag::Ip, b"1.2.3.4");
+        assert_eq!(client_component(&k), Some(tag.as_str()));
+        assert_eq!(client_component("auth|g"), None);
     }
 
     #[test]

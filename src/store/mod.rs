@@ -1,6 +1,6 @@
-//! The store contract: one call per request does the client's block check and every policy of
-//! the route, check-all-then-charge-all. The in-process (`memory`) and Redis stores obey the same
-//! contract and pass the same conformance vectors (`conformance`).
+//! The store contract: one `check` per request does the client's block check and every policy
+//! of the route, check-all-then-charge-all. The in-process (`memory`) and Redis stores obey the
+//! same contract and pass the same conformance vectors (`conformance`).
 //!
 //! Semantics of [`Store::check`]:
 //! 1. If `client` is blocked, answer `CheckOutcome::Blocked` with the time left; nothing is
@@ -47,6 +47,38 @@
 //! bucket. Concurrency checks are ignored. Charging records no activity and never blocks: a
 //! client over its limit is rejected (and blocked) by its next `check`.
 //!
+//! Groups (how a sharded store keeps these semantics). The memory store, a standalone Redis and
+//! Redis behind Sentinel evaluate a request in one atomic step: exactly the rules above. Redis
+//! Cluster shards keys by the identity they count (see `redis`), so one request's keys may be in
+//! several slots; the checks are then grouped by slot, and the group holding the client's slot
+//! also checks the block (when no policy is keyed by the client, the block check is a group of
+//! its own). Every group is one atomic script call, all in flight at once, and:
+//! - each group checks and charges its own policies atomically, by rules 2 and 3 restricted to
+//!   the group (it charges only when all its enforce policies allow);
+//! - admitted when every group admitted and the client is not blocked; the states are the
+//!   groups' (after charging);
+//! - otherwise every group that charged is refunded by one compensating call each, sent (and
+//!   awaited) before the answer is returned: fixed and sliding window subtract `cost` from the
+//!   window the charge went to (a fixed window that has since ended is left alone; for a sliding
+//!   window that has moved on, from its previous window), the sliding log removes exactly the
+//!   members this request added (they are named by the request), the token bucket gives `cost`
+//!   tokens back (capped at the burst), and a concurrency policy releases the request's lease.
+//!   Each refunded policy is reported as it was before the request (its state before the charge);
+//! - the outcome is `Blocked` when the client's group found a block, else `Limited` with the first
+//!   rejecting enforce policy in route order across all groups;
+//! - a block (rule 3's `block_for`) is chosen among all rejecting enforce policies of all groups
+//!   by one follow-up call in the client's slot, where the offence records live, with the same
+//!   Lua as the single-step path (longest effective block, first in route order on a tie);
+//! - a group that failed (timeout, connection) fails the request (`on_error` applies) and the
+//!   others are refunded.
+//!
+//! So a request is never over-admitted, and a rejected request consumes nothing once its refunds
+//! have landed. Between a group's charge and its refund, the charged units are visible to other
+//! requests: that window is the only source of under-admission (a concurrent request may be
+//! rejected by a counter that is about to be refunded). `charge`, `renew` and `release` are one
+//! call per group as well; each group is atomic, the whole is not (a failure may leave some
+//! groups charged: count by response never affects the decision already made).
+//!
 //! Further rules every store follows (the conformance vectors check them):
 //! - The algorithms and their exact integer formulas are in `algorithm`; reported durations are
 //!   relative to the store clock at decision time (`CheckResult::now_ms`).
@@ -65,8 +97,12 @@
 //!
 //! Every store also keeps what the admin API shows as "recent events" and "suspicious clients",
 //! *in the store*, so that with Redis every instance sees the same. Recording never costs a round
-//! trip of its own: [`Store::check`] records as part of the same call (inside the same Lua script
-//! for Redis), and `block`/`unblock` record in their own call. All times are the store clock's
+//! trip on the request path: the memory store records in the same step as the decision; the
+//! Redis store queues the records in-process (bounded, drop-oldest, counted in
+//! `rategate_store_activity_dropped_total`) and a background task writes them in batches (every
+//! 100 ms or 256 records, one script call each), so no request writes the shared keys. `events`,
+//! `suspicious` and `blocks` flush this instance's queue first; another instance's records appear
+//! within its flush interval. All times are the store clock's
 //! (`now`, ms since the Unix epoch), the same clock decisions use.
 //!
 //! Recording, per call:
@@ -104,11 +140,11 @@
 //! lowest count (the smallest client on a tie) is dropped after the increment, which may be the
 //! new one itself.
 //!
-//! The Redis store keeps these under `<prefix>{rg}:` and records them inside its scripts (the
-//! same call as the decision): `events` (a list of JSON objects, `LPUSH` + `LTRIM` + TTL),
-//! `evrep:<client>|<policy>` (when the last `Limited` event was recorded, store time) and
-//! `suspects:<bucket>` (sorted sets of client -> count). They share the `{rg}` hash tag with every
-//! other key, so in a cluster they live in the slot of the request's keys.
+//! The Redis store keeps these under `<prefix>{rg}:` (the key map is in `redis`): `events` (a
+//! list of JSON objects, `LPUSH` + `LTRIM` + TTL), `evrep:<client>|<policy>` (when the last
+//! `Limited` event was recorded, store time) and `suspects:<bucket>` (sorted sets of client ->
+//! count), with the block index `blocks` (client -> block end) that the admin listing reads and
+//! verifies against each client's own block entry (stale entries are dropped lazily).
 
 pub(crate) mod activity;
 pub(crate) mod algorithm;
@@ -342,8 +378,8 @@ impl StoreError {
     }
 }
 
-/// The store contract. Implementations never hold a lock across an await and make at most one
-/// round trip per call.
+/// The store contract. Implementations never hold a lock across an await; a call is one round
+/// trip, or one per group of keys, in flight at once, on a sharded store (see "Groups").
 pub trait Store: Send + Sync {
     /// Label for metrics (`memory`, `redis`).
     fn name(&self) -> &'static str;

@@ -1,35 +1,47 @@
-//! The Redis store: one `EVALSHA` per request does the block check and every policy (the Lua in
-//! `lua/` mirrors `algorithm.rs`), on the Redis server's clock, so any number of gateway
-//! instances share exact limits and blocks.
+//! The Redis store: the Lua in `lua/` mirrors `algorithm.rs` and runs on the Redis server's
+//! clock, so any number of gateway instances share exact limits and blocks. A request is one
+//! `EVALSHA` per group of its keys (`groups`): one on a standalone server or behind Sentinel, and
+//! one per cluster slot its keys span in Redis Cluster, where keys are sharded by identity.
 //!
-//! Key layout (every key written gets a TTL in the same script):
+//! Key map (`layout`; every key written gets a TTL in the same script). A key's hash tag is the
+//! identity it counts:
 //! ```text
-//! <prefix>{rg}:blocks                     sorted set: client -> block end (ms)
-//! <prefix>{rg}:reasons                    hash: client -> reason
-//! <prefix>{rg}:c:<params>:<counter key>   one counter: a hash (fixed and sliding window, token
-//!                                         bucket) or a sorted set (sliding_log: one member per
-//!                                         unit; concurrency: lease id -> expiry)
-//! <prefix>{rg}:off:<policy>|<client>      escalation offences (hash: n, f = forget at)
-//! <prefix>{rg}:events                     list: recent events (JSON), newest first
-//! <prefix>{rg}:evrep:<client>|<policy>    string: when the last `limited` event was recorded
-//! <prefix>{rg}:suspects:<bucket>          sorted set: client -> rejections in that bucket
+//! <prefix>{i:<client>}:b                   the client's block: "<until ms>:<reason>", TTL = block
+//! <prefix>{i:<client>}:o:<policy>          the client's escalation offences (hash: n, f = forget at)
+//! <prefix>{i:<client>}:c:<params>:<key>    a counter whose key includes the client (an `ip` part,
+//!                                          or a header part that fell back to the client)
+//! <prefix>{<key>}:c:<params>               any other counter (API key, path, route, `global`):
+//!                                          in the slot of its own counter key
+//! <prefix>{rg}:blocks                      block index for the admin listing: client -> until,
+//!                                          written only when a block starts or is removed
+//! <prefix>{rg}:events                      list: recent events (JSON), newest first
+//! <prefix>{rg}:evrep:<client>|<policy>     string: when the last `limited` event was recorded
+//! <prefix>{rg}:suspects:<bucket>           sorted set: client -> rejections in that bucket
 //! ```
+//! A counter is a hash (fixed and sliding window, token bucket) or a sorted set (sliding_log:
+//! one member per unit, named by the request when it may need a refund; concurrency: lease id ->
+//! expiry). `<params>` names the algorithm, limit, window and burst: a policy changed by a
+//! reload gets fresh counters. `<client>` and `<key>` are escaped and bounded by `keys` (no raw
+//! `{`, `}`), and the tag comes first, so client bytes never form or break a hash tag.
+//!
+//! So the common request, every policy keyed by the client, touches one slot (its client's) and
+//! is one call, and a fleet's requests spread over every master. The `{rg}` keys are written
+//! only off the request path, in batches (`activity`), and by the admin API.
 //! `<prefix>{rg}:events` also names the pub/sub channel of unblocks and resets (see
 //! [`Invalidation`]); channels are not keys, so the two never meet.
-//! Besides the check (`lua/check.lua`) and the admin operations (`lua/admin.lua`), the settle
-//! script (`lua/settle.lua`) runs off the request's path: the count-by-response charge, lease
-//! renewal and release.
-//! Every key shares the `{rg}` hash tag, so one request's keys are always in one cluster slot. A
-//! per-client tag would not do: a request touches its client's block entry and counters keyed by
-//! anything (an API key, `global`), and one counter must live in exactly one slot whichever client
-//! charges it. Counter keys are escaped by `keys` (no `{`, `}` from client bytes), and the tag
-//! comes first, so client bytes can never form or break a hash tag. `<params>` names the
-//! algorithm, limit, window and burst: a policy changed by a reload gets fresh counters.
+//! Besides the check (`lua/check.lua`), the admin operations and the follow-up block
+//! (`lua/admin.lua`) and the activity flush (`lua/activity.lua`), the settle script
+//! (`lua/settle.lua`) runs off the request's path: the count-by-response charge, lease renewal
+//! and release, and refunds. The arguments of a policy are laid out once, in `args`.
 
-use std::fmt::Write as _;
+mod activity;
+mod args;
+mod groups;
+mod layout;
+
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,23 +51,27 @@ use fred::types::Value;
 mod connect;
 
 use self::connect::Conn;
-use super::algorithm::Params;
+use prometheus::IntCounter;
+
 use super::{
-    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, EventKind, LimitStatus,
-    PolicyCheck, PolicyState, Store, StoreError, Suspect, CONCURRENCY_RETRY_MS, EVENTS_MAX,
-    EVENT_REPEAT_MS, EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
+    BlockEntry, CheckRequest, CheckResult, Event, EventKind, LimitStatus, PolicyCheck, Store,
+    StoreError, Suspect,
 };
 use crate::clock::Clock;
-use crate::config::compiled::{Algorithm, Mode, StoreSettings};
+use crate::config::compiled::{Algorithm, StoreSettings};
+use crate::metrics::Metrics;
 use crate::millis;
+use activity::{Kind, Record};
+use args::int;
+use futures_util::future::join_all;
+use groups::Plan;
+use layout::Layout;
 
 const COMMON: &str = include_str!("lua/common.lua");
 const CHECK: &str = include_str!("lua/check.lua");
 const ADMIN: &str = include_str!("lua/admin.lua");
 const SETTLE: &str = include_str!("lua/settle.lua");
-
-/// The hash tag every key carries.
-const TAG: &str = "{rg}";
+const ACTIVITY: &str = include_str!("lua/activity.lua");
 
 /// Fred clients in the pool: each pipelines on its own; 2-4 gave the best EVALSHA throughput on
 /// small machines, where Redis itself is the bottleneck.
@@ -103,13 +119,7 @@ struct Script {
 
 impl Script {
     fn new(body: &str) -> Self {
-        // The activity limits come from the store contract, so both stores share one number.
-        let text = format!(
-            "local EVENTS_MAX = {EVENTS_MAX}\nlocal EVENT_TTL_MS = {EVENT_TTL_MS}\n\
-             local EVENT_REPEAT_MS = {EVENT_REPEAT_MS}\nlocal SUSPECT_BUCKET_MS = \
-             {SUSPECT_BUCKET_MS}\nlocal SUSPECTS_MAX = {SUSPECTS_MAX}\n\
-             local CONCURRENCY_RETRY_MS = {CONCURRENCY_RETRY_MS}\n{COMMON}\n{body}"
-        );
+        let text = format!("{}{COMMON}\n{body}", args::prelude());
         let sha = fred::util::sha1_hash(&text);
         Script { text, sha }
     }
@@ -127,14 +137,20 @@ struct Inner {
     /// `spawn_subscriber`); `wait_connected` waits for it, so a start-up does not end with a
     /// cache clear still to come that would wipe blocks learned in the meantime.
     subscribed: Arc<AtomicBool>,
-    /// `<prefix>{rg}:`
-    base: String,
-    blocks_key: String,
-    reasons_key: String,
+    layout: Layout,
+    /// Redis Cluster: a request's checks are grouped by slot (`groups`).
+    clustered: bool,
     channel: String,
     check: Script,
     admin: Script,
     settle: Script,
+    activity_script: Script,
+    /// Activity records waiting for the flusher (`activity`).
+    activity: Arc<activity::Queue>,
+    /// Names this instance's requests (sliding-log members a refund removes).
+    instance: u64,
+    requests: AtomicU64,
+    metrics: std::sync::OnceLock<StoreMetrics>,
     timeout: Duration,
     /// Tests drive the script's clock; production always uses the Redis server's `TIME`.
     test_clock: Option<Arc<dyn Clock>>,
@@ -143,7 +159,7 @@ struct Inner {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("base", &self.inner.base)
+            .field("layout", &self.inner.layout)
             .finish_non_exhaustive()
     }
 }
@@ -168,26 +184,22 @@ impl RedisStore {
         on_invalidate: InvalidationSink,
     ) -> Result<Self, StoreError> {
         let clients = connect::build(settings, POOL_SIZE)?;
+        let clustered = clients.subscriber.client_config().server.is_clustered();
         let timeout = settings.timeout;
 
-        let base = format!("{}{TAG}:", settings.key_prefix);
-        let inner = Arc::new(Inner {
-            blocks_key: format!("{base}blocks"),
-            reasons_key: format!("{base}reasons"),
-            channel: format!("{base}events"),
-            base,
-            pool: clients.pool.clone(),
-            subscriber: clients.subscriber.clone(),
-            subscribed: Arc::default(),
-            check: Script::new(CHECK),
-            admin: Script::new(ADMIN),
-            settle: Script::new(SETTLE),
+        let inner = Inner::new(
+            clients.pool.clone(),
+            clients.subscriber.clone(),
+            Arc::default(),
+            &settings.key_prefix,
+            clustered,
             timeout,
             // `scoped` gives conformance tests a clock of their own.
-            test_clock: None,
-        });
+            None,
+        );
         connect::start(&clients);
         spawn_subscriber(&inner, on_invalidate);
+        activity::spawn_flusher(&inner);
         tracing::info!(url = %redact(&settings.url), "Redis store connecting");
         Ok(RedisStore { inner })
     }
@@ -196,23 +208,17 @@ impl RedisStore {
     /// fresh key space.
     pub fn scoped(&self, key_prefix: &str, test_clock: Option<Arc<dyn Clock>>) -> RedisStore {
         let i = &self.inner;
-        let base = format!("{key_prefix}{TAG}:");
-        RedisStore {
-            inner: Arc::new(Inner {
-                pool: i.pool.clone(),
-                subscriber: i.subscriber.clone(),
-                subscribed: i.subscribed.clone(),
-                blocks_key: format!("{base}blocks"),
-                reasons_key: format!("{base}reasons"),
-                channel: format!("{base}events"),
-                base,
-                check: Script::new(CHECK),
-                admin: Script::new(ADMIN),
-                settle: Script::new(SETTLE),
-                timeout: i.timeout,
-                test_clock,
-            }),
-        }
+        let inner = Inner::new(
+            i.pool.clone(),
+            i.subscriber.clone(),
+            i.subscribed.clone(),
+            key_prefix,
+            i.clustered,
+            i.timeout,
+            test_clock,
+        );
+        activity::spawn_flusher(&inner);
+        RedisStore { inner }
     }
 
     /// Wait until the pool is connected (tests and start-up diagnostics; serving never waits).
@@ -246,11 +252,34 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Count calls and dropped activity records in `metrics` (`rategate_store_calls_total`,
+    /// `rategate_store_checks_total`, `rategate_store_activity_dropped_total`).
+    pub(crate) fn with_metrics(self, metrics: &Metrics) -> Self {
+        let _ = self.inner.metrics.set(StoreMetrics::new(metrics));
+        self
+    }
+
     /// The full Redis key of a counter.
     pub(crate) fn counter_key(&self, check: &PolicyCheck<'_>) -> String {
-        let mut out = String::with_capacity(self.inner.base.len() + 24 + check.key.len());
-        push_counter_key(&mut out, &self.inner.base, check);
-        out
+        self.inner.layout.counter_key(check)
+    }
+
+    fn count_call(&self, call: Call) {
+        if let Some(m) = self.inner.metrics.get() {
+            m.calls[call as usize].inc();
+        }
+    }
+
+    fn count_dropped(&self, n: u64) {
+        if let Some(m) = self.inner.metrics.get() {
+            m.dropped.inc_by(n);
+        }
+    }
+
+    /// A name for this request's sliding-log members, unique across instances.
+    fn request_id(&self) -> String {
+        let n = self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}.{n:x}", self.inner.instance)
     }
 
     /// Tell every instance (this one included) to forget a cached decision.
@@ -325,12 +354,83 @@ impl RedisStore {
         };
         R::from_value(value).map_err(|e| StoreError::Protocol(e.to_string()))
     }
+}
 
-    fn admin_keys(&self) -> Vec<String> {
-        vec![
-            self.inner.blocks_key.clone(),
-            self.inner.reasons_key.clone(),
-        ]
+impl Inner {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        pool: Pool,
+        subscriber: fred::clients::Client,
+        subscribed: Arc<AtomicBool>,
+        key_prefix: &str,
+        clustered: bool,
+        timeout: Duration,
+        test_clock: Option<Arc<dyn Clock>>,
+    ) -> Arc<Inner> {
+        let layout = Layout::new(key_prefix);
+        Arc::new(Inner {
+            channel: layout.events_key(),
+            layout,
+            clustered,
+            pool,
+            subscriber,
+            subscribed,
+            check: Script::new(CHECK),
+            admin: Script::new(ADMIN),
+            settle: Script::new(SETTLE),
+            activity_script: Script::new(ACTIVITY),
+            activity: Arc::default(),
+            instance: instance_id(),
+            requests: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
+            timeout,
+            test_clock,
+        })
+    }
+}
+
+/// A random id for this store instance (no two gateway processes share one).
+fn instance_id() -> u64 {
+    use std::hash::BuildHasher;
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    h.finish()
+}
+
+/// What a store call is, as the `call` label of `rategate_store_calls_total`.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// One group's check (a request makes one per group).
+    Check = 0,
+    /// Taking back what a group charged for a rejected request.
+    Refund = 1,
+    /// Applying a block started by a rejection in another group.
+    Penalize = 2,
+}
+
+impl Call {
+    const ALL: [(Call, &'static str); 3] = [
+        (Call::Check, "check"),
+        (Call::Refund, "refund"),
+        (Call::Penalize, "penalize"),
+    ];
+}
+
+#[derive(Debug)]
+struct StoreMetrics {
+    calls: [IntCounter; 3],
+    checks: IntCounter,
+    dropped: IntCounter,
+}
+
+impl StoreMetrics {
+    fn new(m: &Metrics) -> Self {
+        StoreMetrics {
+            calls: Call::ALL.map(|(_, name)| m.store_calls.with_label_values(&[name])),
+            checks: m.store_checks.clone(),
+            dropped: m.store_activity_dropped.clone(),
+        }
     }
 }
 
@@ -402,30 +502,11 @@ fn algorithm_code(a: Algorithm) -> &'static str {
     }
 }
 
-/// `<base>c:<algorithm><limit>.<window>.<burst>:<key>`, with the check's (possibly overridden)
-/// limit and burst: tiers never share a counter.
-fn push_counter_key(out: &mut String, base: &str, check: &PolicyCheck<'_>) {
-    let p = Params::of_check(check);
-    let _ = write!(
-        out,
-        "{base}c:{}{}.{}.{}:{}",
-        algorithm_code(p.algorithm),
-        p.limit,
-        p.window_ms,
-        p.burst,
-        check.key
-    );
-}
-
-fn int(v: u64) -> Value {
-    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
-}
-
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// One event as the scripts record it (`cjson` of `{at, client, kind, policy?, reason?,
+/// One event as the flush script records it (`cjson` of `{at, client, kind, policy?, reason?,
 /// ttl_ms?}`); anything else is skipped rather than failing the whole list.
 fn decode_event(raw: &str) -> Option<Event> {
     let v: serde_json::Value = serde_json::from_str(raw).ok()?;
@@ -445,149 +526,62 @@ fn decode_event(raw: &str) -> Option<Event> {
     })
 }
 
-/// Decode the check script's reply (see `lua/check.lua`).
-fn decode_decision(reply: &[i64], n: usize) -> Result<CheckResult, StoreError> {
-    let bad = || StoreError::Protocol(format!("unexpected script reply of {} values", reply.len()));
-    let head = reply.get(..5).ok_or_else(bad)?;
-    let now_ms = to_u64(head[2]);
-    if head[0] == 2 {
-        return Ok(CheckResult {
-            outcome: CheckOutcome::Blocked {
-                ttl_ms: to_u64(head[1]),
-            },
-            states: Vec::new(),
-            blocked_now: None,
-            now_ms,
-        });
-    }
-    if reply.len() != 5 + 5 * n {
-        return Err(bad());
-    }
-    let states = reply[5..]
-        .chunks_exact(5)
-        .map(|s| PolicyState {
-            allowed: s[0] == 1,
-            limit: to_u64(s[1]),
-            remaining: to_u64(s[2]),
-            reset_ms: to_u64(s[3]),
-            retry_after_ms: to_u64(s[4]),
-        })
-        .collect();
-    let outcome = match head[0] {
-        0 => CheckOutcome::Allowed,
-        1 => CheckOutcome::Limited {
-            policy: usize::try_from(head[1]).map_err(|_| bad())?,
-        },
-        _ => return Err(bad()),
-    };
-    let blocked_now = usize::try_from(head[3]).ok().map(|i| (i, to_u64(head[4])));
-    Ok(CheckResult {
-        outcome,
-        states,
-        blocked_now,
-        now_ms,
-    })
-}
-
 impl RedisStore {
-    /// KEYS and ARGV of the check script (see `lua/check.lua`).
-    fn check_args(&self, req: &CheckRequest<'_>) -> (Vec<String>, Vec<Value>) {
-        let checks = req.checks;
-        let n = checks.len();
-        let mut keys = Vec::with_capacity(2 + n);
-        keys.push(self.inner.blocks_key.clone());
-        keys.push(self.inner.reasons_key.clone());
-        let mut args = Vec::with_capacity(5 + 11 * n);
-        args.push(self.now_arg());
-        args.push(int(req.cost));
-        args.push(Value::String(req.client.into()));
-        args.push(int(n as u64));
-        args.push(Value::String(req.lease.into()));
-        for check in checks {
-            let policy = check.policy;
-            let p = Params::of_check(check);
-            let mut k = String::with_capacity(self.inner.base.len() + 24 + check.key.len());
-            push_counter_key(&mut k, &self.inner.base, check);
-            keys.push(k);
-            args.push(Value::String(algorithm_code(p.algorithm).into()));
-            args.push(int(p.limit));
-            args.push(int(p.window_ms));
-            args.push(int(p.burst));
-            args.push(int(u64::from(policy.mode == Mode::Enforce)));
-            args.push(int(policy.block_for.map_or(0, millis::ceil)));
-            args.push(int(u64::from(check.deferred)));
-            let (multiplier, max, memory) = policy.escalation.map_or((0, 0, 0), |e| {
-                (e.multiplier, millis::ceil(e.max), millis::ceil(e.memory))
-            });
-            args.push(int(multiplier));
-            args.push(int(max));
-            args.push(int(memory));
-        }
-        for check in checks {
-            args.push(Value::String((&*check.policy.name).into()));
-        }
-        (keys, args)
+    /// The plan of one request's calls: its keys, grouped (see `groups`).
+    fn plan<'r, 'a>(&self, req: &'r CheckRequest<'a>) -> (Plan<'r, 'a>, groups::Groups) {
+        let layout = &self.inner.layout;
+        let keys: Vec<String> = req.checks.iter().map(|c| layout.counter_key(c)).collect();
+        let block_key = (!req.client.is_empty()).then(|| layout.block_key(req.client));
+        let groups = groups::plan(self.inner.clustered, block_key.as_deref(), &keys);
+        let nonce = if groups::needs_nonce(req) {
+            self.request_id()
+        } else {
+            String::new()
+        };
+        let plan = Plan {
+            req,
+            keys,
+            block_key,
+            nonce,
+        };
+        (plan, groups)
     }
 
-    async fn check_policies(&self, req: &CheckRequest<'_>) -> Result<CheckResult, StoreError> {
-        let reply: Vec<i64> = self
-            .run(&self.inner.check, req.lease, || self.check_args(req))
-            .await?;
-        decode_decision(&reply, req.checks.len())
-    }
-
-    /// KEYS and ARGV of a settle operation (see `lua/settle.lua`): `per_check` adds each
-    /// counter's arguments.
-    fn settle_args(
+    /// Run an operation of the admin script on `keys` (all in one slot).
+    async fn admin<R: fred::types::FromValue>(
         &self,
-        op: &str,
-        arg: Value,
-        checks: &[&PolicyCheck<'_>],
-        per_check: impl Fn(&mut Vec<Value>, &Params),
-    ) -> (Vec<String>, Vec<Value>) {
-        let mut keys = Vec::with_capacity(2 + checks.len());
-        keys.push(self.inner.blocks_key.clone());
-        keys.push(self.inner.reasons_key.clone());
-        let mut args = Vec::with_capacity(4 + 4 * checks.len());
-        args.push(self.now_arg());
-        args.push(Value::String(op.into()));
-        args.push(arg);
-        args.push(int(checks.len() as u64));
-        for check in checks {
-            keys.push(self.counter_key(check));
-            per_check(&mut args, &Params::of_check(check));
-        }
-        (keys, args)
-    }
-
-    /// Run a settle operation on the concurrency checks among `checks`.
-    async fn leases(
-        &self,
-        op: &str,
-        lease: &str,
-        checks: &[PolicyCheck<'_>],
-    ) -> Result<u64, StoreError> {
-        let conc: Vec<&PolicyCheck<'_>> = checks
-            .iter()
-            .filter(|c| c.policy.algorithm == Algorithm::Concurrency)
-            .collect();
-        if conc.is_empty() || lease.is_empty() {
-            return Ok(0);
-        }
-        let held: i64 = self
-            .run(&self.inner.settle, lease, || {
-                self.settle_args(op, Value::String(lease.into()), &conc, |args, p| {
-                    args.push(int(p.window_ms))
-                })
-            })
-            .await?;
-        Ok(to_u64(held))
-    }
-
-    /// Run an operation of the admin script.
-    async fn admin<R: fred::types::FromValue>(&self, args: Vec<Value>) -> Result<R, StoreError> {
-        self.run(&self.inner.admin, "", || (self.admin_keys(), args.clone()))
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        self.run(&self.inner.admin, "", || (keys.clone(), args.clone()))
             .await
+    }
+
+    /// `{ttl_ms, reason}` of each client's block entry (ttl `None`: no active block), one call
+    /// per slot.
+    async fn block_entries(
+        &self,
+        clients: &[String],
+    ) -> Result<Vec<(Option<u64>, String)>, StoreError> {
+        let keys: Vec<String> = clients
+            .iter()
+            .map(|c| self.inner.layout.block_key(c))
+            .collect();
+        let groups = groups::plan_keys(self.inner.clustered, &keys);
+        let calls = groups.iter().map(|g| {
+            let keys: Vec<String> = g.checks.iter().map(|&i| keys[i].clone()).collect();
+            let args = vec![self.now_arg(), Value::String("get".into())];
+            async move { self.admin::<Vec<Value>>(keys, args).await }
+        });
+        let mut out = vec![(None, String::new()); clients.len()];
+        for (g, rows) in groups.iter().zip(join_all(calls).await) {
+            for (&i, row) in g.checks.iter().zip(rows?.chunks_exact(2)) {
+                let ttl = row[0].as_i64().and_then(|t| u64::try_from(t).ok());
+                let reason = row[1].as_str().map(|s| s.to_string()).unwrap_or_default();
+                out[i] = (ttl, reason);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -603,7 +597,13 @@ impl Store for RedisStore {
                 "a concurrency policy needs the request's lease id".into(),
             ));
         }
-        self.check_policies(req).await
+        if let Some(m) = self.inner.metrics.get() {
+            m.checks.inc();
+        }
+        let (plan, groups) = self.plan(req);
+        let decision = self.check_groups(&plan, &groups).await?;
+        self.record_check(req, &decision);
+        Ok(decision)
     }
 
     async fn charge(&self, checks: &[PolicyCheck<'_>], cost: u64) -> Result<(), StoreError> {
@@ -614,16 +614,7 @@ impl Store for RedisStore {
         if counted.is_empty() || cost == 0 {
             return Ok(());
         }
-        let _: i64 = self
-            .run(&self.inner.settle, "", || {
-                self.settle_args("charge", int(cost), &counted, |args, p| {
-                    args.push(Value::String(algorithm_code(p.algorithm).into()));
-                    args.push(int(p.limit));
-                    args.push(int(p.window_ms));
-                    args.push(int(p.burst));
-                })
-            })
-            .await?;
+        self.settle_groups("charge", cost, "", &counted).await?;
         Ok(())
     }
 
@@ -640,45 +631,86 @@ impl Store for RedisStore {
         let args = vec![
             self.now_arg(),
             Value::String("block".into()),
-            Value::String(client.into()),
             int(ms),
             Value::String(reason.into()),
         ];
-        let _: i64 = self.admin(args).await?;
+        let reply: Vec<i64> = self
+            .admin(vec![self.inner.layout.block_key(client)], args)
+            .await?;
+        let (until, now) = match reply.as_slice() {
+            [u, n] => (to_u64(*u), to_u64(*n)),
+            _ => return Err(StoreError::Protocol("unexpected block reply".into())),
+        };
         if ms == 0 {
+            self.record([Record::new(Kind::Unindex, now, client)]);
+            self.flush_now().await;
             let _ = self
                 .publish(Invalidation::Unblock(client.to_string()))
                 .await;
+            return Ok(());
         }
+        self.record([
+            Record {
+                reason: reason.to_owned(),
+                value: ms,
+                ..Record::new(Kind::Blocked, now, client)
+            },
+            Record {
+                value: until,
+                ..Record::new(Kind::Index, now, client)
+            },
+        ]);
+        self.flush_now().await;
         Ok(())
     }
 
     async fn unblock(&self, client: &str) -> Result<bool, StoreError> {
-        let args = vec![
-            self.now_arg(),
-            Value::String("unblock".into()),
-            Value::String(client.into()),
-        ];
-        let removed: i64 = self.admin(args).await?;
+        let args = vec![self.now_arg(), Value::String("unblock".into())];
+        let reply: Vec<i64> = self
+            .admin(vec![self.inner.layout.block_key(client)], args)
+            .await?;
+        let (removed, now) = match reply.as_slice() {
+            [r, n] => (*r == 1, to_u64(*n)),
+            _ => return Err(StoreError::Protocol("unexpected unblock reply".into())),
+        };
+        let mut records = vec![Record::new(Kind::Unindex, now, client)];
+        if removed {
+            records.push(Record::new(Kind::Unblocked, now, client));
+        }
+        self.record(records);
+        self.flush_now().await;
         // Every instance drops its cached block at once, even if this one's was already gone.
         self.publish(Invalidation::Unblock(client.to_string()))
             .await?;
-        Ok(removed == 1)
+        Ok(removed)
     }
 
     async fn blocks(&self) -> Result<Vec<BlockEntry>, StoreError> {
+        self.flush_now().await;
         let args = vec![self.now_arg(), Value::String("list".into())];
-        let rows: Vec<Value> = self.admin(args).await?;
-        let mut out: Vec<BlockEntry> = rows
-            .chunks_exact(3)
-            .filter_map(|row| {
-                Some(BlockEntry {
-                    client: row[0].as_str()?.to_string(),
-                    ttl_ms: to_u64(row[1].as_i64()?),
-                    reason: row[2].as_str().map(|s| s.to_string()).unwrap_or_default(),
-                })
-            })
+        let rows: Vec<Value> = self
+            .admin(vec![self.inner.layout.events_key()], args)
+            .await?;
+        let clients: Vec<String> = rows
+            .chunks_exact(2)
+            .filter_map(|row| row[0].as_str().map(|s| s.to_string()))
             .collect();
+        // The per-client entry is authoritative: an index entry without one is stale (an
+        // unblock on another instance not flushed yet, or an entry that expired early).
+        let entries = self.block_entries(&clients).await?;
+        let mut stale = Vec::new();
+        let mut out = Vec::with_capacity(clients.len());
+        for (client, (ttl, reason)) in clients.into_iter().zip(entries) {
+            match ttl {
+                Some(ttl_ms) => out.push(BlockEntry {
+                    client,
+                    ttl_ms,
+                    reason,
+                }),
+                None => stale.push(Record::new(Kind::Unindex, 0, &client)),
+            }
+        }
+        self.record(stale);
         out.sort_by(|a, b| {
             b.ttl_ms
                 .cmp(&a.ttl_ms)
@@ -688,11 +720,11 @@ impl Store for RedisStore {
     }
 
     async fn limit_status(&self, check: &PolicyCheck<'_>) -> Result<LimitStatus, StoreError> {
-        // A cost of 0 evaluates without charging; the empty client is never blocked.
+        // A cost of 0 evaluates without charging; the empty client has no block entry.
         let checks = [*check];
-        let d = self
-            .check_policies(&CheckRequest::new("", &checks, 0))
-            .await?;
+        let req = CheckRequest::new("", &checks, 0);
+        let (plan, groups) = self.plan(&req);
+        let d = self.check_groups(&plan, &groups).await?;
         let s = d
             .states
             .first()
@@ -706,22 +738,28 @@ impl Store for RedisStore {
     }
 
     async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.flush_now().await;
         let args = vec![
             self.now_arg(),
             Value::String("events".into()),
             int(limit as u64),
         ];
-        let rows: Vec<String> = self.admin(args).await?;
+        let rows: Vec<String> = self
+            .admin(vec![self.inner.layout.events_key()], args)
+            .await?;
         Ok(rows.iter().filter_map(|raw| decode_event(raw)).collect())
     }
 
     async fn suspicious(&self, limit: usize) -> Result<Vec<Suspect>, StoreError> {
+        self.flush_now().await;
         let args = vec![
             self.now_arg(),
             Value::String("suspects".into()),
             int(limit as u64),
         ];
-        let rows: Vec<Value> = self.admin(args).await?;
+        let rows: Vec<Value> = self
+            .admin(vec![self.inner.layout.events_key()], args)
+            .await?;
         Ok(rows
             .chunks_exact(2)
             .filter_map(|row| {
@@ -748,6 +786,25 @@ impl Store for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Run a lease operation on the concurrency checks among `checks`.
+    async fn leases(
+        &self,
+        op: &str,
+        lease: &str,
+        checks: &[PolicyCheck<'_>],
+    ) -> Result<u64, StoreError> {
+        let conc: Vec<&PolicyCheck<'_>> = checks
+            .iter()
+            .filter(|c| c.policy.algorithm == Algorithm::Concurrency)
+            .collect();
+        if conc.is_empty() || lease.is_empty() {
+            return Ok(0);
+        }
+        self.settle_groups(op, 0, lease, &conc).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,15 +828,5 @@ mod tests {
             "redis://***@host:6379/0"
         );
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-    }
-
-    #[test]
-    fn decodes_replies() {
-        let d = decode_decision(&[2, 1500, 10, -1, 0], 2).unwrap();
-        assert_eq!(d.outcome, CheckOutcome::Blocked { ttl_ms: 1500 });
-        let d = decode_decision(&[1, 0, 10, 0, 60000, 0, 5, 0, 1000, 1000], 1).unwrap();
-        assert_eq!(d.outcome, CheckOutcome::Limited { policy: 0 });
-        assert_eq!(d.blocked_now, Some((0, 60000)));
-        assert!(decode_decision(&[0, 0, 10, -1, 0, 1], 1).is_err());
     }
 }

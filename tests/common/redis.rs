@@ -283,6 +283,13 @@ impl RedisCluster {
     pub fn evalsha_calls(&self) -> u64 {
         self.nodes.iter().map(|n| n.evalsha_calls()).sum()
     }
+
+    /// One command on whichever master owns its key (`redis-cli -c` follows MOVED).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        self.nodes[0].cli(&all)
+    }
 }
 
 /// One master and one sentinel watching it as `mymaster`.

@@ -8,7 +8,7 @@
 //!
 //! This file holds the types and the step interpreter; `steps.rs` the helpers vectors are
 //! written with; the vectors are grouped by what they test (`algorithms.rs`, `policies.rs`,
-//! `blocks.rs`, `concurrency.rs`). Built only with the `test-util` feature (the integration tests
+//! `blocks.rs`, `concurrency.rs`, `groups.rs` for requests whose keys have different identities). Built only with the `test-util` feature (the integration tests
 //! turn it on), so the release library carries none of it.
 //!
 //! ```ignore
@@ -29,6 +29,7 @@ use super::{
 mod algorithms;
 mod blocks;
 mod concurrency;
+mod groups;
 mod policies;
 mod steps;
 
@@ -256,6 +257,7 @@ pub(crate) fn vectors() -> Vec<Vector> {
         policies::vectors(),
         blocks::vectors(),
         concurrency::vectors(),
+        groups::vectors(),
     ]
     .concat()
 }

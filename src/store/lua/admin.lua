@@ -1,47 +1,69 @@
--- rategate: admin operations on blocks (the common prelude is prepended at load time).
--- KEYS[1] blocks sorted set, KEYS[2] reasons hash
--- ARGV[2] operation:
---   block   ARGV[3] client, ARGV[4] ms (0 = remove), ARGV[5] reason  -> 1
---   unblock ARGV[3] client                                          -> 1 if an active block was removed
---   list                                                            -> {client, ttl_ms, reason, ...}
---   events  ARGV[3] limit                                           -> {json, ...} newest first
---   suspects ARGV[3] limit                                          -> {client, count, ...}
+-- rategate: blocks and the admin API's reads (the common prelude is prepended at load time).
+-- ARGV[2] operation; the keys depend on it (each call's keys are in one slot):
+--   block    KEYS[1] the client's block entry; ARGV[3] ms (0 = remove), ARGV[4] reason
+--                                                       -> {until (0 when removed), now}
+--   unblock  KEYS[1] the client's block entry           -> {1 if an active block was removed, now}
+--   penalize KEYS[1] the client's block entry; ARGV[3] number of candidates, then per candidate
+--            its index in the request and POLICY_WIDTH arguments (policy_args): the rejecting
+--            enforce policies of other groups, in route order
+--                                          -> {index of the policy whose block applied or -1, ms}
+--   get      KEYS[..] block entries                      -> {ttl_ms or -1, reason, ...}
+--   list     KEYS[1] <prefix>{rg}:events (the index is <prefix>{rg}:blocks)
+--                                                       -> {client, until, ...} still active
+--   events   KEYS[1] as list; ARGV[3] limit              -> {json, ...} newest first
+--   suspects KEYS[1] as list; ARGV[3] limit              -> {client, count, ...}
 local op = ARGV[2]
 
 if op == 'block' then
-  local who, ms = ARGV[3], tonumber(ARGV[4])
+  local ms = tonumber(ARGV[3])
   if ms <= 0 then
-    redis.call('ZREM', KEYS[1], who)
-    redis.call('HDEL', KEYS[2], who)
-    return 1
+    redis.call('DEL', KEYS[1])
+    return {0, now0}
   end
-  block(who, now0 + ms, ARGV[5], ms + pad)
-  event({client = who, kind = 'blocked', reason = ARGV[5], ttl_ms = ms})
-  return 1
+  set_block(KEYS[1], now0 + ms, ARGV[4])
+  return {now0 + ms, now0}
 end
 
 if op == 'unblock' then
-  local who = ARGV[3]
-  local u = tonumber(redis.call('ZSCORE', KEYS[1], who) or '0') or 0
-  redis.call('ZREM', KEYS[1], who)
-  redis.call('HDEL', KEYS[2], who)
-  if u > now0 then
-    event({client = who, kind = 'unblocked'})
-    return 1
-  end
-  return 0
+  local u = get_block(KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if u > now0 then return {1, now0} end
+  return {0, now0}
 end
 
-if op == 'list' then
-  local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now0, '+inf', 'WITHSCORES')
+if op == 'penalize' then
+  local n, cands, index = tonumber(ARGV[3]), {}, {}
+  for j = 1, n do
+    local b = 4 + (POLICY_WIDTH + 1) * (j - 1)
+    index[j] = tonumber(ARGV[b])
+    cands[j] = policy_args(b + 1)
+  end
+  local best, ms = penalize(KEYS[1], cands)
+  if best == 0 then return {-1, 0} end
+  return {index[best], ms}
+end
+
+if op == 'get' then
   local out = {}
-  for i = 1, #rows, 2 do
-    local who = rows[i]
-    out[#out + 1] = who
-    out[#out + 1] = tonumber(rows[i + 1]) - now0
-    out[#out + 1] = redis.call('HGET', KEYS[2], who) or ''
+  for i = 1, #KEYS do
+    local u, reason = get_block(KEYS[i])
+    if u > now0 then
+      out[#out + 1] = u - now0
+    else
+      out[#out + 1] = -1
+    end
+    out[#out + 1] = reason
   end
   return out
+end
+
+-- The shared keys: KEYS[1] is <prefix>{rg}:events.
+local base = string.sub(KEYS[1], 1, -7)
+
+if op == 'list' then
+  local index = base .. 'blocks'
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now0)
+  return redis.call('ZRANGE', index, 0, -1, 'WITHSCORES')
 end
 
 if op == 'events' then

@@ -1,52 +1,44 @@
--- rategate: one request's block check and every policy of its route, check-all-then-charge-all.
--- This mirrors src/store/algorithm.rs line by line (integer arithmetic on millisecond
--- timestamps; Lua numbers are doubles, exact up to 2^53, which config validation guarantees).
+-- rategate: one group of a request's checks (all its keys in one cluster slot): the client's
+-- block entry when the group holds it, then the group's policies, check-all-then-charge-all
+-- within the group. The cross-group rules are in src/store/mod.rs and src/store/redis/groups.rs.
 --
--- KEYS[1]  blocks: sorted set, client -> until (ms)
--- KEYS[2]  block reasons: hash, client -> reason
--- KEYS[3..] one counter per policy (hash; sorted set for sliding_log and concurrency)
+-- KEYS[1]  the client's block entry, when ARGV[3] = 1
+-- KEYS[..] one counter per policy (hash; sorted set for sliding_log and concurrency)
 -- ARGV[1]  now in ms, or "" to use the server clock (TIME); only tests pass a value
 -- ARGV[2]  cost
--- ARGV[3]  client key (member of the block index)
+-- ARGV[3]  1 when KEYS[1] is the client's block entry, else 0
 -- ARGV[4]  number of policies n
 -- ARGV[5]  the request's lease id (member of concurrency sets; "" when there are none)
--- ARGV[6 + 10*(i-1) ...] per policy: algorithm (f|s|l|t|c), limit, window ms (concurrency: the
---          lease), burst, enforce (1|0), block_for ms (0 = none), deferred (1|0: checked but
---          charged after the response), block multiplier (0 = no escalation), block max ms,
---          block memory ms
--- ARGV[6 + 10*n + (i-1)] per policy: name (for the block reason and offence records)
---
--- Offences of escalating policies: <base>off:<policy name>|<client>, a hash {n, f = forget at}.
+-- ARGV[6]  the request's id (members of sliding logs, so a refund can remove them; may be "")
+-- ARGV[7]  1: the request's only group (it blocks the client itself); 0: one of several (it
+--          never blocks, and when it charges it also returns what a refund needs)
+-- ARGV[8 ...] per policy, POLICY_WIDTH arguments read by policy_args (layout in args.rs)
 --
 -- Returns {outcome, arg, now, blocked_policy, blocked_ms, then per policy: allowed, limit,
 -- remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg = policy index, 0-based),
--- 2 blocked (arg = ms left). blocked_policy is -1 unless this request started a block.
+-- 2 blocked (arg = ms left). blocked_policy is -1 unless this call started a block. When ARGV[7]
+-- is 0 and the group admitted, then per policy: charged (1|0), remaining and reset_ms before the
+-- charge, and the charge's mark (the window start it went to; 0 for other algorithms).
 
 local cost = tonumber(ARGV[2])
-local client = ARGV[3]
+local has_block = ARGV[3] == '1'
 local n = tonumber(ARGV[4])
 local lease = ARGV[5]
-local P = 10
-local names = 6 + P * n
+local nonce = ARGV[6]
+local single = ARGV[7] == '1'
+local first_key = 1
+if has_block then first_key = 2 end
 
-local until_ms = tonumber(redis.call('ZSCORE', KEYS[1], client) or '0') or 0
-if until_ms > now0 then
-  suspect(client)
-  return {2, until_ms - now0, now0, -1, 0}
+if has_block then
+  local until_ms = get_block(KEYS[1])
+  if until_ms > now0 then return {2, until_ms - now0, now0, -1, 0} end
 end
 
 -- Each evaluator returns: allowed, state {limit, remaining, reset, retry}, charged state (or
--- nil), and a function that writes the charge.
+-- nil), a function that writes the charge, and the charge's mark.
 local function fixed(key, limit, w, c)
-  local h = redis.call('HMGET', key, 's', 'c')
-  local ss, sc = tonumber(h[1]), tonumber(h[2]) or 0
-  local now = now0
-  if ss and ss > now then now = ss end
-  local skew = now - now0
-  local start = fdiv(now, w) * w
+  local now, skew, start, count = fixed_state(key, w)
   local end_in = start + w - now
-  local count = 0
-  if ss == start then count = sc end
   local remaining = limit - count
   if remaining < 0 then remaining = 0 end
   local reset = 0
@@ -61,23 +53,11 @@ local function fixed(key, limit, w, c)
   return true, state, {limit, remaining - c, shift(end_in, skew), 0}, function()
     redis.call('HSET', key, 's', start, 'c', count + c)
     redis.call('PEXPIRE', key, end_in + skew + pad)
-  end
+  end, start
 end
 
 local function sliding(key, limit, w, c)
-  local h = redis.call('HMGET', key, 's', 'p', 'c')
-  local ss, sp, sc = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  local now = now0
-  if ss and ss > now then now = ss end
-  local skew = now - now0
-  local start = fdiv(now, w) * w
-  local prev, cur = 0, 0
-  if ss == start then
-    prev, cur = sp, sc
-  elseif ss and ss + w == start then
-    prev, cur = sc, 0
-  end
-  local weight = w - (now - start)
+  local now, skew, start, prev, cur, weight = sliding_state(key, w)
   local est = prev * weight + cur * w
   local free = limit * w - est
   if free < 0 then free = 0 end
@@ -104,17 +84,11 @@ local function sliding(key, limit, w, c)
   return true, state, {limit, fdiv(free - c * w, w), shift(weight + w, skew), 0}, function()
     redis.call('HSET', key, 's', start, 'p', prev, 'c', cur + c)
     redis.call('PEXPIRE', key, weight + w + skew + pad)
-  end
+  end, start
 end
 
 local function log(key, limit, w, c)
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  local nts = tonumber(newest[2])
-  local now = now0
-  if nts and nts > now then now = nts end
-  local skew = now - now0
-  -- a unit admitted at ts is live while ts + w > now
-  local count = redis.call('ZCOUNT', key, '(' .. (now - w), '+inf')
+  local now, skew, nts, count = log_state(key, w)
   local remaining = limit - count
   if remaining < 0 then remaining = 0 end
   local reset = 0
@@ -132,30 +106,13 @@ local function log(key, limit, w, c)
   local state = {limit, remaining, shift(reset, skew), 0}
   if c == 0 then return true, state end
   return true, state, {limit, remaining - c, shift(w, skew), 0}, function()
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - w)
-    -- members are unique: within one millisecond the live count only grows
-    for i = 1, c do
-      redis.call('ZADD', key, now, now .. ':' .. (count + i))
-    end
+    log_add(key, now, w, c, count, nonce)
     redis.call('PEXPIRE', key, w + skew + pad)
-  end
+  end, 0
 end
 
 local function bucket(key, limit, w, burst, c)
-  local h = redis.call('HMGET', key, 'u', 't')
-  local su, st = tonumber(h[1]), tonumber(h[2])
-  local rate = limit
-  if rate < 1 then rate = 1 end
-  local cap = burst * w
-  local now, units = now0, cap
-  if su and st then
-    if st > now then now = st end
-    local have = su
-    if have > cap then have = cap end
-    local refill = (now - st) * rate
-    if refill >= cap - have then units = cap else units = have + refill end
-  end
-  local skew = now - now0
+  local now, skew, units, rate, cap = bucket_state(key, limit, w, burst)
   local remaining = fdiv(units, w)
   local reset = cdiv(cap - units, rate)
   if c > burst or units < c * w then
@@ -166,13 +123,9 @@ local function bucket(key, limit, w, burst, c)
   local state = {burst, remaining, shift(reset, skew), 0}
   if c == 0 then return true, state end
   local left = units - c * w
-  local ttl = cdiv(cap - left, rate)
-  return true, state, {burst, fdiv(left, w), shift(ttl, skew), 0}, function()
-    redis.call('HSET', key, 'u', left, 't', now)
-    local px = ttl + skew
-    if px < 1 then px = 1 end
-    redis.call('PEXPIRE', key, px + pad)
-  end
+  return true, state, {burst, fdiv(left, w), shift(cdiv(cap - left, rate), skew), 0}, function()
+    bucket_store(key, now, skew, left, rate, cap)
+  end, 0
 end
 
 -- Concurrency: a sorted set of leases, member = lease id, score = expiry; a lease is live while
@@ -194,102 +147,78 @@ local function conc(key, limit, w, c)
     redis.call('ZADD', key, now0 + w, lease)
     -- the set lives as long as its latest lease
     if redis.call('PTTL', key) < w + pad then redis.call('PEXPIRE', key, w + pad) end
-  end
+  end, 0
 end
 
-local allowed, states, charged, writes = {}, {}, {}, {}
+local policies, allowed, states, charged, writes, marks = {}, {}, {}, {}, {}, {}
 local rejected = -1
 for i = 1, n do
-  local b = 6 + P * (i - 1)
-  local alg = ARGV[b]
-  local limit, w, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local key = KEYS[2 + i]
-  local ok, st, ch, wr
-  if alg == 'f' then
-    ok, st, ch, wr = fixed(key, limit, w, cost)
-  elseif alg == 's' then
-    ok, st, ch, wr = sliding(key, limit, w, cost)
-  elseif alg == 'l' then
-    ok, st, ch, wr = log(key, limit, w, cost)
-  elseif alg == 'c' then
+  local p = policy_args(8 + POLICY_WIDTH * (i - 1))
+  local key = KEYS[first_key + i - 1]
+  local ok, st, ch, wr, mk
+  if p.alg == 'f' then
+    ok, st, ch, wr, mk = fixed(key, p.limit, p.window, cost)
+  elseif p.alg == 's' then
+    ok, st, ch, wr, mk = sliding(key, p.limit, p.window, cost)
+  elseif p.alg == 'l' then
+    ok, st, ch, wr, mk = log(key, p.limit, p.window, cost)
+  elseif p.alg == 'c' then
     if cost > 0 and lease == '' then
       return redis.error_reply('a concurrency policy needs the request lease id')
     end
-    ok, st, ch, wr = conc(key, limit, w, cost)
+    ok, st, ch, wr, mk = conc(key, p.limit, p.window, cost)
   else
-    ok, st, ch, wr = bucket(key, limit, w, burst, cost)
+    ok, st, ch, wr, mk = bucket(key, p.limit, p.window, p.burst, cost)
   end
-  allowed[i], states[i], charged[i], writes[i] = ok, st, ch, wr
-  if not ok and rejected < 0 and ARGV[b + 4] == '1' then rejected = i end
+  policies[i], allowed[i], states[i], charged[i], writes[i], marks[i] = p, ok, st, ch, wr, mk
+  if not ok and rejected < 0 and p.enforce == 1 then rejected = i end
 end
 
-local function offence_key(i)
-  return base .. 'off:' .. ARGV[names + i - 1] .. '|' .. client
-end
-
-local out = {0, 0, now0, -1, 0}
-if rejected >= 0 then
-  out[1], out[2] = 1, rejected - 1
-  -- block for the longest effective block among rejecting enforce policies (first on a tie);
-  -- an escalating policy multiplies its block_for once per remembered offence, up to its max
-  local best, best_ms, best_prev = -1, 0, 0
+local function push_states(out)
   for i = 1, n do
-    local b = 6 + P * (i - 1)
-    local ms = tonumber(ARGV[b + 5])
-    if not allowed[i] and ARGV[b + 4] == '1' and ms > 0 then
-      local mult, max = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
-      local prev = 0
-      if mult > 0 then
-        local o = redis.call('HMGET', offence_key(i), 'n', 'f')
-        local on, of = tonumber(o[1]), tonumber(o[2])
-        if on and of and now0 < of then prev = on end
-        local k = 0
-        while k < prev and ms < max do
-          ms = ms * mult
-          if ms > max then ms = max end
-          k = k + 1
-        end
-      end
-      if ms > best_ms then best, best_ms, best_prev = i, ms, prev end
-    end
-  end
-  suspect(client)
-  limited_event(client, ARGV[names + (rejected - 1)])
-  if best > 0 then
-    local name = ARGV[names + (best - 1)]
-    block(client, now0 + best_ms, 'policy:' .. name, best_ms + pad)
-    local b = 6 + P * (best - 1)
-    if tonumber(ARGV[b + 7]) > 0 then
-      -- remembered for block_memory after the block ends
-      local memory = tonumber(ARGV[b + 9])
-      local k = offence_key(best)
-      redis.call('HSET', k, 'n', best_prev + 1, 'f', now0 + best_ms + memory)
-      redis.call('PEXPIRE', k, best_ms + memory + pad)
-    end
-    event({client = client, kind = 'blocked', policy = name, reason = 'policy:' .. name,
-      ttl_ms = best_ms})
-    out[4], out[5] = best - 1, best_ms
-  end
-  for i = 1, n do
-    local s = states[i]
     local a = 0
     if allowed[i] then a = 1 end
     out[#out + 1] = a
-    for j = 1, 4 do out[#out + 1] = s[j] end
+    for j = 1, 4 do out[#out + 1] = states[i][j] end
   end
   return out
 end
 
-for i = 1, n do
-  local s = states[i]
-  -- deferred policies are charged after the response (settle.lua)
-  if allowed[i] and charged[i] and ARGV[6 + P * (i - 1) + 6] ~= '1' then
-    writes[i]()
-    s = charged[i]
+if rejected >= 0 then
+  local out = {1, rejected - 1, now0, -1, 0}
+  if single and has_block then
+    -- block for the longest effective block among rejecting enforce policies
+    local cands, index = {}, {}
+    for i = 1, n do
+      if not allowed[i] and policies[i].enforce == 1 then
+        cands[#cands + 1] = policies[i]
+        index[#cands] = i
+      end
+    end
+    local best, ms = penalize(KEYS[1], cands)
+    if best > 0 then out[4], out[5] = index[best] - 1, ms end
   end
-  local a = 0
-  if allowed[i] then a = 1 end
-  out[#out + 1] = a
-  for j = 1, 4 do out[#out + 1] = s[j] end
+  return push_states(out)
+end
+
+local before, did = {}, {}
+for i = 1, n do
+  before[i] = states[i]
+  did[i] = 0
+  -- deferred policies are charged after the response (settle.lua)
+  if allowed[i] and charged[i] and policies[i].deferred ~= 1 then
+    writes[i]()
+    states[i] = charged[i]
+    did[i] = 1
+  end
+end
+local out = push_states({0, 0, now0, -1, 0})
+if not single then
+  for i = 1, n do
+    out[#out + 1] = did[i]
+    out[#out + 1] = before[i][2]
+    out[#out + 1] = before[i][3]
+    out[#out + 1] = marks[i] or 0
+  end
 end
 return out

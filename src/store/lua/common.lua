@@ -1,6 +1,9 @@
--- rategate: helpers shared by every script (prepended at load time). ARGV[1] is always the
--- clock override: "" to use the server clock (TIME), or ms since the epoch (tests only).
--- KEYS[1] is always the blocks sorted set (client -> until ms) and KEYS[2] the reasons hash.
+-- rategate: helpers shared by every script (prepended at load time, after the constants and the
+-- policy argument reader that the Rust side generates: see src/store/redis/args.rs).
+-- ARGV[1] is always the clock override: "" to use the server clock (TIME), or ms since the epoch
+-- (tests only). The window and bucket arithmetic below is the one copy check, charge and refund
+-- share; it mirrors src/store/algorithm.rs (integer arithmetic on millisecond timestamps; Lua
+-- numbers are doubles, exact up to 2^53, which config validation guarantees).
 
 local function fdiv(a, b)
   -- floor division that stays exact near 2^53, where a / b may round up to the next integer
@@ -33,47 +36,144 @@ end
 local pad = 0
 if ARGV[1] ~= '' then pad = 3600000 end
 
--- Record a block until `until_ms`; both keys live at least `ttl` more. Expired entries are
--- pruned here (a rare path) so the set stays bounded by the clients blocked recently.
-local function block(who, until_ms, reason, ttl)
-  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now0, 'LIMIT', 0, 100)
-  if #old > 0 then
-    redis.call('ZREM', KEYS[1], unpack(old))
-    redis.call('HDEL', KEYS[2], unpack(old))
+-- The clock a counter is judged at: the store clock, or the counter's own newest time when that
+-- is ahead (another instance's clock, or a test clock moved back), so time never runs backwards
+-- for a counter. Returns now and the skew to add to reported durations.
+local function counter_now(stored)
+  if stored and stored > now0 then return stored, stored - now0 end
+  return now0, 0
+end
+
+-- Fixed window {s = window start, c = count}: now, skew, start, count in the current window.
+local function fixed_state(key, w)
+  local h = redis.call('HMGET', key, 's', 'c')
+  local ss, sc = tonumber(h[1]), tonumber(h[2]) or 0
+  local now, skew = counter_now(ss)
+  local start = fdiv(now, w) * w
+  local count = 0
+  if ss == start then count = sc end
+  return now, skew, start, count
+end
+
+-- Sliding window {s = current window start, p = previous count, c = current count}: now, skew,
+-- start, prev, cur, and the weight (ms) of the previous window still in view.
+local function sliding_state(key, w)
+  local h = redis.call('HMGET', key, 's', 'p', 'c')
+  local ss, sp, sc = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+  local now, skew = counter_now(ss)
+  local start = fdiv(now, w) * w
+  local prev, cur = 0, 0
+  if ss == start then
+    prev, cur = sp, sc
+  elseif ss and ss + w == start then
+    prev, cur = sc, 0
   end
-  redis.call('ZADD', KEYS[1], until_ms, who)
-  redis.call('HSET', KEYS[2], who, reason)
-  for k = 1, 2 do
-    if redis.call('PTTL', KEYS[k]) < ttl then redis.call('PEXPIRE', KEYS[k], ttl) end
+  return now, skew, start, prev, cur, w - (now - start)
+end
+
+-- Sliding log (sorted set, one member per unit, score = time): now, skew, the newest time (or
+-- nil), and the units live at now (a unit admitted at ts is live while ts + w > now).
+local function log_state(key, w)
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  local nts = tonumber(newest[2])
+  local now, skew = counter_now(nts)
+  return now, skew, nts, redis.call('ZCOUNT', key, '(' .. (now - w), '+inf')
+end
+
+-- The members one charge adds to a log: named by the request when it has an id (so a refund
+-- removes exactly them), else unique by the live count (within one millisecond it only grows).
+local function log_add(key, now, w, c, count, nonce)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - w)
+  for i = 1, c do
+    if nonce ~= '' then
+      redis.call('ZADD', key, now, nonce .. ':' .. i)
+    else
+      redis.call('ZADD', key, now, now .. ':' .. (count + i))
+    end
   end
 end
 
-
--- Activity (see "Activity" in src/store/mod.rs; the constants are prepended by the Rust side
--- from that module, so both stores use the same numbers). KEYS[1] is `<base>blocks`.
-local base = string.sub(KEYS[1], 1, -7)
-
-local function event(fields)
-  fields.at = now0
-  local k = base .. 'events'
-  redis.call('LPUSH', k, cjson.encode(fields))
-  redis.call('LTRIM', k, 0, EVENTS_MAX - 1)
-  redis.call('PEXPIRE', k, EVENT_TTL_MS + pad)
+-- Token bucket {u = units (tokens * w), t = when}: now, skew, units at now, rate, capacity.
+local function bucket_state(key, limit, w, burst)
+  local h = redis.call('HMGET', key, 'u', 't')
+  local su, st = tonumber(h[1]), tonumber(h[2])
+  local rate = limit
+  if rate < 1 then rate = 1 end
+  local cap = burst * w
+  local now, skew = counter_now(st)
+  local units = cap
+  if su and st then
+    local have = su
+    if have > cap then have = cap end
+    local refill = (now - st) * rate
+    if refill < cap - have then units = have + refill end
+  end
+  return now, skew, units, rate, cap
 end
 
--- One `limited` event per client and policy per EVENT_REPEAT_MS of store time.
-local function limited_event(who, policy)
-  local k = base .. 'evrep:' .. who .. '|' .. policy
-  local last = tonumber(redis.call('GET', k) or '')
-  if last and now0 - last < EVENT_REPEAT_MS then return end
-  redis.call('SET', k, now0, 'PX', EVENT_REPEAT_MS + pad)
-  event({client = who, kind = 'limited', policy = policy})
+local function bucket_store(key, now, skew, left, rate, cap)
+  redis.call('HSET', key, 'u', left, 't', now)
+  local px = cdiv(cap - left, rate) + skew
+  if px < 1 then px = 1 end
+  redis.call('PEXPIRE', key, px + pad)
 end
 
-local function suspect(who)
-  local k = base .. 'suspects:' .. fdiv(now0, SUSPECT_BUCKET_MS)
-  redis.call('ZINCRBY', k, 1, who)
-  -- drops the lowest count, the smallest client on a tie
-  redis.call('ZREMRANGEBYRANK', k, 0, -(SUSPECTS_MAX + 1))
-  redis.call('PEXPIRE', k, 2 * SUSPECT_BUCKET_MS + pad)
+-- Blocks: one entry per client, `<prefix>{i:<client>}:b` = "<until>:<reason>", TTL = the block.
+local function get_block(key)
+  local v = redis.call('GET', key)
+  if not v then return 0, '' end
+  local u, reason = string.match(v, '^(%d+):(.*)$')
+  return tonumber(u) or 0, reason or ''
+end
+
+local function set_block(key, until_ms, reason)
+  redis.call('SET', key, until_ms .. ':' .. reason, 'PX', until_ms - now0 + pad)
+end
+
+-- Escalation: the client's offences per policy, `<prefix>{i:<client>}:o:<policy>` = {n, f =
+-- forget at}, next to the block entry (same slot).
+local function offence_key(block_key, name)
+  return string.sub(block_key, 1, -2) .. 'o:' .. name
+end
+
+-- The effective block of a rejecting policy p (fields as read by policy_args) for the client of
+-- block_key: block_for, multiplied once per remembered offence, capped at max at every step.
+-- Returns ms and the offences remembered.
+local function effective_block(block_key, p)
+  local ms, prev = p.block_for, 0
+  if p.mult > 0 then
+    local o = redis.call('HMGET', offence_key(block_key, p.name), 'n', 'f')
+    local on, of = tonumber(o[1]), tonumber(o[2])
+    if on and of and now0 < of then prev = on end
+    local k = 0
+    while k < prev and ms < p.max do
+      ms = ms * p.mult
+      if ms > p.max then ms = p.max end
+      k = k + 1
+    end
+  end
+  return ms, prev
+end
+
+-- Block the client of block_key for the longest effective block among the rejecting enforce
+-- policies `cands` (in route order; the first wins a tie), and record the offence of the policy
+-- applied. Returns its position in cands and the block (ms), or 0, 0.
+local function penalize(block_key, cands)
+  local best, best_ms, best_prev = 0, 0, 0
+  for j, p in ipairs(cands) do
+    if p.block_for > 0 then
+      local ms, prev = effective_block(block_key, p)
+      if ms > best_ms then best, best_ms, best_prev = j, ms, prev end
+    end
+  end
+  if best == 0 then return 0, 0 end
+  local p = cands[best]
+  set_block(block_key, now0 + best_ms, 'policy:' .. p.name)
+  if p.mult > 0 then
+    -- remembered for block_memory after the block ends
+    local k = offence_key(block_key, p.name)
+    redis.call('HSET', k, 'n', best_prev + 1, 'f', now0 + best_ms + p.memory)
+    redis.call('PEXPIRE', k, best_ms + p.memory + pad)
+  end
+  return best, best_ms
 end

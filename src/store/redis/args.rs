@@ -1,0 +1,133 @@
+//! The scripts' arguments for one policy, defined once: [`FIELDS`] orders them, [`push_policy`]
+//! sends them in that order, and [`prelude`] gives the scripts `POLICY_WIDTH` and
+//! `policy_args(b)`, which reads the policy starting at `ARGV[b]` into a table of named fields.
+//! Adding a field here changes both sides at once.
+
+use std::fmt::Write as _;
+
+use fred::types::Value;
+
+use crate::config::compiled::Mode;
+use crate::millis;
+use crate::store::algorithm::Params;
+use crate::store::{
+    PolicyCheck, CONCURRENCY_RETRY_MS, EVENTS_MAX, EVENT_REPEAT_MS, EVENT_TTL_MS, SUSPECTS_MAX,
+    SUSPECT_BUCKET_MS,
+};
+
+use super::algorithm_code;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// `f`, `s`, `l`, `t` or `c` (text).
+    Alg,
+    Limit,
+    /// Window ms (concurrency: the lease).
+    Window,
+    Burst,
+    /// 1 for an enforce policy, 0 for shadow.
+    Enforce,
+    /// ms, 0 = none.
+    BlockFor,
+    /// 1: checked but charged after the response.
+    Deferred,
+    /// Escalation multiplier, 0 = none.
+    Mult,
+    /// Escalation cap, ms.
+    Max,
+    /// Escalation memory, ms.
+    Memory,
+    /// The policy's name (text): block reasons and offence records.
+    Name,
+}
+
+/// Arguments per policy.
+pub(super) const WIDTH: usize = FIELDS.len();
+
+/// Every field, in argument order, with its Lua name.
+const FIELDS: [(Field, &str); 11] = [
+    (Field::Alg, "alg"),
+    (Field::Limit, "limit"),
+    (Field::Window, "window"),
+    (Field::Burst, "burst"),
+    (Field::Enforce, "enforce"),
+    (Field::BlockFor, "block_for"),
+    (Field::Deferred, "deferred"),
+    (Field::Mult, "mult"),
+    (Field::Max, "max"),
+    (Field::Memory, "memory"),
+    (Field::Name, "name"),
+];
+
+pub(super) fn int(v: u64) -> Value {
+    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Append the arguments of `check`, in [`FIELDS`] order.
+pub(super) fn push_policy(args: &mut Vec<Value>, check: &PolicyCheck<'_>) {
+    let policy = check.policy;
+    let p = Params::of_check(check);
+    let (mult, max, memory) = policy.escalation.map_or((0, 0, 0), |e| {
+        (e.multiplier, millis::ceil(e.max), millis::ceil(e.memory))
+    });
+    for (field, _) in FIELDS {
+        args.push(match field {
+            Field::Alg => Value::String(algorithm_code(p.algorithm).into()),
+            Field::Limit => int(p.limit),
+            Field::Window => int(p.window_ms),
+            Field::Burst => int(p.burst),
+            Field::Enforce => int(u64::from(policy.mode == Mode::Enforce)),
+            Field::BlockFor => int(policy.block_for.map_or(0, millis::ceil)),
+            Field::Deferred => int(u64::from(check.deferred)),
+            Field::Mult => int(mult),
+            Field::Max => int(max),
+            Field::Memory => int(memory),
+            Field::Name => Value::String((&*policy.name).into()),
+        });
+    }
+}
+
+/// What every script starts with: the contract's constants (so both stores share one number)
+/// and the policy argument reader.
+pub(super) fn prelude() -> String {
+    let mut out = format!(
+        "local EVENTS_MAX = {EVENTS_MAX}\nlocal EVENT_TTL_MS = {EVENT_TTL_MS}\n\
+         local EVENT_REPEAT_MS = {EVENT_REPEAT_MS}\nlocal SUSPECT_BUCKET_MS = \
+         {SUSPECT_BUCKET_MS}\nlocal SUSPECTS_MAX = {SUSPECTS_MAX}\n\
+         local CONCURRENCY_RETRY_MS = {CONCURRENCY_RETRY_MS}\nlocal POLICY_WIDTH = {}\n\
+         local function policy_args(b)\n  return {{",
+        FIELDS.len()
+    );
+    for (i, (field, name)) in FIELDS.iter().enumerate() {
+        let text = matches!(field, Field::Alg | Field::Name);
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = if text {
+            write!(out, "{sep}{name} = ARGV[b + {i}]")
+        } else {
+            write!(out, "{sep}{name} = tonumber(ARGV[b + {i}])")
+        };
+    }
+    out.push_str("}\nend\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compiled::{Algorithm, Policy};
+    use std::time::Duration;
+
+    #[test]
+    fn the_reader_names_every_field_at_its_position() {
+        let text = prelude();
+        assert!(text.contains("local POLICY_WIDTH = 11\n"));
+        assert!(text.contains("alg = ARGV[b + 0], limit = tonumber(ARGV[b + 1])"));
+        assert!(text.contains("name = ARGV[b + 10]}"));
+        let policy = Policy::new("p", Algorithm::TokenBucket, 5, Duration::from_secs(1));
+        let mut args = Vec::new();
+        push_policy(&mut args, &PolicyCheck::new(&policy, "k"));
+        assert_eq!(args.len(), FIELDS.len());
+        assert_eq!(args[0], Value::String("t".into()));
+        assert_eq!(args[10], Value::String("p".into()));
+    }
+}

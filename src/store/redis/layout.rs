@@ -1,0 +1,126 @@
+//! Redis key names. A key's hash tag is the identity it counts (see the key map in `redis.rs`):
+//! a client's block entry, offences and every counter keyed by that client share the tag
+//! `{i:<client>}`; any other counter is tagged with its own counter key; only what the admin API
+//! lists across clients (the block index, events, suspects) lives under `{rg}`. Tags are built
+//! from escaped key material (`store::keys`), so client bytes never form or break a tag, and the
+//! tag always comes first after the operator's prefix (validated to hold no braces).
+
+use std::fmt::Write as _;
+
+use crate::store::algorithm::Params;
+use crate::store::keys::{self, Tag};
+use crate::store::PolicyCheck;
+
+use super::algorithm_code;
+
+/// The tag of what is kept across clients.
+const SHARED_TAG: &str = "{rg}";
+
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    prefix: String,
+    /// `<prefix>{rg}:` (block index, events, suspects).
+    shared: String,
+}
+
+impl Layout {
+    pub(super) fn new(prefix: &str) -> Self {
+        Layout {
+            prefix: prefix.to_owned(),
+            shared: format!("{prefix}{SHARED_TAG}:"),
+        }
+    }
+
+    /// `<prefix>{i:<client>}:b`: the client's block entry (`<until>:<reason>`, TTL = the block).
+    /// The client's offences are `<prefix>{i:<client>}:o:<policy>` (named by the scripts).
+    pub(super) fn block_key(&self, client: &str) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + 8 + client.len());
+        out.push_str(&self.prefix);
+        out.push('{');
+        keys::push_identity(&mut out, Tag::Ip, client.as_bytes());
+        out.push_str("}:b");
+        out
+    }
+
+    /// The full key of a counter: `<prefix>{<client component>}:c:<params>:<key>` when the
+    /// counter key names the client, else `<prefix>{<key>}:c:<params>`. `<params>` names the
+    /// algorithm, limit, window and burst (the check's, possibly a tier's), so a policy changed
+    /// by a reload, or another tier, gets a fresh counter.
+    pub(super) fn counter_key(&self, check: &PolicyCheck<'_>) -> String {
+        let key = check.key;
+        let mut out = String::with_capacity(self.prefix.len() + 32 + 2 * key.len());
+        out.push_str(&self.prefix);
+        out.push('{');
+        let client = keys::client_component(key);
+        out.push_str(client.unwrap_or(key));
+        out.push_str("}:c:");
+        let p = Params::of_check(check);
+        let _ = write!(
+            out,
+            "{}{}.{}.{}",
+            algorithm_code(p.algorithm),
+            p.limit,
+            p.window_ms,
+            p.burst
+        );
+        if client.is_some() {
+            out.push(':');
+            out.push_str(key);
+        }
+        out
+    }
+
+    /// `<prefix>{rg}:events`: the recent events list; the scripts name the other shared keys
+    /// from it (`blocks`, the block index: client -> until, written only when a block starts or
+    /// is removed; `evrep:`, `suspects:`). Also the name of the pub/sub channel.
+    pub(super) fn events_key(&self) -> String {
+        format!("{}events", self.shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compiled::{Algorithm, Policy};
+    use std::time::Duration;
+
+    fn policy() -> Policy {
+        Policy::new("p", Algorithm::FixedWindow, 5, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn client_counters_share_the_block_tag() {
+        let l = Layout::new("rl:");
+        let p = policy();
+        let k = l.counter_key(&PolicyCheck::new(&p, "p|i:1.2.3.4|p:/a"));
+        assert_eq!(k, "rl:{i:1.2.3.4}:c:f5.1000.5:p|i:1.2.3.4|p:/a");
+        assert_eq!(l.block_key("1.2.3.4"), "rl:{i:1.2.3.4}:b");
+        assert_eq!(
+            fred::util::redis_keyslot(k.as_bytes()),
+            fred::util::redis_keyslot(l.block_key("1.2.3.4").as_bytes())
+        );
+    }
+
+    #[test]
+    fn other_counters_are_tagged_with_their_own_key() {
+        let l = Layout::new("rl:");
+        let p = policy();
+        assert_eq!(
+            l.counter_key(&PolicyCheck::new(&p, "p|g")),
+            "rl:{p|g}:c:f5.1000.5"
+        );
+        assert_eq!(
+            l.counter_key(&PolicyCheck::new(&p, "p|h:key%7B1%7D")),
+            "rl:{p|h:key%7B1%7D}:c:f5.1000.5"
+        );
+    }
+
+    #[test]
+    fn client_bytes_never_make_a_tag() {
+        let l = Layout::new("rl:");
+        let k = l.block_key("a}b{c");
+        assert_eq!(k, "rl:{i:a%7Db%7Bc}:b");
+        let long = "x".repeat(100);
+        assert!(l.block_key(&long).starts_with("rl:{i#"));
+    }
+}
