@@ -1,6 +1,7 @@
 //! Criterion benches of the functions every request runs through, in request order: client
 //! identity, path normalization, route matching, key building, the store check (each algorithm,
-//! through the `Store` trait and through `Limiter::check`) and the rate-limit headers.
+//! through the `Store` trait and through `Limiter::check`) and the rate-limit headers (from the
+//! text compiled per policy; a tier override's quota written per request).
 //!
 //! Run with `cargo bench --bench hot_path` (add `-- <filter>` for one group). On a shared 2-core
 //! machine compare numbers only within one run.
@@ -404,6 +405,22 @@ fn bench_headers(c: &mut Criterion) {
             )
         });
     }
+    // A client on a tier override: its `RateLimit-Policy` quota is not the compiled one, so the
+    // value is written per request from the compiled pieces.
+    let tier = config(&format!(
+        "{HEAD}[[policy]]\nname = \"tiered\"\nalgorithm = \"fixed_window\"\nlimit = 1000\n\
+         window = \"60s\"\noverrides = {{ \"198.51.100.23\" = 5000 }}\n\
+         [[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"api\"\npolicies = [\"tiered\"]\n"
+    ));
+    let tier_limiter = memory_limiter(&tier, 1000);
+    let rep = report(&tier.routes[0], &tier_limiter);
+    g.bench_function("1_policy_tier_override", |b| {
+        b.iter_batched_ref(
+            || upstream.clone(),
+            |h| rate_headers::apply_rate_headers(h, black_box(&rep)),
+            BatchSize::SmallInput,
+        )
+    });
     // The upstream sent its own rate-limit headers: they are replaced.
     let mut theirs = upstream.clone();
     theirs.insert("x-ratelimit-limit", HeaderValue::from_static("99"));

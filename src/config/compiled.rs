@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderName, Method, StatusCode, Uri};
 use serde::Deserialize;
 
+use super::header_text::PolicyHeaderText;
 use crate::net::CidrSet;
 use crate::uri_path::PathRules;
 
@@ -192,22 +193,22 @@ impl Upstream {
             .unwrap_or_else(|_| http::HeaderValue::from_static(""))
     }
 
-    /// The URI the upstream receives for a normalized, already prefix-stripped path and query.
+    /// The request target the upstream receives for a normalized, already prefix-stripped path
+    /// and query: origin form (`/base/path?query`), which is what an HTTP/1.1 origin server
+    /// expects; the connection already names the upstream. One allocation, no scheme or
+    /// authority copied.
     pub(crate) fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let mut pq = String::with_capacity(
-            self.base_path.len() + path.len() + 1 + query.map_or(0, str::len),
-        );
-        pq.push_str(&self.base_path);
-        pq.push_str(path);
+        let mut pq =
+            Vec::with_capacity(self.base_path.len() + path.len() + 1 + query.map_or(0, str::len));
+        pq.extend_from_slice(self.base_path.as_bytes());
+        pq.extend_from_slice(path.as_bytes());
         if let Some(q) = query {
-            pq.push('?');
-            pq.push_str(q);
+            pq.push(b'?');
+            pq.extend_from_slice(q.as_bytes());
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
+        Ok(Uri::from(http::uri::PathAndQuery::from_maybe_shared(
+            Bytes::from(pq),
+        )?))
     }
 }
 
@@ -303,6 +304,9 @@ pub struct Policy {
     pub retry_after_jitter: Option<Duration>,
     /// Position in `Config::policies` (stable index for metrics handles).
     pub index: usize,
+    /// The constant text of its rate-limit headers, from `name`, `algorithm`, `limit` and
+    /// `window` (built with them: `Policy::new`, validation).
+    pub headers: PolicyHeaderText,
 }
 
 impl Policy {
@@ -324,6 +328,7 @@ impl Policy {
             overrides: Overrides::default(),
             retry_after_jitter: None,
             index: 0,
+            headers: PolicyHeaderText::new(name, algorithm, limit, crate::millis::floor(window)),
         }
     }
 

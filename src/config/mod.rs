@@ -8,6 +8,7 @@ pub(crate) mod duration;
 pub(crate) mod env;
 pub(crate) mod error;
 pub(crate) mod file;
+pub(crate) mod header_text;
 pub(crate) mod live;
 mod locate;
 pub(crate) mod reload;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
 
-use crate::config::compiled::Algorithm;
+use crate::config::header_text::{push_sf_integer, push_u64};
 use crate::limiter::RateReport;
 use crate::millis;
 
@@ -23,8 +23,10 @@ pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("rateli
 /// spellings `strip_rate_headers` removes) with the gateway's report. `Retry-After` is set
 /// separately (`retry_after_value`).
 ///
-/// All values are written into one buffer and handed out as slices of it: one allocation for
-/// the six headers.
+/// The text that is the same for every request of a policy was written when the config was
+/// compiled (`config::header_text`): `X-RateLimit-Policy` and, for a single policy at its own
+/// limit, `RateLimit-Policy` are shared values; the numbers are written into one buffer and handed
+/// out as slices of it (one allocation for the rest).
 pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
     strip_rate_headers(headers);
     // `reported` comes from the limiter; an out-of-range index falls back to the first entry
@@ -37,59 +39,60 @@ pub fn apply_rate_headers(headers: &mut HeaderMap, report: &RateReport) {
         return;
     };
 
-    let names: usize = report.entries.iter().map(|e| e.policy.name.len()).sum();
-    let mut buf = Vec::with_capacity(96 + 2 * names + 64 * report.entries.len());
-
+    let mut buf = Vec::with_capacity(64 + 48 * report.entries.len());
     let limit = span(&mut buf, |b| push_u64(b, main.state.limit));
     let remaining = span(&mut buf, |b| push_u64(b, main.state.remaining));
     let reset_at = millis::secs_ceil(report.now_ms.saturating_add(main.state.reset_ms));
     let reset = span(&mut buf, |b| push_u64(b, reset_at));
-    let policy = span(&mut buf, |b| push_name(b, &main.policy.name));
-    let rl_policy = span(&mut buf, |b| {
-        for (i, e) in report.entries.iter().enumerate() {
-            if i > 0 {
-                b.extend_from_slice(b", ");
-            }
-            push_sf_string(b, &e.policy.name);
-            b.extend_from_slice(b";q=");
-            push_sf_integer(b, e.state.limit);
-            if e.policy.algorithm == Algorithm::Concurrency {
-                // A quota of requests in flight has no window.
-                b.extend_from_slice(b";qu=\"concurrent-requests\"");
-            } else {
-                b.extend_from_slice(b";w=");
-                push_sf_integer(b, millis::secs_ceil(e.policy.window_ms()).max(1));
-            }
-        }
-    });
     let rl = span(&mut buf, |b| {
         for (i, e) in report.entries.iter().enumerate() {
             if i > 0 {
                 b.extend_from_slice(b", ");
             }
-            push_sf_string(b, &e.policy.name);
+            let text = &e.policy.headers;
+            b.extend_from_slice(&text.sf_name);
             b.extend_from_slice(b";r=");
             push_sf_integer(b, e.state.remaining);
             // Free slots come back on release, not after a time.
-            if e.policy.algorithm != Algorithm::Concurrency {
+            if !text.concurrency {
                 b.extend_from_slice(b";t=");
                 push_sf_integer(b, millis::secs_ceil(e.state.reset_ms));
             }
         }
     });
+    // One policy at its own limit (no tier override): the compiled value as it is.
+    let single = match &report.entries[..] {
+        [e] if e.state.limit == e.policy.headers.limit => Some(e.policy.headers.quota.clone()),
+        _ => None,
+    };
+    let rl_policy = match single {
+        Some(_) => 0..0,
+        None => span(&mut buf, |b| {
+            for (i, e) in report.entries.iter().enumerate() {
+                if i > 0 {
+                    b.extend_from_slice(b", ");
+                }
+                e.policy.headers.push_quota(b, e.state.limit);
+            }
+        }),
+    };
 
     let bytes = Bytes::from(buf);
-    for (name, range) in [
-        (&X_RATELIMIT_LIMIT, limit),
-        (&X_RATELIMIT_REMAINING, remaining),
-        (&X_RATELIMIT_RESET, reset),
-        (&X_RATELIMIT_POLICY, policy),
-        (&RATELIMIT_POLICY, rl_policy),
-        (&RATELIMIT, rl),
+    let value = |range: Range<usize>| HeaderValue::from_maybe_shared(bytes.slice(range));
+    // Only digits, printable ASCII and ", " are written: this cannot fail, and if it ever did,
+    // a missing header beats a panic.
+    for (name, v) in [
+        (&X_RATELIMIT_LIMIT, value(limit)),
+        (&X_RATELIMIT_REMAINING, value(remaining)),
+        (&X_RATELIMIT_RESET, value(reset)),
+        (&X_RATELIMIT_POLICY, Ok(main.policy.headers.name.clone())),
+        (
+            &RATELIMIT_POLICY,
+            single.ok_or(()).or_else(|()| value(rl_policy)),
+        ),
+        (&RATELIMIT, value(rl)),
     ] {
-        // Only digits, printable ASCII and ", " are written: this cannot fail, and if it ever
-        // did, a missing header beats a panic.
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes.slice(range)) {
+        if let Ok(v) = v {
             headers.insert(name, v);
         }
     }
@@ -127,47 +130,6 @@ fn span(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
     let start = buf.len();
     write(buf);
     start..buf.len()
-}
-
-fn push_u64(buf: &mut Vec<u8>, n: u64) {
-    // Seven numbers per response: itoa's two-digits-at-a-time writer takes about half the
-    // instructions of a digit-by-digit loop.
-    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// RFC 8941 integers have at most 15 digits.
-const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
-
-fn push_sf_integer(buf: &mut Vec<u8>, n: u64) {
-    push_u64(buf, n.min(SF_INTEGER_MAX));
-}
-
-/// A policy name as a header value. Config validation restricts names to `[A-Za-z0-9_.:-]`;
-/// anything else is replaced so that a bad name can never break the header.
-fn push_name(buf: &mut Vec<u8>, name: &str) {
-    buf.extend(name.bytes().map(|b| {
-        if b.is_ascii_graphic() || b == b' ' {
-            b
-        } else {
-            b'_'
-        }
-    }));
-}
-
-/// An RFC 8941 sf-string: `"`, with `"` and `\` escaped and non-printables replaced.
-fn push_sf_string(buf: &mut Vec<u8>, s: &str) {
-    buf.push(b'"');
-    for b in s.bytes() {
-        match b {
-            b'"' | b'\\' => {
-                buf.push(b'\\');
-                buf.push(b);
-            }
-            0x20..=0x7E => buf.push(b),
-            _ => buf.push(b'_'),
-        }
-    }
-    buf.push(b'"');
 }
 
 #[cfg(test)]
@@ -268,6 +230,35 @@ mod tests {
         assert_eq!(
             one(&h, "ratelimit"),
             Some("\"burst\";r=4;t=2, \"hourly\";r=3;t=3599")
+        );
+    }
+
+    #[test]
+    fn a_tier_override_reports_its_own_quota() {
+        // The compiled `RateLimit-Policy` holds the policy's own limit; a client on a tier gets
+        // its quota written per request, alone or among other policies.
+        let auth = policy("auth", 30, Duration::from_secs(60));
+        let mut tier = entry(&auth, 250, 16_001);
+        tier.state.limit = 300;
+        let report = RateReport {
+            entries: vec![tier.clone()],
+            reported: 0,
+            now_ms: 0,
+        };
+        let mut h = HeaderMap::new();
+        apply_rate_headers(&mut h, &report);
+        assert_eq!(one(&h, "ratelimit-policy"), Some("\"auth\";q=300;w=60"));
+        assert_eq!(one(&h, "x-ratelimit-limit"), Some("300"));
+        let hourly = policy("hourly", 1000, Duration::from_secs(3600));
+        let report = RateReport {
+            entries: vec![entry(&hourly, 3, 3_599_000), tier],
+            reported: 0,
+            now_ms: 0,
+        };
+        apply_rate_headers(&mut h, &report);
+        assert_eq!(
+            one(&h, "ratelimit-policy"),
+            Some("\"hourly\";q=1000;w=3600, \"auth\";q=300;w=60")
         );
     }
 
@@ -400,14 +391,5 @@ mod tests {
         let mut empty = HeaderMap::new();
         strip_rate_headers(&mut empty);
         assert!(empty.is_empty());
-    }
-
-    #[test]
-    fn push_u64_digits() {
-        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
-            let mut b = Vec::new();
-            push_u64(&mut b, n);
-            assert_eq!(b, n.to_string().as_bytes());
-        }
     }
 }

@@ -255,7 +255,8 @@ impl UpstreamPool {
         }
     }
 
-    /// Send `req` (already rewritten for the upstream) and wait for the response head, bounded
+    /// Send `req` (already rewritten for the upstream, its URI in origin form:
+    /// `Upstream::uri_for`) and wait for the response head, bounded
     /// by the upstream's timeout. The body streams afterwards.
     pub(crate) async fn send(
         &self,
@@ -264,7 +265,6 @@ impl UpstreamPool {
     ) -> Result<Response<Incoming>, GatewayError> {
         // The upstream side always speaks HTTP/1.1, whatever the client used.
         *req.version_mut() = Version::HTTP_11;
-        origin_form(req.uri_mut());
         let started = Instant::now();
         let result = tokio::time::timeout(upstream.timeout, self.round_trip(upstream, req)).await;
         let name = &*upstream.name;
@@ -339,17 +339,6 @@ impl UpstreamPool {
     }
 }
 
-/// The request target an origin server expects: `/path?query` (the gateway's rewritten URI is
-/// absolute so that it names the upstream).
-fn origin_form(uri: &mut Uri) {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = uri.path_and_query().cloned();
-    // A path-and-query alone is always a valid URI; if it somehow were not, keep the original.
-    if let Ok(origin) = Uri::from_parts(parts) {
-        *uri = origin;
-    }
-}
-
 /// A bounded vocabulary for `rategate_upstream_errors_total{kind}`.
 fn classify_connect(err: &(dyn std::error::Error + 'static)) -> &'static str {
     let text = format!("{err:?}");
@@ -357,20 +346,4 @@ fn classify_connect(err: &(dyn std::error::Error + 'static)) -> &'static str {
         return "connect_timeout";
     }
     "connect"
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_form_keeps_path_and_query_only() {
-        let mut uri: Uri = "http://10.0.0.1:8081/a/b?x=1".parse().unwrap();
-        origin_form(&mut uri);
-        assert_eq!(uri.to_string(), "/a/b?x=1");
-        assert!(uri.authority().is_none());
-        let mut root: Uri = "https://api.example.com/".parse().unwrap();
-        origin_form(&mut root);
-        assert_eq!(root.to_string(), "/");
-    }
 }

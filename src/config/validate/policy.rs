@@ -17,6 +17,7 @@ use super::validator::Validator;
 use crate::config::compiled::{Algorithm, CountOn, Escalation, KeyPart, Policy};
 use crate::config::duration;
 use crate::config::file;
+use crate::config::header_text::PolicyHeaderText;
 
 impl Validator<'_> {
     pub(super) fn policies(
@@ -74,11 +75,12 @@ impl Validator<'_> {
             // Overrides are checked against a valid key and limit only.
             _ => None,
         };
+        let (limit, window) = (limit?, window?);
         Some(Policy {
             name: Arc::from(p.name.get_ref().as_str()),
             algorithm,
-            limit: limit?,
-            window: window?,
+            limit,
+            window,
             burst: burst?,
             burst_set: p.burst.is_some(),
             key: key?,
@@ -89,6 +91,12 @@ impl Validator<'_> {
             overrides: overrides?,
             retry_after_jitter: retry_after_jitter?,
             index,
+            headers: PolicyHeaderText::new(
+                p.name.get_ref(),
+                algorithm,
+                limit,
+                crate::millis::floor(window),
+            ),
         })
     }
 }

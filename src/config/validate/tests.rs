@@ -100,10 +100,8 @@ fn policy_defaults_and_references() {
         ("https", "Backend:8443")
     );
     assert_eq!(u.base_path, "/v1");
-    assert_eq!(
-        u.uri_for("/x", Some("q=1")).unwrap(),
-        "https://Backend:8443/v1/x?q=1"
-    );
+    assert_eq!(u.uri_for("/x", Some("q=1")).unwrap(), "/v1/x?q=1");
+    assert_eq!(u.uri_for("/", None).unwrap(), "/v1/");
 }
 
 #[test]
