@@ -170,6 +170,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
 
     let served = workers::serve(listener, tls, gateways, metrics, settings, stop_rx).await;
     report_settlements(&limiter);
+    limiter.store().flush_activity().await;
     let _ = admin_stop_tx.send(true);
     for task in tasks {
         task.abort();

@@ -774,3 +774,36 @@ policies = ["one"]
         .until(|| leases_held(&redis).is_empty());
     }
 }
+
+/// Rejections are recorded off the request path and flushed to Redis in batches; a rejection
+/// answered just before SIGTERM still reaches the shared events list before the process exits.
+#[test]
+fn a_rejection_just_before_shutdown_is_recorded_in_redis() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let mut gw = Gateway::start(&gateway_config_timeout(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("fixed_window", 1, "1h"),
+        "2s",
+    ));
+    poll("gateway on Redis to answer", Duration::from_secs(10))
+        .every(REQUEST_PACE)
+        .until(|| raw_status(&raw_get(gw.addr, "/", "")) != 503);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 429);
+    gw.signal("TERM");
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gw.logs()
+    );
+    let events = redis.cli(&["LRANGE", "rgtest:{rg}:events", "0", "-1"]);
+    assert!(
+        events.contains("limited"),
+        "events in Redis: {events:?}\n{}",
+        gw.logs()
+    );
+}

@@ -504,6 +504,15 @@ impl AnyStore {
             AnyStore::Redis(r) => r.wait_connected(timeout).await,
         }
     }
+
+    /// Write what this instance recorded but has not flushed yet (the Redis store's events and
+    /// suspect counts leave the request path in batches), bounded by the store timeout: called
+    /// at shutdown, so the last rejections before a restart still show in the admin API.
+    pub(crate) async fn flush_activity(&self) {
+        if let AnyStore::Redis(r) = self {
+            r.flush_activity().await;
+        }
+    }
 }
 
 impl Store for AnyStore {

@@ -237,6 +237,11 @@ impl RedisStore {
 
     /// Whether at least one pooled connection is up. A breaker can fail fast on `false` instead of
     /// queueing commands behind a reconnect.
+    /// Flush this instance's queued activity (see `activity`), bounded by the store timeout.
+    pub(crate) async fn flush_activity(&self) {
+        self.flush_now().await;
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.inner.pool.clients().iter().any(|c| c.is_connected())
     }
