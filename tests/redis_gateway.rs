@@ -194,6 +194,78 @@ policies = ["a", "b", "c"]
     assert!(calls <= 5, "{calls} round trips for 100 known rejections");
 }
 
+/// Redis commands of the data path in an `INFO commandstats` reply (the probe's PINGs, the
+/// test's own INFO/CONFIG and connection set-up left out), by command.
+fn data_commands(redis: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    const NOT_DATA: [&str; 7] = [
+        "ping",
+        "info",
+        "config",
+        "client",
+        "hello",
+        "subscribe",
+        "script",
+    ];
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(cmd, _)| !NOT_DATA.iter().any(|n| cmd.starts_with(n)))
+        .filter_map(|(cmd, rest)| {
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((cmd.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn an_allowed_check_is_one_read_and_one_write_per_counter() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let policies = r#"
+[[policy]]
+name = "a"
+algorithm = "sliding_window"
+limit = 1000
+window = "1h"
+
+[[policy]]
+name = "b"
+algorithm = "token_bucket"
+limit = 1000
+window = "1h"
+
+[[policy]]
+name = "c"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["a", "b", "c"]
+"#;
+    let gw = Gateway::start(&gateway_config(&echo, &redis.url(), "deny", policies));
+    // Warm up the connection and the script.
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    for _ in 0..10 {
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    }
+    // Per request: the call, the server clock, one read of the block entry and all three
+    // counters, and one write (value and TTL) per counter.
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("evalsha", 10), ("time", 10), ("mget", 10), ("set", 30)]
+            .into_iter()
+            .map(|(c, n)| (c.to_string(), n))
+            .collect();
+    assert_eq!(data_commands(&redis), expected);
+}
+
 #[test]
 fn every_key_has_the_prefix_the_tag_and_a_ttl() {
     need_redis!();

@@ -37,7 +37,9 @@
 #                       optimization): adds the target `before`, the memory store on that binary,
 #                       measured in the same run as everything else
 #   BASELINE_STORE [memory]  the store of `before`: memory, or redis (the same redis-server as
-#                       the `redis` target; its EVALSHA/req is counted the same way)
+#                       the `redis` target; its EVALSHA/req, Redis commands/req and
+#                       redis-server CPU/req are counted the same way, and every other target
+#                       gets a "vs before" throughput ratio)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -262,6 +264,9 @@ evalsha_calls() {
 all_calls() {
   rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ && !/^cmdstat_(info|config)/ {n += $3} END {print n + 0}'
 }
+redis_cpu_s() { # redis-server CPU seconds so far (user + system, all its threads)
+  rcli INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {n += $2} END {printf "%.6f", n}'
+}
 
 # ---------------------------------------------------------------- rategate
 gateway_conf() { # port admin-port store-block routes-kind
@@ -456,7 +461,7 @@ field() { # line key
 }
 
 RAW="$OUT/raw.csv"
-echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req" >"$RAW"
+echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req,redis_cpu_us_per_req" >"$RAW"
 
 PROXY_SCENARIOS=()
 for s in allowed rejected three clients10k; do has "$SCENARIOS" "$s" && PROXY_SCENARIOS+=("$s"); done
@@ -476,7 +481,8 @@ if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
           runs_on "$s" "$t" || continue
           on_redis=0
           { [ "$t" = redis ] || { [ "$t" = before ] && [ "$BASELINE_STORE" = redis ]; }; } && on_redis=1
-          [ "$on_redis" = 1 ] && rcli CONFIG RESETSTAT >/dev/null
+          rcpu0="" rcpu1=""
+          [ "$on_redis" = 1 ] && rcli CONFIG RESETSTAT >/dev/null && rcpu0=$(redis_cpu_s)
           ticks0=$(cpu_ticks "$(pid_of "$t")")
           line=$(run_wrk "$t" "$s" "$c" "$DURATION")
           ticks1=$(cpu_ticks "$(pid_of "$t")")
@@ -484,9 +490,10 @@ if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
           if [ "$on_redis" = 1 ]; then
             evalsha=$(evalsha_calls)
             calls=$(all_calls)
+            rcpu1=$(redis_cpu_s)
           fi
           rss=$(rss_kb "$(pid_of "$t")")
-          echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}')" >>"$RAW"
+          echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}'),$(awk -v a="$rcpu0" -v b="$rcpu1" -v n="$(field "$line" requests)" 'BEGIN {if (a != "" && n > 0) printf "%.1f", (b - a) * 1e6 / n}')" >>"$RAW"
           log "rep $rep c=$c $s on $t: ${line#RESULT }"
         done
       done
@@ -563,10 +570,11 @@ fi
       req[k] += $5; bad[k] += $9; err[k] += $10; es[k] += $11; calls[k] += $12
       if ($13 + 0 > rss[k] + 0) rss[k] = $13
       cpu[k] = cpu[k] " " $14
+      if ($15 != "") rcpu[k] = rcpu[k] " " $15
     }
     END {
-      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | RSS MB |"
-      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | redis-server CPU µs/req | vs before | RSS MB |"
+      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
         # Each shape against nginx doing the same: proxying it, or (rejected) refusing it with
@@ -580,11 +588,15 @@ fi
           d99 = sprintf("%+.2f", (m99 - b99) / 1000)
           bc = median(cpu[b]); vc = bc > 0 ? sprintf("%.2fx", median(cpu[order[i]]) / bc) : "n/a"
         } else { vr = v50 = v99 = d99 = vc = "n/a" }
-        es_req = (t == "redis" && req[order[i]] > 0) ? sprintf("%.3f", es[order[i]] / req[order[i]]) : "-"
-        calls_req = (t == "redis" && req[order[i]] > 0) ? sprintf("%.3f", calls[order[i]] / req[order[i]]) : "-"
+        on_redis = (order[i] in rcpu) && req[order[i]] > 0
+        es_req = on_redis ? sprintf("%.3f", es[order[i]] / req[order[i]]) : "-"
+        calls_req = on_redis ? sprintf("%.3f", calls[order[i]] / req[order[i]]) : "-"
+        rc = on_redis ? sprintf("%.1f", median(rcpu[order[i]])) : "-"
+        bb = "before" SUBSEP s SUBSEP c
+        vb = (t != "before" && (bb in seen)) ? sprintf("%.2fx", r / median(rps[bb])) : "-"
         nb = req[order[i]] > 0 ? sprintf("%.1f%%", 100 * bad[order[i]] / req[order[i]]) : "-"
         if (err[order[i]] > 0) nb = nb " (" err[order[i]] " socket errors)"
-        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rss[order[i]] / 1024
+        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rc, vb, rss[order[i]] / 1024
       }
       # Rejected traffic against the allowed throughput of the same store.
       for (i = 1; i <= n; i++) {

@@ -8,19 +8,22 @@
 //! ```text
 //! <prefix>{i:<client>}:b                   the client's block: "<until ms>:<reason>", TTL = block
 //! <prefix>{i:<client>}:o:<policy>          the client's escalation offences (hash: n, f = forget at)
-//! <prefix>{i:<client>}:c:<params>:<key>    a counter whose key includes the client (an `ip` part,
+//! <prefix>{i:<client>}:v:<params>:<key>    a counter whose key includes the client (an `ip` part,
 //!                                          or a header part that fell back to the client)
-//! <prefix>{<key>}:c:<params>               any other counter (API key, path, route, `global`):
+//! <prefix>{<key>}:v:<params>               any other counter (API key, path, route, `global`):
 //!                                          in the slot of its own counter key
+//!                                          (`:c:` instead of `:v:` for the sorted-set counters)
 //! <prefix>{rg}:blocks                      block index for the admin listing: client -> until,
 //!                                          written only when a block starts or is removed
 //! <prefix>{rg}:events                      list: recent events (JSON), newest first
 //! <prefix>{rg}:evrep:<client>|<policy>     string: when the last `limited` event was recorded
 //! <prefix>{rg}:suspects:<bucket>           sorted set: client -> rejections in that bucket
 //! ```
-//! A counter is a hash (fixed and sliding window, token bucket) or a sorted set (sliding_log:
-//! one member per unit, named by the request when it may need a refund; concurrency: lease id ->
-//! expiry). `<params>` names the algorithm, limit, window and burst: a policy changed by a
+//! A counter is a string of integers (`v`: fixed window "<start>:<count>", sliding window
+//! "<start>:<prev>:<count>", token bucket "<units>:<when>"), so a check reads the block entry and
+//! its group's counters in one MGET and writes a counter and its TTL in one SET ... PX; or a
+//! sorted set (`c`: sliding_log: one member per unit, named by the request when it may need a
+//! refund; concurrency: lease id -> expiry). `<params>` names the algorithm, limit, window and burst: a policy changed by a
 //! reload gets fresh counters. `<client>` and `<key>` are escaped and bounded by `keys` (no raw
 //! `{`, `}`), and the tag comes first, so client bytes never form or break a hash tag.
 //!
