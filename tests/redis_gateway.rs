@@ -267,6 +267,67 @@ policies = ["a", "b", "c"]
 }
 
 #[test]
+fn a_check_sends_what_varies_and_no_policy_parameters() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let policies = r#"
+[[policy]]
+name = "a"
+algorithm = "sliding_window"
+limit = 1000
+window = "1h"
+
+[[policy]]
+name = "b"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+block_for = "1m"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["a", "b"]
+"#;
+    let gw = Gateway::start(&gateway_config(&echo, &redis.url(), "deny", policies));
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    // The slow log with a threshold of 0 records every command with its arguments.
+    assert_eq!(
+        redis.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        "OK"
+    );
+    assert_eq!(redis.cli(&["SLOWLOG", "RESET"]), "OK");
+    for _ in 0..3 {
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    }
+    let log: serde_json::Value =
+        serde_json::from_str(&redis.cli(&["--json", "SLOWLOG", "GET", "100"])).unwrap();
+    let calls: Vec<Vec<String>> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            entry[3]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|args| args[0].eq_ignore_ascii_case("evalsha"))
+        .collect();
+    assert_eq!(calls.len(), 3, "{log}");
+    for args in &calls {
+        // EVALSHA sha numkeys, the block entry and two counters, then the 7 per-request
+        // arguments: clock override, cost, block flag, policy count, lease, request id, single.
+        assert_eq!(args[2], "3", "{args:?}");
+        assert_eq!(args.len(), 3 + 3 + 7, "{args:?}");
+    }
+}
+
+#[test]
 fn every_key_has_the_prefix_the_tag_and_a_ttl() {
     need_redis!();
     let redis = RedisServer::start();

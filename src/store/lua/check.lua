@@ -12,7 +12,10 @@
 -- ARGV[6]  the request's id (members of sliding logs, so a refund can remove them; may be "")
 -- ARGV[7]  1: the request's only group (it blocks the client itself); 0: one of several (it
 --          never blocks, and when it charges it also returns what a refund needs)
--- ARGV[8 ...] per policy, POLICY_WIDTH arguments read by policy_args (layout in args.rs)
+-- ARGV[8 ...] per policy, POLICY_WIDTH arguments read by policy_args (layout in args.rs), unless
+--          the script was compiled for the group's policies: then COMPILED (defined before the
+--          prelude) holds them as tables with the same fields, and no policy is sent
+--          (src/store/redis.rs, `Compiled`)
 --
 -- Returns {outcome, arg, now, blocked_policy, blocked_ms, then per policy: allowed, limit,
 -- remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg = policy index, 0-based),
@@ -30,7 +33,11 @@ local first_key = 1
 if has_block then first_key = 2 end
 
 local policies = {}
-for i = 1, n do policies[i] = policy_args(8 + POLICY_WIDTH * (i - 1)) end
+if COMPILED then
+  policies = COMPILED
+else
+  for i = 1, n do policies[i] = policy_args(8 + POLICY_WIDTH * (i - 1)) end
+end
 
 -- One MGET reads the block entry and every string counter of the group (one slot).
 local reads, at = {}, {}
