@@ -264,6 +264,9 @@ evalsha_calls() {
 all_calls() {
   rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ && !/^cmdstat_(info|config)/ {n += $3} END {print n + 0}'
 }
+redis_reads() { # read events redis-server processed since the last CONFIG RESETSTAT
+  rcli INFO stats | tr -d '\r' | awk -F: '/^total_reads_processed:/ {print $2; f=1} END {if (!f) print 0}'
+}
 redis_cpu_s() { # redis-server CPU seconds so far (user + system, all its threads)
   rcli INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {n += $2} END {printf "%.6f", n}'
 }
@@ -461,7 +464,7 @@ field() { # line key
 }
 
 RAW="$OUT/raw.csv"
-echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req,redis_cpu_us_per_req" >"$RAW"
+echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req,redis_cpu_us_per_req,redis_reads" >"$RAW"
 
 PROXY_SCENARIOS=()
 for s in allowed rejected three clients10k; do has "$SCENARIOS" "$s" && PROXY_SCENARIOS+=("$s"); done
@@ -486,14 +489,15 @@ if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
           ticks0=$(cpu_ticks "$(pid_of "$t")")
           line=$(run_wrk "$t" "$s" "$c" "$DURATION")
           ticks1=$(cpu_ticks "$(pid_of "$t")")
-          evalsha="" calls=""
+          evalsha="" calls="" reads=""
           if [ "$on_redis" = 1 ]; then
             evalsha=$(evalsha_calls)
             calls=$(all_calls)
             rcpu1=$(redis_cpu_s)
+            reads=$(redis_reads)
           fi
           rss=$(rss_kb "$(pid_of "$t")")
-          echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}'),$(awk -v a="$rcpu0" -v b="$rcpu1" -v n="$(field "$line" requests)" 'BEGIN {if (a != "" && n > 0) printf "%.1f", (b - a) * 1e6 / n}')" >>"$RAW"
+          echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}'),$(awk -v a="$rcpu0" -v b="$rcpu1" -v n="$(field "$line" requests)" 'BEGIN {if (a != "" && n > 0) printf "%.1f", (b - a) * 1e6 / n}'),$reads" >>"$RAW"
           log "rep $rep c=$c $s on $t: ${line#RESULT }"
         done
       done
@@ -571,10 +575,11 @@ fi
       if ($13 + 0 > rss[k] + 0) rss[k] = $13
       cpu[k] = cpu[k] " " $14
       if ($15 != "") rcpu[k] = rcpu[k] " " $15
+      reads[k] += $16
     }
     END {
-      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | redis-server CPU µs/req | vs before | RSS MB |"
-      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | redis-server CPU µs/req | Redis reads/req | vs before | RSS MB |"
+      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
         # Each shape against nginx doing the same: proxying it, or (rejected) refusing it with
@@ -592,11 +597,14 @@ fi
         es_req = on_redis ? sprintf("%.3f", es[order[i]] / req[order[i]]) : "-"
         calls_req = on_redis ? sprintf("%.3f", calls[order[i]] / req[order[i]]) : "-"
         rc = on_redis ? sprintf("%.1f", median(rcpu[order[i]])) : "-"
+        # read events (each one read syscall on the server) per request: below 1, checks of
+        # several requests arrived in one write of the pipelined gateway connections
+        rr = on_redis ? sprintf("%.3f", reads[order[i]] / req[order[i]]) : "-"
         bb = "before" SUBSEP s SUBSEP c
         vb = (t != "before" && (bb in seen)) ? sprintf("%.2fx", r / median(rps[bb])) : "-"
         nb = req[order[i]] > 0 ? sprintf("%.1f%%", 100 * bad[order[i]] / req[order[i]]) : "-"
         if (err[order[i]] > 0) nb = nb " (" err[order[i]] " socket errors)"
-        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rc, vb, rss[order[i]] / 1024
+        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rc, rr, vb, rss[order[i]] / 1024
       }
       # Rejected traffic against the allowed throughput of the same store.
       for (i = 1; i <= n; i++) {
