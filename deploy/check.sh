@@ -829,6 +829,8 @@ local k = KEYS[1]
 local t = redis.call('TIME')
 redis.call('SET', k .. ':s', '1', 'PX', 60000)
 redis.call('GET', k .. ':s')
+redis.call('MGET', k .. ':s', k .. ':s')
+redis.call('SET', k .. ':s', '1:2', 'KEEPTTL')
 redis.call('INCRBY', k .. ':s', 2)
 redis.call('PEXPIRE', k .. ':s', 60000)
 redis.call('PTTL', k .. ':s')
@@ -857,7 +859,7 @@ return 'lua-ok'
 LUA
     out=$(as_rg EVAL "$LUA" 1 'rategate:check:{c}')
     if [ "$out" = lua-ok ]; then
-      pass "rategate may run: EVAL calling TIME GET SET INCRBY PEXPIRE PTTL EXISTS HSET HGET HMGET HINCRBY ZADD ZINCRBY ZREMRANGEBYSCORE ZRANGE ZREVRANGE ZCARD ZCOUNT ZSCORE ZRANGEBYSCORE ZREM LPUSH LTRIM LRANGE on rategate: keys"
+      pass "rategate may run: EVAL calling TIME GET MGET SET INCRBY PEXPIRE PTTL EXISTS HSET HGET HMGET HINCRBY ZADD ZINCRBY ZREMRANGEBYSCORE ZRANGE ZREVRANGE ZCARD ZCOUNT ZSCORE ZRANGEBYSCORE ZREM LPUSH LTRIM LRANGE on rategate: keys"
     else
       fail "rategate may run: EVAL with the in-script commands"; indent <<< "$out"
     fi

@@ -158,8 +158,14 @@ upstream = "api"
 
 /// The per-IP counter of `ip` as Redis holds it (0 when absent).
 fn per_ip_count(cluster: &RedisCluster, ip: &str) -> u64 {
-    let key = format!("rgc:{{i:{ip}}}:c:f5.3600000.5:per_ip|i:{ip}");
-    cluster.cli(&["HGET", &key, "c"]).parse().unwrap_or(0)
+    // A fixed window is the string "<window start>:<count>".
+    let key = format!("rgc:{{i:{ip}}}:v:f5.3600000.5:per_ip|i:{ip}");
+    let value = cluster.cli(&["GET", &key]);
+    value
+        .trim()
+        .split_once(':')
+        .and_then(|(_, count)| count.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]

@@ -194,6 +194,139 @@ policies = ["a", "b", "c"]
     assert!(calls <= 5, "{calls} round trips for 100 known rejections");
 }
 
+/// Redis commands of the data path in an `INFO commandstats` reply (the probe's PINGs, the
+/// test's own INFO/CONFIG and connection set-up left out), by command.
+fn data_commands(redis: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    const NOT_DATA: [&str; 7] = [
+        "ping",
+        "info",
+        "config",
+        "client",
+        "hello",
+        "subscribe",
+        "script",
+    ];
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(cmd, _)| !NOT_DATA.iter().any(|n| cmd.starts_with(n)))
+        .filter_map(|(cmd, rest)| {
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((cmd.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn an_allowed_check_is_one_read_and_one_write_per_counter() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let policies = r#"
+[[policy]]
+name = "a"
+algorithm = "sliding_window"
+limit = 1000
+window = "1h"
+
+[[policy]]
+name = "b"
+algorithm = "token_bucket"
+limit = 1000
+window = "1h"
+
+[[policy]]
+name = "c"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["a", "b", "c"]
+"#;
+    let gw = Gateway::start(&gateway_config(&echo, &redis.url(), "deny", policies));
+    // Warm up the connection and the script.
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    for _ in 0..10 {
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    }
+    // Per request: the call, the server clock, one read of the block entry and all three
+    // counters, and one write (value and TTL) per counter.
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("evalsha", 10), ("time", 10), ("mget", 10), ("set", 30)]
+            .into_iter()
+            .map(|(c, n)| (c.to_string(), n))
+            .collect();
+    assert_eq!(data_commands(&redis), expected);
+}
+
+#[test]
+fn a_check_sends_what_varies_and_no_policy_parameters() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let policies = r#"
+[[policy]]
+name = "a"
+algorithm = "sliding_window"
+limit = 1000
+window = "1h"
+
+[[policy]]
+name = "b"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+block_for = "1m"
+
+[[route]]
+name = "r"
+path_prefix = "/"
+upstream = "api"
+policies = ["a", "b"]
+"#;
+    let gw = Gateway::start(&gateway_config(&echo, &redis.url(), "deny", policies));
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    // The slow log with a threshold of 0 records every command with its arguments.
+    assert_eq!(
+        redis.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        "OK"
+    );
+    assert_eq!(redis.cli(&["SLOWLOG", "RESET"]), "OK");
+    for _ in 0..3 {
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    }
+    let log: serde_json::Value =
+        serde_json::from_str(&redis.cli(&["--json", "SLOWLOG", "GET", "100"])).unwrap();
+    let calls: Vec<Vec<String>> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            entry[3]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|args| args[0].eq_ignore_ascii_case("evalsha"))
+        .collect();
+    assert_eq!(calls.len(), 3, "{log}");
+    for args in &calls {
+        // EVALSHA sha numkeys, the block entry and two counters, then the 7 per-request
+        // arguments: clock override, cost, block flag, policy count, lease, request id, single.
+        assert_eq!(args[2], "3", "{args:?}");
+        assert_eq!(args.len(), 3 + 3 + 7, "{args:?}");
+    }
+}
+
 #[test]
 fn every_key_has_the_prefix_the_tag_and_a_ttl() {
     need_redis!();

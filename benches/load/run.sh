@@ -22,7 +22,13 @@
 #   REPS [3]            repetitions (the median is reported)
 #   CONNS ["8 64"]      wrk connection counts
 #   WRK_THREADS [2]     wrk threads
-#   SCENARIOS ["allowed rejected three clients10k million"]
+#   SCENARIOS ["allowed rejected three clients10k million"]; add `cluster` for the Redis Cluster
+#                       row: a 1-master and a 3-master cluster (no replicas), one gateway each
+#                       (route `clients`, 1 policy keyed by the client), CLUSTER_CLIENTS distinct
+#                       clients at CLUSTER_CONNS connections, interleaved REPS times; reports
+#                       checks per second of each, their ratio and each master's share of the
+#                       EVALSHA calls
+#   CLUSTER_CLIENTS [1000]  CLUSTER_CONNS [64]
 #   TARGETS ["nginx memory redis"]
 #   MILLION [1000000]   distinct clients in the memory-growth run
 #   MILLION_KEYS ["200000 1000000"]  max_memory_keys of the gateway in that run (one run each)
@@ -37,7 +43,9 @@
 #                       optimization): adds the target `before`, the memory store on that binary,
 #                       measured in the same run as everything else
 #   BASELINE_STORE [memory]  the store of `before`: memory, or redis (the same redis-server as
-#                       the `redis` target; its EVALSHA/req is counted the same way)
+#                       the `redis` target; its EVALSHA/req, Redis commands/req and
+#                       redis-server CPU/req are counted the same way, and every other target
+#                       gets a "vs before" throughput ratio)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -66,6 +74,13 @@ P_MILLION=$((PORT_BASE + 92))
 P_BEFORE=$((PORT_BASE + 93))
 P_REDIS=$((PORT_BASE + 79))
 P_ADMIN=$((PORT_BASE + 1090))
+# Cluster nodes (their bus ports are +10000): 1 master at +60, 3 masters at +61..+63; gateways.
+P_C1=$((PORT_BASE + 60))
+P_C3=$((PORT_BASE + 61))
+P_C1_GW=$((PORT_BASE + 94))
+P_C3_GW=$((PORT_BASE + 95))
+CLUSTER_CLIENTS=${CLUSTER_CLIENTS:-1000}
+CLUSTER_CONNS=${CLUSTER_CONNS:-64}
 
 mkdir -p "$OUT"
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -262,6 +277,12 @@ evalsha_calls() {
 all_calls() {
   rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ && !/^cmdstat_(info|config)/ {n += $3} END {print n + 0}'
 }
+redis_reads() { # read events redis-server processed since the last CONFIG RESETSTAT
+  rcli INFO stats | tr -d '\r' | awk -F: '/^total_reads_processed:/ {print $2; f=1} END {if (!f) print 0}'
+}
+redis_cpu_s() { # redis-server CPU seconds so far (user + system, all its threads)
+  rcli INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {n += $2} END {printf "%.6f", n}'
+}
 
 # ---------------------------------------------------------------- rategate
 gateway_conf() { # port admin-port store-block routes-kind
@@ -456,7 +477,7 @@ field() { # line key
 }
 
 RAW="$OUT/raw.csv"
-echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req" >"$RAW"
+echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req,redis_cpu_us_per_req,redis_reads" >"$RAW"
 
 PROXY_SCENARIOS=()
 for s in allowed rejected three clients10k; do has "$SCENARIOS" "$s" && PROXY_SCENARIOS+=("$s"); done
@@ -476,17 +497,20 @@ if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
           runs_on "$s" "$t" || continue
           on_redis=0
           { [ "$t" = redis ] || { [ "$t" = before ] && [ "$BASELINE_STORE" = redis ]; }; } && on_redis=1
-          [ "$on_redis" = 1 ] && rcli CONFIG RESETSTAT >/dev/null
+          rcpu0="" rcpu1=""
+          [ "$on_redis" = 1 ] && rcli CONFIG RESETSTAT >/dev/null && rcpu0=$(redis_cpu_s)
           ticks0=$(cpu_ticks "$(pid_of "$t")")
           line=$(run_wrk "$t" "$s" "$c" "$DURATION")
           ticks1=$(cpu_ticks "$(pid_of "$t")")
-          evalsha="" calls=""
+          evalsha="" calls="" reads=""
           if [ "$on_redis" = 1 ]; then
             evalsha=$(evalsha_calls)
             calls=$(all_calls)
+            rcpu1=$(redis_cpu_s)
+            reads=$(redis_reads)
           fi
           rss=$(rss_kb "$(pid_of "$t")")
-          echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}')" >>"$RAW"
+          echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}'),$(awk -v a="$rcpu0" -v b="$rcpu1" -v n="$(field "$line" requests)" 'BEGIN {if (a != "" && n > 0) printf "%.1f", (b - a) * 1e6 / n}'),$reads" >>"$RAW"
           log "rep $rep c=$c $s on $t: ${line#RESULT }"
         done
       done
@@ -541,6 +565,108 @@ max_memory_keys = $keys" million
   done
 fi
 
+# ---------------------------------------------------------------- Redis Cluster: 1 vs 3 masters
+CLUSTER_CSV="$OUT/cluster.csv"
+echo "masters,rep,requests,rps,p99_us,non2xx,evalsha_per_master,redis_cpu_us_per_req" >"$CLUSTER_CSV"
+start_cluster() { # name masters first-port -> CLUSTER_PORTS (space separated)
+  local ports=() p i pid
+  for i in $(seq 0 $(($2 - 1))); do
+    p=$(($3 + i))
+    mkdir -p "$OUT/$1/n$p"
+    rm -f "$OUT/$1/n$p/nodes.conf" # a reused OUT: a fresh cluster every run
+    "${SERVER_PIN[@]}" redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+      --cluster-announce-ip 127.0.0.1 \
+      --dir "$OUT/$1/n$p" --logfile "$OUT/$1/n$p/redis.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$p" 10 "$pid" || { echo "cluster node $p did not start" >&2; exit 1; }
+    ports+=("$p")
+  done
+  if [ "$2" = 1 ]; then
+    redis-cli -p "${ports[0]}" CLUSTER ADDSLOTSRANGE 0 16383 >/dev/null
+  else
+    # shellcheck disable=SC2046
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 0 \
+      --cluster-yes >"$OUT/$1/create.log" 2>&1 ||
+      { echo "cluster $1: create failed: $(tail -3 "$OUT/$1/create.log")" >&2; exit 1; }
+  fi
+  local deadline=$((SECONDS + 20))
+  for p in "${ports[@]}"; do
+    until redis-cli -p "$p" CLUSTER INFO | grep -q cluster_state:ok; do
+      [ $SECONDS -lt $deadline ] || { echo "cluster $1 not ok" >&2; exit 1; }
+      sleep 0.2
+    done
+  done
+  CLUSTER_PORTS="${ports[*]}"
+}
+cluster_url() { # ports...
+  local first=$1 rest=()
+  shift
+  for p in "$@"; do rest+=("node=127.0.0.1:$p"); done
+  local IFS='&'
+  echo "redis-cluster://127.0.0.1:$first${rest:+?${rest[*]}}"
+}
+nodes_cpu_s() { # ports...: CPU seconds of all those redis-servers
+  for p in "$@"; do redis-cli -p "$p" INFO cpu; done | tr -d '\r' |
+    awk -F: '/^used_cpu_(sys|user):/ {n += $2} END {printf "%.6f", n}'
+}
+if has "$SCENARIOS" cluster; then
+  start_cluster cluster1 1 "$P_C1"
+  C1_PORTS=$CLUSTER_PORTS
+  start_cluster cluster3 3 "$P_C3"
+  C3_PORTS=$CLUSTER_PORTS
+  declare -A C_GW C_PORTS
+  C_PORTS[1]=$C1_PORTS
+  C_PORTS[3]=$C3_PORTS
+  for m in 1 3; do
+    gw_port=$P_C1_GW
+    [ "$m" = 3 ] && gw_port=$P_C3_GW
+    # shellcheck disable=SC2086
+    start_gateway "cluster$m-gw" "$gw_port" "$((P_ADMIN + 3 + m))" \
+      "[store]
+kind = \"redis\"
+url = \"$(cluster_url ${C_PORTS[$m]})\"
+max_memory_keys = 1000000" proxy
+    [ -n "$STARTED" ] || { echo "rategate (cluster $m) did not start" >&2; exit 1; }
+    C_GW[$m]=$gw_port
+    THREADS=$WRK_THREADS CLIENTS=$CLUSTER_CLIENTS "${WRK_PIN[@]}" wrk -t"$WRK_THREADS" \
+      -c"$CLUSTER_CONNS" -d1s --timeout 5s -s "$LOAD_DIR/clients.lua" \
+      "http://127.0.0.1:$gw_port/clients" >/dev/null
+    # Only checks Redis answered count: a gateway serving from its fallback would flatter the row.
+    calls=0
+    # shellcheck disable=SC2086
+    for p in ${C_PORTS[$m]}; do
+      n=$(redis-cli -p "$p" INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3; f=1} END {if (!f) print 0}')
+      calls=$((calls + n))
+    done
+    [ "$calls" -gt 0 ] || { echo "rategate (cluster $m) made no Redis call: $(tail -2 "$OUT/cluster$m-gw/rategate.log")" >&2; exit 1; }
+  done
+  for rep in $(seq "$REPS"); do
+    for m in 1 3; do
+      # shellcheck disable=SC2086
+      for p in ${C_PORTS[$m]}; do redis-cli -p "$p" CONFIG RESETSTAT >/dev/null; done
+      # shellcheck disable=SC2086
+      cpu0=$(nodes_cpu_s ${C_PORTS[$m]})
+      line=$(THREADS=$WRK_THREADS CLIENTS=$CLUSTER_CLIENTS "${WRK_PIN[@]}" wrk -t"$WRK_THREADS" \
+        -c"$CLUSTER_CONNS" -d"$DURATION"s --timeout 5s -s "$LOAD_DIR/clients.lua" \
+        "http://127.0.0.1:${C_GW[$m]}/clients" | grep '^RESULT' || echo "RESULT failed")
+      # shellcheck disable=SC2086
+      cpu1=$(nodes_cpu_s ${C_PORTS[$m]})
+      shares=""
+      # shellcheck disable=SC2086
+      for p in ${C_PORTS[$m]}; do
+        n=$(redis-cli -p "$p" INFO commandstats | tr -d '\r' |
+          awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3; f=1} END {if (!f) print 0}')
+        shares="$shares${shares:+ }$n"
+      done
+      echo "$m,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p99_us),$(field "$line" non2xx),$shares,$(awk -v a="$cpu0" -v b="$cpu1" -v n="$(field "$line" requests)" 'BEGIN {if (n > 0) printf "%.1f", (b - a) * 1e6 / n}')" >>"$CLUSTER_CSV"
+      log "rep $rep cluster, $m master(s): ${line#RESULT } evalsha per master: $shares"
+    done
+  done
+fi
+
 # ---------------------------------------------------------------- report
 {
   echo "# rategate load harness, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -563,10 +689,12 @@ fi
       req[k] += $5; bad[k] += $9; err[k] += $10; es[k] += $11; calls[k] += $12
       if ($13 + 0 > rss[k] + 0) rss[k] = $13
       cpu[k] = cpu[k] " " $14
+      if ($15 != "") rcpu[k] = rcpu[k] " " $15
+      reads[k] += $16
     }
     END {
-      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | RSS MB |"
-      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | redis-server CPU µs/req | Redis reads/req | vs before | RSS MB |"
+      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
         # Each shape against nginx doing the same: proxying it, or (rejected) refusing it with
@@ -580,11 +708,18 @@ fi
           d99 = sprintf("%+.2f", (m99 - b99) / 1000)
           bc = median(cpu[b]); vc = bc > 0 ? sprintf("%.2fx", median(cpu[order[i]]) / bc) : "n/a"
         } else { vr = v50 = v99 = d99 = vc = "n/a" }
-        es_req = (t == "redis" && req[order[i]] > 0) ? sprintf("%.3f", es[order[i]] / req[order[i]]) : "-"
-        calls_req = (t == "redis" && req[order[i]] > 0) ? sprintf("%.3f", calls[order[i]] / req[order[i]]) : "-"
+        on_redis = (order[i] in rcpu) && req[order[i]] > 0
+        es_req = on_redis ? sprintf("%.3f", es[order[i]] / req[order[i]]) : "-"
+        calls_req = on_redis ? sprintf("%.3f", calls[order[i]] / req[order[i]]) : "-"
+        rc = on_redis ? sprintf("%.1f", median(rcpu[order[i]])) : "-"
+        # read events (each one read syscall on the server) per request: below 1, checks of
+        # several requests arrived in one write of the pipelined gateway connections
+        rr = on_redis ? sprintf("%.3f", reads[order[i]] / req[order[i]]) : "-"
+        bb = "before" SUBSEP s SUBSEP c
+        vb = (t != "before" && (bb in seen)) ? sprintf("%.2fx", r / median(rps[bb])) : "-"
         nb = req[order[i]] > 0 ? sprintf("%.1f%%", 100 * bad[order[i]] / req[order[i]]) : "-"
         if (err[order[i]] > 0) nb = nb " (" err[order[i]] " socket errors)"
-        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rss[order[i]] / 1024
+        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rc, rr, vb, rss[order[i]] / 1024
       }
       # Rejected traffic against the allowed throughput of the same store.
       for (i = 1; i <= n; i++) {
@@ -595,6 +730,34 @@ fi
       }
       if (rej != "") { print ""; print "Rejected vs allowed throughput of the same store: " rej }
     }' "$RAW"
+  if [ "$(wc -l <"$CLUSTER_CSV")" -gt 1 ]; then
+    echo
+    echo "Redis Cluster, $CLUSTER_CLIENTS distinct clients, c=$CLUSTER_CONNS, 1 policy keyed by the client (medians; share = each master's EVALSHA calls over all, summed over the reps):"
+    echo
+    echo "| masters | checks/s | vs 1 master | p99 µs | non-2xx | share per master | redis-server CPU µs/req (all masters) |"
+    echo "|---|---|---|---|---|---|---|"
+    awk -F, '
+      function median(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      NR == 1 { next }
+      {
+        m = $1; rps[m] = rps[m] " " $4; p99[m] = p99[m] " " $5; bad[m] += $6; req[m] += $3
+        cpu[m] = cpu[m] " " $8
+        k = split($7, e, " "); for (i = 1; i <= k; i++) { es[m, i] += e[i]; tot[m] += e[i] }; nm[m] = k
+      }
+      END {
+        for (m = 1; m <= 3; m += 2) {
+          if (!(m in rps)) continue
+          share = ""
+          for (i = 1; i <= nm[m]; i++) share = share sprintf("%s%.0f%%", (i > 1 ? " / " : ""), tot[m] > 0 ? 100 * es[m, i] / tot[m] : 0)
+          ratio = (1 in rps) ? sprintf("%.2fx", median(rps[m]) / median(rps[1])) : "n/a"
+          printf "| %d | %.0f | %s | %d | %s | %s | %.1f |\n", m, median(rps[m]), ratio, median(p99[m]), bad[m], share, median(cpu[m])
+        }
+      }' "$CLUSTER_CSV"
+  fi
   if [ "$(wc -l <"$MILLION_CSV")" -gt 1 ]; then
     echo
     echo "Memory growth, $MILLION distinct clients (X-Forwarded-For), memory store, route answered by the gateway itself:"

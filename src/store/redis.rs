@@ -8,19 +8,22 @@
 //! ```text
 //! <prefix>{i:<client>}:b                   the client's block: "<until ms>:<reason>", TTL = block
 //! <prefix>{i:<client>}:o:<policy>          the client's escalation offences (hash: n, f = forget at)
-//! <prefix>{i:<client>}:c:<params>:<key>    a counter whose key includes the client (an `ip` part,
+//! <prefix>{i:<client>}:v:<params>:<key>    a counter whose key includes the client (an `ip` part,
 //!                                          or a header part that fell back to the client)
-//! <prefix>{<key>}:c:<params>               any other counter (API key, path, route, `global`):
+//! <prefix>{<key>}:v:<params>               any other counter (API key, path, route, `global`):
 //!                                          in the slot of its own counter key
+//!                                          (`:c:` instead of `:v:` for the sorted-set counters)
 //! <prefix>{rg}:blocks                      block index for the admin listing: client -> until,
 //!                                          written only when a block starts or is removed
 //! <prefix>{rg}:events                      list: recent events (JSON), newest first
 //! <prefix>{rg}:evrep:<client>|<policy>     string: when the last `limited` event was recorded
 //! <prefix>{rg}:suspects:<bucket>           sorted set: client -> rejections in that bucket
 //! ```
-//! A counter is a hash (fixed and sliding window, token bucket) or a sorted set (sliding_log:
-//! one member per unit, named by the request when it may need a refund; concurrency: lease id ->
-//! expiry). `<params>` names the algorithm, limit, window and burst: a policy changed by a
+//! A counter is a string of integers (`v`: fixed window "<start>:<count>", sliding window
+//! "<start>:<prev>:<count>", token bucket "<units>:<when>"), so a check reads the block entry and
+//! its group's counters in one MGET and writes a counter and its TTL in one SET ... PX; or a
+//! sorted set (`c`: sliding_log: one member per unit, named by the request when it may need a
+//! refund; concurrency: lease id -> expiry). `<params>` names the algorithm, limit, window and burst: a policy changed by a
 //! reload gets fresh counters. `<client>` and `<key>` are escaped and bounded by `keys` (no raw
 //! `{`, `}`), and the tag comes first, so client bytes never form or break a hash tag.
 //!
@@ -119,9 +122,61 @@ struct Script {
 
 impl Script {
     fn new(body: &str) -> Self {
-        let text = format!("{}{COMMON}\n{body}", args::prelude());
+        Script::with_head("", body)
+    }
+
+    /// `head` goes first: the check script's `COMPILED` policies (see [`Compiled`]).
+    fn with_head(head: &str, body: &str) -> Self {
+        let text = format!("{head}{}{COMMON}\n{body}", args::prelude());
         let sha = fred::util::sha1_hash(&text);
         Script { text, sha }
+    }
+
+    /// The check script for a group whose policies are in `literals` (`COMPILED`), or for any
+    /// group, reading them from its arguments (`literals` empty).
+    fn check(literals: &str) -> Self {
+        if literals.is_empty() {
+            return Script::with_head("local COMPILED = nil\n", CHECK);
+        }
+        Script::with_head(&format!("local COMPILED = {{{literals}}}\n"), CHECK)
+    }
+}
+
+/// Distinct sets of policies a check script is compiled for, at most; past it a group's check
+/// sends its policies as arguments to the generic script (same decisions, more bytes).
+const COMPILED_MAX: usize = 256;
+
+/// Check scripts compiled for one group's policies, by their literals (`args::push_literal`):
+/// the policies' static parameters are in the script's text, so a check sends only what varies
+/// per request (clock override, cost, lease, request id). A policy set is a route's policies
+/// (or a tier's parameters, or a cluster group of them), so the distinct sets are few and fixed
+/// by the configuration; a reload adds the new ones. Redis caches each script per node (loaded
+/// by EVAL on NOSCRIPT, as every script); the bound keeps that cache, and this map, finite.
+#[derive(Default)]
+struct Compiled {
+    scripts: std::sync::RwLock<std::collections::HashMap<String, Arc<Script>>>,
+}
+
+impl Compiled {
+    /// The script compiled for `literals`, compiling it on first use; None when the bound is
+    /// reached (or the map is poisoned: the generic script is always right).
+    fn get(&self, literals: &str) -> Option<Arc<Script>> {
+        {
+            let map = self.scripts.read().ok()?;
+            if let Some(found) = map.get(literals) {
+                return Some(found.clone());
+            }
+            // Full: not even compiled, so a request past the bound costs no hashing.
+            if map.len() >= COMPILED_MAX {
+                return None;
+            }
+        }
+        let script = Arc::new(Script::check(literals));
+        let mut map = self.scripts.write().ok()?;
+        if map.len() >= COMPILED_MAX && !map.contains_key(literals) {
+            return None;
+        }
+        Some(map.entry(literals.to_owned()).or_insert(script).clone())
     }
 }
 
@@ -141,7 +196,9 @@ struct Inner {
     /// Redis Cluster: a request's checks are grouped by slot (`groups`).
     clustered: bool,
     channel: String,
+    /// The generic check script (policies as arguments).
     check: Script,
+    compiled: Compiled,
     admin: Script,
     settle: Script,
     activity_script: Script,
@@ -380,7 +437,8 @@ impl Inner {
             pool,
             subscriber,
             subscribed,
-            check: Script::new(CHECK),
+            check: Script::check(""),
+            compiled: Compiled::default(),
             admin: Script::new(ADMIN),
             settle: Script::new(SETTLE),
             activity_script: Script::new(ACTIVITY),
@@ -813,6 +871,20 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compiled_scripts_are_shared_per_policy_set_and_bounded() {
+        let compiled = Compiled::default();
+        let first = compiled.get("{a = 1}").unwrap();
+        assert!(Arc::ptr_eq(&first, &compiled.get("{a = 1}").unwrap()));
+        assert!(first.text.starts_with("local COMPILED = {{a = 1}}\n"));
+        for i in 1..COMPILED_MAX {
+            assert!(compiled.get(&format!("{{a = {}}}", i + 1)).is_some());
+        }
+        // Full: a new set gets the generic script, the known ones keep theirs.
+        assert!(compiled.get("{a = 0}").is_none());
+        assert!(Arc::ptr_eq(&first, &compiled.get("{a = 1}").unwrap()));
+    }
 
     #[test]
     fn invalidations_round_trip() {

@@ -12,7 +12,10 @@
 -- ARGV[6]  the request's id (members of sliding logs, so a refund can remove them; may be "")
 -- ARGV[7]  1: the request's only group (it blocks the client itself); 0: one of several (it
 --          never blocks, and when it charges it also returns what a refund needs)
--- ARGV[8 ...] per policy, POLICY_WIDTH arguments read by policy_args (layout in args.rs)
+-- ARGV[8 ...] per policy, POLICY_WIDTH arguments read by policy_args (layout in args.rs), unless
+--          the script was compiled for the group's policies: then COMPILED (defined before the
+--          prelude) holds them as tables with the same fields, and no policy is sent
+--          (src/store/redis.rs, `Compiled`)
 --
 -- Returns {outcome, arg, now, blocked_policy, blocked_ms, then per policy: allowed, limit,
 -- remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg = policy index, 0-based),
@@ -29,15 +32,35 @@ local single = ARGV[7] == '1'
 local first_key = 1
 if has_block then first_key = 2 end
 
+local policies = {}
+if COMPILED then
+  policies = COMPILED
+else
+  for i = 1, n do policies[i] = policy_args(8 + POLICY_WIDTH * (i - 1)) end
+end
+
+-- One MGET reads the block entry and every string counter of the group (one slot).
+local reads, at = {}, {}
+if has_block then reads[1] = KEYS[1] end
+for i = 1, n do
+  local a = policies[i].alg
+  if a == 'f' or a == 's' or a == 't' then
+    reads[#reads + 1] = KEYS[first_key + i - 1]
+    at[i] = #reads
+  end
+end
+local values = {}
+if #reads > 0 then values = redis.call('MGET', unpack(reads)) end
+
 if has_block then
-  local until_ms = get_block(KEYS[1])
+  local until_ms = block_of(values[1])
   if until_ms > now0 then return {2, until_ms - now0, now0, -1, 0} end
 end
 
 -- Each evaluator returns: allowed, state {limit, remaining, reset, retry}, charged state (or
 -- nil), a function that writes the charge, and the charge's mark.
-local function fixed(key, limit, w, c)
-  local now, skew, start, count = fixed_state(key, w)
+local function fixed(key, raw, limit, w, c)
+  local now, skew, start, count = fixed_state(raw, w)
   local end_in = start + w - now
   local remaining = limit - count
   if remaining < 0 then remaining = 0 end
@@ -51,13 +74,12 @@ local function fixed(key, limit, w, c)
   local state = {limit, remaining, shift(reset, skew), 0}
   if c == 0 then return true, state end
   return true, state, {limit, remaining - c, shift(end_in, skew), 0}, function()
-    redis.call('HSET', key, 's', start, 'c', count + c)
-    redis.call('PEXPIRE', key, end_in + skew + pad)
+    fixed_store(key, start, count + c, end_in + skew)
   end, start
 end
 
-local function sliding(key, limit, w, c)
-  local now, skew, start, prev, cur, weight = sliding_state(key, w)
+local function sliding(key, raw, limit, w, c)
+  local now, skew, start, prev, cur, weight = sliding_state(raw, w)
   local est = prev * weight + cur * w
   local free = limit * w - est
   if free < 0 then free = 0 end
@@ -82,8 +104,7 @@ local function sliding(key, limit, w, c)
   local state = {limit, remaining, shift(reset, skew), 0}
   if c == 0 then return true, state end
   return true, state, {limit, fdiv(free - c * w, w), shift(weight + w, skew), 0}, function()
-    redis.call('HSET', key, 's', start, 'p', prev, 'c', cur + c)
-    redis.call('PEXPIRE', key, weight + w + skew + pad)
+    sliding_store(key, start, prev, cur + c, weight + w + skew)
   end, start
 end
 
@@ -111,8 +132,8 @@ local function log(key, limit, w, c)
   end, 0
 end
 
-local function bucket(key, limit, w, burst, c)
-  local now, skew, units, rate, cap = bucket_state(key, limit, w, burst)
+local function bucket(key, raw, limit, w, burst, c)
+  local now, skew, units, rate, cap = bucket_state(raw, limit, w, burst)
   local remaining = fdiv(units, w)
   local reset = cdiv(cap - units, rate)
   if c > burst or units < c * w then
@@ -150,16 +171,17 @@ local function conc(key, limit, w, c)
   end, 0
 end
 
-local policies, allowed, states, charged, writes, marks = {}, {}, {}, {}, {}, {}
+local allowed, states, charged, writes, marks = {}, {}, {}, {}, {}
 local rejected = -1
 for i = 1, n do
-  local p = policy_args(8 + POLICY_WIDTH * (i - 1))
+  local p = policies[i]
   local key = KEYS[first_key + i - 1]
+  local raw = at[i] and values[at[i]]
   local ok, st, ch, wr, mk
   if p.alg == 'f' then
-    ok, st, ch, wr, mk = fixed(key, p.limit, p.window, cost)
+    ok, st, ch, wr, mk = fixed(key, raw, p.limit, p.window, cost)
   elseif p.alg == 's' then
-    ok, st, ch, wr, mk = sliding(key, p.limit, p.window, cost)
+    ok, st, ch, wr, mk = sliding(key, raw, p.limit, p.window, cost)
   elseif p.alg == 'l' then
     ok, st, ch, wr, mk = log(key, p.limit, p.window, cost)
   elseif p.alg == 'c' then
@@ -168,9 +190,9 @@ for i = 1, n do
     end
     ok, st, ch, wr, mk = conc(key, p.limit, p.window, cost)
   else
-    ok, st, ch, wr, mk = bucket(key, p.limit, p.window, p.burst, cost)
+    ok, st, ch, wr, mk = bucket(key, raw, p.limit, p.window, p.burst, cost)
   end
-  policies[i], allowed[i], states[i], charged[i], writes[i], marks[i] = p, ok, st, ch, wr, mk
+  allowed[i], states[i], charged[i], writes[i], marks[i] = ok, st, ch, wr, mk
   if not ok and rejected < 0 and p.enforce == 1 then rejected = i end
 end
 

@@ -44,10 +44,25 @@ local function counter_now(stored)
   return now0, 0
 end
 
--- Fixed window {s = window start, c = count}: now, skew, start, count in the current window.
-local function fixed_state(key, w)
-  local h = redis.call('HMGET', key, 's', 'c')
-  local ss, sc = tonumber(h[1]), tonumber(h[2]) or 0
+-- Fixed window, sliding window and token bucket counters are strings of integers joined by ':'
+-- (fixed "<start>:<count>", sliding "<start>:<prev>:<count>", bucket "<units>:<when>"), so one
+-- MGET reads a group's block entry and counters together and one SET ... PX writes a counter
+-- and its TTL. `%d` keeps integers exact up to 2^53, where Lua's tostring would round them.
+local function fields(raw)
+  if not raw then return nil end
+  local a, b, c = string.match(raw, '^(%-?%d+):(%-?%d+):?(%-?%d*)$')
+  return tonumber(a), tonumber(b), tonumber(c)
+end
+
+local function put(key, value, px)
+  redis.call('SET', key, value, 'PX', px + pad)
+end
+
+-- Fixed window from its stored value `raw` (or false): now, skew, start, count in the current
+-- window.
+local function fixed_state(raw, w)
+  local ss, sc = fields(raw)
+  sc = sc or 0
   local now, skew = counter_now(ss)
   local start = fdiv(now, w) * w
   local count = 0
@@ -55,11 +70,15 @@ local function fixed_state(key, w)
   return now, skew, start, count
 end
 
--- Sliding window {s = current window start, p = previous count, c = current count}: now, skew,
--- start, prev, cur, and the weight (ms) of the previous window still in view.
-local function sliding_state(key, w)
-  local h = redis.call('HMGET', key, 's', 'p', 'c')
-  local ss, sp, sc = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+local function fixed_store(key, start, count, px)
+  put(key, string.format('%d:%d', start, count), px)
+end
+
+-- Sliding window from `raw` ({s = current window start, p = previous count, c = current
+-- count}): now, skew, start, prev, cur, and the weight (ms) of the previous window still in view.
+local function sliding_state(raw, w)
+  local ss, sp, sc = fields(raw)
+  sp, sc = sp or 0, sc or 0
   local now, skew = counter_now(ss)
   local start = fdiv(now, w) * w
   local prev, cur = 0, 0
@@ -69,6 +88,10 @@ local function sliding_state(key, w)
     prev, cur = sc, 0
   end
   return now, skew, start, prev, cur, w - (now - start)
+end
+
+local function sliding_store(key, start, prev, cur, px)
+  put(key, string.format('%d:%d:%d', start, prev, cur), px)
 end
 
 -- Sliding log (sorted set, one member per unit, score = time): now, skew, the newest time (or
@@ -93,10 +116,10 @@ local function log_add(key, now, w, c, count, nonce)
   end
 end
 
--- Token bucket {u = units (tokens * w), t = when}: now, skew, units at now, rate, capacity.
-local function bucket_state(key, limit, w, burst)
-  local h = redis.call('HMGET', key, 'u', 't')
-  local su, st = tonumber(h[1]), tonumber(h[2])
+-- Token bucket from `raw` ({u = units (tokens * w), t = when}): now, skew, units at now, rate,
+-- capacity.
+local function bucket_state(raw, limit, w, burst)
+  local su, st = fields(raw)
   local rate = limit
   if rate < 1 then rate = 1 end
   local cap = burst * w
@@ -112,18 +135,21 @@ local function bucket_state(key, limit, w, burst)
 end
 
 local function bucket_store(key, now, skew, left, rate, cap)
-  redis.call('HSET', key, 'u', left, 't', now)
   local px = cdiv(cap - left, rate) + skew
   if px < 1 then px = 1 end
-  redis.call('PEXPIRE', key, px + pad)
+  put(key, string.format('%d:%d', left, now), px)
 end
 
 -- Blocks: one entry per client, `<prefix>{i:<client>}:b` = "<until>:<reason>", TTL = the block.
-local function get_block(key)
-  local v = redis.call('GET', key)
+-- The block from the entry's value `v` (or false): until (0 when none) and reason.
+local function block_of(v)
   if not v then return 0, '' end
   local u, reason = string.match(v, '^(%d+):(.*)$')
   return tonumber(u) or 0, reason or ''
+end
+
+local function get_block(key)
+  return block_of(redis.call('GET', key))
 end
 
 local function set_block(key, until_ms, reason)

@@ -28,19 +28,17 @@ end
 local function charge(key, p)
   local w = p.window
   if p.alg == 'f' then
-    local now, skew, start, count = fixed_state(key, w)
-    redis.call('HSET', key, 's', start, 'c', count + c)
-    redis.call('PEXPIRE', key, start + w - now + skew + pad)
+    local now, skew, start, count = fixed_state(redis.call('GET', key), w)
+    fixed_store(key, start, count + c, start + w - now + skew)
   elseif p.alg == 's' then
-    local now, skew, start, prev, cur, weight = sliding_state(key, w)
-    redis.call('HSET', key, 's', start, 'p', prev, 'c', cur + c)
-    redis.call('PEXPIRE', key, weight + w + skew + pad)
+    local now, skew, start, prev, cur, weight = sliding_state(redis.call('GET', key), w)
+    sliding_store(key, start, prev, cur + c, weight + w + skew)
   elseif p.alg == 'l' then
     local now, skew, nts, count = log_state(key, w)
     log_add(key, now, w, c, count, '')
     redis.call('PEXPIRE', key, w + skew + pad)
   elseif p.alg == 't' then
-    local now, skew, units, rate, cap = bucket_state(key, p.limit, w, p.burst)
+    local now, skew, units, rate, cap = bucket_state(redis.call('GET', key), p.limit, w, p.burst)
     local left = units - c * w
     if left < 0 then left = 0 end
     bucket_store(key, now, skew, left, rate, cap)
@@ -53,25 +51,31 @@ end
 -- the lease released. Never below zero.
 local function refund(key, p, mark)
   local w = p.window
-  if p.alg == 'f' or p.alg == 's' then
-    local h = redis.call('HMGET', key, 's', 'p', 'c')
-    local ss = tonumber(h[1])
-    local field
-    if ss == mark then field = 'c' elseif p.alg == 's' and ss == mark + w then field = 'p' end
-    if field then
-      local v = tonumber(redis.call('HGET', key, field)) or 0
-      local left = v - c
-      if left < 0 then left = 0 end
-      redis.call('HSET', key, field, left)
+  if p.alg == 'f' then
+    local ss, sc = fields(redis.call('GET', key))
+    if ss and ss == mark then
+      redis.call('SET', key, string.format('%d:%d', ss, math.max(sc - c, 0)), 'KEEPTTL')
+    end
+  elseif p.alg == 's' then
+    local ss, sp, sc = fields(redis.call('GET', key))
+    if ss and sc and ss == mark then
+      sc = math.max(sc - c, 0)
+    elseif ss and sc and ss == mark + w then
+      sp = math.max(sp - c, 0)
+    else
+      ss = nil
+    end
+    if ss then
+      redis.call('SET', key, string.format('%d:%d:%d', ss, sp, sc), 'KEEPTTL')
     end
   elseif p.alg == 'l' then
     for i = 1, c do redis.call('ZREM', key, nonce .. ':' .. i) end
   elseif p.alg == 't' then
-    local su = tonumber(redis.call('HGET', key, 'u'))
-    if su then
+    local su, st = fields(redis.call('GET', key))
+    if su and st then
       local back = su + c * w
       if back > p.burst * w then back = p.burst * w end
-      redis.call('HSET', key, 'u', back)
+      redis.call('SET', key, string.format('%d:%d', back, st), 'KEEPTTL')
     end
   elseif p.alg == 'c' then
     redis.call('ZREM', key, lease)

@@ -1,7 +1,9 @@
 //! The scripts' arguments for one policy, defined once: [`FIELDS`] orders them, [`push_policy`]
 //! sends them in that order, and [`prelude`] gives the scripts `POLICY_WIDTH` and
 //! `policy_args(b)`, which reads the policy starting at `ARGV[b]` into a table of named fields.
-//! Adding a field here changes both sides at once.
+//! Adding a field here changes both sides at once. [`push_literal`] writes the same fields as a
+//! Lua table literal, for check scripts compiled for one set of policies (`compiled`), which then
+//! get no policy arguments at all.
 
 use std::fmt::Write as _;
 
@@ -87,6 +89,42 @@ pub(super) fn push_policy(args: &mut Vec<Value>, check: &PolicyCheck<'_>) {
     }
 }
 
+/// Append the policy of `check` as a Lua table literal with the fields `policy_args` reads, in
+/// [`FIELDS`] order: `{alg = 'f', limit = 5, ...}`. `scratch` is reused between calls.
+pub(super) fn push_literal(out: &mut String, scratch: &mut Vec<Value>, check: &PolicyCheck<'_>) {
+    scratch.clear();
+    push_policy(scratch, check);
+    out.push('{');
+    for (i, ((_, name), value)) in FIELDS.iter().zip(scratch.iter()).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(name);
+        out.push_str(" = ");
+        match value {
+            Value::Integer(n) => {
+                let _ = write!(out, "{n}");
+            }
+            other => push_lua_string(out, other.as_str().as_deref().unwrap_or("")),
+        }
+    }
+    out.push('}');
+}
+
+/// A Lua string literal holding `text` exactly: anything but plain ASCII letters, digits and a
+/// few safe marks is written as a decimal escape, so no byte of a name can end the literal.
+fn push_lua_string(out: &mut String, text: &str) {
+    out.push('"');
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\{b:03}");
+        }
+    }
+    out.push('"');
+}
+
 /// What every script starts with: the contract's constants (so both stores share one number)
 /// and the policy argument reader.
 pub(super) fn prelude() -> String {
@@ -129,5 +167,22 @@ mod tests {
         assert_eq!(args.len(), FIELDS.len());
         assert_eq!(args[0], Value::String("t".into()));
         assert_eq!(args[10], Value::String("p".into()));
+    }
+
+    #[test]
+    fn a_literal_holds_the_same_fields_and_escapes_the_name() {
+        let policy = Policy::new(
+            "a\"b]]\n",
+            Algorithm::FixedWindow,
+            5,
+            Duration::from_secs(1),
+        );
+        let mut out = String::new();
+        push_literal(&mut out, &mut Vec::new(), &PolicyCheck::new(&policy, "k"));
+        assert_eq!(
+            out,
+            "{alg = \"f\", limit = 5, window = 1000, burst = 5, enforce = 1, block_for = 0, \
+             deferred = 0, mult = 0, max = 0, memory = 0, name = \"a\\034b\\093\\093\\010\"}"
+        );
     }
 }

@@ -17,7 +17,7 @@ use smallvec::{smallvec, SmallVec};
 use crate::config::compiled::{Algorithm, Mode};
 use crate::store::{CheckOutcome, CheckRequest, CheckResult, PolicyCheck, PolicyState, StoreError};
 
-use super::args::{int, push_policy};
+use super::args::{int, push_literal, push_policy};
 use super::{to_u64, Call, RedisStore};
 
 /// Checks (indices into the request's) whose keys share one slot.
@@ -158,12 +158,27 @@ impl RedisStore {
         let req = plan.req;
         let block_key = plan.block_key.as_ref().filter(|_| group.block);
         self.count_call(Call::Check);
+        let mut literals = String::with_capacity(160 * group.checks.len());
+        let mut scratch = Vec::with_capacity(super::args::WIDTH);
+        for &i in &group.checks {
+            if !literals.is_empty() {
+                literals.push_str(", ");
+            }
+            push_literal(&mut literals, &mut scratch, &req.checks[i]);
+        }
+        let compiled = self.inner.compiled.get(&literals);
+        let script = compiled.as_deref().unwrap_or(&self.inner.check);
         let reply: Vec<i64> = self
-            .run(&self.inner.check, req.lease, || {
+            .run(script, req.lease, || {
                 let n = group.checks.len();
                 let mut keys = Vec::with_capacity(1 + n);
                 keys.extend(block_key.cloned());
-                let mut args = Vec::with_capacity(7 + super::args::WIDTH * n);
+                let width = if compiled.is_some() {
+                    0
+                } else {
+                    super::args::WIDTH
+                };
+                let mut args = Vec::with_capacity(7 + width * n);
                 args.push(self.now_arg());
                 args.push(int(req.cost));
                 args.push(int(u64::from(block_key.is_some())));
@@ -173,7 +188,9 @@ impl RedisStore {
                 args.push(int(u64::from(single)));
                 for &i in &group.checks {
                     keys.push(plan.keys[i].clone());
-                    push_policy(&mut args, &req.checks[i]);
+                    if compiled.is_none() {
+                        push_policy(&mut args, &req.checks[i]);
+                    }
                 }
                 (keys, args)
             })

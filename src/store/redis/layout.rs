@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use crate::config::compiled::Algorithm;
 use crate::store::algorithm::Params;
 use crate::store::keys::{self, Tag};
 use crate::store::PolicyCheck;
@@ -42,8 +43,11 @@ impl Layout {
         out
     }
 
-    /// The full key of a counter: `<prefix>{<client component>}:c:<params>:<key>` when the
-    /// counter key names the client, else `<prefix>{<key>}:c:<params>`. `<params>` names the
+    /// The full key of a counter: `<prefix>{<client component>}:<kind>:<params>:<key>` when the
+    /// counter key names the client, else `<prefix>{<key>}:<kind>:<params>`. `<kind>` is `v` for
+    /// the string counters (fixed and sliding window, token bucket) and `c` for the sorted sets
+    /// (sliding log, concurrency): the string counters were hashes under `c` before, and a new
+    /// name keeps an upgrade from reading an old hash as a string. `<params>` names the
     /// algorithm, limit, window and burst (the check's, possibly a tier's), so a policy changed
     /// by a reload, or another tier, gets a fresh counter.
     pub(super) fn counter_key(&self, check: &PolicyCheck<'_>) -> String {
@@ -53,8 +57,11 @@ impl Layout {
         out.push('{');
         let client = keys::client_component(key);
         out.push_str(client.unwrap_or(key));
-        out.push_str("}:c:");
         let p = Params::of_check(check);
+        out.push_str(match p.algorithm {
+            Algorithm::SlidingLog | Algorithm::Concurrency => "}:c:",
+            _ => "}:v:",
+        });
         let _ = write!(
             out,
             "{}{}.{}.{}",
@@ -93,7 +100,7 @@ mod tests {
         let l = Layout::new("rl:");
         let p = policy();
         let k = l.counter_key(&PolicyCheck::new(&p, "p|i:1.2.3.4|p:/a"));
-        assert_eq!(k, "rl:{i:1.2.3.4}:c:f5.1000.5:p|i:1.2.3.4|p:/a");
+        assert_eq!(k, "rl:{i:1.2.3.4}:v:f5.1000.5:p|i:1.2.3.4|p:/a");
         assert_eq!(l.block_key("1.2.3.4"), "rl:{i:1.2.3.4}:b");
         assert_eq!(
             fred::util::redis_keyslot(k.as_bytes()),
@@ -107,11 +114,16 @@ mod tests {
         let p = policy();
         assert_eq!(
             l.counter_key(&PolicyCheck::new(&p, "p|g")),
-            "rl:{p|g}:c:f5.1000.5"
+            "rl:{p|g}:v:f5.1000.5"
         );
         assert_eq!(
             l.counter_key(&PolicyCheck::new(&p, "p|h:key%7B1%7D")),
-            "rl:{p|h:key%7B1%7D}:c:f5.1000.5"
+            "rl:{p|h:key%7B1%7D}:v:f5.1000.5"
+        );
+        let log = Policy::new("p", Algorithm::SlidingLog, 5, Duration::from_secs(1));
+        assert_eq!(
+            l.counter_key(&PolicyCheck::new(&log, "p|g")),
+            "rl:{p|g}:c:l5.1000.5"
         );
     }
 
