@@ -186,7 +186,7 @@ connect_timeout = "1s"
 [[upstream]]
 name = "slow"
 url = "{}"
-timeout = "300ms"
+timeout = "1s"
 [[route]]
 name = "dead"
 path_prefix = "/dead"
@@ -206,11 +206,12 @@ upstream = "slow"
         !resp.contains(&dead.port().to_string()),
         "leaks the upstream address"
     );
-    let resp = raw_get(gw.addr, "/slow/2000", "");
+    let resp = raw_get(gw.addr, "/slow/3000", "");
     assert_eq!(raw_status(&resp), 504, "{resp}");
     assert!(resp.contains("\"error\":\"gateway_timeout\""));
+    // A second of slack: a quick answer is not cut on a loaded machine.
     let resp = raw_get(gw.addr, "/slow/10", "");
-    assert_eq!(raw_status(&resp), 200);
+    assert_eq!(raw_status(&resp), 200, "{resp}");
 }
 
 #[test]
