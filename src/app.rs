@@ -315,6 +315,8 @@ impl Signals {
             _ = self.int.recv() => {}
         }
         tracing::warn!("second signal: exiting without waiting for the drain");
+        // `exit` runs no destructors: the lines logged so far are written first.
+        crate::telemetry::flush();
         std::process::exit(130);
     }
 }

@@ -6,6 +6,13 @@ use rategate::cli::{Cli, Command};
 use rategate::config;
 
 fn main() -> ExitCode {
+    let code = run();
+    // Log lines wait in memory for up to 50 ms: every way out of `run` passes here.
+    rategate::telemetry::flush();
+    code
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     let loaded = config::load(&cli.config).and_then(|c| rategate::app::preflight(&c).map(|()| c));
     let config = match loaded {
