@@ -62,15 +62,15 @@ impl Validator<'_> {
         Ok(text)
     }
 
-    /// The prefix comes before the `{rg}` hash tag (see `store::redis`) and Redis Cluster hashes
-    /// the first `{...}` of a key, so braces here would replace that tag or break it: an empty `{}`
-    /// hashes each key whole, and a script touching a request's keys then fails across slots.
+    /// The prefix comes before every key's hash tag (the identity the key counts, see
+    /// `store::redis::layout`) and Redis Cluster hashes the first `{...}` of a key, so braces here
+    /// would replace that tag: every key in one slot, or a request's keys split across slots.
     fn key_prefix(&self, prefix: &EnvString) -> Check<String> {
         let text = self.expand(prefix)?;
         if text.contains(['{', '}']) {
             return Err(Issue::at(
                 prefix,
-                "must not contain `{` or `}` (they would pin every key to one Redis Cluster slot)",
+                "must not contain `{` or `}` (they would replace the hash tag that spreads keys over Redis Cluster slots)",
             ));
         }
         Ok(text)
