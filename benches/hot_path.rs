@@ -142,8 +142,76 @@ fn fifty_routes() -> Config {
     config(&text)
 }
 
+/// 500 routes: prefix routes and `/svcN/users/{id}/orders` patterns in turn, a few with methods,
+/// hosts and header conditions, the catch-all last.
+fn five_hundred_routes() -> Config {
+    let mut text = String::from(HEAD);
+    for i in 0..499 {
+        if i % 2 == 0 {
+            text.push_str(&format!(
+                "[[route]]\nname = \"r{i}\"\npath_prefix = \"/svc{i}/v1\"\nupstream = \"api\"\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "[[route]]\nname = \"r{i}\"\npath = \"/svc{i}/users/{{id}}/orders\"\n\
+                 upstream = \"api\"\n"
+            ));
+        }
+        if i % 5 == 0 {
+            text.push_str("methods = [\"GET\", \"POST\"]\n");
+        }
+        if i % 7 == 0 {
+            text.push_str(&format!("host = \"svc{i}.example.com\"\n"));
+        }
+        if i % 11 == 0 {
+            text.push_str("headers = { \"x-tenant\" = \"gold\" }\n");
+        }
+    }
+    text.push_str("[[route]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"api\"\n");
+    config(&text)
+}
+
+fn bench_route_500(c: &mut Criterion) {
+    let cfg = five_hundred_routes();
+    let headers = HeaderMap::new();
+    let mut g = c.benchmark_group("route/find_500");
+    let cases = [
+        ("first", Method::GET, None, "/svc0/v1/x"),
+        ("middle", Method::GET, None, "/svc249/users/17/orders"),
+        ("last_named", Method::PUT, None, "/svc498/v1/x"),
+        (
+            "with_host",
+            Method::GET,
+            Some("SVC490.example.com:8080"),
+            "/svc490/v1",
+        ),
+        (
+            "catch_all",
+            Method::GET,
+            Some("api.example.com"),
+            "/nothing/here",
+        ),
+    ];
+    for (name, m, host, p) in &cases {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                route::find(
+                    &cfg.routes,
+                    black_box(m),
+                    black_box(*host),
+                    black_box(&headers),
+                    black_box(p),
+                )
+                .map(|r| r.index)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_route(c: &mut Criterion) {
     let cfg = fifty_routes();
+    let headers = HeaderMap::new();
     let mut g = c.benchmark_group("route/find_50");
     let cases = [
         ("first", Method::GET, None, "/svc0/v1/x"),
@@ -165,8 +233,14 @@ fn bench_route(c: &mut Criterion) {
     for (name, m, host, p) in &cases {
         g.bench_function(*name, |b| {
             b.iter(|| {
-                route::find(&cfg.routes, black_box(m), black_box(*host), black_box(p))
-                    .map(|r| r.index)
+                route::find(
+                    &cfg.routes,
+                    black_box(m),
+                    black_box(*host),
+                    black_box(&headers),
+                    black_box(p),
+                )
+                .map(|r| r.index)
             })
         });
     }
@@ -245,6 +319,7 @@ fn bench_keys(c: &mut Criterion) {
                 let view = RequestView {
                     method: &Method::GET,
                     path: "/three/orders/17",
+                    query: None,
                     headers,
                     cost: 1,
                 };
@@ -355,6 +430,7 @@ fn bench_limiter(c: &mut Criterion) {
                 let view = RequestView {
                     method: &Method::GET,
                     path: "/three/orders/17",
+                    query: None,
                     headers: &h,
                     cost: 1,
                 };
@@ -370,6 +446,7 @@ fn report(route: &Route, limiter: &Limiter) -> rategate::limiter::RateReport {
     let view = RequestView {
         method: &Method::GET,
         path: "/x",
+        query: None,
         headers: &h,
         cost: 1,
     };
@@ -461,7 +538,7 @@ criterion_group! {
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2))
         .sample_size(50);
-    targets = bench_client_ip, bench_path, bench_route, bench_keys, bench_store, bench_limiter,
+    targets = bench_client_ip, bench_path, bench_route, bench_route_500, bench_keys, bench_store, bench_limiter,
         bench_headers, bench_rejection
 }
 criterion_main!(benches);

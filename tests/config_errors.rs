@@ -97,6 +97,15 @@ const BAD: &[Expected] = &[
     ("route_path_semicolon.toml", Some(3), Some(15), "route[0].path_prefix", "`/app;jsessionid` can never match: server.path_semicolons = \"reject\" refuses"),
     ("route_path_escaped_slash.toml", Some(6), Some(15), "route[0].path_prefix", "`/files/a%2Fb` can never match: server.escaped_slashes = \"decode\" turns `%2F` into `/`"),
     ("route_path_not_normalized.toml", Some(3), Some(8), "route[0].path", "`/api/%61uth` is not normalized: requests are matched in their normalized form, here `/api/auth`"),
+    // Route patterns, header conditions, param: and query: key components.
+    ("route_param_not_in_path.toml", Some(12), Some(13), "route[0].policies", "policy `per_user` is keyed by `param:id`, but this route's path has no `{id}` segment"),
+    ("bad_param_key.toml", Some(6), Some(8), "policy[0].key", "`user-id` is not a segment name in key component `param:user-id`"),
+    ("bad_query_key.toml", Some(6), Some(8), "policy[0].key", "`a=b` is not a query parameter name in key component `query:a=b`"),
+    ("route_pattern_star_inside.toml", Some(3), Some(8), "route[0].path", "`/files/*/raw`: `*` stands for the rest of the path, so it can only be the last segment"),
+    ("route_pattern_twice.toml", Some(3), Some(8), "route[0].path", "`/users/{id}/{id}`: `{id}` is named twice"),
+    ("route_pattern_partial.toml", Some(3), Some(8), "route[0].path", "`/users/u{id}`: a named segment is a whole segment"),
+    ("route_header_false.toml", Some(4), Some(45), "route[0].headers.x-beta", "`false` is not a condition"),
+    ("route_header_bad_name.toml", Some(4), Some(13), "route[0].headers.x tenant", "`x tenant` is not a valid HTTP header name"),
     ("idle_timeout_zero.toml", Some(3), Some(16), "server.idle_timeout", "must be greater than zero"),
     ("send_timeout_negative.toml", Some(3), Some(16), "server.send_timeout", "a duration cannot be negative"),
     ("max_connections_zero.toml", Some(3), Some(19), "server.max_connections", "0 is out of range; must be between 1 and 16777216"),
@@ -306,7 +315,8 @@ fn full_config_upstreams_and_policies() {
             "login-failures",
             "reports",
             "inflight",
-            "partner"
+            "partner",
+            "per-user"
         ]
     );
     let auth = &c.policies[0];
@@ -425,7 +435,28 @@ fn full_config_routes() {
         Target::Upstream(_) => panic!("health responds directly"),
     }
 
-    let legacy = &c.routes[3];
+    let orders = &c.routes[3];
+    let PathMatch::Pattern(pattern) = &orders.path else {
+        panic!("orders is a pattern: {:?}", orders.path);
+    };
+    assert_eq!(pattern.text, "/api/users/{id}/orders");
+    assert_eq!(pattern.param_position("id"), Some(2));
+    assert!(!pattern.rest);
+    let conditions: Vec<(&str, Option<&[u8]>)> = orders
+        .headers
+        .iter()
+        .map(|c| (c.name.as_str(), c.value.as_deref()))
+        .collect();
+    assert_eq!(
+        conditions,
+        [("x-tenant", Some(&b"gold"[..])), ("x-beta", None)]
+    );
+    assert_eq!(
+        c.policies[8].key,
+        [KeyPart::Param("id".into()), KeyPart::Query("tenant".into())]
+    );
+
+    let legacy = &c.routes[4];
     assert_eq!(legacy.path, PathMatch::Prefix("/".into()));
     assert!(!legacy.strip_prefix);
     let names: Vec<&str> = legacy.policies.iter().map(|p| &*p.name).collect();
@@ -455,6 +486,8 @@ fn full_config_summary_names_everything_and_no_secret() {
         "inflight: concurrency 4 in flight, lease 30s, key [header:x-api-key], mode enforce, 1 overrides",
         "partner: token_bucket 100 per 1s, burst 200, key [header:x-api-key], mode enforce, 3 overrides",
         "paths: path_semicolons strip, escaped_slashes decode",
+        "per-user: fixed_window 10 per 1m, key [param:id, query:tenant], mode enforce",
+        "orders: path /api/users/{id}/orders (pattern), any method, any host, header x-tenant = \"gold\", header x-beta present -> upstream api, policies per-user",
         "export: path /export (case-insensitive), any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50)",
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");

@@ -138,6 +138,7 @@ async fn unblock_reaches_every_instance_cache() {
         path: PathMatch::Prefix("/".into()),
         methods: vec![],
         host: None,
+        headers: Vec::new(),
         target: Target::Respond {
             status: StatusCode::OK,
             body: Bytes::new(),
@@ -156,6 +157,7 @@ async fn unblock_reaches_every_instance_cache() {
     let view = RequestView {
         method: &Method::GET,
         path: "/",
+        query: None,
         headers: &headers,
         cost: 1,
     };

@@ -13,6 +13,7 @@ use http::{HeaderName, Method, StatusCode, Uri};
 use serde::Deserialize;
 
 use super::header_text::PolicyHeaderText;
+pub use super::routes::Routes;
 use crate::net::CidrSet;
 use crate::uri_path::PathRules;
 
@@ -26,7 +27,7 @@ pub struct Config {
     pub access: Access,
     pub upstreams: Vec<Arc<Upstream>>,
     pub policies: Vec<Arc<Policy>>,
-    pub routes: Vec<Route>,
+    pub routes: Routes,
     /// Webhook alerts; `None` when the file has no `[alerts]`.
     pub alerts: Option<AlertSettings>,
 }
@@ -260,6 +261,12 @@ pub enum KeyPart {
     Method,
     Route,
     Global,
+    /// A named segment of the route's path pattern (`{NAME}`); validation makes sure every route
+    /// using the policy has it.
+    Param(Box<str>),
+    /// A query parameter, percent-decoded; absent, empty, repeated or not UTF-8 falls back to the
+    /// client IP (like a header).
+    Query(Box<str>),
 }
 
 /// The config spelling (`ip`, `header:x-api-key`, ...).
@@ -272,6 +279,8 @@ impl fmt::Display for KeyPart {
             KeyPart::Method => f.write_str("method"),
             KeyPart::Route => f.write_str("route"),
             KeyPart::Global => f.write_str("global"),
+            KeyPart::Param(name) => write!(f, "param:{name}"),
+            KeyPart::Query(name) => write!(f, "query:{name}"),
         }
     }
 }
@@ -427,6 +436,45 @@ pub enum PathMatch {
     /// Segment-aware prefix without a trailing slash ("/" matches everything).
     Prefix(String),
     Exact(String),
+    /// Named segments (`{id}`) and an optional trailing `*`.
+    Pattern(PathPattern),
+}
+
+/// A `path` with named segments (`/api/users/{id}/orders`) and/or a trailing `*` (`/static/*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    /// As written in the config (for messages and `rategate check`).
+    pub text: String,
+    /// One per path segment after the leading `/`.
+    pub segments: Box<[Segment]>,
+    /// Ends in `/*`: any rest of the path after the last segment's `/`, possibly empty.
+    pub rest: bool,
+}
+
+impl PathPattern {
+    /// Position of the named segment `name`.
+    pub fn param_position(&self, name: &str) -> Option<usize> {
+        self.segments
+            .iter()
+            .position(|s| matches!(s, Segment::Param(n) if &**n == name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Normalized text, compared whole.
+    Literal(Box<str>),
+    /// `{NAME}`: any one non-empty segment.
+    Param(Box<str>),
+}
+
+/// `headers = { NAME = "value" | true }` on a route: the request must carry the header (`true`)
+/// or carry it exactly once with exactly this value (surrounding whitespace ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderCondition {
+    pub name: HeaderName,
+    /// `None`: present with any value.
+    pub value: Option<Box<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -443,6 +491,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Lower-cased host without port.
     pub host: Option<String>,
+    /// Every condition must hold; empty for most routes.
+    pub headers: Vec<HeaderCondition>,
     pub target: Target,
     pub policies: Vec<Arc<Policy>>,
     pub strip_prefix: bool,
@@ -453,6 +503,18 @@ pub struct Route {
     pub cost: Cost,
     /// Position in `Config::routes` (stable index for metrics handles).
     pub index: usize,
+}
+
+impl Route {
+    /// The value of the named segment `{name}` in `path` (the normalized path this route
+    /// matched); `None` when the route's path has no such segment.
+    pub fn param<'p>(&self, name: &str, path: &'p str) -> Option<&'p str> {
+        let PathMatch::Pattern(pattern) = &self.path else {
+            return None;
+        };
+        let at = pattern.param_position(name)?;
+        path.get(1..)?.split('/').nth(at)
+    }
 }
 
 /// What one request of a route costs.

@@ -205,6 +205,8 @@ pub(crate) struct Route {
     pub(crate) path_prefix: Option<Spanned<String>>,
     pub(crate) methods: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) host: Option<Spanned<String>>,
+    /// Match conditions: header name -> exact value (a string) or presence (`true`).
+    pub(crate) headers: Option<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
     pub(crate) upstream: Option<Spanned<String>>,
     pub(crate) respond: Option<Spanned<Respond>>,
     pub(crate) policies: Option<Vec<Spanned<String>>>,

@@ -12,6 +12,8 @@ pub(crate) mod header_text;
 pub(crate) mod live;
 mod locate;
 pub(crate) mod reload;
+pub mod routes;
+pub(crate) mod shadow;
 pub mod summary;
 pub(crate) mod validate;
 pub(crate) mod watch;

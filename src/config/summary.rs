@@ -9,6 +9,7 @@ use super::compiled::{
     StoreKind, StoreSettings, Target, Upstream,
 };
 use super::duration::format as dur;
+use super::shadow;
 use crate::net::CidrSet;
 use crate::uri_path::PathRules;
 
@@ -38,6 +39,16 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(out, "routes ({}, first match wins):", cfg.routes.len())?;
     for r in &cfg.routes {
         route(out, r)?;
+    }
+    for (later, earlier) in shadow::shadowed(&cfg.routes) {
+        if let (Some(later), Some(earlier)) = (cfg.routes.get(later), cfg.routes.get(earlier)) {
+            writeln!(
+                out,
+                "warning: route `{}` can never match: the earlier route `{}` takes every \
+                 request it would (first match wins; move it above `{}` or narrow `{}`)",
+                later.name, earlier.name, earlier.name, earlier.name
+            )?;
+        }
     }
     alerts(out, cfg.alerts.as_ref())
 }
@@ -209,6 +220,7 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
     let mut path = match &r.path {
         PathMatch::Exact(path) => format!("path {path}"),
         PathMatch::Prefix(prefix) => format!("path_prefix {prefix}"),
+        PathMatch::Pattern(p) => format!("path {} (pattern)", p.text),
     };
     if r.case_insensitive {
         path.push_str(" (case-insensitive)");
@@ -219,10 +231,21 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
         let names: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
         format!("methods {}", names.join(","))
     };
-    let host = r
+    let mut host = r
         .host
         .as_deref()
         .map_or("any host".to_owned(), |h| format!("host {h}"));
+    for cond in &r.headers {
+        match &cond.value {
+            None => write!(host, ", header {} present", cond.name)?,
+            Some(v) => write!(
+                host,
+                ", header {} = {:?}",
+                cond.name,
+                String::from_utf8_lossy(v)
+            )?,
+        }
+    }
     let target = match &r.target {
         Target::Upstream(u) if r.strip_prefix => format!("upstream {} (strip_prefix)", u.name),
         Target::Upstream(u) => format!("upstream {}", u.name),

@@ -486,6 +486,7 @@ mod tests {
         let req = RequestView {
             method: &Method::GET,
             path: "/x",
+            query: None,
             headers: &headers,
             cost: 1,
         };

@@ -42,6 +42,7 @@ pub(super) fn route(policies: Vec<Arc<Policy>>) -> Route {
         path: PathMatch::Prefix("/".into()),
         methods: vec![],
         host: None,
+        headers: Vec::new(),
         target: Target::Respond {
             status: StatusCode::OK,
             body: Bytes::new(),
@@ -89,6 +90,7 @@ pub(super) async fn check(f: &Fixture, route: &Route, ip: &str) -> Verdict {
     let req = RequestView {
         method: &Method::GET,
         path: "/x",
+        query: None,
         headers: &headers,
         cost: 1,
     };

@@ -12,6 +12,7 @@ mod failover;
 #[cfg(test)]
 mod fixture;
 pub mod policy;
+mod query;
 mod random;
 
 use std::net::IpAddr;
@@ -48,6 +49,8 @@ pub struct RequestView<'a> {
     pub method: &'a Method,
     /// Normalized path (what routing matched).
     pub path: &'a str,
+    /// The raw query (without `?`), for `query:NAME` key components.
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     /// Units this request charges to each policy (see `proxy::cost`).
     pub cost: u64,

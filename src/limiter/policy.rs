@@ -6,7 +6,7 @@ use http::HeaderMap;
 use crate::config::compiled::{KeyPart, Policy, Route};
 use crate::store::keys::{self, Tag};
 
-use super::{ClientId, RequestView};
+use super::{query, ClientId, RequestView};
 
 /// Append the counter key of `policy` for this request to `out`: the policy name and every key
 /// component, escaped so that distinct identities never share a key, long values hashed.
@@ -37,6 +37,20 @@ pub fn build_key(
             }
             KeyPart::Route => keys::push_component(out, Tag::Route, route.name.as_bytes()),
             KeyPart::Global => keys::push_global(out),
+            KeyPart::Param(name) => match route.param(name, req.path) {
+                Some(value) if route.case_insensitive => {
+                    keys::push_component(out, Tag::Param, value.to_ascii_lowercase().as_bytes())
+                }
+                Some(value) => keys::push_component(out, Tag::Param, value.as_bytes()),
+                // Validation refuses a route whose path lacks the segment; should one get here,
+                // its requests share the client's counter rather than go unlimited.
+                None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
+            },
+            KeyPart::Query(name) => match query::value(req.query, name) {
+                Some(value) => keys::push_component(out, Tag::Query, &value),
+                // Absent or ambiguous: the client's own counter, as for a header.
+                None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
+            },
         }
     }
 }
@@ -53,12 +67,17 @@ pub(crate) fn override_limit(
     if policy.overrides.is_empty() {
         return None;
     }
+    if let [KeyPart::Query(name)] = policy.key.as_slice() {
+        let value = query::value(req.query, name)?;
+        return policy.overrides.get(std::str::from_utf8(&value).ok()?);
+    }
     let value: &str = match policy.key.as_slice() {
         [KeyPart::Ip] => &client.key,
         [KeyPart::Header(name)] => std::str::from_utf8(header_identity(req.headers, name)?).ok()?,
         [KeyPart::Path] => req.path,
         [KeyPart::Method] => req.method.as_str(),
         [KeyPart::Route] => &route.name,
+        [KeyPart::Param(name)] => route.param(name, req.path)?,
         // Validation allows overrides on one non-global component only.
         _ => return None,
     };
@@ -110,6 +129,8 @@ pub(crate) fn build_client_key(
             KeyPart::Path => return Err(unaddressable("path")),
             KeyPart::Method => return Err(unaddressable("method")),
             KeyPart::Route => return Err(unaddressable("route")),
+            KeyPart::Param(_) => return Err(unaddressable("a path segment")),
+            KeyPart::Query(_) => return Err(unaddressable("a query parameter")),
         }
     }
     Ok(())
@@ -144,6 +165,7 @@ mod tests {
             path: PathMatch::Prefix("/".into()),
             methods: vec![],
             host: None,
+            headers: Vec::new(),
             target: Target::Respond {
                 status: StatusCode::OK,
                 body: Bytes::new(),
@@ -168,6 +190,7 @@ mod tests {
         let req = RequestView {
             method,
             path,
+            query: None,
             headers,
             cost: 1,
         };
@@ -356,6 +379,8 @@ mod properties {
                 KeyPart::Method => ('m', id.method.to_string()),
                 KeyPart::Route => ('r', id.route.clone()),
                 KeyPart::Global => ('g', String::new()),
+                // The route here has no pattern and the request no query: the client's counter.
+                KeyPart::Param(_) | KeyPart::Query(_) => ('i', id.client.clone()),
             })
             .collect();
         (name.to_owned(), comps)
@@ -390,6 +415,7 @@ mod properties {
         let req = RequestView {
             method: &id.method,
             path: &id.path,
+            query: None,
             headers: &headers,
             cost: 1,
         };

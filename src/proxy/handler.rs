@@ -147,8 +147,14 @@ impl Gateway {
         // The rules are read per request, so a reload switches them.
         let normalized =
             path::normalize(req.uri().path(), server.path_rules).map_err(GatewayError::BadPath)?;
-        let route = route::find(&config.routes, req.method(), host, &normalized)
-            .ok_or(GatewayError::NoRoute)?;
+        let route = route::find(
+            &config.routes,
+            req.method(),
+            host,
+            req.headers(),
+            &normalized,
+        )
+        .ok_or(GatewayError::NoRoute)?;
         record.route = Some(route.index);
 
         let verdict = match access::check(&config.access, client) {
@@ -162,6 +168,7 @@ impl Gateway {
                 let view = RequestView {
                     method: req.method(),
                     path: &normalized,
+                    query: req.uri().query(),
                     headers: req.headers(),
                     // Allow-listed clients are never limited, so only here is the cost read.
                     cost: cost::of(&route.cost, req.headers())?,

@@ -1,7 +1,10 @@
-//! Route matching: the first route in file order whose method, host and path all match.
+//! Route matching: the first route in file order whose method, host, header conditions and path
+//! all match.
 //!
 //! `path` is the normalized path (see `uri_path`); config prefixes are expected in the same
-//! normalized form without a trailing slash.
+//! normalized form without a trailing slash. A pattern's `{name}` takes one non-empty segment of
+//! the normalized path, so an encoded slash (`%2F`, kept encoded by `escaped_slashes = "keep"`)
+//! is part of the segment, exactly as the upstream receives it.
 //!
 //! A `case_insensitive` route compares ASCII letters without regard to case (percent-escapes are
 //! upper-case on both sides already). It changes nothing about order: the first route in file
@@ -9,24 +12,26 @@
 //! `/api/auth` still takes `/api/AUTH/login`. Routes to a case-insensitive upstream should all
 //! be case-insensitive, stricter ones first, as always.
 
-use http::Method;
+use http::{HeaderMap, Method};
 
-use crate::config::compiled::{PathMatch, Route};
+use crate::config::compiled::{HeaderCondition, PathMatch, PathPattern, Route, Segment};
+use crate::config::routes::Routes;
 
-/// First route (file order) matching the normalized path, method and host (port ignored,
-/// case-insensitive).
+/// First route (file order) matching the normalized path, method, host (port ignored,
+/// case-insensitive) and header conditions.
 ///
 /// `host` is the raw Host header or `:authority` (`Example.COM:443`, `[::1]:8080`, a trailing
 /// dot); `None` never matches a route that names a host.
 pub fn find<'c>(
-    routes: &'c [Route],
+    routes: &'c Routes,
     method: &Method,
     host: Option<&str>,
+    headers: &HeaderMap,
     path: &str,
 ) -> Option<&'c Route> {
     // Parse the request host once, not once per route.
     let req_host = host.map(host_only);
-    routes.iter().find(|r| {
+    routes.first(path, |r| {
         (r.methods.is_empty() || r.methods.contains(method))
             && match (&r.host, req_host) {
                 (None, _) => true,
@@ -34,7 +39,22 @@ pub fn find<'c>(
                 (Some(_), None) => false,
             }
             && path_matches(&r.path, r.case_insensitive, path)
+            && r.headers.iter().all(|c| condition_holds(c, headers))
     })
+}
+
+/// A header condition: present (any number of times), or present exactly once with exactly this
+/// value. A repeated header never satisfies a value condition: a client could add its own copy in
+/// front of the one a trusted proxy set, and the upstream may read either.
+fn condition_holds(cond: &HeaderCondition, headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(&cond.name).iter();
+    let Some(first) = values.next() else {
+        return false;
+    };
+    match &cond.value {
+        None => true,
+        Some(want) => values.next().is_none() && first.as_bytes().trim_ascii() == &**want,
+    }
 }
 
 /// The path the upstream receives: `path` with the route prefix removed when `strip_prefix`.
@@ -47,6 +67,8 @@ pub(crate) fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
     let prefix = match &route.path {
         PathMatch::Prefix(p) => prefix_base(p),
         PathMatch::Exact(p) => p.as_str(),
+        // Validation allows `strip_prefix` on `path_prefix` routes only.
+        PathMatch::Pattern(_) => return path,
     };
     // Only strip what actually matched; anything else is forwarded untouched.
     match strip(path, prefix, route.case_insensitive) {
@@ -68,6 +90,35 @@ fn path_matches(m: &PathMatch, case_insensitive: bool, path: &str) -> bool {
             strip(path, base, case_insensitive)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         }
+        PathMatch::Pattern(p) => pattern_matches(p, case_insensitive, path),
+    }
+}
+
+/// Segment by segment, without allocating: a literal compares whole, `{name}` takes any
+/// non-empty segment, a trailing `*` any rest after a `/` (so `/static/*` matches `/static/` and
+/// `/static/a/b`, not `/static`).
+fn pattern_matches(p: &PathPattern, case_insensitive: bool, path: &str) -> bool {
+    let mut rest = path;
+    for segment in &*p.segments {
+        let Some(after) = rest.strip_prefix('/') else {
+            return false;
+        };
+        let end = after.find('/').unwrap_or(after.len());
+        let (seg, tail) = after.split_at(end);
+        let ok = match segment {
+            Segment::Param(_) => !seg.is_empty(),
+            Segment::Literal(lit) if case_insensitive => seg.eq_ignore_ascii_case(lit),
+            Segment::Literal(lit) => seg == &**lit,
+        };
+        if !ok {
+            return false;
+        }
+        rest = tail;
+    }
+    if p.rest {
+        rest.starts_with('/')
+    } else {
+        rest.is_empty()
     }
 }
 
@@ -131,6 +182,7 @@ mod tests_support {
             path,
             methods: Vec::new(),
             host: None,
+            headers: Vec::new(),
             target: Target::Respond {
                 status: StatusCode::OK,
                 body: Bytes::new(),
@@ -172,18 +224,13 @@ mod tests {
         PathMatch::Exact(p.to_owned())
     }
 
-    fn name<'c>(
-        routes: &'c [Route],
-        m: &Method,
-        host: Option<&str>,
-        path: &str,
-    ) -> Option<&'c str> {
-        find(routes, m, host, path).map(|r| &*r.name)
+    fn name<'c>(routes: &'c Routes, m: &Method, host: Option<&str>, path: &str) -> Option<&'c str> {
+        find(routes, m, host, &HeaderMap::new(), path).map(|r| &*r.name)
     }
 
     #[test]
     fn prefix_is_segment_aware() {
-        let rs = [route("api", prefix("/api"), &[], None, false)];
+        let rs = Routes::new(vec![route("api", prefix("/api"), &[], None, false)]);
         for p in ["/api", "/api/", "/api/x", "/api/x/y"] {
             assert_eq!(name(&rs, &Method::GET, None, p), Some("api"), "{p}");
         }
@@ -194,7 +241,7 @@ mod tests {
 
     #[test]
     fn root_prefix_matches_everything() {
-        let rs = [route("all", prefix("/"), &[], None, false)];
+        let rs = Routes::new(vec![route("all", prefix("/"), &[], None, false)]);
         for p in ["/", "/a", "/a/b/"] {
             assert_eq!(name(&rs, &Method::GET, None, p), Some("all"), "{p}");
         }
@@ -202,14 +249,14 @@ mod tests {
 
     #[test]
     fn stray_trailing_slash_in_prefix() {
-        let rs = [route("api", prefix("/api/"), &[], None, false)];
+        let rs = Routes::new(vec![route("api", prefix("/api/"), &[], None, false)]);
         assert_eq!(name(&rs, &Method::GET, None, "/api"), Some("api"));
         assert_eq!(name(&rs, &Method::GET, None, "/apix"), None);
     }
 
     #[test]
     fn exact_compares_whole_path() {
-        let rs = [route("login", exact("/login"), &[], None, false)];
+        let rs = Routes::new(vec![route("login", exact("/login"), &[], None, false)]);
         assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("login"));
         for p in ["/login/", "/login/x", "/loginx", "/"] {
             assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
@@ -218,11 +265,11 @@ mod tests {
 
     #[test]
     fn first_match_wins() {
-        let rs = [
+        let rs = Routes::new(vec![
             route("auth", prefix("/api/auth"), &[], None, false),
             route("api", prefix("/api"), &[], None, false),
             route("all", prefix("/"), &[], None, false),
-        ];
+        ]);
         assert_eq!(
             name(&rs, &Method::GET, None, "/api/auth/login"),
             Some("auth")
@@ -233,7 +280,7 @@ mod tests {
 
     #[test]
     fn methods_filter() {
-        let rs = [
+        let rs = Routes::new(vec![
             route(
                 "post",
                 prefix("/login"),
@@ -242,7 +289,7 @@ mod tests {
                 false,
             ),
             route("any", prefix("/login"), &[], None, false),
-        ];
+        ]);
         assert_eq!(name(&rs, &Method::POST, None, "/login"), Some("post"));
         assert_eq!(name(&rs, &Method::PUT, None, "/login"), Some("post"));
         assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("any"));
@@ -252,11 +299,11 @@ mod tests {
 
     #[test]
     fn host_matching() {
-        let rs = [
+        let rs = Routes::new(vec![
             route("api", prefix("/"), &[], Some("api.example.com"), false),
             route("v6", prefix("/"), &[], Some("::1"), false),
             route("v6b", prefix("/"), &[], Some("[::2]"), false),
-        ];
+        ]);
         for h in [
             "api.example.com",
             "API.Example.COM",
@@ -289,10 +336,10 @@ mod tests {
 
     #[test]
     fn host_route_falls_through_to_hostless() {
-        let rs = [
+        let rs = Routes::new(vec![
             route("api", prefix("/"), &[], Some("api.example.com"), false),
             route("default", prefix("/"), &[], None, false),
-        ];
+        ]);
         assert_eq!(
             name(&rs, &Method::GET, Some("www.example.com"), "/"),
             Some("default")
@@ -306,7 +353,8 @@ mod tests {
 
     #[test]
     fn empty_routes() {
-        assert!(find(&[], &Method::GET, None, "/").is_none());
+        let none = Routes::new(Vec::new());
+        assert!(find(&none, &Method::GET, None, &HeaderMap::new(), "/").is_none());
     }
 
     #[test]
@@ -344,10 +392,10 @@ mod tests {
 
     #[test]
     fn case_insensitive_prefix_and_exact() {
-        let rs = [
+        let rs = Routes::new(vec![
             insensitive(route("auth", prefix("/api/auth"), &[], None, false)),
             insensitive(route("login", exact("/Login"), &[], None, false)),
-        ];
+        ]);
         for p in ["/api/auth", "/API/Auth/login", "/Api/AUTH/", "/api/auth/x"] {
             assert_eq!(name(&rs, &Method::GET, None, p), Some("auth"), "{p}");
         }
@@ -362,10 +410,10 @@ mod tests {
     #[test]
     fn case_insensitive_keeps_file_order() {
         // A case-sensitive looser route first: it still takes the paths it matches.
-        let rs = [
+        let rs = Routes::new(vec![
             route("api", prefix("/api"), &[], None, false),
             insensitive(route("auth", prefix("/api/auth"), &[], None, false)),
-        ];
+        ]);
         assert_eq!(
             name(&rs, &Method::GET, None, "/API/AUTH/login"),
             Some("auth")
@@ -403,29 +451,52 @@ mod properties {
         .prop_map(str::to_owned)
     }
 
-    fn route_path() -> impl Strategy<Value = String> {
-        prop::collection::vec(segment(), 0..3).prop_map(|segs| format!("/{}", segs.join("/")))
+    /// A pattern's segments: some named, maybe a trailing `*`.
+    fn pattern(segs: &[String], named: &[bool], rest: bool) -> PathPattern {
+        let segments = segs
+            .iter()
+            .zip(named.iter().chain(std::iter::repeat(&false)))
+            .enumerate()
+            .map(|(i, (s, &n))| {
+                if n {
+                    Segment::Param(format!("p{i}").into())
+                } else {
+                    Segment::Literal(s.as_str().into())
+                }
+            })
+            .collect();
+        PathPattern {
+            text: String::new(),
+            segments,
+            rest,
+        }
     }
 
     fn routes() -> impl Strategy<Value = Vec<Route>> {
-        prop::collection::vec((route_path(), any::<bool>(), any::<bool>()), 1..6).prop_map(
-            |specs| {
-                specs
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (p, exact, ci))| {
-                        let m = if exact {
-                            PathMatch::Exact(p)
-                        } else {
-                            PathMatch::Prefix(p)
-                        };
-                        let mut r = test_route(&format!("r{i}"), m);
-                        r.case_insensitive = ci;
-                        r
-                    })
-                    .collect()
-            },
-        )
+        let spec = (
+            prop::collection::vec(segment(), 0..3),
+            0u8..3,
+            any::<bool>(),
+            prop::collection::vec(any::<bool>(), 3),
+            any::<bool>(),
+        );
+        prop::collection::vec(spec, 1..6).prop_map(|specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (segs, kind, ci, named, rest))| {
+                    let p = format!("/{}", segs.join("/"));
+                    let m = match kind {
+                        0 => PathMatch::Exact(p),
+                        1 => PathMatch::Prefix(p),
+                        _ => PathMatch::Pattern(pattern(&segs, &named, rest)),
+                    };
+                    let mut r = test_route(&format!("r{i}"), m);
+                    r.case_insensitive = ci;
+                    r
+                })
+                .collect()
+        })
     }
 
     fn raw_path() -> impl Strategy<Value = String> {
@@ -467,12 +538,44 @@ mod properties {
             })
     }
 
-    fn chosen<'r>(routes: &'r [Route], path: &str) -> Option<&'r str> {
-        find(routes, &Method::GET, None, path).map(|r| &*r.name)
+    fn chosen<'r>(routes: &'r Routes, path: &str) -> Option<&'r str> {
+        find(routes, &Method::GET, None, &HeaderMap::new(), path).map(|r| &*r.name)
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// `rategate check`'s shadowing report is sound: a route reported as shadowed matches
+        /// no path that the route shadowing it does not match too.
+        #[test]
+        fn reported_shadowing_is_certain(routes in routes(), raws in prop::collection::vec(raw_path(), 16)) {
+            let shadowed = crate::config::shadow::shadowed(&routes);
+            for raw in &raws {
+                let Ok(normal) = uri_path::normalize(raw, PathRules::default()) else { continue };
+                for &(later, earlier) in &shadowed {
+                    let (l, e) = (&routes[later], &routes[earlier]);
+                    if path_matches(&l.path, l.case_insensitive, &normal) {
+                        prop_assert!(
+                            path_matches(&e.path, e.case_insensitive, &normal),
+                            "{normal}: {:?} reported shadowed by {:?}", l.path, e.path
+                        );
+                    }
+                }
+            }
+        }
+
+        /// The first-segment index never changes the answer: it is the first route in file
+        /// order whose path matches, as a plain scan finds it.
+        #[test]
+        fn index_agrees_with_a_scan(routes in routes(), raw in raw_path()) {
+            let Ok(normal) = uri_path::normalize(&raw, PathRules::default()) else { return Ok(()) };
+            let scan = routes
+                .iter()
+                .find(|r| path_matches(&r.path, r.case_insensitive, &normal))
+                .map(|r| r.name.to_string());
+            let routes = Routes::new(routes);
+            prop_assert_eq!(chosen(&routes, &normal).map(str::to_owned), scan);
+        }
 
         #[test]
         fn raw_and_normalized_choose_the_same_route(
@@ -480,6 +583,7 @@ mod properties {
             raw in raw_path(),
             rules in all_rules(),
         ) {
+            let routes = Routes::new(routes);
             let Ok(normal) = uri_path::normalize(&raw, rules) else { return Ok(()) };
             // What the handler matches on is what it would match if the client had sent the
             // normalized form in the first place.
@@ -487,7 +591,7 @@ mod properties {
             prop_assert_eq!(again.as_deref(), Ok(&*normal));
             prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, again.as_deref().unwrap_or("")));
             // What the upstream receives (without strip_prefix) is what the route saw.
-            if let Some(r) = find(&routes, &Method::GET, None, &normal) {
+            if let Some(r) = find(&routes, &Method::GET, None, &HeaderMap::new(), &normal) {
                 prop_assert_eq!(forward_path(r, &normal), &*normal);
             }
         }
@@ -500,6 +604,7 @@ mod properties {
                 semicolons: Semicolons::Strip,
                 escaped_slashes: EscapedSlashes::Decode,
             };
+            let routes = Routes::new(routes);
             let Ok(normal) = uri_path::normalize(&raw, rules) else { return Ok(()) };
             let upstream_view: String = raw
                 .split('/')
@@ -520,6 +625,7 @@ mod properties {
             for r in &mut routes {
                 r.case_insensitive = true;
             }
+            let routes = Routes::new(routes);
             let rules = PathRules { semicolons: Semicolons::Keep, ..PathRules::default() };
             let Ok(normal) = uri_path::normalize(&raw, rules) else { return Ok(()) };
             let lower = normal.to_ascii_lowercase();

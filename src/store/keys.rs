@@ -37,6 +37,10 @@ pub(crate) enum Tag {
     Path,
     Method,
     Route,
+    /// A named segment of the route's path (`param:NAME`).
+    Param,
+    /// A query parameter's value (`query:NAME`).
+    Query,
 }
 
 impl Tag {
@@ -47,6 +51,8 @@ impl Tag {
             Tag::Path => "p",
             Tag::Method => "m",
             Tag::Route => "r",
+            Tag::Param => "s",
+            Tag::Query => "q",
         }
     }
 }

@@ -33,7 +33,7 @@ use self::check::{Check, Issue, MAX_NAME_LEN};
 use self::route::{Named, References};
 use self::server::path_rules;
 use self::validator::Validator;
-use super::compiled::Config;
+use super::compiled::{Config, Routes};
 use super::env::{self, Lookup};
 use super::file::{self, File};
 use super::locate::Source;
@@ -96,7 +96,7 @@ impl Validator<'_> {
             access: access?,
             upstreams: upstreams.into_iter().collect::<Option<_>>()?,
             policies: policies.into_iter().collect::<Option<_>>()?,
-            routes: routes?,
+            routes: Routes::new(routes?),
             alerts: alerts?,
         })
     }

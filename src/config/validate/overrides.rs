@@ -99,8 +99,9 @@ impl OverrideShape<'_> {
     pub(crate) fn addressable(&self) -> Result<(), String> {
         match self.key {
             [KeyPart::Global] => Err(
-                "overrides need a policy keyed by a value (ip, header:NAME, path, method or \
-                 route); this policy is keyed by [global], which has one counter for everyone"
+                "overrides need a policy keyed by a value (ip, header:NAME, path, method, \
+                 route, param:NAME or query:NAME); this policy is keyed by [global], which has \
+                 one counter for everyone"
                     .into(),
             ),
             [_] => Ok(()),
@@ -156,6 +157,13 @@ impl OverrideShape<'_> {
                 key.to_owned()
             }
             Some(KeyPart::Method) => key.to_ascii_uppercase(),
+            Some(KeyPart::Param(_)) | Some(KeyPart::Query(_)) if key.is_empty() => {
+                return Err(bad(
+                    "is empty (a named segment is never empty; a request without the query \
+                     parameter is keyed by its address)",
+                ))
+            }
+            Some(KeyPart::Param(_)) | Some(KeyPart::Query(_)) => key.to_owned(),
             Some(KeyPart::Route) | Some(KeyPart::Global) | None => key.to_owned(),
         };
         Ok((normalized, limit))

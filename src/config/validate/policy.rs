@@ -303,6 +303,16 @@ fn key_parts(key: &Spanned<Vec<Spanned<String>>>) -> Check<Vec<KeyPart>> {
     Ok(parts)
 }
 
+/// Longest `query:NAME` name: names are matched decoded, and real ones are short.
+const MAX_QUERY_NAME: usize = 128;
+
+/// A `{NAME}` of a route pattern and a `param:NAME` key component: letters, digits and `_`.
+pub(super) fn is_param_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn key_part(item: &Spanned<String>) -> Check<KeyPart> {
     let text = item.get_ref().as_str();
     if let Some(name) = text.strip_prefix("header:") {
@@ -316,6 +326,32 @@ fn key_part(item: &Spanned<String>) -> Check<KeyPart> {
                 )
             });
     }
+    if let Some(name) = text.strip_prefix("param:") {
+        return if is_param_name(name) {
+            Ok(KeyPart::Param(name.into()))
+        } else {
+            Err(Issue::at(
+                item,
+                format!(
+                    "`{name}` is not a segment name in key component `{text}`; names are \
+                     letters, digits and `_`, as in `{{id}}`"
+                ),
+            ))
+        };
+    }
+    if let Some(name) = text.strip_prefix("query:") {
+        return if !name.is_empty() && name.len() <= MAX_QUERY_NAME && !name.contains(['&', '=']) {
+            Ok(KeyPart::Query(name.into()))
+        } else {
+            Err(Issue::at(
+                item,
+                format!(
+                    "`{name}` is not a query parameter name in key component `{text}`: 1 to \
+                     {MAX_QUERY_NAME} bytes, without `&` or `=` (write the name decoded)"
+                ),
+            ))
+        };
+    }
     match text {
         "ip" => Ok(KeyPart::Ip),
         "path" => Ok(KeyPart::Path),
@@ -326,7 +362,7 @@ fn key_part(item: &Spanned<String>) -> Check<KeyPart> {
             item,
             format!(
                 "unknown key component `{text}`; expected \"ip\", \"header:NAME\", \"path\", \
-                 \"method\", \"route\" or \"global\""
+                 \"method\", \"route\", \"param:NAME\", \"query:NAME\" or \"global\""
             ),
         )),
     }

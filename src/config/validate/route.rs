@@ -1,7 +1,7 @@
 //! `[[route]]`: what a route matches (path under the server's path rules, methods, host), where
 //! it goes (an upstream or a fixed answer), its policies by name, and its request cost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,8 +10,12 @@ use http::{HeaderName, Method, StatusCode};
 use toml::Spanned;
 
 use super::check::{bounded, later, Check, Issue, COST_RANGE, RESPOND_STATUS_RANGE};
+use super::policy::is_param_name;
 use super::validator::Validator;
-use crate::config::compiled::{Cost, PathMatch, Policy, Route, Target, Upstream, DEFAULT_MAX_COST};
+use crate::config::compiled::{
+    Cost, HeaderCondition, KeyPart, PathMatch, PathPattern, Policy, Route, Segment, Target,
+    Upstream, DEFAULT_MAX_COST,
+};
 use crate::config::file;
 use crate::uri_path::{self as path, EscapedSlashes, PathRules, Semicolons};
 
@@ -68,8 +72,15 @@ impl Validator<'_> {
             None => Some(None),
             Some(host) => self.take(route_host(host)).map(Some),
         };
+        let headers = match &r.headers {
+            None => Some(Vec::new()),
+            Some(headers) => self.take(header_conditions(headers)),
+        };
         let target = self.take(self.target(spanned, refs)).flatten();
         let policies = self.take(route_policies(r, &refs.policies)).flatten();
+        if let (Some(path), Some(policies), Some(names)) = (&path, &policies, &r.policies) {
+            self.take(params_exist(path, policies, names));
+        }
         let strip_prefix = self.take(strip_prefix(r));
         let cost = self.take(route_cost(r));
         Some(Route {
@@ -77,6 +88,7 @@ impl Validator<'_> {
             path: path?,
             methods: methods?,
             host: host?,
+            headers: headers?,
             target: target?,
             policies: policies?,
             strip_prefix: strip_prefix?,
@@ -180,6 +192,9 @@ fn path_match(r: &file::Route, rules: PathRules) -> Check<PathMatch> {
             "`path` and `path_prefix` cannot both be set; use `path` for one exact path or \
              `path_prefix` for a subtree",
         )),
+        (Some(path), None) if is_pattern(path.get_ref()) => {
+            Ok(PathMatch::Pattern(route_pattern(path, rules)?))
+        }
         (Some(path), None) => Ok(PathMatch::Exact(route_path(path, rules)?)),
         (None, Some(prefix)) => {
             let prefix = route_path(prefix, rules)?;
@@ -194,27 +209,189 @@ fn path_match(r: &file::Route, rules: PathRules) -> Check<PathMatch> {
     }
 }
 
+/// A `path` with a `{name}` segment or a `*` segment is a pattern. (`*` inside a segment, as in
+/// `/a*b`, is an ordinary character of an exact path.)
+fn is_pattern(text: &str) -> bool {
+    text.contains(['{', '}']) || text.split('/').any(|s| s == "*")
+}
+
+/// `/api/users/{id}/orders`, `/static/*`: each `{name}` a whole segment with a unique name, `*`
+/// only as the whole last segment, the literal segments normalized like any route path.
+fn route_pattern(path: &Spanned<String>, rules: PathRules) -> Check<PathPattern> {
+    let text = path.get_ref();
+    let fail = |message: String| Issue::at(path, message);
+    let Some(body) = text.strip_prefix('/') else {
+        return Err(fail(format!("`{text}` must start with `/`")));
+    };
+    let (body, rest) = match body.strip_suffix('*') {
+        Some(b) if b.is_empty() || b.ends_with('/') => (b.strip_suffix('/').unwrap_or(b), true),
+        _ => (body, false),
+    };
+    let mut segments: Vec<Segment> = Vec::new();
+    let pieces: Vec<&str> = if body.is_empty() && rest {
+        Vec::new()
+    } else {
+        body.split('/').collect()
+    };
+    let last = pieces.len().saturating_sub(1);
+    for (i, piece) in pieces.iter().enumerate() {
+        if let Some(name) = piece.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            if !is_param_name(name) {
+                return Err(fail(format!(
+                    "`{text}`: `{{{name}}}` is not a segment name; names are letters, digits \
+                     and `_`"
+                )));
+            }
+            if segments
+                .iter()
+                .any(|s| matches!(s, Segment::Param(n) if &**n == name))
+            {
+                return Err(fail(format!("`{text}`: `{{{name}}}` is named twice")));
+            }
+            segments.push(Segment::Param(name.into()));
+        } else if piece.contains(['{', '}']) {
+            return Err(fail(format!(
+                "`{text}`: a named segment is a whole segment, as in `/users/{{id}}/orders`"
+            )));
+        } else if *piece == "*" {
+            return Err(fail(format!(
+                "`{text}`: `*` stands for the rest of the path, so it can only be the last \
+                 segment"
+            )));
+        } else if piece.is_empty() && (i != last || rest) {
+            return Err(fail(format!("`{text}` is not normalized: no `//`")));
+        } else {
+            // A literal segment must be what a normalized request path holds there.
+            route_path_text(&format!("/{piece}"), rules)
+                .map_err(|message| fail(format!("`{text}`: {message}")))?;
+            segments.push(Segment::Literal((*piece).into()));
+        }
+    }
+    Ok(PathPattern {
+        text: text.clone(),
+        segments: segments.into_boxed_slice(),
+        rest,
+    })
+}
+
 /// Requests are matched after normalization, so a path that is not normalized could never match.
 fn route_path(path: &Spanned<String>, rules: PathRules) -> Check<String> {
-    let text = path.get_ref();
+    route_path_text(path.get_ref(), rules).map_err(|message| Issue::at(path, message))?;
+    Ok(path.get_ref().clone())
+}
+
+fn route_path_text(text: &str, rules: PathRules) -> Result<(), String> {
     if !text.starts_with('/') {
-        return Err(Issue::at(path, format!("`{text}` must start with `/`")));
+        return Err(format!("`{text}` must start with `/`"));
     }
     if text.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
-        return Err(Issue::at(
-            path,
-            format!("`{text}` must be a path only: no whitespace, query (`?`) or fragment (`#`)"),
+        return Err(format!(
+            "`{text}` must be a path only: no whitespace, query (`?`) or fragment (`#`)"
         ));
     }
     let dotted = text[1..].split('/').any(|s| s == "." || s == "..");
     if text.contains("//") || dotted {
-        return Err(Issue::at(
-            path,
-            format!("`{text}` is not normalized: no `//`, `.` or `..` segments"),
+        return Err(format!(
+            "`{text}` is not normalized: no `//`, `.` or `..` segments"
         ));
     }
-    route_path_under_rules(text, rules).map_err(|message| Issue::at(path, message))?;
-    Ok(text.clone())
+    route_path_under_rules(text, rules)
+}
+
+/// Every `param:NAME` of the route's policies names a `{NAME}` of its path: otherwise the
+/// policy would have nothing to key by on this route.
+fn params_exist(
+    path: &PathMatch,
+    policies: &[Arc<Policy>],
+    names: &[Spanned<String>],
+) -> Check<()> {
+    for (policy, name) in policies.iter().zip(names) {
+        for part in &policy.key {
+            let KeyPart::Param(param) = part else {
+                continue;
+            };
+            let found = match path {
+                PathMatch::Pattern(p) => p.param_position(param).is_some(),
+                _ => false,
+            };
+            if !found {
+                return Err(Issue::at(
+                    name,
+                    format!(
+                        "policy `{}` is keyed by `param:{param}`, but this route's path has no \
+                         `{{{param}}}` segment (e.g. path = \"/users/{{{param}}}\")",
+                        policy.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `headers = { "x-tenant" = "gold", "x-beta" = true }`.
+fn header_conditions(
+    headers: &Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+) -> Check<Vec<HeaderCondition>> {
+    if headers.get_ref().is_empty() {
+        return Err(Issue::at(
+            headers,
+            "must name at least one header (omit `headers` to match any request)",
+        ));
+    }
+    let mut out: Vec<HeaderCondition> = Vec::with_capacity(headers.get_ref().len());
+    // In file order, so the first problem reported is the first one written.
+    let mut entries: Vec<_> = headers.get_ref().iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    for (key, want) in entries {
+        let name = HeaderName::from_bytes(key.get_ref().as_bytes()).map_err(|_| {
+            Issue::at(
+                key,
+                format!("`{}` is not a valid HTTP header name", key.get_ref()),
+            )
+        })?;
+        if out.iter().any(|c| c.name == name) {
+            return Err(Issue::at(
+                key,
+                format!("header `{name}` is listed twice (names are case-insensitive)"),
+            ));
+        }
+        let value = match want.get_ref() {
+            toml::Value::Boolean(true) => None,
+            toml::Value::String(v) => {
+                let valid = !v.is_empty()
+                    && v.trim() == v
+                    && v.bytes()
+                        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+                if !valid {
+                    return Err(Issue::at(
+                        want,
+                        format!(
+                            "`{v}` can never match a header value: it must be non-empty \
+                             visible ASCII without surrounding spaces"
+                        ),
+                    ));
+                }
+                Some(v.as_bytes().into())
+            }
+            toml::Value::Boolean(false) => {
+                return Err(Issue::at(
+                    want,
+                    "`false` is not a condition: write `true` (the header is present) or a \
+                     string (its exact value); for requests without the header, list this route \
+                     after the one with the condition",
+                ))
+            }
+            _ => {
+                return Err(Issue::at(
+                    want,
+                    "expected a value to match exactly (a string) or `true` for presence",
+                ))
+            }
+        };
+        out.push(HeaderCondition { name, value });
+    }
+    Ok(out)
 }
 
 /// A route path that the path rules would refuse or rewrite in a request can never match.

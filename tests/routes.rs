@@ -1,0 +1,428 @@
+//! Route patterns (`{name}` segments, a trailing `*`), header conditions, `param:` and `query:`
+//! key components and `rategate check`'s shadowing report, through the real binary over real
+//! sockets. Which route took a request shows in `X-RateLimit-Policy` (each route has its own
+//! policy) and what the upstream received in the echo's `uri`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::redis::{have_redis, RedisServer};
+use common::*;
+use serde_json::Value;
+
+/// The `X-RateLimit-Policy` of a raw response: the policy (so the route) that took it.
+fn policy_of(resp: &str) -> Option<&str> {
+    resp.split("\r\n\r\n").next()?.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-ratelimit-policy")
+            .then(|| value.trim())
+    })
+}
+
+fn echo_uri(resp: &str) -> String {
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    v["uri"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A fixed-window policy `name`: `limit` per hour keyed by `key`.
+fn policy(name: &str, limit: u64, key: &str) -> String {
+    format!(
+        "[[policy]]\nname = \"{name}\"\nalgorithm = \"fixed_window\"\nlimit = {limit}\n\
+         window = \"1h\"\nkey = {key}\n"
+    )
+}
+
+/// `(path, expected status, expected policy)` in order, each as a fresh GET.
+fn expect(gw: &Gateway, steps: &[(&str, u16, &str)]) {
+    expect_with(gw, "", steps);
+}
+
+fn expect_with(gw: &Gateway, extra: &str, steps: &[(&str, u16, &str)]) {
+    for (i, &(path, status, policy)) in steps.iter().enumerate() {
+        let resp = raw_get(gw.addr, path, extra);
+        assert_eq!(raw_status(&resp), status, "step {i} {path}: {resp}");
+        assert_eq!(policy_of(&resp), Some(policy), "step {i} {path}: {resp}");
+    }
+}
+
+const CATCH_ALL: &str = r#"
+[[route]]
+name = "all"
+path_prefix = "/"
+upstream = "api"
+policies = ["all"]
+"#;
+
+#[test]
+fn a_named_segment_route_keys_each_id_exactly_and_independently() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}\n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
+             upstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
+            policy("per_user", 3, "[\"param:id\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    expect(
+        &gw,
+        &[
+            ("/api/users/1/orders", 200, "per_user"),
+            ("/api/users/1/orders", 200, "per_user"),
+            // The same id spelled differently is the same id after normalization.
+            ("/api/users/%31/orders", 200, "per_user"),
+            ("/api/users/1/orders", 429, "per_user"),
+            ("/api/users/1/./orders", 429, "per_user"),
+            ("/api/users/x/../1/orders", 429, "per_user"),
+            ("/api//users/1/orders", 429, "per_user"),
+            // Another id has its own counter.
+            ("/api/users/2/orders", 200, "per_user"),
+            ("/api/users/2/orders", 200, "per_user"),
+            ("/api/users/2/orders", 200, "per_user"),
+            ("/api/users/2/orders", 429, "per_user"),
+            ("/api/users/3/orders", 200, "per_user"),
+            // Not this route: one segment too many or too few, or an empty id.
+            ("/api/users/1/orders/7", 200, "all"),
+            ("/api/users/1", 200, "all"),
+            ("/api/users//orders", 200, "all"),
+            ("/api/users/1/orders/", 200, "all"),
+        ],
+    );
+    // The upstream receives the normalized path the route matched.
+    let resp = raw_get(gw.addr, "/api/users/3/./orders?x=1", "");
+    assert_eq!(echo_uri(&resp), "/api/users/3/orders?x=1", "{resp}");
+}
+
+#[test]
+fn a_star_route_takes_the_rest_of_the_path() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}\n[[route]]\nname = \"static\"\npath = \"/static/*\"\nupstream = \"api\"\n\
+             policies = [\"static\"]\n{CATCH_ALL}",
+            policy("static", 1000, "[\"ip\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    expect(
+        &gw,
+        &[
+            ("/static/", 200, "static"),
+            ("/static/app.css", 200, "static"),
+            ("/static/img/a/b.png", 200, "static"),
+            ("/static/img/../app.js", 200, "static"),
+            ("/static", 200, "all"),
+            ("/staticx/app.css", 200, "all"),
+            ("/static/../other", 200, "all"),
+        ],
+    );
+}
+
+#[test]
+fn header_conditions_select_a_route_by_value_or_presence() {
+    let echo = Echo::start();
+    let routes = r#"
+[[route]]
+name = "gold"
+path_prefix = "/api"
+headers = { "X-Tenant" = "gold" }
+upstream = "api"
+policies = ["gold"]
+
+[[route]]
+name = "beta"
+path_prefix = "/api"
+headers = { "x-beta" = true }
+upstream = "api"
+policies = ["beta"]
+
+[[route]]
+name = "api"
+path_prefix = "/api"
+upstream = "api"
+policies = ["api"]
+"#;
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}{routes}",
+            policy("gold", 1000, "[\"ip\"]"),
+            policy("beta", 1000, "[\"ip\"]"),
+            policy("api", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    for (extra, want) in [
+        ("x-tenant: gold\r\n", "gold"),
+        ("X-TENANT:   gold  \r\n", "gold"),
+        ("x-tenant: Gold\r\n", "api"),
+        ("x-tenant: gold2\r\n", "api"),
+        // A second copy makes the value ambiguous: no exact match.
+        ("x-tenant: gold\r\nx-tenant: gold\r\n", "api"),
+        ("x-tenant: silver\r\nx-tenant: gold\r\n", "api"),
+        ("x-beta: 1\r\n", "beta"),
+        ("x-beta:\r\n", "beta"),
+        ("x-tenant: gold\r\nx-beta: 1\r\n", "gold"),
+        ("x-tenant: silver\r\nx-beta: 1\r\n", "beta"),
+        ("", "api"),
+    ] {
+        let resp = raw_get(gw.addr, "/api/x", extra);
+        assert_eq!(raw_status(&resp), 200, "{extra:?}: {resp}");
+        assert_eq!(policy_of(&resp), Some(want), "{extra:?}: {resp}");
+    }
+}
+
+#[test]
+fn the_first_match_in_file_order_wins_among_patterns() {
+    let echo = Echo::start();
+    let routes = r#"
+[[route]]
+name = "me"
+path = "/api/users/me/orders"
+upstream = "api"
+policies = ["me"]
+
+[[route]]
+name = "orders"
+path = "/api/users/{id}/orders"
+upstream = "api"
+policies = ["orders"]
+
+[[route]]
+name = "files"
+path = "/api/*"
+upstream = "api"
+policies = ["files"]
+
+[[route]]
+name = "api"
+path_prefix = "/api"
+upstream = "api"
+policies = ["api"]
+"#;
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}{}{routes}",
+            policy("me", 1000, "[\"ip\"]"),
+            policy("orders", 1000, "[\"ip\"]"),
+            policy("files", 1000, "[\"ip\"]"),
+            policy("api", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    expect(
+        &gw,
+        &[
+            ("/api/users/me/orders", 200, "me"),
+            ("/api/users/you/orders", 200, "orders"),
+            ("/api/users/you/orders/1", 200, "files"),
+            ("/api/", 200, "files"),
+            ("/api", 200, "api"),
+        ],
+    );
+}
+
+/// With `escaped_slashes = "keep"` (the default) `%2F` is data inside one segment, so a segment
+/// holding one still belongs to the route and counts against its limit; with "decode" the
+/// request is matched as the path it decodes to.
+#[test]
+fn an_encoded_slash_does_not_let_a_request_escape_its_route_limit() {
+    let echo = Echo::start();
+    let routes = format!(
+        "{}{}\n[[route]]\nname = \"files\"\npath = \"/files/{{name}}\"\nupstream = \"api\"\n\
+         policies = [\"files\"]\n{CATCH_ALL}",
+        policy("files", 2, "[\"ip\"]"),
+        policy("all", 1000, "[\"ip\"]"),
+    );
+    let gw = Gateway::start(&config_with(&echo.url(), &routes));
+    let resp = raw_get(gw.addr, "/files/a%2Fb", "");
+    assert_eq!(
+        (raw_status(&resp), policy_of(&resp)),
+        (200, Some("files")),
+        "{resp}"
+    );
+    // Forwarded as matched: still encoded, one segment.
+    assert_eq!(echo_uri(&resp), "/files/a%2Fb");
+    // Dot segments next to an encoded slash are refused, as they are everywhere.
+    assert_eq!(raw_status(&raw_get(gw.addr, "/files/a%2F..%2Fb", "")), 400);
+    expect(
+        &gw,
+        &[
+            ("/files/x%2f", 200, "files"),
+            ("/files/%2Fetc%2Fpasswd", 429, "files"),
+            ("/files/c", 429, "files"),
+        ],
+    );
+
+    let decode = config_with(&echo.url(), &routes).set("server.escaped_slashes", "decode");
+    let gw = Gateway::start(&decode);
+    expect(
+        &gw,
+        &[
+            ("/files%2Fa", 200, "files"),
+            ("/files/..%2Ffiles%2Fb", 200, "files"),
+            ("/files/c", 429, "files"),
+            // Two segments once decoded: not this route, and the upstream sees the same path.
+            ("/files/a%2Fb", 200, "all"),
+        ],
+    );
+    let resp = raw_get(gw.addr, "/files/a%2Fb", "");
+    assert_eq!(echo_uri(&resp), "/files/a/b");
+}
+
+#[test]
+fn a_query_key_counts_per_decoded_value_and_ambiguity_falls_back_to_the_client() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"api\"\n\
+             policies = [\"per_key\"]\n",
+            policy("per_key", 2, "[\"query:api_key\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    for (path, status) in [
+        ("/x?api_key=k1", 200),
+        ("/x?other=1&api_key=k1", 200),
+        ("/x?api_key=k1", 429),
+        // Percent-encoded names and values are the same parameter and value.
+        ("/x?api_key=%6B1", 429),
+        ("/x?%61pi_key=k1", 429),
+        ("/y?a=b&api_key=k%31&c=d", 429),
+        // Another value has its own counter.
+        ("/x?api_key=k2", 200),
+        ("/x?api_key=k+2", 200),
+        ("/x?api_key=k%202", 200),
+        ("/x?api_key=k%202", 429),
+        // Without a value (absent, empty) or with an ambiguous one, the client's own counter,
+        // which a varying second copy cannot refresh.
+        ("/x", 200),
+        ("/x?api_key=", 200),
+        ("/x?api_key=k1&api_key=fresh1", 429),
+        ("/x?api_key=fresh2&api_key=k1", 429),
+        ("/x?api_key=fresh3;api_key=k1", 429),
+        ("/x?API_KEY=fresh4&api_key=k1", 429),
+        ("/x?api_key=%FF", 429),
+        // The decoded value is the key: a fresh one is a fresh counter.
+        ("/x?api_key=k3", 200),
+    ] {
+        let resp = raw_get(gw.addr, path, "");
+        assert_eq!(raw_status(&resp), status, "{path}: {resp}");
+    }
+}
+
+fn run_check(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rategate.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rategate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_reports_routes_that_an_earlier_one_shadows() {
+    let route = |name: &str, lines: &str| {
+        format!("[[route]]\nname = \"{name}\"\n{lines}\nrespond = {{ status = 200 }}\n")
+    };
+    let text = [
+        route(
+            "api",
+            "path_prefix = \"/api\"\nmethods = [\"GET\", \"POST\"]",
+        ),
+        route("user", "path = \"/api/users/{id}\"\nmethods = [\"GET\"]"),
+        route("any_method", "path = \"/api/users/{id}\""),
+        route(
+            "gold",
+            "path = \"/static/*\"\nheaders = { \"x-tenant\" = \"gold\" }",
+        ),
+        route("gold_css", "path_prefix = \"/static/css\""),
+        route(
+            "gold_js",
+            "path = \"/static/{f}\"\nheaders = { \"x-tenant\" = \"gold\", \"x-beta\" = true }",
+        ),
+        route("tenant", "path_prefix = \"/t\"\nhost = \"a.example.com\""),
+        route("tenant_any", "path_prefix = \"/t/x\""),
+        route("all", "path_prefix = \"/\""),
+        route("late", "path = \"/late\""),
+    ]
+    .concat();
+    let (code, out) = run_check(&text);
+    assert_eq!(code, Some(0), "{out}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning")).collect();
+    assert_eq!(warnings.len(), 3, "{out}");
+    for (later, earlier) in [("user", "api"), ("gold_js", "gold"), ("late", "all")] {
+        let want = format!(
+            "warning: route `{later}` can never match: the earlier route `{earlier}` takes"
+        );
+        assert!(
+            warnings.iter().any(|w| w.starts_with(&want)),
+            "{want}\n{out}"
+        );
+    }
+    assert!(
+        out.contains("  user: path /api/users/{id} (pattern), methods GET, any host"),
+        "{out}"
+    );
+    assert!(
+        out.contains("header x-tenant = \"gold\", header x-beta present"),
+        "{out}"
+    );
+}
+
+macro_rules! need_redis {
+    () => {
+        if !have_redis() {
+            eprintln!("SKIP: redis-server not installed");
+            return;
+        }
+    };
+}
+
+#[test]
+fn a_param_keyed_limit_is_exact_on_the_redis_store_across_gateways() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}\n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
+             upstream = \"api\"\npolicies = [\"per_user\"]\n",
+            policy("per_user", 3, "[\"param:id\", \"route\"]"),
+        ),
+    )
+    .redis_store(&redis.url())
+    .set("store.key_prefix", "rgtest:")
+    .set("store.timeout", "5s")
+    .set("store.on_error", "deny");
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    for id in ["7", "8"] {
+        let path = format!("/api/users/{id}/orders");
+        let statuses: Vec<u16> = [&a, &b, &a, &b, &a]
+            .iter()
+            .map(|gw| raw_status(&raw_get(gw.addr, &path, "")))
+            .collect();
+        assert_eq!(statuses, [200, 200, 200, 429, 429], "{id}");
+    }
+    // One counter per id, under the id's own key.
+    let keys = redis.cli(&["KEYS", "rgtest:*per_user*"]);
+    assert!(keys.contains("s:7"), "{keys}");
+    assert!(keys.contains("s:8"), "{keys}");
+}
