@@ -99,6 +99,33 @@ fn a_named_segment_route_keys_each_id_exactly_and_independently() {
     assert_eq!(echo_uri(&resp), "/api/users/3/orders?x=1", "{resp}");
 }
 
+/// On a `case_insensitive` route the literals match in any case and the id is lower-cased for
+/// its key: the upstream serves `/users/BOB` as `/users/bob`, so changing case earns no counter.
+#[test]
+fn a_case_insensitive_pattern_keys_ids_without_case() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}\n[[route]]\nname = \"users\"\npath = \"/api/users/{{id}}\"\n\
+             case_insensitive = true\nupstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
+            policy("per_user", 2, "[\"param:id\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    expect(
+        &gw,
+        &[
+            ("/api/users/bob", 200, "per_user"),
+            ("/API/Users/BOB", 200, "per_user"),
+            ("/api/USERS/Bob", 429, "per_user"),
+            ("/api/users/alice", 200, "per_user"),
+            ("/API/users", 200, "all"),
+        ],
+    );
+}
+
 #[test]
 fn a_star_route_takes_the_rest_of_the_path() {
     let echo = Echo::start();

@@ -508,7 +508,7 @@ pub struct Route {
 impl Route {
     /// The value of the named segment `{name}` in `path` (the normalized path this route
     /// matched); `None` when the route's path has no such segment.
-    pub fn param<'p>(&self, name: &str, path: &'p str) -> Option<&'p str> {
+    pub(crate) fn param<'p>(&self, name: &str, path: &'p str) -> Option<&'p str> {
         let PathMatch::Pattern(pattern) = &self.path else {
             return None;
         };

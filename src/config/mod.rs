@@ -12,7 +12,7 @@ pub(crate) mod header_text;
 pub(crate) mod live;
 mod locate;
 pub(crate) mod reload;
-pub mod routes;
+pub(crate) mod routes;
 pub(crate) mod shadow;
 pub mod summary;
 pub(crate) mod validate;

@@ -20,19 +20,16 @@ const MAX_INDEXED: usize = 128;
 pub struct Routes {
     list: Vec<Route>,
     /// Lower-cased first segment -> indices of the routes that need it, ascending.
-    by_first: HashMap<Box<[u8]>, Box<[u32]>, ahash::RandomState>,
+    by_first: HashMap<Box<[u8]>, Box<[usize]>, ahash::RandomState>,
     /// Routes that can match any first segment, ascending.
-    any_first: Box<[u32]>,
+    any_first: Box<[usize]>,
 }
 
 impl Routes {
-    pub fn new(list: Vec<Route>) -> Self {
-        let mut by_first: HashMap<Box<[u8]>, Vec<u32>, ahash::RandomState> = HashMap::default();
+    pub(crate) fn new(list: Vec<Route>) -> Self {
+        let mut by_first: HashMap<Box<[u8]>, Vec<usize>, ahash::RandomState> = HashMap::default();
         let mut any_first = Vec::new();
         for (i, route) in list.iter().enumerate() {
-            // Configs hold far fewer than 2^32 routes; a route that did not fit would just be
-            // tried for every request.
-            let Ok(i) = u32::try_from(i) else { break };
             match first_segment(&route.path) {
                 Some(seg) if seg.len() <= MAX_INDEXED => by_first
                     .entry(seg.to_ascii_lowercase().into_bytes().into_boxed_slice())
@@ -53,7 +50,7 @@ impl Routes {
 
     /// The first route in file order that could match the normalized `path` and satisfies
     /// `matches`.
-    pub fn first<'r>(
+    pub(crate) fn first<'r>(
         &'r self,
         path: &str,
         mut matches: impl FnMut(&'r Route) -> bool,
@@ -63,7 +60,7 @@ impl Routes {
             .map_or("", |p| p.split('/').next().unwrap_or(""))
             .as_bytes();
         let mut buf = [0u8; MAX_INDEXED];
-        let indexed: &[u32] = match buf.get_mut(..seg.len()) {
+        let indexed: &[usize] = match buf.get_mut(..seg.len()) {
             Some(lower) => {
                 lower.copy_from_slice(seg);
                 lower.make_ascii_lowercase();
@@ -80,7 +77,7 @@ impl Routes {
                 (Some(_), None) => a.next(),
                 (None, None) => return None,
             };
-            let route = next.and_then(|&i| self.list.get(i as usize))?;
+            let route = next.and_then(|&i| self.list.get(i))?;
             if matches(route) {
                 return Some(route);
             }

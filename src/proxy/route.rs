@@ -14,8 +14,7 @@
 
 use http::{HeaderMap, Method};
 
-use crate::config::compiled::{HeaderCondition, PathMatch, PathPattern, Route, Segment};
-use crate::config::routes::Routes;
+use crate::config::compiled::{HeaderCondition, PathMatch, PathPattern, Route, Routes, Segment};
 
 /// First route (file order) matching the normalized path, method, host (port ignored,
 /// case-insensitive) and header conditions.
