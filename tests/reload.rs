@@ -12,7 +12,15 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// Routes answer directly; `{body}` and `{limit}` vary between versions of the file.
+/// Replaces the config file in one rename, so the file watch never reads a half-written text.
+fn replace_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Routes answer directly; `{limit}` and `{body}` vary between versions of the file (day-long
+/// windows: a window boundary between two requests of a test would reset a counter).
 fn config(body: &str, limit: u64, extra: &str) -> String {
     format!(
         r#"
@@ -28,13 +36,13 @@ listen = "127.0.0.1:0"
 name = "kept"
 algorithm = "fixed_window"
 limit = 3
-window = "60s"
+window = "24h"
 
 [[policy]]
 name = "changed"
 algorithm = "fixed_window"
 limit = {limit}
-window = "60s"
+window = "24h"
 
 [[route]]
 name = "kept"
@@ -102,7 +110,7 @@ fn sighup_reloads_and_counters_and_blocks_survive() {
     );
     assert_eq!(status, 201);
 
-    std::fs::write(&gw.config_path, config("v2", 5, "")).unwrap();
+    replace_config(&gw.config_path, &config("v2", 5, ""));
     gw.signal("HUP");
     poll("the SIGHUP reload", Duration::from_secs(5))
         .showing(|| gw.logs())
@@ -130,7 +138,12 @@ fn invalid_config_is_rejected_whole_and_the_old_one_keeps_serving() {
         2,
         "[[route]]\nname = \"x\"\npolicies = [\"nope\"]\nrespond = { status = 200 }\n",
     );
-    std::fs::write(&gw.config_path, &bad).unwrap();
+    replace_config(&gw.config_path, &bad);
+    // The file watch sees the change too; let it be counted first so the admin reload's count is
+    // exact (the two would otherwise race).
+    poll("the file watch's rejected reload", Duration::from_secs(5))
+        .showing(|| gw.logs())
+        .until(|| reloads(&gw, "error") >= 1.0);
     let (status, body) = admin_post(&gw, "/admin/reload", None);
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_config");
@@ -143,7 +156,7 @@ fn invalid_config_is_rejected_whole_and_the_old_one_keeps_serving() {
             .contains("no [[policy]] named `nope`"),
         "{body}"
     );
-    assert_eq!(reloads(&gw, "error"), 1.0);
+    assert_eq!(reloads(&gw, "error"), 2.0);
     assert_eq!(reloads(&gw, "ok"), 0.0);
     assert_eq!(get(&gw, "/kept", "192.0.2.1").1, "v1");
     assert!(gw.logs().contains("config reload rejected"));
@@ -152,16 +165,16 @@ fn invalid_config_is_rejected_whole_and_the_old_one_keeps_serving() {
     gw.signal("HUP");
     poll("the rejected SIGHUP reload", Duration::from_secs(5))
         .showing(|| gw.logs())
-        .until(|| reloads(&gw, "error") >= 2.0);
+        .until(|| reloads(&gw, "error") >= 3.0);
     assert_eq!(get(&gw, "/kept", "192.0.2.1").1, "v1");
 
     // TOML syntax errors too.
-    std::fs::write(&gw.config_path, "[server\n").unwrap();
+    replace_config(&gw.config_path, "[server\n");
     let (status, body) = admin_post(&gw, "/admin/reload", None);
     assert_eq!((status, body["line"].as_u64()), (400, Some(1)));
 
     // Fixed: 200 with the summary.
-    std::fs::write(&gw.config_path, config("v3", 2, "")).unwrap();
+    replace_config(&gw.config_path, &config("v3", 2, ""));
     let (status, body) = admin_post(&gw, "/admin/reload", None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "ok");
