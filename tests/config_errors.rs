@@ -53,6 +53,7 @@ const BAD: &[Expected] = &[
     ("tls_missing_key.toml", Some(4), Some(1), "server.tls", "missing field `key`"),
     ("bad_store_url.toml", Some(3), Some(7), "store.url", "unsupported URL scheme `http`; expected redis://, rediss://, redis-sentinel://, redis-cluster://"),
     ("max_memory_keys_small.toml", Some(2), Some(19), "store.max_memory_keys", "10 is too small; must be at least 1000"),
+    ("batch_max_range.toml", Some(3), Some(13), "store.batch_max", "0 is out of range; must be between 1 and 1024"),
     ("bad_upstream_url.toml", Some(3), Some(7), "upstream[0].url", "must not contain a query string"),
     ("path_and_prefix.toml", Some(4), Some(15), "route[0].path_prefix", "`path` and `path_prefix` cannot both be set"),
     ("path_without_slash.toml", Some(3), Some(15), "route[0].path_prefix", "`api/auth` must start with `/`"),
@@ -245,6 +246,7 @@ fn full_config_compiles_with_every_key() {
     assert_eq!(st.timeout, Duration::from_millis(250));
     assert_eq!(st.on_error, OnError::Deny);
     assert_eq!(st.max_memory_keys, 50_000);
+    assert_eq!((st.batch_max, st.batch_queue), (32, 500));
 
     assert!(c.access.allow.contains("127.0.0.1".parse().unwrap()));
     assert!(c.access.allow.contains("::1".parse().unwrap()));

@@ -64,6 +64,22 @@ fn header_value(resp: &str, name: &str) -> Option<String> {
 
 /// Fire `per_instance` concurrent requests at each gateway; returns (200s, 429s, others).
 fn burst(gateways: &[&Gateway], per_instance: usize) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    for status in burst_statuses(gateways, per_instance) {
+        match status {
+            200 => counts.0 += 1,
+            429 => counts.1 += 1,
+            other => {
+                eprintln!("unexpected status {other}");
+                counts.2 += 1
+            }
+        }
+    }
+    counts
+}
+
+/// Fire `per_instance` concurrent requests at each gateway; returns their statuses (0: failed).
+fn burst_statuses(gateways: &[&Gateway], per_instance: usize) -> Vec<u16> {
     install_crypto();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -87,18 +103,11 @@ fn burst(gateways: &[&Gateway], per_instance: usize) -> (usize, usize, usize) {
                 }));
             }
         }
-        let mut counts = (0, 0, 0);
+        let mut statuses = Vec::with_capacity(tasks.len());
         for t in tasks {
-            match t.await.unwrap() {
-                200 => counts.0 += 1,
-                429 => counts.1 += 1,
-                other => {
-                    eprintln!("unexpected status {other}");
-                    counts.2 += 1
-                }
-            }
+            statuses.push(t.await.unwrap());
         }
-        counts
+        statuses
     })
 }
 
@@ -138,6 +147,96 @@ fn three_instances_share_exact_limits_for_every_algorithm() {
         assert_eq!((ok, limited, other), (100, 350, 0), "{algorithm}");
         assert_eq!(echo.count() - before, 100, "{algorithm}");
     }
+}
+
+/// Checks of one gateway arriving together share script calls (group commit): the server runs
+/// fewer EVALSHA than there are requests, each call carries several checks, and every check is
+/// still counted exactly once.
+#[test]
+fn concurrent_checks_share_script_calls_and_still_count_exactly() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let cfg = gateway_config_timeout(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("fixed_window", 450, "1h"),
+        "5s",
+    );
+    let gw = Gateway::start(&cfg);
+    let calls = || {
+        gw.metric(r#"rategate_store_calls_total{call="check"}"#)
+            .unwrap()
+    };
+    let carried = || gw.metric("rategate_store_check_batch_size_sum").unwrap();
+    let (calls_before, carried_before) = (calls(), carried());
+    let (evalsha_before, echo_before) = (redis.evalsha_calls(), echo.count());
+    // Exactly the limit: all admitted, no rejection (so no activity flush shares the count).
+    assert_eq!(burst(&[&gw], 450), (450, 0, 0));
+    assert_eq!(echo.count() - echo_before, 450);
+    let evalsha = redis.evalsha_calls() - evalsha_before;
+    let calls = calls() - calls_before;
+    assert_eq!(carried() - carried_before, 450.0);
+    assert_eq!(
+        evalsha as f64, calls,
+        "the gateway counts the calls the server ran"
+    );
+    assert!(
+        evalsha < 450,
+        "{evalsha} script calls for 450 concurrent checks"
+    );
+    // Every check was charged once: the 451st request is over the limit.
+    assert_eq!(raw_status(&raw_get(gw.addr, "/x", "")), 429);
+}
+
+/// A call that times out fails every check it carries: each of its requests gets `on_error`
+/// (deny: 503), none is let through.
+#[test]
+fn a_timed_out_batch_sends_every_request_in_it_to_on_error() {
+    need_redis!();
+    let redis = RedisServer::start_with(None, &["--enable-debug-command", "yes"]);
+    let echo = Echo::start();
+    let cfg = gateway_config_timeout(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("fixed_window", 100_000, "1h"),
+        "1s",
+    );
+    let gw = Gateway::start(&cfg);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/x", "")), 200);
+    let timeouts = || {
+        gw.metric(r#"rategate_store_errors_total{kind="timeout",store="redis"}"#)
+            .unwrap_or(0.0)
+    };
+    let calls = || {
+        gw.metric(r#"rategate_store_calls_total{call="check"}"#)
+            .unwrap()
+    };
+    let carried = || gw.metric("rategate_store_check_batch_size_sum").unwrap();
+    let (timeouts_before, calls_before, carried_before) = (timeouts(), calls(), carried());
+    let port = redis.port;
+    let sleeper = std::thread::spawn(move || {
+        common::redis::cli(port, None, &["DEBUG", "SLEEP", "4"]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let echo_before = echo.count();
+    // The first check's call stalls; the others queue behind it and go as one call, which
+    // stalls too.
+    let statuses = burst_statuses(&[&gw], 40);
+    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    assert_eq!(echo.count(), echo_before, "a request went through");
+    let carried = carried() - carried_before;
+    let calls = calls() - calls_before;
+    assert_eq!(carried, 40.0, "every request's check was sent");
+    assert!(calls < carried, "{calls} calls carried {carried} checks");
+    assert_eq!(
+        timeouts() - timeouts_before,
+        40.0,
+        "one timeout per request"
+    );
+    sleeper.join().unwrap();
 }
 
 #[test]
@@ -320,10 +419,12 @@ policies = ["a", "b"]
         .collect();
     assert_eq!(calls.len(), 3, "{log}");
     for args in &calls {
-        // EVALSHA sha numkeys, the block entry and two counters, then the 7 per-request
-        // arguments: clock override, cost, block flag, policy count, lease, request id, single.
+        // EVALSHA sha numkeys, the block entry and two counters, then the call's clock override
+        // and number of requests (one here: the requests came one after the other), and the
+        // request's 6 arguments: cost, block flag, policy count, lease, request id, single.
         assert_eq!(args[2], "3", "{args:?}");
-        assert_eq!(args.len(), 3 + 3 + 7, "{args:?}");
+        assert_eq!(args[7], "1", "{args:?}");
+        assert_eq!(args.len(), 3 + 3 + 2 + 6, "{args:?}");
     }
 }
 
@@ -649,22 +750,27 @@ fn cluster_shares_exact_limits_with_one_round_trip() {
         });
     // Check calls as the gateways count them: the cluster's EVALSHA count also holds the
     // background activity flushes (one per 100 ms at most while rejections are recorded).
-    let check_calls = || {
+    let sum = |series: &str| {
         [&a, &b]
             .iter()
-            .map(|g| {
-                g.metric(r#"rategate_store_calls_total{call="check"}"#)
-                    .unwrap_or(0.0)
-            })
+            .map(|g| g.metric(series).unwrap_or(0.0))
             .sum::<f64>()
     };
-    let before = check_calls();
+    let check_calls = || sum(r#"rategate_store_calls_total{call="check"}"#);
+    // The checks those calls carried (concurrent checks of one slot share a call).
+    let carried = || sum("rategate_store_check_batch_size_sum");
+    let (calls_before, carried_before) = (check_calls(), carried());
     let (ok, limited, other) = burst(&[&a, &b], 100);
     // Two requests were spent warming up.
     assert_eq!((ok, limited, other), (58, 142, 0));
-    let calls = check_calls() - before;
-    assert!(calls <= 200.0, "{calls} check calls for 200 requests");
-    assert!(calls >= 58.0, "{calls} check calls for 58 admissions");
+    let calls = check_calls() - calls_before;
+    let carried = carried() - carried_before;
+    assert!(carried <= 200.0, "{carried} checks sent for 200 requests");
+    assert!(carried >= 58.0, "{carried} checks sent for 58 admissions");
+    assert!(
+        calls <= carried,
+        "{calls} check calls carried {carried} checks"
+    );
 }
 
 #[test]
