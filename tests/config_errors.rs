@@ -246,7 +246,10 @@ fn full_config_compiles_with_every_key() {
     assert_eq!(st.timeout, Duration::from_millis(250));
     assert_eq!(st.on_error, OnError::Deny);
     assert_eq!(st.max_memory_keys, 50_000);
-    assert_eq!((st.batch_max, st.batch_queue), (32, 500));
+    assert_eq!(
+        (st.batch_max, st.batch_in_flight, st.batch_queue),
+        (32, 3, 500)
+    );
 
     assert!(c.access.allow.contains("127.0.0.1".parse().unwrap()));
     assert!(c.access.allow.contains("::1".parse().unwrap()));

@@ -22,6 +22,7 @@ fn settings(url: String) -> StoreSettings {
         on_error: OnError::Deny,
         max_memory_keys: 10_000,
         batch_max: 64,
+        batch_in_flight: 2,
         batch_queue: 1024,
     }
 }

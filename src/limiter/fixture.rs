@@ -26,6 +26,7 @@ pub(super) fn settings(on_error: OnError) -> StoreSettings {
         on_error,
         max_memory_keys: 1000,
         batch_max: 64,
+        batch_in_flight: 2,
         batch_queue: 1024,
     }
 }

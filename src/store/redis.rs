@@ -257,6 +257,7 @@ impl RedisStore {
             timeout,
             Batching {
                 max: settings.batch_max,
+                in_flight: settings.batch_in_flight,
                 queue: settings.batch_queue,
             },
             // `scoped` gives conformance tests a clock of their own.
@@ -449,7 +450,7 @@ impl Inner {
             subscribed,
             check: Arc::new(Script::check("")),
             compiled: Compiled::default(),
-            lanes: batch::Lanes::new(batching.max, batching.queue),
+            lanes: batch::Lanes::new(batching),
             admin: Script::new(ADMIN),
             settle: Script::new(SETTLE),
             activity_script: Script::new(ACTIVITY),
@@ -463,10 +464,12 @@ impl Inner {
     }
 }
 
-/// How checks share script calls (`store.batch_max`, `store.batch_queue`; see `batch`).
+/// How checks share script calls (`store.batch_max`, `store.batch_in_flight`,
+/// `store.batch_queue`; see `batch`).
 #[derive(Debug, Clone, Copy)]
 struct Batching {
     max: usize,
+    in_flight: usize,
     queue: usize,
 }
 

@@ -1,7 +1,8 @@
 //! `[store]`: which store, where (the Redis URL), and how its keys are named.
 
 use super::check::{
-    bounded, Check, Issue, BATCH_MAX_RANGE, BATCH_QUEUE_RANGE, MAX_MEMORY_KEYS_RANGE,
+    bounded, Check, Issue, BATCH_IN_FLIGHT_RANGE, BATCH_MAX_RANGE, BATCH_QUEUE_RANGE,
+    MAX_MEMORY_KEYS_RANGE,
 };
 use super::validator::Validator;
 use crate::config::compiled::{StoreKind, StoreSettings};
@@ -43,6 +44,13 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(Ok(file::DEFAULT_BATCH_MAX), |v| bounded(v, BATCH_MAX_RANGE)),
         );
+        let batch_in_flight = self.take(
+            s.batch_in_flight
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_BATCH_IN_FLIGHT), |v| {
+                    bounded(v, BATCH_IN_FLIGHT_RANGE)
+                }),
+        );
         let batch_queue = self.take(
             s.batch_queue
                 .as_ref()
@@ -58,6 +66,7 @@ impl Validator<'_> {
             on_error: s.on_error.unwrap_or(file::DEFAULT_ON_ERROR),
             max_memory_keys: max_memory_keys?,
             batch_max: batch_max?,
+            batch_in_flight: batch_in_flight?,
             batch_queue: batch_queue?,
         })
     }

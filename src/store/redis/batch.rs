@@ -2,14 +2,18 @@
 //! script call, with no added latency.
 //!
 //! A lane is a cluster slot (0 on a standalone server or behind Sentinel, where everything is one
-//! lane per script) and a check script. While a lane has a call in flight, further checks for it
-//! wait in its queue; when the call returns, the lane's driver sends everything queued (at most
-//! `batch_max` requests) as the next call. A check that finds its lane idle starts the driver and
-//! goes out at once, alone. `lua/check.lua` runs a call's requests one after the other, each
-//! atomic and in the order queued, and answers each on its own: a request's error stays its own,
-//! while a call that fails or times out fails every request in it (each then gets `on_error`).
+//! lane per script) and a check script. A lane has at most `batch_in_flight` calls in flight;
+//! while they are, further checks for it wait in its queue, and when a call returns its driver
+//! sends everything queued (at most `batch_max` requests) as the next call. A check that finds a
+//! call's room free goes out at once (with whatever was waiting). `lua/check.lua` runs a call's
+//! requests one after the other, each atomic and in the order queued, and answers each on its
+//! own: a request's error stays its own, while a call that fails or times out fails every request
+//! in it (each then gets `on_error`). More than one call in flight keeps Redis and the gateway
+//! busy at once: with one, each call waits for the previous reply to travel through the
+//! gateway's threads, which on a loaded machine cost more throughput than batching saved
+//! (docs/benchmarks.md, "Issue 11: batched checks").
 //!
-//! Bounds: a lane exists only while it has a call in flight (the map holds no idle lanes, so it
+//! Bounds: a lane exists only while it has calls in flight (the map holds no idle lanes, so it
 //! grows with concurrency, not with clients), and its queue holds at most `batch_queue` checks;
 //! past that a check fails at once with `StoreError::Overloaded` (the error path: `on_error`,
 //! never an admission). A waiting check whose request has gone (client disconnected) is dropped
@@ -55,21 +59,31 @@ struct LaneKey {
     script: usize,
 }
 
-/// The lanes with a call in flight, and their queues.
+/// A lane with calls in flight: how many, and the checks waiting for the next one.
+#[derive(Default)]
+struct Lane {
+    in_flight: usize,
+    queue: VecDeque<Waiting>,
+}
+
+/// The lanes with calls in flight, and their queues.
 pub(super) struct Lanes {
-    busy: Mutex<HashMap<LaneKey, VecDeque<Waiting>>>,
+    busy: Mutex<HashMap<LaneKey, Lane>>,
     /// Requests per call, at most (`store.batch_max`); 1 sends every check on its own.
     max: usize,
+    /// Calls in flight per lane, at most (`store.batch_in_flight`).
+    in_flight: usize,
     /// Checks waiting per lane, at most (`store.batch_queue`).
     queue: usize,
 }
 
 impl Lanes {
-    pub(super) fn new(max: usize, queue: usize) -> Self {
+    pub(super) fn new(settings: Batching) -> Self {
         Lanes {
             busy: Mutex::default(),
-            max: max.max(1),
-            queue,
+            max: settings.max.max(1),
+            in_flight: settings.in_flight.max(1),
+            queue: settings.queue,
         }
     }
 
@@ -77,39 +91,80 @@ impl Lanes {
     pub(super) fn settings(&self) -> Batching {
         Batching {
             max: self.max,
+            in_flight: self.in_flight,
             queue: self.queue,
         }
     }
 
     /// Never held across an await; a panic elsewhere while holding it leaves the map consistent
-    /// (every change is one insert, push or remove), so a poisoned lock is still usable.
-    fn lock(&self) -> MutexGuard<'_, HashMap<LaneKey, VecDeque<Waiting>>> {
+    /// (every change is one insert, push, pop or remove), so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, HashMap<LaneKey, Lane>> {
         self.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next call of a lane: up to `max` of its queued checks whose requests still wait. None,
-    /// and the lane is idle again, when there are none.
-    fn next(&self, key: LaneKey) -> Option<Vec<Waiting>> {
+    /// Queue `waiting` in its lane. When the lane has room for one more call in flight, that call
+    /// is returned (the queue, this check last) and counted: the caller drives it.
+    fn enqueue(&self, key: LaneKey, waiting: Waiting) -> Result<Option<Vec<Waiting>>, StoreError> {
         let mut busy = self.lock();
-        let queue = busy.get_mut(&key)?;
-        let mut batch = Vec::with_capacity(queue.len().min(self.max));
+        let lane = busy.entry(key).or_default();
+        if lane.in_flight >= self.in_flight && lane.queue.len() >= self.queue {
+            return Err(StoreError::Overloaded(self.queue));
+        }
+        lane.queue.push_back(waiting);
+        if lane.in_flight >= self.in_flight {
+            return Ok(None);
+        }
+        let batch = self.take(lane);
+        if batch.is_empty() {
+            // Only when this check's own request is gone already: nothing to send.
+            if lane.in_flight == 0 {
+                busy.remove(&key);
+            }
+            return Ok(None);
+        }
+        lane.in_flight += 1;
+        Ok(Some(batch))
+    }
+
+    /// Up to `max` of the lane's queued checks whose requests still wait.
+    fn take(&self, lane: &mut Lane) -> Vec<Waiting> {
+        let mut batch = Vec::with_capacity(lane.queue.len().min(self.max));
         while batch.len() < self.max {
-            match queue.pop_front() {
+            match lane.queue.pop_front() {
                 Some(w) if w.tx.is_closed() => {}
                 Some(w) => batch.push(w),
                 None => break,
             }
         }
-        if batch.is_empty() {
-            busy.remove(&key);
-            return None;
+        batch
+    }
+
+    /// The next call of a driver whose call returned. None when nothing waits: the driver ends,
+    /// and the lane is gone once none is left.
+    fn next(&self, key: LaneKey) -> Option<Vec<Waiting>> {
+        let mut busy = self.lock();
+        let lane = busy.get_mut(&key)?;
+        let batch = self.take(lane);
+        if !batch.is_empty() {
+            return Some(batch);
         }
-        Some(batch)
+        self.end(&mut busy, key);
+        None
+    }
+
+    /// One driver of `key` ended; the last one takes the lane (and any checks still queued in it:
+    /// they get an error rather than wait for a call that will never come).
+    fn end(&self, busy: &mut HashMap<LaneKey, Lane>, key: LaneKey) {
+        if let Some(lane) = busy.get_mut(&key) {
+            lane.in_flight = lane.in_flight.saturating_sub(1);
+            if lane.in_flight == 0 {
+                busy.remove(&key);
+            }
+        }
     }
 }
 
-/// Makes the lane idle if its driver ends early (a panic, or its runtime shutting down): the
-/// checks still queued get an error instead of waiting for a call that will never come.
+/// Ends the driver's turn in its lane if it stops early (a panic, or its runtime shutting down).
 struct Driving<'a> {
     lanes: &'a Lanes,
     key: LaneKey,
@@ -119,7 +174,7 @@ struct Driving<'a> {
 impl Drop for Driving<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.lanes.lock().remove(&self.key);
+            self.lanes.end(&mut self.lanes.lock(), self.key);
         }
     }
 }
@@ -145,31 +200,15 @@ impl RedisStore {
             script: Arc::as_ptr(&script) as usize,
         };
         let (tx, rx) = oneshot::channel();
-        let waiting = Waiting { part, tx };
-        let first = {
-            let mut busy = lanes.lock();
-            match busy.get_mut(&key) {
-                Some(queue) if queue.len() >= lanes.queue => {
-                    return Err(StoreError::Overloaded(lanes.queue));
-                }
-                Some(queue) => {
-                    queue.push_back(waiting);
-                    None
-                }
-                None => {
-                    busy.insert(key, VecDeque::new());
-                    Some(waiting)
-                }
-            }
-        };
-        if let Some(waiting) = first {
+        if let Some(batch) = lanes.enqueue(key, Waiting { part, tx })? {
             // A task of its own, so that no request's cancellation cancels a call others wait on.
-            tokio::spawn(self.clone().drive(key, script, vec![waiting]));
+            tokio::spawn(self.clone().drive(key, script, batch));
         }
         rx.await.unwrap_or_else(|_| Err(no_answer()))
     }
 
-    /// A lane's calls, one at a time, until its queue is empty.
+    /// Calls of a lane, one after the other, until its queue is empty (other drivers of the lane,
+    /// up to `in_flight`, run alongside).
     async fn drive(self, key: LaneKey, script: Arc<Script>, mut batch: Vec<Waiting>) {
         let mut driving = Driving {
             lanes: &self.inner.lanes,
@@ -298,26 +337,66 @@ mod tests {
 
     #[test]
     fn a_lane_hands_out_at_most_max_and_goes_idle_when_empty() {
-        let lanes = Lanes::new(2, 10);
-        assert_eq!(lanes.settings().queue, 10);
+        let lanes = Lanes::new(Batching {
+            max: 2,
+            in_flight: 1,
+            queue: 3,
+        });
         let key = LaneKey { slot: 0, script: 1 };
         let mut rxs = Vec::new();
-        let mut queue = VecDeque::new();
-        for _ in 0..3 {
+        let mut enqueue = || {
             let (tx, rx) = oneshot::channel();
-            queue.push_back(Waiting {
-                part: Part {
-                    keys: Vec::new(),
-                    args: Vec::new(),
-                },
-                tx,
-            });
             rxs.push(rx);
+            let part = Part {
+                keys: Vec::new(),
+                args: Vec::new(),
+            };
+            lanes
+                .enqueue(key, Waiting { part, tx })
+                .map(|b| b.map(|b| b.len()))
+        };
+        // Idle: the first check goes at once, alone; the next ones wait, up to the queue bound.
+        assert_eq!(enqueue().unwrap(), Some(1));
+        for _ in 0..3 {
+            assert_eq!(enqueue().unwrap(), None);
         }
-        // The second request went away: it is not sent.
-        drop(rxs.remove(1));
-        lanes.lock().insert(key, queue);
+        assert!(matches!(enqueue(), Err(StoreError::Overloaded(3))));
+        // The second waiting request went away: it is not sent.
+        drop(rxs.remove(2));
         assert_eq!(lanes.next(key).map(|b| b.len()), Some(2));
+        assert!(lanes.next(key).is_none());
+        assert!(lanes.lock().is_empty());
+    }
+
+    #[test]
+    fn a_lane_has_at_most_in_flight_calls() {
+        let lanes = Lanes::new(Batching {
+            max: 64,
+            in_flight: 2,
+            queue: 10,
+        });
+        let key = LaneKey { slot: 0, script: 1 };
+        let mut rxs = Vec::new();
+        let mut enqueue = || {
+            let (tx, rx) = oneshot::channel();
+            rxs.push(rx);
+            let part = Part {
+                keys: Vec::new(),
+                args: Vec::new(),
+            };
+            lanes
+                .enqueue(key, Waiting { part, tx })
+                .unwrap()
+                .map(|b| b.len())
+        };
+        assert_eq!(enqueue(), Some(1));
+        assert_eq!(enqueue(), Some(1));
+        assert_eq!(enqueue(), None);
+        assert_eq!(enqueue(), None);
+        // One call returns: its driver takes both waiting checks; the other finds none.
+        assert_eq!(lanes.next(key).map(|b| b.len()), Some(2));
+        assert!(lanes.next(key).is_none());
+        assert_eq!(lanes.lock().get(&key).map(|l| l.in_flight), Some(1));
         assert!(lanes.next(key).is_none());
         assert!(lanes.lock().is_empty());
     }
