@@ -163,7 +163,10 @@ fn concurrent_checks_share_script_calls_and_still_count_exactly() {
         "deny",
         &one_policy("fixed_window", 450, "1h"),
         "5s",
-    );
+    )
+    // A burst of new connections on a loaded machine can hold the echo upstream past 2 s.
+    .set("upstream.connect_timeout", "5s")
+    .set("upstream.timeout", "10s");
     let gw = Gateway::start(&cfg);
     let calls = || {
         gw.metric(r#"rategate_store_calls_total{call="check"}"#)
@@ -237,6 +240,76 @@ fn a_timed_out_batch_sends_every_request_in_it_to_on_error() {
         "one timeout per request"
     );
     sleeper.join().unwrap();
+}
+
+/// A request's own error stays its own: a client whose counter Redis refuses (WRONGTYPE) gets
+/// `on_error` while the other client's requests, sharing its script calls, are admitted. (Two
+/// failing requests only: three failures in a row would open the breaker for everyone.)
+#[test]
+fn a_failing_request_fails_alone_in_a_shared_call() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let cfg = gateway_config_timeout(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("sliding_log", 1000, "1h"),
+        "5s",
+    )
+    .with("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n")
+    // A burst of new connections on a loaded machine can hold the echo upstream past 2 s.
+    .set("upstream.connect_timeout", "5s")
+    .set("upstream.timeout", "10s");
+    let gw = Gateway::start(&cfg);
+    let (bad, good) = ("10.9.0.1", "10.9.0.2");
+    let from = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
+    assert_eq!(raw_status(&raw_get(gw.addr, "/x", &from(bad))), 200);
+    // The bad client's sliding log becomes a string: every command on it answers WRONGTYPE.
+    let keys = redis.cli(&["--scan", "--pattern", "rgtest:*10.9.0.1*:c:*"]);
+    let key = keys
+        .lines()
+        .next()
+        .expect("the bad client's log")
+        .trim()
+        .to_string();
+    assert_eq!(redis.cli(&["SET", &key, "x"]), "OK");
+    let calls = || {
+        gw.metric(r#"rategate_store_calls_total{call="check"}"#)
+            .unwrap()
+    };
+    let carried = || gw.metric("rategate_store_check_batch_size_sum").unwrap();
+    let (calls_before, carried_before) = (calls(), carried());
+    install_crypto();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses: Vec<(bool, u16)> = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let is_bad = i % 100 == 50;
+                let req = client
+                    .get(gw.url("/x"))
+                    .header("x-forwarded-for", if is_bad { bad } else { good });
+                tokio::spawn(async move {
+                    (is_bad, req.send().await.map_or(0, |r| r.status().as_u16()))
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for (is_bad, status) in &statuses {
+        assert_eq!(*status, if *is_bad { 503 } else { 200 }, "{statuses:?}");
+    }
+    let (calls, carried) = (calls() - calls_before, carried() - carried_before);
+    assert_eq!(carried, 200.0);
+    assert!(
+        calls < carried,
+        "{calls} calls carried {carried} checks: none was shared"
+    );
 }
 
 #[test]
