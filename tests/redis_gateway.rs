@@ -149,6 +149,21 @@ fn three_instances_share_exact_limits_for_every_algorithm() {
     }
 }
 
+/// A gateway for hundreds of concurrent requests: generous store and upstream timeouts (a burst
+/// of new connections on a loaded machine can hold the echo upstream past 2 s), on_error deny.
+fn burst_config(echo: &Echo, redis: &RedisServer, policies: &str) -> TestConfig {
+    gateway_config_timeout(echo, &redis.url(), "deny", policies, "5s")
+        .set("upstream.connect_timeout", "5s")
+        .set("upstream.timeout", "10s")
+}
+
+/// `(check script calls, checks they carried)` as `gw` counts them.
+fn check_calls(gw: &Gateway) -> (f64, f64) {
+    let calls = gw.metric(r#"rategate_store_calls_total{call="check"}"#);
+    let carried = gw.metric("rategate_store_check_batch_size_sum");
+    (calls.unwrap(), carried.unwrap())
+}
+
 /// Checks of one gateway arriving together share script calls (group commit): the server runs
 /// fewer EVALSHA than there are requests, each call carries several checks, and every check is
 /// still counted exactly once.
@@ -157,30 +172,17 @@ fn concurrent_checks_share_script_calls_and_still_count_exactly() {
     need_redis!();
     let redis = RedisServer::start();
     let echo = Echo::start();
-    let cfg = gateway_config_timeout(
-        &echo,
-        &redis.url(),
-        "deny",
-        &one_policy("fixed_window", 450, "1h"),
-        "5s",
-    )
-    // A burst of new connections on a loaded machine can hold the echo upstream past 2 s.
-    .set("upstream.connect_timeout", "5s")
-    .set("upstream.timeout", "10s");
+    let cfg = burst_config(&echo, &redis, &one_policy("fixed_window", 450, "1h"));
     let gw = Gateway::start(&cfg);
-    let calls = || {
-        gw.metric(r#"rategate_store_calls_total{call="check"}"#)
-            .unwrap()
-    };
-    let carried = || gw.metric("rategate_store_check_batch_size_sum").unwrap();
-    let (calls_before, carried_before) = (calls(), carried());
+    let before = check_calls(&gw);
     let (evalsha_before, echo_before) = (redis.evalsha_calls(), echo.count());
     // Exactly the limit: all admitted, no rejection (so no activity flush shares the count).
     assert_eq!(burst(&[&gw], 450), (450, 0, 0));
     assert_eq!(echo.count() - echo_before, 450);
     let evalsha = redis.evalsha_calls() - evalsha_before;
-    let calls = calls() - calls_before;
-    assert_eq!(carried() - carried_before, 450.0);
+    let after = check_calls(&gw);
+    let calls = after.0 - before.0;
+    assert_eq!(after.1 - before.1, 450.0);
     assert_eq!(
         evalsha as f64, calls,
         "the gateway counts the calls the server ran"
@@ -213,12 +215,7 @@ fn a_timed_out_batch_sends_every_request_in_it_to_on_error() {
         gw.metric(r#"rategate_store_errors_total{kind="timeout",store="redis"}"#)
             .unwrap_or(0.0)
     };
-    let calls = || {
-        gw.metric(r#"rategate_store_calls_total{call="check"}"#)
-            .unwrap()
-    };
-    let carried = || gw.metric("rategate_store_check_batch_size_sum").unwrap();
-    let (timeouts_before, calls_before, carried_before) = (timeouts(), calls(), carried());
+    let (timeouts_before, before) = (timeouts(), check_calls(&gw));
     let port = redis.port;
     let sleeper = std::thread::spawn(move || {
         common::redis::cli(port, None, &["DEBUG", "SLEEP", "4"]);
@@ -230,8 +227,8 @@ fn a_timed_out_batch_sends_every_request_in_it_to_on_error() {
     let statuses = burst_statuses(&[&gw], 40);
     assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
     assert_eq!(echo.count(), echo_before, "a request went through");
-    let carried = carried() - carried_before;
-    let calls = calls() - calls_before;
+    let after = check_calls(&gw);
+    let (calls, carried) = (after.0 - before.0, after.1 - before.1);
     assert_eq!(carried, 40.0, "every request's check was sent");
     assert!(calls < carried, "{calls} calls carried {carried} checks");
     assert_eq!(
@@ -250,17 +247,8 @@ fn a_failing_request_fails_alone_in_a_shared_call() {
     need_redis!();
     let redis = RedisServer::start();
     let echo = Echo::start();
-    let cfg = gateway_config_timeout(
-        &echo,
-        &redis.url(),
-        "deny",
-        &one_policy("sliding_log", 1000, "1h"),
-        "5s",
-    )
-    .with("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n")
-    // A burst of new connections on a loaded machine can hold the echo upstream past 2 s.
-    .set("upstream.connect_timeout", "5s")
-    .set("upstream.timeout", "10s");
+    let cfg = burst_config(&echo, &redis, &one_policy("sliding_log", 1000, "1h"))
+        .with("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n");
     let gw = Gateway::start(&cfg);
     let (bad, good) = ("10.9.0.1", "10.9.0.2");
     let from = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
@@ -274,12 +262,7 @@ fn a_failing_request_fails_alone_in_a_shared_call() {
         .trim()
         .to_string();
     assert_eq!(redis.cli(&["SET", &key, "x"]), "OK");
-    let calls = || {
-        gw.metric(r#"rategate_store_calls_total{call="check"}"#)
-            .unwrap()
-    };
-    let carried = || gw.metric("rategate_store_check_batch_size_sum").unwrap();
-    let (calls_before, carried_before) = (calls(), carried());
+    let before = check_calls(&gw);
     install_crypto();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let statuses: Vec<(bool, u16)> = rt.block_on(async {
@@ -304,7 +287,8 @@ fn a_failing_request_fails_alone_in_a_shared_call() {
     for (is_bad, status) in &statuses {
         assert_eq!(*status, if *is_bad { 503 } else { 200 }, "{statuses:?}");
     }
-    let (calls, carried) = (calls() - calls_before, carried() - carried_before);
+    let after = check_calls(&gw);
+    let (calls, carried) = (after.0 - before.0, after.1 - before.1);
     assert_eq!(carried, 200.0);
     assert!(
         calls < carried,
