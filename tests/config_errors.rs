@@ -446,6 +446,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "admin: listen 0.0.0.0:9100, token set",
         "store: redis redis://***@redis.internal:6379/2",
         "on_error deny",
+        "max_memory_keys 50000, batch_max 32, batch_in_flight 3, batch_queue 500",
         "api: http://127.0.0.1:8081 (connect_timeout 1s, timeout 45s)",
         "auth: sliding_window 30 per 1m, key [ip], mode enforce, block_for 10m",
         "api-keys: token_bucket 100 per 1s, burst 250, key [header:x-api-key, method, path], mode shadow",
