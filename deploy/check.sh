@@ -118,8 +118,10 @@ rategate_upstream_errors_total rategate_policy_rejections_total rategate_store_d
 rategate_store_errors_total rategate_store_fallback_active rategate_blocked_clients
 rategate_config_reloads_total rategate_connections_active rategate_store_evictions_total
 rategate_connections_rejected_total rategate_connections_timed_out_total rategate_alerts_total
-rategate_store_calls_total rategate_store_checks_total rategate_store_activity_dropped_total"
-SPEC_HISTOGRAMS="rategate_request_duration_seconds rategate_upstream_duration_seconds rategate_store_duration_seconds"
+rategate_store_calls_total rategate_store_checks_total rategate_store_activity_dropped_total
+rategate_store_check_batch_size"
+SPEC_HISTOGRAMS="rategate_request_duration_seconds rategate_upstream_duration_seconds rategate_store_duration_seconds
+rategate_store_check_batch_size"
 export SPEC_METRICS SPEC_HISTOGRAMS
 
 # ------------------------------------------------------------------------------------------------
@@ -173,7 +175,8 @@ KEYS = {
     "alerts": {"webhook_url", "format", "token", "token_env", "rejections_threshold", "threshold_window", "timeout", "max_retries", "queue_size"},
     "server.tls": {"cert", "key"},
     "admin": {"listen", "token"},
-    "store": {"kind", "url", "key_prefix", "timeout", "on_error", "max_memory_keys"},
+    "store": {"kind", "url", "key_prefix", "timeout", "on_error", "max_memory_keys", "batch_max",
+              "batch_in_flight", "batch_queue"},
     "access": {"allow", "deny"},
     "upstream": {"name", "url", "connect_timeout", "timeout"},
     "policy": {"name", "algorithm", "limit", "window", "burst", "key", "block_for", "mode",

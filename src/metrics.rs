@@ -14,6 +14,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Store calls are expected well under a millisecond.
+/// Checks per Redis check script call (`store.batch_max` is at most 1024).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 const STORE_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
@@ -81,9 +83,12 @@ pub struct Metrics {
     /// Entries the in-process stores evicted to stay within `max_memory_keys`, by store
     /// (`memory`, `fallback`, `deny_cache`) and kind of entry.
     pub(crate) store_evictions: IntCounterVec,
-    /// Redis script calls by what they do (`check`: one per group of a request's keys, `refund`,
-    /// `penalize`); divided by `store_checks`, the calls per request.
+    /// Redis script calls by what they do (`check`: one per check script call, which carries one
+    /// group of a request's keys or a batch of several requests' groups, `refund`, `penalize`);
+    /// divided by `store_checks`, the calls per request.
     pub(crate) store_calls: IntCounterVec,
+    /// Checks (one group of one request each) carried per check script call.
+    pub(crate) store_check_batch: Histogram,
     /// Requests the Redis store checked.
     pub(crate) store_checks: IntCounter,
     /// Activity records (events, suspect counts, block index) the Redis store dropped: its queue
@@ -166,7 +171,7 @@ impl Metrics {
         let store_calls = IntCounterVec::new(
             Opts::new(
                 "rategate_store_calls_total",
-                "Redis script calls on the request path, by call (check: one per group of keys).",
+                "Redis script calls on the request path, by call (check: one per script call, carrying one or more requests' checks).",
             ),
             &["call"],
         )?;
@@ -196,7 +201,15 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(policy_rejections.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
+        let store_check_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "rategate_store_check_batch_size",
+                "Checks (one group of one request each) carried by one Redis check script call.",
+            )
+            .buckets(BATCH_BUCKETS.to_vec()),
+        )?;
         registry.register(Box::new(store_calls.clone()))?;
+        registry.register(Box::new(store_check_batch.clone()))?;
         registry.register(Box::new(store_checks.clone()))?;
         registry.register(Box::new(store_activity_dropped.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
@@ -261,6 +274,7 @@ impl Metrics {
             store_fallback_active,
             store_evictions,
             store_calls,
+            store_check_batch,
             store_checks,
             store_activity_dropped,
             blocked_clients,

@@ -53,6 +53,7 @@ const BAD: &[Expected] = &[
     ("tls_missing_key.toml", Some(4), Some(1), "server.tls", "missing field `key`"),
     ("bad_store_url.toml", Some(3), Some(7), "store.url", "unsupported URL scheme `http`; expected redis://, rediss://, redis-sentinel://, redis-cluster://"),
     ("max_memory_keys_small.toml", Some(2), Some(19), "store.max_memory_keys", "10 is too small; must be at least 1000"),
+    ("batch_max_range.toml", Some(3), Some(13), "store.batch_max", "0 is out of range; must be between 1 and 1024"),
     ("bad_upstream_url.toml", Some(3), Some(7), "upstream[0].url", "must not contain a query string"),
     ("path_and_prefix.toml", Some(4), Some(15), "route[0].path_prefix", "`path` and `path_prefix` cannot both be set"),
     ("path_without_slash.toml", Some(3), Some(15), "route[0].path_prefix", "`api/auth` must start with `/`"),
@@ -254,6 +255,10 @@ fn full_config_compiles_with_every_key() {
     assert_eq!(st.timeout, Duration::from_millis(250));
     assert_eq!(st.on_error, OnError::Deny);
     assert_eq!(st.max_memory_keys, 50_000);
+    assert_eq!(
+        (st.batch_max, st.batch_in_flight, st.batch_queue),
+        (32, 3, 500)
+    );
 
     assert!(c.access.allow.contains("127.0.0.1".parse().unwrap()));
     assert!(c.access.allow.contains("::1".parse().unwrap()));
@@ -472,6 +477,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "admin: listen 0.0.0.0:9100, token set",
         "store: redis redis://***@redis.internal:6379/2",
         "on_error deny",
+        "max_memory_keys 50000, batch_max 32, batch_in_flight 3, batch_queue 500",
         "api: http://127.0.0.1:8081 (connect_timeout 1s, timeout 45s)",
         "auth: sliding_window 30 per 1m, key [ip], mode enforce, block_for 10m",
         "api-keys: token_bucket 100 per 1s, burst 250, key [header:x-api-key, method, path], mode shadow",

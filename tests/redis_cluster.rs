@@ -270,6 +270,8 @@ upstream = "api"
     for node in &cluster.nodes {
         node.cli(&["CONFIG", "RESETSTAT"]);
     }
+    let calls_before = gw.metric("rategate_store_calls_total{call=\"check\"}");
+    let carried_before = gw.metric("rategate_store_check_batch_size_sum");
     let requests: Vec<(&Gateway, String)> = (0..1000)
         .map(|i| {
             (
@@ -279,10 +281,35 @@ upstream = "api"
         })
         .collect();
     let statuses = burst(&requests);
-    assert!(statuses.iter().all(|&s| s == 200), "some were not admitted");
-    // Each request is one script run on the master owning its client's slot: an EVALSHA, or
-    // an EVAL after an EVALSHA answered NOSCRIPT (a failed call) while the master lacked it.
-    let calls: Vec<u64> = cluster
+    let refused: Vec<u16> = statuses.iter().copied().filter(|&s| s != 200).collect();
+    assert!(refused.is_empty(), "some were not admitted: {refused:?}");
+    // Each check ran on the master owning its client's slot and wrote its client's counter
+    // there: the counters per master are the checks per master.
+    let checks: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["--scan", "--pattern", "*{i:10.4.*"])
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count() as u64
+        })
+        .collect();
+    let total: u64 = checks.iter().sum();
+    assert_eq!(total, 1000, "{checks:?}");
+    for (i, &c) in checks.iter().enumerate() {
+        let share = c as f64 / total as f64;
+        assert!(
+            (0.26..=0.40).contains(&share),
+            "master {i} served {c} of {total} checks ({checks:?})"
+        );
+    }
+    // Script runs: an EVALSHA, or an EVAL after an EVALSHA answered NOSCRIPT (a failed call)
+    // while the master lacked it. Each carries the checks of one slot, so 1,000 clients make at
+    // most 1,000 (fewer when two clients of one slot were checked at once), exactly the calls
+    // the gateway counted, carrying exactly the 1,000 checks (every policy keyed by the client:
+    // one check per request).
+    let runs: u64 = cluster
         .nodes
         .iter()
         .map(|n| {
@@ -290,22 +317,22 @@ upstream = "api"
             command_calls(&info, "evalsha") - failed_calls(&info, "evalsha")
                 + command_calls(&info, "eval")
         })
-        .collect();
-    let total: u64 = calls.iter().sum();
-    assert_eq!(total, 1000, "{calls:?}");
-    for (i, &c) in calls.iter().enumerate() {
-        let share = c as f64 / total as f64;
-        assert!(
-            (0.26..=0.40).contains(&share),
-            "master {i} served {c} of {total} checks ({calls:?})"
-        );
-    }
-    // Every policy keyed by the client: one call per request.
-    let checks = gw.metric("rategate_store_checks_total").unwrap();
-    assert!(checks >= 1000.0, "{checks}");
+        .sum();
+    assert!((1..=1000).contains(&runs), "{runs}");
+    let delta = |after: Option<f64>, before: Option<f64>| after.unwrap() - before.unwrap();
     assert_eq!(
-        gw.metric("rategate_store_calls_total{call=\"check\"}"),
-        Some(checks)
+        delta(
+            gw.metric("rategate_store_calls_total{call=\"check\"}"),
+            calls_before
+        ),
+        runs as f64
+    );
+    assert_eq!(
+        delta(
+            gw.metric("rategate_store_check_batch_size_sum"),
+            carried_before
+        ),
+        1000.0
     );
     assert_every_key_has_a_ttl(&cluster);
 }

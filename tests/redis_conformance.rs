@@ -21,6 +21,9 @@ fn settings(url: String) -> StoreSettings {
         timeout: Duration::from_secs(2),
         on_error: OnError::Deny,
         max_memory_keys: 10_000,
+        batch_max: 64,
+        batch_in_flight: 2,
+        batch_queue: 1024,
     }
 }
 

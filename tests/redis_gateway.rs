@@ -64,6 +64,22 @@ fn header_value(resp: &str, name: &str) -> Option<String> {
 
 /// Fire `per_instance` concurrent requests at each gateway; returns (200s, 429s, others).
 fn burst(gateways: &[&Gateway], per_instance: usize) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    for status in burst_statuses(gateways, per_instance) {
+        match status {
+            200 => counts.0 += 1,
+            429 => counts.1 += 1,
+            other => {
+                eprintln!("unexpected status {other}");
+                counts.2 += 1
+            }
+        }
+    }
+    counts
+}
+
+/// Fire `per_instance` concurrent requests at each gateway; returns their statuses (0: failed).
+fn burst_statuses(gateways: &[&Gateway], per_instance: usize) -> Vec<u16> {
     install_crypto();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -87,18 +103,11 @@ fn burst(gateways: &[&Gateway], per_instance: usize) -> (usize, usize, usize) {
                 }));
             }
         }
-        let mut counts = (0, 0, 0);
+        let mut statuses = Vec::with_capacity(tasks.len());
         for t in tasks {
-            match t.await.unwrap() {
-                200 => counts.0 += 1,
-                429 => counts.1 += 1,
-                other => {
-                    eprintln!("unexpected status {other}");
-                    counts.2 += 1
-                }
-            }
+            statuses.push(t.await.unwrap());
         }
-        counts
+        statuses
     })
 }
 
@@ -138,6 +147,153 @@ fn three_instances_share_exact_limits_for_every_algorithm() {
         assert_eq!((ok, limited, other), (100, 350, 0), "{algorithm}");
         assert_eq!(echo.count() - before, 100, "{algorithm}");
     }
+}
+
+/// A gateway for hundreds of concurrent requests: generous store and upstream timeouts (a burst
+/// of new connections on a loaded machine can hold the echo upstream past 2 s), on_error deny.
+fn burst_config(echo: &Echo, redis: &RedisServer, policies: &str) -> TestConfig {
+    gateway_config_timeout(echo, &redis.url(), "deny", policies, "5s")
+        .set("upstream.connect_timeout", "5s")
+        .set("upstream.timeout", "10s")
+}
+
+/// `(check script calls, checks they carried)` as `gw` counts them.
+fn check_calls(gw: &Gateway) -> (f64, f64) {
+    let calls = gw.metric(r#"rategate_store_calls_total{call="check"}"#);
+    let carried = gw.metric("rategate_store_check_batch_size_sum");
+    (calls.unwrap(), carried.unwrap())
+}
+
+/// Checks of one gateway arriving together share script calls (group commit): the server runs
+/// fewer EVALSHA than there are requests, each call carries several checks, and every check is
+/// still counted exactly once.
+#[test]
+fn concurrent_checks_share_script_calls_and_still_count_exactly() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let cfg = burst_config(&echo, &redis, &one_policy("fixed_window", 450, "1h"));
+    let gw = Gateway::start(&cfg);
+    let before = check_calls(&gw);
+    let (evalsha_before, echo_before) = (redis.evalsha_calls(), echo.count());
+    // Exactly the limit: all admitted, no rejection (so no activity flush shares the count).
+    assert_eq!(burst(&[&gw], 450), (450, 0, 0));
+    assert_eq!(echo.count() - echo_before, 450);
+    let evalsha = redis.evalsha_calls() - evalsha_before;
+    let after = check_calls(&gw);
+    let calls = after.0 - before.0;
+    assert_eq!(after.1 - before.1, 450.0);
+    assert_eq!(
+        evalsha as f64, calls,
+        "the gateway counts the calls the server ran"
+    );
+    assert!(
+        evalsha < 450,
+        "{evalsha} script calls for 450 concurrent checks"
+    );
+    // Every check was charged once: the 451st request is over the limit.
+    assert_eq!(raw_status(&raw_get(gw.addr, "/x", "")), 429);
+}
+
+/// A call that times out fails every check it carries: each of its requests gets `on_error`
+/// (deny: 503), none is let through.
+#[test]
+fn a_timed_out_batch_sends_every_request_in_it_to_on_error() {
+    need_redis!();
+    let redis = RedisServer::start_with(None, &["--enable-debug-command", "yes"]);
+    let echo = Echo::start();
+    let cfg = gateway_config_timeout(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("fixed_window", 100_000, "1h"),
+        "1s",
+    );
+    let gw = Gateway::start(&cfg);
+    assert_eq!(raw_status(&raw_get(gw.addr, "/x", "")), 200);
+    let timeouts = || {
+        gw.metric(r#"rategate_store_errors_total{kind="timeout",store="redis"}"#)
+            .unwrap_or(0.0)
+    };
+    let (timeouts_before, before) = (timeouts(), check_calls(&gw));
+    let port = redis.port;
+    let sleeper = std::thread::spawn(move || {
+        common::redis::cli(port, None, &["DEBUG", "SLEEP", "4"]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let echo_before = echo.count();
+    // The first check's call stalls; the others queue behind it and go as one call, which
+    // stalls too.
+    let statuses = burst_statuses(&[&gw], 40);
+    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    assert_eq!(echo.count(), echo_before, "a request went through");
+    let after = check_calls(&gw);
+    let (calls, carried) = (after.0 - before.0, after.1 - before.1);
+    assert_eq!(carried, 40.0, "every request's check was sent");
+    assert!(calls < carried, "{calls} calls carried {carried} checks");
+    assert_eq!(
+        timeouts() - timeouts_before,
+        40.0,
+        "one timeout per request"
+    );
+    sleeper.join().unwrap();
+}
+
+/// A request's own error stays its own: a client whose counter Redis refuses (WRONGTYPE) gets
+/// `on_error` while the other client's requests, sharing its script calls, are admitted. (Two
+/// failing requests only: three failures in a row would open the breaker for everyone.)
+#[test]
+fn a_failing_request_fails_alone_in_a_shared_call() {
+    need_redis!();
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let cfg = burst_config(&echo, &redis, &one_policy("sliding_log", 1000, "1h"))
+        .with("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n");
+    let gw = Gateway::start(&cfg);
+    let (bad, good) = ("10.9.0.1", "10.9.0.2");
+    let from = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
+    assert_eq!(raw_status(&raw_get(gw.addr, "/x", &from(bad))), 200);
+    // The bad client's sliding log becomes a string: every command on it answers WRONGTYPE.
+    let keys = redis.cli(&["--scan", "--pattern", "rgtest:*10.9.0.1*:c:*"]);
+    let key = keys
+        .lines()
+        .next()
+        .expect("the bad client's log")
+        .trim()
+        .to_string();
+    assert_eq!(redis.cli(&["SET", &key, "x"]), "OK");
+    let before = check_calls(&gw);
+    install_crypto();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses: Vec<(bool, u16)> = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let is_bad = i % 100 == 50;
+                let req = client
+                    .get(gw.url("/x"))
+                    .header("x-forwarded-for", if is_bad { bad } else { good });
+                tokio::spawn(async move {
+                    (is_bad, req.send().await.map_or(0, |r| r.status().as_u16()))
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for (is_bad, status) in &statuses {
+        assert_eq!(*status, if *is_bad { 503 } else { 200 }, "{statuses:?}");
+    }
+    let after = check_calls(&gw);
+    let (calls, carried) = (after.0 - before.0, after.1 - before.1);
+    assert_eq!(carried, 200.0);
+    assert!(
+        calls < carried,
+        "{calls} calls carried {carried} checks: none was shared"
+    );
 }
 
 #[test]
@@ -320,10 +476,12 @@ policies = ["a", "b"]
         .collect();
     assert_eq!(calls.len(), 3, "{log}");
     for args in &calls {
-        // EVALSHA sha numkeys, the block entry and two counters, then the 7 per-request
-        // arguments: clock override, cost, block flag, policy count, lease, request id, single.
+        // EVALSHA sha numkeys, the block entry and two counters, then the call's clock override
+        // and number of requests (one here: the requests came one after the other), and the
+        // request's 6 arguments: cost, block flag, policy count, lease, request id, single.
         assert_eq!(args[2], "3", "{args:?}");
-        assert_eq!(args.len(), 3 + 3 + 7, "{args:?}");
+        assert_eq!(args[7], "1", "{args:?}");
+        assert_eq!(args.len(), 3 + 3 + 2 + 6, "{args:?}");
     }
 }
 
@@ -649,22 +807,27 @@ fn cluster_shares_exact_limits_with_one_round_trip() {
         });
     // Check calls as the gateways count them: the cluster's EVALSHA count also holds the
     // background activity flushes (one per 100 ms at most while rejections are recorded).
-    let check_calls = || {
+    let sum = |series: &str| {
         [&a, &b]
             .iter()
-            .map(|g| {
-                g.metric(r#"rategate_store_calls_total{call="check"}"#)
-                    .unwrap_or(0.0)
-            })
+            .map(|g| g.metric(series).unwrap_or(0.0))
             .sum::<f64>()
     };
-    let before = check_calls();
+    let check_calls = || sum(r#"rategate_store_calls_total{call="check"}"#);
+    // The checks those calls carried (concurrent checks of one slot share a call).
+    let carried = || sum("rategate_store_check_batch_size_sum");
+    let (calls_before, carried_before) = (check_calls(), carried());
     let (ok, limited, other) = burst(&[&a, &b], 100);
     // Two requests were spent warming up.
     assert_eq!((ok, limited, other), (58, 142, 0));
-    let calls = check_calls() - before;
-    assert!(calls <= 200.0, "{calls} check calls for 200 requests");
-    assert!(calls >= 58.0, "{calls} check calls for 58 admissions");
+    let calls = check_calls() - calls_before;
+    let carried = carried() - carried_before;
+    assert!(carried <= 200.0, "{carried} checks sent for 200 requests");
+    assert!(carried >= 58.0, "{carried} checks sent for 58 admissions");
+    assert!(
+        calls <= carried,
+        "{calls} check calls carried {carried} checks"
+    );
 }
 
 #[test]

@@ -46,10 +46,13 @@
 #                       the `redis` target; its EVALSHA/req, Redis commands/req and
 #                       redis-server CPU/req are counted the same way, and every other target
 #                       gets a "vs before" throughput ratio)
+#   REDIS_STORE [unset]  more lines for the `redis` target's [store] table (say
+#                       "batch_in_flight = 1"), to measure a store setting against `before`
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BASELINE_STORE=${BASELINE_STORE:-memory}
+REDIS_STORE=${REDIS_STORE:-}
 export LOAD_DIR="$ROOT/benches/load"
 DURATION=${DURATION:-5}
 REPS=${REPS:-3}
@@ -415,7 +418,8 @@ if has "$TARGETS" redis; then
     "[store]
 kind = \"redis\"
 url = \"redis://127.0.0.1:$P_REDIS/0\"
-max_memory_keys = 1000000" proxy
+max_memory_keys = 1000000
+$REDIS_STORE" proxy
   REDIS_GW_PID=$STARTED
   if [ -z "$REDIS_GW_PID" ]; then
     REDIS_SKIP="rategate refused to start with kind = \"redis\": $(tail -3 "$OUT/redis/rategate.log" | tr '\n' ' ')"
@@ -693,8 +697,8 @@ fi
       reads[k] += $16
     }
     END {
-      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | Redis cmds/req | redis-server CPU µs/req | Redis reads/req | vs before | RSS MB |"
-      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | req/EVALSHA | Redis cmds/req | redis-server CPU µs/req | Redis reads/req | vs before | RSS MB |"
+      print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
         # Each shape against nginx doing the same: proxying it, or (rejected) refusing it with
@@ -710,6 +714,8 @@ fi
         } else { vr = v50 = v99 = d99 = vc = "n/a" }
         on_redis = (order[i] in rcpu) && req[order[i]] > 0
         es_req = on_redis ? sprintf("%.3f", es[order[i]] / req[order[i]]) : "-"
+        # requests per script call: above 1 when concurrent checks shared calls (batches)
+        req_es = on_redis && es[order[i]] > 0 ? sprintf("%.1f", req[order[i]] / es[order[i]]) : "-"
         calls_req = on_redis ? sprintf("%.3f", calls[order[i]] / req[order[i]]) : "-"
         rc = on_redis ? sprintf("%.1f", median(rcpu[order[i]])) : "-"
         # read events (each one read syscall on the server) per request: below 1, checks of
@@ -719,7 +725,7 @@ fi
         vb = (t != "before" && (bb in seen)) ? sprintf("%.2fx", r / median(rps[bb])) : "-"
         nb = req[order[i]] > 0 ? sprintf("%.1f%%", 100 * bad[order[i]] / req[order[i]]) : "-"
         if (err[order[i]] > 0) nb = nb " (" err[order[i]] " socket errors)"
-        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, calls_req, rc, rr, vb, rss[order[i]] / 1024
+        printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, req_es, calls_req, rc, rr, vb, rss[order[i]] / 1024
       }
       # Rejected traffic against the allowed throughput of the same store.
       for (i = 1; i <= n; i++) {

@@ -160,6 +160,12 @@ pub struct StoreSettings {
     pub timeout: Duration,
     pub on_error: OnError,
     pub max_memory_keys: usize,
+    /// Redis: checks carried by one script call, at most (1: every check on its own).
+    pub batch_max: usize,
+    /// Redis: script calls carrying checks in flight per cluster slot and check script, at most.
+    pub batch_in_flight: usize,
+    /// Redis: checks waiting for one script call's turn, at most; past it a check fails.
+    pub batch_queue: usize,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -37,6 +37,9 @@ pub(crate) const DEFAULT_KEY_PREFIX: &str = "rategate:";
 pub(crate) const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 pub(crate) const DEFAULT_ON_ERROR: OnError = OnError::Fallback;
 pub(crate) const DEFAULT_MAX_MEMORY_KEYS: usize = 1_000_000;
+pub(crate) const DEFAULT_BATCH_MAX: usize = 64;
+pub(crate) const DEFAULT_BATCH_IN_FLIGHT: usize = 2;
+pub(crate) const DEFAULT_BATCH_QUEUE: usize = 1024;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_MODE: Mode = Mode::Enforce;
@@ -140,6 +143,12 @@ pub(crate) struct Store {
     pub(crate) timeout: Option<duration::Positive>,
     pub(crate) on_error: Option<OnError>,
     pub(crate) max_memory_keys: Option<Spanned<u64>>,
+    /// Redis: checks one script call carries, at most.
+    pub(crate) batch_max: Option<Spanned<u64>>,
+    /// Redis: check calls in flight per slot and check script, at most.
+    pub(crate) batch_in_flight: Option<Spanned<u64>>,
+    /// Redis: checks waiting per script call in flight, at most.
+    pub(crate) batch_queue: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -110,11 +110,15 @@ fn store(out: &mut String, s: &StoreSettings) -> std::fmt::Result {
         StoreKind::Memory => writeln!(out, "store: memory, {memory}"),
         StoreKind::Redis => writeln!(
             out,
-            "store: redis {}, key_prefix {:?}, timeout {}, on_error {}, {memory}",
+            "store: redis {}, key_prefix {:?}, timeout {}, on_error {}, {memory}, batch_max {}, \
+             batch_in_flight {}, batch_queue {}",
             redact_url(&s.url),
             s.key_prefix,
             dur(s.timeout),
             s.on_error.as_str(),
+            s.batch_max,
+            s.batch_in_flight,
+            s.batch_queue,
         ),
     }
 }

@@ -25,6 +25,9 @@ pub(super) fn settings(on_error: OnError) -> StoreSettings {
         timeout: Duration::from_millis(50),
         on_error,
         max_memory_keys: 1000,
+        batch_max: 64,
+        batch_in_flight: 2,
+        batch_queue: 1024,
     }
 }
 

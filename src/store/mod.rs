@@ -79,6 +79,15 @@
 //! call per group as well; each group is atomic, the whole is not (a failure may leave some
 //! groups charged: count by response never affects the decision already made).
 //!
+//! Batches (how a remote store shares calls and keeps these semantics). The Redis store may carry
+//! the groups of several concurrent requests in one script call (`redis::batch`). The call
+//! evaluates them one after the other, in the order they were queued, each exactly as if it were
+//! a call of its own (atomic, on the server clock read once for the call, seeing every earlier
+//! group's charges), and answers each on its own; a request's error is its own. A call that
+//! fails or times out fails every group in it, and each of those requests gets `on_error`, like
+//! a group that failed above (what it may have charged before failing stays charged, as with any
+//! timed-out call).
+//!
 //! Further rules every store follows (the conformance vectors check them):
 //! - The algorithms and their exact integer formulas are in `algorithm`; reported durations are
 //!   relative to the store clock at decision time (`CheckResult::now_ms`).
@@ -347,7 +356,7 @@ pub struct LimitStatus {
     pub(crate) reset_ms: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store timed out after {0:?}")]
     Timeout(Duration),
@@ -363,6 +372,10 @@ pub enum StoreError {
     /// Redis store and never seen by callers.
     #[error("script not loaded on the server")]
     NoScript,
+    /// Only the Redis store: this many checks already wait for the same script call's turn
+    /// (`store.batch_queue`).
+    #[error("store overloaded: {0} checks already queued for the same call")]
+    Overloaded(usize),
 }
 
 impl StoreError {
@@ -374,6 +387,7 @@ impl StoreError {
             StoreError::Protocol(_) => "protocol",
             StoreError::Capacity => "capacity",
             StoreError::NoScript => "noscript",
+            StoreError::Overloaded(_) => "overloaded",
         }
     }
 }

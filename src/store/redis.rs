@@ -1,7 +1,8 @@
 //! The Redis store: the Lua in `lua/` mirrors `algorithm.rs` and runs on the Redis server's
 //! clock, so any number of gateway instances share exact limits and blocks. A request is one
-//! `EVALSHA` per group of its keys (`groups`): one on a standalone server or behind Sentinel, and
+//! check per group of its keys (`groups`): one on a standalone server or behind Sentinel, and
 //! one per cluster slot its keys span in Redis Cluster, where keys are sharded by identity.
+//! Concurrent checks of one slot and script share an `EVALSHA` (`batch`).
 //!
 //! Key map (`layout`; every key written gets a TTL in the same script). A key's hash tag is the
 //! identity it counts:
@@ -39,6 +40,7 @@
 
 mod activity;
 mod args;
+mod batch;
 mod groups;
 mod layout;
 
@@ -54,7 +56,7 @@ use fred::types::Value;
 mod connect;
 
 use self::connect::Conn;
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 
 use super::{
     BlockEntry, CheckRequest, CheckResult, Event, EventKind, LimitStatus, PolicyCheck, Store,
@@ -197,8 +199,10 @@ struct Inner {
     clustered: bool,
     channel: String,
     /// The generic check script (policies as arguments).
-    check: Script,
+    check: Arc<Script>,
     compiled: Compiled,
+    /// Concurrent checks sharing script calls (`batch`).
+    lanes: batch::Lanes,
     admin: Script,
     settle: Script,
     activity_script: Script,
@@ -251,6 +255,11 @@ impl RedisStore {
             &settings.key_prefix,
             clustered,
             timeout,
+            Batching {
+                max: settings.batch_max,
+                in_flight: settings.batch_in_flight,
+                queue: settings.batch_queue,
+            },
             // `scoped` gives conformance tests a clock of their own.
             None,
         );
@@ -272,6 +281,7 @@ impl RedisStore {
             key_prefix,
             i.clustered,
             i.timeout,
+            i.lanes.settings(),
             test_clock,
         );
         activity::spawn_flusher(&inner);
@@ -427,6 +437,7 @@ impl Inner {
         key_prefix: &str,
         clustered: bool,
         timeout: Duration,
+        batching: Batching,
         test_clock: Option<Arc<dyn Clock>>,
     ) -> Arc<Inner> {
         let layout = Layout::new(key_prefix);
@@ -437,8 +448,9 @@ impl Inner {
             pool,
             subscriber,
             subscribed,
-            check: Script::check(""),
+            check: Arc::new(Script::check("")),
             compiled: Compiled::default(),
+            lanes: batch::Lanes::new(batching),
             admin: Script::new(ADMIN),
             settle: Script::new(SETTLE),
             activity_script: Script::new(ACTIVITY),
@@ -450,6 +462,15 @@ impl Inner {
             test_clock,
         })
     }
+}
+
+/// How checks share script calls (`store.batch_max`, `store.batch_in_flight`,
+/// `store.batch_queue`; see `batch`).
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    max: usize,
+    in_flight: usize,
+    queue: usize,
 }
 
 /// A random id for this store instance (no two gateway processes share one).
@@ -464,7 +485,7 @@ fn instance_id() -> u64 {
 /// What a store call is, as the `call` label of `rategate_store_calls_total`.
 #[derive(Debug, Clone, Copy)]
 enum Call {
-    /// One group's check (a request makes one per group).
+    /// One check script call: one group of each request it carries (`batch`).
     Check = 0,
     /// Taking back what a group charged for a rejected request.
     Refund = 1,
@@ -483,6 +504,8 @@ impl Call {
 #[derive(Debug)]
 struct StoreMetrics {
     calls: [IntCounter; 3],
+    /// Checks per check script call.
+    batch: Histogram,
     checks: IntCounter,
     dropped: IntCounter,
 }
@@ -491,6 +514,7 @@ impl StoreMetrics {
     fn new(m: &Metrics) -> Self {
         StoreMetrics {
             calls: Call::ALL.map(|(_, name)| m.store_calls.with_label_values(&[name])),
+            batch: m.store_check_batch.clone(),
             checks: m.store_checks.clone(),
             dropped: m.store_activity_dropped.clone(),
         }

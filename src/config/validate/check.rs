@@ -25,6 +25,12 @@ pub(super) const MAX_HEADER_BYTES_RANGE: RangeInclusive<u64> = 1024..=1024 * 102
 pub(super) const MAX_CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=MAX_MAX_CONNECTIONS;
 /// `store.max_memory_keys`.
 pub(super) const MAX_MEMORY_KEYS_RANGE: RangeInclusive<u64> = 1000..=u64::MAX;
+/// `store.batch_max`: a call of 1024 checks runs for about 10 ms on the Redis server.
+pub(super) const BATCH_MAX_RANGE: RangeInclusive<u64> = 1..=1024;
+/// `store.batch_in_flight`.
+pub(super) const BATCH_IN_FLIGHT_RANGE: RangeInclusive<u64> = 1..=16;
+/// `store.batch_queue`.
+pub(super) const BATCH_QUEUE_RANGE: RangeInclusive<u64> = 1..=1_000_000;
 /// `alerts.max_retries`.
 pub(super) const ALERT_RETRIES_RANGE: RangeInclusive<u64> = 0..=20;
 /// `alerts.queue_size`.

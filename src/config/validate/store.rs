@@ -1,6 +1,9 @@
 //! `[store]`: which store, where (the Redis URL), and how its keys are named.
 
-use super::check::{bounded, Check, Issue, MAX_MEMORY_KEYS_RANGE};
+use super::check::{
+    bounded, Check, Issue, BATCH_IN_FLIGHT_RANGE, BATCH_MAX_RANGE, BATCH_QUEUE_RANGE,
+    MAX_MEMORY_KEYS_RANGE,
+};
 use super::validator::Validator;
 use crate::config::compiled::{StoreKind, StoreSettings};
 use crate::config::file::{self, EnvString};
@@ -36,6 +39,25 @@ impl Validator<'_> {
                     bounded(v, MAX_MEMORY_KEYS_RANGE)
                 }),
         );
+        let batch_max = self.take(
+            s.batch_max
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_BATCH_MAX), |v| bounded(v, BATCH_MAX_RANGE)),
+        );
+        let batch_in_flight = self.take(
+            s.batch_in_flight
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_BATCH_IN_FLIGHT), |v| {
+                    bounded(v, BATCH_IN_FLIGHT_RANGE)
+                }),
+        );
+        let batch_queue = self.take(
+            s.batch_queue
+                .as_ref()
+                .map_or(Ok(file::DEFAULT_BATCH_QUEUE), |v| {
+                    bounded(v, BATCH_QUEUE_RANGE)
+                }),
+        );
         Some(StoreSettings {
             kind,
             url: url?,
@@ -43,6 +65,9 @@ impl Validator<'_> {
             timeout: s.timeout.map_or(file::DEFAULT_STORE_TIMEOUT, |d| d.0),
             on_error: s.on_error.unwrap_or(file::DEFAULT_ON_ERROR),
             max_memory_keys: max_memory_keys?,
+            batch_max: batch_max?,
+            batch_in_flight: batch_in_flight?,
+            batch_queue: batch_queue?,
         })
     }
 

@@ -1,60 +1,61 @@
--- rategate: one group of a request's checks (all its keys in one cluster slot): the client's
--- block entry when the group holds it, then the group's policies, check-all-then-charge-all
--- within the group. The cross-group rules are in src/store/mod.rs and src/store/redis/groups.rs.
+-- rategate: a batch of checks, one group of each of several requests (all of a group's keys in
+-- one cluster slot), evaluated one request after the other in the order sent. Each request is
+-- what one call used to be: the client's block entry when its group holds it, then the group's
+-- policies, check-all-then-charge-all within the group; Lua runs the whole batch atomically, so
+-- each request is atomic too, and sees every earlier request's charges. The cross-group rules
+-- are in src/store/mod.rs and src/store/redis/groups.rs; the batching in src/store/redis/batch.rs.
 --
--- KEYS[1]  the client's block entry, when ARGV[3] = 1
--- KEYS[..] one counter per policy (hash; sorted set for sliding_log and concurrency)
--- ARGV[1]  now in ms, or "" to use the server clock (TIME); only tests pass a value
--- ARGV[2]  cost
--- ARGV[3]  1 when KEYS[1] is the client's block entry, else 0
--- ARGV[4]  number of policies n
--- ARGV[5]  the request's lease id (member of concurrency sets; "" when there are none)
--- ARGV[6]  the request's id (members of sliding logs, so a refund can remove them; may be "")
--- ARGV[7]  1: the request's only group (it blocks the client itself); 0: one of several (it
---          never blocks, and when it charges it also returns what a refund needs)
--- ARGV[8 ...] per policy, POLICY_WIDTH arguments read by policy_args (layout in args.rs), unless
---          the script was compiled for the group's policies: then COMPILED (defined before the
---          prelude) holds them as tables with the same fields, and no policy is sent
---          (src/store/redis.rs, `Compiled`)
+-- ARGV[1]  now in ms, or "" to use the server clock (TIME, read once for the batch); only tests
+--          pass a value
+-- ARGV[2]  number of requests r
+-- then per request, its header (HEADER arguments, read by `request_at`):
+--   cost
+--   1 when the request's first key is the client's block entry, else 0
+--   number of policies n
+--   the request's lease id (member of concurrency sets; "" when there are none)
+--   the request's id (members of sliding logs, so a refund can remove them; may be "")
+--   1: the request's only group (it blocks the client itself); 0: one of several (it never
+--      blocks, and when it charges it also returns what a refund needs)
+-- followed by POLICY_WIDTH arguments per policy read by policy_args (layout in args.rs), unless
+-- the script was compiled for the batch's policies: then COMPILED (defined before the prelude)
+-- holds them as tables with the same fields, and no policy is sent (src/store/redis.rs,
+-- `Compiled`).
+-- KEYS, per request in the same order: its block entry (when it has one), then one counter per
+-- policy (string; sorted set for sliding_log and concurrency).
 --
--- Returns {outcome, arg, now, blocked_policy, blocked_ms, then per policy: allowed, limit,
--- remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg = policy index, 0-based),
--- 2 blocked (arg = ms left). blocked_policy is -1 unless this call started a block. When ARGV[7]
--- is 0 and the group admitted, then per policy: charged (1|0), remaining and reset_ms before the
--- charge, and the charge's mark (the window start it went to; 0 for other algorithms).
+-- Returns one reply per request: {outcome, arg, now, blocked_policy, blocked_ms, then per
+-- policy: allowed, limit, remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg =
+-- policy index, 0-based), 2 blocked (arg = ms left), 3 this request failed (arg = the error's
+-- text; the other requests of the batch are unaffected). blocked_policy is -1 unless this call
+-- started a block. When the request is one of several groups and its group admitted, then per
+-- policy: charged (1|0), remaining and reset_ms before the charge, and the charge's mark (the
+-- window start it went to; 0 for other algorithms).
 
-local cost = tonumber(ARGV[2])
-local has_block = ARGV[3] == '1'
-local n = tonumber(ARGV[4])
-local lease = ARGV[5]
-local nonce = ARGV[6]
-local single = ARGV[7] == '1'
-local first_key = 1
-if has_block then first_key = 2 end
+local HEADER = 6
 
-local policies = {}
-if COMPILED then
-  policies = COMPILED
-else
-  for i = 1, n do policies[i] = policy_args(8 + POLICY_WIDTH * (i - 1)) end
-end
-
--- One MGET reads the block entry and every string counter of the group (one slot).
-local reads, at = {}, {}
-if has_block then reads[1] = KEYS[1] end
-for i = 1, n do
-  local a = policies[i].alg
-  if a == 'f' or a == 's' or a == 't' then
-    reads[#reads + 1] = KEYS[first_key + i - 1]
-    at[i] = #reads
+-- Where request data starts: its keys at KEYS[kb], its header at ARGV[ab]. Returns the request
+-- (named fields; `key(i)` is the KEYS index of its i-th counter) and where the next one starts.
+local function request_at(kb, ab)
+  local q = {
+    cost = tonumber(ARGV[ab]),
+    has_block = ARGV[ab + 1] == '1',
+    n = tonumber(ARGV[ab + 2]),
+    lease = ARGV[ab + 3],
+    nonce = ARGV[ab + 4],
+    single = ARGV[ab + 5] == '1',
+  }
+  q.block_key = kb
+  q.first = kb
+  if q.has_block then q.first = kb + 1 end
+  local next_ab = ab + HEADER
+  if COMPILED then
+    q.policies = COMPILED
+  else
+    q.policies = {}
+    for i = 1, q.n do q.policies[i] = policy_args(next_ab + POLICY_WIDTH * (i - 1)) end
+    next_ab = next_ab + POLICY_WIDTH * q.n
   end
-end
-local values = {}
-if #reads > 0 then values = redis.call('MGET', unpack(reads)) end
-
-if has_block then
-  local until_ms = block_of(values[1])
-  if until_ms > now0 then return {2, until_ms - now0, now0, -1, 0} end
+  return q, q.first + q.n, next_ab
 end
 
 -- Each evaluator returns: allowed, state {limit, remaining, reset, retry}, charged state (or
@@ -108,7 +109,7 @@ local function sliding(key, raw, limit, w, c)
   end, start
 end
 
-local function log(key, limit, w, c)
+local function log(key, limit, w, c, nonce)
   local now, skew, nts, count = log_state(key, w)
   local remaining = limit - count
   if remaining < 0 then remaining = 0 end
@@ -151,7 +152,7 @@ end
 
 -- Concurrency: a sorted set of leases, member = lease id, score = expiry; a lease is live while
 -- its expiry > now, so the leases of a crashed instance are reclaimed by expiry alone.
-local function conc(key, limit, w, c)
+local function conc(key, limit, w, c, lease)
   local live = redis.call('ZCOUNT', key, '(' .. now0, '+inf')
   local remaining = limit - live
   if remaining < 0 then remaining = 0 end
@@ -171,76 +172,119 @@ local function conc(key, limit, w, c)
   end, 0
 end
 
-local allowed, states, charged, writes, marks = {}, {}, {}, {}, {}
-local rejected = -1
-for i = 1, n do
-  local p = policies[i]
-  local key = KEYS[first_key + i - 1]
-  local raw = at[i] and values[at[i]]
-  local ok, st, ch, wr, mk
-  if p.alg == 'f' then
-    ok, st, ch, wr, mk = fixed(key, raw, p.limit, p.window, cost)
-  elseif p.alg == 's' then
-    ok, st, ch, wr, mk = sliding(key, raw, p.limit, p.window, cost)
-  elseif p.alg == 'l' then
-    ok, st, ch, wr, mk = log(key, p.limit, p.window, cost)
-  elseif p.alg == 'c' then
-    if cost > 0 and lease == '' then
-      return redis.error_reply('a concurrency policy needs the request lease id')
-    end
-    ok, st, ch, wr, mk = conc(key, p.limit, p.window, cost)
-  else
-    ok, st, ch, wr, mk = bucket(key, raw, p.limit, p.window, p.burst, cost)
-  end
-  allowed[i], states[i], charged[i], writes[i], marks[i] = ok, st, ch, wr, mk
-  if not ok and rejected < 0 and p.enforce == 1 then rejected = i end
-end
 
-local function push_states(out)
+-- One request's check (see the header): its reply.
+local function check_request(q)
+  local cost, n, policies, first = q.cost, q.n, q.policies, q.first
+  if COMPILED and #COMPILED ~= n then
+    return {3, 'the request does not match the compiled policies'}
+  end
+
+  -- One MGET reads the block entry and every string counter of the group (one slot).
+  local reads, at = {}, {}
+  if q.has_block then reads[1] = KEYS[q.block_key] end
   for i = 1, n do
-    local a = 0
-    if allowed[i] then a = 1 end
-    out[#out + 1] = a
-    for j = 1, 4 do out[#out + 1] = states[i][j] end
+    local a = policies[i].alg
+    if a == 'f' or a == 's' or a == 't' then
+      reads[#reads + 1] = KEYS[first + i - 1]
+      at[i] = #reads
+    end
+  end
+  local values = {}
+  if #reads > 0 then values = redis.call('MGET', unpack(reads)) end
+
+  if q.has_block then
+    local until_ms = block_of(values[1])
+    if until_ms > now0 then return {2, until_ms - now0, now0, -1, 0} end
+  end
+
+  local allowed, states, charged, writes, marks = {}, {}, {}, {}, {}
+  local rejected = -1
+  for i = 1, n do
+    local p = policies[i]
+    local key = KEYS[first + i - 1]
+    local raw = at[i] and values[at[i]]
+    local ok, st, ch, wr, mk
+    if p.alg == 'f' then
+      ok, st, ch, wr, mk = fixed(key, raw, p.limit, p.window, cost)
+    elseif p.alg == 's' then
+      ok, st, ch, wr, mk = sliding(key, raw, p.limit, p.window, cost)
+    elseif p.alg == 'l' then
+      ok, st, ch, wr, mk = log(key, p.limit, p.window, cost, q.nonce)
+    elseif p.alg == 'c' then
+      if cost > 0 and q.lease == '' then
+        return {3, 'a concurrency policy needs the request lease id'}
+      end
+      ok, st, ch, wr, mk = conc(key, p.limit, p.window, cost, q.lease)
+    else
+      ok, st, ch, wr, mk = bucket(key, raw, p.limit, p.window, p.burst, cost)
+    end
+    allowed[i], states[i], charged[i], writes[i], marks[i] = ok, st, ch, wr, mk
+    if not ok and rejected < 0 and p.enforce == 1 then rejected = i end
+  end
+
+  local function push_states(out)
+    for i = 1, n do
+      local a = 0
+      if allowed[i] then a = 1 end
+      out[#out + 1] = a
+      for j = 1, 4 do out[#out + 1] = states[i][j] end
+    end
+    return out
+  end
+
+  if rejected >= 0 then
+    local out = {1, rejected - 1, now0, -1, 0}
+    if q.single and q.has_block then
+      -- block for the longest effective block among rejecting enforce policies
+      local cands, index = {}, {}
+      for i = 1, n do
+        if not allowed[i] and policies[i].enforce == 1 then
+          cands[#cands + 1] = policies[i]
+          index[#cands] = i
+        end
+      end
+      local best, ms = penalize(KEYS[q.block_key], cands)
+      if best > 0 then out[4], out[5] = index[best] - 1, ms end
+    end
+    return push_states(out)
+  end
+
+  local before, did = {}, {}
+  for i = 1, n do
+    before[i] = states[i]
+    did[i] = 0
+    -- deferred policies are charged after the response (settle.lua)
+    if allowed[i] and charged[i] and policies[i].deferred ~= 1 then
+      writes[i]()
+      states[i] = charged[i]
+      did[i] = 1
+    end
+  end
+  local out = push_states({0, 0, now0, -1, 0})
+  if not q.single then
+    for i = 1, n do
+      out[#out + 1] = did[i]
+      out[#out + 1] = before[i][2]
+      out[#out + 1] = before[i][3]
+      out[#out + 1] = marks[i] or 0
+    end
   end
   return out
 end
 
-if rejected >= 0 then
-  local out = {1, rejected - 1, now0, -1, 0}
-  if single and has_block then
-    -- block for the longest effective block among rejecting enforce policies
-    local cands, index = {}, {}
-    for i = 1, n do
-      if not allowed[i] and policies[i].enforce == 1 then
-        cands[#cands + 1] = policies[i]
-        index[#cands] = i
-      end
-    end
-    local best, ms = penalize(KEYS[1], cands)
-    if best > 0 then out[4], out[5] = index[best] - 1, ms end
+-- The batch: each request on its own, in order. A request that fails (a Redis error raised by
+-- one of its commands, or a Lua error) answers outcome 3; the requests after it still run.
+local replies = {}
+local kb, ab = 1, 3
+for r = 1, tonumber(ARGV[2]) do
+  local q
+  q, kb, ab = request_at(kb, ab)
+  local ok, reply = pcall(check_request, q)
+  if not ok then
+    if type(reply) == 'table' then reply = reply.err end
+    reply = {3, tostring(reply)}
   end
-  return push_states(out)
+  replies[r] = reply
 end
-
-local before, did = {}, {}
-for i = 1, n do
-  before[i] = states[i]
-  did[i] = 0
-  -- deferred policies are charged after the response (settle.lua)
-  if allowed[i] and charged[i] and policies[i].deferred ~= 1 then
-    writes[i]()
-    states[i] = charged[i]
-    did[i] = 1
-  end
-end
-local out = push_states({0, 0, now0, -1, 0})
-if not single then
-  for i = 1, n do
-    out[#out + 1] = did[i]
-    out[#out + 1] = before[i][2]
-    out[#out + 1] = before[i][3]
-    out[#out + 1] = marks[i] or 0
-  end
-end
-return out
+return replies

@@ -1,7 +1,8 @@
 //! A request's checks grouped by the cluster slot of their keys, and the cross-group protocol
 //! (the exact rules are in the store contract, `store/mod.rs`):
 //!
-//! - Standalone and Sentinel: one group, always (one `EVALSHA`, as before sharding).
+//! - Standalone and Sentinel: one group, always (one `EVALSHA`, as before sharding; concurrent
+//!   requests' groups may share one, see `batch`).
 //! - Cluster: one group per slot; the group holding the client's slot also checks the block
 //!   entry, and when no policy is keyed by the client the block check is a group of its own. All
 //!   groups are in flight at once, each bounded by the store timeout.
@@ -18,6 +19,7 @@ use crate::config::compiled::{Algorithm, Mode};
 use crate::store::{CheckOutcome, CheckRequest, CheckResult, PolicyCheck, PolicyState, StoreError};
 
 use super::args::{int, push_literal, push_policy};
+use super::batch::Part;
 use super::{to_u64, Call, RedisStore};
 
 /// Checks (indices into the request's) whose keys share one slot.
@@ -157,7 +159,6 @@ impl RedisStore {
     ) -> Result<Reply, StoreError> {
         let req = plan.req;
         let block_key = plan.block_key.as_ref().filter(|_| group.block);
-        self.count_call(Call::Check);
         let mut literals = String::with_capacity(160 * group.checks.len());
         let mut scratch = Vec::with_capacity(super::args::WIDTH);
         for &i in &group.checks {
@@ -167,33 +168,31 @@ impl RedisStore {
             push_literal(&mut literals, &mut scratch, &req.checks[i]);
         }
         let compiled = self.inner.compiled.get(&literals);
-        let script = compiled.as_deref().unwrap_or(&self.inner.check);
-        let reply: Vec<i64> = self
-            .run(script, req.lease, || {
-                let n = group.checks.len();
-                let mut keys = Vec::with_capacity(1 + n);
-                keys.extend(block_key.cloned());
-                let width = if compiled.is_some() {
-                    0
-                } else {
-                    super::args::WIDTH
-                };
-                let mut args = Vec::with_capacity(7 + width * n);
-                args.push(self.now_arg());
-                args.push(int(req.cost));
-                args.push(int(u64::from(block_key.is_some())));
-                args.push(int(n as u64));
-                args.push(Value::String(req.lease.into()));
-                args.push(Value::String(plan.nonce.as_str().into()));
-                args.push(int(u64::from(single)));
-                for &i in &group.checks {
-                    keys.push(plan.keys[i].clone());
-                    if compiled.is_none() {
-                        push_policy(&mut args, &req.checks[i]);
-                    }
-                }
-                (keys, args)
-            })
+        let n = group.checks.len();
+        let mut keys = Vec::with_capacity(1 + n);
+        keys.extend(block_key.cloned());
+        let width = if compiled.is_some() {
+            0
+        } else {
+            super::args::WIDTH
+        };
+        // The request's header in `lua/check.lua`, then its policies for the generic script.
+        let mut args = Vec::with_capacity(6 + width * n);
+        args.push(int(req.cost));
+        args.push(int(u64::from(block_key.is_some())));
+        args.push(int(n as u64));
+        args.push(Value::String(req.lease.into()));
+        args.push(Value::String(plan.nonce.as_str().into()));
+        args.push(int(u64::from(single)));
+        for &i in &group.checks {
+            keys.push(plan.keys[i].clone());
+            if compiled.is_none() {
+                push_policy(&mut args, &req.checks[i]);
+            }
+        }
+        let script = compiled.unwrap_or_else(|| self.inner.check.clone());
+        let reply = self
+            .check_call(script, group.slot, req.lease, Part { keys, args })
             .await?;
         decode(&reply, group.checks.len())
     }
