@@ -211,6 +211,10 @@ pub(crate) struct UpstreamTls {
     /// SHA-256 over everything `config` and `server_name` were built from: a reload keeps the
     /// pooled connections of an upstream whose TLS settings it did not change, and only those.
     pub(crate) fingerprint: [u8; 32],
+    /// For `rategate check`: the files and whether `sni` was set.
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    pub(crate) client_cert_file: Option<std::path::PathBuf>,
+    pub(crate) sni_set: bool,
 }
 
 impl Upstream {

@@ -651,6 +651,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn grpc_calls_get_grpc_statuses() {
+        let grpc = HeaderValue::from_static("application/grpc");
+        let status = |e: GatewayError| {
+            let resp = e.into_response_for(Some(&grpc));
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/grpc");
+            resp.headers()["grpc-status"].to_str().unwrap().to_owned()
+        };
+        assert_eq!(status(GatewayError::Blocked { retry_after_s: 9 }), "8");
+        assert_eq!(status(GatewayError::Forbidden), "7");
+        assert_eq!(status(GatewayError::Unavailable { retry_after_s: 5 }), "14");
+        assert_eq!(status(GatewayError::UpstreamConnect("x".into())), "14");
+        assert_eq!(status(GatewayError::UpstreamTimeout), "4");
+        assert_eq!(status(GatewayError::NoRoute), "12");
+        let limited = GatewayError::RateLimited {
+            report: report(&[(&policy("auth"), false)]),
+            policy: policy("auth"),
+            retry_after_s: 17,
+        }
+        .into_response_for(Some(&grpc));
+        assert_eq!(limited.headers()["grpc-status"], "8");
+        assert_eq!(limited.headers()["x-ratelimit-policy"], "auth");
+        assert_eq!(limited.headers()[RETRY_AFTER], "17");
+        // Not a gRPC call: the usual answer.
+        assert_eq!(
+            GatewayError::Forbidden.into_response_for(None).status(),
+            403
+        );
+    }
+
     #[tokio::test]
     async fn upstream_errors_do_not_leak_details() {
         let resp = GatewayError::UpstreamConnect("10.9.8.7:80 refused".into()).into_response();

@@ -25,14 +25,19 @@ impl Validator<'_> {
         authority: &Authority,
     ) -> Option<UpstreamTls> {
         let mut digest = Sha256::new();
+        let mut ca_file = None;
         let roots = match &u.ca {
             None => Some(rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             }),
             Some(ca) => {
-                let roots = self
-                    .pem_file(ca, "CA certificate", &mut digest)
-                    .and_then(|(path, pem)| ca_roots(ca, &path, &pem));
+                let roots =
+                    self.pem_file(ca, "CA certificate", &mut digest)
+                        .and_then(|(path, pem)| {
+                            let roots = ca_roots(ca, &path, &pem)?;
+                            ca_file = Some(path);
+                            Ok(roots)
+                        });
                 self.take(roots)
             }
         };
@@ -47,9 +52,11 @@ impl Validator<'_> {
         digest.update(server_name.to_str().as_bytes());
 
         let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let mut client_cert_file = None;
         let config = match client {
             None => builder.with_no_client_auth(),
-            Some((key_at, certs, key)) => {
+            Some((cert_file, key_at, certs, key)) => {
+                client_cert_file = Some(cert_file);
                 let built = builder.with_client_auth_cert(certs, key).map_err(|e| {
                     Issue::at(
                         key_at,
@@ -65,6 +72,9 @@ impl Validator<'_> {
             config: Arc::new(config),
             server_name,
             fingerprint: digest.finalize().into(),
+            ca_file,
+            client_cert_file,
+            sni_set: u.sni.is_some(),
         })
     }
 
@@ -76,6 +86,7 @@ impl Validator<'_> {
         digest: &mut Sha256,
     ) -> Option<
         Option<(
+            PathBuf,
             &'u EnvString,
             Vec<CertificateDer<'static>>,
             PrivateKeyDer<'static>,
@@ -101,7 +112,7 @@ impl Validator<'_> {
         };
         let certs = self
             .pem_file(cert_at, "client certificate", digest)
-            .and_then(|(path, pem)| certificates(cert_at, &path, &pem));
+            .and_then(|(path, pem)| Ok((certificates(cert_at, &path, &pem)?, path)));
         let key = self
             .pem_file(key_at, "client key", digest)
             .and_then(|(path, pem)| {
@@ -113,7 +124,8 @@ impl Validator<'_> {
                 })
             });
         let (certs, key) = (self.take(certs), self.take(key));
-        Some(Some((key_at, certs?, key?)))
+        let ((certs, path), key) = (certs?, key?);
+        Some(Some((path, key_at, certs, key)))
     }
 
     /// Read a PEM file named by `at` (relative to the config file's directory), adding its bytes
