@@ -122,7 +122,7 @@ fn grpc_config(upstream: &str, limit: u64) -> TestConfig {
 }
 
 #[test]
-fn unary_and_streaming_calls_keep_status_messages_and_trailers() {
+fn unary_streaming_and_bidirectional_calls_keep_status_messages_and_trailers() {
     let server = GrpcServer::start();
     let gw = Gateway::start(&grpc_config(&server.url(), 100));
 
@@ -150,6 +150,16 @@ fn unary_and_streaming_calls_keep_status_messages_and_trailers() {
         serde_json::json!(["item-0", "item-1", "item-2"])
     );
     assert_eq!(metadata(&streamed, "x-count"), Some("3"), "{streamed}");
+
+    // Both ways at once: each message goes out only after the echo of the one before came back,
+    // so neither direction can be held until the other ends.
+    let chat = call(gw.addr, "Chat", "3");
+    assert_eq!(chat["code"], "OK", "{chat}");
+    assert_eq!(
+        chat["responses"],
+        serde_json::json!(["echo:msg-0", "echo:msg-1", "echo:msg-2"])
+    );
+    assert_eq!(metadata(&chat, "x-chat"), Some("done"), "{chat}");
 }
 
 fn assert_rejected_as_resource_exhausted(gw: &Gateway) {

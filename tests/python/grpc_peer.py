@@ -2,14 +2,16 @@
 handlers whose messages are raw bytes (identity serializers), which is all the gateway sees anyway.
 
   grpc_peer.py serve
-      Serves /rg.Test/{Unary,Fail,Slow,Stream} on 127.0.0.1 (plain HTTP/2, no TLS), prints
+      Serves /rg.Test/{Unary,Fail,Slow,Stream,Chat} on 127.0.0.1 (plain HTTP/2, no TLS), prints
       "PORT <n>" once listening and runs until stdin closes or it is killed.
   grpc_peer.py call HOST:PORT METHOD REQUEST
-      One call; prints a JSON object: code (a grpc.StatusCode name), details, responses,
+      One call (for Chat, REQUEST is how many messages to exchange, each sent only once the
+      echo of the one before has arrived); prints a JSON object: code (a grpc.StatusCode name), details, responses,
       initial and trailing metadata ([[key, value], ...]).
 """
 
 import json
+import queue
 import sys
 import threading
 import time
@@ -40,6 +42,12 @@ def stream(request, context):
     context.set_trailing_metadata((("x-count", str(n)),))
 
 
+def chat(requests, context):
+    for m in requests:
+        yield b"echo:" + m
+    context.set_trailing_metadata((("x-chat", "done"),))
+
+
 def slow(request, context):
     time.sleep(5)
     return request
@@ -54,6 +62,9 @@ def serve():
         ),
         "Fail": grpc.unary_unary_rpc_method_handler(
             fail, request_deserializer=identity, response_serializer=identity
+        ),
+        "Chat": grpc.stream_stream_rpc_method_handler(
+            chat, request_deserializer=identity, response_serializer=identity
         ),
         "Slow": grpc.unary_unary_rpc_method_handler(
             slow, request_deserializer=identity, response_serializer=identity
@@ -82,7 +93,23 @@ def call(target, method, request):
     path = "/%s/%s" % (SERVICE, method)
     out = {"responses": []}
     try:
-        if method == "Stream":
+        if method == "Chat":
+            echoed = queue.Queue()
+
+            def messages():
+                for i in range(int(request)):
+                    yield ("msg-%d" % i).encode()
+                    # Only after the echo: a gateway holding the request stream back would
+                    # deadlock the call here (and fail it with DEADLINE_EXCEEDED).
+                    echoed.get(timeout=9)
+
+            it = channel.stream_stream(path, request_serializer=identity,
+                                       response_deserializer=identity)(messages(), timeout=10)
+            for r in it:
+                out["responses"].append(r.decode())
+                echoed.put(None)
+            rpc = it
+        elif method == "Stream":
             it = channel.unary_stream(path, request_serializer=identity,
                                       response_deserializer=identity)(request.encode(), timeout=10)
             for r in it:
