@@ -280,6 +280,8 @@ upstream = "gone"
 #[derive(Debug, Default, Clone)]
 struct SeenH2 {
     version: String,
+    authority: Option<String>,
+    host: Option<String>,
     te: Option<String>,
     body: Vec<u8>,
     trailers: Option<HeaderMap>,
@@ -303,6 +305,11 @@ async fn h2_upstream(
     req: Request<Incoming>,
 ) -> Result<Response<Frames>, std::convert::Infallible> {
     let version = format!("{:?}", req.version());
+    let authority = req.uri().authority().map(|a| a.to_string());
+    let host = req
+        .headers()
+        .get("host")
+        .map(|v| v.to_str().unwrap().to_owned());
     let te = req
         .headers()
         .get("te")
@@ -315,6 +322,8 @@ async fn h2_upstream(
         .map_or("none".to_owned(), |v| v.to_str().unwrap().to_owned());
     seen.lock().unwrap().push(SeenH2 {
         version,
+        authority,
+        host,
         te,
         body: collected.to_bytes().to_vec(),
         trailers,
@@ -383,10 +392,27 @@ upstream = "api"
     let trailers = trailers.expect("the upstream's trailers reach the client");
     assert_eq!(trailers["x-upstream-trailer"], "from-client");
 
+    let first = seen.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].version, "HTTP/2.0");
+    assert_eq!(first[0].authority.as_deref(), Some(&*upstream.to_string()));
+    assert_eq!(first[0].host, None, "HTTP/2 carries the host in :authority");
+    assert_eq!(first[0].te.as_deref(), Some("trailers"));
+    assert_eq!(first[0].body, b"ping");
+    assert!(first[0].trailers.is_some());
+
+    // An HTTP/1.1 client of the same route: its request goes to the upstream as HTTP/2 too,
+    // without a TE it never sent.
+    let resp = raw(
+        gw.addr,
+        b"POST /plain HTTP/1.1\r\nHost: test.local\r\nContent-Length: 4\r\nConnection: close\r\n\r\nping",
+    );
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(resp.contains("pong"), "{resp}");
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].version, "HTTP/2.0");
-    assert_eq!(seen[0].te.as_deref(), Some("trailers"));
-    assert_eq!(seen[0].body, b"ping");
-    assert!(seen[0].trailers.is_some());
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].version, "HTTP/2.0");
+    assert_eq!(seen[1].authority.as_deref(), Some(&*upstream.to_string()));
+    assert_eq!(seen[1].te, None);
+    assert_eq!(seen[1].body, b"ping");
 }
