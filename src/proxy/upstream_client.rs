@@ -141,7 +141,9 @@ impl UpstreamClient {
         loop {
             let (sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: the TCP, TLS and HTTP/2 handshake futures are large, and inline they
+                // would make every request's future (moved by hyper per request) that large.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let sent = match sender {
                 Sender::Http1(mut sender) => {
