@@ -18,6 +18,15 @@ use crate::config::file::{self, EnvString};
 /// ALPN offer: HTTP/2 first, HTTP/1.1 for servers without it.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
+/// A client certificate read from its files.
+struct ClientAuth<'u> {
+    cert_file: PathBuf,
+    /// Where a key that does not match the certificate is reported.
+    key_at: &'u EnvString,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
 impl Validator<'_> {
     pub(super) fn upstream_tls(
         &mut self,
@@ -53,20 +62,21 @@ impl Validator<'_> {
 
         let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
         let mut client_cert_file = None;
-        let config = match client {
+        let mut config = match client {
             None => builder.with_no_client_auth(),
-            Some((cert_file, key_at, certs, key)) => {
-                client_cert_file = Some(cert_file);
-                let built = builder.with_client_auth_cert(certs, key).map_err(|e| {
-                    Issue::at(
-                        key_at,
-                        format!("client_cert and client_key do not go together: {e}"),
-                    )
-                });
+            Some(auth) => {
+                client_cert_file = Some(auth.cert_file);
+                let built = builder
+                    .with_client_auth_cert(auth.certs, auth.key)
+                    .map_err(|e| {
+                        Issue::at(
+                            auth.key_at,
+                            format!("client_cert and client_key do not go together: {e}"),
+                        )
+                    });
                 self.take(built)?
             }
         };
-        let mut config = config;
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Some(UpstreamTls {
             config: Arc::new(config),
@@ -79,19 +89,11 @@ impl Validator<'_> {
     }
 
     /// `client_cert` and `client_key`, both or neither.
-    #[allow(clippy::type_complexity)]
     fn client_auth<'u>(
         &mut self,
         u: &'u file::Upstream,
         digest: &mut Sha256,
-    ) -> Option<
-        Option<(
-            PathBuf,
-            &'u EnvString,
-            Vec<CertificateDer<'static>>,
-            PrivateKeyDer<'static>,
-        )>,
-    > {
+    ) -> Option<Option<ClientAuth<'u>>> {
         let (cert_at, key_at) = match (&u.client_cert, &u.client_key) {
             (None, None) => return Some(None),
             (Some(cert), Some(key)) => (cert, key),
@@ -124,8 +126,13 @@ impl Validator<'_> {
                 })
             });
         let (certs, key) = (self.take(certs), self.take(key));
-        let ((certs, path), key) = (certs?, key?);
-        Some(Some((path, key_at, certs, key)))
+        let ((certs, cert_file), key) = (certs?, key?);
+        Some(Some(ClientAuth {
+            cert_file,
+            key_at,
+            certs,
+            key,
+        }))
     }
 
     /// Read a PEM file named by `at` (relative to the config file's directory), adding its bytes
