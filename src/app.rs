@@ -122,7 +122,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
                 ..Gateway::new(
                     live.clone(),
                     limiter.clone(),
-                    UpstreamPool::with_webpki_roots(metrics.clone()),
+                    UpstreamPool::new(metrics.clone()),
                     metrics.clone(),
                 )
             })

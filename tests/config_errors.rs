@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, StatusCode};
 use rategate::config::compiled::{
     AlertFormat, AlertThreshold, Algorithm, Config, Cost, CountOn, Escalation, KeyPart, Mode,
-    OnError, PathMatch, StoreKind, Target,
+    OnError, PathMatch, StoreKind, Target, UpstreamProtocol,
 };
 use rategate::config::{load, ConfigError};
 use rategate::uri_path::{EscapedSlashes, Semicolons};
@@ -55,6 +55,13 @@ const BAD: &[Expected] = &[
     ("max_memory_keys_small.toml", Some(2), Some(19), "store.max_memory_keys", "10 is too small; must be at least 1000"),
     ("batch_max_range.toml", Some(3), Some(13), "store.batch_max", "0 is out of range; must be between 1 and 1024"),
     ("bad_upstream_url.toml", Some(3), Some(7), "upstream[0].url", "must not contain a query string"),
+    ("upstream_bad_scheme.toml", Some(3), Some(7), "upstream[0].url", "unsupported scheme `grpc`; expected an http://, h2c:// or https:// URL"),
+    ("upstream_ca_missing.toml", Some(4), Some(6), "upstream[0].ca", "cannot read CA certificate file"),
+    ("upstream_ca_not_pem.toml", Some(4), Some(6), "upstream[0].ca", "no PEM certificate found in"),
+    ("upstream_cert_without_key.toml", Some(4), Some(15), "upstream[0].client_cert", "client_cert needs client_key"),
+    ("upstream_tls_key_on_h2c.toml", Some(4), Some(7), "upstream[0].sni", "applies only to an https:// upstream"),
+    ("upstream_key_mismatch.toml", Some(5), Some(14), "upstream[0].client_key", "client_cert and client_key do not go together"),
+    ("upstream_bad_sni.toml", Some(4), Some(7), "upstream[0].sni", "not a valid TLS server name"),
     ("path_and_prefix.toml", Some(4), Some(15), "route[0].path_prefix", "`path` and `path_prefix` cannot both be set"),
     ("path_without_slash.toml", Some(3), Some(15), "route[0].path_prefix", "`api/auth` must start with `/`"),
     ("respond_and_upstream.toml", Some(8), Some(11), "route[0].respond", "a route has either `upstream` or `respond`, not both"),
@@ -304,6 +311,8 @@ fn full_config_upstreams_and_policies() {
         (legacy.scheme.as_str(), legacy.base_path.as_str()),
         ("https", "/v1")
     );
+    assert_eq!(legacy.protocol, UpstreamProtocol::Https);
+    assert_eq!(api.protocol, UpstreamProtocol::Http1);
     assert_eq!(
         (legacy.connect_timeout, legacy.timeout),
         (Duration::from_secs(2), Duration::from_secs(30))
@@ -484,6 +493,9 @@ fn full_config_summary_names_everything_and_no_secret() {
         "auth: path_prefix /api/auth, methods POST,PUT, host api.example.com -> upstream api (strip_prefix), policies auth, global",
         "health: path /healthz, any method, any host -> respond 200",
         "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log",
+        "legacy: https://legacy.internal:8443/v1 (connect_timeout 2s, timeout 30s, ca ",
+        "certs/upstream-ca.pem, sni legacy.example, client_cert ",
+        "certs/upstream-client.pem)",
         "access_log off, forward_client_ip_headers from anyone",
         "connections: idle_timeout 75s, send_timeout 20s, max_connections 5000",
         "alerts: webhook https://hooks.example.com/*** (slack), token set, threshold 500 rejections per 5m, timeout 3s, max_retries 5, queue_size 50",

@@ -12,7 +12,8 @@
 # OUT for callgrind_annotate. Everything is on 127.0.0.1 and bounded in time.
 #
 # Environment: SECONDS_PER_PATH [4], PATHS ["/allowed /rejected /three"], PORT_BASE [18200],
-# OUT [target/load/callgrind-<timestamp>].
+# OUT [target/load/callgrind-<timestamp>], UPSTREAM_H2C [0] (1: the upstream speaks HTTP/2 with
+# prior knowledge and the gateway reaches it as `h2c://`).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,6 +39,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 P_UP=$((PORT_BASE + 1))
 P_GW=$((PORT_BASE + 2))
 P_ADMIN=$((PORT_BASE + 3))
+UP_LISTEN="" UP_SCHEME=http
+if [ "${UPSTREAM_H2C:-0}" = 1 ]; then UP_LISTEN=" http2" UP_SCHEME=h2c; fi
 mkdir -p "$OUT/upstream"
 
 PIDS=()
@@ -70,7 +73,7 @@ http {
   uwsgi_temp_path $OUT/upstream/tmp-uwsgi;
   scgi_temp_path $OUT/upstream/tmp-scgi;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$P_UP; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:$P_UP$UP_LISTEN; location / { return 200 "ok\n"; } }
 }
 EOF
 "$NGINX" -p "$OUT/upstream" -c "$OUT/upstream/nginx.conf" &
@@ -87,7 +90,7 @@ listen = "127.0.0.1:$P_ADMIN"
 kind = "memory"
 [[upstream]]
 name = "up"
-url = "http://127.0.0.1:$P_UP"
+url = "$UP_SCHEME://127.0.0.1:$P_UP"
 [[policy]]
 name = "per-ip"
 algorithm = "fixed_window"

@@ -177,8 +177,12 @@ pub struct Access {
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
-    /// `http` or `https`.
+    /// `http` (also for `h2c://`) or `https`: the scheme requests to this upstream carry.
     pub scheme: http::uri::Scheme,
+    /// The HTTP version(s) spoken to it.
+    pub protocol: UpstreamProtocol,
+    /// `https://` only: the TLS client set-up (trust, server name, client certificate).
+    pub(crate) tls: Option<UpstreamTls>,
     pub authority: http::uri::Authority,
     /// `authority` as the `Host` header the upstream receives, built once here rather than per
     /// request.
@@ -190,6 +194,34 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Position in `Config::upstreams` (stable index for metrics handles).
     pub index: usize,
+}
+
+/// How the gateway speaks HTTP to an upstream, from its URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// `http://`: HTTP/1.1.
+    Http1,
+    /// `h2c://`: HTTP/2 over plain TCP with prior knowledge (RFC 9113 section 3.3), as gRPC
+    /// servers speak it.
+    H2c,
+    /// `https://`: TLS, then HTTP/2 or HTTP/1.1 as ALPN settles.
+    Https,
+}
+
+/// The TLS client side of one `https://` upstream, built and checked at load.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamTls {
+    /// Trust (the `ca` file or the web PKI roots), the client certificate, ALPN `h2, http/1.1`.
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    /// Sent as SNI and verified against the certificate: `sni`, or the URL's host.
+    pub(crate) server_name: rustls::pki_types::ServerName<'static>,
+    /// SHA-256 over everything `config` and `server_name` were built from: a reload keeps the
+    /// pooled connections of an upstream whose TLS settings it did not change, and only those.
+    pub(crate) fingerprint: [u8; 32],
+    /// For `rategate check`: the files and whether `sni` was set.
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    pub(crate) client_cert_file: Option<std::path::PathBuf>,
+    pub(crate) sni_set: bool,
 }
 
 impl Upstream {

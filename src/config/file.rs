@@ -164,10 +164,21 @@ pub(crate) struct Access {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
     pub(crate) name: Spanned<String>,
-    /// env; `http://` or `https://` URL, optionally with a base path.
+    /// env; `http://`, `h2c://` (HTTP/2 with prior knowledge) or `https://` URL, optionally with
+    /// a base path.
     pub(crate) url: EnvString,
     pub(crate) connect_timeout: Option<duration::Positive>,
     pub(crate) timeout: Option<duration::Positive>,
+    /// env; `https://` only: PEM file of the CA certificates trusted instead of the web PKI roots
+    /// (relative to the config file's directory).
+    pub(crate) ca: Option<EnvString>,
+    /// env; `https://` only: the TLS server name sent and verified instead of the URL's host.
+    pub(crate) sni: Option<EnvString>,
+    /// env; `https://` only: PEM certificate chain presented to the upstream (mTLS), with
+    /// `client_key`.
+    pub(crate) client_cert: Option<EnvString>,
+    /// env; `https://` only: PEM private key of `client_cert`.
+    pub(crate) client_key: Option<EnvString>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::compiled::{
     Access, Admin, AlertSettings, Algorithm, Config, CountOn, PathMatch, Policy, Route, Server,
-    StoreKind, StoreSettings, Target, Upstream,
+    StoreKind, StoreSettings, Target, Upstream, UpstreamProtocol,
 };
 use super::duration::format as dur;
 use super::shadow;
@@ -155,16 +155,33 @@ fn access(out: &mut String, a: &Access) -> std::fmt::Result {
 }
 
 fn upstream(out: &mut String, u: &Upstream) -> std::fmt::Result {
-    writeln!(
+    let scheme = match u.protocol {
+        UpstreamProtocol::H2c => "h2c",
+        UpstreamProtocol::Http1 | UpstreamProtocol::Https => u.scheme.as_str(),
+    };
+    write!(
         out,
-        "  {}: {}://{}{} (connect_timeout {}, timeout {})",
+        "  {}: {}://{}{} (connect_timeout {}, timeout {}",
         u.name,
-        u.scheme,
+        scheme,
         u.authority,
         u.base_path,
         dur(u.connect_timeout),
         dur(u.timeout),
-    )
+    )?;
+    if let Some(tls) = &u.tls {
+        match &tls.ca_file {
+            Some(ca) => write!(out, ", ca {}", ca.display())?,
+            None => write!(out, ", web PKI roots")?,
+        }
+        if tls.sni_set {
+            write!(out, ", sni {}", tls.server_name.to_str())?;
+        }
+        if let Some(cert) = &tls.client_cert_file {
+            write!(out, ", client_cert {}", cert.display())?;
+        }
+    }
+    writeln!(out, ")")
 }
 
 fn policy(out: &mut String, p: &Policy) -> std::fmt::Result {

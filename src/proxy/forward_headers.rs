@@ -119,6 +119,16 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, client_ip: bool) -> Tra
     codings
 }
 
+/// Whether the message's `TE` lists `trailers`: the client accepts trailers, which the gateway
+/// then asks of an HTTP/2 upstream (read before `remove_hop_by_hop` drops `TE`).
+pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|line| {
+        line.as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| trim_ows(token).eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
 /// The codings of every `Transfer-Encoding` line, in order, without a final `chunked` (the only
 /// one hyper decodes). `chunked` alone, the usual case, allocates nothing.
 fn transfer_codings(headers: &HeaderMap) -> TransferCodings {
@@ -450,6 +460,21 @@ mod tests {
             codings(&["x-a,,x-b ,\tchunked"], false).0,
             other("x-a, x-b")
         );
+    }
+
+    #[test]
+    fn te_trailers_is_found_among_codings() {
+        let te = |lines: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append("te", hv(l));
+            }
+            accepts_trailers(&h)
+        };
+        assert!(te(&["trailers"]));
+        assert!(te(&["gzip;q=0.5", " Trailers ,deflate"]));
+        assert!(!te(&[]));
+        assert!(!te(&["gzip, trailers-x"]));
     }
 
     // ---- X-Forwarded-* ----

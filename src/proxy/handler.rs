@@ -16,7 +16,7 @@ use super::body::GatewayBody;
 use super::forward_headers::{self, TransferCodings};
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
-use super::{client_ip, cost, host, rate_headers, route};
+use super::{client_ip, cost, grpc, host, rate_headers, route};
 use crate::alerts::{Alert, Alerter};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
@@ -51,6 +51,8 @@ struct RequestRecord {
     route: Option<usize>,
     decision: Option<DecisionLabel>,
     client: Option<IpAddr>,
+    /// The content type of a gRPC call: the gateway's own answers then take gRPC's form.
+    grpc: Option<HeaderValue>,
 }
 
 impl Gateway {
@@ -79,7 +81,10 @@ impl Gateway {
         let started = Instant::now();
         // One snapshot for the whole request: a reload mid-request cannot mix two configs.
         let config = self.live.snapshot();
-        let mut record = RequestRecord::default();
+        let mut record = RequestRecord {
+            grpc: grpc::content_type(req.headers()).cloned(),
+            ..RequestRecord::default()
+        };
         let method = req.method().clone();
         let resp = match self
             .decide_and_answer(&config, conn, req, &mut record)
@@ -90,7 +95,7 @@ impl Gateway {
                 if record.decision.is_none() {
                     record.decision = Some(err.decision().unwrap_or(DecisionLabel::NoRoute));
                 }
-                err.into_response()
+                err.into_response_for(record.grpc.as_ref())
             }
         };
         let route_name = record
@@ -242,7 +247,7 @@ impl Gateway {
                     // gateway errors included.
                     Err(err) => {
                         answered = false;
-                        err.into_response()
+                        err.into_response_for(record.grpc.as_ref())
                     }
                 }
             }
@@ -305,6 +310,8 @@ impl Gateway {
         // Read before the URI is rewritten to the upstream's.
         let original_host = original_host(&parts);
         let client_version = parts.version;
+        // `TE` is hop-by-hop, but whether the client takes trailers (gRPC's status) is passed on.
+        let te_trailers = forward_headers::accepts_trailers(&parts.headers);
         parts.uri = fwd.uri;
         // hyper undid the client's final `chunked` and frames the body again; codings before it
         // are still on the bytes, so the upstream is told (hyper adds `chunked` after them).
@@ -326,7 +333,7 @@ impl Gateway {
 
         let mut resp = self
             .upstreams
-            .send(fwd.upstream, Request::from_parts(parts, body))
+            .send(fwd.upstream, Request::from_parts(parts, body), te_trailers)
             .await?;
         if let TransferCodings::Other(codings) =
             forward_headers::remove_hop_by_hop(resp.headers_mut(), false)

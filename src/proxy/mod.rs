@@ -5,6 +5,7 @@ pub(crate) mod body;
 pub mod client_ip;
 pub(crate) mod cost;
 pub(crate) mod forward_headers;
+pub(crate) mod grpc;
 pub(crate) mod handler;
 pub(crate) mod host;
 pub mod rate_headers;
@@ -14,3 +15,4 @@ pub(crate) mod stats;
 #[cfg(test)]
 mod test_headers;
 pub(crate) mod upstream;
+pub(crate) mod upstream_client;

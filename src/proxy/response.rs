@@ -3,7 +3,8 @@
 //! upstream addresses, no error chains); a route's `respond` target is [`respond`]. Rejections
 //! (429) are RFC 9457 problem details (`application/problem+json`) of type
 //! [`QUOTA_EXCEEDED`], which also carry the members earlier clients read (`error`, `policy`,
-//! `retry_after`, `message`), and the rate-limit headers when a policy rejected.
+//! `retry_after`, `message`), and the rate-limit headers when a policy rejected. A gRPC call gets
+//! the same answer in gRPC's form ([`GatewayError::into_response_for`], written by `proxy/grpc`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use serde::Serialize;
 use super::body::GatewayBody;
 use super::cost::BadCost;
 use super::host::BadHost;
-use super::rate_headers;
+use super::{grpc, rate_headers};
 use crate::config::compiled::Policy;
 use crate::limiter::RateReport;
 use crate::metrics::DecisionLabel;
@@ -182,6 +183,56 @@ impl GatewayError {
             // The cost error names the header and the range the client must use.
             GatewayError::BadCost(e) => return Cow::Owned(format!("{e}.")),
         })
+    }
+
+    /// The gRPC status of this answer. The rejections follow the gateway's meaning (a limit is
+    /// RESOURCE_EXHAUSTED, not the UNAVAILABLE gRPC's HTTP mapping gives a 429); the rest
+    /// follow gRPC's HTTP-to-status mapping (`doc/http-grpc-status-mapping.md`: 400 INTERNAL,
+    /// 404 UNIMPLEMENTED, 502-504 UNAVAILABLE), but a timeout is DEADLINE_EXCEEDED and a bad
+    /// cost header INVALID_ARGUMENT, which say more.
+    pub(crate) fn grpc_code(&self) -> grpc::Code {
+        match self {
+            GatewayError::RateLimited { .. } | GatewayError::Blocked { .. } => {
+                grpc::Code::ResourceExhausted
+            }
+            GatewayError::Forbidden => grpc::Code::PermissionDenied,
+            GatewayError::Unavailable { .. }
+            | GatewayError::UpstreamConnect(_)
+            | GatewayError::UpstreamRequest(_)
+            | GatewayError::UpstreamProtocol(_) => grpc::Code::Unavailable,
+            GatewayError::UpstreamTimeout => grpc::Code::DeadlineExceeded,
+            GatewayError::NoRoute => grpc::Code::Unimplemented,
+            GatewayError::BadCost(_) => grpc::Code::InvalidArgument,
+            GatewayError::ClientGone => grpc::Code::Cancelled,
+            GatewayError::BadPath(_)
+            | GatewayError::BadHost(_)
+            | GatewayError::BadBody
+            | GatewayError::HeadTooLarge => grpc::Code::Internal,
+        }
+    }
+
+    /// The answer to a request whose content type was `grpc` (a gRPC call: see `proxy/grpc`),
+    /// or the usual one.
+    pub(crate) fn into_response_for(self, grpc: Option<&HeaderValue>) -> Response<GatewayBody> {
+        let Some(content_type) = grpc else {
+            return self.into_response();
+        };
+        let retry_after = match &self {
+            GatewayError::RateLimited { retry_after_s, .. }
+            | GatewayError::Blocked { retry_after_s }
+            | GatewayError::Unavailable { retry_after_s } => Some(*retry_after_s),
+            _ => None,
+        };
+        let mut resp = grpc::answer(
+            self.grpc_code(),
+            &self.message(),
+            content_type.clone(),
+            retry_after,
+        );
+        if let GatewayError::RateLimited { report, .. } = &self {
+            rate_headers::apply_rate_headers(resp.headers_mut(), report);
+        }
+        resp
     }
 
     pub(crate) fn into_response(self) -> Response<GatewayBody> {
@@ -597,6 +648,37 @@ mod tests {
         assert_eq!(
             v["message"],
             "x-request-cost must be a whole number from 1 to 100."
+        );
+    }
+
+    #[test]
+    fn grpc_calls_get_grpc_statuses() {
+        let grpc = HeaderValue::from_static("application/grpc");
+        let status = |e: GatewayError| {
+            let resp = e.into_response_for(Some(&grpc));
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/grpc");
+            resp.headers()["grpc-status"].to_str().unwrap().to_owned()
+        };
+        assert_eq!(status(GatewayError::Blocked { retry_after_s: 9 }), "8");
+        assert_eq!(status(GatewayError::Forbidden), "7");
+        assert_eq!(status(GatewayError::Unavailable { retry_after_s: 5 }), "14");
+        assert_eq!(status(GatewayError::UpstreamConnect("x".into())), "14");
+        assert_eq!(status(GatewayError::UpstreamTimeout), "4");
+        assert_eq!(status(GatewayError::NoRoute), "12");
+        let limited = GatewayError::RateLimited {
+            report: report(&[(&policy("auth"), false)]),
+            policy: policy("auth"),
+            retry_after_s: 17,
+        }
+        .into_response_for(Some(&grpc));
+        assert_eq!(limited.headers()["grpc-status"], "8");
+        assert_eq!(limited.headers()["x-ratelimit-policy"], "auth");
+        assert_eq!(limited.headers()[RETRY_AFTER], "17");
+        // Not a gRPC call: the usual answer.
+        assert_eq!(
+            GatewayError::Forbidden.into_response_for(None).status(),
+            403
         );
     }
 

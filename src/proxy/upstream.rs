@@ -1,91 +1,24 @@
-//! Forwarding to upstreams over pooled HTTP/1.1 connections.
+//! Forwarding to upstreams: which `UpstreamClient` (proxy/upstream_client: connections,
+//! protocols, TLS) carries a request, the upstream's timeout, and what a failure means for the
+//! client, the metrics and the logs.
 //!
 //! Each proxy worker owns one `UpstreamPool` (see `server::workers`), so a pool is only touched
-//! by its own thread and its connections' tasks run on that thread too. The pool is a queue of
-//! hyper `SendRequest` handles per (scheme, authority, connect timeout), kept across reloads.
-//!
-//! Why not hyper-util's legacy `Client`: under callgrind it cost about 9,400 instructions per
-//! proxied request (a SipHash-keyed shared pool, a checkout racing a lazy connect, a spawned task
-//! per request to return the connection, large futures moved around) out of about 57,000 for the
-//! whole request. This pool does what the gateway needs of it and no more:
-//! - HTTP/1.1 to the upstream (http or https via hyper-rustls), origin-form request targets;
-//! - connections are reused first in first out, so every pooled connection stays warm and those
-//!   idle longer than `POOL_IDLE_TIMEOUT` are dropped instead of used: the upstream's keep-alive
-//!   (often 5 s) cannot close one under a request we are sending;
-//! - a request that a reused connection turned down before writing it (the upstream had just
-//!   closed it) is retried on another connection, as hyper-util did; a request already written
-//!   is never retried;
-//! - at most `POOL_MAX_IDLE_PER_HOST` idle connections per upstream and worker.
+//! by its own thread and its connections' tasks run on that thread too. It keeps one client per
+//! distinct `Endpoint`, across reloads (a reload that changes nothing about how an upstream is
+//! reached keeps its connections).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
-use tower_service::Service;
 
 use super::response::GatewayError;
 use super::stats::UpstreamStats;
+use super::upstream_client::{Endpoint, Failure, UpstreamClient};
 use crate::config::compiled::Upstream;
 use crate::metrics::Metrics;
-
-type Connector = HttpsConnector<HttpConnector>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Idle pooled connections are dropped before a typical upstream keep-alive (often 5 s) would
-/// close them under us.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-const POOL_MAX_IDLE_PER_HOST: usize = 512;
-
-struct Pooled {
-    sender: SendRequest<Incoming>,
-    /// When it was put back: a bound on how long the connection may have been idle.
-    since: Instant,
-}
-
-/// The connections of one upstream address.
-struct Host {
-    scheme: Scheme,
-    authority: Authority,
-    connect_timeout: Duration,
-    idle: VecDeque<Pooled>,
-}
-
-impl Host {
-    fn serves(&self, u: &Upstream) -> bool {
-        self.connect_timeout == u.connect_timeout
-            && self.authority == u.authority
-            && self.scheme == u.scheme
-    }
-
-    /// The first connection ready for a request, dropping closed and long-idle ones met on the
-    /// way. Connections still streaming an earlier response body are skipped, not dropped.
-    fn checkout(&mut self, now: Instant) -> Option<SendRequest<Incoming>> {
-        let mut i = 0;
-        while let Some(p) = self.idle.get(i) {
-            if p.sender.is_closed() || now.saturating_duration_since(p.since) > POOL_IDLE_TIMEOUT {
-                self.idle.remove(i);
-            } else if p.sender.is_ready() {
-                return self.idle.remove(i).map(|p| p.sender);
-            } else {
-                i += 1;
-            }
-        }
-        None
-    }
-}
-
-/// Why a round trip failed, for `rategate_upstream_errors_total{kind}` and the status code.
-enum Failure {
-    Connect(BoxError),
-    Request(hyper::Error),
-}
 
 /// How the client's own request body failed while it was being forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,151 +55,45 @@ fn client_body_fault(err: &hyper::Error) -> Option<BodyFault> {
 }
 
 pub(crate) struct UpstreamPool {
-    tls: Arc<rustls::ClientConfig>,
-    /// One connector per distinct connect timeout (the connector owns that setting).
-    connectors: Mutex<Vec<(Duration, Connector)>>,
-    hosts: Mutex<Vec<Host>>,
+    /// One per endpoint met so far; a handful, so a scan beats hashing.
+    clients: Mutex<Vec<Arc<UpstreamClient>>>,
     metrics: Arc<Metrics>,
     stats: UpstreamStats,
 }
 
 impl UpstreamPool {
-    pub(crate) fn new(tls: rustls::ClientConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         UpstreamPool {
-            tls: Arc::new(tls),
-            connectors: Mutex::new(Vec::new()),
-            hosts: Mutex::new(Vec::new()),
+            clients: Mutex::new(Vec::new()),
             metrics,
             stats: UpstreamStats::default(),
         }
     }
 
-    /// A client trusting the bundled web PKI roots.
-    pub(crate) fn with_webpki_roots(metrics: Arc<Metrics>) -> Self {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Self::new(tls, metrics)
-    }
-
-    fn connector(&self, connect_timeout: Duration) -> Connector {
-        let mut connectors = self.connectors.lock();
-        if let Some((_, c)) = connectors.iter().find(|(t, _)| *t == connect_timeout) {
-            return c.clone();
+    fn client(&self, upstream: &Upstream) -> Arc<UpstreamClient> {
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.iter().find(|c| c.endpoint().serves(upstream)) {
+            return Arc::clone(c);
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*self.tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        connectors.push((connect_timeout, https.clone()));
-        https
-    }
-
-    fn checkout(&self, upstream: &Upstream) -> Option<SendRequest<Incoming>> {
-        let now = Instant::now();
-        let mut hosts = self.hosts.lock();
-        hosts
-            .iter_mut()
-            .find(|h| h.serves(upstream))
-            .and_then(|h| h.checkout(now))
-    }
-
-    /// Put a connection back (it becomes ready once its response body has been read).
-    fn checkin(&self, upstream: &Upstream, sender: SendRequest<Incoming>) {
-        let pooled = Pooled {
-            sender,
-            since: Instant::now(),
-        };
-        let mut hosts = self.hosts.lock();
-        let host = match hosts.iter().position(|h| h.serves(upstream)) {
-            Some(i) => &mut hosts[i],
-            None => {
-                hosts.push(Host {
-                    scheme: upstream.scheme.clone(),
-                    authority: upstream.authority.clone(),
-                    connect_timeout: upstream.connect_timeout,
-                    idle: VecDeque::new(),
-                });
-                let last = hosts.len() - 1;
-                &mut hosts[last]
-            }
-        };
-        // Past the bound the handle is dropped, which closes its connection once idle.
-        if host.idle.len() < POOL_MAX_IDLE_PER_HOST {
-            host.idle.push_back(pooled);
-        }
-    }
-
-    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<Incoming>, Failure> {
-        let mut connector = self.connector(upstream.connect_timeout);
-        let dst = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| Failure::Connect(e.into()))?;
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(Failure::Connect)?;
-        let io = connector.call(dst).await.map_err(Failure::Connect)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| Failure::Connect(e.into()))?;
-        // The connection task runs on this worker's runtime, next to the requests using it.
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-
-    async fn round_trip(
-        &self,
-        upstream: &Upstream,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, Failure> {
-        loop {
-            let (mut sender, reused) = match self.checkout(upstream) {
-                Some(sender) => (sender, true),
-                None => (self.connect(upstream).await?, false),
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.checkin(upstream, sender);
-                    return Ok(resp);
-                }
-                Err(mut err) => match err.take_message() {
-                    // Never written: the pooled connection was closed under us. Another one
-                    // (or a new one) gets it; each retry drops one pooled connection, so this
-                    // ends.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(Failure::Request(err.into_error())),
-                },
-            }
-        }
+        let client = Arc::new(UpstreamClient::new(Endpoint::of(upstream)));
+        clients.push(Arc::clone(&client));
+        client
     }
 
     /// Send `req` (already rewritten for the upstream, its URI in origin form:
-    /// `Upstream::uri_for`) and wait for the response head, bounded
-    /// by the upstream's timeout. The body streams afterwards.
+    /// `Upstream::uri_for`) and wait for the response head, bounded by the upstream's timeout
+    /// (connecting included). The body streams afterwards.
+    /// `te_trailers`: the client accepts trailers (see `UpstreamClient::round_trip`).
     pub(crate) async fn send(
         &self,
         upstream: &Upstream,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
+        te_trailers: bool,
     ) -> Result<Response<Incoming>, GatewayError> {
-        // The upstream side always speaks HTTP/1.1, whatever the client used.
-        *req.version_mut() = Version::HTTP_11;
         let started = Instant::now();
-        let result = tokio::time::timeout(upstream.timeout, self.round_trip(upstream, req)).await;
+        let client = self.client(upstream);
+        let result =
+            tokio::time::timeout(upstream.timeout, client.round_trip(req, te_trailers)).await;
         let name = &*upstream.name;
         match result {
             // The gateway forwards no `Upgrade` (it is hop-by-hop), so any switch is unsolicited;

@@ -22,6 +22,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod upstream;
+mod upstream_tls;
 mod validator;
 
 use std::collections::HashMap;

@@ -1,4 +1,5 @@
-//! `[[upstream]]`: where routes forward to.
+//! `[[upstream]]`: where routes forward to, and how (`http://`, `h2c://`, `https://` with its TLS
+//! settings, checked in `upstream_tls`).
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use http::Uri;
 
 use super::check::{Check, Issue};
 use super::validator::Validator;
-use crate::config::compiled::Upstream;
+use crate::config::compiled::{Upstream, UpstreamProtocol};
 use crate::config::file::{self, EnvString};
 
 impl Validator<'_> {
@@ -17,13 +18,25 @@ impl Validator<'_> {
             let url = self
                 .expand(&u.url)
                 .and_then(|text| upstream_url(&u.url, &text));
-            out.push(self.take(url).map(|(scheme, authority, base_path)| {
+            let Some(url) = self.take(url) else {
+                out.push(None);
+                continue;
+            };
+            let tls = match url.protocol {
+                UpstreamProtocol::Https => self.upstream_tls(u, &url.authority).map(Some),
+                UpstreamProtocol::Http1 | UpstreamProtocol::H2c => {
+                    self.no_tls_keys(u).then_some(None)
+                }
+            };
+            out.push(tls.map(|tls| {
                 Arc::new(Upstream {
                     name: Arc::from(u.name.get_ref().as_str()),
-                    scheme,
-                    host_header: Upstream::host_value(&authority),
-                    authority,
-                    base_path,
+                    scheme: url.scheme,
+                    protocol: url.protocol,
+                    tls,
+                    host_header: Upstream::host_value(&url.authority),
+                    authority: url.authority,
+                    base_path: url.base_path,
                     connect_timeout: u
                         .connect_timeout
                         .map_or(file::DEFAULT_CONNECT_TIMEOUT, |d| d.0),
@@ -34,15 +47,39 @@ impl Validator<'_> {
         }
         out
     }
+
+    /// TLS keys on an upstream that does not use TLS are a mistake, not something to ignore:
+    /// the operator believes the connection is verified (or carries a client certificate).
+    fn no_tls_keys(&mut self, u: &file::Upstream) -> bool {
+        let keys = [&u.ca, &u.sni, &u.client_cert, &u.client_key];
+        let mut fine = true;
+        for key in keys.into_iter().flatten() {
+            self.issues.push(Issue::at(
+                key,
+                "applies only to an https:// upstream (this one does not use TLS)",
+            ));
+            fine = false;
+        }
+        fine
+    }
 }
 
-/// Split and check an upstream URL into scheme, authority and base path.
-fn upstream_url(at: &EnvString, text: &str) -> Check<(Scheme, Authority, String)> {
+/// What an upstream URL says.
+struct UpstreamUrl {
+    scheme: Scheme,
+    protocol: UpstreamProtocol,
+    authority: Authority,
+    base_path: String,
+}
+
+/// Split and check an upstream URL into scheme, protocol, authority and base path.
+fn upstream_url(at: &EnvString, text: &str) -> Check<UpstreamUrl> {
     let fail = |what: &str| {
         Issue::at(
             at,
             format!(
-                "{what}; expected an http:// or https:// URL such as \"http://127.0.0.1:8081\""
+                "{what}; expected an http://, h2c:// or https:// URL such as \
+                 \"http://127.0.0.1:8081\""
             ),
         )
     };
@@ -51,9 +88,11 @@ fn upstream_url(at: &EnvString, text: &str) -> Check<(Scheme, Authority, String)
         return Err(fail("must not contain a fragment (`#`)"));
     }
     let uri: Uri = text.parse().map_err(|_| fail("not a valid URL"))?;
-    let scheme = match uri.scheme_str() {
-        Some("http") => Scheme::HTTP,
-        Some("https") => Scheme::HTTPS,
+    let (scheme, protocol) = match uri.scheme_str() {
+        Some("http") => (Scheme::HTTP, UpstreamProtocol::Http1),
+        // gRPC and other HTTP/2 services without TLS: requests still carry `:scheme http`.
+        Some("h2c") => (Scheme::HTTP, UpstreamProtocol::H2c),
+        Some("https") => (Scheme::HTTPS, UpstreamProtocol::Https),
         Some(other) => return Err(fail(&format!("unsupported scheme `{other}`"))),
         None => return Err(fail("missing scheme")),
     };
@@ -76,5 +115,10 @@ fn upstream_url(at: &EnvString, text: &str) -> Check<(Scheme, Authority, String)
         return Err(fail("must not contain a query string"));
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
-    Ok((scheme, authority, base_path))
+    Ok(UpstreamUrl {
+        scheme,
+        protocol,
+        authority,
+        base_path,
+    })
 }
