@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if grep -qvE '^\s*(#|$)' requirements.txt; then
-  python3 -m pip install -q --disable-pip-version-check -r requirements.txt
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r requirements.txt
 fi
