@@ -247,6 +247,7 @@ fn bench_keys(c: &mut Criterion) {
                     path: "/three/orders/17",
                     headers,
                     cost: 1,
+                    identity: Default::default(),
                 };
                 policy::build_key(&mut out, policy, three, black_box(&id), view);
                 out.len()
@@ -357,6 +358,7 @@ fn bench_limiter(c: &mut Criterion) {
                     path: "/three/orders/17",
                     headers: &h,
                     cost: 1,
+                    identity: Default::default(),
                 };
                 limiter.check(route, &ids[i], view).now_or_never()
             })
@@ -372,6 +374,7 @@ fn report(route: &Route, limiter: &Limiter) -> rategate::limiter::RateReport {
         path: "/x",
         headers: &h,
         cost: 1,
+        identity: Default::default(),
     };
     match limiter
         .check(route, &client("198.51.100.23"), view)

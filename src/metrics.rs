@@ -31,6 +31,9 @@ pub(crate) enum DecisionLabel {
     /// Refused before routing: a malformed request head (no or several `Host` lines, a bad path,
     /// a head over `max_header_bytes`), answered 400 or 431.
     BadRequest,
+    /// Refused by the route's `auth`: no token where one is required, or an invalid one with
+    /// `on_invalid = "reject"` (401).
+    Unauthorized,
 }
 
 impl DecisionLabel {
@@ -43,6 +46,7 @@ impl DecisionLabel {
             DecisionLabel::ShadowLimited => "shadow_limited",
             DecisionLabel::NoRoute => "no_route",
             DecisionLabel::BadRequest => "bad_request",
+            DecisionLabel::Unauthorized => "unauthorized",
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct Metrics {
     pub(crate) connections_timed_out: IntCounterVec,
     /// Webhook alerts by result: sent | failed (gave up after retries) | dropped (queue full).
     pub(crate) alerts: IntCounterVec,
+    /// Requests on authenticated routes by `[[auth]]` name, result (verified, anonymous,
+    /// rejected) and reason (`none`, `missing`, or why the token was invalid).
+    pub(crate) auth: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -213,6 +220,14 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(alerts.clone()))?;
+        let auth = IntCounterVec::new(
+            Opts::new(
+                "rategate_auth_total",
+                "Requests on authenticated routes by auth section, result and reason.",
+            ),
+            &["auth", "result", "reason"],
+        )?;
+        registry.register(Box::new(auth.clone()))?;
         let connections_rejected = IntCounterVec::new(
             Opts::new(
                 "rategate_connections_rejected_total",
@@ -269,6 +284,7 @@ impl Metrics {
             connections_rejected,
             connections_timed_out,
             alerts,
+            auth,
         })
     }
 

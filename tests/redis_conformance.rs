@@ -146,6 +146,7 @@ async fn unblock_reaches_every_instance_cache() {
         strip_prefix: false,
         case_insensitive: false,
         cost: Default::default(),
+        auth: None,
         index: 0,
     };
     let client = ClientId {
@@ -158,6 +159,7 @@ async fn unblock_reaches_every_instance_cache() {
         path: "/",
         headers: &headers,
         cost: 1,
+        identity: Default::default(),
     };
     assert!(matches!(
         a.check(&route, &client, view).await,

@@ -488,6 +488,7 @@ mod tests {
             path: "/x",
             headers: &headers,
             cost: 1,
+            identity: Default::default(),
         };
         limiter.settlements().begin_drain();
         for _ in 0..3 {

@@ -1,6 +1,8 @@
 //! Counter keys for a policy: the policy name and one typed, escaped, bounded component per key
 //! part (format in `store::keys`).
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 
 use crate::config::compiled::{KeyPart, Policy, Route};
@@ -37,7 +39,30 @@ pub fn build_key(
             }
             KeyPart::Route => keys::push_component(out, Tag::Route, route.name.as_bytes()),
             KeyPart::Global => keys::push_global(out),
+            // A request without a verified identity falls back to its address, tagged as an
+            // IP so it never shares a counter with an identity that spells an address.
+            KeyPart::JwtSub
+            | KeyPart::JwtClaim(_)
+            | KeyPart::TlsSubject
+            | KeyPart::TlsFingerprint => match verified(part, req) {
+                Some((tag, value)) => keys::push_component(out, tag, value.as_bytes()),
+                None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
+            },
         }
+    }
+}
+
+/// The verified identity a key part names, with its tag; `None` when the request has none.
+fn verified<'r>(part: &KeyPart, req: RequestView<'r>) -> Option<(Tag, Cow<'r, str>)> {
+    let id = req.identity;
+    match part {
+        KeyPart::JwtSub => Some((Tag::JwtSub, id.claims?.text("sub")?)),
+        KeyPart::JwtClaim(name) => Some((Tag::JwtClaim, id.claims?.text(name)?)),
+        KeyPart::TlsSubject => Some((Tag::TlsSubject, Cow::Borrowed(&*id.peer?.subject))),
+        KeyPart::TlsFingerprint => {
+            Some((Tag::TlsFingerprint, Cow::Borrowed(&*id.peer?.fingerprint)))
+        }
+        _ => None,
     }
 }
 
@@ -53,12 +78,21 @@ pub(crate) fn override_limit(
     if policy.overrides.is_empty() {
         return None;
     }
+    if let Some(claim) = &policy.overrides_from {
+        return policy.overrides.get(&req.identity.claims?.text(claim)?);
+    }
     let value: &str = match policy.key.as_slice() {
         [KeyPart::Ip] => &client.key,
         [KeyPart::Header(name)] => std::str::from_utf8(header_identity(req.headers, name)?).ok()?,
         [KeyPart::Path] => req.path,
         [KeyPart::Method] => req.method.as_str(),
         [KeyPart::Route] => &route.name,
+        [part @ (KeyPart::JwtSub
+        | KeyPart::JwtClaim(_)
+        | KeyPart::TlsSubject
+        | KeyPart::TlsFingerprint)] => {
+            return policy.overrides.get(&verified(part, req)?.1);
+        }
         // Validation allows overrides on one non-global component only.
         _ => return None,
     };
@@ -110,6 +144,10 @@ pub(crate) fn build_client_key(
             KeyPart::Path => return Err(unaddressable("path")),
             KeyPart::Method => return Err(unaddressable("method")),
             KeyPart::Route => return Err(unaddressable("route")),
+            KeyPart::JwtSub | KeyPart::JwtClaim(_) => return Err(unaddressable("a token claim")),
+            KeyPart::TlsSubject | KeyPart::TlsFingerprint => {
+                return Err(unaddressable("a client certificate"))
+            }
         }
     }
     Ok(())
@@ -152,6 +190,7 @@ mod tests {
             strip_prefix: false,
             case_insensitive: false,
             cost: Default::default(),
+            auth: None,
             index: 0,
         }
     }
@@ -170,6 +209,7 @@ mod tests {
             path,
             headers,
             cost: 1,
+            identity: Default::default(),
         };
         build_key(&mut out, p, &route(), c, req);
         out
@@ -292,6 +332,8 @@ mod properties {
         path: String,
         method: Method,
         route: String,
+        /// The verified token's `sub` (`None`: anonymous).
+        sub: Option<String>,
     }
 
     fn ident() -> impl Strategy<Value = Ident> {
@@ -301,13 +343,15 @@ mod properties {
             tricky(),
             prop::sample::select(vec![Method::GET, Method::POST]),
             prop::sample::select(vec!["r", "r-ci", "r|m:GET"]),
+            prop::option::of(tricky()),
         )
-            .prop_map(|(client, header, path, method, route)| Ident {
+            .prop_map(|(client, header, path, method, route, sub)| Ident {
                 client,
                 header,
                 path: format!("/{path}"),
                 method,
                 route: route.to_owned(),
+                sub,
             })
     }
 
@@ -321,8 +365,9 @@ mod properties {
                 KeyPart::Method,
                 KeyPart::Route,
                 KeyPart::Global,
+                KeyPart::JwtSub,
             ],
-            0..=6,
+            0..=7,
         )
         .prop_shuffle()
     }
@@ -356,6 +401,13 @@ mod properties {
                 KeyPart::Method => ('m', id.method.to_string()),
                 KeyPart::Route => ('r', id.route.clone()),
                 KeyPart::Global => ('g', String::new()),
+                // A missing or empty `sub` identifies no one: the client, as an IP.
+                KeyPart::JwtSub => id
+                    .sub
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .map_or(('i', id.client.clone()), |s| ('u', s)),
+                other => unreachable!("not generated: {other}"),
             })
             .collect();
         (name.to_owned(), comps)
@@ -387,11 +439,19 @@ mod properties {
             ip: IpAddr::from([0, 0, 0, 0]),
             key: id.client.clone(),
         };
+        let claims = id
+            .sub
+            .as_ref()
+            .map(|sub| crate::auth::Claims::from_json(serde_json::json!({ "sub": sub })));
         let req = RequestView {
             method: &id.method,
             path: &id.path,
             headers: &headers,
             cost: 1,
+            identity: crate::limiter::Identity {
+                claims: claims.as_ref(),
+                peer: None,
+            },
         };
         let mut out = String::new();
         build_key(&mut out, &policy, &route, &client, req);
@@ -494,7 +554,7 @@ mod properties {
             (name_a, name_b) in (policy_name(), policy_name()),
             (parts_a, parts_b) in (parts(), parts()),
             a in ident(),
-            b_differs in prop::collection::vec(any::<bool>(), 6),
+            b_differs in prop::collection::vec(any::<bool>(), 7),
             b in ident(),
         ) {
             // Mostly near-identical pairs, so that equal keys are actually reached.
@@ -506,6 +566,7 @@ mod properties {
                 path: if b_differs[4] { b.path } else { a.path.clone() },
                 method: if b_differs[5] { b.method } else { a.method.clone() },
                 route: b.route,
+                sub: if b_differs[6] { b.sub } else { a.sub.clone() },
             };
             let (ka, kb) = (key(&name_a, &parts_a, &a), key(&name_b, &parts_b, &b));
             let (ma, mb) = (meaning(&name_a, &parts_a, &a), meaning(&name_b, &parts_b, &b));

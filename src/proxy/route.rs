@@ -139,6 +139,7 @@ mod tests_support {
             strip_prefix: false,
             case_insensitive: false,
             cost: Default::default(),
+            auth: None,
             index: 0,
         }
     }

@@ -37,6 +37,14 @@ pub(crate) enum Tag {
     Path,
     Method,
     Route,
+    /// A verified token's `sub`.
+    JwtSub,
+    /// A verified token's claim (the policy's key says which).
+    JwtClaim,
+    /// A verified client certificate's subject.
+    TlsSubject,
+    /// A verified client certificate's SHA-256.
+    TlsFingerprint,
 }
 
 impl Tag {
@@ -47,6 +55,10 @@ impl Tag {
             Tag::Path => "p",
             Tag::Method => "m",
             Tag::Route => "r",
+            Tag::JwtSub => "u",
+            Tag::JwtClaim => "c",
+            Tag::TlsSubject => "t",
+            Tag::TlsFingerprint => "f",
         }
     }
 }
