@@ -101,10 +101,10 @@ const BAD: &[Expected] = &[
     // Verified identities: [[auth]], jwt:* and tls:* key components, overrides_from, mTLS.
     ("auth_bad_algorithm.toml", Some(3), Some(24), "auth[0].algorithms", "unknown JWT algorithm `none`; expected one of HS256"),
     ("auth_mixed_families.toml", Some(3), Some(14), "auth[0].algorithms", "HS* algorithms cannot share an [[auth]] with public-key algorithms"),
-    ("auth_two_key_sources.toml", Some(5), Some(14), "auth[0].public_key", "`secret`, `public_key` and `jwks_file` are mutually exclusive"),
+    ("auth_two_key_sources.toml", Some(5), Some(13), "auth[0].jwks_file", "`secret`, `public_key` and `jwks_file` are mutually exclusive"),
     ("auth_no_keys.toml", Some(1), Some(1), "auth[0]", "an [[auth]] needs its keys: `secret` (HS*), `public_key` or `jwks_file`"),
     ("auth_public_key_missing.toml", Some(4), Some(14), "auth[0].public_key", "no-such-key.pem: No such file or directory"),
-    ("auth_short_secret.toml", Some(4), Some(10), "auth[0].secret", "the secret has 9 bytes; HMAC secrets need at least 32"),
+    ("auth_literal_secret.toml", Some(4), Some(10), "auth[0].secret", "the secret must come from the environment: write `secret = \"${NAME}\"`"),
     ("auth_bad_token_source.toml", Some(5), Some(9), "auth[0].token", "unknown token source `query:access_token`; expected \"bearer\", \"header:NAME\" or \"cookie:NAME\""),
     ("auth_leeway_range.toml", Some(5), Some(10), "auth[0].leeway", "must be whole seconds, at most 5m"),
     ("auth_dangling.toml", Some(4), Some(8), "route[0].auth", "dangling reference: no [[auth]] named `users` (defined: none)"),

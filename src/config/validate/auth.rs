@@ -37,7 +37,8 @@ impl Validator<'_> {
             None => Some(TokenSource::Bearer),
             Some(t) => self.take(TokenSource::parse(t.get_ref()).map_err(|m| Issue::at(t, m))),
         };
-        let (algorithms, source) = (algorithms?, source?);
+        // Keys are read only once the rest of the section is valid.
+        let (algorithms, source, token) = (algorithms?, source?, token?);
         let checks = Checks {
             issuer: issuer?,
             audience: audience?,
@@ -50,7 +51,7 @@ impl Validator<'_> {
         let verifier = self.take(verifier)?;
         Some(Authenticator {
             name: Arc::from(a.name.get_ref().as_str()),
-            token: token?,
+            token,
             verifier,
             on_invalid: a.on_invalid.unwrap_or(file::DEFAULT_ON_INVALID),
             required: a.required.unwrap_or(file::DEFAULT_AUTH_REQUIRED),
@@ -62,6 +63,13 @@ impl Validator<'_> {
         let a = spanned.get_ref();
         match (&a.secret, &a.public_key, &a.jwks_file) {
             (Some(secret), None, None) => {
+                // A secret written in the file ends up in backups, diffs and `check` output.
+                if !secret.get_ref().contains("${") {
+                    return Err(Issue::at(
+                        secret,
+                        "the secret must come from the environment: write `secret = \"${NAME}\"`",
+                    ));
+                }
                 let text = self.non_empty(secret)?;
                 Ok(KeySource::Secret(text.into_bytes().into_boxed_slice()))
             }
