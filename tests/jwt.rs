@@ -503,6 +503,27 @@ jwks_file = "{}"
 }
 
 #[test]
+fn a_token_verified_before_still_expires() {
+    let cfg = config_with("http://127.0.0.1:9", "")
+        .with(&rs_auth("users", r#"leeway = "0s""#))
+        .with(&routes(&[("api", "users", "")]));
+    let gw = gateway(cfg);
+    // Verified once, then answered from the verified-token cache until it expires.
+    let token = rs256_with(json!({"exp": now() + 5}));
+    assert_eq!(bearer(&gw, "/api", &token), 200);
+    assert_eq!(bearer(&gw, "/api", &token), 200);
+    poll(
+        "the cached token refused once expired",
+        Duration::from_secs(20),
+    )
+    .until(|| bearer(&gw, "/api", &token) == 401);
+    let expired = gw
+        .metric(r#"rategate_auth_total{auth="users",reason="expired",result="rejected"}"#)
+        .unwrap();
+    assert!(expired >= 1.0);
+}
+
+#[test]
 fn tokens_from_a_named_header_or_cookie() {
     let cfg = config_with("http://127.0.0.1:9", "")
         .with(&rs_auth("by-header", r#"token = "header:X-Token""#))

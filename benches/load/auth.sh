@@ -2,8 +2,11 @@
 # What verifying a token costs per request: one rategate binary with five `respond` routes of one
 # policy each (no auth and keyed by ip; HS256, RS256, ES256, EdDSA keyed by jwt:sub), and with
 # BASELINE_BIN another build on the unauthenticated route, all driven by wrk in the same run,
-# interleaved REPS times. Prints median req/s and CPU microseconds per request of the gateway
-# process, each as a ratio to the unauthenticated route of the same binary.
+# interleaved REPS times. Each algorithm runs twice: one token sent over and over (after the
+# first request, answered from the verified-token cache) and `distinct` rotating through
+# DISTINCT different tokens (more than the cache holds, so every request is verified). Prints
+# median req/s and CPU microseconds per request of the gateway process, each as a ratio to the
+# unauthenticated route of the same binary.
 #
 #   bash benches/load/auth.sh                       # BIN=target/release/rategate
 #   BASELINE_BIN=/path/to/main/rategate bash benches/load/auth.sh
@@ -18,6 +21,7 @@ REPS=${REPS:-3}
 CONNS=${CONNS:-8}
 PORT=${PORT:-18181}
 BASE_PORT=${BASE_PORT:-18182}
+DISTINCT=${DISTINCT:-10000}
 
 work=$(mktemp -d)
 pids=()
@@ -34,23 +38,38 @@ openssl genpkey -algorithm ED25519 -out ed.pem 2>/dev/null
 for k in rs es ed; do openssl pkey -in $k.pem -pubout -out $k.pub.pem 2>/dev/null; done
 SECRET=bench-secret-of-at-least-thirty-two-bytes
 
-python3 - "$SECRET" <<'PY'
+python3 - "$SECRET" "$DISTINCT" <<'PY'
 import base64, json, sys, time
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 def key(name): return serialization.load_pem_private_key(open(name + ".pem", "rb").read(), None)
-claims = {"sub": "bench-user", "exp": int(time.time()) + 3600}
+def token(alg, sign, sub):
+    claims = {"sub": sub, "exp": int(time.time()) + 3600}
+    msg = (b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())).encode()
+    return msg.decode() + "." + b64(sign(msg))
 for alg, sign in {
     "HS256": lambda m: (lambda h: (h.update(m), h.finalize())[1])(hmac.HMAC(sys.argv[1].encode(), hashes.SHA256())),
     "RS256": lambda m: key("rs").sign(m, padding.PKCS1v15(), hashes.SHA256()),
     "ES256": lambda m: b"".join(n.to_bytes(32, "big") for n in utils.decode_dss_signature(key("es").sign(m, ec.ECDSA(hashes.SHA256())))),
     "EdDSA": lambda m: key("ed").sign(m),
 }.items():
-    msg = (b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())).encode()
-    open(alg + ".jwt", "w").write(msg.decode() + "." + b64(sign(msg)))
+    open(alg + ".jwt", "w").write(token(alg, sign, "bench-user"))
+    # Many users: every token differs (its sub does), so none is answered from the cache.
+    with open(alg + ".many", "w") as f:
+        for i in range(int(sys.argv[2])):
+            f.write(token(alg, sign, "user-%d" % i) + "\n")
 PY
+cat > rotate.lua <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+local i = math.random(#tokens)
+request = function()
+    i = i % #tokens + 1
+    return wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
 
 policy() {
     printf '[[policy]]\nname = "%s"\nalgorithm = "fixed_window"\nlimit = 1000000000\nwindow = "1h"\nkey = ["%s"]\n\n' "$1" "$2"
@@ -99,7 +118,9 @@ tick_us=$((1000000 / $(getconf CLK_TCK)))
 run() { # name pid port path token
     local before after out rps reqs
     before=$(ticks "$2")
-    if [ -n "$5" ]; then
+    if [ "${5##*.}" = many ]; then
+        out=$(TOKENS=$5 wrk -t2 -c"$CONNS" -d"${DURATION}s" -s rotate.lua "http://127.0.0.1:$3$4")
+    elif [ -n "$5" ]; then
         out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $(cat "$5")" "http://127.0.0.1:$3$4")
     else
         out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$3$4")
@@ -114,10 +135,10 @@ for t in none hs rs es ed; do wrk -t1 -c2 -d1s -H "Authorization: Bearer $(cat H
 for rep in $(seq "$REPS"); do
     [ -n "$base_pid" ] && run baseline:none "$base_pid" "$BASE_PORT" /none ""
     run none "$auth_pid" "$PORT" /none ""
-    run HS256 "$auth_pid" "$PORT" /hs HS256.jwt
-    run RS256 "$auth_pid" "$PORT" /rs RS256.jwt
-    run ES256 "$auth_pid" "$PORT" /es ES256.jwt
-    run EdDSA "$auth_pid" "$PORT" /ed EdDSA.jwt
+    for a in hs:HS256 rs:RS256 es:ES256 ed:EdDSA; do
+        run "${a##*:}" "$auth_pid" "$PORT" "/${a%%:*}" "${a##*:}.jwt"
+        run "${a##*:}:distinct" "$auth_pid" "$PORT" "/${a%%:*}" "${a##*:}.many"
+    done
 done
 python3 - <<'PY'
 import statistics

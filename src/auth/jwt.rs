@@ -6,12 +6,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use super::cache::{TokenKey, Verified};
 use super::keys::{KeySet, KeySource};
 
 /// Why a token was not accepted (the `reason` label of the auth metric, and the problem's
@@ -152,6 +154,11 @@ impl Claims {
         }
     }
 
+    /// A whole number of seconds (`exp`, `nbf`), if the claim is one.
+    fn seconds(&self, name: &str) -> Option<u64> {
+        self.0.get(name)?.as_u64()
+    }
+
     #[cfg(test)]
     pub(crate) fn from_json(value: Value) -> Self {
         match value {
@@ -169,6 +176,8 @@ pub(crate) struct Verifier {
     checks: Checks,
     source: KeySource,
     keys: ArcSwap<KeySet>,
+    /// Tokens verified before, until they expire.
+    verified: Verified,
     /// The JWKS file's bytes the current keys were read from (or last failed to read), so the
     /// refresh only re-parses a changed file and warns once per bad version.
     jwks_seen: parking_lot::Mutex<Vec<u8>>,
@@ -187,6 +196,7 @@ impl Verifier {
             checks,
             source,
             keys: ArcSwap::from_pointee(keys),
+            verified: Verified::default(),
             jwks_seen: parking_lot::Mutex::new(bytes),
         })
     }
@@ -200,7 +210,28 @@ impl Verifier {
         names.join("/")
     }
 
-    pub(crate) fn verify(&self, token: &str) -> Result<Claims, Invalid> {
+    /// The claims of a valid token: from the cache of tokens verified before, or verified now
+    /// (and remembered until it expires).
+    pub(crate) fn verify(&self, token: &str) -> Result<Arc<Claims>, Invalid> {
+        let now_s = jsonwebtoken::get_current_timestamp();
+        let key = TokenKey::of(token);
+        if let Some(claims) = self.verified.get(&key, now_s) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_signed(token)?);
+        // The window the crate's checks accept: exp and nbf, each with the leeway.
+        let leeway = self.checks.leeway_s;
+        if let Some(exp) = claims.seconds("exp") {
+            let from = claims
+                .seconds("nbf")
+                .map_or(0, |nbf| nbf.saturating_sub(leeway));
+            let until = exp.saturating_add(leeway).saturating_add(1);
+            self.verified.insert(&key, claims.clone(), from, until);
+        }
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Claims, Invalid> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Invalid::Malformed)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(Invalid::Algorithm);
@@ -241,7 +272,9 @@ impl Verifier {
         match KeySet::from_jwks(&bytes, &self.algorithms, &self.checks) {
             Ok(keys) => {
                 tracing::info!(auth, file = %path.display(), keys = keys.len(), "JWKS file reloaded");
-                self.keys.store(std::sync::Arc::new(keys));
+                self.keys.store(Arc::new(keys));
+                // A token of a key that left must not pass from the cache.
+                self.verified.clear();
             }
             Err(err) => {
                 tracing::warn!(auth, file = %path.display(), error = %err, "JWKS file changed but cannot be used; keeping the current keys");

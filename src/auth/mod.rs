@@ -1,8 +1,10 @@
 //! Verified identities: JWTs checked against an `[[auth]]` section's pinned algorithms and keys
-//! (`jwt`, with the keys loaded and the JWKS file refreshed by `keys`), the token found where
-//! the section says (`token`), and client certificates described by `peer`. Nothing here knows
+//! (`jwt`, with the keys loaded and the JWKS file refreshed by `keys`, and tokens verified before
+//! remembered by `cache`), the token found where the section says (`token`), and client
+//! certificates described by `peer`. Nothing here knows
 //! the config file or the request path: `config` builds [`Authenticator`]s, `proxy` asks them.
 
+mod cache;
 pub(crate) mod jwt;
 pub(crate) mod keys;
 pub(crate) mod peer;
@@ -54,7 +56,7 @@ pub struct Authenticator {
 /// The result of authenticating one request.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Verified(Claims),
+    Verified(Arc<Claims>),
     /// No usable identity; the request is keyed by address. `None`: it had no token.
     Anonymous(Option<Invalid>),
     /// 401. `None`: it had no token (and one is required).

@@ -164,7 +164,7 @@ impl Gateway {
             Some(auth) => self.authenticate(auth, req.headers())?,
         };
         let identity = Identity {
-            claims: claims.as_ref(),
+            claims: claims.as_deref(),
             peer: conn.peer_cert.as_deref(),
         };
 
@@ -285,7 +285,7 @@ impl Gateway {
         &self,
         auth: &Authenticator,
         headers: &http::HeaderMap,
-    ) -> Result<Option<Claims>, GatewayError> {
+    ) -> Result<Option<Arc<Claims>>, GatewayError> {
         let outcome = auth.authenticate(headers);
         let (result, reason, slot) = outcome.labels();
         if let Some(counter) = auth.counters.get(slot) {
