@@ -14,8 +14,8 @@
 # Needs wrk, openssl and python3 with `cryptography` (the tokens are minted with it).
 set -euo pipefail
 
-BIN=${BIN:-target/release/rategate}
-BASELINE_BIN=${BASELINE_BIN:-}
+BIN=$(realpath "${BIN:-target/release/rategate}")
+BASELINE_BIN=${BASELINE_BIN:+$(realpath "$BASELINE_BIN")}
 DURATION=${DURATION:-5}
 REPS=${REPS:-3}
 CONNS=${CONNS:-8}
@@ -44,7 +44,11 @@ from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-def key(name): return serialization.load_pem_private_key(open(name + ".pem", "rb").read(), None)
+keys = {}
+def key(name):
+    if name not in keys:
+        keys[name] = serialization.load_pem_private_key(open(name + ".pem", "rb").read(), None)
+    return keys[name]
 def token(alg, sign, sub):
     claims = {"sub": sub, "exp": int(time.time()) + 3600}
     msg = (b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())).encode()
@@ -96,13 +100,14 @@ header() {
 { header "$BASE_PORT"; policy by-ip ip; route none by-ip; } > base.toml
 
 start() { # bin config port
-    BENCH_SECRET=$SECRET RUST_LOG=warn "$1" run --config "$2" >/dev/null 2>&1 &
+    BENCH_SECRET=$SECRET RUST_LOG=warn "$1" run --config "$2" >"$2.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         curl -s -o /dev/null "http://127.0.0.1:$3/none" && return
         sleep 0.1
     done
-    echo "gateway on $3 did not start" >&2
+    echo "gateway on $3 did not start:" >&2
+    cat "$2.log" >&2
     exit 1
 }
 start "$BIN" auth.toml "$PORT"
