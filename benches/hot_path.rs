@@ -322,6 +322,7 @@ fn bench_keys(c: &mut Criterion) {
                     query: None,
                     headers,
                     cost: 1,
+                    identity: Default::default(),
                 };
                 policy::build_key(&mut out, policy, three, black_box(&id), view);
                 out.len()
@@ -433,6 +434,7 @@ fn bench_limiter(c: &mut Criterion) {
                     query: None,
                     headers: &h,
                     cost: 1,
+                    identity: Default::default(),
                 };
                 limiter.check(route, &ids[i], view).now_or_never()
             })
@@ -449,6 +451,7 @@ fn report(route: &Route, limiter: &Limiter) -> rategate::limiter::RateReport {
         query: None,
         headers: &h,
         cost: 1,
+        identity: Default::default(),
     };
     match limiter
         .check(route, &client("198.51.100.23"), view)

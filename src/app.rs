@@ -30,6 +30,24 @@ use crate::store::memory::Evictions;
 use crate::store::redis::Invalidation;
 use crate::store::{AnyStore, MemoryStore, RedisStore, StoreError};
 
+/// How often JWKS files are re-read.
+const JWKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Re-read the running config's JWKS files every second and swap in changed keys (a reload
+/// reads them afresh anyway). Polling the file's contents sees every way of replacing it (an
+/// editor's rename, a ConfigMap's symlink swap) without a watch per directory.
+async fn refresh_jwks_forever(live: Arc<config::Live>) {
+    let mut tick = tokio::time::interval(JWKS_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let config = live.snapshot();
+        for auth in &config.auths {
+            auth.verifier.refresh(&auth.name).await;
+        }
+    }
+}
+
 /// How long start-up waits for the store's first connection before serving anyway.
 const STORE_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -158,6 +176,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
         )),
         tokio::spawn(limiter.clone().probe_store_forever()),
         tokio::spawn(signals.run(reloader.clone(), ready, limiter.clone(), stop_tx)),
+        tokio::spawn(refresh_jwks_forever(live.clone())),
     ];
     match config::watch::spawn(reloader) {
         Ok(task) => tasks.push(task),

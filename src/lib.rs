@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub(crate) mod alerts;
 pub mod app;
+pub(crate) mod auth;
 pub(crate) mod body;
 pub mod cli;
 pub mod clock;

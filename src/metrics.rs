@@ -33,6 +33,9 @@ pub(crate) enum DecisionLabel {
     /// Refused before routing: a malformed request head (no or several `Host` lines, a bad path,
     /// a head over `max_header_bytes`), answered 400 or 431.
     BadRequest,
+    /// Refused by the route's `auth`: no token where one is required, or an invalid one with
+    /// `on_invalid = "reject"` (401).
+    Unauthorized,
 }
 
 impl DecisionLabel {
@@ -45,6 +48,7 @@ impl DecisionLabel {
             DecisionLabel::ShadowLimited => "shadow_limited",
             DecisionLabel::NoRoute => "no_route",
             DecisionLabel::BadRequest => "bad_request",
+            DecisionLabel::Unauthorized => "unauthorized",
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct Metrics {
     pub(crate) connections_timed_out: IntCounterVec,
     /// Webhook alerts by result: sent | failed (gave up after retries) | dropped (queue full).
     pub(crate) alerts: IntCounterVec,
+    /// Requests on authenticated routes by `[[auth]]` name, result (verified, anonymous,
+    /// rejected) and reason (`none`, `missing`, or why the token was invalid).
+    pub(crate) auth: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -226,6 +233,14 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(alerts.clone()))?;
+        let auth = IntCounterVec::new(
+            Opts::new(
+                "rategate_auth_total",
+                "Requests on authenticated routes by auth section, result and reason.",
+            ),
+            &["auth", "result", "reason"],
+        )?;
+        registry.register(Box::new(auth.clone()))?;
         let connections_rejected = IntCounterVec::new(
             Opts::new(
                 "rategate_connections_rejected_total",
@@ -283,6 +298,7 @@ impl Metrics {
             connections_rejected,
             connections_timed_out,
             alerts,
+            auth,
         })
     }
 

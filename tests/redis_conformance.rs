@@ -150,6 +150,7 @@ async fn unblock_reaches_every_instance_cache() {
         strip_prefix: false,
         case_insensitive: false,
         cost: Default::default(),
+        auth: None,
         index: 0,
     };
     let client = ClientId {
@@ -163,6 +164,7 @@ async fn unblock_reaches_every_instance_cache() {
         query: None,
         headers: &headers,
         cost: 1,
+        identity: Default::default(),
     };
     assert!(matches!(
         a.check(&route, &client, view).await,

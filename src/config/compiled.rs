@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::header_text::PolicyHeaderText;
 pub use super::routes::Routes;
+use crate::auth::Authenticator;
 use crate::net::CidrSet;
 use crate::uri_path::PathRules;
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub routes: Routes,
     /// Webhook alerts; `None` when the file has no `[alerts]`.
     pub alerts: Option<AlertSettings>,
+    /// The `[[auth]]` sections, in file order (their JWKS files are refreshed while running).
+    pub(crate) auths: Vec<Arc<Authenticator>>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,26 @@ pub struct Server {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CA certificates client certificates are verified against; `None`: no client auth.
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a client certificate is needed to connect (with `client_ca`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    Required,
+    Optional,
+}
+
+impl ClientAuth {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Required => "required",
+            ClientAuth::Optional => "optional",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +328,21 @@ pub enum KeyPart {
     /// A query parameter, percent-decoded; absent, empty, repeated or not UTF-8 falls back to the
     /// client IP (like a header).
     Query(Box<str>),
+    /// The verified token's `sub`; anonymous requests fall back to the client IP.
+    JwtSub,
+    /// A string or number claim of the verified token; absent falls back to the client IP.
+    JwtClaim(Box<str>),
+    /// The verified client certificate's subject; none falls back to the client IP.
+    TlsSubject,
+    /// The SHA-256 of the verified client certificate's DER.
+    TlsFingerprint,
+}
+
+impl KeyPart {
+    /// Whether the part reads a verified token (the route needs `auth`).
+    pub(crate) fn needs_token(&self) -> bool {
+        matches!(self, KeyPart::JwtSub | KeyPart::JwtClaim(_))
+    }
 }
 
 /// The config spelling (`ip`, `header:x-api-key`, ...).
@@ -319,6 +357,10 @@ impl fmt::Display for KeyPart {
             KeyPart::Global => f.write_str("global"),
             KeyPart::Param(name) => write!(f, "param:{name}"),
             KeyPart::Query(name) => write!(f, "query:{name}"),
+            KeyPart::JwtSub => f.write_str("jwt:sub"),
+            KeyPart::JwtClaim(name) => write!(f, "jwt:claim:{name}"),
+            KeyPart::TlsSubject => f.write_str("tls:subject"),
+            KeyPart::TlsFingerprint => f.write_str("tls:fingerprint"),
         }
     }
 }
@@ -347,6 +389,9 @@ pub struct Policy {
     pub count: CountOn,
     /// Per key-value limits (tiers); empty for most policies.
     pub overrides: Overrides,
+    /// `overrides_from = "jwt:claim:NAME"`: the tier is looked up by this claim of the verified
+    /// token rather than by the policy's key.
+    pub overrides_from: Option<Box<str>>,
     /// Up to this much is added to Retry-After at random on this policy's rejections.
     pub retry_after_jitter: Option<Duration>,
     /// Position in `Config::policies` (stable index for metrics handles).
@@ -373,6 +418,7 @@ impl Policy {
             mode: Mode::Enforce,
             count: CountOn::Every,
             overrides: Overrides::default(),
+            overrides_from: None,
             retry_after_jitter: None,
             index: 0,
             headers: PolicyHeaderText::new(name, algorithm, limit, crate::millis::floor(window)),
@@ -539,6 +585,8 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Units each request charges to the route's policies.
     pub cost: Cost,
+    /// The `[[auth]]` section verifying this route's tokens.
+    pub auth: Option<Arc<Authenticator>>,
     /// Position in `Config::routes` (stable index for metrics handles).
     pub index: usize,
 }

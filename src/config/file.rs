@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compiled::{AlertFormat, Algorithm, Mode, OnError, StoreKind};
+use super::compiled::{AlertFormat, Algorithm, ClientAuth, Mode, OnError, StoreKind};
 use super::duration;
 use crate::uri_path::{EscapedSlashes, Semicolons};
 
@@ -54,6 +54,10 @@ pub(crate) const DEFAULT_ALERT_MAX_RETRIES: u32 = 3;
 pub(crate) const DEFAULT_ALERT_QUEUE_SIZE: usize = 1000;
 pub(crate) const DEFAULT_PATH_SEMICOLONS: Semicolons = Semicolons::Reject;
 pub(crate) const DEFAULT_ESCAPED_SLASHES: EscapedSlashes = EscapedSlashes::Keep;
+pub(crate) const DEFAULT_CLIENT_AUTH: ClientAuth = ClientAuth::Required;
+pub(crate) const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_AUTH_REQUIRED: bool = true;
+pub(crate) const DEFAULT_ON_INVALID: crate::auth::OnInvalid = crate::auth::OnInvalid::Reject;
 // Policy `key` defaults to ["ip"], `burst` to `limit`, `block_max` to 24h (or `block_for` when
 // longer), route `cost` to 1 and `max_cost` to 100 (see `compiled`), route `methods` to any method
 // and `strip_prefix` to false; those are applied where the values are compiled.
@@ -82,6 +86,9 @@ pub(crate) struct File {
     pub(crate) route: Vec<Spanned<Route>>,
     /// Optional webhook alerts.
     pub(crate) alerts: Option<Alerts>,
+    /// Token verification sections that routes name with `auth = "NAME"`.
+    #[serde(default)]
+    pub(crate) auth: Vec<Spanned<Auth>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +128,36 @@ pub(crate) struct Tls {
     pub(crate) cert: EnvString,
     /// env; PEM private key.
     pub(crate) key: EnvString,
+    /// env; PEM CA certificates client certificates are verified against (mTLS).
+    pub(crate) client_ca: Option<EnvString>,
+    /// With `client_ca`: "required" (default) or "optional".
+    pub(crate) client_auth: Option<Spanned<ClientAuth>>,
+}
+
+/// `[[auth]]`: how the tokens of the routes naming it are verified.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Auth {
+    pub(crate) name: Spanned<String>,
+    /// Pinned JWT algorithms ("RS256", "ES256", "EdDSA", "HS256", ...).
+    pub(crate) algorithms: Spanned<Vec<Spanned<String>>>,
+    /// env; HMAC secret (HS* only), normally `"${NAME}"`.
+    pub(crate) secret: Option<EnvString>,
+    /// env; PEM public key file, relative to this config file.
+    pub(crate) public_key: Option<EnvString>,
+    /// env; JWKS file, relative to this config file; re-read when it changes.
+    pub(crate) jwks_file: Option<EnvString>,
+    /// env; required `iss`.
+    pub(crate) issuer: Option<EnvString>,
+    /// env; required `aud` (one of the token's audiences).
+    pub(crate) audience: Option<EnvString>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30s).
+    pub(crate) leeway: Option<Spanned<duration::Any>>,
+    /// "bearer" (default), "header:NAME" or "cookie:NAME".
+    pub(crate) token: Option<Spanned<String>>,
+    pub(crate) on_invalid: Option<crate::auth::OnInvalid>,
+    /// A request without a token is refused (default true).
+    pub(crate) required: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +244,8 @@ pub(crate) struct Policy {
     pub(crate) overrides: Option<Spanned<BTreeMap<String, Spanned<u64>>>>,
     /// A TOML file of `"key" = limit` lines, relative to this config file.
     pub(crate) overrides_file: Option<Spanned<String>>,
+    /// Where the override key comes from instead of the policy's key: "jwt:claim:NAME".
+    pub(crate) overrides_from: Option<Spanned<String>>,
     pub(crate) retry_after_jitter: Option<Spanned<duration::Positive>>,
 }
 
@@ -239,6 +278,8 @@ pub(crate) struct Route {
     pub(crate) cost_header: Option<Spanned<String>>,
     /// Largest cost `cost_header` may name (default 100).
     pub(crate) max_cost: Option<Spanned<u64>>,
+    /// The `[[auth]]` section verifying this route's tokens.
+    pub(crate) auth: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -165,10 +165,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("server.listen");
     }
     let tls_files = |c: &Config| {
-        c.server
-            .tls
-            .as_ref()
-            .map(|t| (t.cert.clone(), t.key.clone()))
+        c.server.tls.as_ref().map(|t| {
+            (
+                t.cert.clone(),
+                t.key.clone(),
+                t.client_ca.clone(),
+                t.client_auth,
+            )
+        })
     };
     if tls_files(old) != tls_files(new) {
         out.push("server.tls");

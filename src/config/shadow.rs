@@ -180,6 +180,7 @@ mod tests {
             case_insensitive: false,
             cost: Default::default(),
             index: 0,
+            auth: None,
         }
     }
 

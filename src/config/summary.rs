@@ -55,7 +55,14 @@ fn write_summary(out: &mut String, cfg: &Config) -> std::fmt::Result {
 
 fn server(out: &mut String, s: &Server) -> std::fmt::Result {
     let tls = s.tls.as_ref().map_or("off".to_owned(), |t| {
-        format!("cert {} key {}", t.cert.display(), t.key.display())
+        let clients = t.client_ca.as_ref().map_or(String::new(), |ca| {
+            format!(
+                ", client certificates {} by {}",
+                t.client_auth.as_str(),
+                ca.display()
+            )
+        });
+        format!("cert {} key {}{clients}", t.cert.display(), t.key.display())
     });
     writeln!(
         out,
@@ -230,6 +237,9 @@ fn policy(out: &mut String, p: &Policy) -> std::fmt::Result {
     }
     if !p.overrides.is_empty() {
         write!(out, ", {} overrides", p.overrides.len())?;
+        if let Some(claim) = &p.overrides_from {
+            write!(out, " by jwt:claim:{claim}")?;
+        }
     }
     if let Some(jitter) = p.retry_after_jitter {
         write!(out, ", retry_after_jitter {}", dur(jitter))?;
@@ -285,9 +295,12 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
         (None, n) => format!(", cost {n}"),
         (Some(h), n) => format!(", cost {n} or header {h} (1..={})", r.cost.max),
     };
+    let auth = r.auth.as_ref().map_or(String::new(), |a| {
+        format!(", auth {} ({})", a.name, a.describe())
+    });
     writeln!(
         out,
-        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}",
+        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}{auth}",
         r.name
     )
 }

@@ -489,6 +489,7 @@ mod tests {
             query: None,
             headers: &headers,
             cost: 1,
+            identity: Default::default(),
         };
         limiter.settlements().begin_drain();
         for _ in 0..3 {

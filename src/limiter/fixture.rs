@@ -54,6 +54,7 @@ pub(super) fn route(policies: Vec<Arc<Policy>>) -> Route {
         strip_prefix: false,
         case_insensitive: false,
         cost: Default::default(),
+        auth: None,
         index: 0,
     }
 }
@@ -96,6 +97,7 @@ pub(super) async fn check(f: &Fixture, route: &Route, ip: &str) -> Verdict {
         query: None,
         headers: &headers,
         cost: 1,
+        identity: Default::default(),
     };
     f.limiter.check(route, &client(ip), req).await
 }

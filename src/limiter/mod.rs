@@ -33,6 +33,7 @@ use admission::{Held, Settler, StoreRef};
 use cache::{CachedRejection, DenyCache};
 use failover::{Failed, Failover};
 
+pub use crate::auth::Identity;
 pub(crate) use admin_ops::LimiterError;
 pub(crate) use admission::{Admission, Owed, Settlements, Settling};
 
@@ -54,6 +55,8 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// Units this request charges to each policy (see `proxy::cost`).
     pub cost: u64,
+    /// Verified token claims and client certificate (`jwt:*`, `tls:*` key components).
+    pub identity: Identity<'a>,
 }
 
 #[derive(Debug, Clone)]

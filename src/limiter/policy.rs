@@ -1,6 +1,8 @@
 //! Counter keys for a policy: the policy name and one typed, escaped, bounded component per key
 //! part (format in `store::keys`).
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 
 use crate::config::compiled::{KeyPart, Policy, Route};
@@ -51,7 +53,30 @@ pub fn build_key(
                 // Absent or ambiguous: the client's own counter, as for a header.
                 None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
             },
+            // A request without a verified identity falls back to its address, tagged as an
+            // IP so it never shares a counter with an identity that spells an address.
+            KeyPart::JwtSub
+            | KeyPart::JwtClaim(_)
+            | KeyPart::TlsSubject
+            | KeyPart::TlsFingerprint => match verified(part, req) {
+                Some((tag, value)) => keys::push_component(out, tag, value.as_bytes()),
+                None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
+            },
         }
+    }
+}
+
+/// The verified identity a key part names, with its tag; `None` when the request has none.
+fn verified<'r>(part: &KeyPart, req: RequestView<'r>) -> Option<(Tag, Cow<'r, str>)> {
+    let id = req.identity;
+    match part {
+        KeyPart::JwtSub => Some((Tag::JwtSub, id.claims?.text("sub")?)),
+        KeyPart::JwtClaim(name) => Some((Tag::JwtClaim, id.claims?.text(name)?)),
+        KeyPart::TlsSubject => Some((Tag::TlsSubject, Cow::Borrowed(&*id.peer?.subject))),
+        KeyPart::TlsFingerprint => {
+            Some((Tag::TlsFingerprint, Cow::Borrowed(&*id.peer?.fingerprint)))
+        }
+        _ => None,
     }
 }
 
@@ -67,6 +92,9 @@ pub(crate) fn override_limit(
     if policy.overrides.is_empty() {
         return None;
     }
+    if let Some(claim) = &policy.overrides_from {
+        return policy.overrides.get(&req.identity.claims?.text(claim)?);
+    }
     if let [KeyPart::Query(name)] = policy.key.as_slice() {
         let value = query::value(req.query, name)?;
         return policy.overrides.get(std::str::from_utf8(&value).ok()?);
@@ -78,6 +106,12 @@ pub(crate) fn override_limit(
         [KeyPart::Method] => req.method.as_str(),
         [KeyPart::Route] => &route.name,
         [KeyPart::Param(name)] => route.param(name, req.path)?,
+        [part @ (KeyPart::JwtSub
+        | KeyPart::JwtClaim(_)
+        | KeyPart::TlsSubject
+        | KeyPart::TlsFingerprint)] => {
+            return policy.overrides.get(&verified(part, req)?.1);
+        }
         // Validation allows overrides on one non-global component only.
         _ => return None,
     };
@@ -131,6 +165,10 @@ pub(crate) fn build_client_key(
             KeyPart::Route => return Err(unaddressable("route")),
             KeyPart::Param(_) => return Err(unaddressable("a path segment")),
             KeyPart::Query(_) => return Err(unaddressable("a query parameter")),
+            KeyPart::JwtSub | KeyPart::JwtClaim(_) => return Err(unaddressable("a token claim")),
+            KeyPart::TlsSubject | KeyPart::TlsFingerprint => {
+                return Err(unaddressable("a client certificate"))
+            }
         }
     }
     Ok(())
@@ -174,6 +212,7 @@ mod tests {
             strip_prefix: false,
             case_insensitive: false,
             cost: Default::default(),
+            auth: None,
             index: 0,
         }
     }
@@ -193,6 +232,7 @@ mod tests {
             query: None,
             headers,
             cost: 1,
+            identity: Default::default(),
         };
         build_key(&mut out, p, &route(), c, req);
         out
@@ -315,6 +355,8 @@ mod properties {
         path: String,
         method: Method,
         route: String,
+        /// The verified token's `sub` (`None`: anonymous).
+        sub: Option<String>,
     }
 
     fn ident() -> impl Strategy<Value = Ident> {
@@ -324,13 +366,15 @@ mod properties {
             tricky(),
             prop::sample::select(vec![Method::GET, Method::POST]),
             prop::sample::select(vec!["r", "r-ci", "r|m:GET"]),
+            prop::option::of(tricky()),
         )
-            .prop_map(|(client, header, path, method, route)| Ident {
+            .prop_map(|(client, header, path, method, route, sub)| Ident {
                 client,
                 header,
                 path: format!("/{path}"),
                 method,
                 route: route.to_owned(),
+                sub,
             })
     }
 
@@ -344,8 +388,9 @@ mod properties {
                 KeyPart::Method,
                 KeyPart::Route,
                 KeyPart::Global,
+                KeyPart::JwtSub,
             ],
-            0..=6,
+            0..=7,
         )
         .prop_shuffle()
     }
@@ -381,6 +426,13 @@ mod properties {
                 KeyPart::Global => ('g', String::new()),
                 // The route here has no pattern and the request no query: the client's counter.
                 KeyPart::Param(_) | KeyPart::Query(_) => ('i', id.client.clone()),
+                // A missing or empty `sub` identifies no one: the client, as an IP.
+                KeyPart::JwtSub => id
+                    .sub
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .map_or(('i', id.client.clone()), |s| ('u', s)),
+                other => unreachable!("not generated: {other}"),
             })
             .collect();
         (name.to_owned(), comps)
@@ -412,12 +464,20 @@ mod properties {
             ip: IpAddr::from([0, 0, 0, 0]),
             key: id.client.clone(),
         };
+        let claims = id
+            .sub
+            .as_ref()
+            .map(|sub| crate::auth::Claims::from_json(serde_json::json!({ "sub": sub })));
         let req = RequestView {
             method: &id.method,
             path: &id.path,
             query: None,
             headers: &headers,
             cost: 1,
+            identity: crate::limiter::Identity {
+                claims: claims.as_ref(),
+                peer: None,
+            },
         };
         let mut out = String::new();
         build_key(&mut out, &policy, &route, &client, req);
@@ -520,7 +580,7 @@ mod properties {
             (name_a, name_b) in (policy_name(), policy_name()),
             (parts_a, parts_b) in (parts(), parts()),
             a in ident(),
-            b_differs in prop::collection::vec(any::<bool>(), 6),
+            b_differs in prop::collection::vec(any::<bool>(), 7),
             b in ident(),
         ) {
             // Mostly near-identical pairs, so that equal keys are actually reached.
@@ -532,6 +592,7 @@ mod properties {
                 path: if b_differs[4] { b.path } else { a.path.clone() },
                 method: if b_differs[5] { b.method } else { a.method.clone() },
                 route: b.route,
+                sub: if b_differs[6] { b.sub } else { a.sub.clone() },
             };
             let (ka, kb) = (key(&name_a, &parts_a, &a), key(&name_b, &parts_b, &b));
             let (ma, mb) = (meaning(&name_a, &parts_a, &a), meaning(&name_b, &parts_b, &b));

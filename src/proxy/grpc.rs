@@ -31,6 +31,7 @@ pub(crate) enum Code {
     Unimplemented = 12,
     Internal = 13,
     Unavailable = 14,
+    Unauthenticated = 16,
 }
 
 /// The request's content type if it is a gRPC call (`application/grpc`, with or without a

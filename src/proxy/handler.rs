@@ -18,6 +18,7 @@ use super::response::{self, GatewayError};
 use super::stats::RequestStats;
 use super::{client_ip, cost, grpc, host, rate_headers, route};
 use crate::alerts::{Alert, Alerter};
+use crate::auth::{Authenticator, Claims, Identity, Outcome, PeerCert};
 use crate::config::compiled::{Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
@@ -27,10 +28,12 @@ use crate::proxy::upstream::UpstreamPool;
 use crate::uri_path as path;
 
 /// Facts about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
     pub(crate) tls: bool,
+    /// The client certificate the TLS handshake verified (`[server.tls] client_ca`).
+    pub(crate) peer_cert: Option<Arc<PeerCert>>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -162,7 +165,21 @@ impl Gateway {
         .ok_or(GatewayError::NoRoute)?;
         record.route = Some(route.index);
 
-        let verdict = match access::check(&config.access, client) {
+        let listed = access::check(&config.access, client);
+        if listed == ListMatch::Deny {
+            return Err(GatewayError::Forbidden);
+        }
+        // Before any store call: a refused token costs no round trip.
+        let claims = match &route.auth {
+            None => None,
+            Some(auth) => self.authenticate(auth, req.headers())?,
+        };
+        let identity = Identity {
+            claims: claims.as_deref(),
+            peer: conn.peer_cert.as_deref(),
+        };
+
+        let verdict = match listed {
             ListMatch::Deny => return Err(GatewayError::Forbidden),
             ListMatch::Bypass => Verdict::Unlimited,
             ListMatch::Normal => {
@@ -177,6 +194,7 @@ impl Gateway {
                     headers: req.headers(),
                     // Allow-listed clients are never limited, so only here is the cost read.
                     cost: cost::of(&route.cost, req.headers())?,
+                    identity,
                 };
                 let verdict = self.limiter.check(route, &id, view).await;
                 self.note_rejection(config, &id.key, &verdict);
@@ -271,6 +289,34 @@ impl Gateway {
             }
         }
         Ok(resp)
+    }
+
+    /// The verified claims of the request's token (`None`: anonymous), or the 401, counted
+    /// either way.
+    fn authenticate(
+        &self,
+        auth: &Authenticator,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Arc<Claims>>, GatewayError> {
+        let outcome = auth.authenticate(headers);
+        let (result, reason, slot) = outcome.labels();
+        if let Some(counter) = auth.counters.get(slot) {
+            counter
+                .get_or_init(|| {
+                    self.metrics
+                        .auth
+                        .with_label_values(&[&*auth.name, result, reason])
+                })
+                .inc();
+        }
+        match outcome {
+            Outcome::Verified(claims) => Ok(Some(claims)),
+            Outcome::Anonymous(_) => Ok(None),
+            Outcome::Refused(invalid) => Err(GatewayError::Unauthorized {
+                realm: auth.name.clone(),
+                invalid,
+            }),
+        }
     }
 
     /// Alerts for a rejected request: the rejection threshold, and a block this request started.

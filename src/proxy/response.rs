@@ -10,14 +10,15 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use super::body::GatewayBody;
 use super::cost::BadCost;
 use super::host::BadHost;
 use super::{grpc, rate_headers};
+use crate::auth::Invalid;
 use crate::config::compiled::Policy;
 use crate::limiter::RateReport;
 use crate::metrics::DecisionLabel;
@@ -74,6 +75,13 @@ pub(crate) enum GatewayError {
     UpstreamRequest(String),
     #[error(transparent)]
     BadCost(#[from] BadCost),
+    /// The route's `[[auth]]` (named `realm`) refused the request: no token where one is
+    /// required (`invalid` is `None`), or an invalid one with `on_invalid = "reject"`.
+    #[error("unauthorized ({realm})")]
+    Unauthorized {
+        realm: Arc<str>,
+        invalid: Option<Invalid>,
+    },
 }
 
 impl GatewayError {
@@ -96,6 +104,7 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::BadCost(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -116,6 +125,8 @@ impl GatewayError {
             | GatewayError::UpstreamProtocol(_) => "bad_gateway",
             GatewayError::UpstreamTimeout => "gateway_timeout",
             GatewayError::BadCost(_) => "invalid_cost",
+            GatewayError::Unauthorized { invalid: None, .. } => "missing_token",
+            GatewayError::Unauthorized { .. } => "invalid_token",
         }
     }
 
@@ -133,6 +144,7 @@ impl GatewayError {
             GatewayError::Unavailable { .. } => Some(DecisionLabel::Denied),
             // Refused by the route's cost rule before any limit was consulted.
             GatewayError::BadCost(_) => Some(DecisionLabel::Denied),
+            GatewayError::Unauthorized { .. } => Some(DecisionLabel::Unauthorized),
             _ => None,
         }
     }
@@ -151,6 +163,13 @@ impl GatewayError {
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
             GatewayError::NoRoute => "No route matches this request.",
             GatewayError::Forbidden => "Access from this address is not allowed.",
+            GatewayError::Unauthorized { invalid: None, .. } => {
+                "This route needs a token, and the request carries none."
+            }
+            GatewayError::Unauthorized {
+                invalid: Some(invalid),
+                ..
+            } => invalid.message(),
             // The two messages of every rejection, built without `fmt` (one exact allocation).
             GatewayError::RateLimited {
                 policy,
@@ -196,6 +215,7 @@ impl GatewayError {
                 grpc::Code::ResourceExhausted
             }
             GatewayError::Forbidden => grpc::Code::PermissionDenied,
+            GatewayError::Unauthorized { .. } => grpc::Code::Unauthenticated,
             GatewayError::Unavailable { .. }
             | GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamRequest(_)
@@ -229,8 +249,14 @@ impl GatewayError {
             content_type.clone(),
             retry_after,
         );
-        if let GatewayError::RateLimited { report, .. } = &self {
-            rate_headers::apply_rate_headers(resp.headers_mut(), report);
+        match &self {
+            GatewayError::RateLimited { report, .. } => {
+                rate_headers::apply_rate_headers(resp.headers_mut(), report)
+            }
+            GatewayError::Unauthorized { realm, invalid } => {
+                add_challenge(resp.headers_mut(), realm, invalid.is_some())
+            }
+            _ => {}
         }
         resp
     }
@@ -268,6 +294,9 @@ impl GatewayError {
                 retry_after: *retry_after_s,
                 message: &message,
             }),
+            GatewayError::Unauthorized { realm, invalid } => {
+                unauthorized(realm, *invalid, &message)
+            }
             _ => {
                 let retry_after = match &self {
                     GatewayError::Unavailable { retry_after_s } => Some(*retry_after_s),
@@ -318,6 +347,54 @@ fn retry_message(parts: &[&str], secs: u64) -> String {
     out.push_str(secs);
     out.push_str(" s.");
     out
+}
+
+/// A 401 (RFC 6750 3): `WWW-Authenticate: Bearer realm="<auth name>"`, with
+/// `error="invalid_token"` when a token was sent, and an RFC 9457 problem body.
+fn unauthorized(realm: &str, invalid: Option<Invalid>, message: &str) -> Response<GatewayBody> {
+    #[derive(Serialize)]
+    struct AuthProblem<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        title: &'static str,
+        status: u16,
+        detail: &'a str,
+        error: &'static str,
+        message: &'a str,
+    }
+    let error = if invalid.is_some() {
+        "invalid_token"
+    } else {
+        "missing_token"
+    };
+    let mut resp = json_answer(
+        StatusCode::UNAUTHORIZED,
+        "application/problem+json",
+        &AuthProblem {
+            kind: "about:blank",
+            title: "Unauthorized",
+            status: 401,
+            detail: message,
+            error,
+            message,
+        },
+        None,
+    );
+    add_challenge(resp.headers_mut(), realm, invalid.is_some());
+    resp
+}
+
+/// `WWW-Authenticate` for a 401 (and for a gRPC call's UNAUTHENTICATED answer).
+fn add_challenge(headers: &mut HeaderMap, realm: &str, invalid: bool) {
+    // Auth names are config names (a narrow alphabet), so the value is always valid.
+    let challenge = if invalid {
+        format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+    } else {
+        format!("Bearer realm=\"{realm}\"")
+    };
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
 }
 
 /// A route's own answer (`respond` target): its status and body, as plain text.

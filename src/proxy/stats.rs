@@ -15,7 +15,7 @@ use prometheus::{Histogram, IntCounter};
 use crate::config::Config;
 use crate::metrics::{DecisionLabel, Metrics};
 
-const DECISIONS: usize = 7;
+const DECISIONS: usize = 8;
 
 fn decision_index(d: DecisionLabel) -> usize {
     match d {
@@ -26,6 +26,7 @@ fn decision_index(d: DecisionLabel) -> usize {
         DecisionLabel::ShadowLimited => 4,
         DecisionLabel::NoRoute => 5,
         DecisionLabel::BadRequest => 6,
+        DecisionLabel::Unauthorized => 7,
     }
 }
 

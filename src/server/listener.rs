@@ -18,6 +18,7 @@ use super::accept::accept_loop;
 use super::conn::{ConnServer, Listener};
 use super::slots::{self, Slot, Slots};
 use super::watchdog::Timeouts;
+use crate::auth::PeerCert;
 use crate::config::compiled::Server;
 use crate::inflight::{Entered, InFlight};
 use crate::metrics::Metrics;
@@ -155,8 +156,12 @@ impl Connection {
         self.metrics.connections_active.inc();
         match tls {
             None => {
-                self.serve(stream, ConnInfo { peer, tls: false }, accepted)
-                    .await
+                let info = ConnInfo {
+                    peer,
+                    tls: false,
+                    peer_cert: None,
+                };
+                self.serve(stream, info, accepted).await
             }
             Some(acceptor) => {
                 // The handshake is bounded like a request head, or a silent client would hold
@@ -164,8 +169,20 @@ impl Connection {
                 match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await
                 {
                     Ok(Ok(stream)) => {
-                        self.serve(stream, ConnInfo { peer, tls: true }, accepted)
-                            .await
+                        // Parsed once per connection, not per request.
+                        let peer_cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(|leaf| PeerCert::from_der(leaf))
+                            .map(Arc::new);
+                        let info = ConnInfo {
+                            peer,
+                            tls: true,
+                            peer_cert,
+                        };
+                        self.serve(stream, info, accepted).await
                     }
                     Ok(Err(err)) => {
                         tracing::debug!(%peer, error = %err, "TLS handshake failed");
@@ -185,12 +202,14 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let gateway = self.gateway;
+        let peer = info.peer;
         let handler = move |req| {
             let gateway = gateway.clone();
+            let info = info.clone();
             async move { gateway.handle(info, req).await }
         };
         self.server
-            .serve(stream, accepted, Some(self.watcher), info.peer, handler)
+            .serve(stream, accepted, Some(self.watcher), peer, handler)
             .await;
         self.metrics.connections_active.dec();
     }

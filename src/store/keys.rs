@@ -41,6 +41,14 @@ pub(crate) enum Tag {
     Param,
     /// A query parameter's value (`query:NAME`).
     Query,
+    /// A verified token's `sub`.
+    JwtSub,
+    /// A verified token's claim (the policy's key says which).
+    JwtClaim,
+    /// A verified client certificate's subject.
+    TlsSubject,
+    /// A verified client certificate's SHA-256.
+    TlsFingerprint,
 }
 
 impl Tag {
@@ -53,6 +61,10 @@ impl Tag {
             Tag::Route => "r",
             Tag::Param => "s",
             Tag::Query => "q",
+            Tag::JwtSub => "u",
+            Tag::JwtClaim => "c",
+            Tag::TlsSubject => "t",
+            Tag::TlsFingerprint => "f",
         }
     }
 }

@@ -13,6 +13,7 @@
 //! file uses the sections, `policy` uses `overrides`, and `check` uses no other file here.
 
 mod alerts;
+mod auth;
 mod check;
 mod overrides;
 mod policy;
@@ -73,15 +74,19 @@ impl Validator<'_> {
         let upstream_names = self.names("upstream", file.upstream.iter().map(|u| &u.name));
         let policy_names = self.names("policy", file.policy.iter().map(|p| &p.get_ref().name));
         self.names("route", file.route.iter().map(|r| &r.get_ref().name));
+        let auth_names = self.names("auth", file.auth.iter().map(|a| &a.get_ref().name));
         let upstreams = self.upstreams(&file.upstream);
         // Override keys of IP-keyed policies are normalized like client keys.
         let ipv6_prefix = server
             .as_ref()
             .map_or(file::DEFAULT_IPV6_PREFIX, |s| s.ipv6_prefix);
         let policies = self.policies(&file.policy, ipv6_prefix);
+        self.client_cert_keys(file);
+        let auths = self.auths(&file.auth);
         let refs = References {
             upstreams: Named::new("upstream", upstream_names, &upstreams),
             policies: Named::new("policy", policy_names, &policies),
+            auths: Named::new("auth", auth_names, &auths),
         };
         // Route paths are checked against the path rules; those cannot fail on their own.
         let routes = self.routes(&file.route, &refs, path_rules(&file.server));
@@ -99,7 +104,33 @@ impl Validator<'_> {
             policies: policies.into_iter().collect::<Option<_>>()?,
             routes: Routes::new(routes?),
             alerts: alerts?,
+            auths: auths.into_iter().collect::<Option<_>>()?,
         })
+    }
+
+    /// `tls:*` key components need client certificates: `[server.tls] client_ca`.
+    fn client_cert_keys(&mut self, file: &File) {
+        let verified = file
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        if verified {
+            return;
+        }
+        for policy in &file.policy {
+            let items = policy.get_ref().key.iter().flat_map(|k| k.get_ref());
+            for item in items.filter(|i| i.get_ref().starts_with("tls:")) {
+                self.issues.push(Issue::at(
+                    item,
+                    format!(
+                        "key component `{}` needs client certificates: set [server.tls] \
+                         client_ca",
+                        item.get_ref()
+                    ),
+                ));
+            }
+        }
     }
 
     /// Check names of one kind; the map keeps each name's first position.

@@ -164,6 +164,19 @@ impl OverrideShape<'_> {
                 ))
             }
             Some(KeyPart::Param(_)) | Some(KeyPart::Query(_)) => key.to_owned(),
+            Some(
+                KeyPart::JwtSub
+                | KeyPart::JwtClaim(_)
+                | KeyPart::TlsSubject
+                | KeyPart::TlsFingerprint,
+            ) => {
+                if key.is_empty() {
+                    return Err(bad(
+                        "is empty (a request without one is keyed by its address)",
+                    ));
+                }
+                key.to_owned()
+            }
             Some(KeyPart::Route) | Some(KeyPart::Global) | None => key.to_owned(),
         };
         Ok((normalized, limit))

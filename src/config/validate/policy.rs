@@ -61,10 +61,16 @@ impl Validator<'_> {
         let escalation = self.take(escalation(p, block_for.flatten()));
         let count = self.take(count_on(p));
         let retry_after_jitter = self.take(jitter(p));
-        let overrides = match (&key, limit, burst) {
-            (Some(key), Some(limit), Some(burst)) => {
+        let overrides_from = match &p.overrides_from {
+            None => Some(None),
+            Some(from) => self.take(overrides_from(p, from)).map(Some),
+        };
+        let overrides = match (&key, limit, burst, &overrides_from) {
+            (Some(key), Some(limit), Some(burst), Some(from)) => {
+                // With `overrides_from`, override keys are values of that claim.
+                let claim = from.as_ref().map(|name| [KeyPart::JwtClaim(name.clone())]);
                 let shape = OverrideShape {
-                    key,
+                    key: claim.as_ref().map_or(key.as_slice(), |c| c.as_slice()),
                     limit,
                     burst: p.burst.as_ref().map(|_| burst),
                     window: w,
@@ -89,6 +95,7 @@ impl Validator<'_> {
             mode: p.mode.unwrap_or(file::DEFAULT_MODE),
             count: count?,
             overrides: overrides?,
+            overrides_from: overrides_from?,
             retry_after_jitter: retry_after_jitter?,
             index,
             headers: PolicyHeaderText::new(
@@ -313,8 +320,51 @@ pub(super) fn is_param_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// `overrides_from = "jwt:claim:NAME"`, which needs overrides to look up.
+fn overrides_from(p: &file::Policy, from: &Spanned<String>) -> Check<Box<str>> {
+    let text = from.get_ref();
+    let Some(name) = text
+        .strip_prefix("jwt:claim:")
+        .filter(|n| valid_claim_name(n))
+    else {
+        return Err(Issue::at(
+            from,
+            format!("`{text}` is not a tier source; expected \"jwt:claim:NAME\""),
+        ));
+    };
+    if p.overrides.is_none() && p.overrides_file.is_none() {
+        return Err(Issue::at(
+            from,
+            "`overrides_from` needs `overrides` or `overrides_file` (the limit of each claim value)",
+        ));
+    }
+    Ok(name.into())
+}
+
+/// Claim names as JSON object keys may be anything; a config names plain ones.
+fn valid_claim_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'))
+}
+
 fn key_part(item: &Spanned<String>) -> Check<KeyPart> {
     let text = item.get_ref().as_str();
+    if let Some(name) = text.strip_prefix("jwt:claim:") {
+        return if valid_claim_name(name) {
+            Ok(KeyPart::JwtClaim(name.into()))
+        } else {
+            Err(Issue::at(
+                item,
+                format!(
+                    "`{name}` is not a claim name in key component `{text}`; expected 1 to 64 \
+                     characters from A-Z a-z 0-9 _ - . : /"
+                ),
+            ))
+        };
+    }
     if let Some(name) = text.strip_prefix("header:") {
         // HeaderName lower-cases valid names, so `header:X-Api-Key` and `header:x-api-key` match.
         return HeaderName::from_bytes(name.as_bytes())
@@ -358,11 +408,15 @@ fn key_part(item: &Spanned<String>) -> Check<KeyPart> {
         "method" => Ok(KeyPart::Method),
         "route" => Ok(KeyPart::Route),
         "global" => Ok(KeyPart::Global),
+        "jwt:sub" => Ok(KeyPart::JwtSub),
+        "tls:subject" => Ok(KeyPart::TlsSubject),
+        "tls:fingerprint" => Ok(KeyPart::TlsFingerprint),
         _ => Err(Issue::at(
             item,
             format!(
                 "unknown key component `{text}`; expected \"ip\", \"header:NAME\", \"path\", \
-                 \"method\", \"route\", \"param:NAME\", \"query:NAME\" or \"global\""
+                 \"method\", \"route\", \"param:NAME\", \"query:NAME\", \"global\", \"jwt:sub\", \
+                 \"jwt:claim:NAME\", \"tls:subject\" or \"tls:fingerprint\""
             ),
         )),
     }

@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::check::{bounded, later, Check, Issue, COST_RANGE, RESPOND_STATUS_RANGE};
 use super::policy::is_param_name;
 use super::validator::Validator;
+use crate::auth::Authenticator;
 use crate::config::compiled::{
     Cost, HeaderCondition, KeyPart, PathMatch, PathPattern, Policy, Route, Segment, Target,
     Upstream, DEFAULT_MAX_COST,
@@ -83,6 +84,17 @@ impl Validator<'_> {
         }
         let strip_prefix = self.take(strip_prefix(r));
         let cost = self.take(route_cost(r));
+        let auth = match &r.auth {
+            None => Some(None),
+            Some(name) => self
+                .take(refs.auths.resolve(name))
+                .and_then(|a| a.map(Some)),
+        };
+        if let (Some(None), Some(policies)) = (&auth, &policies) {
+            if let Err(issue) = token_keys_need_auth(r, policies) {
+                self.issues.push(issue);
+            }
+        }
         Some(Route {
             name: Arc::from(r.name.get_ref().as_str()),
             path: path?,
@@ -94,6 +106,7 @@ impl Validator<'_> {
             strip_prefix: strip_prefix?,
             case_insensitive: r.case_insensitive.unwrap_or(false),
             cost: cost?,
+            auth: auth?,
             index,
         })
     }
@@ -136,6 +149,7 @@ impl Validator<'_> {
 pub(super) struct References<'a> {
     pub(super) upstreams: Named<'a, Upstream>,
     pub(super) policies: Named<'a, Policy>,
+    pub(super) auths: Named<'a, Authenticator>,
 }
 
 pub(super) struct Named<'a, T> {
@@ -515,6 +529,30 @@ fn route_policies(
         }
     }
     Ok(complete.then_some(out))
+}
+
+/// A policy keyed by a token's claims (or taking its tier from one) on a route without `auth`
+/// would never see a verified claim.
+fn token_keys_need_auth(r: &file::Route, policies: &[Arc<Policy>]) -> Check<()> {
+    let names = r.policies.iter().flatten();
+    for (policy, name) in policies.iter().zip(names) {
+        let part = policy.key.iter().find(|p| p.needs_token());
+        if part.is_some() || policy.overrides_from.is_some() {
+            let what = part.map_or_else(
+                || "takes its tier from a token claim (`overrides_from`)".to_owned(),
+                |p| format!("is keyed by `{p}`"),
+            );
+            return Err(Issue::at(
+                name,
+                format!(
+                    "policy `{}` {what}, which needs a verified token: set `auth = \"NAME\"` on \
+                     this route",
+                    policy.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn strip_prefix(r: &file::Route) -> Check<bool> {

@@ -95,9 +95,27 @@ impl Validator<'_> {
     fn tls(&mut self, tls: &file::Tls) -> Option<TlsFiles> {
         let cert = self.take(self.non_empty(&tls.cert));
         let key = self.take(self.non_empty(&tls.key));
+        let client_ca = match &tls.client_ca {
+            None => Some(None),
+            Some(ca) => self
+                .take(self.non_empty(ca))
+                .map(|p| Some(PathBuf::from(p))),
+        };
+        if let (None, Some(client_auth)) = (&tls.client_ca, &tls.client_auth) {
+            self.issues.push(Issue::at(
+                client_auth,
+                "`client_auth` needs `client_ca` (the CA client certificates are verified against)",
+            ));
+            return None;
+        }
         Some(TlsFiles {
             cert: PathBuf::from(cert?),
             key: PathBuf::from(key?),
+            client_ca: client_ca?,
+            client_auth: tls
+                .client_auth
+                .as_ref()
+                .map_or(file::DEFAULT_CLIENT_AUTH, |c| *c.get_ref()),
         })
     }
 

@@ -951,3 +951,29 @@ fn upstream_urls() {
     assert_eq!(c.upstreams[0].connect_timeout, Duration::from_secs(2));
     assert_eq!(c.upstreams[0].timeout, Duration::from_secs(30));
 }
+
+#[test]
+fn auth_secrets_come_from_the_environment_and_are_long_enough() {
+    let auth = |secret: &str| {
+        format!(
+            "[[auth]]\nname = \"a\"\nalgorithms = [\"HS256\"]\nsecret = \"{secret}\"\n\n{ROUTE}auth = \"a\"\n"
+        )
+    };
+    // `TOKEN` is 6 bytes.
+    assert_err(
+        &auth("${TOKEN}"),
+        4,
+        10,
+        "auth[0].secret",
+        "the secret has 6 bytes; HMAC secrets need at least 32",
+    );
+    let c = ok(&auth("${TOKEN}${TOKEN}${TOKEN}${TOKEN}${TOKEN}${TOKEN}"));
+    assert_eq!(c.routes[0].auth.as_ref().map(|a| &*a.name), Some("a"));
+    assert_err(
+        &auth("a-literal-secret-long-enough-to-pass-the-bound"),
+        4,
+        10,
+        "auth[0].secret",
+        "must come from the environment",
+    );
+}
