@@ -42,6 +42,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     pub idle_timeout: Duration,
     pub send_timeout: Duration,
+    /// An upgraded connection with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// `None`: derived from the process's fd limit when the listener starts.
     pub max_connections: Option<usize>,
     /// Log one line per request.
@@ -451,8 +453,28 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Units each request charges to the route's policies.
     pub cost: Cost,
+    /// The protocols an HTTP/1.1 `Upgrade` is relayed for; empty: `Upgrade` is removed like any
+    /// hop-by-hop header.
+    pub upgrade: Vec<UpgradeProtocol>,
     /// Position in `Config::routes` (stable index for metrics handles).
     pub index: usize,
+}
+
+/// A protocol a route may switch to with HTTP/1.1 `Upgrade` (config `upgrade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeProtocol {
+    WebSocket,
+}
+
+impl UpgradeProtocol {
+    pub const ALL: [UpgradeProtocol; 1] = [UpgradeProtocol::WebSocket];
+
+    /// The protocol name as written in `Upgrade` (RFC 9110 section 7.8) and in the config.
+    pub fn token(self) -> &'static str {
+        match self {
+            UpgradeProtocol::WebSocket => "websocket",
+        }
+    }
 }
 
 /// What one request of a route costs.

@@ -151,6 +151,7 @@ mod tests {
             policies: vec![],
             strip_prefix: false,
             case_insensitive: false,
+            upgrade: Vec::new(),
             cost: Default::default(),
             index: 0,
         }

@@ -13,4 +13,5 @@ pub mod route;
 pub(crate) mod stats;
 #[cfg(test)]
 mod test_headers;
+pub(crate) mod tunnel;
 pub(crate) mod upstream;

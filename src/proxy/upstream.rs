@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::UPGRADE;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -221,8 +222,10 @@ impl UpstreamPool {
             .await
             .map_err(|e| Failure::Connect(e.into()))?;
         // The connection task runs on this worker's runtime, next to the requests using it.
+        // With upgrades: after a 101 (asked for by `proxy::tunnel`) the connection's IO goes to
+        // the tunnel instead of being closed.
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(error = %err, "upstream connection ended with an error");
             }
         });
@@ -241,7 +244,10 @@ impl UpstreamPool {
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.checkin(upstream, sender);
+                    // A switched connection belongs to its tunnel now.
+                    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        self.checkin(upstream, sender);
+                    }
                     return Ok(resp);
                 }
                 Err(mut err) => match err.take_message() {
@@ -265,13 +271,16 @@ impl UpstreamPool {
     ) -> Result<Response<Incoming>, GatewayError> {
         // The upstream side always speaks HTTP/1.1, whatever the client used.
         *req.version_mut() = Version::HTTP_11;
+        // Only a route that allows it relays `Upgrade` (`proxy::tunnel`); it is hop-by-hop and
+        // removed from every other request.
+        let upgrading = req.headers().contains_key(UPGRADE);
         let started = Instant::now();
         let result = tokio::time::timeout(upstream.timeout, self.round_trip(upstream, req)).await;
         let name = &*upstream.name;
         match result {
-            // The gateway forwards no `Upgrade` (it is hop-by-hop), so any switch is unsolicited;
-            // relaying it would hand the client a connection in a protocol nobody agreed on.
-            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            // Without `Upgrade` any switch is unsolicited; relaying it would hand the client a
+            // connection in a protocol nobody agreed on.
+            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrading => {
                 self.protocol_error(
                     upstream,
                     "101 Switching Protocols without an upgrade request",

@@ -68,6 +68,7 @@ pub(crate) fn timeouts(s: &Server) -> Timeouts {
         header_read: s.header_read_timeout,
         idle: s.idle_timeout,
         send: s.send_timeout,
+        tunnel_idle: s.tunnel_idle_timeout,
     }
 }
 
@@ -129,7 +130,12 @@ pub(crate) async fn serve(
     .await;
     drop(listener);
     tracing::info!(grace = ?settings.shutdown_grace, "draining connections");
-    match tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await {
+    // Tunnels (upgraded connections) have left hyper's graceful watch: they get the same grace.
+    let drained = async {
+        graceful.shutdown().await;
+        server.tunnels_closed().await;
+    };
+    match tokio::time::timeout(settings.shutdown_grace, drained).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => {
             tracing::warn!("shutdown grace elapsed with requests still in flight; cutting them");
