@@ -182,6 +182,23 @@ policies = [{}]
     .with(rest)
 }
 
+/// Whether a new connection is closed by the gateway without an answer (not left open).
+fn closed_at_once(gw: &Gateway) -> bool {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The gateway may close before this is written: either way, nothing comes back.
+    let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
 fn metric(gw: &Gateway, series: &str) -> f64 {
     gw.metric(series).unwrap_or(-1.0)
 }
@@ -345,6 +362,30 @@ fn shutdown_drains_then_closes_tunnels() {
     assert_eq!(client.ask("wait"), "CLOSED");
     assert_eq!(gw.wait_exit(Duration::from_secs(20)), Some(0));
     assert!(gw.logs().contains("cutting them"), "{}", gw.logs());
+}
+
+#[test]
+fn a_tunnel_keeps_its_place_under_max_connections() {
+    let server = WsServer::start();
+    let config = ws_config(&server, &[], "").set("server.max_connections", 1);
+    let gw = Gateway::start(&config);
+    let mut client = WsClient::open(&gw, "/");
+    assert_eq!(metric(&gw, "rategate_connections_active"), 1.0);
+    // The ceiling is reached while the tunnel is open: the next connection is closed at once.
+    assert!(closed_at_once(&gw));
+    assert_eq!(
+        metric(
+            &gw,
+            r#"rategate_connections_rejected_total{listener="proxy"}"#
+        ),
+        1.0
+    );
+    assert_eq!(client.ask("send still open"), "ECHO still open");
+    assert_eq!(client.ask("close"), "CLOSED");
+    poll("the slot back", Duration::from_secs(10))
+        .until(|| metric(&gw, "rategate_connections_active") == 0.0);
+    let mut next = WsClient::open(&gw, "/");
+    assert_eq!(next.ask("send next"), "ECHO next");
 }
 
 #[test]
