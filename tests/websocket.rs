@@ -458,3 +458,49 @@ upgrade = ["websocket", "h2c"]
         "{err}"
     );
 }
+
+#[test]
+fn a_101_to_another_protocol_than_asked_is_a_502() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let _ = stream.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let config = config_with(
+        &format!("http://{upstream}"),
+        "[[route]]\nname = \"ws\"\npath_prefix = \"/\"\nupstream = \"api\"\nupgrade = [\"websocket\"]\n",
+    );
+    let gw = Gateway::start(&config);
+    let mut client = std::net::TcpStream::connect(gw.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = client.read(&mut buf).unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(common::raw_status(&resp), 502, "{resp}");
+    assert_eq!(
+        metric(
+            &gw,
+            r#"rategate_upstream_errors_total{kind="protocol",upstream="api"}"#
+        ),
+        1.0
+    );
+    assert_eq!(metric(&gw, "rategate_tunnels_total"), 0.0);
+}
