@@ -28,7 +28,8 @@ use crate::config::compiled::UpgradeProtocol;
 use crate::limiter::Admission;
 use crate::metrics::Metrics;
 
-/// What the connection runs once hyper has sent the 101.
+/// What the client's connection runs once hyper has sent the 101 (`server::watchdog` keeps it
+/// until then).
 pub(crate) type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The tunnel, on its way from the handler to the connection in the 101's extensions (which

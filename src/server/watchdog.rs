@@ -48,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::inflight::{Entered, InFlight};
 use crate::metrics::Expiry;
 use crate::millis;
+use crate::proxy::tunnel;
 
 /// Marks "not set" in the millisecond fields.
 const NONE: u64 = u64::MAX;
@@ -66,14 +67,11 @@ pub(crate) struct Timeouts {
     pub(crate) tunnel_idle: Duration,
 }
 
-/// What a connection runs once hyper has handed its IO over (an upgrade's tunnel).
-pub(crate) type AfterUpgrade = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// A tunnel handed to its connection, counted among its reaper's open tunnels from the moment
 /// the response asked for it until it ends (or is dropped unrun), so a drain never misses one
 /// that is about to start.
 pub(crate) struct Tunnel {
-    pub(crate) run: AfterUpgrade,
+    pub(crate) run: tunnel::Run,
     _open: Entered,
 }
 
@@ -161,7 +159,7 @@ impl ConnClock {
     }
 
     /// The tunnel to run once hyper has switched the connection's protocol (its 101 is sent).
-    pub(crate) fn set_after_upgrade(&self, run: AfterUpgrade) {
+    pub(crate) fn set_after_upgrade(&self, run: tunnel::Run) {
         let tunnel = Tunnel {
             run,
             _open: self.tunnels.enter(),
@@ -441,9 +439,9 @@ pub(crate) struct RequestGuard {
 }
 
 impl RequestGuard {
-    /// The response asks to switch protocols: `tunnel` runs once hyper has sent it.
-    pub(crate) fn set_after_upgrade(&self, tunnel: AfterUpgrade) {
-        self.clock.set_after_upgrade(tunnel);
+    /// The response asks to switch protocols: `run` runs once hyper has sent it.
+    pub(crate) fn set_after_upgrade(&self, run: tunnel::Run) {
+        self.clock.set_after_upgrade(run);
     }
 
     fn frame_taken(&mut self) {
