@@ -262,8 +262,8 @@ fn concurrency_slot_follows_the_tunnel(config: TestConfig, server: &WsServer) {
     let mut holder = WsClient::open(&gw, "/");
     let mut other = WsClient::new();
     assert_eq!(other.open_answer(&gw, "/"), "REFUSED 429");
-    // Longer than the 1 s lease: only renewal keeps the slot.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Longer than the 2 s lease: only renewal keeps the slot.
+    std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(holder.ask("send still here"), "ECHO still here");
     let mut again = WsClient::new();
     assert_eq!(again.open_answer(&gw, "/"), "REFUSED 429");
@@ -279,7 +279,7 @@ const ONE_AT_A_TIME: &str = r#"
 name = "one"
 algorithm = "concurrency"
 limit = 1
-lease = "1s"
+lease = "2s"
 "#;
 
 #[test]
@@ -296,7 +296,11 @@ fn a_concurrency_slot_is_held_for_the_tunnel_and_freed_when_it_closes_on_redis()
     }
     let redis = RedisServer::start();
     let server = WsServer::start();
-    let config = ws_config(&server, &["one"], ONE_AT_A_TIME).redis_store(&redis.url());
+    // A renewal is a store call: on a loaded machine the default 50 ms timeout could lose three
+    // in a row and let the lease expire under a tunnel that is still open.
+    let config = ws_config(&server, &["one"], ONE_AT_A_TIME)
+        .redis_store(&redis.url())
+        .set("store.timeout", "1s");
     concurrency_slot_follows_the_tunnel(config, &server);
 }
 

@@ -39,7 +39,9 @@ struct Handover(Arc<Mutex<Option<Run>>>);
 
 /// The tunnel a response carries, if it switches protocols.
 pub(crate) fn take<B>(resp: &mut Response<B>) -> Option<Run> {
-    // Without extensions (every other response) this is one branch, no lookup.
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return None;
+    }
     resp.extensions_mut()
         .remove::<Handover>()
         .and_then(|h| h.0.lock().take())

@@ -206,7 +206,12 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<Incoming>, Failure> {
+    /// A new connection; `upgrades`: able to hand its IO over after a 101 (`proxy::tunnel`).
+    async fn connect(
+        &self,
+        upstream: &Upstream,
+        upgrades: bool,
+    ) -> Result<SendRequest<Incoming>, Failure> {
         let mut connector = self.connector(upstream.connect_timeout);
         let dst = Uri::builder()
             .scheme(upstream.scheme.clone())
@@ -222,13 +227,21 @@ impl UpstreamPool {
             .await
             .map_err(|e| Failure::Connect(e.into()))?;
         // The connection task runs on this worker's runtime, next to the requests using it.
-        // With upgrades: after a 101 (asked for by `proxy::tunnel`) the connection's IO goes to
-        // the tunnel instead of being closed.
-        tokio::spawn(async move {
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
-            }
-        });
+        // Only upgrade requests get a connection with upgrades: under callgrind it cost about
+        // 770 more instructions per proxied request on every pooled connection.
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(err) = conn.with_upgrades().await {
+                    tracing::debug!(error = %err, "upstream connection ended with an error");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, "upstream connection ended with an error");
+                }
+            });
+        }
         Ok(sender)
     }
 
@@ -236,18 +249,25 @@ impl UpstreamPool {
         &self,
         upstream: &Upstream,
         mut req: Request<Incoming>,
+        upgrading: bool,
     ) -> Result<Response<Incoming>, Failure> {
+        if upgrading {
+            // A switch takes its connection for good (and any other answer ends it): a fresh
+            // one, never pooled.
+            let mut sender = self.connect(upstream, true).await?;
+            return sender
+                .try_send_request(req)
+                .await
+                .map_err(|err| Failure::Request(err.into_error()));
+        }
         loop {
             let (mut sender, reused) = match self.checkout(upstream) {
                 Some(sender) => (sender, true),
-                None => (self.connect(upstream).await?, false),
+                None => (self.connect(upstream, false).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    // A switched connection belongs to its tunnel now.
-                    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                        self.checkin(upstream, sender);
-                    }
+                    self.checkin(upstream, sender);
                     return Ok(resp);
                 }
                 Err(mut err) => match err.take_message() {
@@ -275,7 +295,8 @@ impl UpstreamPool {
         // removed from every other request.
         let upgrading = req.headers().contains_key(UPGRADE);
         let started = Instant::now();
-        let result = tokio::time::timeout(upstream.timeout, self.round_trip(upstream, req)).await;
+        let result =
+            tokio::time::timeout(upstream.timeout, self.round_trip(upstream, req, upgrading)).await;
         let name = &*upstream.name;
         match result {
             // Without `Upgrade` any switch is unsolicited; relaying it would hand the client a
