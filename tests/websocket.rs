@@ -508,3 +508,22 @@ fn a_101_to_another_protocol_than_asked_is_a_502() {
     );
     assert_eq!(metric(&gw, "rategate_tunnels_total"), 0.0);
 }
+
+#[test]
+fn a_reload_that_adds_upgrade_applies_to_new_connections() {
+    let server = WsServer::start();
+    let plain = config_with(
+        &server.url(),
+        "[[route]]\nname = \"ws\"\npath_prefix = \"/\"\nupstream = \"api\"\n",
+    );
+    let gw = Gateway::start(&plain);
+    let mut before = WsClient::new();
+    assert_eq!(before.open_answer(&gw, "/"), "REFUSED 426");
+    let with_upgrade = plain.set("route.upgrade", vec!["websocket"]);
+    std::fs::write(&gw.config_path, with_upgrade.to_string()).unwrap();
+    gw.signal("HUP");
+    poll("the reload", Duration::from_secs(10))
+        .until(|| metric(&gw, r#"rategate_config_reloads_total{result="ok"}"#) >= 1.0);
+    let mut after = WsClient::open(&gw, "/");
+    assert_eq!(after.ask("send reloaded"), "ECHO reloaded");
+}

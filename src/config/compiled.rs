@@ -27,6 +27,9 @@ pub struct Config {
     pub upstreams: Vec<Arc<Upstream>>,
     pub policies: Vec<Arc<Policy>>,
     pub routes: Vec<Route>,
+    /// Some route relays `Upgrade` (`upgrade`): connections accepted under this config are
+    /// served able to switch protocols.
+    pub upgrades: bool,
     /// Webhook alerts; `None` when the file has no `[alerts]`.
     pub alerts: Option<AlertSettings>,
 }

@@ -31,6 +31,8 @@ use crate::uri_path as path;
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
     pub(crate) tls: bool,
+    /// Served able to switch protocols (some route relayed `Upgrade` when it was accepted).
+    pub(crate) upgrades: bool,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -225,7 +227,11 @@ impl Gateway {
                         peer_trusted,
                         strip_client_ip: server.forward_client_ip_headers && !peer_trusted,
                         tls: conn.tls,
-                        upgrade: tunnel::requested(&req, &route.upgrade),
+                        // A connection accepted before a reload turned upgrades on cannot switch.
+                        upgrade: conn
+                            .upgrades
+                            .then(|| tunnel::requested(&req, &route.upgrade))
+                            .flatten(),
                     })
                     .map_err(|e| GatewayError::UpstreamRequest(e.to_string()));
                 let forwarded = match forwarded {

@@ -94,13 +94,15 @@ impl ConnServer {
     /// (with a graceful `watcher`) a drain finishes it. A response that switches protocols
     /// carries its tunnel (`proxy::tunnel`): the connection runs it once hyper has sent the 101,
     /// on this task, under the same watchdog (timed by `tunnel_idle`, cut at the end of a
-    /// drain) and still holding its place under the connection ceiling.
+    /// drain) and still holding its place under the connection ceiling. Only a connection served
+    /// with `upgrades` can switch (hyper serves it so for its whole life).
     pub(crate) async fn serve<S, H, Fut, B>(
         &self,
         io: S,
         accepted: Instant,
         watcher: Option<Watcher>,
         peer: SocketAddr,
+        upgrades: bool,
         handler: H,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -121,15 +123,24 @@ impl ConnServer {
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, guard)))
             }
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(Watched::new(io, clock.clone())), service)
-            .into_owned();
+        let io = TokioIo::new(Watched::new(io, clock.clone()));
+        let builder = &self.builder;
         let upgraded = clock.clone();
         let served = async move {
-            let ended = match watcher {
-                Some(watcher) => watcher.watch(conn).await,
-                None => conn.await,
+            let ended = if upgrades {
+                let conn = builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned();
+                match watcher {
+                    Some(watcher) => watcher.watch(conn).await,
+                    None => conn.await,
+                }
+            } else {
+                let conn = builder.serve_connection(io, service).into_owned();
+                match watcher {
+                    Some(watcher) => watcher.watch(conn).await,
+                    None => conn.await,
+                }
             };
             // hyper has handed the IO to the tunnel's client end (or the connection failed
             // first, and the tunnel ends at once); a drain waits for it through the reaper.

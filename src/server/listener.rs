@@ -159,10 +159,17 @@ impl Connection {
     async fn run(self, stream: TcpStream, peer: std::net::SocketAddr, tls: Option<TlsAcceptor>) {
         let accepted = Instant::now();
         self.metrics.connections_active.inc();
+        // Read once per connection: hyper serves a connection with upgrades or without for its
+        // whole life, and with them costs about 800 instructions per request (callgrind).
+        let upgrades = self.gateway.live.snapshot().upgrades;
         match tls {
             None => {
-                self.serve(stream, ConnInfo { peer, tls: false }, accepted)
-                    .await
+                let info = ConnInfo {
+                    peer,
+                    tls: false,
+                    upgrades,
+                };
+                self.serve(stream, info, accepted).await
             }
             Some(acceptor) => {
                 // The handshake is bounded like a request head, or a silent client would hold
@@ -170,8 +177,12 @@ impl Connection {
                 match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await
                 {
                     Ok(Ok(stream)) => {
-                        self.serve(stream, ConnInfo { peer, tls: true }, accepted)
-                            .await
+                        let info = ConnInfo {
+                            peer,
+                            tls: true,
+                            upgrades,
+                        };
+                        self.serve(stream, info, accepted).await
                     }
                     Ok(Err(err)) => {
                         tracing::debug!(%peer, error = %err, "TLS handshake failed");
@@ -196,7 +207,14 @@ impl Connection {
             async move { gateway.handle(info, req).await }
         };
         self.server
-            .serve(stream, accepted, Some(self.watcher), info.peer, handler)
+            .serve(
+                stream,
+                accepted,
+                Some(self.watcher),
+                info.peer,
+                info.upgrades,
+                handler,
+            )
             .await;
         self.metrics.connections_active.dec();
     }

@@ -88,15 +88,17 @@ impl Validator<'_> {
             None => Some(None),
             Some(alerts) => self.alerts(alerts).map(Some),
         };
+        let routes = routes?;
         Some(Config {
             source: path.to_path_buf(),
+            upgrades: routes.iter().any(|r| !r.upgrade.is_empty()),
             server: server?,
             admin: admin?,
             store: store?,
             access: access?,
             upstreams: upstreams.into_iter().collect::<Option<_>>()?,
             policies: policies.into_iter().collect::<Option<_>>()?,
-            routes: routes?,
+            routes,
             alerts: alerts?,
         })
     }
