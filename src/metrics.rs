@@ -60,16 +60,24 @@ pub(crate) enum Expiry {
     HeaderRead,
     Idle,
     Send,
+    /// An upgraded connection (tunnel) moved no bytes for `tunnel_idle_timeout`.
+    TunnelIdle,
 }
 
 impl Expiry {
-    pub(crate) const ALL: [Expiry; 3] = [Expiry::HeaderRead, Expiry::Idle, Expiry::Send];
+    pub(crate) const ALL: [Expiry; 4] = [
+        Expiry::HeaderRead,
+        Expiry::Idle,
+        Expiry::Send,
+        Expiry::TunnelIdle,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Expiry::HeaderRead => "header_read",
             Expiry::Idle => "idle",
             Expiry::Send => "send",
+            Expiry::TunnelIdle => "tunnel_idle",
         }
     }
 }
@@ -103,8 +111,13 @@ pub struct Metrics {
     pub(crate) connections_active: IntGauge,
     /// Connections closed at accept because `max_connections` were open, by listener.
     pub(crate) connections_rejected: IntCounterVec,
-    /// Connections ended by the watchdog, by listener and reason (header_read, idle, send).
+    /// Connections ended by the watchdog, by listener and reason (header_read, idle, send,
+    /// tunnel_idle).
     pub(crate) connections_timed_out: IntCounterVec,
+    /// Upgraded connections (WebSocket tunnels) spliced to their upstream and still open.
+    pub(crate) tunnels_open: IntGauge,
+    /// Upgraded connections spliced to their upstream since start.
+    pub(crate) tunnels: IntCounter,
     /// Webhook alerts by result: sent | failed (gave up after retries) | dropped (queue full).
     pub(crate) alerts: IntCounterVec,
     /// Requests on authenticated routes by `[[auth]]` name, result (verified, anonymous,
@@ -251,12 +264,22 @@ impl Metrics {
         let connections_timed_out = IntCounterVec::new(
             Opts::new(
                 "rategate_connections_timed_out_total",
-                "Connections closed by a timeout: header_read, idle or send.",
+                "Connections closed by a timeout: header_read, idle, send or tunnel_idle.",
             ),
             &["listener", "reason"],
         )?;
         registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(connections_timed_out.clone()))?;
+        let tunnels_open = IntGauge::new(
+            "rategate_tunnels_open",
+            "Upgraded connections (WebSocket) spliced to their upstream and still open.",
+        )?;
+        let tunnels = IntCounter::new(
+            "rategate_tunnels_total",
+            "Upgraded connections (WebSocket) spliced to their upstream.",
+        )?;
+        registry.register(Box::new(tunnels_open.clone()))?;
+        registry.register(Box::new(tunnels.clone()))?;
         for listener in ["proxy", "admin"] {
             connections_rejected.with_label_values(&[listener]);
             for reason in Expiry::ALL {
@@ -297,6 +320,8 @@ impl Metrics {
             connections_active,
             connections_rejected,
             connections_timed_out,
+            tunnels_open,
+            tunnels,
             alerts,
             auth,
         })

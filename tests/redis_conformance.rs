@@ -149,6 +149,7 @@ async fn unblock_reaches_every_instance_cache() {
         policies: vec![policy],
         strip_prefix: false,
         case_insensitive: false,
+        upgrade: Vec::new(),
         cost: Default::default(),
         auth: None,
         index: 0,

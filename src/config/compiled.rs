@@ -29,6 +29,9 @@ pub struct Config {
     pub upstreams: Vec<Arc<Upstream>>,
     pub policies: Vec<Arc<Policy>>,
     pub routes: Routes,
+    /// Some route relays `Upgrade` (`upgrade`): connections accepted under this config are
+    /// served able to switch protocols.
+    pub upgrades: bool,
     /// Webhook alerts; `None` when the file has no `[alerts]`.
     pub alerts: Option<AlertSettings>,
     /// The `[[auth]]` sections, in file order (their JWKS files are refreshed while running).
@@ -46,6 +49,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     pub idle_timeout: Duration,
     pub send_timeout: Duration,
+    /// An upgraded connection with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// `None`: derived from the process's fd limit when the listener starts.
     pub max_connections: Option<usize>,
     /// Log one line per request.
@@ -587,6 +592,9 @@ pub struct Route {
     pub cost: Cost,
     /// The `[[auth]]` section verifying this route's tokens.
     pub auth: Option<Arc<Authenticator>>,
+    /// The protocols an HTTP/1.1 `Upgrade` is relayed for; empty: `Upgrade` is removed like any
+    /// hop-by-hop header.
+    pub upgrade: Vec<UpgradeProtocol>,
     /// Position in `Config::routes` (stable index for metrics handles).
     pub index: usize,
 }
@@ -600,6 +608,23 @@ impl Route {
         };
         let at = pattern.param_position(name)?;
         path.get(1..)?.split('/').nth(at)
+    }
+}
+
+/// A protocol a route may switch to with HTTP/1.1 `Upgrade` (config `upgrade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeProtocol {
+    WebSocket,
+}
+
+impl UpgradeProtocol {
+    pub const ALL: [UpgradeProtocol; 1] = [UpgradeProtocol::WebSocket];
+
+    /// The protocol name as written in `Upgrade` (RFC 9110 section 7.8) and in the config.
+    pub fn token(self) -> &'static str {
+        match self {
+            UpgradeProtocol::WebSocket => "websocket",
+        }
     }
 }
 

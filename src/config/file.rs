@@ -27,6 +27,8 @@ pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Like nginx's `proxy_read_timeout` for upgraded connections.
+pub(crate) const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Far above any fd limit a host grants; only there to keep the number sane.
 pub(crate) const MAX_MAX_CONNECTIONS: u64 = 1 << 24;
 pub(crate) const DEFAULT_ADMIN_LISTEN: SocketAddr =
@@ -106,6 +108,8 @@ pub(crate) struct Server {
     pub(crate) idle_timeout: Option<duration::Positive>,
     /// A response that makes no write progress for this long is cut.
     pub(crate) send_timeout: Option<duration::Positive>,
+    /// An upgraded connection (WebSocket tunnel) with no bytes either way for this long is closed.
+    pub(crate) tunnel_idle_timeout: Option<duration::Positive>,
     /// Concurrent proxy connections; unset = derived from the fd limit at start.
     pub(crate) max_connections: Option<Spanned<u64>>,
     /// One log line per request (target `rategate::access`).
@@ -280,6 +284,8 @@ pub(crate) struct Route {
     pub(crate) max_cost: Option<Spanned<u64>>,
     /// The `[[auth]]` section verifying this route's tokens.
     pub(crate) auth: Option<Spanned<String>>,
+    /// Protocols an HTTP/1.1 `Upgrade` is relayed for (`["websocket"]`); default none.
+    pub(crate) upgrade: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -192,6 +192,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.send_timeout != n.send_timeout {
         out.push("server.send_timeout");
     }
+    if o.tunnel_idle_timeout != n.tunnel_idle_timeout {
+        out.push("server.tunnel_idle_timeout");
+    }
     if o.max_connections != n.max_connections {
         out.push("server.max_connections");
     }

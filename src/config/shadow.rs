@@ -181,6 +181,7 @@ mod tests {
             cost: Default::default(),
             index: 0,
             auth: None,
+            upgrade: Vec::new(),
         }
     }
 

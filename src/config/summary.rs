@@ -100,9 +100,11 @@ fn connections(out: &mut String, s: &Server) -> std::fmt::Result {
         .map_or_else(|| "auto (from the fd limit)".to_owned(), |n| n.to_string());
     writeln!(
         out,
-        "connections: idle_timeout {}, send_timeout {}, max_connections {max}",
+        "connections: idle_timeout {}, send_timeout {}, max_connections {max}, \
+         tunnel_idle_timeout {}",
         dur(s.idle_timeout),
         dur(s.send_timeout),
+        dur(s.tunnel_idle_timeout),
     )
 }
 
@@ -295,12 +297,18 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
         (None, n) => format!(", cost {n}"),
         (Some(h), n) => format!(", cost {n} or header {h} (1..={})", r.cost.max),
     };
+    let upgrade = if r.upgrade.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = r.upgrade.iter().map(|p| p.token()).collect();
+        format!(", upgrade {}", names.join(","))
+    };
     let auth = r.auth.as_ref().map_or(String::new(), |a| {
         format!(", auth {} ({})", a.name, a.describe())
     });
     writeln!(
         out,
-        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}{auth}",
+        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}{upgrade}{auth}",
         r.name
     )
 }

@@ -53,6 +53,7 @@ pub(super) fn route(policies: Vec<Arc<Policy>>) -> Route {
         policies,
         strip_prefix: false,
         case_insensitive: false,
+        upgrade: Vec::new(),
         cost: Default::default(),
         auth: None,
         index: 0,

@@ -211,6 +211,7 @@ mod tests {
             policies: vec![],
             strip_prefix: false,
             case_insensitive: false,
+            upgrade: Vec::new(),
             cost: Default::default(),
             auth: None,
             index: 0,

@@ -16,7 +16,7 @@ use super::body::GatewayBody;
 use super::forward_headers::{self, TransferCodings};
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
-use super::{client_ip, cost, grpc, host, rate_headers, route};
+use super::{client_ip, cost, grpc, host, rate_headers, route, tunnel};
 use crate::alerts::{Alert, Alerter};
 use crate::auth::{Authenticator, Claims, Identity, Outcome, PeerCert};
 use crate::config::compiled::{Target, Upstream};
@@ -34,6 +34,8 @@ pub(crate) struct ConnInfo {
     pub(crate) tls: bool,
     /// The client certificate the TLS handshake verified (`[server.tls] client_ca`).
     pub(crate) peer_cert: Option<Arc<PeerCert>>,
+    /// Served able to switch protocols (some route relayed `Upgrade` when it was accepted).
+    pub(crate) upgrades: bool,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -238,6 +240,8 @@ impl Gateway {
         // Whether the response is the upstream's (or the route's own): gateway errors are not
         // answers a count-by-response policy counts.
         let mut answered = true;
+        // Set when the upstream switched protocols: the tunnel to hand the connection.
+        let mut switched = None;
         let mut resp = match &route.target {
             Target::Respond { status, body } => response::respond(*status, body.clone()),
             Target::Upstream(upstream) => {
@@ -253,6 +257,11 @@ impl Gateway {
                         peer_trusted,
                         strip_client_ip: server.forward_client_ip_headers && !peer_trusted,
                         tls: conn.tls,
+                        // A connection accepted before a reload turned upgrades on cannot switch.
+                        upgrade: conn
+                            .upgrades
+                            .then(|| tunnel::requested(&req, &route.upgrade))
+                            .flatten(),
                     })
                     .map_err(|e| GatewayError::UpstreamRequest(e.to_string()));
                 let forwarded = match forwarded {
@@ -260,7 +269,10 @@ impl Gateway {
                     Err(err) => Err(err),
                 };
                 match forwarded {
-                    Ok(resp) => resp,
+                    Ok((resp, ends)) => {
+                        switched = ends;
+                        resp
+                    }
                     // The rate-limit headers belong on every response of a limited route,
                     // gateway errors included.
                     Err(err) => {
@@ -273,6 +285,11 @@ impl Gateway {
         if let Some(report) = &report {
             // Replaces whatever rate-limit headers the upstream sent.
             rate_headers::apply_rate_headers(resp.headers_mut(), report);
+        }
+        if let Some(ends) = switched {
+            // The request lasts as long as its tunnel: what it owes is settled when that ends.
+            tunnel::hand_over(&mut resp, ends, admission, self.metrics.clone());
+            return Ok(resp);
         }
         if let Some(admission) = admission.filter(|_| answered) {
             if let Some(owed) = admission.respond(resp.status().as_u16()) {
@@ -347,11 +364,14 @@ impl Gateway {
         });
     }
 
+    /// The upstream's response, and the two ends of the tunnel when it switched protocols.
     async fn forward(
         &self,
         fwd: Forward<'_>,
-        req: Request<Incoming>,
-    ) -> Result<Response<GatewayBody>, GatewayError> {
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<GatewayBody>, Option<tunnel::Ends>), GatewayError> {
+        // Taken before the request is passed on: hyper hands the client's IO over through it.
+        let client_end = fwd.upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         // Read before the URI is rewritten to the upstream's.
         let original_host = original_host(&parts);
@@ -365,6 +385,9 @@ impl Gateway {
             forward_headers::remove_hop_by_hop(&mut parts.headers, fwd.strip_client_ip)
         {
             parts.headers.insert(TRANSFER_ENCODING, codings);
+        }
+        if let Some(protocols) = &fwd.upgrade {
+            tunnel::ask_upstream(&mut parts.headers, protocols.clone());
         }
         forward_headers::set_forwarded(
             &mut parts.headers,
@@ -381,6 +404,20 @@ impl Gateway {
             .upstreams
             .send(fwd.upstream, Request::from_parts(parts, body), te_trailers)
             .await?;
+        // `send` relays a 101 only to a request that asked to switch.
+        if let (Some(client), Some(asked)) = (client_end, &fwd.upgrade) {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let protocols = tunnel::switched_to(resp.headers(), asked).map_err(|what| {
+                    self.upstreams.protocol_error(fwd.upstream, what);
+                    GatewayError::UpstreamProtocol(what)
+                })?;
+                let upstream = hyper::upgrade::on(&mut resp);
+                forward_headers::remove_hop_by_hop(resp.headers_mut(), false);
+                tunnel::confirm(resp.headers_mut(), protocols);
+                let ends = tunnel::Ends { client, upstream };
+                return Ok((resp.map(GatewayBody::upstream), Some(ends)));
+            }
+        }
         if let TransferCodings::Other(codings) =
             forward_headers::remove_hop_by_hop(resp.headers_mut(), false)
         {
@@ -395,7 +432,7 @@ impl Gateway {
             }
             resp.headers_mut().insert(TRANSFER_ENCODING, codings);
         }
-        Ok(resp.map(GatewayBody::upstream))
+        Ok((resp.map(GatewayBody::upstream), None))
     }
 }
 
@@ -408,6 +445,8 @@ struct Forward<'a> {
     /// Remove X-Real-IP, Forwarded and the like (an untrusted peer, and the protection on).
     strip_client_ip: bool,
     tls: bool,
+    /// The `Upgrade` to relay (the route allows every protocol it names), see `tunnel`.
+    upgrade: Option<HeaderValue>,
 }
 
 /// Whether the response to this request is sent without a body whatever its body holds (RFC 9110

@@ -14,5 +14,6 @@ pub mod route;
 pub(crate) mod stats;
 #[cfg(test)]
 mod test_headers;
+pub(crate) mod tunnel;
 pub(crate) mod upstream;
 pub(crate) mod upstream_client;

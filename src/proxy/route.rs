@@ -189,6 +189,7 @@ mod tests_support {
             policies: Vec::new(),
             strip_prefix: false,
             case_insensitive: false,
+            upgrade: Vec::new(),
             cost: Default::default(),
             auth: None,
             index: 0,

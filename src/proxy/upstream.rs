@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::header::UPGRADE;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
@@ -90,15 +91,21 @@ impl UpstreamPool {
         req: Request<Incoming>,
         te_trailers: bool,
     ) -> Result<Response<Incoming>, GatewayError> {
+        // Only a route that allows it relays `Upgrade` (`proxy::tunnel`); it is hop-by-hop and
+        // removed from every other request.
+        let upgrading = req.headers().contains_key(UPGRADE);
         let started = Instant::now();
         let client = self.client(upstream);
-        let result =
-            tokio::time::timeout(upstream.timeout, client.round_trip(req, te_trailers)).await;
+        let result = tokio::time::timeout(
+            upstream.timeout,
+            client.round_trip(req, te_trailers, upgrading),
+        )
+        .await;
         let name = &*upstream.name;
         match result {
-            // The gateway forwards no `Upgrade` (it is hop-by-hop), so any switch is unsolicited;
-            // relaying it would hand the client a connection in a protocol nobody agreed on.
-            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            // Without `Upgrade` any switch is unsolicited; relaying it would hand the client a
+            // connection in a protocol nobody agreed on.
+            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrading => {
                 self.protocol_error(
                     upstream,
                     "101 Switching Protocols without an upgrade request",

@@ -20,6 +20,7 @@
 //! body frames, so nothing here buffers or rewrites them.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HOST, TE};
@@ -132,12 +133,24 @@ impl UpstreamClient {
 
     /// Send `req` (its URI in origin form, `Host` set) and wait for the response head; the
     /// body streams afterwards. `te_trailers`: the client said it accepts trailers, which an
-    /// HTTP/2 upstream is told (gRPC servers require it).
+    /// HTTP/2 upstream is told (gRPC servers require it). `upgrading`: the request asks to
+    /// switch protocols (`proxy::tunnel`).
     pub(crate) async fn round_trip(
         &self,
         mut req: Request<Incoming>,
         te_trailers: bool,
+        upgrading: bool,
     ) -> Result<Response<Incoming>, Failure> {
+        if upgrading {
+            // A switch takes its connection for good (and any other answer ends it): a fresh
+            // HTTP/1.1 one that can hand its IO over, never pooled.
+            let mut sender = Box::pin(self.connect_upgradable()).await?;
+            for_http1(&mut req);
+            return sender
+                .try_send_request(req)
+                .await
+                .map_err(|err| Failure::Request(err.into_error()));
+        }
         loop {
             let (sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
@@ -233,7 +246,40 @@ impl UpstreamClient {
         Ok(sender)
     }
 
-    async fn handshake(&self) -> Result<Sender, BoxError> {
+    /// A new HTTP/1.1 connection able to switch protocols after a 101, bounded like
+    /// [`UpstreamClient::connect`]. An `https://` upstream is offered only `http/1.1` by ALPN
+    /// (WebSocket over HTTP/2, RFC 8441, is not relayed); an `h2c://` one cannot switch.
+    async fn connect_upgradable(&self) -> Result<http1::SendRequest<Incoming>, Failure> {
+        let timeout = self.endpoint.connect_timeout;
+        match tokio::time::timeout(timeout, self.handshake_upgradable()).await {
+            Ok(result) => result.map_err(Failure::Connect),
+            Err(_) => Err(Failure::Connect(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            )))),
+        }
+    }
+
+    async fn handshake_upgradable(&self) -> Result<http1::SendRequest<Incoming>, BoxError> {
+        if self.endpoint.tls.is_none() && self.endpoint.protocol == UpstreamProtocol::H2c {
+            return Err("an h2c:// upstream cannot switch protocols with HTTP/1.1 Upgrade".into());
+        }
+        let io = self.tcp_connect().await?;
+        match &self.endpoint.tls {
+            Some(tls) => {
+                let mut config = (*tls.config).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                let stream = connector
+                    .connect(tls.server_name.clone(), io.into_inner())
+                    .await?;
+                http1_upgradable(TokioIo::new(stream)).await
+            }
+            None => http1_upgradable(io).await,
+        }
+    }
+
+    async fn tcp_connect(&self) -> Result<TokioIo<tokio::net::TcpStream>, BoxError> {
         let mut tcp = self.tcp.clone();
         let dst = Uri::builder()
             .scheme(self.endpoint.scheme.clone())
@@ -241,7 +287,11 @@ impl UpstreamClient {
             .path_and_query("/")
             .build()?;
         std::future::poll_fn(|cx| tcp.poll_ready(cx)).await?;
-        let io = tcp.call(dst).await?;
+        Ok(tcp.call(dst).await?)
+    }
+
+    async fn handshake(&self) -> Result<Sender, BoxError> {
+        let io = self.tcp_connect().await?;
         match (&self.endpoint.tls, self.endpoint.protocol) {
             (Some(tls), _) => {
                 let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
@@ -274,6 +324,20 @@ where
         }
     });
     Ok(Sender::Http1(sender))
+}
+
+/// An HTTP/1.1 connection whose IO is handed over after a 101 (`hyper::upgrade::on`).
+async fn http1_upgradable<T>(io: T) -> Result<http1::SendRequest<Incoming>, BoxError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(err) = conn.with_upgrades().await {
+            tracing::debug!(error = %err, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 async fn http2_handshake<T>(io: T) -> Result<Sender, BoxError>

@@ -89,7 +89,9 @@ pub(crate) async fn serve_plain<H, Fut, B>(
         let server = server.clone();
         let service = service.clone();
         tokio::spawn(async move {
-            server.serve(stream, accepted, None, peer, service).await;
+            server
+                .serve(stream, accepted, None, peer, false, service)
+                .await;
             drop(slot);
         });
     };

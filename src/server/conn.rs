@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::watchdog::{self, Ending, Reaper, Timeouts, Tracked, Watched};
 use crate::body::BoxError;
 use crate::metrics::{DecisionLabel, Metrics};
+use crate::proxy::tunnel;
 
 /// hyper's HTTP/2 keep-alive: a client silent for this long (or for `idle_timeout` if shorter) is
 /// pinged, and closed if the ping is not answered within the same time.
@@ -78,6 +79,11 @@ impl ConnServer {
         }
     }
 
+    /// Resolves once no tunnel (upgraded connection) of this server is open.
+    pub(crate) async fn tunnels_closed(&self) {
+        self.reaper.tunnels_closed().await;
+    }
+
     /// End every connection of this server now (a drain's grace is over).
     pub(crate) fn cut(&self) {
         self.reaper.cut();
@@ -85,13 +91,18 @@ impl ConnServer {
 
     /// Serve `io`, accepted at `accepted` (its first head is due from then), until the client or
     /// hyper ends the connection, the watchdog ends it (a timeout, or [`ConnServer::cut`]), or
-    /// (with a graceful `watcher`) a drain finishes it.
+    /// (with a graceful `watcher`) a drain finishes it. A response that switches protocols
+    /// carries its tunnel (`proxy::tunnel`): the connection runs it once hyper has sent the 101,
+    /// on this task, under the same watchdog (timed by `tunnel_idle`, cut at the end of a
+    /// drain) and still holding its place under the connection ceiling. Only a connection served
+    /// with `upgrades` can switch (hyper serves it so for its whole life).
     pub(crate) async fn serve<S, H, Fut, B>(
         &self,
         io: S,
         accepted: Instant,
         watcher: Option<Watcher>,
         peer: SocketAddr,
+        upgrades: bool,
         handler: H,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -104,17 +115,39 @@ impl ConnServer {
         let service = service_fn(move |req: Request<Incoming>| {
             let guard = requests.request_started(req.version());
             let response = handler(req);
-            async move { Ok::<_, Infallible>(response.await.map(|body| Tracked::new(body, guard))) }
-        });
-        let conn = self
-            .builder
-            .serve_connection(TokioIo::new(Watched::new(io, clock.clone())), service)
-            .into_owned();
-        let served = async move {
-            match watcher {
-                Some(watcher) => watcher.watch(conn).await,
-                None => conn.await,
+            async move {
+                let mut response = response.await;
+                if let Some(tunnel) = tunnel::take(&mut response) {
+                    guard.set_after_upgrade(tunnel);
+                }
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, guard)))
             }
+        });
+        let io = TokioIo::new(Watched::new(io, clock.clone()));
+        let builder = &self.builder;
+        let upgraded = clock.clone();
+        let served = async move {
+            let ended = if upgrades {
+                let conn = builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned();
+                match watcher {
+                    Some(watcher) => watcher.watch(conn).await,
+                    None => conn.await,
+                }
+            } else {
+                let conn = builder.serve_connection(io, service).into_owned();
+                match watcher {
+                    Some(watcher) => watcher.watch(conn).await,
+                    None => conn.await,
+                }
+            };
+            // hyper has handed the IO to the tunnel's client end (or the connection failed
+            // first, and the tunnel ends at once); a drain waits for it through the reaper.
+            if let Some(tunnel) = upgraded.upgraded() {
+                tunnel.run.await;
+            }
+            ended
         };
         let listener = self.listener.as_str();
         // `biased`: the connection is what wakes the task nearly every time; the watchdog's

@@ -22,7 +22,10 @@
 //!   an idle HTTP/1 keep-alive period): closed `header_read` after that start;
 //! - no request in flight, nothing read since the last response: closed `idle` after it;
 //! - a response frame handed to hyper and no write progress for `send` (the client does not
-//!   read, or an HTTP/2 client withholds flow-control credit): closed.
+//!   read, or an HTTP/2 client withholds flow-control credit): closed;
+//! - an upgraded connection (a tunnel, see [`ConnClock::upgraded`]) with no byte read or written
+//!   for `tunnel_idle`: closed. Every byte of a tunnel crosses the client's socket, so the
+//!   client side's reads and writes are the tunnel's activity.
 //!
 //! The reaper also cuts every connection at once when a drain's grace is over ([`Reaper::cut`]).
 //! Dropping the connection future closes the socket; hyper then drops every response body of the
@@ -42,8 +45,10 @@ use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::inflight::{Entered, InFlight};
 use crate::metrics::Expiry;
 use crate::millis;
+use crate::proxy::tunnel;
 
 /// Marks "not set" in the millisecond fields.
 const NONE: u64 = u64::MAX;
@@ -59,6 +64,21 @@ pub(crate) struct Timeouts {
     pub(crate) header_read: Duration,
     pub(crate) idle: Duration,
     pub(crate) send: Duration,
+    pub(crate) tunnel_idle: Duration,
+}
+
+/// A tunnel handed to its connection, counted among its reaper's open tunnels from the moment
+/// the response asked for it until it ends (or is dropped unrun), so a drain never misses one
+/// that is about to start.
+pub(crate) struct Tunnel {
+    pub(crate) run: tunnel::Run,
+    _open: Entered,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel").finish_non_exhaustive()
+    }
 }
 
 /// What one connection is doing. Times are milliseconds of its reaper's coarse clock.
@@ -87,6 +107,13 @@ pub(crate) struct ConnClock {
     /// The reaper's own: `progress` at its last sweep, and when it last saw it move.
     progress_seen: AtomicU64,
     progress_at: AtomicU64,
+    /// Set once hyper has handed the connection over to a tunnel: from then on reads count as
+    /// progress, and the only deadline is `tunnel_idle` after the last progress.
+    tunnel: AtomicBool,
+    /// The tunnel a response asked for, run by the connection's task once hyper is done.
+    after_upgrade: Mutex<Option<Tunnel>>,
+    /// The open tunnels of the connection's reaper.
+    tunnels: Arc<InFlight>,
     /// How the connection must end ([`Ending::code`]), 0 while it may go on.
     ending: AtomicU8,
     /// The connection's task, woken when `ending` is set.
@@ -94,7 +121,7 @@ pub(crate) struct ConnClock {
 }
 
 impl ConnClock {
-    fn new(now: Arc<Coarse>, accepted: u64) -> ConnClock {
+    fn new(now: Arc<Coarse>, accepted: u64, tunnels: Arc<InFlight>) -> ConnClock {
         let sweep = now.get();
         ConnClock {
             now,
@@ -106,6 +133,9 @@ impl ConnClock {
             progress: AtomicU64::new(0),
             progress_seen: AtomicU64::new(0),
             progress_at: AtomicU64::new(sweep),
+            tunnel: AtomicBool::new(false),
+            after_upgrade: Mutex::new(None),
+            tunnels,
             ending: AtomicU8::new(0),
             waker: AtomicWaker::new(),
         }
@@ -128,6 +158,22 @@ impl ConnClock {
         }
     }
 
+    /// The tunnel to run once hyper has switched the connection's protocol (its 101 is sent).
+    pub(crate) fn set_after_upgrade(&self, run: tunnel::Run) {
+        let tunnel = Tunnel {
+            run,
+            _open: self.tunnels.enter(),
+        };
+        *self.after_upgrade.lock() = Some(tunnel);
+    }
+
+    /// The tunnel a response asked for, if any; from now on the connection is timed as one.
+    pub(crate) fn upgraded(&self) -> Option<Tunnel> {
+        let tunnel = self.after_upgrade.lock().take()?;
+        self.tunnel.store(true, Relaxed);
+        Some(tunnel)
+    }
+
     fn on_write(&self) {
         if !self.h2.load(Relaxed) {
             self.progress.fetch_add(1, Relaxed);
@@ -140,7 +186,12 @@ impl ConnClock {
             && self.active.load(Relaxed) == 0
             && !self.h2.load(Relaxed)
         {
-            self.head_since.store(self.now(), Relaxed);
+            // A tunnel has no heads; its reads are progress like its writes.
+            if self.tunnel.load(Relaxed) {
+                self.progress.fetch_add(1, Relaxed);
+            } else {
+                self.head_since.store(self.now(), Relaxed);
+            }
         }
     }
 
@@ -148,6 +199,12 @@ impl ConnClock {
     /// progress was seen.
     fn deadline(&self, t: &Timeouts, progress_at: u64) -> Option<(u64, Expiry)> {
         let ms = |d: Duration| millis::floor(d).min(NONE / 2);
+        if self.tunnel.load(Relaxed) {
+            return Some((
+                progress_at.saturating_add(ms(t.tunnel_idle)),
+                Expiry::TunnelIdle,
+            ));
+        }
         let sending = (self.frames_waiting.load(Relaxed) > 0)
             .then(|| (progress_at.saturating_add(ms(t.send)), Expiry::Send));
         let waiting = if self.active.load(Relaxed) > 0 {
@@ -206,6 +263,7 @@ impl Ending {
             Ending::Expired(Expiry::HeaderRead) => 1,
             Ending::Expired(Expiry::Idle) => 2,
             Ending::Expired(Expiry::Send) => 3,
+            Ending::Expired(Expiry::TunnelIdle) => 5,
             Ending::Cut => 4,
         }
     }
@@ -216,6 +274,7 @@ impl Ending {
             2 => Ending::Expired(Expiry::Idle),
             3 => Ending::Expired(Expiry::Send),
             4 => Ending::Cut,
+            5 => Ending::Expired(Expiry::TunnelIdle),
             _ => return None,
         })
     }
@@ -287,12 +346,18 @@ struct Swept {
     tick: Duration,
     /// Bounded by the listener's connection ceiling; dead entries leave at each sweep.
     conns: Mutex<Vec<Weak<ConnClock>>>,
+    /// Tunnels handed to connections and not yet ended.
+    tunnels: Arc<InFlight>,
 }
 
 impl Reaper {
     /// Starts the sweeping task on the current runtime; it stops once the reaper is dropped.
     pub(crate) fn start(timeouts: Timeouts) -> Reaper {
-        let shortest = timeouts.header_read.min(timeouts.idle).min(timeouts.send);
+        let shortest = timeouts
+            .header_read
+            .min(timeouts.idle)
+            .min(timeouts.send)
+            .min(timeouts.tunnel_idle);
         let shared = Arc::new(Swept {
             start: Instant::now(),
             now: Arc::new(Coarse {
@@ -301,6 +366,7 @@ impl Reaper {
             timeouts,
             tick: (shortest / TICKS_PER_TIMEOUT).clamp(MIN_TICK, MAX_TICK),
             conns: Mutex::new(Vec::new()),
+            tunnels: Arc::default(),
         });
         tokio::spawn(sweep_forever(Arc::downgrade(&shared)));
         Reaper { shared }
@@ -311,9 +377,14 @@ impl Reaper {
     pub(crate) fn watch(&self, accepted: Instant) -> Arc<ConnClock> {
         let s = &self.shared;
         let at = millis::floor(accepted.saturating_duration_since(s.start)).min(NONE - 1);
-        let clock = Arc::new(ConnClock::new(s.now.clone(), at));
+        let clock = Arc::new(ConnClock::new(s.now.clone(), at, s.tunnels.clone()));
         s.conns.lock().push(Arc::downgrade(&clock));
         clock
+    }
+
+    /// Resolves once no tunnel of this reaper's connections is open (or about to start).
+    pub(crate) async fn tunnels_closed(&self) {
+        self.shared.tunnels.idle().await;
     }
 
     /// End every connection now (the drain's grace is over).
@@ -368,6 +439,11 @@ pub(crate) struct RequestGuard {
 }
 
 impl RequestGuard {
+    /// The response asks to switch protocols: `run` runs once hyper has sent it.
+    pub(crate) fn set_after_upgrade(&self, run: tunnel::Run) {
+        self.clock.set_after_upgrade(run);
+    }
+
     fn frame_taken(&mut self) {
         if self.handed {
             self.handed = false;
@@ -516,6 +592,7 @@ mod tests {
         header_read: Duration::from_secs(10),
         idle: Duration::from_secs(60),
         send: Duration::from_secs(30),
+        tunnel_idle: Duration::from_secs(120),
     };
 
     /// A connection accepted at time 0 of a clock that stays at 0.
@@ -525,6 +602,7 @@ mod tests {
                 ms: AtomicU64::new(0),
             }),
             0,
+            Arc::default(),
         ))
     }
 
@@ -547,6 +625,7 @@ mod tests {
             header_read: Duration::from_millis(50),
             idle: Duration::from_secs(60),
             send: Duration::from_secs(60),
+            tunnel_idle: Duration::from_secs(60),
         });
         let silent = reaper.watch(Instant::now());
         let busy = reaper.watch(Instant::now());
@@ -593,6 +672,25 @@ mod tests {
             clock.on_read();
             assert_eq!(clock.deadline(&T, 0).unwrap().1, expect, "{version:?}");
         }
+    }
+
+    #[test]
+    fn an_upgraded_connection_is_due_tunnel_idle_after_its_last_byte_either_way() {
+        let clock = clock();
+        drop(clock.request_started(Version::HTTP_11));
+        assert!(clock.upgraded().is_none(), "no tunnel was asked for");
+        clock.set_after_upgrade(Box::pin(async {}));
+        assert!(clock.upgraded().is_some());
+        assert_eq!(clock.deadline(&T, 0), Some((120_000, Expiry::TunnelIdle)));
+        // A read is progress (not the start of a head): the deadline moves with it.
+        clock.on_read();
+        assert_eq!(clock.overdue(&T, 100_000, 100), None);
+        assert_eq!(clock.overdue(&T, 219_999, 100), None);
+        assert_eq!(clock.overdue(&T, 220_100, 100), Some(Expiry::TunnelIdle));
+        // So is a write.
+        clock.on_write();
+        assert_eq!(clock.overdue(&T, 300_000, 100), None);
+        assert_eq!(clock.deadline(&T, 300_000).unwrap().0, 420_000);
     }
 
     #[test]

@@ -94,15 +94,17 @@ impl Validator<'_> {
             None => Some(None),
             Some(alerts) => self.alerts(alerts).map(Some),
         };
+        let routes = routes?;
         Some(Config {
             source: path.to_path_buf(),
+            upgrades: routes.iter().any(|r| !r.upgrade.is_empty()),
             server: server?,
             admin: admin?,
             store: store?,
             access: access?,
             upstreams: upstreams.into_iter().collect::<Option<_>>()?,
             policies: policies.into_iter().collect::<Option<_>>()?,
-            routes: Routes::new(routes?),
+            routes: Routes::new(routes),
             alerts: alerts?,
             auths: auths.into_iter().collect::<Option<_>>()?,
         })

@@ -15,7 +15,7 @@ use super::validator::Validator;
 use crate::auth::Authenticator;
 use crate::config::compiled::{
     Cost, HeaderCondition, KeyPart, PathMatch, PathPattern, Policy, Route, Segment, Target,
-    Upstream, DEFAULT_MAX_COST,
+    UpgradeProtocol, Upstream, DEFAULT_MAX_COST,
 };
 use crate::config::file;
 use crate::uri_path::{self as path, EscapedSlashes, PathRules, Semicolons};
@@ -95,6 +95,10 @@ impl Validator<'_> {
                 self.issues.push(issue);
             }
         }
+        let upgrade = match &r.upgrade {
+            None => Some(Vec::new()),
+            Some(list) => self.take(route_upgrade(list, r.respond.is_some())),
+        };
         Some(Route {
             name: Arc::from(r.name.get_ref().as_str()),
             path: path?,
@@ -107,6 +111,7 @@ impl Validator<'_> {
             case_insensitive: r.case_insensitive.unwrap_or(false),
             cost: cost?,
             auth: auth?,
+            upgrade: upgrade?,
             index,
         })
     }
@@ -482,6 +487,39 @@ fn route_methods(methods: &Spanned<Vec<Spanned<String>>>) -> Check<Vec<Method>> 
             })?;
         if !out.contains(method) {
             out.push(method.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn route_upgrade(
+    list: &Spanned<Vec<Spanned<String>>>,
+    responds: bool,
+) -> Check<Vec<UpgradeProtocol>> {
+    if responds {
+        return Err(Issue::at(
+            list,
+            "`upgrade` needs an `upstream` to switch protocols with; this route has `respond`",
+        ));
+    }
+    let mut out: Vec<UpgradeProtocol> = Vec::with_capacity(list.get_ref().len());
+    for item in list.get_ref() {
+        let protocol = UpgradeProtocol::ALL
+            .into_iter()
+            .find(|p| p.token().eq_ignore_ascii_case(item.get_ref()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = UpgradeProtocol::ALL.iter().map(|p| p.token()).collect();
+                Issue::at(
+                    item,
+                    format!(
+                        "unknown upgrade protocol `{}`; expected one of: {}",
+                        item.get_ref(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        if !out.contains(&protocol) {
+            out.push(protocol);
         }
     }
     Ok(out)

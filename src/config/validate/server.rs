@@ -82,6 +82,9 @@ impl Validator<'_> {
                 .map_or(file::DEFAULT_SHUTDOWN_GRACE, |d| d.0),
             idle_timeout: s.idle_timeout.map_or(file::DEFAULT_IDLE_TIMEOUT, |d| d.0),
             send_timeout: s.send_timeout.map_or(file::DEFAULT_SEND_TIMEOUT, |d| d.0),
+            tunnel_idle_timeout: s
+                .tunnel_idle_timeout
+                .map_or(file::DEFAULT_TUNNEL_IDLE_TIMEOUT, |d| d.0),
             max_connections: max_connections?,
             access_log: s.access_log.unwrap_or(file::DEFAULT_ACCESS_LOG),
             forward_client_ip_headers: s

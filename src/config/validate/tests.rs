@@ -977,3 +977,43 @@ fn auth_secrets_come_from_the_environment_and_are_long_enough() {
         "must come from the environment",
     );
 }
+
+#[test]
+fn upgrade_protocols_and_the_tunnel_idle_timeout() {
+    const UP: &str = "[[upstream]]\nname = \"u\"\nurl = \"http://127.0.0.1:1\"\n";
+    let c = ok(&format!("{UP}[[route]]\nname = \"r\"\nupstream = \"u\"\n"));
+    assert!(c.routes[0].upgrade.is_empty(), "off by default");
+    assert_eq!(c.server.tunnel_idle_timeout, Duration::from_secs(60));
+    let c = ok(&format!(
+        "[server]\ntunnel_idle_timeout = \"5m\"\n{UP}[[route]]\nname = \"r\"\nupstream = \"u\"\n\
+         upgrade = [\"WebSocket\", \"websocket\"]\n"
+    ));
+    assert_eq!(
+        c.routes[0].upgrade,
+        [crate::config::compiled::UpgradeProtocol::WebSocket]
+    );
+    assert_eq!(c.server.tunnel_idle_timeout, Duration::from_secs(300));
+    assert_err(
+        &format!(
+            "{UP}[[route]]\nname = \"r\"\nupstream = \"u\"\nupgrade = [\"websocket\", \"h2c\"]\n"
+        ),
+        7,
+        25,
+        "route[0].upgrade",
+        "unknown upgrade protocol `h2c`; expected one of: websocket",
+    );
+    assert_err(
+        "[[route]]\nname = \"r\"\nrespond = { status = 200 }\nupgrade = [\"websocket\"]\n",
+        4,
+        11,
+        "route[0].upgrade",
+        "`upgrade` needs an `upstream`",
+    );
+    assert_err(
+        &format!("[server]\ntunnel_idle_timeout = \"0s\"\n{ROUTE}"),
+        2,
+        23,
+        "server.tunnel_idle_timeout",
+        "greater than zero",
+    );
+}
