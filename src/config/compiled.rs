@@ -170,19 +170,76 @@ pub struct Access {
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
+    /// Where requests go: one per `url` or `targets` entry, in file order (never empty).
+    pub targets: Vec<Endpoint>,
+    pub balance: Balance,
+    /// Path prefix shared by every target's URL without a trailing slash ("" when none).
+    pub base_path: String,
+    pub connect_timeout: Duration,
+    /// Deadline for the whole response head; 504 past it.
+    pub timeout: Duration,
+    pub outlier: Outlier,
+    pub health_check: Option<HealthCheck>,
+    /// Position in `Config::upstreams` (stable index for metrics handles).
+    pub index: usize,
+}
+
+/// One target of an upstream: an address requests are sent to.
+#[derive(Debug)]
+pub struct Endpoint {
     /// `http` or `https`.
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
     /// `authority` as the `Host` header the upstream receives, built once here rather than per
     /// request.
     pub(crate) host_header: http::HeaderValue,
-    /// Path prefix from the upstream URL without a trailing slash ("" when the URL has none).
-    pub base_path: String,
-    pub connect_timeout: Duration,
-    /// Deadline for the whole response head; 504 past it.
+    /// `scheme://authority`: the metric label and the identity that keeps a target's health
+    /// across reloads.
+    pub label: Arc<str>,
+}
+
+/// How a request picks one of an upstream's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    /// The target with the fewest requests in flight (from this gateway), ties in turn.
+    LeastRequests,
+    /// The client's key picks the target by rendezvous hashing: a client stays on one target,
+    /// and a target leaving moves only its own clients.
+    HashClient,
+}
+
+impl Balance {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequests => "least_requests",
+            Balance::HashClient => "hash_client",
+        }
+    }
+}
+
+/// Passive health: when a target is taken out of the balance after failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Connect failures or timeouts in a row that eject the target.
+    pub consecutive_failures: u32,
+    /// The n-th ejection in a row lasts n times this, at most `max_ejection_time`.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+}
+
+/// Active health checks: a GET of `path` on every target each `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
     pub timeout: Duration,
-    /// Position in `Config::upstreams` (stable index for metrics handles).
-    pub index: usize,
+    /// Passes in a row that readmit a target.
+    pub healthy: u32,
+    /// Failures in a row that take a target out.
+    pub unhealthy: u32,
 }
 
 impl Upstream {

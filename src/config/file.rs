@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compiled::{AlertFormat, Algorithm, Mode, OnError, StoreKind};
+use super::compiled::{AlertFormat, Algorithm, Balance, Mode, OnError, StoreKind};
 use super::duration;
 use crate::uri_path::{EscapedSlashes, Semicolons};
 
@@ -39,6 +39,16 @@ pub(crate) const DEFAULT_ON_ERROR: OnError = OnError::Fallback;
 pub(crate) const DEFAULT_MAX_MEMORY_KEYS: usize = 1_000_000;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BALANCE: Balance = Balance::RoundRobin;
+// Envoy's outlier detection defaults (consecutive_gateway_failure, base_ejection_time,
+// max_ejection_time).
+pub(crate) const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+pub(crate) const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_HEALTH_HEALTHY: u32 = 2;
+pub(crate) const DEFAULT_HEALTH_UNHEALTHY: u32 = 3;
 pub(crate) const DEFAULT_MODE: Mode = Mode::Enforce;
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_BLOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -155,10 +165,35 @@ pub(crate) struct Access {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
     pub(crate) name: Spanned<String>,
-    /// env; `http://` or `https://` URL, optionally with a base path.
-    pub(crate) url: EnvString,
+    /// env; `http://` or `https://` URL, optionally with a base path. Exactly one of `url` and
+    /// `targets`.
+    pub(crate) url: Option<EnvString>,
+    /// env each; several URLs of one service, differing only in host and port.
+    pub(crate) targets: Option<Spanned<Vec<EnvString>>>,
+    pub(crate) balance: Option<Balance>,
     pub(crate) connect_timeout: Option<duration::Positive>,
     pub(crate) timeout: Option<duration::Positive>,
+    /// Passive health (named after Envoy's outlier detection): failed connects or timeouts in a
+    /// row that eject a target.
+    pub(crate) consecutive_failures: Option<Spanned<u64>>,
+    /// The first ejection's length; the n-th in a row lasts n times this.
+    pub(crate) base_ejection_time: Option<duration::Positive>,
+    pub(crate) max_ejection_time: Option<Spanned<duration::Positive>>,
+    /// Active health checks (off when absent).
+    pub(crate) health_check: Option<Spanned<HealthCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheck {
+    /// The path each target is asked for with a GET; any 2xx or 3xx is a pass.
+    pub(crate) path: Spanned<String>,
+    pub(crate) interval: Option<duration::Positive>,
+    pub(crate) timeout: Option<duration::Positive>,
+    /// Passes in a row that readmit a target the checks took out.
+    pub(crate) healthy: Option<Spanned<u64>>,
+    /// Failures in a row that take a target out.
+    pub(crate) unhealthy: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -140,16 +140,33 @@ fn access(out: &mut String, a: &Access) -> std::fmt::Result {
 }
 
 fn upstream(out: &mut String, u: &Upstream) -> std::fmt::Result {
-    writeln!(
+    let targets: Vec<String> = u
+        .targets
+        .iter()
+        .map(|t| format!("{}{}", t.label, u.base_path))
+        .collect();
+    write!(
         out,
-        "  {}: {}://{}{} (connect_timeout {}, timeout {})",
+        "  {}: {} (connect_timeout {}, timeout {}",
         u.name,
-        u.scheme,
-        u.authority,
-        u.base_path,
+        targets.join(", "),
         dur(u.connect_timeout),
         dur(u.timeout),
-    )
+    )?;
+    if u.targets.len() > 1 {
+        write!(
+            out,
+            ", {}, eject after {} failures for {}..{}",
+            u.balance.as_str(),
+            u.outlier.consecutive_failures,
+            dur(u.outlier.base_ejection_time),
+            dur(u.outlier.max_ejection_time),
+        )?;
+    }
+    if let Some(h) = &u.health_check {
+        write!(out, ", health check {} every {}", h.path, dur(h.interval))?;
+    }
+    writeln!(out, ")")
 }
 
 fn policy(out: &mut String, p: &Policy) -> std::fmt::Result {

@@ -18,11 +18,12 @@ use super::response::{self, GatewayError};
 use super::stats::RequestStats;
 use super::{client_ip, cost, host, rate_headers, route};
 use crate::alerts::{Alert, Alerter};
-use crate::config::compiled::{Target, Upstream};
+use crate::config::compiled::{Balance, Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::net;
+use crate::proxy::pool::{self, Targets, WorkerTargets};
 use crate::proxy::upstream::UpstreamPool;
 use crate::uri_path as path;
 
@@ -38,6 +39,9 @@ pub(crate) struct Gateway {
     pub(crate) live: Arc<Live>,
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) upstreams: UpstreamPool,
+    /// Which target of an upstream each request goes to (this worker's view of the shared
+    /// state).
+    pub(crate) targets: WorkerTargets,
     pub(crate) metrics: Arc<Metrics>,
     /// Blocks and rejection thresholds are reported here (it never waits).
     pub(crate) alerts: Alerter,
@@ -59,12 +63,14 @@ impl Gateway {
         live: Arc<Live>,
         limiter: Arc<Limiter>,
         upstreams: UpstreamPool,
+        targets: Arc<Targets>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Gateway {
             live,
             limiter,
             upstreams,
+            targets: WorkerTargets::new(targets),
             metrics,
             alerts: Alerter::disabled(),
             stats: RequestStats::default(),
@@ -124,7 +130,7 @@ impl Gateway {
 
     async fn decide_and_answer(
         &self,
-        config: &Config,
+        config: &Arc<Config>,
         conn: ConnInfo,
         req: Request<Incoming>,
         record: &mut RequestRecord,
@@ -214,10 +220,19 @@ impl Gateway {
                 // The upstream URI is built while the normalized path still borrows the request
                 // (no owned copy of the path per request); `forward` then takes the request.
                 let target_path = route::forward_path(route, &normalized);
+                // Only `hash_client` needs the client's key (one allocation).
+                let affinity = match upstream.balance {
+                    Balance::HashClient => {
+                        pool::client_hash(&net::client_key(client, server.ipv6_prefix))
+                    }
+                    _ => 0,
+                };
                 let forwarded = upstream
                     .uri_for(target_path, req.uri().query())
                     .map(|uri| Forward {
+                        config,
                         upstream,
+                        affinity,
                         uri,
                         peer,
                         peer_trusted,
@@ -313,13 +328,16 @@ impl Gateway {
             if fwd.tls { "https" } else { "http" },
             original_host.as_ref(),
         );
-        // Like nginx and Kong by default, the upstream sees its own host name; the client's is
-        // in X-Forwarded-Host. The value is built once per config, not per request.
-        parts.headers.insert(HOST, fwd.upstream.host_header.clone());
-
+        // The upstream's own Host is set per target (`UpstreamPool::send`).
         let mut resp = self
-            .upstreams
-            .send(fwd.upstream, Request::from_parts(parts, body))
+            .targets
+            .send(
+                &self.upstreams,
+                fwd.config,
+                fwd.upstream,
+                fwd.affinity,
+                Request::from_parts(parts, body),
+            )
             .await?;
         if let TransferCodings::Other(codings) =
             forward_headers::remove_hop_by_hop(resp.headers_mut(), false)
@@ -340,7 +358,10 @@ impl Gateway {
 }
 
 struct Forward<'a> {
+    config: &'a Arc<Config>,
     upstream: &'a Upstream,
+    /// The client's hash for `hash_client` (0 otherwise).
+    affinity: u64,
     /// The upstream's URI for this request (normalized, prefix-stripped path and the query).
     uri: http::Uri,
     peer: IpAddr,

@@ -7,6 +7,7 @@ pub(crate) mod cost;
 pub(crate) mod forward_headers;
 pub(crate) mod handler;
 pub(crate) mod host;
+pub(crate) mod pool;
 pub mod rate_headers;
 pub mod response;
 pub mod route;

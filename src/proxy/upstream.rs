@@ -2,7 +2,9 @@
 //!
 //! Each proxy worker owns one `UpstreamPool` (see `server::workers`), so a pool is only touched
 //! by its own thread and its connections' tasks run on that thread too. The pool is a queue of
-//! hyper `SendRequest` handles per (scheme, authority, connect timeout), kept across reloads.
+//! hyper `SendRequest` handles per target (scheme, authority, connect timeout), kept across
+//! reloads. Which target of an upstream a request goes to is `proxy::pool`'s choice; this module
+//! talks to the one it is given.
 //!
 //! Why not hyper-util's legacy `Client`: under callgrind it cost about 9,400 instructions per
 //! proxied request (a SipHash-keyed shared pool, a checkout racing a lazy connect, a spawned task
@@ -21,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -32,7 +35,7 @@ use tower_service::Service;
 
 use super::response::GatewayError;
 use super::stats::UpstreamStats;
-use crate::config::compiled::Upstream;
+use crate::config::compiled::{Endpoint, Upstream};
 use crate::metrics::Metrics;
 
 type Connector = HttpsConnector<HttpConnector>;
@@ -58,10 +61,10 @@ struct Host {
 }
 
 impl Host {
-    fn serves(&self, u: &Upstream) -> bool {
+    fn serves(&self, u: &Upstream, t: &Endpoint) -> bool {
         self.connect_timeout == u.connect_timeout
-            && self.authority == u.authority
-            && self.scheme == u.scheme
+            && self.authority == t.authority
+            && self.scheme == t.scheme
     }
 
     /// The first connection ready for a request, dropping closed and long-idle ones met on the
@@ -78,6 +81,28 @@ impl Host {
             }
         }
         None
+    }
+}
+
+/// How a send failed, for the caller choosing whether to try another target.
+pub(crate) enum SendError {
+    /// The connection could not be made, so nothing was sent: the request is given back (boxed:
+    /// a failure is rare, a result is returned by every request).
+    Unsent(Box<Request<Incoming>>, GatewayError),
+    /// The request was (or may have been) sent, or the client's own body failed.
+    Sent {
+        error: GatewayError,
+        /// The target did not answer in time: a failure its health counts.
+        target_fault: bool,
+    },
+}
+
+impl SendError {
+    fn sent(error: GatewayError) -> Self {
+        SendError::Sent {
+            error,
+            target_fault: false,
+        }
     }
 }
 
@@ -170,28 +195,28 @@ impl UpstreamPool {
         https
     }
 
-    fn checkout(&self, upstream: &Upstream) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self, upstream: &Upstream, target: &Endpoint) -> Option<SendRequest<Incoming>> {
         let now = Instant::now();
         let mut hosts = self.hosts.lock();
         hosts
             .iter_mut()
-            .find(|h| h.serves(upstream))
+            .find(|h| h.serves(upstream, target))
             .and_then(|h| h.checkout(now))
     }
 
     /// Put a connection back (it becomes ready once its response body has been read).
-    fn checkin(&self, upstream: &Upstream, sender: SendRequest<Incoming>) {
+    fn checkin(&self, upstream: &Upstream, target: &Endpoint, sender: SendRequest<Incoming>) {
         let pooled = Pooled {
             sender,
             since: Instant::now(),
         };
         let mut hosts = self.hosts.lock();
-        let host = match hosts.iter().position(|h| h.serves(upstream)) {
+        let host = match hosts.iter().position(|h| h.serves(upstream, target)) {
             Some(i) => &mut hosts[i],
             None => {
                 hosts.push(Host {
-                    scheme: upstream.scheme.clone(),
-                    authority: upstream.authority.clone(),
+                    scheme: target.scheme.clone(),
+                    authority: target.authority.clone(),
                     connect_timeout: upstream.connect_timeout,
                     idle: VecDeque::new(),
                 });
@@ -205,11 +230,15 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<Incoming>, Failure> {
+    async fn connect(
+        &self,
+        upstream: &Upstream,
+        target: &Endpoint,
+    ) -> Result<SendRequest<Incoming>, Failure> {
         let mut connector = self.connector(upstream.connect_timeout);
         let dst = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
             .path_and_query("/")
             .build()
             .map_err(|e| Failure::Connect(e.into()))?;
@@ -229,19 +258,24 @@ impl UpstreamPool {
         Ok(sender)
     }
 
+    /// On a failed connect the request comes back with the failure: nothing of it was sent.
     async fn round_trip(
         &self,
         upstream: &Upstream,
+        target: &Endpoint,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<Incoming>, (Failure, Option<Request<Incoming>>)> {
         loop {
-            let (mut sender, reused) = match self.checkout(upstream) {
+            let (mut sender, reused) = match self.checkout(upstream, target) {
                 Some(sender) => (sender, true),
-                None => (self.connect(upstream).await?, false),
+                None => match self.connect(upstream, target).await {
+                    Ok(sender) => (sender, false),
+                    Err(failure) => return Err((failure, Some(req))),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.checkin(upstream, sender);
+                    self.checkin(upstream, target, sender);
                     return Ok(resp);
                 }
                 Err(mut err) => match err.take_message() {
@@ -249,24 +283,29 @@ impl UpstreamPool {
                     // (or a new one) gets it; each retry drops one pooled connection, so this
                     // ends.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(Failure::Request(err.into_error())),
+                    _ => return Err((Failure::Request(err.into_error()), None)),
                 },
             }
         }
     }
 
     /// Send `req` (already rewritten for the upstream, its URI in origin form:
-    /// `Upstream::uri_for`) and wait for the response head, bounded
-    /// by the upstream's timeout. The body streams afterwards.
+    /// `Upstream::uri_for`) to `target` and wait for the response head, bounded by the
+    /// upstream's timeout. The body streams afterwards.
     pub(crate) async fn send(
         &self,
         upstream: &Upstream,
+        target: &Endpoint,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<Incoming>, SendError> {
         // The upstream side always speaks HTTP/1.1, whatever the client used.
         *req.version_mut() = Version::HTTP_11;
+        // Like nginx and Kong by default, the upstream sees its own host name; the client's is
+        // in X-Forwarded-Host. The value is built once per config, not per request.
+        req.headers_mut().insert(HOST, target.host_header.clone());
         let started = Instant::now();
-        let result = tokio::time::timeout(upstream.timeout, self.round_trip(upstream, req)).await;
+        let result =
+            tokio::time::timeout(upstream.timeout, self.round_trip(upstream, target, req)).await;
         let name = &*upstream.name;
         match result {
             // The gateway forwards no `Upgrade` (it is hop-by-hop), so any switch is unsolicited;
@@ -276,7 +315,9 @@ impl UpstreamPool {
                     upstream,
                     "101 Switching Protocols without an upgrade request",
                 );
-                Err(GatewayError::UpstreamProtocol("unsolicited 101"))
+                Err(SendError::sent(GatewayError::UpstreamProtocol(
+                    "unsolicited 101",
+                )))
             }
             Ok(Ok(resp)) => {
                 self.stats.observe(
@@ -286,16 +327,16 @@ impl UpstreamPool {
                 );
                 Ok(resp)
             }
-            Ok(Err(failure)) => {
+            Ok(Err((failure, unsent))) => {
                 if let Failure::Request(err) = &failure {
                     if let Some(fault) = client_body_fault(err) {
                         // The client's doing: no upstream error is counted, so no client can
                         // fire the upstream alert by sending a broken body.
                         tracing::debug!(upstream = name, error = %err, "client request body failed");
-                        return Err(match fault {
+                        return Err(SendError::sent(match fault {
                             BodyFault::Malformed => GatewayError::BadBody,
                             BodyFault::Gone => GatewayError::ClientGone,
-                        });
+                        }));
                     }
                 }
                 let (kind, text) = match &failure {
@@ -306,20 +347,41 @@ impl UpstreamPool {
                     .upstream_errors
                     .with_label_values(&[name, kind])
                     .inc();
-                tracing::warn!(upstream = name, kind, error = %text, "upstream request failed");
-                if kind == "connect_timeout" {
-                    Err(GatewayError::UpstreamTimeout)
+                tracing::warn!(
+                    upstream = name,
+                    target = &*target.label,
+                    kind,
+                    error = %text,
+                    "upstream request failed"
+                );
+                let error = if kind == "connect_timeout" {
+                    GatewayError::UpstreamTimeout
                 } else {
-                    Err(GatewayError::UpstreamConnect(text))
-                }
+                    GatewayError::UpstreamConnect(text)
+                };
+                Err(match unsent {
+                    Some(req) => SendError::Unsent(Box::new(req), error),
+                    None => SendError::Sent {
+                        error,
+                        target_fault: false,
+                    },
+                })
             }
             Err(_) => {
                 self.metrics
                     .upstream_errors
                     .with_label_values(&[name, "timeout"])
                     .inc();
-                tracing::warn!(upstream = name, timeout = ?upstream.timeout, "upstream timed out");
-                Err(GatewayError::UpstreamTimeout)
+                tracing::warn!(
+                    upstream = name,
+                    target = &*target.label,
+                    timeout = ?upstream.timeout,
+                    "upstream timed out"
+                );
+                Err(SendError::Sent {
+                    error: GatewayError::UpstreamTimeout,
+                    target_fault: true,
+                })
             }
         }
     }

@@ -2,38 +2,150 @@
 
 use std::sync::Arc;
 
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
+use toml::Spanned;
 
-use super::check::{Check, Issue};
+use super::check::{bounded, later, Check, Issue, HEALTH_THRESHOLD_RANGE, OUTLIER_FAILURES_RANGE};
 use super::validator::Validator;
-use crate::config::compiled::Upstream;
+use crate::config::compiled::{Endpoint, HealthCheck, Outlier, Upstream};
 use crate::config::file::{self, EnvString};
 
 impl Validator<'_> {
     pub(super) fn upstreams(&mut self, list: &[file::Upstream]) -> Vec<Option<Arc<Upstream>>> {
         let mut out = Vec::with_capacity(list.len());
         for (index, u) in list.iter().enumerate() {
-            let url = self
-                .expand(&u.url)
-                .and_then(|text| upstream_url(&u.url, &text));
-            out.push(self.take(url).map(|(scheme, authority, base_path)| {
-                Arc::new(Upstream {
-                    name: Arc::from(u.name.get_ref().as_str()),
-                    scheme,
-                    host_header: Upstream::host_value(&authority),
-                    authority,
-                    base_path,
-                    connect_timeout: u
-                        .connect_timeout
-                        .map_or(file::DEFAULT_CONNECT_TIMEOUT, |d| d.0),
-                    timeout: u.timeout.map_or(file::DEFAULT_UPSTREAM_TIMEOUT, |d| d.0),
-                    index,
-                })
-            }));
+            let targets = self.targets(u);
+            let targets = self.take(targets);
+            let outlier = self.take(outlier(u));
+            let health_check = self.take(u.health_check.as_ref().map(health_check).transpose());
+            let (Some((targets, base_path)), Some(outlier), Some(health_check)) =
+                (targets, outlier, health_check)
+            else {
+                out.push(None);
+                continue;
+            };
+            out.push(Some(Arc::new(Upstream {
+                name: Arc::from(u.name.get_ref().as_str()),
+                targets,
+                balance: u.balance.unwrap_or(file::DEFAULT_BALANCE),
+                base_path,
+                connect_timeout: u
+                    .connect_timeout
+                    .map_or(file::DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+                timeout: u.timeout.map_or(file::DEFAULT_UPSTREAM_TIMEOUT, |d| d.0),
+                outlier,
+                health_check,
+                index,
+            })));
         }
         out
     }
+
+    /// `url` or `targets` (exactly one) as endpoints and the base path they share.
+    fn targets(&self, u: &file::Upstream) -> Check<(Vec<Endpoint>, String)> {
+        let urls: Vec<&EnvString> =
+            match (&u.url, &u.targets) {
+                (Some(url), Some(targets)) => {
+                    return Err(Issue::at(
+                        &later(url, targets),
+                        "an upstream has either `url` or `targets`, not both",
+                    ))
+                }
+                (Some(url), None) => vec![url],
+                (None, Some(targets)) if targets.get_ref().is_empty() => {
+                    return Err(Issue::at(targets, "must name at least one target URL"))
+                }
+                (None, Some(targets)) => targets.get_ref().iter().collect(),
+                (None, None) => return Err(Issue::at(
+                    &u.name,
+                    "an upstream needs `url = \"http://...\"` or `targets = [\"http://...\", ...]`",
+                )),
+            };
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(urls.len());
+        let mut base: Option<String> = None;
+        for at in urls {
+            let text = self.expand(at)?;
+            let (scheme, authority, base_path) = upstream_url(at, &text)?;
+            match &base {
+                Some(first) if *first != base_path => {
+                    return Err(Issue::at(
+                        at,
+                        format!(
+                            "every target must have the same path (the first has \"{first}\"); \
+                             targets differ only in scheme, host and port"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => base = Some(base_path),
+            }
+            let label: Arc<str> = Arc::from(format!("{scheme}://{authority}"));
+            if endpoints.iter().any(|e| e.label == label) {
+                return Err(Issue::at(at, format!("`{label}` is listed twice")));
+            }
+            endpoints.push(Endpoint {
+                host_header: Upstream::host_value(&authority),
+                scheme,
+                authority,
+                label,
+            });
+        }
+        Ok((endpoints, base.unwrap_or_default()))
+    }
+}
+
+fn outlier(u: &file::Upstream) -> Check<Outlier> {
+    let consecutive_failures = match &u.consecutive_failures {
+        Some(n) => bounded(n, OUTLIER_FAILURES_RANGE)?,
+        None => file::DEFAULT_CONSECUTIVE_FAILURES,
+    };
+    let base_ejection_time = u
+        .base_ejection_time
+        .map_or(file::DEFAULT_BASE_EJECTION_TIME, |d| d.0);
+    let max_ejection_time = match &u.max_ejection_time {
+        Some(max) if max.get_ref().0 < base_ejection_time => {
+            return Err(Issue::at(
+                max,
+                format!(
+                    "must be at least `base_ejection_time` ({}s)",
+                    base_ejection_time.as_secs_f64()
+                ),
+            ))
+        }
+        Some(max) => max.get_ref().0,
+        None => file::DEFAULT_MAX_EJECTION_TIME.max(base_ejection_time),
+    };
+    Ok(Outlier {
+        consecutive_failures,
+        base_ejection_time,
+        max_ejection_time,
+    })
+}
+
+fn health_check(spanned: &Spanned<file::HealthCheck>) -> Check<HealthCheck> {
+    let h = spanned.get_ref();
+    let path = h.path.get_ref();
+    let parsed = PathAndQuery::try_from(path.as_str())
+        .ok()
+        .filter(|_| path.starts_with('/') && !path.contains('#'));
+    let Some(path) = parsed else {
+        return Err(Issue::at(
+            &h.path,
+            "must be a path starting with `/` (a query is allowed), such as \"/healthz\"",
+        ));
+    };
+    let threshold = |v: &Option<Spanned<u64>>, default: u32| match v {
+        Some(n) => bounded(n, HEALTH_THRESHOLD_RANGE),
+        None => Ok(default),
+    };
+    Ok(HealthCheck {
+        path,
+        interval: h.interval.map_or(file::DEFAULT_HEALTH_INTERVAL, |d| d.0),
+        timeout: h.timeout.map_or(file::DEFAULT_HEALTH_TIMEOUT, |d| d.0),
+        healthy: threshold(&h.healthy, file::DEFAULT_HEALTH_HEALTHY)?,
+        unhealthy: threshold(&h.unhealthy, file::DEFAULT_HEALTH_UNHEALTHY)?,
+    })
 }
 
 /// Split and check an upstream URL into scheme, authority and base path.
