@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, StatusCode};
 use rategate::config::compiled::{
     AlertFormat, AlertThreshold, Algorithm, Balance, Config, Cost, CountOn, Escalation,
-    HealthCheck, KeyPart, Mode, OnError, Outlier, PathMatch, StoreKind, Target,
+    HealthCheck, KeyPart, Mode, OnError, Outlier, PathMatch, Retry, StoreKind, Target,
 };
 use rategate::config::{load, ConfigError};
 use rategate::uri_path::{EscapedSlashes, Semicolons};
@@ -58,6 +58,9 @@ const BAD: &[Expected] = &[
     ("path_without_slash.toml", Some(3), Some(15), "route[0].path_prefix", "`api/auth` must start with `/`"),
     ("respond_and_upstream.toml", Some(8), Some(11), "route[0].respond", "a route has either `upstream` or `respond`, not both"),
     ("no_target.toml", Some(1), Some(1), "route[0]", "a route needs a target"),
+    ("retry_without_upstream.toml", Some(5), Some(9), "route[0].retry", "`retry` needs `upstream`"),
+    ("retry_on_empty.toml", Some(9), Some(30), "route[0].retry.on", "must name at least one of \"reset\", \"timeout\", \"gateway_error\""),
+    ("retry_attempts_range.toml", Some(9), Some(22), "route[0].retry.attempts", "9 is out of range; must be between 1 and 5"),
     ("url_and_targets.toml", Some(4), Some(11), "upstream[0].targets", "an upstream has either `url` or `targets`, not both"),
     ("upstream_without_url.toml", Some(2), Some(8), "upstream[0].name", "an upstream needs `url = \"http://...\"` or `targets = [\"http://...\", ...]`"),
     ("targets_paths_differ.toml", Some(5), Some(3), "upstream[0].targets", "every target must have the same path (the first has \"/v1\")"),
@@ -458,6 +461,16 @@ fn full_config_routes() {
     assert!(Arc::ptr_eq(&auth.policies[1], &c.policies[2]));
     assert!(!auth.case_insensitive);
     assert!(c.routes[2].case_insensitive, "export");
+    assert_eq!(
+        c.routes[2].retry,
+        Some(Retry {
+            attempts: 2,
+            on_reset: false,
+            on_timeout: true,
+            on_gateway_error: true,
+        })
+    );
+    assert_eq!(auth.retry, None);
 
     let health = &c.routes[1];
     assert_eq!(health.path, PathMatch::Exact("/healthz".into()));
@@ -501,7 +514,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "inflight: concurrency 4 in flight, lease 30s, key [header:x-api-key], mode enforce, 1 overrides",
         "partner: token_bucket 100 per 1s, burst 200, key [header:x-api-key], mode enforce, 3 overrides",
         "paths: path_semicolons strip, escaped_slashes decode",
-        "export: path /export (case-insensitive), any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50)",
+        "export: path /export (case-insensitive), any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50), retry 2 on timeout,gateway_error",
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }

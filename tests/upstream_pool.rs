@@ -26,6 +26,8 @@ enum Mode {
     Answer,
     /// Reads the request, then closes the connection without answering.
     HangUp,
+    /// Answers 503.
+    Unavailable,
 }
 
 /// One target: an HTTP/1.1 server on its own runtime; dropping it (or `kill`) closes its
@@ -97,7 +99,11 @@ impl Backend {
                                 std::future::pending::<()>().await;
                             }
                             tokio::time::sleep(delay).await;
-                            Ok(Response::new(Full::new(Bytes::from(name))))
+                            let status = if mode == Mode::Unavailable { 503 } else { 200 };
+                            Ok(Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(name)))
+                                .unwrap())
                         }
                     });
                     let builder =
@@ -145,6 +151,15 @@ impl Drop for Backend {
 /// A config whose upstream `api` has `backends` as its targets (with `upstream_extra` TOML keys)
 /// and a route `all` to it.
 fn pool_config(backends: &[&Backend], upstream_extra: &str) -> TestConfig {
+    pool_config_with_route(backends, upstream_extra, "")
+}
+
+/// `pool_config` with `route_extra` TOML keys on the route.
+fn pool_config_with_route(
+    backends: &[&Backend],
+    upstream_extra: &str,
+    route_extra: &str,
+) -> TestConfig {
     let targets: Vec<String> = backends
         .iter()
         .map(|b| format!("\"{}\"", b.url()))
@@ -170,6 +185,7 @@ timeout = "5s"
 name = "all"
 path_prefix = "/"
 upstream = "api"
+{route_extra}
 "#,
         targets.join(", ")
     ))
@@ -388,6 +404,57 @@ fn a_sent_request_is_not_retried() {
     assert!(statuses.contains(&502), "{statuses:?}");
     assert_eq!(hang.hits(), 1);
     assert_eq!(other.hits(), 1, "the request `hang` read was sent again");
+}
+
+/// `count` requests with `method` (POST with a body): their statuses.
+fn send_many(gw: &Gateway, method: &str, count: usize) -> Vec<u16> {
+    (0..count)
+        .map(|_| {
+            let req = match method {
+                "POST" => client().post(gw.url("/x")).body("payload"),
+                _ => client().get(gw.url("/x")),
+            };
+            req.send().unwrap().status().as_u16()
+        })
+        .collect()
+}
+
+#[test]
+fn an_idempotent_request_is_sent_again_on_a_route_with_retry_but_a_post_is_not() {
+    let hang = Backend::with("hang", Duration::ZERO, Mode::HangUp);
+    let other = Backend::start("other");
+    let gw = Gateway::start(&pool_config_with_route(
+        &[&hang, &other],
+        "",
+        r#"retry = { attempts = 1, on = ["reset"] }"#,
+    ));
+    // Every GET that went to `hang` (read, then the connection dropped) is sent to `other`.
+    assert_eq!(send_many(&gw, "GET", 4), [200; 4]);
+    let (hung, answered) = (hang.hits(), other.hits());
+    assert!(hung >= 1, "no GET reached the target that hangs up");
+    assert_eq!(answered, 4, "{hung} hung up");
+    // A POST may have had its effect: never sent twice, whatever the route says.
+    let posts = send_many(&gw, "POST", 4);
+    let failed = posts.iter().filter(|&&s| s == 502).count();
+    assert!(failed >= 1, "{posts:?}");
+    assert_eq!(hang.hits() - hung, failed, "{posts:?}");
+    assert_eq!(other.hits() - answered, 4 - failed, "a POST was sent twice");
+}
+
+#[test]
+fn a_gateway_error_answer_is_tried_on_another_target_when_the_route_says_so() {
+    let down = Backend::with("down", Duration::ZERO, Mode::Unavailable);
+    let up = Backend::start("up");
+    let retrying = Gateway::start(&pool_config_with_route(
+        &[&down, &up],
+        "",
+        r#"retry = { attempts = 2, on = ["gateway_error"] }"#,
+    ));
+    assert_eq!(send_many(&retrying, "GET", 4), [200; 4]);
+    assert!(down.hits() >= 1);
+    // Without `retry` the 503 is the upstream's answer, relayed.
+    let plain = Gateway::start(&pool_config(&[&down, &up], ""));
+    assert!(send_many(&plain, "GET", 4).contains(&503));
 }
 
 #[test]

@@ -508,8 +508,25 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Units each request charges to the route's policies.
     pub cost: Cost,
+    /// Sending an idempotent request without a body again after it was sent and failed.
+    pub retry: Option<Retry>,
     /// Position in `Config::routes` (stable index for metrics handles).
     pub index: usize,
+}
+
+/// A route's `retry`: which failures of a sent request are tried again, and how often. Only
+/// requests with an idempotent method (RFC 9110 9.2.2) and no body are sent again; a failed
+/// connect is tried once on another target whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries after the first, each on another target when the upstream has one.
+    pub attempts: u32,
+    /// The connection failed after the request was sent, before a response head.
+    pub on_reset: bool,
+    /// No response head within the upstream's `timeout`.
+    pub on_timeout: bool,
+    /// The upstream answered 502, 503 or 504.
+    pub on_gateway_error: bool,
 }
 
 /// What one request of a route costs.

@@ -252,6 +252,28 @@ pub(crate) struct Route {
     pub(crate) cost_header: Option<Spanned<String>>,
     /// Largest cost `cost_header` may name (default 100).
     pub(crate) max_cost: Option<Spanned<u64>>,
+    /// Sending a request again after it was sent and failed (idempotent, bodiless only).
+    pub(crate) retry: Option<Spanned<Retry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    /// Tries after the first (default 1).
+    pub(crate) attempts: Option<Spanned<u64>>,
+    /// Which failures (default reset and timeout).
+    pub(crate) on: Option<Spanned<Vec<RetryOn>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RetryOn {
+    /// The connection failed after the request was sent, before a response head.
+    Reset,
+    /// No response head within the upstream's `timeout`.
+    Timeout,
+    /// The upstream answered 502, 503 or 504.
+    GatewayError,
 }
 
 #[derive(Debug, Deserialize)]

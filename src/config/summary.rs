@@ -258,9 +258,23 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
         (None, n) => format!(", cost {n}"),
         (Some(h), n) => format!(", cost {n} or header {h} (1..={})", r.cost.max),
     };
+    let retry = match &r.retry {
+        None => String::new(),
+        Some(retry) => {
+            let on: Vec<&str> = [
+                (retry.on_reset, "reset"),
+                (retry.on_timeout, "timeout"),
+                (retry.on_gateway_error, "gateway_error"),
+            ]
+            .into_iter()
+            .filter_map(|(on, word)| on.then_some(word))
+            .collect();
+            format!(", retry {} on {}", retry.attempts, on.join(","))
+        }
+    };
     writeln!(
         out,
-        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}",
+        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}{retry}",
         r.name
     )
 }

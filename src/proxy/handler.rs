@@ -18,7 +18,7 @@ use super::response::{self, GatewayError};
 use super::stats::RequestStats;
 use super::{client_ip, cost, host, rate_headers, route};
 use crate::alerts::{Alert, Alerter};
-use crate::config::compiled::{Balance, Target, Upstream};
+use crate::config::compiled::{Balance, Retry, Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{DecisionLabel, Metrics};
@@ -232,6 +232,7 @@ impl Gateway {
                     .map(|uri| Forward {
                         config,
                         upstream,
+                        retry: route.retry.as_ref(),
                         affinity,
                         uri,
                         peer,
@@ -336,6 +337,7 @@ impl Gateway {
                 fwd.config,
                 fwd.upstream,
                 fwd.affinity,
+                fwd.retry,
                 Request::from_parts(parts, body),
             )
             .await?;
@@ -362,6 +364,8 @@ struct Forward<'a> {
     upstream: &'a Upstream,
     /// The client's hash for `hash_client` (0 otherwise).
     affinity: u64,
+    /// The route's `retry`.
+    retry: Option<&'a Retry>,
     /// The upstream's URI for this request (normalized, prefix-stripped path and the query).
     uri: http::Uri,
     peer: IpAddr,

@@ -39,6 +39,10 @@ use crate::config::compiled::{Endpoint, Upstream};
 use crate::metrics::Metrics;
 
 type Connector = HttpsConnector<HttpConnector>;
+
+/// What is sent upstream as a request body: the client's, streamed, or none (a request sent
+/// again, which is only done for requests without a body).
+pub(crate) type RequestBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle pooled connections are dropped before a typical upstream keep-alive (often 5 s) would
@@ -47,7 +51,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 const POOL_MAX_IDLE_PER_HOST: usize = 512;
 
 struct Pooled {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     /// When it was put back: a bound on how long the connection may have been idle.
     since: Instant,
 }
@@ -69,7 +73,7 @@ impl Host {
 
     /// The first connection ready for a request, dropping closed and long-idle ones met on the
     /// way. Connections still streaming an earlier response body are skipped, not dropped.
-    fn checkout(&mut self, now: Instant) -> Option<SendRequest<Incoming>> {
+    fn checkout(&mut self, now: Instant) -> Option<SendRequest<RequestBody>> {
         let mut i = 0;
         while let Some(p) = self.idle.get(i) {
             if p.sender.is_closed() || now.saturating_duration_since(p.since) > POOL_IDLE_TIMEOUT {
@@ -84,25 +88,32 @@ impl Host {
     }
 }
 
-/// How a send failed, for the caller choosing whether to try another target.
+/// How a send failed, for the caller choosing whether to try again.
 pub(crate) enum SendError {
     /// The connection could not be made, so nothing was sent: the request is given back (boxed:
     /// a failure is rare, a result is returned by every request).
-    Unsent(Box<Request<Incoming>>, GatewayError),
+    Unsent(Box<Request<RequestBody>>, GatewayError),
     /// The request was (or may have been) sent, or the client's own body failed.
     Sent {
         error: GatewayError,
-        /// The target did not answer in time: a failure its health counts.
-        target_fault: bool,
+        failure: SentFailure,
     },
 }
 
+/// What went wrong once the request was on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SentFailure {
+    /// The connection failed before a response head arrived (`kind="reset"`).
+    Reset,
+    /// No response head within the upstream's timeout: a failure the target's health counts.
+    Timeout,
+    /// The client's body failed, or the answer cannot be relayed: sending again cannot help.
+    Final,
+}
+
 impl SendError {
-    fn sent(error: GatewayError) -> Self {
-        SendError::Sent {
-            error,
-            target_fault: false,
-        }
+    fn sent(error: GatewayError, failure: SentFailure) -> Self {
+        SendError::Sent { error, failure }
     }
 }
 
@@ -195,7 +206,7 @@ impl UpstreamPool {
         https
     }
 
-    fn checkout(&self, upstream: &Upstream, target: &Endpoint) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self, upstream: &Upstream, target: &Endpoint) -> Option<SendRequest<RequestBody>> {
         let now = Instant::now();
         let mut hosts = self.hosts.lock();
         hosts
@@ -205,7 +216,7 @@ impl UpstreamPool {
     }
 
     /// Put a connection back (it becomes ready once its response body has been read).
-    fn checkin(&self, upstream: &Upstream, target: &Endpoint, sender: SendRequest<Incoming>) {
+    fn checkin(&self, upstream: &Upstream, target: &Endpoint, sender: SendRequest<RequestBody>) {
         let pooled = Pooled {
             sender,
             since: Instant::now(),
@@ -234,7 +245,7 @@ impl UpstreamPool {
         &self,
         upstream: &Upstream,
         target: &Endpoint,
-    ) -> Result<SendRequest<Incoming>, Failure> {
+    ) -> Result<SendRequest<RequestBody>, Failure> {
         let mut connector = self.connector(upstream.connect_timeout);
         let dst = Uri::builder()
             .scheme(target.scheme.clone())
@@ -263,8 +274,8 @@ impl UpstreamPool {
         &self,
         upstream: &Upstream,
         target: &Endpoint,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, (Failure, Option<Request<Incoming>>)> {
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, (Failure, Option<Request<RequestBody>>)> {
         loop {
             let (mut sender, reused) = match self.checkout(upstream, target) {
                 Some(sender) => (sender, true),
@@ -296,7 +307,7 @@ impl UpstreamPool {
         &self,
         upstream: &Upstream,
         target: &Endpoint,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
         // The upstream side always speaks HTTP/1.1, whatever the client used.
         *req.version_mut() = Version::HTTP_11;
@@ -315,9 +326,10 @@ impl UpstreamPool {
                     upstream,
                     "101 Switching Protocols without an upgrade request",
                 );
-                Err(SendError::sent(GatewayError::UpstreamProtocol(
-                    "unsolicited 101",
-                )))
+                Err(SendError::sent(
+                    GatewayError::UpstreamProtocol("unsolicited 101"),
+                    SentFailure::Final,
+                ))
             }
             Ok(Ok(resp)) => {
                 self.stats.observe(
@@ -333,10 +345,11 @@ impl UpstreamPool {
                         // The client's doing: no upstream error is counted, so no client can
                         // fire the upstream alert by sending a broken body.
                         tracing::debug!(upstream = name, error = %err, "client request body failed");
-                        return Err(SendError::sent(match fault {
+                        let error = match fault {
                             BodyFault::Malformed => GatewayError::BadBody,
                             BodyFault::Gone => GatewayError::ClientGone,
-                        }));
+                        };
+                        return Err(SendError::sent(error, SentFailure::Final));
                     }
                 }
                 let (kind, text) = match &failure {
@@ -361,10 +374,7 @@ impl UpstreamPool {
                 };
                 Err(match unsent {
                     Some(req) => SendError::Unsent(Box::new(req), error),
-                    None => SendError::Sent {
-                        error,
-                        target_fault: false,
-                    },
+                    None => SendError::sent(error, SentFailure::Reset),
                 })
             }
             Err(_) => {
@@ -378,10 +388,10 @@ impl UpstreamPool {
                     timeout = ?upstream.timeout,
                     "upstream timed out"
                 );
-                Err(SendError::Sent {
-                    error: GatewayError::UpstreamTimeout,
-                    target_fault: true,
-                })
+                Err(SendError::sent(
+                    GatewayError::UpstreamTimeout,
+                    SentFailure::Timeout,
+                ))
             }
         }
     }

@@ -4,29 +4,32 @@
 //!
 //! - `Targets` (one per process, shared by the workers) holds each target's state, keyed by
 //!   upstream name and `scheme://authority`, so health and counts survive a reload that keeps the
-//!   target; a target that left the config is forgotten (with its metric series) once no request
-//!   holds it. It also runs the active health checks and keeps the ejected gauges current
+//!   target; a target that left the config is forgotten (with its metric series). It also runs the active health checks and keeps the ejected gauges current
 //!   (`run`).
 //! - `WorkerTargets` (one per worker) caches the groups of the config its requests run under,
 //!   so a request finds its group with an uncontended lock and an index.
-//! - A request whose connect failed (nothing was sent) is tried once more on another target.
+//! - A request whose connect failed (nothing was sent) is tried once more on another target;
+//!   one that was sent only as the route's `retry` allows (`retry`).
 
 mod check;
 mod health;
 mod pick;
+mod retry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
 use self::health::{Clock, TargetState};
 use self::pick::Group;
+use self::retry::Replay;
 use super::response::GatewayError;
-use super::upstream::{SendError, UpstreamPool};
-use crate::config::compiled::Upstream;
+use super::upstream::{RequestBody, SendError, SentFailure, UpstreamPool};
+use crate::config::compiled::{Retry, Upstream};
 use crate::config::{Config, Live};
 use crate::metrics::Metrics;
 
@@ -135,17 +138,22 @@ impl Registry {
         group
     }
 
-    /// Drop the groups of upstreams `config` no longer has, then every target state nothing
-    /// holds any more (the map then has no more entries than configs in use have targets).
+    /// Forget the upstreams and targets `config` (the running one) no longer has, with their
+    /// metric series: the maps then hold no more than the running config's targets (and, for
+    /// a moment, those a request on an older config looked up again). A request still holding
+    /// a forgotten target's state finishes with it.
     fn prune(&mut self, config: &Config, metrics: &Metrics) {
         self.groups
             .retain(|name, _| config.upstreams.iter().any(|u| u.name == *name));
-        self.states.retain(|_, state| {
-            let held = Arc::strong_count(state) > 1;
-            if !held {
+        self.states.retain(|(name, label), state| {
+            let kept = config
+                .upstreams
+                .iter()
+                .any(|u| u.name == *name && u.targets.iter().any(|t| t.label == *label));
+            if !kept {
                 state.forget_metrics(metrics);
             }
-            held
+            kept
         });
     }
 }
@@ -177,31 +185,58 @@ impl WorkerTargets {
         groups.get(upstream.index).cloned()
     }
 
-    /// Send `req` to a target of `upstream` chosen by its balance (`client`: the client key's
-    /// hash for `hash_client`); a connect failure is tried once more on another target.
+    /// Send `req` to a target of `upstream` chosen by its balance (`affinity`: the client key's
+    /// hash for `hash_client`). A failed connect (nothing sent) is tried once more on another
+    /// target; with the route's `retry`, an idempotent request without a body is sent again
+    /// (on another target when there is one) after the failures `retry` names.
     pub(crate) async fn send(
         &self,
         client: &UpstreamPool,
         config: &Arc<Config>,
         upstream: &Upstream,
         affinity: u64,
+        retry: Option<&Retry>,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, GatewayError> {
         let Some(group) = self.group(config, upstream) else {
             // Unreachable: every upstream of a config has a group.
             return Err(GatewayError::UpstreamConnect("no targets".into()));
         };
-        let clock = self.shared.clock;
-        let first = group.pick(upstream.balance, affinity, None, clock.now_ms());
-        let req = match self.attempt(client, upstream, &group, first, req).await {
-            Ok(resp) => return Ok(resp),
-            Err(SendError::Unsent(req, _)) if group.targets.len() > 1 => *req,
-            Err(SendError::Unsent(_, error) | SendError::Sent { error, .. }) => return Err(error),
-        };
-        let second = group.pick(upstream.balance, affinity, Some(first), clock.now_ms());
-        match self.attempt(client, upstream, &group, second, req).await {
-            Ok(resp) => Ok(resp),
-            Err(SendError::Unsent(_, error) | SendError::Sent { error, .. }) => Err(error),
+        let replay = Replay::of(retry, &req).zip(retry);
+        let mut retries = replay.as_ref().map_or(0, |(_, r)| r.attempts);
+        let mut connect_retry = group.targets.len() > 1;
+        let mut req = req.map(Either::Left);
+        let mut last = None;
+        loop {
+            let now = self.shared.clock.now_ms();
+            let index = group.pick(upstream.balance, affinity, last, now);
+            last = Some(index);
+            let outcome = self.attempt(client, upstream, &group, index, req).await;
+            let again = match (outcome, &replay) {
+                (Ok(resp), Some((replay, retry)))
+                    if retries > 0 && retry::after_answer(retry, resp.status()) =>
+                {
+                    // The answer is dropped unread, and its connection with it.
+                    retries -= 1;
+                    replay.request()
+                }
+                (Ok(resp), _) => return Ok(resp),
+                (Err(SendError::Unsent(unsent, _)), _) if connect_retry => {
+                    connect_retry = false;
+                    *unsent
+                }
+                (Err(SendError::Sent { failure, .. }), Some((replay, retry)))
+                    if retries > 0 && retry::after_failure(retry, failure) =>
+                {
+                    retries -= 1;
+                    replay.request()
+                }
+                (Err(SendError::Unsent(_, error) | SendError::Sent { error, .. }), _) => {
+                    return Err(error)
+                }
+            };
+            tracing::debug!(upstream = &*upstream.name, "upstream request tried again");
+            req = again;
         }
     }
 
@@ -211,7 +246,7 @@ impl WorkerTargets {
         upstream: &Upstream,
         group: &Group,
         index: usize,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let (Some(state), Some(target)) = (group.targets.get(index), upstream.targets.get(index))
         else {
@@ -228,7 +263,8 @@ impl WorkerTargets {
             Err(
                 SendError::Unsent(..)
                 | SendError::Sent {
-                    target_fault: true, ..
+                    failure: SentFailure::Timeout,
+                    ..
                 },
             ) => state.failed(&upstream.outlier, self.shared.clock.now_ms()),
             Err(SendError::Sent { .. }) => {}
