@@ -148,6 +148,14 @@ impl Drop for Backend {
     }
 }
 
+fn three_backends() -> [Backend; 3] {
+    [
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    ]
+}
+
 /// A config whose upstream `api` has `backends` as its targets (with `upstream_extra` TOML keys)
 /// and a route `all` to it.
 fn pool_config(backends: &[&Backend], upstream_extra: &str) -> TestConfig {
@@ -214,11 +222,7 @@ fn target_metric(gw: &Gateway, family: &str, b: &Backend) -> Option<f64> {
 
 #[test]
 fn round_robin_spreads_requests_evenly() {
-    let backends = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
+    let backends = three_backends();
     let refs: Vec<&Backend> = backends.iter().collect();
     let gw = Gateway::start(&pool_config(&refs, ""));
     for _ in 0..300 {
@@ -274,11 +278,7 @@ fn least_requests_prefers_the_idle_targets_over_a_slow_one() {
 
 #[test]
 fn hash_client_keeps_a_client_on_one_target_and_moves_only_a_lost_targets_clients() {
-    let mut backends = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
+    let mut backends = three_backends();
     let refs: Vec<&Backend> = backends.iter().collect();
     let gw = Gateway::start(&pool_config(
         &refs,
@@ -315,11 +315,7 @@ fn hash_client_keeps_a_client_on_one_target_and_moves_only_a_lost_targets_client
 
 #[test]
 fn a_killed_target_is_ejected_and_its_share_moves_without_errors() {
-    let mut backends = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
+    let mut backends = three_backends();
     let refs: Vec<&Backend> = backends.iter().collect();
     let gw = Gateway::start(&pool_config(
         &refs,

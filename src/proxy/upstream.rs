@@ -179,13 +179,7 @@ impl UpstreamPool {
 
     /// A client trusting the bundled web PKI roots.
     pub(crate) fn with_webpki_roots(metrics: Arc<Metrics>) -> Self {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Self::new(tls, metrics)
+        Self::new(webpki_tls(), metrics)
     }
 
     fn connector(&self, connect_timeout: Duration) -> Connector {
@@ -409,6 +403,16 @@ impl UpstreamPool {
             "upstream response not relayed"
         );
     }
+}
+
+/// The TLS settings of upstream connections: the bundled web PKI roots, no client certificate.
+pub(crate) fn webpki_tls() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// A bounded vocabulary for `rategate_upstream_errors_total{kind}`.

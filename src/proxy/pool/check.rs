@@ -19,14 +19,9 @@ use crate::config::compiled::{Endpoint, HealthCheck};
 
 pub(super) type CheckClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-/// A client that keeps no connection between checks.
+/// A client that keeps no connection between checks, trusting what requests' connections trust.
 pub(super) fn client() -> CheckClient {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::proxy::upstream::webpki_tls();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
