@@ -28,8 +28,8 @@ use self::health::{Clock, TargetState};
 use self::pick::Group;
 use self::retry::Replay;
 use super::response::GatewayError;
-use super::upstream::{RequestBody, SendError, SentFailure, UpstreamPool};
-use crate::config::compiled::{Retry, Upstream};
+use super::upstream::{SendError, SentFailure, UpstreamPool};
+use crate::config::compiled::{Outlier, Retry, Upstream};
 use crate::config::{Config, Live};
 use crate::metrics::Metrics;
 
@@ -211,7 +211,17 @@ impl WorkerTargets {
             let now = self.shared.clock.now_ms();
             let index = group.pick(upstream.balance, affinity, last, now);
             last = Some(index);
-            let outcome = self.attempt(client, upstream, &group, index, req).await;
+            // Same order as `upstream.targets` by construction (`Registry::group`).
+            let (Some(state), Some(target)) =
+                (group.targets.get(index), upstream.targets.get(index))
+            else {
+                return Err(GatewayError::UpstreamConnect("no such target".into()));
+            };
+            // Awaited here rather than in a helper: one future less to move the request into.
+            let in_flight = state.start();
+            let outcome = client.send(upstream, target, req).await;
+            drop(in_flight);
+            self.note(state, &upstream.outlier, &outcome);
             let again = match (outcome, &replay) {
                 (Ok(resp), Some((replay, retry)))
                     if retries > 0 && retry::after_answer(retry, resp.status()) =>
@@ -240,25 +250,14 @@ impl WorkerTargets {
         }
     }
 
-    async fn attempt(
+    /// What an attempt says about its target's health.
+    fn note(
         &self,
-        client: &UpstreamPool,
-        upstream: &Upstream,
-        group: &Group,
-        index: usize,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let (Some(state), Some(target)) = (group.targets.get(index), upstream.targets.get(index))
-        else {
-            return Err(SendError::Unsent(
-                Box::new(req),
-                GatewayError::UpstreamConnect("no such target".into()),
-            ));
-        };
-        let in_flight = state.start();
-        let result = client.send(upstream, target, req).await;
-        drop(in_flight);
-        match &result {
+        state: &TargetState,
+        outlier: &Outlier,
+        outcome: &Result<Response<Incoming>, SendError>,
+    ) {
+        match outcome {
             Ok(_) => state.succeeded(),
             Err(
                 SendError::Unsent(..)
@@ -266,9 +265,8 @@ impl WorkerTargets {
                     failure: SentFailure::Timeout,
                     ..
                 },
-            ) => state.failed(&upstream.outlier, self.shared.clock.now_ms()),
+            ) => state.failed(outlier, self.shared.clock.now_ms()),
             Err(SendError::Sent { .. }) => {}
         }
-        result
     }
 }
