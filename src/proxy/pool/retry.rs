@@ -20,18 +20,18 @@ pub(super) struct Replay {
 
 impl Replay {
     /// A copy of `req`'s head when `retry` may send it again (one copy of the headers, for
-    /// those requests only).
-    pub(super) fn of(retry: Option<&Retry>, req: &Request<Incoming>) -> Option<Replay> {
+    /// those requests only). Boxed: it stays in every request's future, retried or not.
+    pub(super) fn of(retry: Option<&Retry>, req: &Request<Incoming>) -> Option<Box<Replay>> {
         retry?;
         if !idempotent(req.method()) || !req.body().is_end_stream() {
             return None;
         }
-        Some(Replay {
+        Some(Box::new(Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
-        })
+        }))
     }
 
     pub(super) fn request(&self) -> Request<RequestBody> {
