@@ -9,6 +9,7 @@ use std::time::Instant;
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
+use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::access::{self, ListMatch};
@@ -338,7 +339,9 @@ impl Gateway {
                 fwd.upstream,
                 fwd.affinity,
                 fwd.retry,
-                Request::from_parts(parts, body),
+                // The request is taken in the form it is sent in, so the pool's future holds it
+                // once (an async fn keeps its arguments for its whole life).
+                Request::from_parts(parts, Either::Left(body)),
             )
             .await?;
         if let TransferCodings::Other(codings) =

@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use http_body_util::Either;
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
@@ -28,7 +27,7 @@ use self::health::{Clock, TargetState};
 use self::pick::Group;
 use self::retry::Replay;
 use super::response::GatewayError;
-use super::upstream::{SendError, SentFailure, UpstreamPool};
+use super::upstream::{RequestBody, SendError, SentFailure, UpstreamPool};
 use crate::config::compiled::{Outlier, Retry, Upstream};
 use crate::config::{Config, Live};
 use crate::metrics::Metrics;
@@ -196,7 +195,7 @@ impl WorkerTargets {
         upstream: &Upstream,
         affinity: u64,
         retry: Option<&Retry>,
-        req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, GatewayError> {
         let Some(group) = self.group(config, upstream) else {
             // Unreachable: every upstream of a config has a group.
@@ -205,7 +204,6 @@ impl WorkerTargets {
         let replay = Replay::of(retry, &req).zip(retry);
         let mut retries = replay.as_ref().map_or(0, |(_, r)| r.attempts);
         let mut connect_retry = group.targets.len() > 1;
-        let mut req = req.map(Either::Left);
         let mut last = None;
         loop {
             let now = self.shared.clock.now_ms();

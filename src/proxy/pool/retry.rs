@@ -5,7 +5,6 @@
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 
 use crate::config::compiled::Retry;
 use crate::proxy::upstream::{RequestBody, SentFailure};
@@ -21,7 +20,7 @@ pub(super) struct Replay {
 impl Replay {
     /// A copy of `req`'s head when `retry` may send it again (one copy of the headers, for
     /// those requests only). Boxed: it stays in every request's future, retried or not.
-    pub(super) fn of(retry: Option<&Retry>, req: &Request<Incoming>) -> Option<Box<Replay>> {
+    pub(super) fn of(retry: Option<&Retry>, req: &Request<RequestBody>) -> Option<Box<Replay>> {
         retry?;
         if !idempotent(req.method()) || !req.body().is_end_stream() {
             return None;
