@@ -12,7 +12,9 @@
 # OUT for callgrind_annotate. Everything is on 127.0.0.1 and bounded in time.
 #
 # Environment: SECONDS_PER_PATH [4], PATHS ["/allowed /rejected /three"], PORT_BASE [18200],
-# OUT [target/load/callgrind-<timestamp>].
+# OUT [target/load/callgrind-<timestamp>], POOL_TARGETS [1]: above 1, the upstream nginx listens
+# on that many ports and the gateway's upstream lists them as `targets` with `balance =
+# POOL_BALANCE` [round_robin] (binaries from before upstream pools refuse that config).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,6 +22,8 @@ export LOAD_DIR="$ROOT/benches/load"
 SECONDS_PER_PATH=${SECONDS_PER_PATH:-4}
 PATHS=${PATHS:-"/allowed /rejected /three"}
 PORT_BASE=${PORT_BASE:-18200}
+POOL_TARGETS=${POOL_TARGETS:-1}
+POOL_BALANCE=${POOL_BALANCE:-round_robin}
 OUT=${OUT:-$ROOT/target/load/callgrind-$(date +%Y%m%d-%H%M%S)}
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$ROOT/target/release/rategate")
@@ -70,9 +74,18 @@ http {
   uwsgi_temp_path $OUT/upstream/tmp-uwsgi;
   scgi_temp_path $OUT/upstream/tmp-scgi;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$P_UP; location / { return 200 "ok\n"; } }
+  server {
+$(for i in $(seq 0 $((POOL_TARGETS - 1))); do echo "    listen 127.0.0.1:$((P_UP + 10 * i));"; done)
+    location / { return 200 "ok\n"; }
+  }
 }
 EOF
+if [ "$POOL_TARGETS" -gt 1 ]; then
+  UPSTREAM_TARGET="targets = [$(for i in $(seq 0 $((POOL_TARGETS - 1))); do printf '"http://127.0.0.1:%s",' $((P_UP + 10 * i)); done)]
+balance = \"$POOL_BALANCE\""
+else
+  UPSTREAM_TARGET="url = \"http://127.0.0.1:$P_UP\""
+fi
 "$NGINX" -p "$OUT/upstream" -c "$OUT/upstream/nginx.conf" &
 PIDS+=($!)
 wait_port "$P_UP" 10
@@ -87,7 +100,7 @@ listen = "127.0.0.1:$P_ADMIN"
 kind = "memory"
 [[upstream]]
 name = "up"
-url = "http://127.0.0.1:$P_UP"
+$UPSTREAM_TARGET
 [[policy]]
 name = "per-ip"
 algorithm = "fixed_window"
