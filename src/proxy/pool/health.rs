@@ -3,7 +3,7 @@
 //! consecutive failures, for a time that grows with each ejection in a row) and the verdict of
 //! active health checks. Atomics only: the request path never takes a lock here.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ pub(crate) struct TargetState {
     /// Active health checks took the target out.
     check_down: AtomicBool,
     /// Passes (positive) or failures (negative) of active checks in a row; the checker only.
-    pub(super) check_streak: std::sync::atomic::AtomicI64,
+    pub(super) check_streak: AtomicI64,
     /// When the next active check is due (ms since the epoch); the checker only.
     pub(super) check_due: AtomicU64,
     /// A check of this target is running (at most one at a time).
@@ -72,7 +72,7 @@ impl TargetState {
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             check_down: AtomicBool::new(false),
-            check_streak: std::sync::atomic::AtomicI64::new(0),
+            check_streak: AtomicI64::new(0),
             check_due: AtomicU64::new(0),
             checking: AtomicBool::new(false),
             requests: metrics.target_requests.with_label_values(&labels),

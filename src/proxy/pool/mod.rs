@@ -4,8 +4,8 @@
 //!
 //! - `Targets` (one per process, shared by the workers) holds each target's state, keyed by
 //!   upstream name and `scheme://authority`, so health and counts survive a reload that keeps the
-//!   target; a target that left the config is forgotten (with its metric series). It also runs the active health checks and keeps the ejected gauges current
-//!   (`run`).
+//!   target; a target that left the config is forgotten (with its metric series). It also runs
+//!   the active health checks and keeps the ejected gauges current (`run`).
 //! - `WorkerTargets` (one per worker) caches the groups of the config its requests run under,
 //!   so a request finds its group with an uncontended lock and an index.
 //! - A request whose connect failed (nothing was sent) is tried once more on another target;
