@@ -150,6 +150,7 @@ async fn unblock_reaches_every_instance_cache() {
         strip_prefix: false,
         case_insensitive: false,
         cost: Default::default(),
+        retry: None,
         index: 0,
     };
     let client = ClientId {

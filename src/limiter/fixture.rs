@@ -54,6 +54,7 @@ pub(super) fn route(policies: Vec<Arc<Policy>>) -> Route {
         strip_prefix: false,
         case_insensitive: false,
         cost: Default::default(),
+        retry: None,
         index: 0,
     }
 }

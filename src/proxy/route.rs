@@ -190,6 +190,7 @@ mod tests_support {
             strip_prefix: false,
             case_insensitive: false,
             cost: Default::default(),
+            retry: None,
             index: 0,
         }
     }

@@ -96,7 +96,10 @@ fn policy_defaults_and_references() {
     };
     assert!(Arc::ptr_eq(u, &c.upstreams[0]));
     assert_eq!(
-        (u.scheme.as_str(), u.authority.as_str()),
+        (
+            u.targets[0].scheme.as_str(),
+            u.targets[0].authority.as_str()
+        ),
         ("https", "Backend:8443")
     );
     assert_eq!(u.base_path, "/v1");
