@@ -63,6 +63,8 @@ const BAD: &[Expected] = &[
     ("upstream_tls_key_on_h2c.toml", Some(4), Some(7), "upstream[0].sni", "applies only to an https:// upstream"),
     ("upstream_key_mismatch.toml", Some(5), Some(14), "upstream[0].client_key", "client_cert and client_key do not go together"),
     ("upstream_bad_sni.toml", Some(4), Some(7), "upstream[0].sni", "not a valid TLS server name"),
+    ("targets_tls_key_without_https.toml", Some(4), Some(6), "upstream[0].ca", "applies only to an https:// upstream"),
+    ("targets_https_ca_missing.toml", Some(4), Some(6), "upstream[0].ca", "cannot read CA certificate file"),
     ("path_and_prefix.toml", Some(4), Some(15), "route[0].path_prefix", "`path` and `path_prefix` cannot both be set"),
     ("path_without_slash.toml", Some(3), Some(15), "route[0].path_prefix", "`api/auth` must start with `/`"),
     ("respond_and_upstream.toml", Some(8), Some(11), "route[0].respond", "a route has either `upstream` or `respond`, not both"),
