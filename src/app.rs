@@ -22,6 +22,7 @@ use crate::limiter::cache::DenyCache;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::handler::Gateway;
+use crate::proxy::pool::Targets;
 use crate::proxy::upstream::UpstreamPool;
 use crate::server::listener::ListenerSettings;
 use crate::server::tls::{self, TlsError};
@@ -133,6 +134,9 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
     );
     // One gateway per proxy worker: shared config, limiter and metrics, but an upstream pool of
     // its own, so a request and its pooled upstream connection stay on one thread.
+    // Which target of an upstream gets a request is one decision for the whole process; the
+    // connections to a target are still each worker's own.
+    let targets = Arc::new(Targets::new(live.clone(), metrics.clone()));
     let gateways: Vec<Arc<Gateway>> = (0..worker_count)
         .map(|_| {
             Arc::new(Gateway {
@@ -141,6 +145,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
                     live.clone(),
                     limiter.clone(),
                     UpstreamPool::new(metrics.clone()),
+                    targets.clone(),
                     metrics.clone(),
                 )
             })
@@ -175,6 +180,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
             metrics.clone(),
         )),
         tokio::spawn(limiter.clone().probe_store_forever()),
+        tokio::spawn(targets.run()),
         tokio::spawn(signals.run(reloader.clone(), ready, limiter.clone(), stop_tx)),
         tokio::spawn(refresh_jwks_forever(live.clone())),
     ];

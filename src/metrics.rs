@@ -3,8 +3,8 @@
 //! flood of random paths, addresses or keys cannot add a series.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for gateway and upstream latency: sub-millisecond resolution where a proxy lives.
@@ -88,6 +88,10 @@ pub struct Metrics {
     pub(crate) request_duration: HistogramVec,
     pub(crate) upstream_duration: HistogramVec,
     pub(crate) upstream_errors: IntCounterVec,
+    /// Per target of an upstream (`target` is `scheme://host:port` from the config).
+    pub(crate) target_requests: IntCounterVec,
+    pub(crate) target_errors: IntCounterVec,
+    pub(crate) target_ejected: IntGaugeVec,
     pub(crate) policy_rejections: IntCounterVec,
     pub(crate) store_duration: HistogramVec,
     pub(crate) store_errors: IntCounterVec,
@@ -161,6 +165,27 @@ impl Metrics {
             ),
             &["upstream", "kind"],
         )?;
+        let target_requests = IntCounterVec::new(
+            Opts::new(
+                "rategate_upstream_target_requests_total",
+                "Requests sent to one target of an upstream (retries included).",
+            ),
+            &["upstream", "target"],
+        )?;
+        let target_errors = IntCounterVec::new(
+            Opts::new(
+                "rategate_upstream_target_errors_total",
+                "Failed connects and timeouts of one target (what ejects it).",
+            ),
+            &["upstream", "target"],
+        )?;
+        let target_ejected = IntGaugeVec::new(
+            Opts::new(
+                "rategate_upstream_target_ejected",
+                "1 while a target is out of the balance (passive ejection or failed health checks).",
+            ),
+            &["upstream", "target"],
+        )?;
         let policy_rejections = IntCounterVec::new(
             Opts::new(
                 "rategate_policy_rejections_total",
@@ -219,6 +244,9 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(target_requests.clone()))?;
+        registry.register(Box::new(target_errors.clone()))?;
+        registry.register(Box::new(target_ejected.clone()))?;
         registry.register(Box::new(policy_rejections.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
         let store_check_batch = Histogram::with_opts(
@@ -306,6 +334,9 @@ impl Metrics {
             request_duration,
             upstream_duration,
             upstream_errors,
+            target_requests,
+            target_errors,
+            target_ejected,
             policy_rejections,
             store_duration,
             store_errors,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, StatusCode};
 use rategate::config::compiled::{
-    AlertFormat, AlertThreshold, Algorithm, Config, Cost, CountOn, Escalation, KeyPart, Mode,
-    OnError, PathMatch, StoreKind, Target, UpstreamProtocol,
+    AlertFormat, AlertThreshold, Algorithm, Balance, Config, Cost, CountOn, Escalation,
+    HealthCheck, KeyPart, Mode, OnError, Outlier, PathMatch, Retry, StoreKind, Target,
+    UpstreamProtocol,
 };
 use rategate::config::{load, ConfigError};
 use rategate::uri_path::{EscapedSlashes, Semicolons};
@@ -62,10 +63,23 @@ const BAD: &[Expected] = &[
     ("upstream_tls_key_on_h2c.toml", Some(4), Some(7), "upstream[0].sni", "applies only to an https:// upstream"),
     ("upstream_key_mismatch.toml", Some(5), Some(14), "upstream[0].client_key", "client_cert and client_key do not go together"),
     ("upstream_bad_sni.toml", Some(4), Some(7), "upstream[0].sni", "not a valid TLS server name"),
+    ("targets_tls_key_without_https.toml", Some(4), Some(6), "upstream[0].ca", "applies only to an https:// upstream"),
+    ("targets_https_ca_missing.toml", Some(4), Some(6), "upstream[0].ca", "cannot read CA certificate file"),
     ("path_and_prefix.toml", Some(4), Some(15), "route[0].path_prefix", "`path` and `path_prefix` cannot both be set"),
     ("path_without_slash.toml", Some(3), Some(15), "route[0].path_prefix", "`api/auth` must start with `/`"),
     ("respond_and_upstream.toml", Some(8), Some(11), "route[0].respond", "a route has either `upstream` or `respond`, not both"),
     ("no_target.toml", Some(1), Some(1), "route[0]", "a route needs a target"),
+    ("retry_without_upstream.toml", Some(5), Some(9), "route[0].retry", "`retry` needs `upstream`"),
+    ("retry_on_empty.toml", Some(9), Some(30), "route[0].retry.on", "must name at least one of \"reset\", \"timeout\", \"gateway_error\""),
+    ("retry_attempts_range.toml", Some(9), Some(22), "route[0].retry.attempts", "9 is out of range; must be between 1 and 5"),
+    ("url_and_targets.toml", Some(4), Some(11), "upstream[0].targets", "an upstream has either `url` or `targets`, not both"),
+    ("upstream_without_url.toml", Some(2), Some(8), "upstream[0].name", "an upstream needs `url = \"http://...\"` or `targets = [\"http://...\", ...]`"),
+    ("targets_paths_differ.toml", Some(5), Some(3), "upstream[0].targets", "every target must have the same path (the first has \"/v1\")"),
+    ("target_twice.toml", Some(3), Some(36), "upstream[0].targets", "`http://10.0.0.1:8080` is listed twice"),
+    ("bad_balance.toml", Some(4), Some(11), "upstream[0].balance", "unknown variant `random`, expected one of `round_robin`, `least_requests`, `hash_client`"),
+    ("max_ejection_below_base.toml", Some(5), Some(21), "upstream[0].max_ejection_time", "must be at least `base_ejection_time` (60s)"),
+    ("health_check_bad_path.toml", Some(4), Some(25), "upstream[0].health_check.path", "must be a path starting with `/`"),
+    ("health_check_threshold_zero.toml", Some(5), Some(49), "upstream[0].health_check.unhealthy", "0 is out of range; must be between 1 and 100"),
     ("strip_prefix_without_prefix.toml", Some(9), Some(16), "route[0].strip_prefix", "`strip_prefix = true` needs both `path_prefix` and `upstream`"),
     ("bad_method.toml", Some(3), Some(19), "route[0].methods", "unknown HTTP method `FETCH`; expected one of GET"),
     ("bad_status.toml", Some(3), Some(22), "route[0].respond.status", "999 is out of range; must be between 200 and 599"),
@@ -307,14 +321,26 @@ fn full_config_upstreams_and_policies() {
     let c = load_full();
     let api = &c.upstreams[0];
     assert_eq!((&*api.name, api.index), ("api", 0));
+    let labels: Vec<&str> = api.targets.iter().map(|t| &*t.label).collect();
     assert_eq!(
         (
-            api.scheme.as_str(),
-            api.authority.as_str(),
+            labels,
+            api.targets[0].authority.as_str(),
             api.base_path.as_str()
         ),
-        ("http", "127.0.0.1:8081", "")
+        (vec!["http://127.0.0.1:8081"], "127.0.0.1:8081", "")
     );
+    // The defaults: round robin, Envoy's outlier detection numbers, no active checks.
+    assert_eq!(api.balance, Balance::RoundRobin);
+    assert_eq!(
+        api.outlier,
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+        }
+    );
+    assert_eq!(api.health_check, None);
     assert_eq!(
         (api.connect_timeout, api.timeout),
         (Duration::from_secs(1), Duration::from_secs(45))
@@ -322,14 +348,39 @@ fn full_config_upstreams_and_policies() {
     let legacy = &c.upstreams[1];
     assert_eq!((&*legacy.name, legacy.index), ("legacy", 1));
     assert_eq!(
-        (legacy.scheme.as_str(), legacy.base_path.as_str()),
+        (legacy.targets[0].scheme.as_str(), legacy.base_path.as_str()),
         ("https", "/v1")
     );
-    assert_eq!(legacy.protocol, UpstreamProtocol::Https);
-    assert_eq!(api.protocol, UpstreamProtocol::Http1);
+    assert_eq!(legacy.targets[0].protocol, UpstreamProtocol::Https);
+    assert_eq!(api.targets[0].protocol, UpstreamProtocol::Http1);
     assert_eq!(
         (legacy.connect_timeout, legacy.timeout),
         (Duration::from_secs(2), Duration::from_secs(30))
+    );
+    let pool = &c.upstreams[2];
+    let labels: Vec<&str> = pool.targets.iter().map(|t| &*t.label).collect();
+    assert_eq!(
+        (labels, pool.base_path.as_str()),
+        (vec!["http://10.0.0.1:8080", "http://10.0.0.2:8080"], "/api")
+    );
+    assert_eq!(pool.balance, Balance::HashClient);
+    assert_eq!(
+        pool.outlier,
+        Outlier {
+            consecutive_failures: 3,
+            base_ejection_time: Duration::from_secs(10),
+            max_ejection_time: Duration::from_secs(120),
+        }
+    );
+    assert_eq!(
+        pool.health_check,
+        Some(HealthCheck {
+            path: "/healthz?deep=1".parse().unwrap(),
+            interval: Duration::from_secs(3),
+            timeout: Duration::from_secs(1),
+            healthy: 3,
+            unhealthy: 2,
+        })
     );
 
     let names: Vec<&str> = c.policies.iter().map(|p| &*p.name).collect();
@@ -451,6 +502,16 @@ fn full_config_routes() {
     assert!(Arc::ptr_eq(&auth.policies[1], &c.policies[2]));
     assert!(!auth.case_insensitive);
     assert!(c.routes[2].case_insensitive, "export");
+    assert_eq!(
+        c.routes[2].retry,
+        Some(Retry {
+            attempts: 2,
+            on_reset: false,
+            on_timeout: true,
+            on_gateway_error: true,
+        })
+    );
+    assert_eq!(auth.retry, None);
 
     let health = &c.routes[1];
     assert_eq!(health.path, PathMatch::Exact("/healthz".into()));
@@ -502,6 +563,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "on_error deny",
         "max_memory_keys 50000, batch_max 32, batch_in_flight 3, batch_queue 500",
         "api: http://127.0.0.1:8081 (connect_timeout 1s, timeout 45s)",
+        "pool: http://10.0.0.1:8080/api, http://10.0.0.2:8080/api (connect_timeout 2s, timeout 30s, hash_client, eject after 3 failures for 10s..2m, health check /healthz?deep=1 every 3s)",
         "auth: sliding_window 30 per 1m, key [ip], mode enforce, block_for 10m",
         "api-keys: token_bucket 100 per 1s, burst 250, key [header:x-api-key, method, path], mode shadow",
         "auth: path_prefix /api/auth, methods POST,PUT, host api.example.com -> upstream api (strip_prefix), policies auth, global",
@@ -520,7 +582,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "paths: path_semicolons strip, escaped_slashes decode",
         "per-user: fixed_window 10 per 1m, key [param:id, query:tenant], mode enforce",
         "orders: path /api/users/{id}/orders (pattern), any method, any host, header x-tenant = \"gold\", header x-beta present -> upstream api, policies per-user",
-        "export: path /export (case-insensitive), any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50)",
+        "export: path /export (case-insensitive), any method, any host -> upstream api, policies login-failures, reports, inflight, partner, cost 5 or header x-request-cost (1..=50), retry 2 on timeout,gateway_error",
     ] {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }

@@ -152,6 +152,7 @@ async fn unblock_reaches_every_instance_cache() {
         upgrade: Vec::new(),
         cost: Default::default(),
         auth: None,
+        retry: None,
         index: 0,
     };
     let client = ClientId {

@@ -1,7 +1,8 @@
 //! `https://` upstreams through the real binary, against TLS upstreams run here with a private CA
 //! made for the test (rcgen): the CA trusted through `ca` and refused without it, the server name
 //! set by `sni`, a client certificate presented to an upstream that requires one, and ALPN
-//! choosing HTTP/2 or HTTP/1.1 (the upstream reports what it negotiated and what it was spoken).
+//! choosing HTTP/2 or HTTP/1.1 (the upstream reports what it negotiated and what it was spoken);
+//! a pool of two such upstreams, its requests and its active health checks alike.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -24,6 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// What a TLS upstream saw of one request.
 #[derive(Debug, Clone)]
 struct SeenTls {
+    path: String,
     sni: Option<String>,
     alpn: Option<String>,
     version: String,
@@ -95,6 +98,7 @@ impl TlsUpstream {
                         let (seen, facts) = (seen.clone(), facts.clone());
                         async move {
                             seen.lock().unwrap().push(SeenTls {
+                                path: req.uri().path().to_owned(),
                                 sni: facts.0,
                                 alpn: facts.1,
                                 version: format!("{:?}", req.version()),
@@ -254,4 +258,80 @@ listen = "127.0.0.1:0"
     // A second request (on the pooled HTTP/2 connection) arrives as HTTP/2 too.
     assert_eq!(get("/trusted/y").0, 200);
     assert_eq!(h2.seen()[1].version, "HTTP/2.0");
+}
+
+#[test]
+fn a_pool_of_https_targets_uses_the_upstreams_tls_settings_for_requests_and_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // Both require the client certificate; one speaks HTTP/2, the other HTTP/1.1 only.
+    let h2 = TlsUpstream::start(&pki, &[b"h2", b"http/1.1"], true);
+    let h1 = TlsUpstream::start(&pki, &[b"http/1.1"], true);
+    let (ca, cert, key) = (
+        pki.file("ca.pem"),
+        pki.file("client.pem"),
+        pki.file("client.key"),
+    );
+    let gw = Gateway::start(&TestConfig::parse(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+
+[[upstream]]
+name = "pool"
+targets = ["https://{}", "https://{}"]
+ca = "{ca}"
+sni = "upstream.test"
+client_cert = "{cert}"
+client_key = "{key}"
+health_check = {{ path = "/health", interval = "100ms", timeout = "5s", healthy = 1, unhealthy = 3 }}
+
+[[route]]
+name = "pool"
+path_prefix = "/"
+upstream = "pool"
+"#,
+        h2.addr, h1.addr
+    )));
+    let checks = |up: &TlsUpstream| -> Vec<SeenTls> {
+        up.seen()
+            .into_iter()
+            .filter(|s| s.path == "/health")
+            .collect()
+    };
+    // Health checks trust the private CA and present the client certificate, as requests do:
+    // with any other TLS settings the handshake fails and no check arrives.
+    poll("a health check on each target", Duration::from_secs(10))
+        .until(|| !checks(&h2).is_empty() && !checks(&h1).is_empty());
+    for (up, alpn) in [(&h2, "h2"), (&h1, "http/1.1")] {
+        let check = &checks(up)[0];
+        assert_eq!(check.sni.as_deref(), Some("upstream.test"), "{check:?}");
+        assert_eq!(check.alpn.as_deref(), Some(alpn), "{check:?}");
+        assert!(check.client_cert, "{check:?}");
+        let ejected = format!(
+            "rategate_upstream_target_ejected{{target=\"https://{}\",upstream=\"pool\"}}",
+            up.addr
+        );
+        assert_eq!(gw.metric(&ejected), Some(0.0));
+    }
+
+    let http = client();
+    for _ in 0..4 {
+        let resp = http.get(gw.url("/x")).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.text().unwrap(), "secure");
+    }
+    // Round robin: two requests each, each target spoken to in the protocol it negotiated.
+    for (up, version) in [(&h2, "HTTP/2.0"), (&h1, "HTTP/1.1")] {
+        let requests: Vec<SeenTls> = up.seen().into_iter().filter(|s| s.path == "/x").collect();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.version == version && r.client_cert),
+            "{requests:?}"
+        );
+    }
 }

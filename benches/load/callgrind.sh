@@ -13,7 +13,10 @@
 #
 # Environment: SECONDS_PER_PATH [4], PATHS ["/allowed /rejected /three"], PORT_BASE [18200],
 # OUT [target/load/callgrind-<timestamp>], UPSTREAM_H2C [0] (1: the upstream speaks HTTP/2 with
-# prior knowledge and the gateway reaches it as `h2c://`).
+# prior knowledge and the gateway reaches it as `h2c://`), POOL_TARGETS [1]: above 1, the
+# upstream nginx listens on that many ports and the gateway's upstream lists them as `targets`
+# with `balance = POOL_BALANCE` [round_robin] (binaries from before upstream pools refuse that
+# config).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -21,6 +24,8 @@ export LOAD_DIR="$ROOT/benches/load"
 SECONDS_PER_PATH=${SECONDS_PER_PATH:-4}
 PATHS=${PATHS:-"/allowed /rejected /three"}
 PORT_BASE=${PORT_BASE:-18200}
+POOL_TARGETS=${POOL_TARGETS:-1}
+POOL_BALANCE=${POOL_BALANCE:-round_robin}
 OUT=${OUT:-$ROOT/target/load/callgrind-$(date +%Y%m%d-%H%M%S)}
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$ROOT/target/release/rategate")
@@ -73,9 +78,18 @@ http {
   uwsgi_temp_path $OUT/upstream/tmp-uwsgi;
   scgi_temp_path $OUT/upstream/tmp-scgi;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$P_UP$UP_LISTEN; location / { return 200 "ok\n"; } }
+  server {
+$(for i in $(seq 0 $((POOL_TARGETS - 1))); do echo "    listen 127.0.0.1:$((P_UP + 10 * i))$UP_LISTEN;"; done)
+    location / { return 200 "ok\n"; }
+  }
 }
 EOF
+if [ "$POOL_TARGETS" -gt 1 ]; then
+  UPSTREAM_TARGET="targets = [$(for i in $(seq 0 $((POOL_TARGETS - 1))); do printf '"%s://127.0.0.1:%s",' "$UP_SCHEME" $((P_UP + 10 * i)); done)]
+balance = \"$POOL_BALANCE\""
+else
+  UPSTREAM_TARGET="url = \"$UP_SCHEME://127.0.0.1:$P_UP\""
+fi
 "$NGINX" -p "$OUT/upstream" -c "$OUT/upstream/nginx.conf" &
 PIDS+=($!)
 wait_port "$P_UP" 10
@@ -90,7 +104,7 @@ listen = "127.0.0.1:$P_ADMIN"
 kind = "memory"
 [[upstream]]
 name = "up"
-url = "$UP_SCHEME://127.0.0.1:$P_UP"
+$UPSTREAM_TARGET
 [[policy]]
 name = "per-ip"
 algorithm = "fixed_window"

@@ -205,23 +205,84 @@ pub struct Access {
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
-    /// `http` (also for `h2c://`) or `https`: the scheme requests to this upstream carry.
-    pub scheme: http::uri::Scheme,
-    /// The HTTP version(s) spoken to it.
-    pub protocol: UpstreamProtocol,
-    /// `https://` only: the TLS client set-up (trust, server name, client certificate).
+    /// Where requests go: one per `url` or `targets` entry, in file order (never empty).
+    pub targets: Vec<UpstreamTarget>,
+    pub balance: Balance,
+    /// The TLS client set-up the `https://` targets share (trust, client certificate); `None`
+    /// when no target uses TLS.
     pub(crate) tls: Option<UpstreamTls>,
-    pub authority: http::uri::Authority,
-    /// `authority` as the `Host` header the upstream receives, built once here rather than per
-    /// request.
-    pub(crate) host_header: http::HeaderValue,
-    /// Path prefix from the upstream URL without a trailing slash ("" when the URL has none).
+    /// Path prefix shared by every target's URL without a trailing slash ("" when none).
     pub base_path: String,
     pub connect_timeout: Duration,
     /// Deadline for the whole response head; 504 past it.
     pub timeout: Duration,
+    pub outlier: Outlier,
+    pub health_check: Option<HealthCheck>,
     /// Position in `Config::upstreams` (stable index for metrics handles).
     pub index: usize,
+}
+
+/// One target of an upstream: an address requests are sent to.
+#[derive(Debug)]
+pub struct UpstreamTarget {
+    /// `http` (also for `h2c://`) or `https`: the scheme requests to this target carry.
+    pub scheme: http::uri::Scheme,
+    /// The HTTP version(s) spoken to it.
+    pub protocol: UpstreamProtocol,
+    pub authority: http::uri::Authority,
+    /// `https://` only: sent as SNI and verified against the certificate: the upstream's `sni`,
+    /// or this target's host.
+    pub(crate) server_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// `authority` as the `Host` header the upstream receives, built once here rather than per
+    /// request.
+    pub(crate) host_header: http::HeaderValue,
+    /// `scheme://authority` as written (`h2c://` included): the metric label and the identity
+    /// that keeps a target's health across reloads.
+    pub label: Arc<str>,
+}
+
+/// How a request picks one of an upstream's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    /// The target with the fewest requests in flight (from this gateway), ties in turn.
+    LeastRequests,
+    /// The client's key picks the target by rendezvous hashing: a client stays on one target,
+    /// and a target leaving moves only its own clients.
+    HashClient,
+}
+
+impl Balance {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequests => "least_requests",
+            Balance::HashClient => "hash_client",
+        }
+    }
+}
+
+/// Passive health: when a target is taken out of the balance after failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Connect failures or timeouts in a row that eject the target.
+    pub consecutive_failures: u32,
+    /// The n-th ejection in a row lasts n times this, at most `max_ejection_time`.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+}
+
+/// Active health checks: a GET of `path` on every target each `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Passes in a row that readmit a target.
+    pub healthy: u32,
+    /// Failures in a row that take a target out.
+    pub unhealthy: u32,
 }
 
 /// How the gateway speaks HTTP to an upstream, from its URL's scheme.
@@ -236,20 +297,19 @@ pub enum UpstreamProtocol {
     Https,
 }
 
-/// The TLS client side of one `https://` upstream, built and checked at load.
+/// The TLS client side of an upstream's `https://` targets, built and checked at load (each
+/// target's server name is its own: `UpstreamTarget::server_name`).
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamTls {
     /// Trust (the `ca` file or the web PKI roots), the client certificate, ALPN `h2, http/1.1`.
     pub(crate) config: Arc<rustls::ClientConfig>,
-    /// Sent as SNI and verified against the certificate: `sni`, or the URL's host.
-    pub(crate) server_name: rustls::pki_types::ServerName<'static>,
-    /// SHA-256 over everything `config` and `server_name` were built from: a reload keeps the
-    /// pooled connections of an upstream whose TLS settings it did not change, and only those.
+    /// SHA-256 over everything `config` was built from and `sni`: a reload keeps the pooled
+    /// connections of a target whose TLS settings it did not change, and only those.
     pub(crate) fingerprint: [u8; 32],
-    /// For `rategate check`: the files and whether `sni` was set.
+    /// For `rategate check`: the files and `sni` when set.
     pub(crate) ca_file: Option<std::path::PathBuf>,
     pub(crate) client_cert_file: Option<std::path::PathBuf>,
-    pub(crate) sni_set: bool,
+    pub(crate) sni: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Upstream {
@@ -595,6 +655,8 @@ pub struct Route {
     /// The protocols an HTTP/1.1 `Upgrade` is relayed for; empty: `Upgrade` is removed like any
     /// hop-by-hop header.
     pub upgrade: Vec<UpgradeProtocol>,
+    /// Sending an idempotent request without a body again after it was sent and failed.
+    pub retry: Option<Retry>,
     /// Position in `Config::routes` (stable index for metrics handles).
     pub index: usize,
 }
@@ -626,6 +688,21 @@ impl UpgradeProtocol {
             UpgradeProtocol::WebSocket => "websocket",
         }
     }
+}
+
+/// A route's `retry`: which failures of a sent request are tried again, and how often. Only
+/// requests with an idempotent method (RFC 9110 9.2.2) and no body are sent again; a failed
+/// connect is tried once on another target whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries after the first, each on another target when the upstream has one.
+    pub attempts: u32,
+    /// The connection failed after the request was sent, before a response head.
+    pub on_reset: bool,
+    /// No response head within the upstream's `timeout`.
+    pub on_timeout: bool,
+    /// The upstream answered 502, 503 or 504.
+    pub on_gateway_error: bool,
 }
 
 /// What one request of a route costs.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compiled::{AlertFormat, Algorithm, ClientAuth, Mode, OnError, StoreKind};
+use super::compiled::{AlertFormat, Algorithm, Balance, ClientAuth, Mode, OnError, StoreKind};
 use super::duration;
 use crate::uri_path::{EscapedSlashes, Semicolons};
 
@@ -44,6 +44,16 @@ pub(crate) const DEFAULT_BATCH_IN_FLIGHT: usize = 2;
 pub(crate) const DEFAULT_BATCH_QUEUE: usize = 1024;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BALANCE: Balance = Balance::RoundRobin;
+// Envoy's outlier detection defaults (consecutive_gateway_failure, base_ejection_time,
+// max_ejection_time).
+pub(crate) const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+pub(crate) const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_HEALTH_HEALTHY: u32 = 2;
+pub(crate) const DEFAULT_HEALTH_UNHEALTHY: u32 = 3;
 pub(crate) const DEFAULT_MODE: Mode = Mode::Enforce;
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_BLOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -206,8 +216,11 @@ pub(crate) struct Access {
 pub(crate) struct Upstream {
     pub(crate) name: Spanned<String>,
     /// env; `http://`, `h2c://` (HTTP/2 with prior knowledge) or `https://` URL, optionally with
-    /// a base path.
-    pub(crate) url: EnvString,
+    /// a base path. Exactly one of `url` and `targets`.
+    pub(crate) url: Option<EnvString>,
+    /// env each; several URLs of one service, differing only in host and port.
+    pub(crate) targets: Option<Spanned<Vec<EnvString>>>,
+    pub(crate) balance: Option<Balance>,
     pub(crate) connect_timeout: Option<duration::Positive>,
     pub(crate) timeout: Option<duration::Positive>,
     /// env; `https://` only: PEM file of the CA certificates trusted instead of the web PKI roots
@@ -220,6 +233,27 @@ pub(crate) struct Upstream {
     pub(crate) client_cert: Option<EnvString>,
     /// env; `https://` only: PEM private key of `client_cert`.
     pub(crate) client_key: Option<EnvString>,
+    /// Passive health (named after Envoy's outlier detection): failed connects or timeouts in a
+    /// row that eject a target.
+    pub(crate) consecutive_failures: Option<Spanned<u64>>,
+    /// The first ejection's length; the n-th in a row lasts n times this.
+    pub(crate) base_ejection_time: Option<duration::Positive>,
+    pub(crate) max_ejection_time: Option<Spanned<duration::Positive>>,
+    /// Active health checks (off when absent).
+    pub(crate) health_check: Option<Spanned<HealthCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheck {
+    /// The path each target is asked for with a GET; any 2xx or 3xx is a pass.
+    pub(crate) path: Spanned<String>,
+    pub(crate) interval: Option<duration::Positive>,
+    pub(crate) timeout: Option<duration::Positive>,
+    /// Passes in a row that readmit a target the checks took out.
+    pub(crate) healthy: Option<Spanned<u64>>,
+    /// Failures in a row that take a target out.
+    pub(crate) unhealthy: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +320,28 @@ pub(crate) struct Route {
     pub(crate) auth: Option<Spanned<String>>,
     /// Protocols an HTTP/1.1 `Upgrade` is relayed for (`["websocket"]`); default none.
     pub(crate) upgrade: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Sending a request again after it was sent and failed (idempotent, bodiless only).
+    pub(crate) retry: Option<Spanned<Retry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    /// Tries after the first (default 1).
+    pub(crate) attempts: Option<Spanned<u64>>,
+    /// Which failures (default reset and timeout).
+    pub(crate) on: Option<Spanned<Vec<RetryOn>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RetryOn {
+    /// The connection failed after the request was sent, before a response head.
+    Reset,
+    /// No response head within the upstream's `timeout`.
+    Timeout,
+    /// The upstream answered 502, 503 or 504.
+    GatewayError,
 }
 
 #[derive(Debug, Deserialize)]

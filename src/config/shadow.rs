@@ -179,6 +179,7 @@ mod tests {
             strip_prefix: false,
             case_insensitive: false,
             cost: Default::default(),
+            retry: None,
             index: 0,
             auth: None,
             upgrade: Vec::new(),

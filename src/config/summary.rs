@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::compiled::{
     Access, Admin, AlertSettings, Algorithm, Config, CountOn, PathMatch, Policy, Route, Server,
-    StoreKind, StoreSettings, Target, Upstream, UpstreamProtocol,
+    StoreKind, StoreSettings, Target, Upstream,
 };
 use super::duration::format as dur;
 use super::shadow;
@@ -164,27 +164,39 @@ fn access(out: &mut String, a: &Access) -> std::fmt::Result {
 }
 
 fn upstream(out: &mut String, u: &Upstream) -> std::fmt::Result {
-    let scheme = match u.protocol {
-        UpstreamProtocol::H2c => "h2c",
-        UpstreamProtocol::Http1 | UpstreamProtocol::Https => u.scheme.as_str(),
-    };
+    let targets: Vec<String> = u
+        .targets
+        .iter()
+        .map(|t| format!("{}{}", t.label, u.base_path))
+        .collect();
     write!(
         out,
-        "  {}: {}://{}{} (connect_timeout {}, timeout {}",
+        "  {}: {} (connect_timeout {}, timeout {}",
         u.name,
-        scheme,
-        u.authority,
-        u.base_path,
+        targets.join(", "),
         dur(u.connect_timeout),
         dur(u.timeout),
     )?;
+    if u.targets.len() > 1 {
+        write!(
+            out,
+            ", {}, eject after {} failures for {}..{}",
+            u.balance.as_str(),
+            u.outlier.consecutive_failures,
+            dur(u.outlier.base_ejection_time),
+            dur(u.outlier.max_ejection_time),
+        )?;
+    }
+    if let Some(h) = &u.health_check {
+        write!(out, ", health check {} every {}", h.path, dur(h.interval))?;
+    }
     if let Some(tls) = &u.tls {
         match &tls.ca_file {
             Some(ca) => write!(out, ", ca {}", ca.display())?,
             None => write!(out, ", web PKI roots")?,
         }
-        if tls.sni_set {
-            write!(out, ", sni {}", tls.server_name.to_str())?;
+        if let Some(sni) = &tls.sni {
+            write!(out, ", sni {}", sni.to_str())?;
         }
         if let Some(cert) = &tls.client_cert_file {
             write!(out, ", client_cert {}", cert.display())?;
@@ -297,6 +309,20 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
         (None, n) => format!(", cost {n}"),
         (Some(h), n) => format!(", cost {n} or header {h} (1..={})", r.cost.max),
     };
+    let retry = match &r.retry {
+        None => String::new(),
+        Some(retry) => {
+            let on: Vec<&str> = [
+                (retry.on_reset, "reset"),
+                (retry.on_timeout, "timeout"),
+                (retry.on_gateway_error, "gateway_error"),
+            ]
+            .into_iter()
+            .filter_map(|(on, word)| on.then_some(word))
+            .collect();
+            format!(", retry {} on {}", retry.attempts, on.join(","))
+        }
+    };
     let upgrade = if r.upgrade.is_empty() {
         String::new()
     } else {
@@ -308,7 +334,7 @@ fn route(out: &mut String, r: &Route) -> std::fmt::Result {
     });
     writeln!(
         out,
-        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}{upgrade}{auth}",
+        "  {}: {path}, {methods}, {host} -> {target}, policies {policies}{cost}{retry}{upgrade}{auth}",
         r.name
     )
 }

@@ -56,6 +56,7 @@ pub(super) fn route(policies: Vec<Arc<Policy>>) -> Route {
         upgrade: Vec::new(),
         cost: Default::default(),
         auth: None,
+        retry: None,
         index: 0,
     }
 }

@@ -214,6 +214,7 @@ mod tests {
             upgrade: Vec::new(),
             cost: Default::default(),
             auth: None,
+            retry: None,
             index: 0,
         }
     }

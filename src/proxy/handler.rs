@@ -9,6 +9,7 @@ use std::time::Instant;
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
+use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::access::{self, ListMatch};
@@ -19,11 +20,12 @@ use super::stats::RequestStats;
 use super::{client_ip, cost, grpc, host, rate_headers, route, tunnel};
 use crate::alerts::{Alert, Alerter};
 use crate::auth::{Authenticator, Claims, Identity, Outcome, PeerCert};
-use crate::config::compiled::{Target, Upstream};
+use crate::config::compiled::{Balance, Retry, Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::net;
+use crate::proxy::pool::{self, Dispatch, Targets, WorkerTargets};
 use crate::proxy::upstream::UpstreamPool;
 use crate::uri_path as path;
 
@@ -43,6 +45,9 @@ pub(crate) struct Gateway {
     pub(crate) live: Arc<Live>,
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) upstreams: UpstreamPool,
+    /// Which target of an upstream each request goes to (this worker's view of the shared
+    /// state).
+    pub(crate) targets: WorkerTargets,
     pub(crate) metrics: Arc<Metrics>,
     /// Blocks and rejection thresholds are reported here (it never waits).
     pub(crate) alerts: Alerter,
@@ -66,12 +71,14 @@ impl Gateway {
         live: Arc<Live>,
         limiter: Arc<Limiter>,
         upstreams: UpstreamPool,
+        targets: Arc<Targets>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Gateway {
             live,
             limiter,
             upstreams,
+            targets: WorkerTargets::new(targets),
             metrics,
             alerts: Alerter::disabled(),
             stats: RequestStats::default(),
@@ -134,7 +141,7 @@ impl Gateway {
 
     async fn decide_and_answer(
         &self,
-        config: &Config,
+        config: &Arc<Config>,
         conn: ConnInfo,
         req: Request<Incoming>,
         record: &mut RequestRecord,
@@ -248,10 +255,20 @@ impl Gateway {
                 // The upstream URI is built while the normalized path still borrows the request
                 // (no owned copy of the path per request); `forward` then takes the request.
                 let target_path = route::forward_path(route, &normalized);
+                // Only `hash_client` needs the client's key (one allocation).
+                let affinity = match upstream.balance {
+                    Balance::HashClient => {
+                        pool::client_hash(&net::client_key(client, server.ipv6_prefix))
+                    }
+                    _ => 0,
+                };
                 let forwarded = upstream
                     .uri_for(target_path, req.uri().query())
                     .map(|uri| Forward {
+                        config,
                         upstream,
+                        retry: route.retry.as_ref(),
+                        affinity,
                         uri,
                         peer,
                         peer_trusted,
@@ -396,13 +413,22 @@ impl Gateway {
             if fwd.tls { "https" } else { "http" },
             original_host.as_ref(),
         );
-        // Like nginx and Kong by default, the upstream sees its own host name; the client's is
-        // in X-Forwarded-Host. The value is built once per config, not per request.
-        parts.headers.insert(HOST, fwd.upstream.host_header.clone());
-
+        // The upstream's own Host is set per target (`UpstreamPool::send`).
         let mut resp = self
-            .upstreams
-            .send(fwd.upstream, Request::from_parts(parts, body), te_trailers)
+            .targets
+            .send(
+                &self.upstreams,
+                fwd.config,
+                Dispatch {
+                    upstream: fwd.upstream,
+                    affinity: fwd.affinity,
+                    retry: fwd.retry,
+                    te_trailers,
+                },
+                // The request is taken in the form it is sent in, so the pool's future holds it
+                // once (an async fn keeps its arguments for its whole life).
+                Request::from_parts(parts, Either::Left(body)),
+            )
             .await?;
         // `send` relays a 101 only to a request that asked to switch.
         if let (Some(client), Some(asked)) = (client_end, &fwd.upgrade) {
@@ -437,7 +463,12 @@ impl Gateway {
 }
 
 struct Forward<'a> {
+    config: &'a Arc<Config>,
     upstream: &'a Upstream,
+    /// The client's hash for `hash_client` (0 otherwise).
+    affinity: u64,
+    /// The route's `retry`.
+    retry: Option<&'a Retry>,
     /// The upstream's URI for this request (normalized, prefix-stripped path and the query).
     uri: http::Uri,
     peer: IpAddr,

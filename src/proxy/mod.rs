@@ -8,6 +8,7 @@ pub(crate) mod forward_headers;
 pub(crate) mod grpc;
 pub(crate) mod handler;
 pub(crate) mod host;
+pub(crate) mod pool;
 pub mod rate_headers;
 pub mod response;
 pub mod route;

@@ -192,6 +192,7 @@ mod tests_support {
             upgrade: Vec::new(),
             cost: Default::default(),
             auth: None,
+            retry: None,
             index: 0,
         }
     }

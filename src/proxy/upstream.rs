@@ -1,24 +1,26 @@
-//! Forwarding to upstreams: which `UpstreamClient` (proxy/upstream_client: connections,
-//! protocols, TLS) carries a request, the upstream's timeout, and what a failure means for the
-//! client, the metrics and the logs.
+//! Forwarding to one target of an upstream: which `UpstreamClient` (proxy/upstream_client:
+//! connections, protocols, TLS) carries a request, the upstream's timeout, and what a failure
+//! means for the client, the metrics, the logs and the caller choosing whether to try again.
+//! Which target a request goes to is `proxy::pool`'s choice; this module talks to the one it is
+//! given.
 //!
 //! Each proxy worker owns one `UpstreamPool` (see `server::workers`), so a pool is only touched
 //! by its own thread and its connections' tasks run on that thread too. It keeps one client per
-//! distinct `Endpoint`, across reloads (a reload that changes nothing about how an upstream is
-//! reached keeps its connections).
+//! distinct `Endpoint` (one per target), across reloads (a reload that changes nothing about how
+//! a target is reached keeps its connections).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::UPGRADE;
+use http::header::{HOST, UPGRADE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
 use super::response::GatewayError;
 use super::stats::UpstreamStats;
-use super::upstream_client::{Endpoint, Failure, UpstreamClient};
-use crate::config::compiled::Upstream;
+use super::upstream_client::{Endpoint, Failure, RequestBody, UpstreamClient};
+use crate::config::compiled::{Upstream, UpstreamTarget};
 use crate::metrics::Metrics;
 
 /// How the client's own request body failed while it was being forwarded.
@@ -55,6 +57,35 @@ fn client_body_fault(err: &hyper::Error) -> Option<BodyFault> {
     Some(BodyFault::Gone)
 }
 
+/// How a send failed, for the caller choosing whether to try again.
+pub(crate) enum SendError {
+    /// The connection could not be made, so nothing was sent: the request is given back (boxed:
+    /// a failure is rare, a result is returned by every request).
+    Unsent(Box<Request<RequestBody>>, GatewayError),
+    /// The request was (or may have been) sent, or the client's own body failed.
+    Sent {
+        error: GatewayError,
+        failure: SentFailure,
+    },
+}
+
+/// What went wrong once the request was on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SentFailure {
+    /// The connection failed before a response head arrived (`kind="reset"`).
+    Reset,
+    /// No response head within the upstream's timeout: a failure the target's health counts.
+    Timeout,
+    /// The client's body failed, or the answer cannot be relayed: sending again cannot help.
+    Final,
+}
+
+impl SendError {
+    fn sent(error: GatewayError, failure: SentFailure) -> Self {
+        SendError::Sent { error, failure }
+    }
+}
+
 pub(crate) struct UpstreamPool {
     /// One per endpoint met so far; a handful, so a scan beats hashing.
     clients: Mutex<Vec<Arc<UpstreamClient>>>,
@@ -71,31 +102,38 @@ impl UpstreamPool {
         }
     }
 
-    fn client(&self, upstream: &Upstream) -> Arc<UpstreamClient> {
+    fn client(&self, upstream: &Upstream, target: &UpstreamTarget) -> Arc<UpstreamClient> {
         let mut clients = self.clients.lock();
-        if let Some(c) = clients.iter().find(|c| c.endpoint().serves(upstream)) {
+        if let Some(c) = clients
+            .iter()
+            .find(|c| c.endpoint().serves(upstream, target))
+        {
             return Arc::clone(c);
         }
-        let client = Arc::new(UpstreamClient::new(Endpoint::of(upstream)));
+        let client = Arc::new(UpstreamClient::new(Endpoint::of(upstream, target)));
         clients.push(Arc::clone(&client));
         client
     }
 
     /// Send `req` (already rewritten for the upstream, its URI in origin form:
-    /// `Upstream::uri_for`) and wait for the response head, bounded by the upstream's timeout
-    /// (connecting included). The body streams afterwards.
+    /// `Upstream::uri_for`) to `target` and wait for the response head, bounded by the
+    /// upstream's timeout (connecting included). The body streams afterwards.
     /// `te_trailers`: the client accepts trailers (see `UpstreamClient::round_trip`).
     pub(crate) async fn send(
         &self,
         upstream: &Upstream,
-        req: Request<Incoming>,
+        target: &UpstreamTarget,
+        mut req: Request<RequestBody>,
         te_trailers: bool,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<Incoming>, SendError> {
+        // Like nginx and Kong by default, the upstream sees its own host name; the client's is
+        // in X-Forwarded-Host. The value is built once per config, not per request.
+        req.headers_mut().insert(HOST, target.host_header.clone());
         // Only a route that allows it relays `Upgrade` (`proxy::tunnel`); it is hop-by-hop and
         // removed from every other request.
         let upgrading = req.headers().contains_key(UPGRADE);
         let started = Instant::now();
-        let client = self.client(upstream);
+        let client = self.client(upstream, target);
         let result = tokio::time::timeout(
             upstream.timeout,
             client.round_trip(req, te_trailers, upgrading),
@@ -110,7 +148,10 @@ impl UpstreamPool {
                     upstream,
                     "101 Switching Protocols without an upgrade request",
                 );
-                Err(GatewayError::UpstreamProtocol("unsolicited 101"))
+                Err(SendError::sent(
+                    GatewayError::UpstreamProtocol("unsolicited 101"),
+                    SentFailure::Final,
+                ))
             }
             Ok(Ok(resp)) => {
                 self.stats.observe(
@@ -126,34 +167,53 @@ impl UpstreamPool {
                         // The client's doing: no upstream error is counted, so no client can
                         // fire the upstream alert by sending a broken body.
                         tracing::debug!(upstream = name, error = %err, "client request body failed");
-                        return Err(match fault {
+                        let error = match fault {
                             BodyFault::Malformed => GatewayError::BadBody,
                             BodyFault::Gone => GatewayError::ClientGone,
-                        });
+                        };
+                        return Err(SendError::sent(error, SentFailure::Final));
                     }
                 }
                 let (kind, text) = match &failure {
-                    Failure::Connect(err) => (classify_connect(err.as_ref()), err.to_string()),
+                    Failure::Connect(err, _) => (classify_connect(err.as_ref()), err.to_string()),
                     Failure::Request(err) => ("reset", err.to_string()),
                 };
                 self.metrics
                     .upstream_errors
                     .with_label_values(&[name, kind])
                     .inc();
-                tracing::warn!(upstream = name, kind, error = %text, "upstream request failed");
-                if kind == "connect_timeout" {
-                    Err(GatewayError::UpstreamTimeout)
+                tracing::warn!(
+                    upstream = name,
+                    target = &*target.label,
+                    kind,
+                    error = %text,
+                    "upstream request failed"
+                );
+                let error = if kind == "connect_timeout" {
+                    GatewayError::UpstreamTimeout
                 } else {
-                    Err(GatewayError::UpstreamConnect(text))
-                }
+                    GatewayError::UpstreamConnect(text)
+                };
+                Err(match failure {
+                    Failure::Connect(_, unsent) => SendError::Unsent(unsent, error),
+                    Failure::Request(_) => SendError::sent(error, SentFailure::Reset),
+                })
             }
             Err(_) => {
                 self.metrics
                     .upstream_errors
                     .with_label_values(&[name, "timeout"])
                     .inc();
-                tracing::warn!(upstream = name, timeout = ?upstream.timeout, "upstream timed out");
-                Err(GatewayError::UpstreamTimeout)
+                tracing::warn!(
+                    upstream = name,
+                    target = &*target.label,
+                    timeout = ?upstream.timeout,
+                    "upstream timed out"
+                );
+                Err(SendError::sent(
+                    GatewayError::UpstreamTimeout,
+                    SentFailure::Timeout,
+                ))
             }
         }
     }

@@ -2,7 +2,8 @@
 //! `h2c://` HTTP/2 with prior knowledge, `https://` TLS then HTTP/2 or HTTP/1.1 as ALPN settles,
 //! with the upstream's trust, SNI name and client certificate), the request shape each protocol
 //! needs, and the connections kept for reuse. `UpstreamClient::new(Endpoint)` is all it takes;
-//! `proxy/upstream` holds one per endpoint and worker and owns timeouts, errors and metrics.
+//! `proxy/upstream` holds one per target and worker and owns timeouts, errors and metrics, and
+//! `proxy/pool` builds one per active health check, so checks connect as requests do.
 //!
 //! Why not hyper-util's legacy `Client`: under callgrind it cost about 9,400 instructions per
 //! proxied request (a SipHash-keyed shared pool, a checkout racing a lazy connect, a spawned task
@@ -31,11 +32,16 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
 use tower_service::Service;
 
-use crate::config::compiled::{Upstream, UpstreamProtocol, UpstreamTls};
+use crate::config::compiled::{Upstream, UpstreamProtocol, UpstreamTarget};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What is sent upstream as a request body: the client's, streamed, or none (a request sent
+/// again, which is only done for requests without a body; a health check).
+pub(crate) type RequestBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
 
 /// Idle pooled HTTP/1.1 connections are dropped before a typical upstream keep-alive (often 5 s)
 /// would close them under us.
@@ -47,55 +53,83 @@ const POOL_MAX_IDLE: usize = 512;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Everything a connection to one upstream server depends on. Two upstreams with equal
-/// endpoints share connections, and a reload that leaves an endpoint unchanged keeps them.
+/// Everything a connection to one upstream server (a target of an upstream) depends on. Two
+/// targets with equal endpoints share connections, and a reload that leaves an endpoint
+/// unchanged keeps them.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
     pub(crate) protocol: UpstreamProtocol,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
     pub(crate) connect_timeout: Duration,
-    pub(crate) tls: Option<UpstreamTls>,
+    pub(crate) tls: Option<EndpointTls>,
+}
+
+/// The TLS side of an `https://` endpoint: its upstream's settings, its own server name.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointTls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    /// `UpstreamTls::fingerprint`: what `config` was built from.
+    fingerprint: [u8; 32],
 }
 
 impl Endpoint {
-    pub(crate) fn of(upstream: &Upstream) -> Endpoint {
+    /// How `target` of `upstream` is reached: its scheme and address, the upstream's connect
+    /// timeout and (for `https://`) TLS settings with the target's server name.
+    pub(crate) fn of(upstream: &Upstream, target: &UpstreamTarget) -> Endpoint {
+        let tls = upstream
+            .tls
+            .as_ref()
+            .zip(target.server_name.as_ref())
+            .map(|(tls, name)| EndpointTls {
+                config: tls.config.clone(),
+                server_name: name.clone(),
+                fingerprint: tls.fingerprint,
+            });
         Endpoint {
-            protocol: upstream.protocol,
-            scheme: upstream.scheme.clone(),
-            authority: upstream.authority.clone(),
+            protocol: target.protocol,
+            scheme: target.scheme.clone(),
+            authority: target.authority.clone(),
             connect_timeout: upstream.connect_timeout,
-            tls: upstream.tls.clone(),
+            tls,
         }
     }
 
-    /// Whether `upstream` is reached through this endpoint (`Endpoint::of(upstream)` would be
-    /// equal), without building one: this runs per request.
-    pub(crate) fn serves(&self, upstream: &Upstream) -> bool {
+    /// Whether `target` of `upstream` is reached through this endpoint (`Endpoint::of` would
+    /// be equal), without building one: this runs per request.
+    pub(crate) fn serves(&self, upstream: &Upstream, target: &UpstreamTarget) -> bool {
         self.connect_timeout == upstream.connect_timeout
-            && self.authority == upstream.authority
-            && self.protocol == upstream.protocol
-            && self.tls.as_ref().map(|t| &t.fingerprint)
-                == upstream.tls.as_ref().map(|t| &t.fingerprint)
+            && self.authority == target.authority
+            && self.protocol == target.protocol
+            && match (&self.tls, &upstream.tls, &target.server_name) {
+                (None, _, None) => true,
+                (Some(mine), Some(tls), Some(name)) => {
+                    mine.fingerprint == tls.fingerprint && mine.server_name == *name
+                }
+                _ => false,
+            }
     }
 }
 
 /// Why a round trip failed.
 pub(crate) enum Failure {
-    /// No connection: refused, unreachable, timed out, TLS or HTTP/2 handshake failed.
-    Connect(BoxError),
+    /// No connection: refused, unreachable, timed out, TLS or HTTP/2 handshake failed. Nothing
+    /// was sent, so the request is given back (boxed: a failure is rare, a result is returned
+    /// by every request).
+    Connect(BoxError, Box<Request<RequestBody>>),
     /// The request was sent (or its body failed while being sent) and no response head came.
     Request(hyper::Error),
 }
 
 /// A connection ready for one request.
 enum Sender {
-    Http1(http1::SendRequest<Incoming>),
-    Http2(http2::SendRequest<Incoming>),
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(http2::SendRequest<RequestBody>),
 }
 
 struct Pooled {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     /// When it was put back: a bound on how long the connection may have been idle.
     since: Instant,
 }
@@ -103,7 +137,7 @@ struct Pooled {
 #[derive(Default)]
 struct Connections {
     http1: VecDeque<Pooled>,
-    http2: Option<http2::SendRequest<Incoming>>,
+    http2: Option<http2::SendRequest<RequestBody>>,
 }
 
 pub(crate) struct UpstreamClient {
@@ -137,15 +171,18 @@ impl UpstreamClient {
     /// switch protocols (`proxy::tunnel`).
     pub(crate) async fn round_trip(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         te_trailers: bool,
         upgrading: bool,
     ) -> Result<Response<Incoming>, Failure> {
         if upgrading {
             // A switch takes its connection for good (and any other answer ends it): a fresh
             // HTTP/1.1 one that can hand its IO over, never pooled.
-            let mut sender = Box::pin(self.connect_upgradable()).await?;
-            for_http1(&mut req);
+            let mut sender = match Box::pin(self.connect_upgradable()).await {
+                Ok(sender) => sender,
+                Err(err) => return Err(Failure::Connect(err, Box::new(req))),
+            };
+            for_http1(&mut req, &self.endpoint);
             return sender
                 .try_send_request(req)
                 .await
@@ -156,11 +193,14 @@ impl UpstreamClient {
                 Some(sender) => (sender, true),
                 // Boxed: the TCP, TLS and HTTP/2 handshake futures are large, and inline they
                 // would make every request's future (moved by hyper per request) that large.
-                None => (Box::pin(self.connect()).await?, false),
+                None => match Box::pin(self.connect()).await {
+                    Ok(sender) => (sender, false),
+                    Err(err) => return Err(Failure::Connect(err, Box::new(req))),
+                },
             };
             let sent = match sender {
                 Sender::Http1(mut sender) => {
-                    for_http1(&mut req);
+                    for_http1(&mut req, &self.endpoint);
                     let sent = sender.try_send_request(req).await;
                     if sent.is_ok() {
                         self.checkin(sender);
@@ -211,7 +251,7 @@ impl UpstreamClient {
     }
 
     /// Put an HTTP/1.1 connection back (it becomes ready once its response body has been read).
-    fn checkin(&self, sender: http1::SendRequest<Incoming>) {
+    fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
         let mut conns = self.connections.lock();
         // Past the bound the handle is dropped, which closes its connection once idle.
         if conns.http1.len() < POOL_MAX_IDLE {
@@ -224,15 +264,15 @@ impl UpstreamClient {
 
     /// A new connection, bounded by the connect timeout from the first SYN to the end of the
     /// TLS and HTTP/2 handshakes. An HTTP/2 one is kept for the requests that follow.
-    async fn connect(&self) -> Result<Sender, Failure> {
+    async fn connect(&self) -> Result<Sender, BoxError> {
         let timeout = self.endpoint.connect_timeout;
         let sender = match tokio::time::timeout(timeout, self.handshake()).await {
-            Ok(result) => result.map_err(Failure::Connect)?,
+            Ok(result) => result?,
             Err(_) => {
-                return Err(Failure::Connect(Box::new(std::io::Error::new(
+                return Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connect timed out",
-                ))))
+                )))
             }
         };
         if let Sender::Http2(h2) = &sender {
@@ -249,18 +289,18 @@ impl UpstreamClient {
     /// A new HTTP/1.1 connection able to switch protocols after a 101, bounded like
     /// [`UpstreamClient::connect`]. An `https://` upstream is offered only `http/1.1` by ALPN
     /// (WebSocket over HTTP/2, RFC 8441, is not relayed); an `h2c://` one cannot switch.
-    async fn connect_upgradable(&self) -> Result<http1::SendRequest<Incoming>, Failure> {
+    async fn connect_upgradable(&self) -> Result<http1::SendRequest<RequestBody>, BoxError> {
         let timeout = self.endpoint.connect_timeout;
         match tokio::time::timeout(timeout, self.handshake_upgradable()).await {
-            Ok(result) => result.map_err(Failure::Connect),
-            Err(_) => Err(Failure::Connect(Box::new(std::io::Error::new(
+            Ok(result) => result,
+            Err(_) => Err(Box::new(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connect timed out",
-            )))),
+            ))),
         }
     }
 
-    async fn handshake_upgradable(&self) -> Result<http1::SendRequest<Incoming>, BoxError> {
+    async fn handshake_upgradable(&self) -> Result<http1::SendRequest<RequestBody>, BoxError> {
         if self.endpoint.tls.is_none() && self.endpoint.protocol == UpstreamProtocol::H2c {
             return Err("an h2c:// upstream cannot switch protocols with HTTP/1.1 Upgrade".into());
         }
@@ -327,7 +367,7 @@ where
 }
 
 /// An HTTP/1.1 connection whose IO is handed over after a 101 (`hyper::upgrade::on`).
-async fn http1_upgradable<T>(io: T) -> Result<http1::SendRequest<Incoming>, BoxError>
+async fn http1_upgradable<T>(io: T) -> Result<http1::SendRequest<RequestBody>, BoxError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -359,13 +399,14 @@ where
 }
 
 /// HTTP/1.1, whatever the client used; the target in origin form with `Host` (undoing
-/// `for_http2` when a retry moved the request from an HTTP/2 connection to a new HTTP/1.1 one).
-fn for_http1(req: &mut Request<Incoming>) {
+/// `for_http2` when a retry moved the request from an HTTP/2 connection to a new HTTP/1.1 one,
+/// possibly another target's: the `Host` is this endpoint's).
+fn for_http1<B>(req: &mut Request<B>, endpoint: &Endpoint) {
     *req.version_mut() = Version::HTTP_11;
-    let Some(authority) = req.uri().authority() else {
+    if req.uri().authority().is_none() {
         return;
-    };
-    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+    }
+    if let Ok(host) = HeaderValue::from_str(endpoint.authority.as_str()) {
         req.headers_mut().insert(HOST, host);
     }
     let origin = req.uri().path_and_query().cloned().map(Uri::from);
@@ -375,10 +416,11 @@ fn for_http1(req: &mut Request<Incoming>) {
 }
 
 /// HTTP/2 needs `:scheme` and `:authority` (RFC 9113 section 8.3.1): the target in absolute
-/// form, the authority there instead of `Host`; `te: trailers` is the one TE it allows.
-fn for_http2(req: &mut Request<Incoming>, endpoint: &Endpoint, te_trailers: bool) {
+/// form, the authority there instead of `Host`; `te: trailers` is the one TE it allows. A
+/// request given back by another target's connection carries that one's authority: replaced.
+fn for_http2<B>(req: &mut Request<B>, endpoint: &Endpoint, te_trailers: bool) {
     *req.version_mut() = Version::HTTP_2;
-    if req.uri().authority().is_none() {
+    if req.uri().authority() != Some(&endpoint.authority) {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(endpoint.scheme.clone());
         parts.authority = Some(endpoint.authority.clone());

@@ -56,6 +56,14 @@ pub(super) const RETRY_AFTER_JITTER_RANGE: RangeInclusive<Duration> =
 /// A policy's `count_status` entries.
 pub(super) const COUNT_STATUS_RANGE: RangeInclusive<u64> = 100..=599;
 
+/// An upstream's `consecutive_failures`.
+pub(super) const OUTLIER_FAILURES_RANGE: RangeInclusive<u64> = 1..=1000;
+/// An upstream's `health_check.healthy` and `health_check.unhealthy`.
+pub(super) const HEALTH_THRESHOLD_RANGE: RangeInclusive<u64> = 1..=100;
+
+/// A route's `retry.attempts`.
+pub(super) const RETRY_ATTEMPTS_RANGE: RangeInclusive<u64> = 1..=5;
+
 /// A route's `respond.status`: a 1xx is never a final answer (a client would wait for the real
 /// one).
 pub(super) const RESPOND_STATUS_RANGE: RangeInclusive<u64> = 200..=599;

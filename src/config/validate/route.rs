@@ -9,12 +9,14 @@ use http::uri::Authority;
 use http::{HeaderName, Method, StatusCode};
 use toml::Spanned;
 
-use super::check::{bounded, later, Check, Issue, COST_RANGE, RESPOND_STATUS_RANGE};
+use super::check::{
+    bounded, later, Check, Issue, COST_RANGE, RESPOND_STATUS_RANGE, RETRY_ATTEMPTS_RANGE,
+};
 use super::policy::is_param_name;
 use super::validator::Validator;
 use crate::auth::Authenticator;
 use crate::config::compiled::{
-    Cost, HeaderCondition, KeyPart, PathMatch, PathPattern, Policy, Route, Segment, Target,
+    Cost, HeaderCondition, KeyPart, PathMatch, PathPattern, Policy, Retry, Route, Segment, Target,
     UpgradeProtocol, Upstream, DEFAULT_MAX_COST,
 };
 use crate::config::file;
@@ -99,6 +101,10 @@ impl Validator<'_> {
             None => Some(Vec::new()),
             Some(list) => self.take(route_upgrade(list, r.respond.is_some())),
         };
+        let retry = match &r.retry {
+            None => Some(None),
+            Some(retry) => self.take(route_retry(r, retry)).map(Some),
+        };
         Some(Route {
             name: Arc::from(r.name.get_ref().as_str()),
             path: path?,
@@ -112,6 +118,7 @@ impl Validator<'_> {
             cost: cost?,
             auth: auth?,
             upgrade: upgrade?,
+            retry: retry?,
             index,
         })
     }
@@ -638,4 +645,32 @@ fn route_cost(r: &file::Route) -> Check<Cost> {
         Some(cost) => bounded(cost, COST_RANGE)?,
     };
     Ok(Cost { fixed, header, max })
+}
+
+/// `retry = { attempts, on }`: only for routes to an upstream.
+fn route_retry(r: &file::Route, spanned: &Spanned<file::Retry>) -> Check<Retry> {
+    if r.upstream.is_none() {
+        return Err(Issue::at(spanned, "`retry` needs `upstream`"));
+    }
+    let retry = spanned.get_ref();
+    let attempts = match &retry.attempts {
+        Some(n) => bounded(n, RETRY_ATTEMPTS_RANGE)?,
+        None => 1,
+    };
+    let on: &[file::RetryOn] = match &retry.on {
+        Some(on) if on.get_ref().is_empty() => {
+            return Err(Issue::at(
+                on,
+                "must name at least one of \"reset\", \"timeout\", \"gateway_error\"",
+            ))
+        }
+        Some(on) => on.get_ref(),
+        None => &[file::RetryOn::Reset, file::RetryOn::Timeout],
+    };
+    Ok(Retry {
+        attempts,
+        on_reset: on.contains(&file::RetryOn::Reset),
+        on_timeout: on.contains(&file::RetryOn::Timeout),
+        on_gateway_error: on.contains(&file::RetryOn::GatewayError),
+    })
 }

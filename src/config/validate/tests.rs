@@ -96,7 +96,10 @@ fn policy_defaults_and_references() {
     };
     assert!(Arc::ptr_eq(u, &c.upstreams[0]));
     assert_eq!(
-        (u.scheme.as_str(), u.authority.as_str()),
+        (
+            u.targets[0].scheme.as_str(),
+            u.targets[0].authority.as_str()
+        ),
         ("https", "Backend:8443")
     );
     assert_eq!(u.base_path, "/v1");
@@ -1015,5 +1018,53 @@ fn upgrade_protocols_and_the_tunnel_idle_timeout() {
         23,
         "server.tunnel_idle_timeout",
         "greater than zero",
+    );
+}
+
+#[test]
+fn https_targets_are_each_verified_as_their_own_host_unless_sni_is_set() {
+    let upstream = |extra: &str| {
+        format!(
+            "[[upstream]]\nname = \"api\"\ntargets = [\"https://a.internal:8443\", \
+             \"h2c://b.internal:50051\", \"https://[::1]:8443\"]\n{extra}\n\
+             [[route]]\nname = \"r\"\nupstream = \"api\"\n"
+        )
+    };
+    let c = ok(&upstream(""));
+    let u = &c.upstreams[0];
+    let shown: Vec<Option<String>> = u
+        .targets
+        .iter()
+        .map(|t| t.server_name.as_ref().map(|n| n.to_str().into_owned()))
+        .collect();
+    assert_eq!(
+        shown,
+        [Some("a.internal".into()), None, Some("::1".into())],
+        "the h2c:// target has no TLS; an address in brackets is verified as the address"
+    );
+    let labels: Vec<&str> = u.targets.iter().map(|t| &*t.label).collect();
+    assert_eq!(
+        labels,
+        [
+            "https://a.internal:8443",
+            "h2c://b.internal:50051",
+            "https://[::1]:8443"
+        ]
+    );
+    assert!(u.tls.as_ref().is_some_and(|t| t.sni.is_none()));
+
+    let c = ok(&upstream("sni = \"api.internal\""));
+    let shown: Vec<Option<String>> = c.upstreams[0]
+        .targets
+        .iter()
+        .map(|t| t.server_name.as_ref().map(|n| n.to_str().into_owned()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            Some("api.internal".into()),
+            None,
+            Some("api.internal".into())
+        ]
     );
 }

@@ -28,11 +28,9 @@ struct ClientAuth<'u> {
 }
 
 impl Validator<'_> {
-    pub(super) fn upstream_tls(
-        &mut self,
-        u: &file::Upstream,
-        authority: &Authority,
-    ) -> Option<UpstreamTls> {
+    /// The TLS settings an upstream's `https://` targets share; each target's server name is
+    /// `target_server_name`.
+    pub(super) fn upstream_tls(&mut self, u: &file::Upstream) -> Option<UpstreamTls> {
         let mut digest = Sha256::new();
         let mut ca_file = None;
         let roots = match &u.ca {
@@ -50,15 +48,18 @@ impl Validator<'_> {
                 self.take(roots)
             }
         };
-        let server_name = match &u.sni {
-            Some(sni) => self.take(self.expand(sni).and_then(|name| sni_name(sni, name))),
-            // `[::1]` in a URL is the address `::1`.
-            None => self.take(url_server_name(u, authority)),
+        let sni = match &u.sni {
+            Some(sni) => self
+                .take(self.expand(sni).and_then(|name| sni_name(sni, name)))
+                .map(Some),
+            None => Some(None),
         };
         let client = self.client_auth(u, &mut digest);
-        let (roots, server_name, client) = (roots?, server_name?, client?);
-        digest.update(b"sni\0");
-        digest.update(server_name.to_str().as_bytes());
+        let (roots, sni, client) = (roots?, sni?, client?);
+        if let Some(sni) = &sni {
+            digest.update(b"sni\0");
+            digest.update(sni.to_str().as_bytes());
+        }
 
         let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
         let mut client_cert_file = None;
@@ -80,11 +81,10 @@ impl Validator<'_> {
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Some(UpstreamTls {
             config: Arc::new(config),
-            server_name,
             fingerprint: digest.finalize().into(),
             ca_file,
             client_cert_file,
-            sni_set: u.sni.is_some(),
+            sni,
         })
     }
 
@@ -200,7 +200,16 @@ fn sni_name(at: &EnvString, name: String) -> Check<ServerName<'static>> {
     })
 }
 
-fn url_server_name(u: &file::Upstream, authority: &Authority) -> Check<ServerName<'static>> {
+/// What an `https://` target (written at `at`) is verified as: the upstream's `sni`, else its own
+/// host (`[::1]` in a URL is the address `::1`).
+pub(super) fn target_server_name(
+    at: &EnvString,
+    authority: &Authority,
+    tls: &UpstreamTls,
+) -> Check<ServerName<'static>> {
+    if let Some(sni) = &tls.sni {
+        return Ok(sni.clone());
+    }
     let host = authority.host();
     let host = host
         .strip_prefix('[')
@@ -208,7 +217,7 @@ fn url_server_name(u: &file::Upstream, authority: &Authority) -> Check<ServerNam
         .unwrap_or(host);
     ServerName::try_from(host.to_owned()).map_err(|_| {
         Issue::at(
-            &u.url,
+            at,
             format!("`{host}` is not a valid TLS server name; set `sni` to the name to verify"),
         )
     })
