@@ -168,22 +168,28 @@ NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DUR = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEYS = {
-    "": {"server", "admin", "store", "access", "upstream", "policy", "route", "alerts"},
+    "": {"server", "admin", "store", "access", "upstream", "policy", "route", "alerts", "auth"},
     "server": {"listen", "trusted_proxies", "ipv6_prefix", "header_read_timeout", "max_header_bytes", "shutdown_grace", "access_log", "tls",
                "forward_client_ip_headers", "path_semicolons", "escaped_slashes",
-               "idle_timeout", "send_timeout", "max_connections"},
+               "idle_timeout", "send_timeout", "max_connections", "tunnel_idle_timeout"},
     "alerts": {"webhook_url", "format", "token", "token_env", "rejections_threshold", "threshold_window", "timeout", "max_retries", "queue_size"},
-    "server.tls": {"cert", "key"},
+    "server.tls": {"cert", "key", "client_ca", "client_auth"},
+    "auth": {"name", "algorithms", "secret", "public_key", "jwks_file", "issuer", "audience", "leeway",
+             "token", "on_invalid", "required"},
     "admin": {"listen", "token"},
     "store": {"kind", "url", "key_prefix", "timeout", "on_error", "max_memory_keys", "batch_max",
               "batch_in_flight", "batch_queue"},
     "access": {"allow", "deny"},
-    "upstream": {"name", "url", "connect_timeout", "timeout"},
+    "upstream": {"name", "url", "targets", "balance", "connect_timeout", "timeout", "consecutive_failures",
+                 "base_ejection_time", "max_ejection_time", "health_check", "ca", "sni", "client_cert",
+                 "client_key", "resolve_interval"},
+    "upstream.health_check": {"path", "interval", "timeout", "healthy", "unhealthy"},
     "policy": {"name", "algorithm", "limit", "window", "burst", "key", "block_for", "mode",
                "lease", "block_multiplier", "block_max", "block_memory", "count_status", "count",
-               "overrides", "overrides_file", "retry_after_jitter"},
+               "overrides", "overrides_file", "overrides_from", "retry_after_jitter"},
     "route": {"name", "path", "path_prefix", "methods", "host", "upstream", "policies", "strip_prefix", "respond",
-              "cost", "cost_header", "max_cost", "case_insensitive"},
+              "cost", "cost_header", "max_cost", "case_insensitive", "headers", "auth", "upgrade", "retry"},
+    "route.retry": {"attempts", "on"},
     "route.respond": {"status", "body"},
 }
 
@@ -208,7 +214,7 @@ def check(path):
                 e(f"unknown key `{(where + '.') if where else ''}{k}`")
         return table
     keys(doc, "")
-    for arr in ("upstream", "policy", "route"):
+    for arr in ("upstream", "policy", "route", "auth"):
         if arr in doc and not isinstance(doc[arr], list):
             e(f"`{arr}` must be an array of tables ([[{arr}]])")
     server = keys(doc.get("server", {}), "server")
@@ -261,7 +267,7 @@ def check(path):
         except ValueError as x: e(f"store.timeout: {x}")
     if any(c in store.get("key_prefix", "") for c in "{}"): e("store.key_prefix must not contain braces")
     names = {}
-    for arr in ("upstream", "policy", "route"):
+    for arr in ("upstream", "policy", "route", "auth"):
         names[arr] = set()
         for i, item in enumerate(doc.get(arr, [])):
             keys(item, arr)
@@ -270,8 +276,15 @@ def check(path):
             elif n in names[arr]: e(f"duplicate {arr} name {n!r}")
             else: names[arr].add(n)
     for u in doc.get("upstream", []):
-        if not re.match(r"^(https?://|\$\{)", u.get("url", "")): e(f"upstream {u.get('name')}: url must be http:// or https://")
-        for k in ("connect_timeout", "timeout"):
+        if ("url" in u) == ("targets" in u): e(f"upstream {u.get('name')}: exactly one of url / targets")
+        for url in ([u["url"]] if "url" in u else []) + list(u.get("targets", [])):
+            if not re.match(r"^(https?://|h2c://|\$\{)", url): e(f"upstream {u.get('name')}: {url!r} must be http://, https:// or h2c://")
+        if u.get("balance", "round_robin") not in ("round_robin", "least_requests", "hash_client"):
+            e(f"upstream {u.get('name')}: balance {u['balance']!r}")
+        if "health_check" in u:
+            keys(u["health_check"], "upstream.health_check")
+            if not str(u["health_check"].get("path", "")).startswith("/"): e(f"upstream {u.get('name')}: health_check.path must start with /")
+        for k in ("connect_timeout", "timeout", "base_ejection_time", "max_ejection_time", "resolve_interval"):
             if k in u:
                 try: seconds(u[k])
                 except ValueError as x: e(f"upstream {u.get('name')}.{k}: {x}")
@@ -316,7 +329,8 @@ def check(path):
             except ValueError as x: e(f"policy {n}: retry_after_jitter: {x}")
         if p.get("mode", "enforce") not in ("enforce", "shadow"): e(f"policy {n}: mode {p.get('mode')!r}")
         for k in p.get("key", ["ip"]):
-            if k not in ("ip", "path", "method", "route", "global") and not re.match(r"^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$", k):
+            if k not in ("ip", "path", "method", "route", "global", "jwt:sub", "tls:subject", "tls:fingerprint") and not re.match(
+                    r"^(header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|param:[A-Za-z0-9_]{1,64}|query:[^&=]{1,128}|jwt:claim:[A-Za-z0-9_.:/-]{1,64})$", k):
                 e(f"policy {n}: key component {k!r}")
         tiers = dict(p.get("overrides", {}))
         if "overrides_file" in p:
@@ -335,6 +349,10 @@ def check(path):
     for r in doc.get("route", []):
         n = r.get("name")
         if ("path" in r) == ("path_prefix" in r): e(f"route {n}: exactly one of path / path_prefix")
+        if "auth" in r and r["auth"] not in names["auth"]: e(f"route {n}: unknown auth {r['auth']!r}")
+        if "retry" in r: keys(r["retry"], "route.retry")
+        for proto in r.get("upgrade", []):
+            if str(proto).lower() != "websocket": e(f"route {n}: upgrade protocol {proto!r}")
         if ("upstream" in r) == ("respond" in r): e(f"route {n}: exactly one of upstream / respond")
         if "respond" in r:
             keys(r["respond"], "route.respond")
