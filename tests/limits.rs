@@ -100,10 +100,11 @@ fn exact_admission_under_200_concurrent_requests() {
         "token_bucket",
     ] {
         let echo = Echo::start();
-        let gw = Gateway::start(&config_with(
-            &echo.url(),
-            &format!(
-                r#"
+        let gw = Gateway::start(
+            &config_with(
+                &echo.url(),
+                &format!(
+                    r#"
 [[policy]]
 name = "p"
 algorithm = "{algorithm}"
@@ -116,8 +117,13 @@ path_prefix = "/"
 upstream = "api"
 policies = ["p"]
 "#
-            ),
-        ));
+                ),
+            )
+            // 200 requests at once on a loaded machine: the first 50 all open upstream connections
+            // together, and a debug build can take past the default 1 s to get to them.
+            .set("upstream.connect_timeout", "5s")
+            .set("upstream.timeout", "10s"),
+        );
         install_crypto();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let statuses: Vec<u16> = rt.block_on(async {
