@@ -73,9 +73,12 @@ CONNS=${CONNS:-"8 64"}
 WRK_THREADS=${WRK_THREADS:-2}
 SCENARIOS=${SCENARIOS:-"allowed rejected three clients10k million"}
 # `tls` is shorthand for the four TLS scenarios.
-if [[ " $SCENARIOS " == *" tls "* ]]; then
-  SCENARIOS="${SCENARIOS/tls/allowed-tls rejected-tls allowed-h2 rejected-h2}"
-fi
+expanded=""
+for s in $SCENARIOS; do
+  [ "$s" = tls ] && s="allowed-tls rejected-tls allowed-h2 rejected-h2"
+  expanded="$expanded${expanded:+ }$s"
+done
+SCENARIOS=$expanded
 TLS_KEY=${TLS_KEY:-ec}
 H2_STREAMS=${H2_STREAMS:-1}
 TARGETS=${TARGETS:-"nginx memory redis"}
