@@ -4,8 +4,10 @@
 #
 #   bash benches/load/run.sh                    # everything (about 10 minutes on 2 cores)
 #   REPS=1 DURATION=3 SCENARIOS="allowed rejected" bash benches/load/run.sh   # a quick look
+#   SCENARIOS="allowed rejected tls" TARGETS="nginx memory" bash benches/load/run.sh   # TLS and h2
 #
-# What it does, in order: installs wrk, nginx-light and redis-server with apt-get when missing;
+# What it does, in order: installs wrk, nginx-light and redis-server (and h2load, from
+# nghttp2-client, for the HTTP/2 scenarios) with apt-get when missing;
 # builds rategate in release; starts a fast upstream (nginx answering `return 200`), redis-server,
 # nginx as a plain reverse proxy (keep-alive pool to the upstream, X-Forwarded-* set, access log
 # off), rategate with the memory store and rategate with the Redis store; warms each up; then, REPS
@@ -22,13 +24,24 @@
 #   REPS [3]            repetitions (the median is reported)
 #   CONNS ["8 64"]      wrk connection counts
 #   WRK_THREADS [2]     wrk threads
-#   SCENARIOS ["allowed rejected three clients10k million"]; add `cluster` for the Redis Cluster
+#   SCENARIOS ["allowed rejected three clients10k million"]; add `tls` for the four TLS
+#                       scenarios below (about 4 more minutes), `cluster` for the Redis Cluster
 #                       row: a 1-master and a 3-master cluster (no replicas), one gateway each
 #                       (route `clients`, 1 policy keyed by the client), CLUSTER_CLIENTS distinct
 #                       clients at CLUSTER_CONNS connections, interleaved REPS times; reports
 #                       checks per second of each, their ratio and each master's share of the
 #                       EVALSHA calls
 #   CLUSTER_CLIENTS [1000]  CLUSTER_CONNS [64]
+#   TLS scenarios: allowed-tls, rejected-tls (HTTP/1.1 over TLS, wrk https://), allowed-h2,
+#                       rejected-h2 (HTTP/2 over TLS chosen by ALPN, h2load): the paths of
+#                       `allowed` and `rejected`, against nginx (`listen ... ssl http2` in the
+#                       same nginx) and a second gateway with [server.tls] (memory store; and
+#                       `before`'s binary when BASELINE_BIN is set), both on one self-signed
+#                       certificate made with openssl in OUT; each is a ratio to nginx doing the
+#                       same over the same protocol. Not run on the `redis` target (TLS costs the
+#                       same whatever the store).
+#   TLS_KEY [ec]        the certificate's key: ec (P-256) or rsa (2048 bits)
+#   H2_STREAMS [1]      h2load -m: requests in flight per connection (1: c in flight, as wrk)
 #   TARGETS ["nginx memory redis"]
 #   MILLION [1000000]   distinct clients in the memory-growth run
 #   MILLION_KEYS ["200000 1000000"]  max_memory_keys of the gateway in that run (one run each)
@@ -59,6 +72,15 @@ REPS=${REPS:-3}
 CONNS=${CONNS:-"8 64"}
 WRK_THREADS=${WRK_THREADS:-2}
 SCENARIOS=${SCENARIOS:-"allowed rejected three clients10k million"}
+# `tls` is shorthand for the four TLS scenarios.
+expanded=""
+for s in $SCENARIOS; do
+  [ "$s" = tls ] && s="allowed-tls rejected-tls allowed-h2 rejected-h2"
+  expanded="$expanded${expanded:+ }$s"
+done
+SCENARIOS=$expanded
+TLS_KEY=${TLS_KEY:-ec}
+H2_STREAMS=${H2_STREAMS:-1}
 TARGETS=${TARGETS:-"nginx memory redis"}
 MILLION=${MILLION:-1000000}
 MILLION_KEYS=${MILLION_KEYS:-"200000 1000000"}
@@ -75,6 +97,9 @@ P_MEMORY=$((PORT_BASE + 90))
 P_REDIS_GW=$((PORT_BASE + 91))
 P_MILLION=$((PORT_BASE + 92))
 P_BEFORE=$((PORT_BASE + 93))
+P_NGINX_TLS=$((PORT_BASE + 84))
+P_MEMORY_TLS=$((PORT_BASE + 96))
+P_BEFORE_TLS=$((PORT_BASE + 97))
 P_REDIS=$((PORT_BASE + 79))
 P_ADMIN=$((PORT_BASE + 1090))
 # Cluster nodes (their bus ports are +10000): 1 master at +60, 3 masters at +61..+63; gateways.
@@ -88,6 +113,13 @@ CLUSTER_CONNS=${CLUSTER_CONNS:-64}
 mkdir -p "$OUT"
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 has() { [[ " $1 " == *" $2 "* ]]; }
+is_tls() { [[ $1 == *-tls || $1 == *-h2 ]]; }
+ANY_TLS=0
+ANY_H2=0
+for s in $SCENARIOS; do
+  is_tls "$s" && ANY_TLS=1
+  [[ $s == *-h2 ]] && ANY_H2=1
+done
 
 # ---------------------------------------------------------------- tools
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -96,6 +128,8 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ -x "$NGINX" ] || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ "$ANY_TLS" = 1 ] && ! command -v openssl >/dev/null 2>&1 && need+=(openssl)
+[ "$ANY_H2" = 1 ] && ! command -v h2load >/dev/null 2>&1 && need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -168,7 +202,8 @@ CLK_TCK=$(getconf CLK_TCK)
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in $((PORT_BASE + 79)) $((PORT_BASE + 80)) $((PORT_BASE + 81)) $((PORT_BASE + 90)) $((PORT_BASE + 91)) \
-  $((PORT_BASE + 92)) $((PORT_BASE + 93)) $((PORT_BASE + 1090)) $((PORT_BASE + 1091)) $((PORT_BASE + 1092)) $((PORT_BASE + 1093)); do
+  $((PORT_BASE + 92)) $((PORT_BASE + 93)) $((PORT_BASE + 1090)) $((PORT_BASE + 1091)) $((PORT_BASE + 1092)) $((PORT_BASE + 1093)) \
+  "$P_NGINX_TLS" "$P_MEMORY_TLS" "$P_BEFORE_TLS" $((PORT_BASE + 1097)) $((PORT_BASE + 1098)); do
   port_free "$p" || { echo "port $p on 127.0.0.1 is in use (another run?); set PORT_BASE" >&2; exit 1; }
 done
 
@@ -223,22 +258,26 @@ start_nginx upstream "$upstream_conf"
 UPSTREAM_PID=$STARTED
 wait_port "$P_UPSTREAM" 10 "$UPSTREAM_PID" || { echo "upstream nginx did not start: $(cat "$UPSTREAM_DIR"/*.log)" >&2; exit 1; }
 
+# ---------------------------------------------------------------- TLS: one certificate for both
+# Self-signed for 127.0.0.1 and localhost; neither load generator verifies it. nginx and the
+# gateway serve the same chain and key, so the handshakes and record ciphers are alike.
+TLS_DIR="$OUT/tls"
+if [ "$ANY_TLS" = 1 ]; then
+  mkdir -p "$TLS_DIR"
+  case $TLS_KEY in
+    ec) key_args=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    rsa) key_args=(-newkey rsa:2048) ;;
+    *) echo "TLS_KEY must be ec or rsa" >&2; exit 1 ;;
+  esac
+  openssl req -x509 "${key_args[@]}" -nodes -days 7 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" >"$TLS_DIR/openssl.log" 2>&1 ||
+    { echo "openssl could not make a certificate: $(cat "$TLS_DIR/openssl.log")" >&2; exit 1; }
+fi
+
 NGINX_DIR="$OUT/nginx"
-nginx_conf="$(nginx_common "$NGINX_DIR")
-worker_processes $WORKERS;
-http {
-$(nginx_http_common "$NGINX_DIR")
-  upstream api {
-    server 127.0.0.1:$P_UPSTREAM;
-    keepalive 512;
-    keepalive_requests 1000000;
-  }
-  # The rejected scenario's baseline: limit_req, one request a minute per client (its slowest
-  # rate), so all but the first request of each minute get nginx's 429; not logged.
-  limit_req_zone \$binary_remote_addr zone=rejected:1m rate=1r/m;
-  server {
-    listen 127.0.0.1:$P_NGINX backlog=4096;
-    location /rejected {
+# One set of locations, served plain and (for the TLS scenarios) over TLS.
+nginx_locations="    location /rejected {
       limit_req zone=rejected nodelay;
       limit_req_status 429;
       limit_req_log_level info;
@@ -253,8 +292,35 @@ $(nginx_http_common "$NGINX_DIR")
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme;
       proxy_set_header X-Forwarded-Host \$host;
-    }
+    }"
+nginx_tls_server=""
+# HTTP/2 by ALPN on the same port as HTTP/1.1 over TLS, as the gateway does. TLS 1.2 and 1.3 as
+# rustls offers them (nginx before 1.23.4 defaults to TLS 1.2 at most); nginx's defaults
+# otherwise (ciphers in the client's order, ssl_buffer_size 16k).
+[ "$ANY_TLS" = 1 ] && nginx_tls_server="  server {
+    listen 127.0.0.1:$P_NGINX_TLS ssl http2 backlog=4096;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate $TLS_DIR/cert.pem;
+    ssl_certificate_key $TLS_DIR/key.pem;
+$nginx_locations
+  }"
+nginx_conf="$(nginx_common "$NGINX_DIR")
+worker_processes $WORKERS;
+http {
+$(nginx_http_common "$NGINX_DIR")
+  upstream api {
+    server 127.0.0.1:$P_UPSTREAM;
+    keepalive 512;
+    keepalive_requests 1000000;
   }
+  # The rejected scenario's baseline: limit_req, one request a minute per client (its slowest
+  # rate), so all but the first request of each minute get nginx's 429; not logged.
+  limit_req_zone \$binary_remote_addr zone=rejected:1m rate=1r/m;
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+$nginx_locations
+  }
+$nginx_tls_server
 }"
 NGINX_PID=""
 if has "$TARGETS" nginx; then
@@ -413,6 +479,29 @@ max_memory_keys = 1000000" proxy "$BASELINE_BIN"
   sleep 0.5
   IDLE_RSS[before]=$(rss_kb "$BEFORE_PID")
 fi
+# The TLS scenarios' gateways: the memory store behind [server.tls], on this build and (with
+# BASELINE_BIN) on `before`'s; the same config as the plain ones otherwise.
+tls_store="[server.tls]
+cert = \"$TLS_DIR/cert.pem\"
+key = \"$TLS_DIR/key.pem\"
+
+[store]
+kind = \"memory\"
+max_memory_keys = 1000000"
+MEMORY_TLS_PID=""
+BEFORE_TLS_PID=""
+if [ "$ANY_TLS" = 1 ]; then
+  if has "$TARGETS" memory; then
+    start_gateway memory-tls "$P_MEMORY_TLS" "$((P_ADMIN + 7))" "$tls_store" proxy
+    MEMORY_TLS_PID=$STARTED
+    [ -n "$MEMORY_TLS_PID" ] || { echo "rategate (memory-tls) did not start: $(tail -5 "$OUT/memory-tls/rategate.log")" >&2; exit 1; }
+  fi
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    start_gateway before-tls "$P_BEFORE_TLS" "$((P_ADMIN + 8))" "$tls_store" proxy "$BASELINE_BIN"
+    BEFORE_TLS_PID=$STARTED
+    [ -n "$BEFORE_TLS_PID" ] || { echo "rategate (before-tls) did not start: $(tail -5 "$OUT/before-tls/rategate.log")" >&2; exit 1; }
+  fi
+fi
 if has "$TARGETS" redis; then
   start_gateway redis "$P_REDIS_GW" "$((P_ADMIN + 1))" \
     "[store]
@@ -441,17 +530,25 @@ $REDIS_STORE" proxy
 fi
 [ -n "$NGINX_PID" ] && IDLE_RSS[nginx]=$(rss_kb "$NGINX_PID")
 
-port_of() {
+port_of() { # target [scenario]: a TLS scenario goes to the target's TLS listener
+  if is_tls "${2:-}"; then
+    case $1 in nginx) echo "$P_NGINX_TLS" ;; memory) echo "$P_MEMORY_TLS" ;; before) echo "$P_BEFORE_TLS" ;; esac
+    return
+  fi
   case $1 in nginx) echo "$P_NGINX" ;; memory) echo "$P_MEMORY" ;; redis) echo "$P_REDIS_GW" ;; before) echo "$P_BEFORE" ;; esac
 }
-pid_of() {
+pid_of() { # target [scenario]: nginx serves both from one process, the gateway from two
+  if is_tls "${2:-}"; then
+    case $1 in nginx) echo "$NGINX_PID" ;; memory) echo "$MEMORY_TLS_PID" ;; before) echo "$BEFORE_TLS_PID" ;; esac
+    return
+  fi
   case $1 in nginx) echo "$NGINX_PID" ;; memory) echo "$MEMORY_PID" ;; redis) echo "$REDIS_GW_PID" ;; before) echo "$BEFORE_PID" ;; esac
 }
 
 # scenario -> "path script": what a request looks like. nginx runs the request shapes and, with
 # limit_req, the rejected one.
 scenario_path() {
-  case $1 in allowed) echo /allowed ;; rejected) echo /rejected ;; three) echo /three ;; clients10k) echo /clients ;; esac
+  case $1 in allowed*) echo /allowed ;; rejected*) echo /rejected ;; three) echo /three ;; clients10k) echo /clients ;; esac
 }
 scenario_script() {
   case $1 in clients10k) echo clients.lua ;; *) echo plain.lua ;; esac
@@ -462,18 +559,57 @@ baseline_of() {
 }
 runs_on() { # scenario target
   case $2 in
-    nginx) [ "$1" = allowed ] || [ "$1" = clients10k ] || [ "$1" = rejected ] ;;
+    nginx) [ "$1" = allowed ] || [ "$1" = clients10k ] || [ "$1" = rejected ] || is_tls "$1" ;;
+    redis) ! is_tls "$1" ;;
     *) true ;;
   esac
 }
 
 run_wrk() { # target scenario conns seconds -> RESULT line
-  local port path script
-  port=$(port_of "$1")
+  local port path script scheme=http
+  [[ $2 == *-h2 ]] && { run_h2load "$@"; return; }
+  [[ $2 == *-tls ]] && scheme=https
+  port=$(port_of "$1" "$2")
   path=$(scenario_path "$2")
   script=$(scenario_script "$2")
   THREADS=$WRK_THREADS CLIENTS=10000 "${WRK_PIN[@]}" wrk -t"$WRK_THREADS" -c"$3" -d"$4"s --timeout 5s \
-    -s "$LOAD_DIR/$script" "http://127.0.0.1:$port$path" | grep '^RESULT' || echo "RESULT failed"
+    -s "$LOAD_DIR/$script" "$scheme://127.0.0.1:$port$path" | grep '^RESULT' || echo "RESULT failed"
+}
+
+# HTTP/2 over TLS: h2load (ALPN h2, -m H2_STREAMS requests in flight per connection), its output
+# turned into the RESULT line report.lua prints for wrk. h2load has no percentiles: they come from
+# its per-request log (microseconds to the end of each response, third column). A run that did
+# not negotiate h2 is a failure, not a row. Every run's output is kept in OUT/h2load/.
+run_h2load() { # target scenario conns seconds -> RESULT line
+  local port path out log threads=$WRK_THREADS
+  port=$(port_of "$1" "$2")
+  path=$(scenario_path "$2")
+  out="$OUT/h2load/$1-$2-c$3-$(date +%H%M%S%N).txt"
+  log="$OUT/h2load/requests.tsv"
+  mkdir -p "$OUT/h2load"
+  [ "$threads" -gt "$3" ] && threads=$3
+  "${WRK_PIN[@]}" h2load -t"$threads" -c"$3" -m"$H2_STREAMS" -D"$4" --log-file="$log" \
+    "https://127.0.0.1:$port$path" >"$out" 2>&1 || true
+  if ! grep -q '^Application protocol: h2$' "$out"; then
+    echo "RESULT failed"
+    return
+  fi
+  local pct
+  pct=$(cut -f3 "$log" | sort -n | awk '{v[NR] = $1} END {
+    if (NR == 0) { print "0 0"; exit }
+    i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
+    i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+    print v[i50], v[i99] }')
+  rm -f "$log"
+  awk -v pct="$pct" '
+    /^finished in/ { d = $3; sub(/s,$/, "", d); if (d ~ /ms,?$/) { sub(/ms,?$/, "", d); d /= 1000 }; rps = $4 }
+    /^requests:/ { done = $6; errored = $12; timeout = $14 }
+    /^status codes:/ { non2xx = $5 + $7 + $9 }
+    END {
+      split(pct, p, " ")
+      printf "RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p99_us=%d non2xx=%d sock_errors=%d\n",
+        done, d * 1e6, rps, p[1], p[2], non2xx, errored + timeout
+    }' "$out"
 }
 
 field() { # line key
@@ -484,7 +620,9 @@ RAW="$OUT/raw.csv"
 echo "target,scenario,conns,rep,requests,rps,p50_us,p99_us,non2xx,sock_errors,evalsha,redis_calls,rss_kb,cpu_us_per_req,redis_cpu_us_per_req,redis_reads" >"$RAW"
 
 PROXY_SCENARIOS=()
-for s in allowed rejected three clients10k; do has "$SCENARIOS" "$s" && PROXY_SCENARIOS+=("$s"); done
+for s in allowed rejected three clients10k allowed-tls rejected-tls allowed-h2 rejected-h2; do
+  has "$SCENARIOS" "$s" && PROXY_SCENARIOS+=("$s")
+done
 
 if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
   log "targets: $TARGETS; scenarios: ${PROXY_SCENARIOS[*]}; conns: $CONNS; ${REPS}x ${DURATION}s; pin=$PIN; server workers=$WORKERS"
@@ -503,9 +641,9 @@ if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
           { [ "$t" = redis ] || { [ "$t" = before ] && [ "$BASELINE_STORE" = redis ]; }; } && on_redis=1
           rcpu0="" rcpu1=""
           [ "$on_redis" = 1 ] && rcli CONFIG RESETSTAT >/dev/null && rcpu0=$(redis_cpu_s)
-          ticks0=$(cpu_ticks "$(pid_of "$t")")
+          ticks0=$(cpu_ticks "$(pid_of "$t" "$s")")
           line=$(run_wrk "$t" "$s" "$c" "$DURATION")
-          ticks1=$(cpu_ticks "$(pid_of "$t")")
+          ticks1=$(cpu_ticks "$(pid_of "$t" "$s")")
           evalsha="" calls="" reads=""
           if [ "$on_redis" = 1 ]; then
             evalsha=$(evalsha_calls)
@@ -513,7 +651,7 @@ if [ ${#PROXY_SCENARIOS[@]} -gt 0 ]; then
             rcpu1=$(redis_cpu_s)
             reads=$(redis_reads)
           fi
-          rss=$(rss_kb "$(pid_of "$t")")
+          rss=$(rss_kb "$(pid_of "$t" "$s")")
           echo "$t,$s,$c,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" non2xx),$(field "$line" sock_errors),$evalsha,$calls,$rss,$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(field "$line" requests)" 'BEGIN {printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0)}'),$(awk -v a="$rcpu0" -v b="$rcpu1" -v n="$(field "$line" requests)" 'BEGIN {if (a != "" && n > 0) printf "%.1f", (b - a) * 1e6 / n}'),$reads" >>"$RAW"
           log "rep $rep c=$c $s on $t: ${line#RESULT }"
         done
@@ -671,6 +809,21 @@ max_memory_keys = 1000000" proxy
   done
 fi
 
+# ---------------------------------------------------------------- TLS: what was negotiated
+# wrk takes OpenSSL's defaults, as openssl s_client does without options; h2load prints its own.
+TLS_NOTE=""
+if [ "$ANY_TLS" = 1 ]; then
+  for t in $TARGETS; do
+    runs_on allowed-tls "$t" || continue
+    [ -n "$(pid_of "$t" allowed-tls)" ] || continue
+    w=$(openssl s_client -brief -connect "127.0.0.1:$(port_of "$t" allowed-tls)" </dev/null 2>&1 |
+      awk -F': ' '/^Protocol version/ {p = $2} /^Ciphersuite/ {c = $2} END {print p " " c}')
+    h=$(ls -t "$OUT/h2load/$t-"* 2>/dev/null | head -1 || true)
+    [ -n "$h" ] && h=$(awk -F': ' '/^TLS Protocol/ {p = $2} /^Cipher/ {c = $2} /^Application protocol/ {a = $2} END {print p " " c " ALPN " a}' "$h")
+    TLS_NOTE="$TLS_NOTE$t: wrk/openssl ${w:-?}${h:+, h2load $h}; "
+  done
+fi
+
 # ---------------------------------------------------------------- report
 {
   echo "# rategate load harness, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -678,6 +831,7 @@ fi
   echo "$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), pin=$PIN, server workers=$WORKERS, wrk -t$WRK_THREADS, ${REPS}x ${DURATION}s per cell, medians. Ratios are to nginx in this same run; absolute figures are for this run only."
   echo "Idle RSS: $(for k in "${!IDLE_RSS[@]}"; do printf '%s %.1f MB; ' "$k" "$(awk -v v="${IDLE_RSS[$k]}" 'BEGIN {print v / 1024}')"; done)"
   [ -n "$REDIS_SKIP" ] && echo && echo "Redis scenarios SKIPPED: $REDIS_SKIP."
+  [ -n "$TLS_NOTE" ] && echo && echo "TLS (certificate: $TLS_KEY): $TLS_NOTE"
   echo
   awk -F, -v targets="$TARGETS" '
     function median(list,   n, a, i, j, t) {
@@ -702,8 +856,9 @@ fi
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
         # Each shape against nginx doing the same: proxying it, or (rejected) refusing it with
-        # limit_req; three policies against nginx proxying.
-        base = (s == "clients10k" || s == "rejected") ? s : "allowed"
+        # limit_req; three policies against nginx proxying; a TLS scenario against nginx doing
+        # it over the same protocol.
+        base = (s == "clients10k" || s == "rejected" || s ~ /-(tls|h2)$/) ? s : "allowed"
         b = "nginx" SUBSEP base SUBSEP c
         r = median(rps[order[i]]); m50 = median(p50[order[i]]); m99 = median(p99[order[i]])
         if (b in seen) {
@@ -727,14 +882,31 @@ fi
         if (err[order[i]] > 0) nb = nb " (" err[order[i]] " socket errors)"
         printf "| %s | %s | %s | %.0f | %s | %d | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %.1f |\n", s, t, c, r, vr, m50, v50, m99, v99, d99, median(cpu[order[i]]), vc, nb, es_req, req_es, calls_req, rc, rr, vb, rss[order[i]] / 1024
       }
-      # Rejected traffic against the allowed throughput of the same store.
+      # Rejected traffic against the allowed throughput of the same store (and protocol).
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP)
-        if (f[2] != "rejected") continue
-        a = f[1] SUBSEP "allowed" SUBSEP f[3]
-        if (a in seen) rej = rej sprintf("%s c=%s: %.2fx; ", f[1], f[3], median(rps[order[i]]) / median(rps[a]))
+        if (f[2] !~ /^rejected/) continue
+        as = f[2]; sub(/^rejected/, "allowed", as)
+        a = f[1] SUBSEP as SUBSEP f[3]
+        tag = f[2] == "rejected" ? f[1] : f[1] " " substr(f[2], 10)
+        if (a in seen) rej = rej sprintf("%s c=%s: %.2fx; ", tag, f[3], median(rps[order[i]]) / median(rps[a]))
       }
       if (rej != "") { print ""; print "Rejected vs allowed throughput of the same store: " rej }
+      # What TLS costs each server: its TLS row against its own plain row in this run.
+      for (i = 1; i <= n; i++) {
+        split(order[i], f, SUBSEP)
+        if (f[2] !~ /-(tls|h2)$/) continue
+        ps = f[2]; sub(/-(tls|h2)$/, "", ps)
+        pk = f[1] SUBSEP ps SUBSEP f[3]
+        if (!(pk in seen)) continue
+        tlsc = tlsc sprintf("| %s | %s | %s | %.2fx | %+.1f |\n", ps, f[2] ~ /h2$/ ? "HTTP/2 over TLS" : "HTTP/1.1 over TLS", f[1] " c=" f[3], median(rps[order[i]]) / median(rps[pk]), median(cpu[order[i]]) - median(cpu[pk]))
+      }
+      if (tlsc != "") {
+        print ""; print "TLS against plain HTTP/1.1, same server and scenario in this run:"; print ""
+        print "| scenario | protocol | target | req/s vs plain | CPU µs/req vs plain |"
+        print "|---|---|---|---|---|"
+        printf "%s", tlsc
+      }
     }' "$RAW"
   if [ "$(wc -l <"$CLUSTER_CSV")" -gt 1 ]; then
     echo
