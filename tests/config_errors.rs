@@ -577,7 +577,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log, upgrade websocket",
         "legacy: https://legacy.internal:8443/v1 (connect_timeout 2s, timeout 30s, ca ",
         "certs/upstream-ca.pem, sni legacy.example, client_cert ",
-        "certs/upstream-client.pem)",
+        "certs/upstream-client.pem, names resolved every 30s)",
         "access_log off, forward_client_ip_headers from anyone",
         "connections: idle_timeout 75s, send_timeout 20s, max_connections 5000, tunnel_idle_timeout 90s",
         "alerts: webhook https://hooks.example.com/*** (slack), token set, threshold 500 rejections per 5m, timeout 3s, max_retries 5, queue_size 50",

@@ -248,6 +248,14 @@ pub struct UpstreamTarget {
     pub label: Arc<str>,
 }
 
+impl UpstreamTarget {
+    /// Whether the host is a name the pool resolves (not an address literal).
+    pub(crate) fn has_host_name(&self) -> bool {
+        let host = self.authority.host();
+        !(host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok())
+    }
+}
+
 /// How a request picks one of an upstream's targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

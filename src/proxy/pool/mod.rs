@@ -124,7 +124,7 @@ impl Targets {
         let mut inner = self.inner.lock();
         let mut due = Vec::new();
         for u in &config.upstreams {
-            for t in u.targets.iter().filter(|t| resolve::is_name(&t.authority)) {
+            for t in u.targets.iter().filter(|t| t.has_host_name()) {
                 let entry = inner.names.entry(t.authority.clone()).or_default();
                 if entry.resolving || (!all && entry.due_ms > now) {
                     continue;

@@ -7,7 +7,7 @@
 //! A failed or empty resolution keeps the last good addresses; a name never resolved yet is a
 //! single target the connector resolves per connection, as an address-less target always was.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -20,12 +20,6 @@ pub(crate) const MAX_ADDRESSES: usize = 16;
 
 /// A resolver that answers slower than this is treated as failed (the last addresses stay).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Whether `authority`'s host is a name the pool resolves (not an address literal).
-pub(super) fn is_name(authority: &Authority) -> bool {
-    let host = authority.host();
-    !(host.starts_with('[') || host.parse::<IpAddr>().is_ok())
-}
 
 /// What a name resolved to last, and when it is resolved again.
 #[derive(Debug, Default)]

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::resolve::{is_name, Resolution, MAX_ADDRESSES};
+use super::resolve::MAX_ADDRESSES;
 use super::*;
+use crate::config::compiled::UpstreamTarget;
 
 fn config() -> Config {
     crate::config::load_str(
@@ -148,10 +149,13 @@ fn targets_follow_the_addresses_a_name_resolves_to() {
 
 #[test]
 fn only_host_names_are_resolved() {
-    let yes = |text: &str| is_name(&text.parse().unwrap());
-    assert!(yes("localhost:8080"));
-    assert!(yes("api.internal"));
-    assert!(!yes("127.0.0.1:8080"));
-    assert!(!yes("[::1]:8080"));
-    assert!(Resolution::default().addresses.is_empty());
+    let config = config();
+    let targets = &config.upstreams[0].targets;
+    assert!(targets[0].has_host_name());
+    assert!(!targets[1].has_host_name());
+    let v6 = UpstreamTarget {
+        authority: "[::1]:8080".parse().unwrap(),
+        ..targets[0].clone()
+    };
+    assert!(!v6.has_host_name());
 }
