@@ -222,11 +222,13 @@ impl Registry {
                 .map_or(&[][..], |r| &r.addresses[..]);
             resolve::expand(t, addresses, &mut endpoints);
         }
-        if let Some(g) = self.groups.get(&u.name) {
+        let previous = self.groups.get(&u.name);
+        if let Some(g) = previous {
             if g.is_for(u, &endpoints) {
                 return g.clone();
             }
         }
+        let previous = previous.cloned();
         let states = endpoints
             .iter()
             .map(|t| {
@@ -236,7 +238,12 @@ impl Registry {
                     .clone()
             })
             .collect();
-        let group = Arc::new(Group::new(u.clone(), states, endpoints));
+        let group = Arc::new(Group::new(
+            u.clone(),
+            states,
+            endpoints,
+            previous.as_deref(),
+        ));
         self.groups.insert(u.name.clone(), group.clone());
         group
     }

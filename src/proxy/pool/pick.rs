@@ -18,16 +18,19 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// `previous`: the upstream's group before (a reload, a name's new addresses), whose turn
+    /// goes on.
     pub(super) fn new(
         upstream: Arc<Upstream>,
         targets: Vec<Arc<TargetState>>,
         endpoints: Vec<UpstreamTarget>,
+        previous: Option<&Group>,
     ) -> Self {
         Group {
             targets,
             endpoints,
             upstream,
-            turn: AtomicUsize::new(0),
+            turn: AtomicUsize::new(previous.map_or(0, |g| g.turn.load(Ordering::Relaxed))),
         }
     }
 

@@ -10,7 +10,8 @@ use super::resolve::MAX_ADDRESSES;
 use super::*;
 use crate::config::compiled::UpstreamTarget;
 
-fn config() -> Config {
+/// Compiled anew on each call, as a reload does.
+fn compile() -> Config {
     crate::config::load_str(
         Path::new("test.toml"),
         r#"
@@ -56,7 +57,7 @@ fn resolve(
 
 #[test]
 fn targets_follow_the_addresses_a_name_resolves_to() {
-    let config = config();
+    let config = compile();
     let metrics = Metrics::new().unwrap();
     let mut registry = Registry::default();
     let name = config.upstreams[0].targets[0].authority.clone();
@@ -137,19 +138,26 @@ fn targets_follow_the_addresses_a_name_resolves_to() {
     let same = regroup(&mut registry, &config, &metrics);
     assert!(Arc::ptr_eq(&same, &group), "an unchanged group is reused");
 
+    // A reload keeping the targets: the new config's group, over the same states.
+    let reloaded = compile();
+    let after = regroup(&mut registry, &reloaded, &metrics);
+    assert!(!Arc::ptr_eq(&after, &group));
+    assert!(Arc::ptr_eq(&after.targets[0], &ejected));
+    assert_eq!(labels(&after), labels(&group));
+
     // At most MAX_ADDRESSES per name.
     let many = (1..=40)
         .map(|i| addr(&format!("10.1.0.{i}:8080")))
         .collect();
     assert!(resolve(&mut registry, &name, Ok(many)));
-    let group = regroup(&mut registry, &config, &metrics);
+    let group = regroup(&mut registry, &reloaded, &metrics);
     assert_eq!(group.endpoints.len(), MAX_ADDRESSES + 1);
     assert_eq!(registry.states.len(), MAX_ADDRESSES + 1);
 }
 
 #[test]
 fn only_host_names_are_resolved() {
-    let config = config();
+    let config = compile();
     let targets = &config.upstreams[0].targets;
     assert!(targets[0].has_host_name());
     assert!(!targets[1].has_host_name());
