@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
-
 use http::{Request, Response};
 use hyper::body::Incoming;
 use parking_lot::Mutex;

@@ -45,12 +45,20 @@ impl Resolution {
             Ok(found) if !found.is_empty() => kept(found),
             Ok(_) | Err(_) => {
                 let error = found.err().unwrap_or_else(|| "no addresses".to_owned());
-                tracing::warn!(
-                    name = name.as_str(),
-                    error,
-                    kept = self.addresses.len(),
-                    "upstream target name did not resolve; the last addresses stay"
-                );
+                if self.addresses.is_empty() {
+                    tracing::warn!(
+                        name = name.as_str(),
+                        error,
+                        "upstream target name did not resolve; it is tried by name per connection"
+                    );
+                } else {
+                    tracing::warn!(
+                        name = name.as_str(),
+                        error,
+                        kept = self.addresses.len(),
+                        "upstream target name did not resolve; the last addresses stay"
+                    );
+                }
                 return false;
             }
         };
