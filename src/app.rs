@@ -137,6 +137,8 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
     // Which target of an upstream gets a request is one decision for the whole process; the
     // connections to a target are still each worker's own.
     let targets = Arc::new(Targets::new(live.clone(), metrics.clone()));
+    // Before the first request: names balance over their addresses from the start.
+    targets.resolve_names().await;
     let gateways: Vec<Arc<Gateway>> = (0..worker_count)
         .map(|_| {
             Arc::new(Gateway {

@@ -78,6 +78,8 @@ const BAD: &[Expected] = &[
     ("target_twice.toml", Some(3), Some(36), "upstream[0].targets", "`http://10.0.0.1:8080` is listed twice"),
     ("bad_balance.toml", Some(4), Some(11), "upstream[0].balance", "unknown variant `random`, expected one of `round_robin`, `least_requests`, `hash_client`"),
     ("max_ejection_below_base.toml", Some(5), Some(21), "upstream[0].max_ejection_time", "must be at least `base_ejection_time` (60s)"),
+    ("resolve_interval_short.toml", Some(4), Some(20), "upstream[0].resolve_interval", "must be at least 1s: names are not resolved more often than that"),
+    ("resolve_interval_zero.toml", Some(4), Some(20), "upstream[0].resolve_interval", "must be greater than zero"),
     ("health_check_bad_path.toml", Some(4), Some(25), "upstream[0].health_check.path", "must be a path starting with `/`"),
     ("health_check_threshold_zero.toml", Some(5), Some(49), "upstream[0].health_check.unhealthy", "0 is out of range; must be between 1 and 100"),
     ("strip_prefix_without_prefix.toml", Some(9), Some(16), "route[0].strip_prefix", "`strip_prefix = true` needs both `path_prefix` and `upstream`"),
@@ -382,6 +384,10 @@ fn full_config_upstreams_and_policies() {
             unhealthy: 2,
         })
     );
+    assert_eq!(
+        (pool.resolve_interval, legacy.resolve_interval),
+        (Duration::from_secs(10), Duration::from_secs(30))
+    );
 
     let names: Vec<&str> = c.policies.iter().map(|p| &*p.name).collect();
     assert_eq!(
@@ -571,7 +577,7 @@ fn full_config_summary_names_everything_and_no_secret() {
         "legacy: path_prefix /, any method, any host -> upstream legacy, policies api-keys, log, upgrade websocket",
         "legacy: https://legacy.internal:8443/v1 (connect_timeout 2s, timeout 30s, ca ",
         "certs/upstream-ca.pem, sni legacy.example, client_cert ",
-        "certs/upstream-client.pem)",
+        "certs/upstream-client.pem, names resolved every 30s)",
         "access_log off, forward_client_ip_headers from anyone",
         "connections: idle_timeout 75s, send_timeout 20s, max_connections 5000, tunnel_idle_timeout 90s",
         "alerts: webhook https://hooks.example.com/*** (slack), token set, threshold 500 rejections per 5m, timeout 3s, max_retries 5, queue_size 50",

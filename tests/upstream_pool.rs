@@ -496,3 +496,53 @@ fn a_reload_changing_targets_keeps_an_in_flight_request() {
     poll("the old target's series removed", Duration::from_secs(10))
         .until(|| target_metric(&gw, "rategate_upstream_target_requests_total", &slow).is_none());
 }
+
+#[test]
+fn a_target_name_is_balanced_over_its_addresses_each_a_target_of_its_own() {
+    let a = Backend::start("a");
+    let port = a.addr.port();
+    let name = format!("http://localhost:{port}");
+    // What this machine resolves `localhost` to (127.0.0.1, often ::1 as well): a series each.
+    let mut resolved: Vec<std::net::IpAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&("localhost", port))
+            .unwrap()
+            .map(|addr| addr.ip())
+            .collect();
+    resolved.sort_unstable();
+    resolved.dedup();
+    assert!(resolved.contains(&std::net::IpAddr::from([127, 0, 0, 1])));
+    let config = pool_config(&[&a], "").to_string().replace(&a.url(), &name);
+    let gw = Gateway::start(&TestConfig::parse(&config));
+    let series = |target: &str| {
+        gw.metric(&format!(
+            "rategate_upstream_target_requests_total{{target=\"{target}\",upstream=\"api\"}}"
+        ))
+    };
+    // Only 127.0.0.1 listens: a request sent to another address (::1) is refused there and
+    // tried on 127.0.0.1, so every request is answered.
+    for _ in 0..10 {
+        assert_eq!(get(&gw, "/x"), (200, "a".to_string()));
+    }
+    for ip in &resolved {
+        assert!(
+            series(&format!("{name} ({ip})")).is_some(),
+            "no series for {ip}"
+        );
+    }
+    assert!(series(&format!("{name} (127.0.0.1)")).unwrap() >= 1.0);
+    assert_eq!(
+        series(&name),
+        None,
+        "the name itself is not a target once resolved"
+    );
+    assert_eq!(a.hits(), 10);
+
+    // A reload to the address itself: the name's per-address series go.
+    std::fs::write(&gw.config_path, pool_config(&[&a], "").to_string()).unwrap();
+    gw.signal("HUP");
+    gw.wait_log("config reloaded", 1, Duration::from_secs(10));
+    assert_eq!(get(&gw, "/x"), (200, "a".to_string()));
+    poll("the name's series removed", Duration::from_secs(10))
+        .until(|| series(&format!("{name} (127.0.0.1)")).is_none());
+    assert!(series(&a.url()).is_some());
+}

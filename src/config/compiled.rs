@@ -218,27 +218,42 @@ pub struct Upstream {
     pub timeout: Duration,
     pub outlier: Outlier,
     pub health_check: Option<HealthCheck>,
+    /// How often the targets' host names are resolved again (`proxy::pool::resolve`).
+    pub resolve_interval: Duration,
     /// Position in `Config::upstreams` (stable index for metrics handles).
     pub index: usize,
 }
 
 /// One target of an upstream: an address requests are sent to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UpstreamTarget {
     /// `http` (also for `h2c://`) or `https`: the scheme requests to this target carry.
     pub scheme: http::uri::Scheme,
     /// The HTTP version(s) spoken to it.
     pub protocol: UpstreamProtocol,
     pub authority: http::uri::Authority,
+    /// The address connected to, when `authority`'s host name was resolved by the pool
+    /// (`proxy::pool::resolve`); `None`: the connector resolves `authority` per connection.
+    /// `Host`, SNI and certificate verification stay `authority`'s either way.
+    pub(crate) address: Option<std::net::SocketAddr>,
     /// `https://` only: sent as SNI and verified against the certificate: the upstream's `sni`,
     /// or this target's host.
     pub(crate) server_name: Option<rustls::pki_types::ServerName<'static>>,
     /// `authority` as the `Host` header the upstream receives, built once here rather than per
     /// request.
     pub(crate) host_header: http::HeaderValue,
-    /// `scheme://authority` as written (`h2c://` included): the metric label and the identity
-    /// that keeps a target's health across reloads.
+    /// `scheme://authority` as written (`h2c://` included), followed by ` (address)` for a
+    /// resolved address: the metric label and the identity that keeps a target's health across
+    /// reloads and re-resolutions.
     pub label: Arc<str>,
+}
+
+impl UpstreamTarget {
+    /// Whether the host is a name the pool resolves (not an address literal).
+    pub(crate) fn has_host_name(&self) -> bool {
+        let host = self.authority.host();
+        !(host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok())
+    }
 }
 
 /// How a request picks one of an upstream's targets.

@@ -51,6 +51,10 @@ pub(crate) const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 pub(crate) const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 pub(crate) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Resolving a name more often than this would load the resolver for nothing: DNS answers are
+/// cached for seconds at least.
+pub(crate) const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const DEFAULT_HEALTH_HEALTHY: u32 = 2;
 pub(crate) const DEFAULT_HEALTH_UNHEALTHY: u32 = 3;
@@ -241,6 +245,9 @@ pub(crate) struct Upstream {
     pub(crate) max_ejection_time: Option<Spanned<duration::Positive>>,
     /// Active health checks (off when absent).
     pub(crate) health_check: Option<Spanned<HealthCheck>>,
+    /// How often a target's host name is resolved again (it is also resolved at start and on
+    /// every reload).
+    pub(crate) resolve_interval: Option<Spanned<duration::Positive>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -202,6 +202,9 @@ fn upstream(out: &mut String, u: &Upstream) -> std::fmt::Result {
             write!(out, ", client_cert {}", cert.display())?;
         }
     }
+    if u.targets.iter().any(|t| t.has_host_name()) {
+        write!(out, ", names resolved every {}", dur(u.resolve_interval))?;
+    }
     writeln!(out, ")")
 }
 

@@ -86,6 +86,9 @@ impl SendError {
     }
 }
 
+/// Endpoints a worker keeps clients (and their idle connections) for.
+const MAX_CLIENTS: usize = 1024;
+
 pub(crate) struct UpstreamPool {
     /// One per endpoint met so far; a handful, so a scan beats hashing.
     clients: Mutex<Vec<Arc<UpstreamClient>>>,
@@ -111,6 +114,12 @@ impl UpstreamPool {
             return Arc::clone(c);
         }
         let client = Arc::new(UpstreamClient::new(Endpoint::of(upstream, target)));
+        // Endpoints come and go with reloads and with the addresses a name resolves to: the
+        // oldest is let go past the bound (a request still using it keeps its own handle; a
+        // target still in use just connects afresh).
+        if clients.len() >= MAX_CLIENTS {
+            clients.remove(0);
+        }
         clients.push(Arc::clone(&client));
         client
     }

@@ -21,6 +21,7 @@
 //! body frames, so nothing here buffers or rewrites them.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,8 @@ pub(crate) struct Endpoint {
     pub(crate) protocol: UpstreamProtocol,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
+    /// Connected to instead of resolving `authority` (`UpstreamTarget::address`).
+    pub(crate) address: Option<SocketAddr>,
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Option<EndpointTls>,
 }
@@ -91,6 +94,7 @@ impl Endpoint {
             protocol: target.protocol,
             scheme: target.scheme.clone(),
             authority: target.authority.clone(),
+            address: target.address,
             connect_timeout: upstream.connect_timeout,
             tls,
         }
@@ -101,6 +105,7 @@ impl Endpoint {
     pub(crate) fn serves(&self, upstream: &Upstream, target: &UpstreamTarget) -> bool {
         self.connect_timeout == upstream.connect_timeout
             && self.authority == target.authority
+            && self.address == target.address
             && self.protocol == target.protocol
             && match (&self.tls, &upstream.tls, &target.server_name) {
                 (None, _, None) => true,
@@ -321,9 +326,14 @@ impl UpstreamClient {
 
     async fn tcp_connect(&self) -> Result<TokioIo<tokio::net::TcpStream>, BoxError> {
         let mut tcp = self.tcp.clone();
+        // An address literal is connected to as is; only a name goes to the resolver.
+        let authority = match self.endpoint.address {
+            Some(address) => Authority::try_from(address.to_string().as_str())?,
+            None => self.endpoint.authority.clone(),
+        };
         let dst = Uri::builder()
             .scheme(self.endpoint.scheme.clone())
-            .authority(self.endpoint.authority.clone())
+            .authority(authority)
             .path_and_query("/")
             .build()?;
         std::future::poll_fn(|cx| tcp.poll_ready(cx)).await?;

@@ -23,8 +23,13 @@ impl Validator<'_> {
             let targets = self.take(targets);
             let outlier = self.take(outlier(u));
             let health_check = self.take(u.health_check.as_ref().map(health_check).transpose());
-            let (Some((urls, base_path)), Some(outlier), Some(health_check)) =
-                (targets, outlier, health_check)
+            let resolve_interval = self.take(resolve_interval(u));
+            let (
+                Some((urls, base_path)),
+                Some(outlier),
+                Some(health_check),
+                Some(resolve_interval),
+            ) = (targets, outlier, health_check, resolve_interval)
             else {
                 out.push(None);
                 continue;
@@ -45,6 +50,7 @@ impl Validator<'_> {
                 timeout: u.timeout.map_or(file::DEFAULT_UPSTREAM_TIMEOUT, |d| d.0),
                 outlier,
                 health_check,
+                resolve_interval,
                 index,
             })));
         }
@@ -131,6 +137,7 @@ impl Validator<'_> {
                 protocol: url.protocol,
                 host_header: Upstream::host_value(&url.authority),
                 authority: url.authority,
+                address: None,
                 server_name,
                 label: url.label,
             });
@@ -178,6 +185,20 @@ fn outlier(u: &file::Upstream) -> Check<Outlier> {
         base_ejection_time,
         max_ejection_time,
     })
+}
+
+fn resolve_interval(u: &file::Upstream) -> Check<std::time::Duration> {
+    match &u.resolve_interval {
+        Some(at) if at.get_ref().0 < file::MIN_RESOLVE_INTERVAL => Err(Issue::at(
+            at,
+            format!(
+                "must be at least {}s: names are not resolved more often than that",
+                file::MIN_RESOLVE_INTERVAL.as_secs()
+            ),
+        )),
+        Some(at) => Ok(at.get_ref().0),
+        None => Ok(file::DEFAULT_RESOLVE_INTERVAL),
+    }
 }
 
 fn health_check(spanned: &Spanned<file::HealthCheck>) -> Check<HealthCheck> {

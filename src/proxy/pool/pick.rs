@@ -4,30 +4,45 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::health::{mix, TargetState};
-use crate::config::compiled::Balance;
+use crate::config::compiled::{Balance, Upstream, UpstreamTarget};
 
-/// The targets of one upstream, in the config's order (index `i` is `Upstream::targets[i]`).
+/// The targets of one upstream as one config has them, a name resolved to one target per
+/// address (`resolve`): `targets[i]` is the state of `endpoints[i]`.
 pub(crate) struct Group {
     pub(super) targets: Vec<Arc<TargetState>>,
+    pub(super) endpoints: Vec<UpstreamTarget>,
+    /// What the group was built from: reused only for this upstream (the same config).
+    pub(super) upstream: Arc<Upstream>,
     /// Round-robin turns (also the tie-breaker of `least_requests`), shared by the workers.
     turn: AtomicUsize,
 }
 
 impl Group {
-    pub(super) fn new(targets: Vec<Arc<TargetState>>) -> Self {
+    /// `previous`: the upstream's group before (a reload, a name's new addresses), whose turn
+    /// goes on.
+    pub(super) fn new(
+        upstream: Arc<Upstream>,
+        targets: Vec<Arc<TargetState>>,
+        endpoints: Vec<UpstreamTarget>,
+        previous: Option<&Group>,
+    ) -> Self {
         Group {
             targets,
-            turn: AtomicUsize::new(0),
+            endpoints,
+            upstream,
+            turn: AtomicUsize::new(previous.map_or(0, |g| g.turn.load(Ordering::Relaxed))),
         }
     }
 
-    /// Whether this group is made of exactly these targets, in this order.
-    pub(super) fn is_for<'a>(&self, mut labels: impl ExactSizeIterator<Item = &'a str>) -> bool {
-        labels.len() == self.targets.len()
+    /// Whether this group is `upstream`'s with exactly these targets, in this order.
+    pub(super) fn is_for(&self, upstream: &Arc<Upstream>, endpoints: &[UpstreamTarget]) -> bool {
+        Arc::ptr_eq(&self.upstream, upstream)
+            && endpoints.len() == self.targets.len()
             && self
                 .targets
                 .iter()
-                .all(|t| labels.next() == Some(&*t.label))
+                .zip(endpoints)
+                .all(|(t, e)| t.label == e.label)
     }
 
     /// The target for a request (`client`: its client key's hash, for `hash_client`), never
