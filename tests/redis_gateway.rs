@@ -686,11 +686,14 @@ fn script_flush_under_load_is_invisible_to_clients() {
     need_redis!();
     let redis = RedisServer::start();
     let echo = Echo::start();
-    let gw = Gateway::start(&gateway_config(
+    // A generous store timeout: what is tested is the NOSCRIPT recovery, and on a loaded machine
+    // a 100 ms timeout under this load turns slow answers into deny (503) on its own.
+    let gw = Gateway::start(&gateway_config_timeout(
         &echo,
         &redis.url(),
         "deny",
         &one_policy("sliding_log", 100_000, "1h"),
+        "2s",
     ));
     let load = Load::start(gw.addr);
     for _ in 0..5 {
