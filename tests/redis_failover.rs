@@ -76,6 +76,10 @@ policies = ["load"]
     .set("store.key_prefix", PREFIX)
     .set("store.timeout", "250ms")
     .set("store.on_error", on_error)
+    // Only the store's answers are under test: the upstream gets timeouts a machine busy with a
+    // failing-over cluster meets (a 1 s connect timeout once turned into a 504 there).
+    .set("upstream.connect_timeout", "5s")
+    .set("upstream.timeout", "10s")
 }
 
 /// Requests sent from threads until stopped, with every status kept (0: no answer).
