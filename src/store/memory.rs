@@ -38,9 +38,10 @@ use crate::millis;
 
 use super::activity::Activity;
 use super::algorithm::{self, escalated_block, evaluate, Counter, Evaluation, Params, Write};
+use super::revocations::RevocationTable;
 use super::{
-    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, LimitStatus, PolicyCheck, Store,
-    StoreError, Suspect,
+    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, LimitStatus, PolicyCheck,
+    RevocationEntry, Revoked, Store, StoreError, Suspect,
 };
 
 /// Upper bound on shards; a request's shard set fits in a `u64` mask.
@@ -396,6 +397,9 @@ pub struct MemoryStore {
     activity: Box<Activity>,
     /// Where evictions are counted; `None` when nobody reads them.
     evictions: Option<Evictions>,
+    /// Revoked tokens, bounded on their own (outside `max_keys`, never evicted). Read under its
+    /// own lock, before the shards are locked, by the check of a request that carries a token.
+    revocations: Mutex<RevocationTable>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -423,6 +427,7 @@ impl MemoryStore {
             clock,
             activity: Box::default(),
             evictions: None,
+            revocations: Mutex::default(),
         }
     }
 
@@ -483,6 +488,17 @@ impl MemoryStore {
             ));
         }
         let now = self.clock.now_ms();
+        // 0. A revoked token is refused before anything else: nothing charged, no event.
+        if let Some(token) = &req.token {
+            if self.revocations.lock().refuses(token, now) {
+                return Ok(CheckResult {
+                    outcome: CheckOutcome::Revoked,
+                    states: Vec::new(),
+                    blocked_now: None,
+                    now_ms: now,
+                });
+            }
+        }
         let block_shard = self.shard_of(req.client);
         let key_shards: Inline<usize> = req.checks.iter().map(|c| self.shard_of(c.key)).collect();
         let mask = key_shards
@@ -847,6 +863,25 @@ impl MemoryStore {
         existed
     }
 
+    fn revoke_now(&self, revoked: &Revoked, ttl: Duration) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let ms = millis::ceil(ttl);
+        self.revocations
+            .lock()
+            .insert(revoked, now.saturating_add(ms), now)?;
+        self.activity.record_revoke(revoked, ms, now);
+        Ok(())
+    }
+
+    fn unrevoke_now(&self, kind: &str, id: &str) -> bool {
+        let now = self.clock.now_ms();
+        let existed = self.revocations.lock().remove(kind, id, now);
+        if existed {
+            self.activity.record_unrevoke(kind, id, now);
+        }
+        existed
+    }
+
     fn blocks_now(&self) -> Vec<BlockEntry> {
         let now = self.clock.now_ms();
         let mut out = Vec::new();
@@ -976,6 +1011,27 @@ impl Store for MemoryStore {
 
     fn blocks(&self) -> impl Future<Output = Result<Vec<BlockEntry>, StoreError>> + Send {
         ready(Ok(self.blocks_now()))
+    }
+
+    fn revoke(
+        &self,
+        revoked: &Revoked,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(self.revoke_now(revoked, ttl))
+    }
+
+    fn unrevoke(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(Ok(self.unrevoke_now(kind, id)))
+    }
+
+    fn revocations(&self) -> impl Future<Output = Result<Vec<RevocationEntry>, StoreError>> + Send {
+        let now = self.clock.now_ms();
+        ready(Ok(self.revocations.lock().list(now)))
     }
 
     fn charge(
