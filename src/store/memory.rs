@@ -23,6 +23,9 @@
 //! counted by kind in `rategate_store_evictions_total`. Expired entries are also dropped lazily on
 //! access and by a sweep of a shard every `max(SWEEP_MIN_OPS, entries)` operations on it
 //! (amortized O(1)).
+//!
+//! Revocations are kept apart (`revocations`, at most `REVOCATIONS_MAX`, never evicted), under
+//! their own lock, read only by the check of a request that carries a token.
 
 use std::future::{ready, Future};
 use std::sync::Arc;

@@ -676,18 +676,29 @@ impl RedisStore {
             .iter()
             .map(|c| self.inner.layout.block_key(c))
             .collect();
-        let groups = groups::plan_keys(self.inner.clustered, &keys);
+        self.entry_rows(&keys, "get").await
+    }
+
+    /// What admin operation `op` (`get` for block entries, `rget` for revocation entries)
+    /// answers for each of `keys`: `(ms left, or None when not active; its text)`, one call per
+    /// slot.
+    async fn entry_rows(
+        &self,
+        keys: &[String],
+        op: &'static str,
+    ) -> Result<Vec<(Option<u64>, String)>, StoreError> {
+        let groups = groups::plan_keys(self.inner.clustered, keys);
         let calls = groups.iter().map(|g| {
             let keys: Vec<String> = g.checks.iter().map(|&i| keys[i].clone()).collect();
-            let args = vec![self.now_arg(), Value::String("get".into())];
+            let args = vec![self.now_arg(), Value::String(op.into())];
             async move { self.admin::<Vec<Value>>(keys, args).await }
         });
-        let mut out = vec![(None, String::new()); clients.len()];
+        let mut out = vec![(None, String::new()); keys.len()];
         for (g, rows) in groups.iter().zip(join_all(calls).await) {
             for (&i, row) in g.checks.iter().zip(rows?.chunks_exact(2)) {
                 let ttl = row[0].as_i64().and_then(|t| u64::try_from(t).ok());
-                let reason = row[1].as_str().map(|s| s.to_string()).unwrap_or_default();
-                out[i] = (ttl, reason);
+                let text = row[1].as_str().map(|s| s.to_string()).unwrap_or_default();
+                out[i] = (ttl, text);
             }
         }
         Ok(out)

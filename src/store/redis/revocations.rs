@@ -8,11 +8,9 @@
 use std::time::Duration;
 
 use fred::types::Value;
-use futures_util::future::join_all;
 
 use super::activity::{Kind, Record};
 use super::args::int;
-use super::groups;
 use super::layout::RevocationId;
 use super::{to_u64, RedisStore};
 use crate::millis;
@@ -137,30 +135,20 @@ impl RedisStore {
             .filter_map(|(kind, id)| id_of(kind, id))
             .map(|rid| self.inner.layout.revocation_key(rid))
             .collect();
-        let groups = groups::plan_keys(self.inner.clustered, &keys);
-        let calls = groups.iter().map(|g| {
-            let keys: Vec<String> = g.checks.iter().map(|&i| keys[i].clone()).collect();
-            let args = vec![self.now_arg(), Value::String("rget".into())];
-            async move { self.admin::<Vec<Value>>(keys, args).await }
-        });
+        let rows = self.entry_rows(&keys, "rget").await?;
         let mut out = Vec::with_capacity(listed.len());
-        for (g, rows) in groups.iter().zip(join_all(calls).await) {
-            for (&i, row) in g.checks.iter().zip(rows?.chunks_exact(2)) {
-                let Some(ttl_ms) = row[0].as_i64().and_then(|t| u64::try_from(t).ok()) else {
-                    continue;
-                };
-                let (kind, id) = &listed[i];
-                let revoked = if kind == "jti" {
-                    Revoked::Jti(id.clone())
-                } else {
-                    let before = row[1].as_str().and_then(|b| b.parse().ok()).unwrap_or(0);
-                    Revoked::Sub {
-                        sub: id.clone(),
-                        before,
-                    }
-                };
-                out.push(RevocationEntry { revoked, ttl_ms });
-            }
+        // An index entry without an active revocation entry is stale: left out.
+        for ((kind, id), (ttl, before)) in listed.into_iter().zip(rows) {
+            let Some(ttl_ms) = ttl else { continue };
+            let revoked = if kind == "jti" {
+                Revoked::Jti(id)
+            } else {
+                Revoked::Sub {
+                    sub: id,
+                    before: before.parse().unwrap_or(0),
+                }
+            };
+            out.push(RevocationEntry { revoked, ttl_ms });
         }
         sort_entries(&mut out);
         Ok(out)
