@@ -28,10 +28,11 @@
 //! their own lock, read only by the check of a request that carries a token.
 
 use std::future::{ready, Future};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use prometheus::{IntCounter, IntCounterVec};
 
 use crate::clock::Clock;
@@ -402,7 +403,10 @@ pub struct MemoryStore {
     evictions: Option<Evictions>,
     /// Revoked tokens, bounded on their own (outside `max_keys`, never evicted). Read under its
     /// own lock, before the shards are locked, by the check of a request that carries a token.
-    revocations: Mutex<RevocationTable>,
+    revocations: RwLock<RevocationTable>,
+    /// Whether the table may hold a revocation: while it is empty (the usual case), a request
+    /// with a token costs one atomic load instead of a shared lock.
+    any_revoked: AtomicBool,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -430,7 +434,8 @@ impl MemoryStore {
             clock,
             activity: Box::default(),
             evictions: None,
-            revocations: Mutex::default(),
+            revocations: RwLock::default(),
+            any_revoked: AtomicBool::new(false),
         }
     }
 
@@ -493,7 +498,9 @@ impl MemoryStore {
         let now = self.clock.now_ms();
         // 0. A revoked token is refused before anything else: nothing charged, no event.
         if let Some(token) = &req.token {
-            if self.revocations.lock().refuses(token, now) {
+            if self.any_revoked.load(Ordering::Acquire)
+                && self.revocations.read().refuses(token, now)
+            {
                 return Ok(CheckResult {
                     outcome: CheckOutcome::Revoked,
                     states: Vec::new(),
@@ -869,16 +876,23 @@ impl MemoryStore {
     fn revoke_now(&self, revoked: &Revoked, ttl: Duration) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let ms = millis::ceil(ttl);
-        self.revocations
-            .lock()
-            .insert(revoked, now.saturating_add(ms), now)?;
+        {
+            let mut table = self.revocations.write();
+            table.insert(revoked, now.saturating_add(ms), now)?;
+            self.any_revoked.store(true, Ordering::Release);
+        }
         self.activity.record_revoke(revoked, ms, now);
         Ok(())
     }
 
     fn unrevoke_now(&self, kind: &str, id: &str) -> bool {
         let now = self.clock.now_ms();
-        let existed = self.revocations.lock().remove(kind, id, now);
+        let existed = {
+            let mut table = self.revocations.write();
+            let existed = table.remove(kind, id, now);
+            self.any_revoked.store(!table.is_empty(), Ordering::Release);
+            existed
+        };
         if existed {
             self.activity.record_unrevoke(kind, id, now);
         }
@@ -1034,7 +1048,10 @@ impl Store for MemoryStore {
 
     fn revocations(&self) -> impl Future<Output = Result<Vec<RevocationEntry>, StoreError>> + Send {
         let now = self.clock.now_ms();
-        ready(Ok(self.revocations.lock().list(now)))
+        let mut table = self.revocations.write();
+        let list = table.list(now);
+        self.any_revoked.store(!table.is_empty(), Ordering::Release);
+        ready(Ok(list))
     }
 
     fn charge(

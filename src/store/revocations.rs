@@ -19,6 +19,10 @@ impl RevocationTable {
         self.jti.len() + self.sub.len()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn sweep(&mut self, now: u64) {
         self.jti.retain(|_, until| *until > now);
         self.sub.retain(|_, (_, until)| *until > now);
