@@ -1,7 +1,8 @@
 //! The side port: `/metrics`, `/healthz`, `/readyz`, the admin API under `/admin/*` and the
 //! dashboard at `/`.
 //!
-//! `server` accepts and routes, `auth` decides who may call `/admin/*`, `api` has the handlers,
+//! `server` accepts and routes, `auth` decides who may call `/admin/*`, `api` has the handlers
+//! (`revocations` those of `/admin/revocations`),
 //! `input` validates what they read, `reply` shapes every answer, `dashboard` serves the page.
 
 pub(crate) mod api;
@@ -9,6 +10,7 @@ pub(crate) mod auth;
 pub(crate) mod dashboard;
 pub(crate) mod input;
 pub(crate) mod reply;
+pub(crate) mod revocations;
 pub(crate) mod server;
 
 use std::sync::atomic::AtomicBool;

@@ -26,6 +26,9 @@ pub(crate) enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// A bounded list is full (revocations).
+    #[error("{0}")]
+    Full(String),
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::Full(_) => (StatusCode::CONFLICT, "full"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
         }

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::reply::{self, ApiError};
+use super::revocations;
 use super::{api, auth, dashboard, AdminState};
 use crate::body::ResponseBody;
 use crate::config::compiled::OnError;
@@ -24,6 +25,7 @@ const GET_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
 const POST: &[Method] = &[Method::POST];
 const DELETE: &[Method] = &[Method::DELETE];
 const GET_DELETE: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
+const GET_POST_DELETE: &[Method] = &[Method::GET, Method::HEAD, Method::POST, Method::DELETE];
 
 /// Serve until `shutdown` turns true. The app turns it only after the proxy has drained, so
 /// `/readyz` keeps answering 503 during the drain. Connections get the proxy's timeouts and a
@@ -63,8 +65,8 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<ResponseB
         "/readyz" => allow(&req, GET).map(|()| readyz(state)),
         p if p == "/admin" || p.starts_with("/admin/") => admin(state, req, p).await,
         _ => Err(ApiError::NotFound(
-            "no such endpoint; see /admin/blocks, /admin/limits, /admin/events, \
-             /admin/suspicious, /admin/reload, /metrics, /healthz, /readyz"
+            "no such endpoint; see /admin/blocks, /admin/revocations, /admin/limits, \
+             /admin/events, /admin/suspicious, /admin/reload, /metrics, /healthz, /readyz"
                 .into(),
         )),
     };
@@ -95,6 +97,14 @@ async fn admin(
                 api::reset_limit(state, &req).await
             } else {
                 api::get_limit(state, &req).await
+            }
+        }
+        "/admin/revocations" => {
+            allow(&req, GET_POST_DELETE)?;
+            match method {
+                Method::POST => revocations::add(state, req).await,
+                Method::DELETE => revocations::remove(state, &req).await,
+                _ => revocations::list(state).await,
             }
         }
         "/admin/events" => {

@@ -35,10 +35,12 @@ pub(crate) enum Invalid {
     Issuer,
     /// `exp` (or `iss`/`aud` when configured) is absent, or a time claim is not a number.
     Claims,
+    /// Verified, but revoked through the admin API (found by the store's check).
+    Revoked,
 }
 
 impl Invalid {
-    pub(crate) const ALL: [Invalid; 10] = [
+    pub(crate) const ALL: [Invalid; 11] = [
         Invalid::Malformed,
         Invalid::Ambiguous,
         Invalid::Algorithm,
@@ -49,6 +51,7 @@ impl Invalid {
         Invalid::Audience,
         Invalid::Issuer,
         Invalid::Claims,
+        Invalid::Revoked,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Invalid {
             Invalid::Audience => "audience",
             Invalid::Issuer => "issuer",
             Invalid::Claims => "claims",
+            Invalid::Revoked => "revoked",
         }
     }
 
@@ -79,6 +83,7 @@ impl Invalid {
             Invalid::Audience => "The token is not meant for this audience.",
             Invalid::Issuer => "The token is not from an accepted issuer.",
             Invalid::Claims => "The token lacks a required claim.",
+            Invalid::Revoked => "The token has been revoked.",
         }
     }
 
@@ -154,8 +159,13 @@ impl Claims {
         }
     }
 
-    /// A whole number of seconds (`exp`, `nbf`), if the claim is one.
-    fn seconds(&self, name: &str) -> Option<u64> {
+    /// A non-empty string claim (`jti`, `sub` for revocations).
+    pub(crate) fn string(&self, name: &str) -> Option<&str> {
+        self.0.get(name)?.as_str().filter(|s| !s.is_empty())
+    }
+
+    /// A whole number of seconds (`exp`, `nbf`, `iat`), if the claim is one.
+    pub(crate) fn seconds(&self, name: &str) -> Option<u64> {
         self.0.get(name)?.as_u64()
     }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use crate::config::compiled::{KeyPart, Policy};
 use crate::store::redis::Invalidation;
-use crate::store::{BlockEntry, Event, LimitStatus, PolicyCheck, Store, StoreError, Suspect};
+use crate::store::{
+    BlockEntry, Event, LimitStatus, PolicyCheck, RevocationEntry, Revoked, Store, StoreError,
+    Suspect,
+};
 
 use super::policy::{self, UnaddressableKey};
 use super::Limiter;
@@ -67,6 +70,20 @@ impl Limiter {
     }
 
     /// Recent events recorded by the store, newest first.
+    /// Revoke tokens in the store (no local cache holds revocations: the store is asked on
+    /// every request with a token).
+    pub(crate) async fn revoke(&self, revoked: &Revoked, ttl: Duration) -> Result<(), StoreError> {
+        self.failover.store().revoke(revoked, ttl).await
+    }
+
+    pub(crate) async fn unrevoke(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        self.failover.store().unrevoke(kind, id).await
+    }
+
+    pub(crate) async fn revocations(&self) -> Result<Vec<RevocationEntry>, StoreError> {
+        self.failover.store().revocations().await
+    }
+
     pub(crate) async fn events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.failover.store().events(limit).await
     }

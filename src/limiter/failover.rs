@@ -221,10 +221,16 @@ impl Failover {
     /// The verdict on a route without policies when the store failed: nothing can be enforced
     /// there, so the request goes through whatever `on_error` says (availability wins on routes
     /// the operator chose not to limit), except that with `fallback` a client the fallback
-    /// store blocked during the outage stays blocked.
+    /// store blocked during the outage stays blocked. A request with a verified token is the
+    /// exception under `deny`: its revocation could not be checked, so it is refused (503) like
+    /// a limited route's request.
     pub(super) async fn answer_failed_block_only(&self, request: &CheckRequest<'_>) -> Verdict {
-        if self.on_error != OnError::Fallback {
-            return Verdict::Unlimited;
+        match self.on_error {
+            OnError::Deny if request.token.is_some() => {
+                return Verdict::Unavailable { retry_after_s: 1 }
+            }
+            OnError::Fallback => {}
+            OnError::Allow | OnError::Deny => return Verdict::Unlimited,
         }
         match self.fallback.check(request).await {
             Ok(CheckResult {

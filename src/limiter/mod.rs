@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::millis;
 use crate::store::{
     AnyStore, CheckOutcome, CheckRequest, CheckResult, PolicyCheck, PolicyState, StoreError,
+    TokenRef,
 };
 
 use admission::{Held, Settler, StoreRef};
@@ -119,6 +120,8 @@ pub enum Verdict {
     },
     /// Temporarily blocked: 429 with the block time left.
     Blocked { retry_after_s: u64 },
+    /// The request's token is revoked: 401.
+    Revoked,
     /// Store unavailable with `on_error = "deny"`: 503.
     Unavailable { retry_after_s: u64 },
 }
@@ -210,8 +213,9 @@ impl Limiter {
     }
 
     pub async fn check(&self, route: &Route, client: &ClientId, req: RequestView<'_>) -> Verdict {
+        let token = token_of(req.identity);
         if route.policies.is_empty() {
-            return self.check_block_only(client).await;
+            return self.check_block_only(client, token).await;
         }
         // All keys in one buffer; `ends[i]` is where key i stops.
         let mut keys = String::with_capacity(route.policies.len() * 48);
@@ -260,6 +264,7 @@ impl Limiter {
         };
         let request = CheckRequest {
             lease: &lease,
+            token,
             ..CheckRequest::new(&client.key, &checks, req.cost)
         };
 
@@ -330,9 +335,9 @@ impl Limiter {
         &self.settlements
     }
 
-    /// A route without policies still refuses a blocked client ("blocked from every route").
-    /// When the store fails, see [`Failover::answer_failed_block_only`].
-    async fn check_block_only(&self, client: &ClientId) -> Verdict {
+    /// A route without policies still refuses a blocked client ("blocked from every route") and
+    /// a revoked token. When the store fails, see [`Failover::answer_failed_block_only`].
+    async fn check_block_only(&self, client: &ClientId, token: Option<TokenRef<'_>>) -> Verdict {
         if let Some(cache) = &self.cache {
             if let Some(left) = cache.blocked(&client.key) {
                 return Verdict::Blocked {
@@ -340,7 +345,10 @@ impl Limiter {
                 };
             }
         }
-        let request = CheckRequest::new(&client.key, &[], 1);
+        let request = CheckRequest {
+            token,
+            ..CheckRequest::new(&client.key, &[], 1)
+        };
         match self.failover.call(&request).await {
             Ok(decision) => {
                 self.remember(&request, &decision);
@@ -348,6 +356,7 @@ impl Limiter {
                     CheckOutcome::Blocked { ttl_ms } => Verdict::Blocked {
                         retry_after_s: retry_secs(ttl_ms),
                     },
+                    CheckOutcome::Revoked => Verdict::Revoked,
                     _ => Verdict::Unlimited,
                 }
             }
@@ -380,7 +389,9 @@ impl Limiter {
                     cache.insert_block(request.client, Duration::from_millis(ms));
                 }
             }
-            CheckOutcome::Allowed => {}
+            // A revocation is never cached here: removing it must take effect at once, and
+            // the token's next request costs the same one call anyway.
+            CheckOutcome::Allowed | CheckOutcome::Revoked => {}
         }
     }
 
@@ -418,10 +429,14 @@ impl Limiter {
         request: &CheckRequest<'_>,
         by: DecidedBy,
     ) -> Result<Verdict, StoreError> {
-        if let CheckOutcome::Blocked { ttl_ms } = d.outcome {
-            return Ok(Verdict::Blocked {
-                retry_after_s: retry_secs(ttl_ms),
-            });
+        match d.outcome {
+            CheckOutcome::Blocked { ttl_ms } => {
+                return Ok(Verdict::Blocked {
+                    retry_after_s: retry_secs(ttl_ms),
+                })
+            }
+            CheckOutcome::Revoked => return Ok(Verdict::Revoked),
+            CheckOutcome::Allowed | CheckOutcome::Limited { .. } => {}
         }
         if d.states.len() != route.policies.len() {
             return Err(StoreError::Protocol(format!(
@@ -474,7 +489,7 @@ impl Limiter {
                     },
                 })
             }
-            CheckOutcome::Allowed | CheckOutcome::Blocked { .. } => {
+            CheckOutcome::Allowed | CheckOutcome::Blocked { .. } | CheckOutcome::Revoked => {
                 let admission = admission_of(request, &entries, || self.settler(by));
                 let reported = least_remaining(&entries);
                 let shadow: Vec<usize> = entries
@@ -500,6 +515,16 @@ impl Limiter {
             }
         }
     }
+}
+
+/// What the store checks revocations against: the verified token's `jti`, `sub` and `iat`.
+fn token_of<'a>(identity: Identity<'a>) -> Option<TokenRef<'a>> {
+    let claims = identity.claims?;
+    Some(TokenRef {
+        jti: claims.string("jti"),
+        sub: claims.string("sub"),
+        iat: claims.seconds("iat"),
+    })
 }
 
 /// What an admitted request owes: the count-by-response policies that admitted it, and the

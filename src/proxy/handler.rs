@@ -19,7 +19,7 @@ use super::response::{self, GatewayError};
 use super::stats::RequestStats;
 use super::{client_ip, cost, grpc, host, rate_headers, route, tunnel};
 use crate::alerts::{Alert, Alerter};
-use crate::auth::{Authenticator, Claims, Identity, Outcome, PeerCert};
+use crate::auth::{Authenticator, Claims, Identity, Invalid, Outcome, PeerCert};
 use crate::config::compiled::{Balance, Retry, Target, Upstream};
 use crate::config::{Config, Live};
 use crate::limiter::{ClientId, Limiter, RequestView, Verdict};
@@ -237,6 +237,17 @@ impl Gateway {
             Verdict::Blocked { retry_after_s } => {
                 return Err(GatewayError::Blocked { retry_after_s })
             }
+            // Only a route with `auth` sends a token to the store, so `auth` is set here.
+            Verdict::Revoked => {
+                let realm = route.auth.as_ref().map_or_else(Arc::default, |auth| {
+                    self.count_auth(auth, &Outcome::Refused(Some(Invalid::Revoked)));
+                    auth.name.clone()
+                });
+                return Err(GatewayError::Unauthorized {
+                    realm,
+                    invalid: Some(Invalid::Revoked),
+                });
+            }
             Verdict::Unavailable { retry_after_s } => {
                 return Err(GatewayError::Unavailable { retry_after_s })
             }
@@ -333,6 +344,20 @@ impl Gateway {
         headers: &http::HeaderMap,
     ) -> Result<Option<Arc<Claims>>, GatewayError> {
         let outcome = auth.authenticate(headers);
+        self.count_auth(auth, &outcome);
+        match outcome {
+            Outcome::Verified(claims) => Ok(Some(claims)),
+            Outcome::Anonymous(_) => Ok(None),
+            Outcome::Refused(invalid) => Err(GatewayError::Unauthorized {
+                realm: auth.name.clone(),
+                invalid,
+            }),
+        }
+    }
+
+    /// Count `outcome` in `rategate_auth_total` (a revoked token, verified first, is counted
+    /// twice: `verified`, then `rejected`/`revoked` once the store found its revocation).
+    fn count_auth(&self, auth: &Authenticator, outcome: &Outcome) {
         let (result, reason, slot) = outcome.labels();
         if let Some(counter) = auth.counters.get(slot) {
             counter
@@ -342,14 +367,6 @@ impl Gateway {
                         .with_label_values(&[&*auth.name, result, reason])
                 })
                 .inc();
-        }
-        match outcome {
-            Outcome::Verified(claims) => Ok(Some(claims)),
-            Outcome::Anonymous(_) => Ok(None),
-            Outcome::Refused(invalid) => Err(GatewayError::Unauthorized {
-                realm: auth.name.clone(),
-                invalid,
-            }),
         }
     }
 

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::lru::Lru;
 
 use super::{
-    CheckOutcome, CheckRequest, CheckResult, Event, EventKind, Suspect, EVENTS_MAX,
+    CheckOutcome, CheckRequest, CheckResult, Event, EventKind, Revoked, Suspect, EVENTS_MAX,
     EVENT_REPEAT_MS, EVENT_TTL_MS, SUSPECTS_MAX, SUSPECT_BUCKET_MS,
 };
 
@@ -57,7 +57,8 @@ impl Activity {
     pub(crate) fn record_check(&self, req: &CheckRequest<'_>, decision: &CheckResult) {
         let now = decision.now_ms;
         let rejecting = match decision.outcome {
-            CheckOutcome::Allowed => return,
+            // A revoked token is an authentication refusal, not a rate rejection.
+            CheckOutcome::Allowed | CheckOutcome::Revoked => return,
             CheckOutcome::Blocked { .. } => None,
             CheckOutcome::Limited { policy } => Some(policy),
         };
@@ -110,6 +111,26 @@ impl Activity {
             at_ms: now,
             client: client.to_owned(),
             kind: EventKind::Unblocked,
+            policy: None,
+            reason: None,
+            ttl_ms: None,
+        });
+    }
+
+    /// An admin revocation: `client` is `jti:<id>` or `sub:<id>`; a `sub` revocation's reason
+    /// says which tokens (`iat before <unix s>`).
+    pub(crate) fn record_revoke(&self, revoked: &Revoked, ttl_ms: u64, now: u64) {
+        self.events
+            .lock()
+            .push(revocation_event(revoked, ttl_ms, now));
+    }
+
+    /// An admin removal of an active revocation.
+    pub(crate) fn record_unrevoke(&self, kind: &str, id: &str, now: u64) {
+        self.events.lock().push(Event {
+            at_ms: now,
+            client: format!("{kind}:{id}"),
+            kind: EventKind::Unrevoked,
             policy: None,
             reason: None,
             ttl_ms: None,
@@ -258,6 +279,21 @@ impl Bucket {
                 self.counts.remove(&lowest);
             }
         }
+    }
+}
+
+/// The event of an admin revocation (the same in every store).
+pub(crate) fn revocation_event(revoked: &Revoked, ttl_ms: u64, now: u64) -> Event {
+    Event {
+        at_ms: now,
+        client: format!("{}:{}", revoked.kind(), revoked.id()),
+        kind: EventKind::Revoked,
+        policy: None,
+        reason: match revoked {
+            Revoked::Jti(_) => None,
+            Revoked::Sub { before, .. } => Some(format!("iat before {before}")),
+        },
+        ttl_ms: Some(ttl_ms),
     }
 }
 

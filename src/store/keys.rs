@@ -49,6 +49,8 @@ pub(crate) enum Tag {
     TlsSubject,
     /// A verified client certificate's SHA-256.
     TlsFingerprint,
+    /// A revoked token's `jti` (only in the Redis store's revocation keys, never in a counter).
+    Jti,
 }
 
 impl Tag {
@@ -65,6 +67,7 @@ impl Tag {
             Tag::JwtClaim => "c",
             Tag::TlsSubject => "t",
             Tag::TlsFingerprint => "f",
+            Tag::Jti => "j",
         }
     }
 }
@@ -141,6 +144,17 @@ pub(crate) fn client_component(key: &str) -> Option<&str> {
     key.split(SEP)
         .skip(1)
         .find(|c| c.starts_with("i:") || c.starts_with("i#"))
+}
+
+/// The identity a counter key's Redis hash tag names: its client component, else its first
+/// verified-subject component (`u:...` or `u#...`), which the subject's revocation entry shares
+/// (so a route keyed by `jwt:sub` reads the revocation in the slot of its counters).
+pub(crate) fn identity_component(key: &str) -> Option<&str> {
+    client_component(key).or_else(|| {
+        key.split(SEP)
+            .skip(1)
+            .find(|c| c.starts_with("u:") || c.starts_with("u#"))
+    })
 }
 
 /// Append the constant component of a `global` key part.

@@ -23,12 +23,16 @@
 //! counted by kind in `rategate_store_evictions_total`. Expired entries are also dropped lazily on
 //! access and by a sweep of a shard every `max(SWEEP_MIN_OPS, entries)` operations on it
 //! (amortized O(1)).
+//!
+//! Revocations are kept apart (`revocations`, at most `REVOCATIONS_MAX`, never evicted), under
+//! their own lock, read only by the check of a request that carries a token.
 
 use std::future::{ready, Future};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use prometheus::{IntCounter, IntCounterVec};
 
 use crate::clock::Clock;
@@ -38,9 +42,10 @@ use crate::millis;
 
 use super::activity::Activity;
 use super::algorithm::{self, escalated_block, evaluate, Counter, Evaluation, Params, Write};
+use super::revocations::RevocationTable;
 use super::{
-    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, LimitStatus, PolicyCheck, Store,
-    StoreError, Suspect,
+    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, LimitStatus, PolicyCheck,
+    RevocationEntry, Revoked, Store, StoreError, Suspect,
 };
 
 /// Upper bound on shards; a request's shard set fits in a `u64` mask.
@@ -396,6 +401,12 @@ pub struct MemoryStore {
     activity: Box<Activity>,
     /// Where evictions are counted; `None` when nobody reads them.
     evictions: Option<Evictions>,
+    /// Revoked tokens, bounded on their own (outside `max_keys`, never evicted). Read under its
+    /// own lock, before the shards are locked, by the check of a request that carries a token.
+    revocations: RwLock<RevocationTable>,
+    /// Whether the table may hold a revocation: while it is empty (the usual case), a request
+    /// with a token costs one atomic load instead of a shared lock.
+    any_revoked: AtomicBool,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -423,6 +434,8 @@ impl MemoryStore {
             clock,
             activity: Box::default(),
             evictions: None,
+            revocations: RwLock::default(),
+            any_revoked: AtomicBool::new(false),
         }
     }
 
@@ -483,6 +496,19 @@ impl MemoryStore {
             ));
         }
         let now = self.clock.now_ms();
+        // 0. A revoked token is refused before anything else: nothing charged, no event.
+        if let Some(token) = &req.token {
+            if self.any_revoked.load(Ordering::Acquire)
+                && self.revocations.read().refuses(token, now)
+            {
+                return Ok(CheckResult {
+                    outcome: CheckOutcome::Revoked,
+                    states: Vec::new(),
+                    blocked_now: None,
+                    now_ms: now,
+                });
+            }
+        }
         let block_shard = self.shard_of(req.client);
         let key_shards: Inline<usize> = req.checks.iter().map(|c| self.shard_of(c.key)).collect();
         let mask = key_shards
@@ -847,6 +873,32 @@ impl MemoryStore {
         existed
     }
 
+    fn revoke_now(&self, revoked: &Revoked, ttl: Duration) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let ms = millis::ceil(ttl);
+        {
+            let mut table = self.revocations.write();
+            table.insert(revoked, now.saturating_add(ms), now)?;
+            self.any_revoked.store(true, Ordering::Release);
+        }
+        self.activity.record_revoke(revoked, ms, now);
+        Ok(())
+    }
+
+    fn unrevoke_now(&self, kind: &str, id: &str) -> bool {
+        let now = self.clock.now_ms();
+        let existed = {
+            let mut table = self.revocations.write();
+            let existed = table.remove(kind, id, now);
+            self.any_revoked.store(!table.is_empty(), Ordering::Release);
+            existed
+        };
+        if existed {
+            self.activity.record_unrevoke(kind, id, now);
+        }
+        existed
+    }
+
     fn blocks_now(&self) -> Vec<BlockEntry> {
         let now = self.clock.now_ms();
         let mut out = Vec::new();
@@ -976,6 +1028,30 @@ impl Store for MemoryStore {
 
     fn blocks(&self) -> impl Future<Output = Result<Vec<BlockEntry>, StoreError>> + Send {
         ready(Ok(self.blocks_now()))
+    }
+
+    fn revoke(
+        &self,
+        revoked: &Revoked,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(self.revoke_now(revoked, ttl))
+    }
+
+    fn unrevoke(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(Ok(self.unrevoke_now(kind, id)))
+    }
+
+    fn revocations(&self) -> impl Future<Output = Result<Vec<RevocationEntry>, StoreError>> + Send {
+        let now = self.clock.now_ms();
+        let mut table = self.revocations.write();
+        let list = table.list(now);
+        self.any_revoked.store(!table.is_empty(), Ordering::Release);
+        ready(Ok(list))
     }
 
     fn charge(

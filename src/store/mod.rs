@@ -3,6 +3,11 @@
 //! same contract and pass the same conformance vectors (`conformance`).
 //!
 //! Semantics of [`Store::check`]:
+//! 0. If the request carries a token (`CheckRequest::token`) that an active revocation refuses
+//!    (its `jti` revoked; or its `sub` revoked with `before` and its `iat` earlier than `before`,
+//!    or absent), answer `CheckOutcome::Revoked`; nothing is charged or recorded. A revocation is
+//!    active while `now < until` (store clock); [`Store::revoke`] replaces one of the same `jti`
+//!    or `sub`, and at most [`REVOCATIONS_MAX`] are active (never evicted).
 //! 1. If `client` is blocked, answer `CheckOutcome::Blocked` with the time left; nothing is
 //!    charged.
 //! 2. Evaluate every policy at the store's clock, under its check's `limit` and `burst` (a tier
@@ -134,6 +139,9 @@
 //!   (which removes the block) records nothing.
 //! - `unblock(client)` that removed an active block (returns true): `{at: now, client,
 //!   kind: Unblocked, policy: None, reason: None, ttl_ms: None}`; nothing when it returns false.
+//! - `revoke(revoked, ttl)`: `{at: now, client: "<jti|sub>:<id>", kind: Revoked, policy: None,
+//!   reason: None for a jti, Some("iat before <before>") for a sub, ttl_ms: Some(ttl)}`;
+//!   `unrevoke` that removed an active one: `{.., kind: Unrevoked, reason: None, ttl_ms: None}`.
 //!
 //! Events are a list, newest first, of at most [`EVENTS_MAX`] entries (recording drops the
 //! oldest beyond that). [`Store::events`]`(limit)` returns the newest `min(limit, EVENTS_MAX)`
@@ -162,6 +170,7 @@ pub mod conformance;
 pub(crate) mod keys;
 pub(crate) mod memory;
 pub(crate) mod redis;
+pub(crate) mod revocations;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -217,6 +226,9 @@ pub struct CheckRequest<'a> {
     /// flight. Unique per request across every instance; empty when the route has no
     /// concurrency policy.
     pub(crate) lease: &'a str,
+    /// The verified token the request carries, checked against the revocations in the same
+    /// call (`None`: the route has no `auth`, or the request is anonymous).
+    pub(crate) token: Option<TokenRef<'a>>,
 }
 
 impl<'a> CheckRequest<'a> {
@@ -226,9 +238,58 @@ impl<'a> CheckRequest<'a> {
             checks,
             cost,
             lease: "",
+            token: None,
         }
     }
 }
+
+/// What a revocation may match in a verified token: its `jti`, and its `sub` with its `iat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenRef<'a> {
+    pub(crate) jti: Option<&'a str>,
+    pub(crate) sub: Option<&'a str>,
+    /// Issued at, seconds since the Unix epoch. A token without `iat` is revoked by any
+    /// revocation of its subject (nothing proves it is newer).
+    pub(crate) iat: Option<u64>,
+}
+
+/// What a revocation names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Revoked {
+    /// The one token with this `jti`.
+    Jti(String),
+    /// Every token of this `sub` issued before `before` (seconds since the Unix epoch; a token
+    /// with `iat < before`, or without `iat`).
+    Sub { sub: String, before: u64 },
+}
+
+impl Revoked {
+    /// `jti` or `sub`: the admin API's field and the events' client prefix.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Revoked::Jti(_) => "jti",
+            Revoked::Sub { .. } => "sub",
+        }
+    }
+
+    /// The revoked `jti` or `sub`.
+    pub(crate) fn id(&self) -> &str {
+        match self {
+            Revoked::Jti(id) | Revoked::Sub { sub: id, .. } => id,
+        }
+    }
+}
+
+/// One active revocation, as listed by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEntry {
+    pub(crate) revoked: Revoked,
+    pub(crate) ttl_ms: u64,
+}
+
+/// Most revocations a store holds. Revocations are never evicted (forgetting one would let a
+/// revoked token through): past this, a new one is refused until some expire or are removed.
+pub(crate) const REVOCATIONS_MAX: usize = 10_000;
 
 /// State of one policy after the decision (after charging when admitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +317,8 @@ pub enum CheckOutcome {
     Blocked {
         ttl_ms: u64,
     },
+    /// The request's token is revoked: 401, nothing charged.
+    Revoked,
 }
 
 /// Everything one [`Store::check`] call answers: the outcome, each policy's state, a block it
@@ -302,6 +365,10 @@ pub(crate) enum EventKind {
     Blocked,
     /// The admin API removed an active block.
     Unblocked,
+    /// The admin API revoked a token (`client` is `jti:<id>` or `sub:<id>`).
+    Revoked,
+    /// The admin API removed an active revocation.
+    Unrevoked,
 }
 
 impl EventKind {
@@ -310,6 +377,8 @@ impl EventKind {
             EventKind::Limited => "limited",
             EventKind::Blocked => "blocked",
             EventKind::Unblocked => "unblocked",
+            EventKind::Revoked => "revoked",
+            EventKind::Unrevoked => "unrevoked",
         }
     }
 
@@ -318,6 +387,8 @@ impl EventKind {
             "limited" => Some(EventKind::Limited),
             "blocked" => Some(EventKind::Blocked),
             "unblocked" => Some(EventKind::Unblocked),
+            "revoked" => Some(EventKind::Revoked),
+            "unrevoked" => Some(EventKind::Unrevoked),
             _ => None,
         }
     }
@@ -416,6 +487,24 @@ pub trait Store: Send + Sync {
 
     /// Active blocks, longest remaining first.
     fn blocks(&self) -> impl Future<Output = Result<Vec<BlockEntry>, StoreError>> + Send;
+
+    /// Revoke tokens for `ttl` (replacing an existing revocation of the same `jti` or `sub`).
+    /// Refused with [`StoreError::Capacity`] when [`REVOCATIONS_MAX`] are active.
+    fn revoke(
+        &self,
+        revoked: &Revoked,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Remove the revocation of `kind` (`jti` or `sub`) and `id`; returns whether one was active.
+    fn unrevoke(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Active revocations, longest remaining first.
+    fn revocations(&self) -> impl Future<Output = Result<Vec<RevocationEntry>, StoreError>> + Send;
 
     /// Charge `cost` to each of `checks` after the response (count by response; see the module
     /// docs). Atomic: all or nothing.
@@ -566,6 +655,27 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(s) => s.blocks().await,
             AnyStore::Redis(s) => s.blocks().await,
+        }
+    }
+
+    async fn revoke(&self, revoked: &Revoked, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.revoke(revoked, ttl).await,
+            AnyStore::Redis(s) => s.revoke(revoked, ttl).await,
+        }
+    }
+
+    async fn unrevoke(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.unrevoke(kind, id).await,
+            AnyStore::Redis(s) => s.unrevoke(kind, id).await,
+        }
+    }
+
+    async fn revocations(&self) -> Result<Vec<RevocationEntry>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.revocations().await,
+            AnyStore::Redis(s) => s.revocations().await,
         }
     }
 

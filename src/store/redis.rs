@@ -11,11 +11,17 @@
 //! <prefix>{i:<client>}:o:<policy>          the client's escalation offences (hash: n, f = forget at)
 //! <prefix>{i:<client>}:v:<params>:<key>    a counter whose key includes the client (an `ip` part,
 //!                                          or a header part that fell back to the client)
+//! <prefix>{u:<sub>}:v:<params>:<key>       a counter keyed by a verified subject (`jwt:sub`) and
+//!                                          not by the client
+//! <prefix>{u:<sub>}:r                      the subject's revocation: "<until ms>:<before s>"
+//! <prefix>{j:<jti>}:r                      a revoked token id: "<until ms>:"
 //! <prefix>{<key>}:v:<params>               any other counter (API key, path, route, `global`):
 //!                                          in the slot of its own counter key
 //!                                          (`:c:` instead of `:v:` for the sorted-set counters)
 //! <prefix>{rg}:blocks                      block index for the admin listing: client -> until,
 //!                                          written only when a block starts or is removed
+//! <prefix>{rg}:revocations                 revocation index for the admin listing: `jti:<id>` /
+//!                                          `sub:<id>` -> until, at most REVOCATIONS_MAX
 //! <prefix>{rg}:events                      list: recent events (JSON), newest first
 //! <prefix>{rg}:evrep:<client>|<policy>     string: when the last `limited` event was recorded
 //! <prefix>{rg}:suspects:<bucket>           sorted set: client -> rejections in that bucket
@@ -43,6 +49,7 @@ mod args;
 mod batch;
 mod groups;
 mod layout;
+mod revocations;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -59,8 +66,8 @@ use self::connect::Conn;
 use prometheus::{Histogram, IntCounter};
 
 use super::{
-    BlockEntry, CheckRequest, CheckResult, Event, EventKind, LimitStatus, PolicyCheck, Store,
-    StoreError, Suspect,
+    BlockEntry, CheckRequest, CheckResult, Event, EventKind, LimitStatus, PolicyCheck,
+    RevocationEntry, Revoked, Store, StoreError, Suspect,
 };
 use crate::clock::Clock;
 use crate::config::compiled::{Algorithm, StoreSettings};
@@ -70,7 +77,8 @@ use activity::{Kind, Record};
 use args::int;
 use futures_util::future::join_all;
 use groups::Plan;
-use layout::Layout;
+use layout::{Layout, RevocationId};
+use smallvec::SmallVec;
 
 const COMMON: &str = include_str!("lua/common.lua");
 const CHECK: &str = include_str!("lua/check.lua");
@@ -619,7 +627,20 @@ impl RedisStore {
         let layout = &self.inner.layout;
         let keys: Vec<String> = req.checks.iter().map(|c| layout.counter_key(c)).collect();
         let block_key = (!req.client.is_empty()).then(|| layout.block_key(req.client));
-        let groups = groups::plan(self.inner.clustered, block_key.as_deref(), &keys);
+        let mut revs = SmallVec::new();
+        if let Some(token) = &req.token {
+            revs.extend(
+                token
+                    .jti
+                    .map(|id| layout.revocation_key(RevocationId::Jti(id))),
+            );
+            revs.extend(
+                token
+                    .sub
+                    .map(|id| layout.revocation_key(RevocationId::Sub(id))),
+            );
+        }
+        let groups = groups::plan(self.inner.clustered, block_key.as_deref(), &keys, &revs);
         let nonce = if groups::needs_nonce(req) {
             self.request_id()
         } else {
@@ -629,6 +650,7 @@ impl RedisStore {
             req,
             keys,
             block_key,
+            revs,
             nonce,
         };
         (plan, groups)
@@ -654,18 +676,29 @@ impl RedisStore {
             .iter()
             .map(|c| self.inner.layout.block_key(c))
             .collect();
-        let groups = groups::plan_keys(self.inner.clustered, &keys);
+        self.entry_rows(&keys, "get").await
+    }
+
+    /// What admin operation `op` (`get` for block entries, `rget` for revocation entries)
+    /// answers for each of `keys`: `(ms left, or None when not active; its text)`, one call per
+    /// slot.
+    async fn entry_rows(
+        &self,
+        keys: &[String],
+        op: &'static str,
+    ) -> Result<Vec<(Option<u64>, String)>, StoreError> {
+        let groups = groups::plan_keys(self.inner.clustered, keys);
         let calls = groups.iter().map(|g| {
             let keys: Vec<String> = g.checks.iter().map(|&i| keys[i].clone()).collect();
-            let args = vec![self.now_arg(), Value::String("get".into())];
+            let args = vec![self.now_arg(), Value::String(op.into())];
             async move { self.admin::<Vec<Value>>(keys, args).await }
         });
-        let mut out = vec![(None, String::new()); clients.len()];
+        let mut out = vec![(None, String::new()); keys.len()];
         for (g, rows) in groups.iter().zip(join_all(calls).await) {
             for (&i, row) in g.checks.iter().zip(rows?.chunks_exact(2)) {
                 let ttl = row[0].as_i64().and_then(|t| u64::try_from(t).ok());
-                let reason = row[1].as_str().map(|s| s.to_string()).unwrap_or_default();
-                out[i] = (ttl, reason);
+                let text = row[1].as_str().map(|s| s.to_string()).unwrap_or_default();
+                out[i] = (ttl, text);
             }
         }
         Ok(out)
@@ -691,6 +724,19 @@ impl Store for RedisStore {
         let decision = self.check_groups(&plan, &groups).await?;
         self.record_check(req, &decision);
         Ok(decision)
+    }
+
+    async fn revoke(&self, revoked: &Revoked, ttl: Duration) -> Result<(), StoreError> {
+        self.revoke_entry(revoked, ttl).await
+    }
+
+    async fn unrevoke(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        self.unrevoke_entry(kind, id).await
+    }
+
+    async fn revocations(&self) -> Result<Vec<RevocationEntry>, StoreError> {
+        self.flush_now().await;
+        self.revocation_entries().await
     }
 
     async fn charge(&self, checks: &[PolicyCheck<'_>], cost: u64) -> Result<(), StoreError> {

@@ -8,7 +8,8 @@
 //!
 //! This file holds the types and the step interpreter; `steps.rs` the helpers vectors are
 //! written with; the vectors are grouped by what they test (`algorithms.rs`, `policies.rs`,
-//! `blocks.rs`, `concurrency.rs`, `groups.rs` for requests whose keys have different identities). Built only with the `test-util` feature (the integration tests
+//! `blocks.rs`, `concurrency.rs`, `groups.rs` for requests whose keys have different identities,
+//! `revocations.rs`). Built only with the `test-util` feature (the integration tests
 //! turn it on), so the release library carries none of it.
 //!
 //! ```ignore
@@ -23,7 +24,7 @@ use crate::config::compiled::{Algorithm, CountOn, Escalation, KeyPart, Mode, Pol
 
 use super::{
     BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, EventKind, LimitStatus,
-    PolicyCheck, PolicyState, Store, Suspect,
+    PolicyCheck, PolicyState, RevocationEntry, Revoked, Store, Suspect, TokenRef,
 };
 
 mod algorithms;
@@ -31,6 +32,7 @@ mod blocks;
 mod concurrency;
 mod groups;
 mod policies;
+mod revocations;
 mod steps;
 
 pub use concurrency::run_concurrency;
@@ -217,6 +219,55 @@ pub(crate) enum Step {
         limit: usize,
         expect: Vec<(&'static str, u64)>,
     },
+    /// A request of cost 1 carrying a verified token (`jti`, `sub`, `iat` in seconds): either
+    /// refused as revoked (the whole result compared), or admitted (`revoked: false`; its
+    /// states are checked by the steps that follow).
+    Token {
+        client: &'static str,
+        checks: Vec<(usize, &'static str)>,
+        token: Tok,
+        revoked: bool,
+    },
+    /// `revoke` (`Rev.before`: `None` for a jti).
+    Revoke {
+        rev: Rev,
+        ttl: Duration,
+    },
+    /// `unrevoke(kind, id)` returns `existed`.
+    Unrevoke {
+        kind: &'static str,
+        id: &'static str,
+        existed: bool,
+    },
+    /// Active revocations, longest first: (revocation, ttl_ms).
+    Revocations(Vec<(Rev, u64)>),
+}
+
+/// A token's revocable claims.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tok {
+    pub(crate) jti: Option<&'static str>,
+    pub(crate) sub: Option<&'static str>,
+    pub(crate) iat: Option<u64>,
+}
+
+/// A revocation: `Jti(id)`, or `Sub(id, before)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rev {
+    Jti(&'static str),
+    Sub(&'static str, u64),
+}
+
+impl Rev {
+    fn revoked(self) -> Revoked {
+        match self {
+            Rev::Jti(id) => Revoked::Jti(id.into()),
+            Rev::Sub(sub, before) => Revoked::Sub {
+                sub: sub.into(),
+                before,
+            },
+        }
+    }
 }
 
 /// An expected event; `at` is relative to [`T0`].
@@ -258,6 +309,7 @@ pub(crate) fn vectors() -> Vec<Vector> {
         blocks::vectors(),
         concurrency::vectors(),
         groups::vectors(),
+        revocations::vectors(),
     ]
     .concat()
 }
@@ -400,6 +452,63 @@ pub(crate) async fn run_vector<S: Store>(vector: &Vector, store: &S, clock: &Man
             Step::Events { limit, expect } => {
                 let expected: Vec<Event> = expect.iter().map(|e| e.to_event()).collect();
                 let actual = store.events(*limit).await.map_err(|e| e.to_string());
+                if actual.as_ref() != Ok(&expected) {
+                    mismatch(vector, i, &expected, &actual);
+                }
+            }
+            Step::Token {
+                client,
+                checks,
+                token,
+                revoked,
+            } => {
+                let checks = plain_checks(&policies, checks);
+                let req = CheckRequest {
+                    token: Some(TokenRef {
+                        jti: token.jti,
+                        sub: token.sub,
+                        iat: token.iat,
+                    }),
+                    ..CheckRequest::new(client, &checks, 1)
+                };
+                let actual = store.check(&req).await.map_err(|e| e.to_string());
+                let matches = match &actual {
+                    Ok(d) if *revoked => {
+                        *d == CheckResult {
+                            outcome: CheckOutcome::Revoked,
+                            states: Vec::new(),
+                            blocked_now: None,
+                            now_ms: clock.now_ms(),
+                        }
+                    }
+                    Ok(d) => d.outcome == CheckOutcome::Allowed,
+                    Err(_) => false,
+                };
+                if !matches {
+                    let expected = if *revoked { "Revoked" } else { "Allowed" };
+                    mismatch(vector, i, &expected, &actual);
+                }
+            }
+            Step::Revoke { rev, ttl } => {
+                if let Err(e) = store.revoke(&rev.revoked(), *ttl).await {
+                    mismatch(vector, i, &"Ok(())", &e);
+                }
+            }
+            Step::Unrevoke { kind, id, existed } => {
+                let actual = store.unrevoke(kind, id).await.map_err(|e| e.to_string());
+                if actual != Ok(*existed) {
+                    mismatch(vector, i, &Ok::<bool, String>(*existed), &actual);
+                }
+            }
+            Step::Revocations(expected) => {
+                let expected: Vec<RevocationEntry> = expected
+                    .iter()
+                    .map(|&(rev, ttl_ms)| RevocationEntry {
+                        revoked: rev.revoked(),
+                        ttl_ms,
+                    })
+                    .collect();
+                let actual = store.revocations().await.map_err(|e| e.to_string());
                 if actual.as_ref() != Ok(&expected) {
                     mismatch(vector, i, &expected, &actual);
                 }

@@ -7,7 +7,8 @@
 --   <prefix>{rg}:blocks                   the block index: client -> until
 -- ARGV[2] number of records; ARGV[3 ...] 6 per record: kind, at (store clock), client, policy,
 -- reason, ttl_ms (index records: until). Kinds: s suspect, l limited, b blocked, u unblocked,
--- i index add, x index remove.
+-- i index add, x index remove, r revoked (client `jti:<id>` / `sub:<id>`, reason which tokens),
+-- v unrevoked.
 local base = string.sub(KEYS[1], 1, -7)
 local list = KEYS[1]
 local index = base .. 'blocks'
@@ -42,6 +43,12 @@ for r = 1, tonumber(ARGV[2]) do
     event(e)
   elseif kind == 'u' then
     event({at = at, client = who, kind = 'unblocked'})
+  elseif kind == 'r' then
+    local e = {at = at, client = who, kind = 'revoked', ttl_ms = ttl}
+    if reason ~= '' then e.reason = reason end
+    event(e)
+  elseif kind == 'v' then
+    event({at = at, client = who, kind = 'unrevoked'})
   elseif kind == 'i' then
     redis.call('ZADD', index, ttl, who)
     if ttl > now0 and redis.call('PTTL', index) < ttl - now0 + pad then

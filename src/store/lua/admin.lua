@@ -8,6 +8,13 @@
 --            enforce policies of other groups, in route order
 --                                          -> {index of the policy whose block applied or -1, ms}
 --   get      KEYS[..] block entries                      -> {ttl_ms or -1, reason, ...}
+--   revoke   KEYS[1] a revocation entry; ARGV[3] ms, ARGV[4] before ("" for a jti)
+--                                                       -> {until, now}
+--   unrevoke KEYS[1] a revocation entry                  -> {1 if an active one was removed, now}
+--   rget     KEYS[..] revocation entries                 -> {ttl_ms or -1, before, ...}
+--   rindex   KEYS[1] as list; ARGV[3] member (`jti:<id>` / `sub:<id>`), ARGV[4] until (0 =
+--            remove), ARGV[5] most members          -> {1, or 0 when the index is full}
+--   rlist    KEYS[1] as list                             -> {member, until, ...} still active
 --   list     KEYS[1] <prefix>{rg}:events (the index is <prefix>{rg}:blocks)
 --                                                       -> {client, until, ...} still active
 --   events   KEYS[1] as list; ARGV[3] limit              -> {json, ...} newest first
@@ -57,6 +64,34 @@ if op == 'get' then
   return out
 end
 
+if op == 'revoke' then
+  local until_ms = now0 + tonumber(ARGV[3])
+  redis.call('SET', KEYS[1], until_ms .. ':' .. ARGV[4], 'PX', until_ms - now0 + pad)
+  return {until_ms, now0}
+end
+
+if op == 'unrevoke' then
+  local active = revokes(redis.call('GET', KEYS[1]), -1)
+  redis.call('DEL', KEYS[1])
+  if active then return {1, now0} end
+  return {0, now0}
+end
+
+if op == 'rget' then
+  local out = {}
+  for i = 1, #KEYS do
+    local v = redis.call('GET', KEYS[i])
+    local u, before = string.match(v or '', '^(%d+):(%d*)$')
+    if u and tonumber(u) > now0 then
+      out[#out + 1] = tonumber(u) - now0
+    else
+      out[#out + 1] = -1
+    end
+    out[#out + 1] = before or ''
+  end
+  return out
+end
+
 -- The shared keys: KEYS[1] is <prefix>{rg}:events.
 local base = string.sub(KEYS[1], 1, -7)
 
@@ -64,6 +99,26 @@ if op == 'list' then
   local index = base .. 'blocks'
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now0)
   return redis.call('ZRANGE', index, 0, -1, 'WITHSCORES')
+end
+
+if op == 'rindex' or op == 'rlist' then
+  local index = base .. 'revocations'
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now0)
+  if op == 'rlist' then return redis.call('ZRANGE', index, 0, -1, 'WITHSCORES') end
+  local member, until_ms = ARGV[3], tonumber(ARGV[4])
+  if until_ms <= now0 then
+    redis.call('ZREM', index, member)
+    return {1}
+  end
+  if not redis.call('ZSCORE', index, member) and
+      redis.call('ZCARD', index) >= tonumber(ARGV[5]) then
+    return {0}
+  end
+  redis.call('ZADD', index, until_ms, member)
+  if redis.call('PTTL', index) < until_ms - now0 + pad then
+    redis.call('PEXPIRE', index, until_ms - now0 + pad)
+  end
+  return {1}
 end
 
 if op == 'events' then

@@ -16,22 +16,25 @@
 --   the request's id (members of sliding logs, so a refund can remove them; may be "")
 --   1: the request's only group (it blocks the client itself); 0: one of several (it never
 --      blocks, and when it charges it also returns what a refund needs)
+--   number of revocation entries v (0 to 2: the token's `jti` and `sub` entries this group holds)
+--   the token's iat in seconds, or -1 (none)
 -- followed by POLICY_WIDTH arguments per policy read by policy_args (layout in args.rs), unless
 -- the script was compiled for the batch's policies: then COMPILED (defined before the prelude)
 -- holds them as tables with the same fields, and no policy is sent (src/store/redis.rs,
 -- `Compiled`).
--- KEYS, per request in the same order: its block entry (when it has one), then one counter per
--- policy (string; sorted set for sliding_log and concurrency).
+-- KEYS, per request in the same order: its v revocation entries, its block entry (when it has
+-- one), then one counter per policy (string; sorted set for sliding_log and concurrency).
 --
 -- Returns one reply per request: {outcome, arg, now, blocked_policy, blocked_ms, then per
 -- policy: allowed, limit, remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg =
 -- policy index, 0-based), 2 blocked (arg = ms left), 3 this request failed (arg = the error's
--- text; the other requests of the batch are unaffected). blocked_policy is -1 unless this call
+-- text; the other requests of the batch are unaffected), 4 the token is revoked (nothing
+-- charged). blocked_policy is -1 unless this call
 -- started a block. When the request is one of several groups and its group admitted, then per
 -- policy: charged (1|0), remaining and reset_ms before the charge, and the charge's mark (the
 -- window start it went to; 0 for other algorithms).
 
-local HEADER = 6
+local HEADER = 8
 
 -- Where request data starts: its keys at KEYS[kb], its header at ARGV[ab]. Returns the request
 -- (named fields; `key(i)` is the KEYS index of its i-th counter) and where the next one starts.
@@ -43,10 +46,12 @@ local function request_at(kb, ab)
     lease = ARGV[ab + 3],
     nonce = ARGV[ab + 4],
     single = ARGV[ab + 5] == '1',
+    revs = tonumber(ARGV[ab + 6]),
+    iat = tonumber(ARGV[ab + 7]),
   }
-  q.block_key = kb
-  q.first = kb
-  if q.has_block then q.first = kb + 1 end
+  q.block_key = kb + q.revs
+  q.first = q.block_key
+  if q.has_block then q.first = q.block_key + 1 end
   local next_ab = ab + HEADER
   if COMPILED then
     q.policies = COMPILED
@@ -180,9 +185,11 @@ local function check_request(q)
     return {3, 'the request does not match the compiled policies'}
   end
 
-  -- One MGET reads the block entry and every string counter of the group (one slot).
+  -- One MGET reads the revocation entries, the block entry and every string counter of the
+  -- group (one slot).
   local reads, at = {}, {}
-  if q.has_block then reads[1] = KEYS[q.block_key] end
+  for j = 1, q.revs do reads[j] = KEYS[q.block_key - q.revs + j - 1] end
+  if q.has_block then reads[#reads + 1] = KEYS[q.block_key] end
   for i = 1, n do
     local a = policies[i].alg
     if a == 'f' or a == 's' or a == 't' then
@@ -193,8 +200,12 @@ local function check_request(q)
   local values = {}
   if #reads > 0 then values = redis.call('MGET', unpack(reads)) end
 
+  for j = 1, q.revs do
+    if revokes(values[j], q.iat) then return {4, 0, now0, -1, 0} end
+  end
+
   if q.has_block then
-    local until_ms = block_of(values[1])
+    local until_ms = block_of(values[q.revs + 1])
     if until_ms > now0 then return {2, until_ms - now0, now0, -1, 0} end
   end
 

@@ -148,6 +148,16 @@ local function block_of(v)
   return tonumber(u) or 0, reason or ''
 end
 
+-- A revocation entry `<until>:<before>` (`before` empty for a jti) refuses a token with issued-at
+-- `iat` (seconds, -1 when the token has none) while until > now: a jti entry always, a subject's
+-- when the token was issued before `before` (or says nothing of when).
+local function revokes(v, iat)
+  if not v then return false end
+  local u, before = string.match(v, '^(%d+):(%d*)$')
+  if not u or tonumber(u) <= now0 then return false end
+  return before == '' or iat < 0 or iat < tonumber(before)
+end
+
 local function get_block(key)
   return block_of(redis.call('GET', key))
 end

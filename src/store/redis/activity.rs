@@ -39,6 +39,9 @@ pub(super) enum Kind {
     Index,
     /// The client out of the block index.
     Unindex,
+    /// An admin revocation (`client` is `jti:<id>` or `sub:<id>`).
+    Revoked,
+    Unrevoked,
 }
 
 impl Kind {
@@ -50,6 +53,8 @@ impl Kind {
             Kind::Unblocked => "u",
             Kind::Index => "i",
             Kind::Unindex => "x",
+            Kind::Revoked => "r",
+            Kind::Unrevoked => "v",
         }
     }
 }
@@ -218,7 +223,8 @@ impl RedisStore {
     pub(super) fn record_check(&self, req: &CheckRequest<'_>, decision: &CheckResult) {
         let now = decision.now_ms;
         let rejecting = match decision.outcome {
-            CheckOutcome::Allowed => return,
+            // A revoked token is an authentication refusal, not a rate rejection.
+            CheckOutcome::Allowed | CheckOutcome::Revoked => return,
             CheckOutcome::Blocked { .. } => None,
             CheckOutcome::Limited { policy } => Some(policy),
         };

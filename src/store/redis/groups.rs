@@ -29,18 +29,28 @@ pub(super) struct Group {
     /// Whether this group checks the client's block entry.
     block: bool,
     pub(super) checks: SmallVec<[usize; 4]>,
+    /// The revocation entries (indices into the plan's) this group reads.
+    revs: SmallVec<[usize; 2]>,
 }
 
 pub(super) type Groups = SmallVec<[Group; 2]>;
 
 /// Group `keys` (a request's counter keys, in route order) by slot; `block_key` is the client's
-/// block entry (none for an anonymous status read). Not clustered: one group with everything.
-pub(super) fn plan(clustered: bool, block_key: Option<&str>, keys: &[String]) -> Groups {
+/// block entry (none for an anonymous status read), `revs` the token's revocation entries, each
+/// read by the group of its slot (a group of its own when no other key is there). Not
+/// clustered: one group with everything.
+pub(super) fn plan(
+    clustered: bool,
+    block_key: Option<&str>,
+    keys: &[String],
+    revs: &[String],
+) -> Groups {
     if !clustered {
         return smallvec![Group {
             slot: 0,
             block: block_key.is_some(),
             checks: (0..keys.len()).collect(),
+            revs: (0..revs.len()).collect(),
         }];
     }
     let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
@@ -53,6 +63,7 @@ pub(super) fn plan(clustered: bool, block_key: Option<&str>, keys: &[String]) ->
                 slot: s,
                 block: false,
                 checks: smallvec![i],
+                revs: SmallVec::new(),
             }),
         }
     }
@@ -63,27 +74,44 @@ pub(super) fn plan(clustered: bool, block_key: Option<&str>, keys: &[String]) ->
                 slot: s,
                 block: true,
                 checks: SmallVec::new(),
+                revs: SmallVec::new(),
             }),
         },
-        None if groups.is_empty() => groups.push(Group {
+        None if groups.is_empty() && revs.is_empty() => groups.push(Group {
             slot: 0,
             block: false,
             checks: SmallVec::new(),
+            revs: SmallVec::new(),
         }),
         None => {}
+    }
+    for (j, key) in revs.iter().enumerate() {
+        let s = slot(key);
+        match groups.iter_mut().find(|g| g.slot == s) {
+            Some(g) => g.revs.push(j),
+            None => groups.push(Group {
+                slot: s,
+                block: false,
+                checks: SmallVec::new(),
+                revs: smallvec![j],
+            }),
+        }
     }
     groups
 }
 
 /// Group the keys of settle operations (no block entry).
 pub(super) fn plan_keys(clustered: bool, keys: &[String]) -> Groups {
-    plan(clustered, None, keys)
+    plan(clustered, None, keys, &[])
 }
+
+/// The outcome of a group that found the request's token revoked.
+const REVOKED: i64 = 4;
 
 /// One group's answer (see `lua/check.lua`), with indices into the group's checks.
 #[derive(Debug)]
 struct Reply {
-    /// 0 allowed, 1 limited, 2 blocked.
+    /// 0 allowed, 1 limited, 2 blocked, 4 revoked.
     outcome: i64,
     arg: u64,
     now: u64,
@@ -105,7 +133,7 @@ fn decode(reply: &[i64], n: usize) -> Result<Reply, StoreError> {
         states: Vec::new(),
         charges: Vec::new(),
     };
-    if out.outcome == 2 {
+    if out.outcome == 2 || out.outcome == REVOKED {
         return Ok(out);
     }
     if !(0..=1).contains(&out.outcome) {
@@ -140,11 +168,14 @@ impl Reply {
     }
 }
 
-/// What a request's calls share: its checks' full keys, its client's block entry and its id.
+/// What a request's calls share: its checks' full keys, its client's block entry, its token's
+/// revocation entries and its id.
 pub(super) struct Plan<'r, 'a> {
     pub(super) req: &'r CheckRequest<'a>,
     pub(super) keys: Vec<String>,
     pub(super) block_key: Option<String>,
+    /// The entries that would revoke the request's token (its `jti`'s, its `sub`'s).
+    pub(super) revs: SmallVec<[String; 2]>,
     /// Names the sliding-log members a charge adds ("" when there are none).
     pub(super) nonce: String,
 }
@@ -169,7 +200,8 @@ impl RedisStore {
         }
         let compiled = self.inner.compiled.get(&literals);
         let n = group.checks.len();
-        let mut keys = Vec::with_capacity(1 + n);
+        let mut keys = Vec::with_capacity(1 + group.revs.len() + n);
+        keys.extend(group.revs.iter().map(|&j| plan.revs[j].clone()));
         keys.extend(block_key.cloned());
         let width = if compiled.is_some() {
             0
@@ -177,13 +209,18 @@ impl RedisStore {
             super::args::WIDTH
         };
         // The request's header in `lua/check.lua`, then its policies for the generic script.
-        let mut args = Vec::with_capacity(6 + width * n);
+        let mut args = Vec::with_capacity(8 + width * n);
         args.push(int(req.cost));
         args.push(int(u64::from(block_key.is_some())));
         args.push(int(n as u64));
         args.push(Value::String(req.lease.into()));
         args.push(Value::String(plan.nonce.as_str().into()));
         args.push(int(u64::from(single)));
+        args.push(int(group.revs.len() as u64));
+        args.push(match req.token.and_then(|t| t.iat) {
+            Some(iat) => int(iat),
+            None => Value::Integer(-1),
+        });
         for &i in &group.checks {
             keys.push(plan.keys[i].clone());
             if compiled.is_none() {
@@ -215,6 +252,7 @@ impl RedisStore {
                         .copied()
                         .ok_or_else(|| StoreError::Protocol("policy index out of range".into()))?,
                 },
+                REVOKED => CheckOutcome::Revoked,
                 _ => CheckOutcome::Blocked { ttl_ms: r.arg },
             };
             return Ok(CheckResult {
@@ -230,6 +268,7 @@ impl RedisStore {
         let mut states: Vec<Option<PolicyState>> = vec![None; req.checks.len()];
         let mut failed = None;
         let mut blocked = None;
+        let mut revoked = false;
         let mut now_ms = 0;
         let mut answered: SmallVec<[(&Group, Reply); 2]> = SmallVec::new();
         for (group, reply) in groups.iter().zip(replies) {
@@ -248,13 +287,17 @@ impl RedisStore {
                 blocked = Some(r.arg);
                 continue;
             }
+            if r.outcome == REVOKED {
+                revoked = true;
+                continue;
+            }
             for (local, &i) in group.checks.iter().enumerate() {
                 states[i] = r.states.get(local).copied();
             }
         }
         let charged: SmallVec<[&(&Group, Reply); 2]> =
             answered.iter().filter(|(_, r)| r.charged()).collect();
-        let rejected = if failed.is_some() || blocked.is_some() {
+        let rejected = if failed.is_some() || blocked.is_some() || revoked {
             None
         } else {
             req.checks
@@ -262,7 +305,7 @@ impl RedisStore {
                 .zip(&states)
                 .position(|(c, s)| c.policy.mode == Mode::Enforce && s.is_some_and(|s| !s.allowed))
         };
-        let admitted = failed.is_none() && blocked.is_none() && rejected.is_none();
+        let admitted = failed.is_none() && blocked.is_none() && !revoked && rejected.is_none();
         if admitted {
             return Ok(CheckResult {
                 outcome: CheckOutcome::Allowed,
@@ -296,6 +339,14 @@ impl RedisStore {
         }
         if let Some(e) = failed {
             return Err(e);
+        }
+        if revoked {
+            return Ok(CheckResult {
+                outcome: CheckOutcome::Revoked,
+                states: Vec::new(),
+                blocked_now: None,
+                now_ms,
+            });
         }
         if let Some(ttl_ms) = blocked {
             return Ok(CheckResult {
@@ -469,7 +520,7 @@ mod tests {
     #[test]
     fn standalone_is_one_group() {
         let keys = vec!["a".to_string(), "b".to_string()];
-        let g = plan(false, Some("x"), &keys);
+        let g = plan(false, Some("x"), &keys, &[]);
         assert_eq!(g.len(), 1);
         assert!(g[0].block);
         assert_eq!(g[0].checks.as_slice(), &[0, 1]);
@@ -482,15 +533,32 @@ mod tests {
             "p:{g|g}:c:f1.1.1".to_string(),
             "p:{i:1.2.3.4}:c:f1.1.1:b".to_string(),
         ];
-        let g = plan(true, Some("p:{i:1.2.3.4}:b"), &keys);
+        let g = plan(true, Some("p:{i:1.2.3.4}:b"), &keys, &[]);
         assert_eq!(g.len(), 2);
         assert!(g[0].block && !g[1].block);
         assert_eq!(g[0].checks.as_slice(), &[0, 2]);
         assert_eq!(g[1].checks.as_slice(), &[1]);
         // No policy keyed by the client: the block check is a group of its own.
-        let g = plan(true, Some("p:{i:1.2.3.4}:b"), &keys[1..2]);
+        let g = plan(true, Some("p:{i:1.2.3.4}:b"), &keys[1..2], &[]);
         assert_eq!(g.len(), 2);
         assert!(g[1].block && g[1].checks.is_empty());
+    }
+
+    #[test]
+    fn revocation_entries_join_their_slot_or_make_their_own_group() {
+        let keys = vec![
+            "p:{u:alice}:v:f1.1.1:a".to_string(),
+            "p:{i:1.2.3.4}:v:f1.1.1:b".to_string(),
+        ];
+        let revs = vec!["p:{j:t1}:r".to_string(), "p:{u:alice}:r".to_string()];
+        let g = plan(true, Some("p:{i:1.2.3.4}:b"), &keys, &revs);
+        assert_eq!(g.len(), 3);
+        assert_eq!(g[0].revs.as_slice(), &[1]);
+        assert!(g[1].block && g[1].revs.is_empty());
+        assert!(g[2].checks.is_empty() && !g[2].block);
+        assert_eq!(g[2].revs.as_slice(), &[0]);
+        let g = plan(false, Some("x"), &keys, &revs);
+        assert_eq!((g.len(), g[0].revs.as_slice()), (1, &[0, 1][..]));
     }
 
     #[test]
@@ -502,5 +570,6 @@ mod tests {
         let r = decode(&[0, 0, 10, -1, 0, 1, 5, 4, 1000, 0, 1, 5, 0, 7], 1).unwrap();
         assert_eq!(r.charges, vec![(true, 5, 0, 7)]);
         assert!(decode(&[0, 0, 10, -1, 0, 1], 1).is_err());
+        assert_eq!(decode(&[4, 0, 10, -1, 0], 2).unwrap().outcome, REVOKED);
     }
 }

@@ -1,7 +1,9 @@
 //! Redis key names. A key's hash tag is the identity it counts (see the key map in `redis.rs`):
 //! a client's block entry, offences and every counter keyed by that client share the tag
-//! `{i:<client>}`; any other counter is tagged with its own counter key; only what the admin API
-//! lists across clients (the block index, events, suspects) lives under `{rg}`. Tags are built
+//! `{i:<client>}`; a verified subject's revocation entry and every counter keyed by that subject
+//! (and not by the client) share `{u:<sub>}`; a revoked `jti` is tagged `{j:<jti>}`; any other
+//! counter is tagged with its own counter key; only what the admin API lists across clients (the
+//! block index, the revocation index, events, suspects) lives under `{rg}`. Tags are built
 //! from escaped key material (`store::keys`), so client bytes never form or break a tag, and the
 //! tag always comes first after the operator's prefix (validated to hold no braces).
 
@@ -13,6 +15,13 @@ use crate::store::keys::{self, Tag};
 use crate::store::PolicyCheck;
 
 use super::algorithm_code;
+
+/// Which revocation entry (see [`Layout::revocation_key`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RevocationId<'a> {
+    Jti(&'a str),
+    Sub(&'a str),
+}
 
 /// The tag of what is kept across clients.
 const SHARED_TAG: &str = "{rg}";
@@ -43,8 +52,24 @@ impl Layout {
         out
     }
 
-    /// The full key of a counter: `<prefix>{<client component>}:<kind>:<params>:<key>` when the
-    /// counter key names the client, else `<prefix>{<key>}:<kind>:<params>`. `<kind>` is `v` for
+    /// `<prefix>{u:<sub>}:r` for a subject, `<prefix>{j:<jti>}:r` for a token id: a revocation
+    /// entry (`<until>:<before>`, `before` empty for a `jti`; TTL = the revocation).
+    pub(super) fn revocation_key(&self, revoked: RevocationId<'_>) -> String {
+        let (tag, id) = match revoked {
+            RevocationId::Jti(id) => (Tag::Jti, id),
+            RevocationId::Sub(id) => (Tag::JwtSub, id),
+        };
+        let mut out = String::with_capacity(self.prefix.len() + 8 + id.len());
+        out.push_str(&self.prefix);
+        out.push('{');
+        keys::push_identity(&mut out, tag, id.as_bytes());
+        out.push_str("}:r");
+        out
+    }
+
+    /// The full key of a counter: `<prefix>{<identity component>}:<kind>:<params>:<key>` when the
+    /// counter key names the client or a verified subject (`keys::identity_component`), else
+    /// `<prefix>{<key>}:<kind>:<params>`. `<kind>` is `v` for
     /// the string counters (fixed and sliding window, token bucket) and `c` for the sorted sets
     /// (sliding log, concurrency): the string counters were hashes under `c` before, and a new
     /// name keeps an upgrade from reading an old hash as a string. `<params>` names the
@@ -55,7 +80,7 @@ impl Layout {
         let mut out = String::with_capacity(self.prefix.len() + 32 + 2 * key.len());
         out.push_str(&self.prefix);
         out.push('{');
-        let client = keys::client_component(key);
+        let client = keys::identity_component(key);
         out.push_str(client.unwrap_or(key));
         let p = Params::of_check(check);
         out.push_str(match p.algorithm {
@@ -79,7 +104,8 @@ impl Layout {
 
     /// `<prefix>{rg}:events`: the recent events list; the scripts name the other shared keys
     /// from it (`blocks`, the block index: client -> until, written only when a block starts or
-    /// is removed; `evrep:`, `suspects:`). Also the name of the pub/sub channel.
+    /// is removed; `revocations`, the revocation index: `jti:<id>` / `sub:<id>` -> until;
+    /// `evrep:`, `suspects:`). Also the name of the pub/sub channel.
     pub(super) fn events_key(&self) -> String {
         format!("{}events", self.shared)
     }
@@ -125,6 +151,24 @@ mod tests {
             l.counter_key(&PolicyCheck::new(&log, "p|g")),
             "rl:{p|g}:c:l5.1000.5"
         );
+    }
+
+    #[test]
+    fn subject_counters_share_the_revocation_tag() {
+        let l = Layout::new("rl:");
+        let p = policy();
+        let k = l.counter_key(&PolicyCheck::new(&p, "p|u:alice|p:/a"));
+        assert_eq!(k, "rl:{u:alice}:v:f5.1000.5:p|u:alice|p:/a");
+        let r = l.revocation_key(RevocationId::Sub("alice"));
+        assert_eq!(r, "rl:{u:alice}:r");
+        assert_eq!(
+            fred::util::redis_keyslot(k.as_bytes()),
+            fred::util::redis_keyslot(r.as_bytes())
+        );
+        // The client still comes first: such a counter stays with the block entry.
+        let both = l.counter_key(&PolicyCheck::new(&p, "p|u:alice|i:1.2.3.4"));
+        assert!(both.starts_with("rl:{i:1.2.3.4}:"));
+        assert_eq!(l.revocation_key(RevocationId::Jti("a}b")), "rl:{j:a%7Db}:r");
     }
 
     #[test]
