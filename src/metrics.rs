@@ -96,6 +96,7 @@ pub struct Metrics {
     pub(crate) store_duration: HistogramVec,
     pub(crate) store_errors: IntCounterVec,
     pub(crate) store_fallback_active: IntGauge,
+    pub(crate) store_fallback_revocations: IntGauge,
     /// Entries the in-process stores evicted to stay within `max_memory_keys`, by store
     /// (`memory`, `fallback`, `deny_cache`) and kind of entry.
     pub(crate) store_evictions: IntCounterVec,
@@ -206,6 +207,10 @@ impl Metrics {
             "rategate_store_fallback_active",
             "1 while the in-process fallback replaces the configured store.",
         )?;
+        let store_fallback_revocations = IntGauge::new(
+            "rategate_store_fallback_revocations",
+            "Revocations the in-process fallback store holds, to refuse while the configured store fails.",
+        )?;
         let store_evictions = IntCounterVec::new(
             Opts::new(
                 "rategate_store_evictions_total",
@@ -262,6 +267,7 @@ impl Metrics {
         registry.register(Box::new(store_activity_dropped.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_fallback_active.clone()))?;
+        registry.register(Box::new(store_fallback_revocations.clone()))?;
         registry.register(Box::new(store_evictions.clone()))?;
         registry.register(Box::new(blocked_clients.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
@@ -341,6 +347,7 @@ impl Metrics {
             store_duration,
             store_errors,
             store_fallback_active,
+            store_fallback_revocations,
             store_evictions,
             store_calls,
             store_check_batch,

@@ -220,6 +220,25 @@ fn a_subject_revoked_before_a_time_loses_its_older_tokens_only() {
 }
 
 #[test]
+fn number_claims_are_revoked_by_their_number_or_its_spelling() {
+    let gw = gateway(&config());
+    let user42 = token("placeholder", json!({"sub": 42, "iat": now() - 600}));
+    let token7 = token("ivan", json!({"jti": 7}));
+    assert_eq!(status(&gw, "/api", &user42), 200);
+    assert_eq!(status(&gw, "/api", &token7), 200);
+    let (code, body) = revoke(&gw, json!({"sub": 42, "before": now() - 60}));
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["sub"], "42");
+    let (code, _) = revoke(&gw, json!({"jti": "7"}));
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(status(&gw, "/api", &user42), 401);
+    assert_eq!(status(&gw, "/open", &token7), 401);
+    let (code, _) = unrevoke(&gw, "sub=42");
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(status(&gw, "/api", &user42), 200);
+}
+
+#[test]
 fn a_revocation_ends_with_its_ttl() {
     let gw = gateway(&config());
     let t = token("dave", json!({"jti": "short"}));
@@ -241,6 +260,8 @@ fn admin_validation_errors_name_the_field() {
         (json!({"jti": ""}), "jti:"),
         (json!({"jti": long}), "jti:"),
         (json!({"jti": "a\nb"}), "jti:"),
+        (json!({"jti": true}), "jti:"),
+        (json!({"sub": ["b"], "before": 1}), "sub:"),
         (json!({"jti": "a", "before": 5}), "before:"),
         (json!({"sub": "b"}), "before:"),
         (json!({"sub": "b", "before": 0}), "before:"),
@@ -380,4 +401,66 @@ fn with_on_error_deny_a_token_on_a_route_without_policies_is_refused_while_the_s
     // Without a token there is nothing to check: it passes, as before.
     let resp = client().get(gw.url("/open")).send().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[test]
+fn with_on_error_fallback_revoked_tokens_stay_refused_while_redis_is_down() {
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let cfg = config()
+        .redis_store(&redis.url())
+        .set("store.on_error", "fallback")
+        .set("store.timeout", "300ms");
+    let a = gateway(&cfg);
+    let b = gateway(&cfg);
+    let by_jti = token("gina", json!({"jti": "f-1"}));
+    let restored = token("gina", json!({"jti": "f-2"}));
+    let numeric = token("gina", json!({"jti": 4711}));
+    let older = token("hank", json!({"iat": now() - 600}));
+    let newer = token("hank", json!({"jti": "h-2"}));
+    for body in [
+        json!({"jti": "f-1"}),
+        json!({"jti": "f-2"}),
+        json!({"jti": 4711}),
+        json!({"sub": "hank", "before": now() - 60}),
+    ] {
+        let (code, reply) = revoke(&a, body);
+        assert_eq!(code, StatusCode::CREATED, "{reply}");
+    }
+    let (code, _) = unrevoke(&b, "jti=f-2");
+    assert_eq!(code, StatusCode::OK);
+    // The number claim is revoked by its number; the admin API lists it by its spelling.
+    assert_eq!(status(&a, "/api", &numeric), 401);
+    assert!(list(&b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["jti"] == "4711"));
+
+    // `b` heard of every change over pub/sub; an instance started now loads them at start.
+    let c = gateway(&cfg);
+    for gw in [&a, &b, &c] {
+        poll(
+            "three revocations held for the fallback store",
+            Duration::from_secs(10),
+        )
+        .until(|| gw.metric("rategate_store_fallback_revocations") == Some(3.0));
+    }
+
+    redis.kill();
+    for gw in [&a, &b, &c] {
+        // The fallback decides now (the breaker opens after the first failures).
+        poll("the fallback store deciding", Duration::from_secs(10))
+            .until(|| gw.metric("rategate_store_fallback_active") == Some(1.0));
+        for path in ["/api", "/open"] {
+            assert_eq!(status(gw, path, &by_jti), 401, "{path}");
+            assert_eq!(status(gw, path, &numeric), 401, "{path}");
+            assert_eq!(status(gw, path, &older), 401, "{path}");
+            assert_eq!(status(gw, path, &restored), 200, "{path}");
+            assert_eq!(status(gw, path, &newer), 200, "{path}");
+        }
+    }
 }

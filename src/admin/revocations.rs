@@ -46,8 +46,9 @@ pub(crate) async fn list(state: &AdminState) -> Reply {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewRevocation {
-    jti: Option<String>,
-    sub: Option<String>,
+    /// A string, or a number (named by its JSON spelling, as a token's number claim is).
+    jti: Option<Value>,
+    sub: Option<Value>,
     before: Option<u64>,
     ttl: Option<String>,
 }
@@ -63,10 +64,10 @@ pub(crate) async fn add(state: &AdminState, req: Request<Incoming>) -> Reply {
                         .into(),
                 ));
             }
-            Revoked::Jti(id("jti", &jti)?)
+            Revoked::Jti(claim_id("jti", &jti)?)
         }
         (None, Some(sub)) => Revoked::Sub {
-            sub: id("sub", &sub)?,
+            sub: claim_id("sub", &sub)?,
             before: before(new.before)?,
         },
         _ => return Err(ApiError::BadRequest(
@@ -117,6 +118,18 @@ pub(crate) async fn remove(state: &AdminState, req: &Request<Incoming>) -> Reply
     }
     tracing::info!(kind, id, "admin revocation removed");
     Ok(reply::ok(&json!({ kind: id, "revoked": false })))
+}
+
+/// A `jti` or `sub` from a JSON body: a string, or a number in its JSON spelling (a token's
+/// number claim is revoked by either).
+fn claim_id(field: &str, value: &Value) -> Result<String, ApiError> {
+    match value {
+        Value::String(text) => id(field, text),
+        Value::Number(n) => id(field, &n.to_string()),
+        _ => Err(ApiError::BadRequest(format!(
+            "{field}: must be a string or a number, as the token's `{field}` claim"
+        ))),
+    }
 }
 
 /// A `jti` or `sub` as the token carries it: non-empty, at most [`MAX_ID_LEN`] bytes, no control

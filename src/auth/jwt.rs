@@ -149,6 +149,17 @@ impl Checks {
 pub(crate) struct Claims(Map<String, Value>);
 
 impl Claims {
+    /// Verified claims. A number `jti` or `sub` is kept in its JSON spelling as a string, the
+    /// way key components read it (`text`), so that revocations (by string) name it too.
+    fn verified(mut map: Map<String, Value>) -> Self {
+        for name in ["jti", "sub"] {
+            if let Some(v @ Value::Number(_)) = map.get_mut(name) {
+                *v = Value::String(v.to_string());
+            }
+        }
+        Claims(map)
+    }
+
     /// A claim usable as a key component: a string, or a number in its JSON spelling. Other
     /// types (and an absent claim) identify no one.
     pub(crate) fn text(&self, name: &str) -> Option<Cow<'_, str>> {
@@ -172,7 +183,7 @@ impl Claims {
     #[cfg(test)]
     pub(crate) fn from_json(value: Value) -> Self {
         match value {
-            Value::Object(map) => Claims(map),
+            Value::Object(map) => Claims::verified(map),
             _ => Claims(Map::new()),
         }
     }
@@ -250,7 +261,7 @@ impl Verifier {
         let mut last = Invalid::UnknownKey;
         for key in keys.candidates(header.kid.as_deref(), header.alg) {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
-                Ok(data) => return Ok(Claims(data.claims)),
+                Ok(data) => return Ok(Claims::verified(data.claims)),
                 Err(e) => {
                     last = Invalid::of(e.kind());
                     // A claim failure is the token's, whichever key verified the signature.

@@ -69,8 +69,13 @@ impl Failover {
     ) -> Self {
         // Label handles resolved once; store names are a fixed vocabulary.
         let store_duration = metrics.store_duration.with_label_values(&[store.name()]);
-        let fallback = MemoryStore::new(settings.max_memory_keys, clock)
+        let mut fallback = MemoryStore::new(settings.max_memory_keys, clock)
             .with_evictions(Evictions::new(&metrics.store_evictions, "fallback"));
+        // What the store revoked stays revoked while the fallback decides.
+        if let Some(revocations) = store.fallback_revocations() {
+            revocations.count_in(metrics.store_fallback_revocations.clone());
+            fallback = fallback.with_revocations(revocations);
+        }
         let fallback_duration = metrics.store_duration.with_label_values(&[fallback.name()]);
         Failover {
             breaker: store.is_remote().then(|| Breaker::new(settings.timeout)),
@@ -223,7 +228,8 @@ impl Failover {
     /// the operator chose not to limit), except that with `fallback` a client the fallback
     /// store blocked during the outage stays blocked. A request with a verified token is the
     /// exception under `deny`: its revocation could not be checked, so it is refused (503) like
-    /// a limited route's request.
+    /// a limited route's request; under `fallback` a token the fallback store knows to be
+    /// revoked is refused (401).
     pub(super) async fn answer_failed_block_only(&self, request: &CheckRequest<'_>) -> Verdict {
         match self.on_error {
             OnError::Deny if request.token.is_some() => {
@@ -239,6 +245,10 @@ impl Failover {
             }) => Verdict::Blocked {
                 retry_after_s: retry_secs(ttl_ms),
             },
+            Ok(CheckResult {
+                outcome: CheckOutcome::Revoked,
+                ..
+            }) => Verdict::Revoked,
             _ => Verdict::Unlimited,
         }
     }

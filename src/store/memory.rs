@@ -25,14 +25,14 @@
 //! (amortized O(1)).
 //!
 //! Revocations are kept apart (`revocations`, at most `REVOCATIONS_MAX`, never evicted), under
-//! their own lock, read only by the check of a request that carries a token.
+//! their own lock, read only by the check of a request that carries a token. A fallback store
+//! shares its configured store's table ([`MemoryStore::with_revocations`]).
 
 use std::future::{ready, Future};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, MutexGuard};
 use prometheus::{IntCounter, IntCounterVec};
 
 use crate::clock::Clock;
@@ -42,7 +42,7 @@ use crate::millis;
 
 use super::activity::Activity;
 use super::algorithm::{self, escalated_block, evaluate, Counter, Evaluation, Params, Write};
-use super::revocations::RevocationTable;
+use super::revocations::SharedRevocations;
 use super::{
     BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, LimitStatus, PolicyCheck,
     RevocationEntry, Revoked, Store, StoreError, Suspect,
@@ -403,10 +403,7 @@ pub struct MemoryStore {
     evictions: Option<Evictions>,
     /// Revoked tokens, bounded on their own (outside `max_keys`, never evicted). Read under its
     /// own lock, before the shards are locked, by the check of a request that carries a token.
-    revocations: RwLock<RevocationTable>,
-    /// Whether the table may hold a revocation: while it is empty (the usual case), a request
-    /// with a token costs one atomic load instead of a shared lock.
-    any_revoked: AtomicBool,
+    revocations: Arc<SharedRevocations>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -434,9 +431,20 @@ impl MemoryStore {
             clock,
             activity: Box::default(),
             evictions: None,
-            revocations: RwLock::default(),
-            any_revoked: AtomicBool::new(false),
+            revocations: Arc::default(),
         }
+    }
+
+    /// Enforce `revocations` (shared with their owner) instead of a table of its own: a fallback
+    /// store refuses what its configured store revoked.
+    pub(crate) fn with_revocations(mut self, revocations: Arc<SharedRevocations>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// This store's revocations, for a fallback store to share.
+    pub(crate) fn revocations_table(&self) -> &Arc<SharedRevocations> {
+        &self.revocations
     }
 
     /// Count evictions in `evictions`.
@@ -498,9 +506,7 @@ impl MemoryStore {
         let now = self.clock.now_ms();
         // 0. A revoked token is refused before anything else: nothing charged, no event.
         if let Some(token) = &req.token {
-            if self.any_revoked.load(Ordering::Acquire)
-                && self.revocations.read().refuses(token, now)
-            {
+            if self.revocations.refuses(token, now) {
                 return Ok(CheckResult {
                     outcome: CheckOutcome::Revoked,
                     states: Vec::new(),
@@ -876,23 +882,15 @@ impl MemoryStore {
     fn revoke_now(&self, revoked: &Revoked, ttl: Duration) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let ms = millis::ceil(ttl);
-        {
-            let mut table = self.revocations.write();
-            table.insert(revoked, now.saturating_add(ms), now)?;
-            self.any_revoked.store(true, Ordering::Release);
-        }
+        self.revocations
+            .insert(revoked, now.saturating_add(ms), now)?;
         self.activity.record_revoke(revoked, ms, now);
         Ok(())
     }
 
     fn unrevoke_now(&self, kind: &str, id: &str) -> bool {
         let now = self.clock.now_ms();
-        let existed = {
-            let mut table = self.revocations.write();
-            let existed = table.remove(kind, id, now);
-            self.any_revoked.store(!table.is_empty(), Ordering::Release);
-            existed
-        };
+        let existed = self.revocations.remove(kind, id, now);
         if existed {
             self.activity.record_unrevoke(kind, id, now);
         }
@@ -1048,10 +1046,7 @@ impl Store for MemoryStore {
 
     fn revocations(&self) -> impl Future<Output = Result<Vec<RevocationEntry>, StoreError>> + Send {
         let now = self.clock.now_ms();
-        let mut table = self.revocations.write();
-        let list = table.list(now);
-        self.any_revoked.store(!table.is_empty(), Ordering::Release);
-        ready(Ok(list))
+        ready(Ok(self.revocations.list(now)))
     }
 
     fn charge(

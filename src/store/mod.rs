@@ -176,6 +176,7 @@ pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::compiled::Policy;
@@ -587,6 +588,15 @@ impl AnyStore {
         match self {
             AnyStore::Memory(_) => true,
             AnyStore::Redis(r) => r.is_connected(),
+        }
+    }
+
+    /// The revocations a fallback store enforces in this store's place: the in-process store's
+    /// own table; Redis's mirror (with `on_error = "fallback"`; see `revocations`).
+    pub(crate) fn fallback_revocations(&self) -> Option<Arc<revocations::SharedRevocations>> {
+        match self {
+            AnyStore::Memory(m) => Some(m.revocations_table().clone()),
+            AnyStore::Redis(r) => r.revocation_mirror().cloned(),
         }
     }
 

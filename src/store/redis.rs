@@ -65,12 +65,13 @@ mod connect;
 use self::connect::Conn;
 use prometheus::{Histogram, IntCounter};
 
+use super::revocations::SharedRevocations;
 use super::{
     BlockEntry, CheckRequest, CheckResult, Event, EventKind, LimitStatus, PolicyCheck,
     RevocationEntry, Revoked, Store, StoreError, Suspect,
 };
-use crate::clock::Clock;
-use crate::config::compiled::{Algorithm, StoreSettings};
+use crate::clock::{Clock, SystemClock};
+use crate::config::compiled::{Algorithm, OnError, StoreSettings};
 use crate::metrics::Metrics;
 use crate::millis;
 use activity::{Kind, Record};
@@ -193,6 +194,9 @@ impl Compiled {
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
+    /// With `on_error = "fallback"`: Redis's revocations as this instance last heard of them,
+    /// enforced by the fallback store while Redis fails (`revocations`).
+    mirror: Option<Arc<SharedRevocations>>,
 }
 
 struct Inner {
@@ -271,11 +275,20 @@ impl RedisStore {
             // `scoped` gives conformance tests a clock of their own.
             None,
         );
+        let mirror = (settings.on_error == OnError::Fallback).then(Arc::default);
         connect::start(&clients);
-        spawn_subscriber(&inner, on_invalidate);
+        spawn_subscriber(&inner, on_invalidate, mirror.clone());
         activity::spawn_flusher(&inner);
         tracing::info!(url = %redact(&settings.url), "Redis store connecting");
-        Ok(RedisStore { inner })
+        Ok(RedisStore { inner, mirror })
+    }
+
+    /// A handle on `inner` for a background task (no mirror: only the configured store feeds it).
+    fn handle(inner: Arc<Inner>) -> RedisStore {
+        RedisStore {
+            inner,
+            mirror: None,
+        }
     }
 
     /// The same connections with other keys and clock: conformance tests give every vector a
@@ -293,14 +306,17 @@ impl RedisStore {
             test_clock,
         );
         activity::spawn_flusher(&inner);
-        RedisStore { inner }
+        RedisStore::handle(inner)
     }
 
-    /// Wait until the pool is connected (tests and start-up diagnostics; serving never waits).
+    /// Wait until the pool is connected, and the revocation mirror (if any) loaded (tests and
+    /// start-up; serving never waits).
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let ready = async {
             self.inner.pool.wait_for_connect().await?;
-            while !self.inner.subscribed.load(Ordering::Acquire) {
+            while !self.inner.subscribed.load(Ordering::Acquire)
+                || self.mirror.as_ref().is_some_and(|m| !m.loaded())
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Ok::<(), fred::error::Error>(())
@@ -364,14 +380,21 @@ impl RedisStore {
 
     /// Tell every instance (this one included) to forget a cached decision.
     pub(crate) async fn publish(&self, msg: Invalidation) -> Result<(), StoreError> {
+        self.publish_text(msg.encode()).await
+    }
+
+    /// Send `text` on the invalidation channel, which every instance subscribes to.
+    async fn publish_text(&self, text: String) -> Result<(), StoreError> {
         let inner = &self.inner;
         let client = inner.pool.next_connected();
-        let sent: Result<i64, _> = within(
-            inner.timeout,
-            client.publish(inner.channel.as_str(), msg.encode()),
-        )
-        .await;
+        let sent: Result<i64, _> =
+            within(inner.timeout, client.publish(inner.channel.as_str(), text)).await;
         sent.map(|_| ())
+    }
+
+    /// The revocations the fallback store enforces while Redis fails (`on_error = "fallback"`).
+    pub(crate) fn revocation_mirror(&self) -> Option<&Arc<SharedRevocations>> {
+        self.mirror.as_ref()
     }
 
     fn now_arg(&self) -> Value {
@@ -554,16 +577,31 @@ fn map_error(e: &fred::error::Error, timeout: Duration) -> StoreError {
     }
 }
 
-fn spawn_subscriber(inner: &Arc<Inner>, sink: InvalidationSink) {
+fn spawn_subscriber(
+    inner: &Arc<Inner>,
+    sink: InvalidationSink,
+    mirror: Option<Arc<SharedRevocations>>,
+) {
     let channel = inner.channel.clone();
     let client = inner.subscriber.clone();
     let subscribed = inner.subscribed.clone();
     let on_message = sink.clone();
+    let to_mirror = mirror.clone();
+    // Weak: the subscriber's callbacks must not keep the store alive.
+    let weak = Arc::downgrade(inner);
     // The listener tasks live as long as the client; their handles are not needed.
     drop(inner.subscriber.on_message(move |msg| {
         let sink = on_message.clone();
+        let mirror = to_mirror.clone();
         async move {
-            if let Some(inv) = msg.value.as_str().and_then(|s| Invalidation::decode(&s)) {
+            let Some(text) = msg.value.as_str() else {
+                return Ok(());
+            };
+            if let Some(change) = revocations::decode(&text) {
+                if let Some(mirror) = mirror {
+                    mirror.apply(change, SystemClock.now_ms());
+                }
+            } else if let Some(inv) = Invalidation::decode(&text) {
                 sink(inv);
             }
             Ok(())
@@ -576,11 +614,16 @@ fn spawn_subscriber(inner: &Arc<Inner>, sink: InvalidationSink) {
         let channel = channel.clone();
         let sink = sink.clone();
         let subscribed = subscribed.clone();
+        let mirror = mirror.clone();
+        let weak = weak.clone();
         async move {
             if let Err(e) = client.subscribe(channel.as_str()).await {
                 tracing::warn!(error = %e, "cannot subscribe to Redis invalidations");
             }
             sink(Invalidation::All);
+            if let Some(mirror) = mirror {
+                revocations::spawn_reload(weak, mirror);
+            }
             subscribed.store(true, Ordering::Release);
             Ok(())
         }

@@ -163,7 +163,7 @@ pub(super) fn spawn_flusher(inner: &Arc<Inner>) {
                 _ = tokio::time::sleep(FLUSH_EVERY) => {}
             }
             let Some(inner) = weak.upgrade() else { return };
-            let store = RedisStore { inner };
+            let store = RedisStore::handle(inner);
             loop {
                 let (batch, taken) = queue.take();
                 if !batch.is_empty() {
