@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::redis::{have_redis, RedisServer};
+use common::redis::{have_redis, RedisCluster, RedisServer};
 use common::{client, config_with, poll, Gateway, TestConfig};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
@@ -462,5 +462,65 @@ fn with_on_error_fallback_revoked_tokens_stay_refused_while_redis_is_down() {
             assert_eq!(status(gw, path, &restored), 200, "{path}");
             assert_eq!(status(gw, path, &newer), 200, "{path}");
         }
+    }
+}
+
+#[test]
+fn on_a_cluster_a_tokens_jti_adds_no_call_and_a_revoked_jti_is_refused_everywhere() {
+    if !have_redis() {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    }
+    let cluster = RedisCluster::start();
+    let cfg = config()
+        .redis_store(&cluster.url())
+        .set("store.on_error", "deny")
+        .set("store.timeout", "5s");
+    let gws = [gateway(&cfg), gateway(&cfg), gateway(&cfg)];
+    let t1 = token("kate", json!({"jti": "c-1"}));
+    let t2 = token("kate", json!({"jti": "c-2"}));
+    for gw in &gws {
+        // The first calls load the scripts on every master.
+        poll("the cluster answering", Duration::from_secs(15))
+            .until(|| status(gw, "/api", &t2) == 200 && status(gw, "/open", &t2) == 200);
+    }
+    // Two calls a request: the client's block entry in the client's slot, and `kate`'s slot
+    // (her counter and her revocation entry; on `/open` her revocation entry alone). The
+    // token's `jti` adds no call of its own in a third slot.
+    let calls = cluster.evalsha_calls();
+    for gw in &gws {
+        assert_eq!(status(gw, "/api", &t1), 200);
+        assert_eq!(status(gw, "/open", &t1), 200);
+    }
+    assert_eq!(cluster.evalsha_calls() - calls, 12);
+
+    let (code, body) = revoke(&gws[0], json!({"jti": "c-1"}));
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    for gw in &gws {
+        poll("the revoked jti refused", Duration::from_secs(10))
+            .until(|| status(gw, "/api", &t1) == 401);
+    }
+    // Refused without a call; the other token's requests as before.
+    let calls = cluster.evalsha_calls();
+    for gw in &gws {
+        assert_eq!(status(gw, "/api", &t1), 401);
+        assert_eq!(status(gw, "/open", &t1), 401);
+        assert_eq!(status(gw, "/api", &t2), 200);
+    }
+    assert_eq!(cluster.evalsha_calls() - calls, 6);
+    // A subject's revocation is read in the call, in the subject's slot: at once everywhere.
+    let (code, _) = revoke(&gws[1], json!({"sub": "kate", "before": now() + 60}));
+    assert_eq!(code, StatusCode::CREATED);
+    for gw in &gws {
+        assert_eq!(status(gw, "/api", &t2), 401);
+    }
+    // Removing the `jti` revocation readmits its token on every instance.
+    let (code, _) = unrevoke(&gws[2], "sub=kate");
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = unrevoke(&gws[2], "jti=c-1");
+    assert_eq!(code, StatusCode::OK);
+    for gw in &gws {
+        poll("the restored jti admitted", Duration::from_secs(10))
+            .until(|| status(gw, "/api", &t1) == 200);
     }
 }

@@ -7,7 +7,10 @@
 //!    (its `jti` revoked; or its `sub` revoked with `before` and its `iat` earlier than `before`,
 //!    or absent), answer `CheckOutcome::Revoked`; nothing is charged or recorded. A revocation is
 //!    active while `now < until` (store clock); [`Store::revoke`] replaces one of the same `jti`
-//!    or `sub`, and at most [`REVOCATIONS_MAX`] are active (never evicted).
+//!    or `sub`, and at most [`REVOCATIONS_MAX`] are active (never evicted). (The Redis store on
+//!    a cluster answers the `jti` part from its instance's copy of the revocations, kept by
+//!    pub/sub, so a change made on another instance applies there once announced: within
+//!    milliseconds; see `redis::RedisStore::jti_in_mirror`.)
 //! 1. If `client` is blocked, answer `CheckOutcome::Blocked` with the time left; nothing is
 //!    charged.
 //! 2. Evaluate every policy at the store's clock, under its check's `limit` and `burst` (a tier

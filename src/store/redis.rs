@@ -14,7 +14,9 @@
 //! <prefix>{u:<sub>}:v:<params>:<key>       a counter keyed by a verified subject (`jwt:sub`) and
 //!                                          not by the client
 //! <prefix>{u:<sub>}:r                      the subject's revocation: "<until ms>:<before s>"
-//! <prefix>{j:<jti>}:r                      a revoked token id: "<until ms>:"
+//! <prefix>{j:<jti>}:r                      a revoked token id: "<until ms>:" (read by the check
+//!                                          on a standalone server or Sentinel; on a cluster
+//!                                          the instance's mirror answers: `jti_in_mirror`)
 //! <prefix>{<key>}:v:<params>               any other counter (API key, path, route, `global`):
 //!                                          in the slot of its own counter key
 //!                                          (`:c:` instead of `:v:` for the sorted-set counters)
@@ -38,7 +40,8 @@
 //! is one call, and a fleet's requests spread over every master. The `{rg}` keys are written
 //! only off the request path, in batches (`activity`), and by the admin API.
 //! `<prefix>{rg}:events` also names the pub/sub channel of unblocks and resets (see
-//! [`Invalidation`]); channels are not keys, so the two never meet.
+//! [`Invalidation`]) and of revocation changes (`revocations`); channels are not keys, so the
+//! two never meet.
 //! Besides the check (`lua/check.lua`), the admin operations and the follow-up block
 //! (`lua/admin.lua`) and the activity flush (`lua/activity.lua`), the settle script
 //! (`lua/settle.lua`) runs off the request's path: the count-by-response charge, lease renewal
@@ -67,8 +70,8 @@ use prometheus::{Histogram, IntCounter};
 
 use super::revocations::SharedRevocations;
 use super::{
-    BlockEntry, CheckRequest, CheckResult, Event, EventKind, LimitStatus, PolicyCheck,
-    RevocationEntry, Revoked, Store, StoreError, Suspect,
+    BlockEntry, CheckOutcome, CheckRequest, CheckResult, Event, EventKind, LimitStatus,
+    PolicyCheck, RevocationEntry, Revoked, Store, StoreError, Suspect,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::compiled::{Algorithm, OnError, StoreSettings};
@@ -194,8 +197,9 @@ impl Compiled {
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
-    /// With `on_error = "fallback"`: Redis's revocations as this instance last heard of them,
-    /// enforced by the fallback store while Redis fails (`revocations`).
+    /// With `on_error = "fallback"` or on a cluster: Redis's revocations as this instance last
+    /// heard of them (`revocations`), enforced by the fallback store while Redis fails, and on a
+    /// cluster where a token's `jti` is checked (see `jti_in_mirror`).
     mirror: Option<Arc<SharedRevocations>>,
 }
 
@@ -275,7 +279,7 @@ impl RedisStore {
             // `scoped` gives conformance tests a clock of their own.
             None,
         );
-        let mirror = (settings.on_error == OnError::Fallback).then(Arc::default);
+        let mirror = (settings.on_error == OnError::Fallback || clustered).then(Arc::default);
         connect::start(&clients);
         spawn_subscriber(&inner, on_invalidate, mirror.clone());
         activity::spawn_flusher(&inner);
@@ -395,6 +399,19 @@ impl RedisStore {
     /// The revocations the fallback store enforces while Redis fails (`on_error = "fallback"`).
     pub(crate) fn revocation_mirror(&self) -> Option<&Arc<SharedRevocations>> {
         self.mirror.as_ref()
+    }
+
+    /// Where a token's `jti` revocation is checked when not in the check call. On a cluster a
+    /// `jti`'s entry has a slot of its own (`{j:<jti>}`), never the one of the keys a route
+    /// counts, so reading it there would add a call to nearly every request with a token; the
+    /// mirror (loaded at connect, kept current by every instance's announcements, reloaded on
+    /// reconnect) answers instead, and a request stays one call per slot its limits use. The
+    /// subject's revocations stay in the call, in the subject's slot. Until the mirror is first
+    /// loaded the call reads the `jti`'s entry as on a single server.
+    fn jti_in_mirror(&self) -> Option<&SharedRevocations> {
+        self.mirror
+            .as_deref()
+            .filter(|m| self.inner.clustered && m.loaded())
     }
 
     fn now_arg(&self) -> Value {
@@ -665,8 +682,13 @@ fn decode_event(raw: &str) -> Option<Event> {
 }
 
 impl RedisStore {
-    /// The plan of one request's calls: its keys, grouped (see `groups`).
-    fn plan<'r, 'a>(&self, req: &'r CheckRequest<'a>) -> (Plan<'r, 'a>, groups::Groups) {
+    /// The plan of one request's calls: its keys, grouped (see `groups`); the token's `jti`
+    /// entry is read only when `jti_in_call`.
+    fn plan<'r, 'a>(
+        &self,
+        req: &'r CheckRequest<'a>,
+        jti_in_call: bool,
+    ) -> (Plan<'r, 'a>, groups::Groups) {
         let layout = &self.inner.layout;
         let keys: Vec<String> = req.checks.iter().map(|c| layout.counter_key(c)).collect();
         let block_key = (!req.client.is_empty()).then(|| layout.block_key(req.client));
@@ -675,6 +697,7 @@ impl RedisStore {
             revs.extend(
                 token
                     .jti
+                    .filter(|_| jti_in_call)
                     .map(|id| layout.revocation_key(RevocationId::Jti(id))),
             );
             revs.extend(
@@ -763,7 +786,19 @@ impl Store for RedisStore {
         if let Some(m) = self.inner.metrics.get() {
             m.checks.inc();
         }
-        let (plan, groups) = self.plan(req);
+        let mirror = self.jti_in_mirror();
+        if let (Some(mirror), Some(jti)) = (mirror, req.token.and_then(|t| t.jti)) {
+            let now_ms = SystemClock.now_ms();
+            if mirror.refuses_jti(jti, now_ms) {
+                return Ok(CheckResult {
+                    outcome: CheckOutcome::Revoked,
+                    states: Vec::new(),
+                    blocked_now: None,
+                    now_ms,
+                });
+            }
+        }
+        let (plan, groups) = self.plan(req, mirror.is_none());
         let decision = self.check_groups(&plan, &groups).await?;
         self.record_check(req, &decision);
         Ok(decision)
@@ -899,7 +934,7 @@ impl Store for RedisStore {
         // A cost of 0 evaluates without charging; the empty client has no block entry.
         let checks = [*check];
         let req = CheckRequest::new("", &checks, 0);
-        let (plan, groups) = self.plan(&req);
+        let (plan, groups) = self.plan(&req, true);
         let d = self.check_groups(&plan, &groups).await?;
         let s = d
             .states

@@ -176,6 +176,17 @@ impl SharedRevocations {
         self.any.load(Ordering::Acquire) && self.table.read().refuses(token, now)
     }
 
+    /// Whether the token named `jti` is revoked at `now` (a `sub` revocation aside).
+    pub(crate) fn refuses_jti(&self, jti: &str, now: u64) -> bool {
+        self.any.load(Ordering::Acquire)
+            && self
+                .table
+                .read()
+                .jti
+                .get(jti)
+                .is_some_and(|until| *until > now)
+    }
+
     pub(crate) fn insert(&self, revoked: &Revoked, until: u64, now: u64) -> Result<(), StoreError> {
         let mut table = self.table.write();
         table.insert(revoked, until, now)?;
