@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::redis::{have_redis, RedisServer};
-use common::{client, config_with, poll, Gateway, TestConfig};
+use common::{client, config_with, poll, raw, raw_status, Gateway, TestConfig};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -503,6 +503,52 @@ jwks_file = "{}"
 }
 
 #[test]
+fn a_token_without_kid_is_not_tried_against_every_jwks_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_path = dir.path().join("jwks.json");
+    let write_jwks = |entries: &[(&str, &str)]| {
+        let keys = entries
+            .iter()
+            .map(|(name, kid)| {
+                let mut jwk =
+                    Jwk::from_encoding_key(&encoding_key(Algorithm::RS256, name), Algorithm::RS256)
+                        .unwrap();
+                jwk.common.key_id = Some((*kid).to_owned());
+                jwk
+            })
+            .collect();
+        std::fs::write(&jwks_path, serde_json::to_vec(&JwkSet { keys }).unwrap()).unwrap();
+    };
+    // The key that signs comes second: trying every key would find it.
+    write_jwks(&[("rs", "k1"), ("rs2", "k2")]);
+    let auth = format!(
+        r#"
+[[auth]]
+name = "users"
+algorithms = ["RS256"]
+jwks_file = "{}"
+"#,
+        jwks_path.display()
+    );
+    let cfg = config_with("http://127.0.0.1:9", &auth).with(&routes(&[("api", "users", "")]));
+    let gw = gateway(cfg);
+    let c = claims("alice", json!({}));
+    let named = sign(Algorithm::RS256, "rs2", Some("k2"), &c);
+    let anonymous = sign(Algorithm::RS256, "rs2", None, &c);
+    assert_eq!(bearer(&gw, "/api", &named), 200);
+    assert_eq!(bearer(&gw, "/api", &anonymous), 401);
+    let unknown = gw
+        .metric(r#"rategate_auth_total{auth="users",reason="unknown_key",result="rejected"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(unknown, 1.0);
+
+    // With one key of the algorithm, a token without `kid` is checked against it.
+    write_jwks(&[("rs2", "k2")]);
+    poll("the one-key JWKS in use", Duration::from_secs(10))
+        .until(|| bearer(&gw, "/api", &anonymous) == 200);
+}
+
+#[test]
 fn a_token_verified_before_still_expires() {
     let cfg = config_with("http://127.0.0.1:9", "")
         .with(&rs_auth("users", r#"leeway = "0s""#))
@@ -538,6 +584,15 @@ fn tokens_from_a_named_header_or_cookie() {
     assert_eq!(get(&gw, "/c", &[("cookie", &cookie)]).0, 200);
     assert_eq!(get(&gw, "/c", &[("cookie", "session=junk")]).0, 401);
     assert_eq!(get(&gw, "/c", &[]).0, 401);
+    // A second copy hidden in a cookie header that is not text (where an upstream may read it
+    // first) or under a percent-encoded name: ambiguous, refused.
+    let mut smuggled = b"GET /c HTTP/1.1\r\nHost: t\r\nCookie: session=forged; z=\xe9\r\n".to_vec();
+    smuggled.extend_from_slice(
+        format!("Cookie: session={token}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(raw_status(&raw(gw.addr, &smuggled)), 401);
+    let encoded = format!("sess%69on=forged; session={token}");
+    assert_eq!(get(&gw, "/c", &[("cookie", &encoded)]).0, 401);
 }
 
 #[test]

@@ -194,20 +194,25 @@ impl KeySet {
     }
 
     /// The keys a token with this `kid` and `alg` may have been signed with: the keys with that
-    /// id when it names one (none: an unknown key), else every key of the algorithm.
+    /// id when it names one (none: an unknown key); without one, the keys of the algorithm that
+    /// have no id either (configured PEM keys, a rotation's old and new), or the algorithm's
+    /// only key. A token without `kid` is never tried against every key of a JWKS: each try is
+    /// a signature check, and a junk token would cost one per key.
     pub(crate) fn candidates<'s>(
         &'s self,
         kid: Option<&'s str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'s Key> + 's {
-        self.keys.iter().filter(move |k| {
-            k.validation.algorithms.contains(&alg)
-                && match (kid, k.kid.as_deref()) {
-                    (Some(want), Some(have)) => want == have,
-                    // A token naming a key id only matches keys that have one.
-                    (Some(_), None) => self.keys.iter().all(|k| k.kid.is_none()),
-                    (None, _) => true,
-                }
+        let of_alg = move |k: &&'s Key| k.validation.algorithms.contains(&alg);
+        let only_one = kid.is_none() && self.keys.iter().filter(of_alg).nth(1).is_none();
+        self.keys.iter().filter(of_alg).filter(move |k| {
+            match (kid, k.kid.as_deref()) {
+                (Some(want), Some(have)) => want == have,
+                // A token naming a key id only matches keys that have one.
+                (Some(_), None) => self.keys.iter().all(|k| k.kid.is_none()),
+                (None, None) => true,
+                (None, Some(_)) => only_one,
+            }
         })
     }
 }

@@ -105,23 +105,25 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h st
     value.to_str().map(Some).map_err(|_| Invalid::Malformed)
 }
 
-/// The value of cookie `name` across every `Cookie` header (HTTP/2 sends one per cookie).
+/// The value of cookie `name` across every `Cookie` header (HTTP/2 sends one per cookie). Read
+/// as bytes: a header that is not text may still carry the cookie for an upstream that reads it
+/// (a copy the gateway skipped would be the one the upstream takes), so every copy counts, and
+/// one in a name an upstream would decode to `name` (`sess%69on`) counts too.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Invalid> {
     let mut found = None;
     for value in headers.get_all(COOKIE) {
-        // A cookie header that is not text cannot hold a token; other cookies may still.
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((k, v)) = pair.split_once('=') else {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                 continue;
             };
-            if k.trim() != name {
+            if !names_cookie(pair[..eq].trim_ascii(), name.as_bytes()) {
                 continue;
             }
             if found.is_some() {
                 return Err(Invalid::Ambiguous);
             }
-            let v = v.trim();
+            let v =
+                std::str::from_utf8(pair[eq + 1..].trim_ascii()).map_err(|_| Invalid::Malformed)?;
             found = Some(
                 v.strip_prefix('"')
                     .and_then(|v| v.strip_suffix('"'))
@@ -130,6 +132,35 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Inv
         }
     }
     Ok(found)
+}
+
+/// Whether cookie name `raw` (as sent) is `name`, as sent or once percent-decoded.
+fn names_cookie(raw: &[u8], name: &[u8]) -> bool {
+    if raw == name {
+        return true;
+    }
+    if !raw.contains(&b'%') {
+        return false;
+    }
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (raw[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    decoded == name
 }
 
 #[cfg(test)]
@@ -183,6 +214,26 @@ mod tests {
         assert_eq!(c.find(&h), Err(Invalid::Ambiguous));
         assert_eq!(c.find(&headers(&[("cookie", "sessionx=a")])), Ok(None));
         assert!(TokenSource::parse("cookie:a;b").is_err());
+        // A copy in a header that is not text, or under an encoded name, still counts.
+        let mut h = headers(&[("cookie", "session=good")]);
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"session=revoked; z=\xe9").unwrap(),
+        );
+        assert_eq!(c.find(&h), Err(Invalid::Ambiguous));
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"z=\xe9; session=tok").unwrap(),
+        );
+        assert_eq!(c.find(&h), Ok(Some("tok")));
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_bytes(b"session=\xe9").unwrap());
+        assert_eq!(c.find(&h), Err(Invalid::Malformed));
+        let h = headers(&[("cookie", "sess%69on=a; session=b")]);
+        assert_eq!(c.find(&h), Err(Invalid::Ambiguous));
+        let h = headers(&[("cookie", "sess%6=a; session=b")]);
+        assert_eq!(c.find(&h), Ok(Some("b")));
         assert!(TokenSource::parse("query:t").is_err());
         assert_eq!(c.to_string(), "cookie:session");
     }
