@@ -239,6 +239,28 @@ fn number_claims_are_revoked_by_their_number_or_its_spelling() {
 }
 
 #[test]
+fn an_allow_listed_client_is_not_limited_but_its_revoked_token_is_refused() {
+    let gw = gateway(&config().with("[access]\nallow = [\"127.0.0.1\"]\n"));
+    let t = token("lena", json!({"jti": "al-1"}));
+    let other = token("lena", json!({"jti": "al-2"}));
+    let (code, _) = revoke(&gw, json!({"jti": "al-1"}));
+    assert_eq!(code, StatusCode::CREATED);
+    for path in ["/api", "/open"] {
+        assert_eq!(status(&gw, path, &t), 401, "{path}");
+        assert_eq!(status(&gw, path, &other), 200, "{path}");
+    }
+    // Still never limited: no rate-limit headers, nothing counted.
+    let resp = client()
+        .get(gw.url("/api"))
+        .bearer_auth(&other)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("x-ratelimit-limit").is_none());
+    assert_eq!(revoked_metric(&gw), 2.0);
+}
+
+#[test]
 fn a_revocation_ends_with_its_ttl() {
     let gw = gateway(&config());
     let t = token("dave", json!({"jti": "short"}));

@@ -364,6 +364,27 @@ impl Limiter {
         }
     }
 
+    /// An allow-listed client is never limited or blocked, but its verified token is still
+    /// checked for revocation: one store call with no client and no policies (none without a
+    /// token). When the store fails, `on_error` decides as on a route without policies.
+    pub(crate) async fn check_revoked(&self, identity: Identity<'_>) -> Verdict {
+        let Some(token) = token_of(identity) else {
+            return Verdict::Unlimited;
+        };
+        let request = CheckRequest {
+            token: Some(token),
+            ..CheckRequest::new("", &[], 1)
+        };
+        match self.failover.call(&request).await {
+            Ok(CheckResult {
+                outcome: CheckOutcome::Revoked,
+                ..
+            }) => Verdict::Revoked,
+            Ok(_) => Verdict::Unlimited,
+            Err(_) => self.failover.answer_failed_block_only(&request).await,
+        }
+    }
+
     /// Cache what the store said about known blocks and rejections.
     fn remember(&self, request: &CheckRequest<'_>, d: &CheckResult) {
         let Some(cache) = &self.cache else { return };

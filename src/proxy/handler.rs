@@ -190,7 +190,7 @@ impl Gateway {
 
         let verdict = match listed {
             ListMatch::Deny => return Err(GatewayError::Forbidden),
-            ListMatch::Bypass => Verdict::Unlimited,
+            ListMatch::Bypass => self.limiter.check_revoked(identity).await,
             ListMatch::Normal => {
                 let id = ClientId {
                     ip: client,
