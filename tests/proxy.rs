@@ -328,3 +328,16 @@ fn connection_closed_by_upstream_is_not_reused() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn several_cookie_lines_reach_the_upstream_as_one() {
+    let echo = Echo::start();
+    let gw = Gateway::start(&config_with(&echo.url(), routes()));
+    let resp = raw_get(gw.addr, "/api/auth", "Cookie: a=1\r\nCookie: b=2; c=3\r\n");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let seen = echo.seen().pop().unwrap();
+    assert_eq!(seen.header_all("cookie"), vec!["a=1; b=2; c=3"]);
+    // One line passes as it is.
+    raw_get(gw.addr, "/api/auth", "Cookie: a=1\r\n");
+    assert_eq!(echo.seen().pop().unwrap().header_all("cookie"), vec!["a=1"]);
+}

@@ -119,6 +119,28 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, client_ip: bool) -> Tra
     codings
 }
 
+/// Join several `Cookie` fields into one, separated by `"; "`: the form RFC 9113 section 8.2.3
+/// asks of a proxy passing HTTP/2's one-field-per-cookie on, and the one every upstream parser
+/// reads whole (some read only the first of several `Cookie` lines, and would then see another
+/// cookie than the gateway authenticated). Nothing to do for the usual zero or one.
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Joined from valid field values with a visible separator: always a valid value.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Whether the message's `TE` lists `trailers`: the client accepts trailers, which the gateway
 /// then asks of an HTTP/2 upstream (read before `remove_hop_by_hop` drops `TE`).
 pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
@@ -478,6 +500,23 @@ mod tests {
     }
 
     // ---- X-Forwarded-* ----
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"c=\xe9").unwrap());
+        join_cookies(&mut h);
+        let all: Vec<&[u8]> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(all, [b"a=1; b=2; c=\xe9".as_slice()]);
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")

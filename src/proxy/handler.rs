@@ -423,6 +423,7 @@ impl Gateway {
         if let Some(protocols) = &fwd.upgrade {
             tunnel::ask_upstream(&mut parts.headers, protocols.clone());
         }
+        forward_headers::join_cookies(&mut parts.headers);
         forward_headers::set_forwarded(
             &mut parts.headers,
             fwd.peer,
