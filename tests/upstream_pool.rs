@@ -546,3 +546,46 @@ fn a_target_name_is_balanced_over_its_addresses_each_a_target_of_its_own() {
         .until(|| series(&format!("{name} (127.0.0.1)")).is_none());
     assert!(series(&a.url()).is_some());
 }
+
+#[test]
+fn a_client_sending_its_body_too_slowly_ejects_no_target() {
+    use std::io::{Read, Write};
+    let backends = [Backend::start("a"), Backend::start("b")];
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let gw = Gateway::start(&pool_config(
+        &refs,
+        "consecutive_failures = 2\nbase_ejection_time = \"60s\"",
+    ));
+    // Each promises 10 bytes and sends one: the targets wait for the rest until the upstream
+    // timeout (5s). Enough of them for every target to reach `consecutive_failures`.
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                s.write_all(
+                    b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nConnection: close\r\n\r\nA",
+                )
+                .unwrap();
+                let mut out = Vec::new();
+                let _ = s.read_to_end(&mut out);
+                raw_status(&String::from_utf8_lossy(&out))
+            })
+        })
+        .collect();
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 408);
+    }
+    for b in &backends {
+        assert_eq!(
+            target_metric(&gw, "rategate_upstream_target_ejected", b),
+            Some(0.0)
+        );
+    }
+    assert_eq!(
+        gw.metric(r#"rategate_upstream_errors_total{kind="timeout",upstream="api"}"#),
+        None
+    );
+    assert_eq!(get(&gw, "/x").0, 200);
+}

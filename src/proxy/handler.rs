@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use super::access::{self, ListMatch};
 use super::body::GatewayBody;
+use super::client_body::ClientBody;
 use super::forward_headers::{self, TransferCodings};
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
@@ -445,7 +446,7 @@ impl Gateway {
                 },
                 // The request is taken in the form it is sent in, so the pool's future holds it
                 // once (an async fn keeps its arguments for its whole life).
-                Request::from_parts(parts, Either::Left(body)),
+                Request::from_parts(parts, Either::Left(ClientBody::new(body))),
             )
             .await?;
         // `send` relays a 101 only to a request that asked to switch.

@@ -2,6 +2,7 @@
 
 pub(crate) mod access;
 pub(crate) mod body;
+pub(crate) mod client_body;
 pub mod client_ip;
 pub(crate) mod cost;
 pub(crate) mod forward_headers;

@@ -44,6 +44,9 @@ pub(crate) enum GatewayError {
     /// The client went away before sending its whole body; nobody reads the answer.
     #[error("client closed the connection before its request body ended")]
     ClientGone,
+    /// The upstream's timeout passed while the client was still sending its body.
+    #[error("client request body too slow")]
+    ClientBodyTimeout,
     #[error("request head too large")]
     HeadTooLarge,
     #[error("no route matches")]
@@ -92,6 +95,7 @@ impl GatewayError {
             | GatewayError::BadBody
             | GatewayError::ClientGone => StatusCode::BAD_REQUEST,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::RateLimited { .. } | GatewayError::Blocked { .. } => {
@@ -114,6 +118,7 @@ impl GatewayError {
             GatewayError::BadPath(_) | GatewayError::BadHost(_) => "bad_request",
             GatewayError::BadBody => "bad_request_body",
             GatewayError::ClientGone => "client_closed_request",
+            GatewayError::ClientBodyTimeout => "request_timeout",
             GatewayError::HeadTooLarge => "header_too_large",
             GatewayError::NoRoute => "no_route",
             GatewayError::Forbidden => "forbidden",
@@ -159,6 +164,7 @@ impl GatewayError {
             }
             GatewayError::BadBody => "The request body is malformed.",
             GatewayError::ClientGone => "The request body ended early.",
+            GatewayError::ClientBodyTimeout => "The request body did not arrive in time.",
             GatewayError::BadPath(e) => path_message(*e),
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
             GatewayError::NoRoute => "No route matches this request.",
@@ -220,7 +226,9 @@ impl GatewayError {
             | GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamRequest(_)
             | GatewayError::UpstreamProtocol(_) => grpc::Code::Unavailable,
-            GatewayError::UpstreamTimeout => grpc::Code::DeadlineExceeded,
+            GatewayError::UpstreamTimeout | GatewayError::ClientBodyTimeout => {
+                grpc::Code::DeadlineExceeded
+            }
             GatewayError::NoRoute => grpc::Code::Unimplemented,
             GatewayError::BadCost(_) => grpc::Code::InvalidArgument,
             GatewayError::ClientGone => grpc::Code::Cancelled,

@@ -9,11 +9,14 @@
 //! distinct `Endpoint` (one per target), across reloads (a reload that changes nothing about how
 //! a target is reached keeps its connections).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HOST, UPGRADE};
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
@@ -141,6 +144,11 @@ impl UpstreamPool {
         // Only a route that allows it relays `Upgrade` (`proxy::tunnel`); it is hop-by-hop and
         // removed from every other request.
         let upgrading = req.headers().contains_key(UPGRADE);
+        // Whether the client has sent its whole body, asked only of a request that has one.
+        let body_ended = match req.body_mut() {
+            Either::Left(body) if !body.is_end_stream() => Some(body.watch()),
+            _ => None,
+        };
         let started = Instant::now();
         let client = self.client(upstream, target);
         let result = tokio::time::timeout(
@@ -207,6 +215,15 @@ impl UpstreamPool {
                     Failure::Connect(_, unsent) => SendError::Unsent(unsent, error),
                     Failure::Request(_) => SendError::sent(error, SentFailure::Reset),
                 })
+            }
+            Err(_) if body_ended.is_some_and(|ended| !ended.load(Ordering::Acquire)) => {
+                // The upstream was still waiting for the client's body: the client's stall,
+                // not counted against the upstream or the target, never retried.
+                tracing::debug!(upstream = name, "client request body too slow");
+                Err(SendError::sent(
+                    GatewayError::ClientBodyTimeout,
+                    SentFailure::Final,
+                ))
             }
             Err(_) => {
                 self.metrics

@@ -42,7 +42,8 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What is sent upstream as a request body: the client's, streamed, or none (a request sent
 /// again, which is only done for requests without a body; a health check).
-pub(crate) type RequestBody = http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>;
+pub(crate) type RequestBody =
+    http_body_util::Either<super::client_body::ClientBody, http_body_util::Empty<bytes::Bytes>>;
 
 /// Idle pooled HTTP/1.1 connections are dropped before a typical upstream keep-alive (often 5 s)
 /// would close them under us.
