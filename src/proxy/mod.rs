@@ -4,6 +4,7 @@ pub(crate) mod access;
 pub(crate) mod body;
 pub mod client_ip;
 pub(crate) mod cost;
+pub(crate) mod extended_connect;
 pub(crate) mod forward_headers;
 pub(crate) mod grpc;
 pub(crate) mod handler;
