@@ -446,3 +446,62 @@ fn an_open_tunnel_stream_keeps_its_connection_past_idle_timeout() {
     let idle = r#"rategate_connections_timed_out_total{listener="proxy",reason="idle"}"#;
     assert_eq!(metric(&gw, idle), 0.0);
 }
+
+/// An upstream that answers every handshake with `answer(path)`, then keeps the connection.
+fn scripted_upstream(answer: fn(&str) -> &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let _ = stream.write_all(answer(&path).as_bytes());
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn an_upstream_that_did_not_answer_the_key_or_did_not_switch_is_a_502() {
+    let upstream = scripted_upstream(|path| match path {
+        "/wrong-accept" => {
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        }
+        "/no-switch" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        _ => "HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope",
+    });
+    let config = config_with(
+        &upstream,
+        "[[route]]\nname = \"ws\"\npath_prefix = \"/\"\nupstream = \"api\"\nupgrade = [\"websocket\"]\n",
+    );
+    let gw = Gateway::start(&config);
+    let mut h2 = H2::connect(&gw);
+    // The accept of RFC 6455's example key, not of the key the gateway sent.
+    let wrong = h2.connect_to("/wrong-accept", Some("websocket"));
+    assert_eq!(wrong.status, StatusCode::BAD_GATEWAY);
+    // A 200 would tell the client its tunnel is open.
+    let no_switch = h2.connect_to("/no-switch", Some("websocket"));
+    assert_eq!(no_switch.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        metric(
+            &gw,
+            r#"rategate_upstream_errors_total{kind="protocol",upstream="api"}"#
+        ),
+        2.0
+    );
+    // Any other refusal is relayed as it is.
+    let refused = h2.connect_to("/other", Some("websocket"));
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(metric(&gw, "rategate_tunnels_total"), 0.0);
+}
