@@ -35,6 +35,7 @@ struct H2 {
     rt: Runtime,
     send: SendRequest<Bytes>,
     addr: SocketAddr,
+    scheme: &'static str,
 }
 
 /// The answer to a CONNECT, and its stream when the tunnel opened.
@@ -50,20 +51,47 @@ struct Tunnel {
     read: Vec<u8>,
 }
 
+/// The client's side of the HTTP/2 handshake on `io`; the connection runs on its own task.
+async fn handshake<T>(io: T) -> SendRequest<Bytes>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
 impl H2 {
+    /// h2c with prior knowledge.
     fn connect(gw: &Gateway) -> H2 {
+        H2::connect_over(gw, None)
+    }
+
+    /// HTTP/2 over TLS chosen by ALPN (`tls` offers only `h2`), or h2c without `tls`.
+    fn connect_over(gw: &Gateway, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> H2 {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let addr = gw.addr;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let send = rt.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let send = match tls {
+                None => handshake(tcp).await,
+                Some(config) => {
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let stream = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, tcp)
+                        .await
+                        .unwrap();
+                    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+                    handshake(stream).await
+                }
+            };
             let mut send = send.ready().await.unwrap();
             // The server's SETTINGS arrive after the handshake.
             bounded(async {
@@ -75,7 +103,12 @@ impl H2 {
             send = send.ready().await.unwrap();
             send
         });
-        H2 { rt, send, addr }
+        H2 {
+            rt,
+            send,
+            addr,
+            scheme,
+        }
     }
 
     /// An extended CONNECT to `path` with `:protocol` (none: a plain CONNECT to the authority).
@@ -84,7 +117,7 @@ impl H2 {
             Some(p) => {
                 let mut req = Request::builder()
                     .method(Method::CONNECT)
-                    .uri(format!("http://{}{path}", self.addr))
+                    .uri(format!("{}://{}{path}", self.scheme, self.addr))
                     .header("sec-websocket-version", "13")
                     .header("sec-websocket-protocol", "chat")
                     .body(())
@@ -250,6 +283,36 @@ fn on_redis(test: impl FnOnce(&str, &WsServer)) {
     let redis = RedisServer::start();
     let server = WsServer::start();
     test(&redis.url(), &server);
+}
+
+#[test]
+fn frames_echo_over_tls_with_h2_chosen_by_alpn() {
+    common::install_crypto();
+    let server = WsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let config = ws_config(&server, &[], "")
+        .set("server.tls.cert", cert_path.display().to_string())
+        .set("server.tls.key", key_path.display().to_string());
+    let gw = Gateway::start(&config);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let mut h2 = H2::connect_over(&gw, Some(std::sync::Arc::new(tls)));
+    let mut tunnel = h2.open("/secure");
+    assert_eq!(h2.echo(&mut tunnel, "over tls"), "over tls");
+    assert_eq!(
+        server.handshakes(1),
+        ["HANDSHAKE /secure upgrade=websocket"]
+    );
+    h2.close(&mut tunnel);
+    poll("the tunnel gauge back to 0", WAIT).until(|| metric(&gw, "rategate_tunnels_open") == 0.0);
 }
 
 #[test]
