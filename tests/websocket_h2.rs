@@ -1,10 +1,12 @@
 //! WebSocket over HTTP/2 (RFC 8441 extended CONNECT) through the real binary: an HTTP/2 client
-//! (the `h2` crate, over h2c prior knowledge) opens tunnels to a real WebSocket upstream (Python
-//! `websockets`, tests/python/ws.py; `bash tests/python/setup.sh` installs it) and writes its
-//! WebSocket frames by hand. Echo, the (limit+1)th CONNECT refused 429 with its headers, a
+//! (the `h2` crate, over h2c prior knowledge, and once over TLS with h2 chosen by ALPN) opens
+//! tunnels to a real WebSocket upstream (Python `websockets`, tests/python/ws.py; `bash
+//! tests/python/setup.sh` installs it) and writes its WebSocket frames by hand. Echo, the (limit+1)th CONNECT refused 429 with its headers, a
 //! concurrency slot held for the tunnel's life and freed when it closes (memory store and Redis),
-//! the idle timeout ending the stream but not its connection, shutdown, and the CONNECTs that are
-//! refused (a route without `upgrade`, no `:protocol`, another protocol).
+//! the idle timeout ending the stream but not its connection, an open tunnel keeping its
+//! connection past `idle_timeout`, shutdown, the CONNECTs that are refused (a route without
+//! `upgrade`, no `:protocol`, another protocol) and the upstream answers that are not relayed (a
+//! wrong `Sec-WebSocket-Accept`, a 2xx without the switch).
 //!
 //! Nothing here asserts how long something took.
 
