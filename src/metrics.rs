@@ -31,7 +31,8 @@ pub(crate) enum DecisionLabel {
     ShadowLimited,
     NoRoute,
     /// Refused before routing: a malformed request head (no or several `Host` lines, a bad path,
-    /// a head over `max_header_bytes`), answered 400 or 431.
+    /// a head over `max_header_bytes`), answered 400 or 431; or a CONNECT the gateway does not
+    /// tunnel (405, 501), refused before any store call.
     BadRequest,
     /// Refused by the route's `auth`: no token where one is required, or an invalid one with
     /// `on_invalid = "reject"` (401).

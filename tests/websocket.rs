@@ -11,103 +11,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use common::redis::{have_redis, RedisServer};
+use common::ws_server::{lines_of, require_websockets, script, ws_config, WsServer, ONE_AT_A_TIME};
 use common::{config_with, poll, Gateway, TestConfig};
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/ws.py")
-}
-
-/// Fails loudly when the Python package is missing: these tests are never skipped.
-fn require_websockets() {
-    let ok = Command::new("python3")
-        .args(["-c", "import websockets"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "python3 with the `websockets` package is required: run `bash tests/python/setup.sh`"
-    );
-}
-
-/// Lines a child prints, as they come.
-fn lines_of(child: &mut Child) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The upstream: an echo server that logs each handshake it receives.
-struct WsServer {
-    child: Child,
-    port: u16,
-    handshakes: Arc<Mutex<Vec<String>>>,
-}
-
-impl WsServer {
-    fn start() -> WsServer {
-        require_websockets();
-        let mut child = Command::new("python3")
-            .arg(script())
-            .arg("server")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = lines_of(&mut child);
-        let first = lines.recv_timeout(Duration::from_secs(20)).unwrap();
-        let port = first.strip_prefix("PORT ").unwrap().parse().unwrap();
-        let handshakes: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = handshakes.clone();
-        std::thread::spawn(move || {
-            for line in lines {
-                seen.lock().unwrap().push(line);
-            }
-        });
-        WsServer {
-            child,
-            port,
-            handshakes,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The handshakes seen, once at least `n` have been (the server prints each before it
-    /// answers; its output is read on another thread).
-    fn handshakes(&self, n: usize) -> Vec<String> {
-        poll(
-            format!("{n} handshake(s) at the upstream"),
-            Duration::from_secs(10),
-        )
-        .until(|| self.handshakes.lock().unwrap().len() >= n);
-        self.handshakes.lock().unwrap().clone()
-    }
-}
-
-impl Drop for WsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One client connection, driven line by line (see ws.py).
 struct WsClient {
@@ -160,26 +71,6 @@ impl Drop for WsClient {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// One route `ws` on `/` to the WebSocket upstream, relaying `Upgrade: websocket`, with `rest`.
-fn ws_config(server: &WsServer, policies: &[&str], rest: &str) -> TestConfig {
-    let list: Vec<String> = policies.iter().map(|p| format!("\"{p}\"")).collect();
-    config_with(
-        &server.url(),
-        &format!(
-            r#"
-[[route]]
-name = "ws"
-path_prefix = "/"
-upstream = "api"
-upgrade = ["websocket"]
-policies = [{}]
-"#,
-            list.join(", ")
-        ),
-    )
-    .with(rest)
 }
 
 /// Whether a new connection is closed by the gateway without an answer (not left open).
@@ -273,14 +164,6 @@ fn concurrency_slot_follows_the_tunnel(config: TestConfig, server: &WsServer) {
     assert_eq!(next.ask("send next"), "ECHO next");
     assert_eq!(server.handshakes(2).len(), 2);
 }
-
-const ONE_AT_A_TIME: &str = r#"
-[[policy]]
-name = "one"
-algorithm = "concurrency"
-limit = 1
-lease = "2s"
-"#;
 
 #[test]
 fn a_concurrency_slot_is_held_for_the_tunnel_and_freed_when_it_closes() {

@@ -10,7 +10,11 @@
 # the Python client are the same for every target, so the CPU per message is the figure to
 # compare; messages/s is bounded by the Python peers.
 #
-#   BIN [target/release/rategate]  CONNS [16]  MESSAGES [2000]  SIZE [128]  REPS [3]
+# H2=1 adds two rows driven by one Rust client (examples/ws_echo.rs, built in release): the same
+# load through rategate over an HTTP/1.1 Upgrade (`rategate-h1`) and over HTTP/2 extended
+# CONNECT on h2c (`rategate-h2`, RFC 8441), each tunnel on a connection of its own.
+#
+#   BIN [target/release/rategate]  CONNS [16]  MESSAGES [2000]  SIZE [128]  REPS [3]  H2 [0]
 #   PORT_BASE [19000]  OUT [target/load/ws-<timestamp>]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,6 +23,8 @@ CONNS=${CONNS:-16}
 MESSAGES=${MESSAGES:-2000}
 SIZE=${SIZE:-128}
 REPS=${REPS:-3}
+H2=${H2:-0}
+WS_ECHO=$ROOT/target/release/examples/ws_echo
 PORT_BASE=${PORT_BASE:-19000}
 OUT=${OUT:-$ROOT/target/load/ws-$(date +%Y%m%d-%H%M%S)}
 P_NGINX=$((PORT_BASE + 80))
@@ -28,6 +34,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 mkdir -p "$OUT"
 [ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 1; }
 python3 -c 'import websockets' || { echo "run tests/python/setup.sh first" >&2; exit 1; }
+if [ "$H2" = 1 ]; then
+  (cd "$ROOT" && cargo build --release --example ws_echo -q) || exit 1
+fi
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -114,10 +123,14 @@ wait_port "$P_NGINX" && wait_port "$P_GATEWAY" || { echo "a proxy did not start"
 
 RAW="$OUT/raw.csv"
 echo "target,rep,messages,per_second,cpu_us_per_message" >"$RAW"
-run() { # target port pid
+run() { # target port pid [h1|h2: the Rust client instead of the Python one]
   local ticks0 ticks1 line n
   ticks0=$([ -n "$3" ] && cpu_ticks "$3" || echo 0)
-  line=$(python3 "$ROOT/benches/load/ws_bench.py" "ws://127.0.0.1:$2/" "$CONNS" "$MESSAGES" "$SIZE")
+  if [ -n "${4:-}" ]; then
+    line=$("$WS_ECHO" "$4" "127.0.0.1:$2" "$CONNS" "$MESSAGES" "$SIZE")
+  else
+    line=$(python3 "$ROOT/benches/load/ws_bench.py" "ws://127.0.0.1:$2/" "$CONNS" "$MESSAGES" "$SIZE")
+  fi
   ticks1=$([ -n "$3" ] && cpu_ticks "$3" || echo 0)
   n=$(sed 's/.*messages=\([0-9]*\).*/\1/' <<<"$line")
   echo "$1,$rep,$n,$(sed 's/.*per_second=\([0-9]*\).*/\1/' <<<"$line"),$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}')" >>"$RAW"
@@ -129,6 +142,10 @@ for rep in $(seq "$REPS"); do
   run direct "$P_ECHO" ""
   run nginx "$P_NGINX" "$NGINX_PID"
   run rategate "$P_GATEWAY" "$GATEWAY_PID"
+  if [ "$H2" = 1 ]; then
+    run rategate-h1 "$P_GATEWAY" "$GATEWAY_PID" h1
+    run rategate-h2 "$P_GATEWAY" "$GATEWAY_PID" h2
+  fi
 done
 grep -v '^warmup' "$RAW" >"$RAW.tmp" && mv "$RAW.tmp" "$RAW"
 
@@ -136,7 +153,9 @@ grep -v '^warmup' "$RAW" >"$RAW.tmp" && mv "$RAW.tmp" "$RAW"
   echo "| target | messages/s (median) | proxy CPU µs/message (median) | vs nginx |"
   echo "|---|---:|---:|---:|"
   nginx_cpu=$(awk -F, '$1 == "nginx" {print $5}' "$RAW" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  for t in direct nginx rategate; do
+  targets="direct nginx rategate"
+  [ "$H2" = 1 ] && targets="$targets rategate-h1 rategate-h2"
+  for t in $targets; do
     rps=$(awk -F, -v t=$t '$1 == t {print $4}' "$RAW" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     cpu=$(awk -F, -v t=$t '$1 == t {print $5}' "$RAW" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     if [ "$t" = direct ]; then

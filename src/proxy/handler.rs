@@ -18,7 +18,7 @@ use super::client_body::ClientBody;
 use super::forward_headers::{self, TransferCodings};
 use super::response::{self, GatewayError};
 use super::stats::RequestStats;
-use super::{client_ip, cost, grpc, host, rate_headers, route, tunnel};
+use super::{client_ip, cost, extended_connect, grpc, host, rate_headers, route, tunnel};
 use crate::alerts::{Alert, Alerter};
 use crate::auth::{Authenticator, Claims, Identity, Invalid, Outcome, PeerCert};
 use crate::config::compiled::{Balance, Retry, Target, Upstream};
@@ -150,6 +150,13 @@ impl Gateway {
         if head_size(&req) > config.server.max_header_bytes {
             return Err(GatewayError::HeadTooLarge);
         }
+        // WebSocket over HTTP/2 is routed and limited as the GET of an HTTP/1.1 upgrade.
+        let ws_over_h2 = extended_connect::websocket(&req)?;
+        let method = if ws_over_h2 {
+            &Method::GET
+        } else {
+            req.method()
+        };
         let host = host::addressed(&req)?;
 
         let peer = conn.peer.ip().to_canonical();
@@ -165,15 +172,12 @@ impl Gateway {
         // The rules are read per request, so a reload switches them.
         let normalized =
             path::normalize(req.uri().path(), server.path_rules).map_err(GatewayError::BadPath)?;
-        let route = route::find(
-            &config.routes,
-            req.method(),
-            host,
-            req.headers(),
-            &normalized,
-        )
-        .ok_or(GatewayError::NoRoute)?;
+        let route = route::find(&config.routes, method, host, req.headers(), &normalized)
+            .ok_or(GatewayError::NoRoute)?;
         record.route = Some(route.index);
+        if ws_over_h2 {
+            extended_connect::route_allows(&route.upgrade)?;
+        }
 
         let listed = access::check(&config.access, client);
         if listed == ListMatch::Deny {
@@ -198,7 +202,7 @@ impl Gateway {
                     key: net::client_key(client, server.ipv6_prefix),
                 };
                 let view = RequestView {
-                    method: req.method(),
+                    method,
                     path: &normalized,
                     query: req.uri().query(),
                     headers: req.headers(),
@@ -286,11 +290,16 @@ impl Gateway {
                         peer_trusted,
                         strip_client_ip: server.forward_client_ip_headers && !peer_trusted,
                         tls: conn.tls,
-                        // A connection accepted before a reload turned upgrades on cannot switch.
-                        upgrade: conn
-                            .upgrades
-                            .then(|| tunnel::requested(&req, &route.upgrade))
-                            .flatten(),
+                        // A connection accepted before a reload turned upgrades on cannot switch
+                        // (an HTTP/2 stream always can).
+                        upgrade: if ws_over_h2 {
+                            Some(HeaderValue::from_static("websocket"))
+                        } else {
+                            conn.upgrades
+                                .then(|| tunnel::requested(&req, &route.upgrade))
+                                .flatten()
+                        },
+                        ws_over_h2,
                     })
                     .map_err(|e| GatewayError::UpstreamRequest(e.to_string()));
                 let forwarded = match forwarded {
@@ -425,6 +434,13 @@ impl Gateway {
             tunnel::ask_upstream(&mut parts.headers, protocols.clone());
         }
         forward_headers::join_cookies(&mut parts.headers);
+        let key = if fwd.ws_over_h2 {
+            let key = extended_connect::ask_upstream(&mut parts.method, &mut parts.headers)
+                .map_err(|e| GatewayError::UpstreamRequest(e.to_string()))?;
+            Some(key)
+        } else {
+            None
+        };
         forward_headers::set_forwarded(
             &mut parts.headers,
             fwd.peer,
@@ -456,11 +472,29 @@ impl Gateway {
                     self.upstreams.protocol_error(fwd.upstream, what);
                     GatewayError::UpstreamProtocol(what)
                 })?;
+                if let Some(key) = &key {
+                    extended_connect::confirm(&mut resp, key).map_err(|what| {
+                        self.upstreams.protocol_error(fwd.upstream, what);
+                        GatewayError::UpstreamProtocol(what)
+                    })?;
+                }
                 let upstream = hyper::upgrade::on(&mut resp);
                 forward_headers::remove_hop_by_hop(resp.headers_mut(), false);
-                tunnel::confirm(resp.headers_mut(), protocols);
-                let ends = tunnel::Ends { client, upstream };
+                if key.is_none() {
+                    tunnel::confirm(resp.headers_mut(), protocols);
+                }
+                let ends = tunnel::Ends {
+                    client,
+                    upstream,
+                    stream: key.is_some(),
+                };
                 return Ok((resp.map(GatewayBody::upstream), Some(ends)));
+            }
+            // To a CONNECT, a 2xx says the tunnel is open: never relayed unless it is.
+            if key.is_some() && resp.status().is_success() {
+                let what = "a 2xx to a WebSocket handshake, without switching";
+                self.upstreams.protocol_error(fwd.upstream, what);
+                return Err(GatewayError::UpstreamProtocol(what));
             }
         }
         if let TransferCodings::Other(codings) =
@@ -497,6 +531,8 @@ struct Forward<'a> {
     tls: bool,
     /// The `Upgrade` to relay (the route allows every protocol it names), see `tunnel`.
     upgrade: Option<HeaderValue>,
+    /// An HTTP/2 extended CONNECT, made an HTTP/1.1 WebSocket handshake (`extended_connect`).
+    ws_over_h2: bool,
 }
 
 /// Whether the response to this request is sent without a body whatever its body holds (RFC 9110

@@ -5,6 +5,7 @@ pub(crate) mod body;
 pub(crate) mod client_body;
 pub mod client_ip;
 pub(crate) mod cost;
+pub(crate) mod extended_connect;
 pub(crate) mod forward_headers;
 pub(crate) mod grpc;
 pub(crate) mod handler;

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::body::GatewayBody;
 use super::cost::BadCost;
+use super::extended_connect::Refusal;
 use super::host::BadHost;
 use super::{grpc, rate_headers};
 use crate::auth::Invalid;
@@ -78,6 +79,9 @@ pub(crate) enum GatewayError {
     UpstreamRequest(String),
     #[error(transparent)]
     BadCost(#[from] BadCost),
+    /// A CONNECT the gateway does not tunnel (see `proxy/extended_connect`).
+    #[error(transparent)]
+    Connect(#[from] Refusal),
     /// The route's `[[auth]]` (named `realm`) refused the request: no token where one is
     /// required (`invalid` is `None`), or an invalid one with `on_invalid = "reject"`.
     #[error("unauthorized ({realm})")]
@@ -108,6 +112,7 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::BadCost(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Connect(refusal) => refusal.status(),
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         }
     }
@@ -130,6 +135,8 @@ impl GatewayError {
             | GatewayError::UpstreamProtocol(_) => "bad_gateway",
             GatewayError::UpstreamTimeout => "gateway_timeout",
             GatewayError::BadCost(_) => "invalid_cost",
+            GatewayError::Connect(Refusal::OtherProtocol) => "not_implemented",
+            GatewayError::Connect(_) => "method_not_allowed",
             GatewayError::Unauthorized { invalid: None, .. } => "missing_token",
             GatewayError::Unauthorized { .. } => "invalid_token",
         }
@@ -149,6 +156,8 @@ impl GatewayError {
             GatewayError::Unavailable { .. } => Some(DecisionLabel::Denied),
             // Refused by the route's cost rule before any limit was consulted.
             GatewayError::BadCost(_) => Some(DecisionLabel::Denied),
+            // A request this gateway does not serve, refused before any store call.
+            GatewayError::Connect(_) => Some(DecisionLabel::BadRequest),
             GatewayError::Unauthorized { .. } => Some(DecisionLabel::Unauthorized),
             _ => None,
         }
@@ -207,6 +216,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "The upstream service did not answer in time.",
             // The cost error names the header and the range the client must use.
             GatewayError::BadCost(e) => return Cow::Owned(format!("{e}.")),
+            GatewayError::Connect(refusal) => refusal.message(),
         })
     }
 
@@ -231,6 +241,7 @@ impl GatewayError {
             }
             GatewayError::NoRoute => grpc::Code::Unimplemented,
             GatewayError::BadCost(_) => grpc::Code::InvalidArgument,
+            GatewayError::Connect(_) => grpc::Code::Unimplemented,
             GatewayError::ClientGone => grpc::Code::Cancelled,
             GatewayError::BadPath(_)
             | GatewayError::BadHost(_)

@@ -14,32 +14,47 @@
 //! the sockets close; what a count-by-response policy owes is charged then too (status 101). The
 //! tunnel ends as soon as either side has closed and what it sent before has been passed on,
 //! as nginx does.
+//!
+//! WebSocket over HTTP/2 (`extended_connect`) ends here too: its tunnel is one stream of the
+//! client's connection, not the connection, so it runs beside the connection's other streams
+//! ([`Switch::Stream`]), under a watchdog clock of its own that the connection gives it.
 
 use std::sync::Arc;
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::compiled::UpgradeProtocol;
 use crate::limiter::Admission;
-use crate::metrics::Metrics;
+use crate::metrics::{Expiry, Metrics};
 
 /// What the client's connection runs once hyper has sent the 101 (`server::watchdog` keeps it
 /// until then).
 pub(crate) type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// The tunnel, on its way from the handler to the connection in the 101's extensions (which
-/// only take `Clone + Sync` values, hence the shared slot; one allocation per tunnel).
-#[derive(Clone)]
-struct Handover(Arc<Mutex<Option<Run>>>);
+/// The tunnel a response opens, as its connection runs it.
+pub(crate) enum Switch {
+    /// An HTTP/1.1 101: the connection becomes the tunnel once hyper has sent it.
+    Connection(Run),
+    /// The 200 to an HTTP/2 extended CONNECT: one stream becomes the tunnel.
+    Stream(StreamTunnel),
+}
 
-/// The tunnel a response carries, if it switches protocols.
-pub(crate) fn take<B>(resp: &mut Response<B>) -> Option<Run> {
-    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+/// The tunnel, on its way from the handler to the connection in the response's extensions
+/// (which only take `Clone + Sync` values, hence the shared slot; one allocation per tunnel).
+#[derive(Clone)]
+struct Handover(Arc<Mutex<Option<Switch>>>);
+
+/// The tunnel a response carries, if it opens one (a 101, or a 200 to an extended CONNECT).
+pub(crate) fn take<B>(resp: &mut Response<B>) -> Option<Switch> {
+    if !matches!(
+        resp.status(),
+        http::StatusCode::SWITCHING_PROTOCOLS | http::StatusCode::OK
+    ) {
         return None;
     }
     resp.extensions_mut()
@@ -106,13 +121,16 @@ pub(crate) fn confirm(headers: &mut HeaderMap, protocols: HeaderValue) {
 }
 
 /// The two connections of a switch: the client's (from its request) and the upstream's (from
-/// its 101). Each resolves once its side's HTTP/1 connection has handed its IO over.
+/// its 101). Each resolves once its side's connection has handed its IO over (for an HTTP/2
+/// client, once its stream's 200 is sent).
 pub(crate) struct Ends {
     pub(crate) client: OnUpgrade,
     pub(crate) upstream: OnUpgrade,
+    /// The client's end is one stream of an HTTP/2 connection (extended CONNECT).
+    pub(crate) stream: bool,
 }
 
-/// Attach the tunnel to the 101 that starts it. `admission` (a concurrency lease, deferred
+/// Attach the tunnel to the response that starts it. `admission` (a concurrency lease, deferred
 /// charges) is settled when the tunnel ends; dropped with the tunnel (cut at a drain's end, idle),
 /// it settles in the background.
 pub(crate) fn hand_over<B>(
@@ -121,16 +139,66 @@ pub(crate) fn hand_over<B>(
     admission: Option<Admission>,
     metrics: Arc<Metrics>,
 ) {
-    let run: Run = Box::pin(run(ends, Settle(admission), metrics));
+    let settle = Settle(admission);
+    let switch = if ends.stream {
+        Switch::Stream(StreamTunnel {
+            ends,
+            settle,
+            metrics,
+        })
+    } else {
+        // The connection's own IO is already watched.
+        Switch::Connection(Box::pin(run(ends, settle, metrics, |io| io)))
+    };
     resp.extensions_mut()
-        .insert(Handover(Arc::new(Mutex::new(Some(run)))));
+        .insert(Handover(Arc::new(Mutex::new(Some(switch)))));
 }
 
-async fn run(ends: Ends, mut settle: Settle, metrics: Arc<Metrics>) {
+/// A tunnel on one stream of an HTTP/2 connection, to be run beside the connection.
+pub(crate) struct StreamTunnel {
+    ends: Ends,
+    settle: Settle,
+    metrics: Arc<Metrics>,
+}
+
+impl StreamTunnel {
+    /// Splice until either side closes or `ended` resolves (the stream's watchdog: `Some` when
+    /// it expired, counted like a connection's, `None` when cut at a drain's end). `watch`
+    /// wraps the client's stream so the watchdog sees its bytes.
+    pub(crate) async fn run<W, IO, E>(self, watch: W, ended: E)
+    where
+        W: FnOnce(TokioIo<Upgraded>) -> IO,
+        IO: AsyncRead + AsyncWrite + Unpin,
+        E: std::future::Future<Output = Option<Expiry>>,
+    {
+        let StreamTunnel {
+            ends,
+            settle,
+            metrics,
+        } = self;
+        let counted = metrics.clone();
+        tokio::select! {
+            () = run(ends, settle, metrics, watch) => {}
+            why = ended => if let Some(why) = why {
+                counted
+                    .connections_timed_out
+                    .with_label_values(&["proxy", why.as_str()])
+                    .inc();
+                tracing::debug!(reason = why.as_str(), "HTTP/2 tunnel timed out");
+            },
+        }
+    }
+}
+
+async fn run<W, IO>(ends: Ends, mut settle: Settle, metrics: Arc<Metrics>, watch: W)
+where
+    W: FnOnce(TokioIo<Upgraded>) -> IO,
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     match tokio::try_join!(ends.client, ends.upstream) {
         Ok((client, upstream)) => {
             let _open = Open::new(&metrics);
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            let (mut client, mut upstream) = (watch(TokioIo::new(client)), TokioIo::new(upstream));
             splice(&mut client, &mut upstream).await;
             // Settled before both sockets close, so a client that saw its tunnel end finds its
             // concurrency slot free.

@@ -117,8 +117,10 @@ impl ConnServer {
             let response = handler(req);
             async move {
                 let mut response = response.await;
-                if let Some(tunnel) = tunnel::take(&mut response) {
-                    guard.set_after_upgrade(tunnel);
+                match tunnel::take(&mut response) {
+                    Some(tunnel::Switch::Connection(run)) => guard.set_after_upgrade(run),
+                    Some(tunnel::Switch::Stream(tunnel)) => guard.spawn_stream_tunnel(tunnel),
+                    None => {}
                 }
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, guard)))
             }

@@ -83,7 +83,11 @@ fn builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: WebSocket over HTTP/2 (RFC 8441), always advertised
+        // so a reload that adds `upgrade` needs no new connections; a route without it refuses
+        // the CONNECT (`proxy/extended_connect`).
+        .enable_connect_protocol();
     builder
 }
 

@@ -27,6 +27,10 @@
 //!   for `tunnel_idle`: closed. Every byte of a tunnel crosses the client's socket, so the
 //!   client side's reads and writes are the tunnel's activity.
 //!
+//! A tunnel on one stream of an HTTP/2 connection (WebSocket over HTTP/2) gets a clock of its
+//! own, swept like a connection's and timed as a tunnel from the start; its connection counts
+//! it as a request in flight for as long as it runs ([`RequestGuard::spawn_stream_tunnel`]).
+//!
 //! The reaper also cuts every connection at once when a drain's grace is over ([`Reaper::cut`]).
 //! Dropping the connection future closes the socket; hyper then drops every response body of the
 //! connection, which releases the upstream connections they were streaming from.
@@ -114,6 +118,8 @@ pub(crate) struct ConnClock {
     after_upgrade: Mutex<Option<Tunnel>>,
     /// The open tunnels of the connection's reaper.
     tunnels: Arc<InFlight>,
+    /// The connection's reaper, which sweeps the clocks of its stream tunnels too.
+    swept: Weak<Swept>,
     /// How the connection must end ([`Ending::code`]), 0 while it may go on.
     ending: AtomicU8,
     /// The connection's task, woken when `ending` is set.
@@ -121,7 +127,12 @@ pub(crate) struct ConnClock {
 }
 
 impl ConnClock {
-    fn new(now: Arc<Coarse>, accepted: u64, tunnels: Arc<InFlight>) -> ConnClock {
+    fn new(
+        now: Arc<Coarse>,
+        accepted: u64,
+        tunnels: Arc<InFlight>,
+        swept: Weak<Swept>,
+    ) -> ConnClock {
         let sweep = now.get();
         ConnClock {
             now,
@@ -136,6 +147,7 @@ impl ConnClock {
             tunnel: AtomicBool::new(false),
             after_upgrade: Mutex::new(None),
             tunnels,
+            swept,
             ending: AtomicU8::new(0),
             waker: AtomicWaker::new(),
         }
@@ -377,7 +389,12 @@ impl Reaper {
     pub(crate) fn watch(&self, accepted: Instant) -> Arc<ConnClock> {
         let s = &self.shared;
         let at = millis::floor(accepted.saturating_duration_since(s.start)).min(NONE - 1);
-        let clock = Arc::new(ConnClock::new(s.now.clone(), at, s.tunnels.clone()));
+        let clock = Arc::new(ConnClock::new(
+            s.now.clone(),
+            at,
+            s.tunnels.clone(),
+            Arc::downgrade(s),
+        ));
         s.conns.lock().push(Arc::downgrade(&clock));
         clock
     }
@@ -442,6 +459,41 @@ impl RequestGuard {
     /// The response asks to switch protocols: `run` runs once hyper has sent it.
     pub(crate) fn set_after_upgrade(&self, run: tunnel::Run) {
         self.clock.set_after_upgrade(run);
+    }
+
+    /// The response opens a tunnel on its HTTP/2 stream: run it on a task of its own, beside
+    /// the connection's other streams, under a clock of its own (`tunnel_idle` from the start,
+    /// cut at a drain's end), counted among the open tunnels (a drain waits for it) and as a
+    /// request in flight of its connection (which keeps the connection from going idle).
+    pub(crate) fn spawn_stream_tunnel(&self, tunnel: tunnel::StreamTunnel) {
+        // The reaper is gone only when the runtime ends: the tunnel is dropped, and what its
+        // request owes settles in the background.
+        let Some(swept) = self.clock.swept.upgrade() else {
+            return;
+        };
+        let stream = Arc::new(ConnClock::new(
+            swept.now.clone(),
+            swept.now.get(),
+            swept.tunnels.clone(),
+            Arc::downgrade(&swept),
+        ));
+        // No head is read on a tunnel: its reads and writes are progress from the start.
+        stream.head_since.store(NONE, Relaxed);
+        stream.tunnel.store(true, Relaxed);
+        swept.conns.lock().push(Arc::downgrade(&stream));
+        let open = self.clock.tunnels.enter();
+        let busy = self.clock.request_started(Version::HTTP_2);
+        tokio::spawn(async move {
+            let _running = (open, busy);
+            let watched = stream.clone();
+            let ended = async {
+                match ended(&stream).await {
+                    Ending::Expired(why) => Some(why),
+                    Ending::Cut => None,
+                }
+            };
+            tunnel.run(move |io| Watched::new(io, watched), ended).await;
+        });
     }
 
     fn frame_taken(&mut self) {
@@ -603,6 +655,7 @@ mod tests {
             }),
             0,
             Arc::default(),
+            Weak::new(),
         ))
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod poll;
 pub mod redis;
 pub mod redis_ha;
+pub mod ws_server;
 
 // Not every test file uses both: each compiles this module on its own.
 #[allow(unused_imports)]

@@ -3,7 +3,8 @@
   python3 ws.py server
       An echo server on 127.0.0.1 (port chosen by the OS). Prints `PORT <n>`, then one line per
       handshake it receives: `HANDSHAKE <path> upgrade=<Upgrade header or ->`. A path starting with
-      /forbidden is refused with 403 before any switch.
+      /forbidden is refused with 403 before any switch. A client offering the `chat`
+      subprotocol gets it.
 
   python3 ws.py client
       Reads commands on stdin, one per line, and answers each with one line on stdout:
@@ -30,6 +31,9 @@ def server():
 
     from websockets.exceptions import ConnectionClosed
 
+    def select_subprotocol(connection, subprotocols):
+        return "chat" if "chat" in subprotocols else None
+
     def echo(ws):
         try:
             for message in ws:
@@ -37,7 +41,13 @@ def server():
         except ConnectionClosed:
             pass  # the gateway closed the tunnel (idle timeout, shutdown): expected here
 
-    with serve(echo, "127.0.0.1", 0, process_request=process_request) as srv:
+    with serve(
+        echo,
+        "127.0.0.1",
+        0,
+        process_request=process_request,
+        select_subprotocol=select_subprotocol,
+    ) as srv:
         print(f"PORT {srv.socket.getsockname()[1]}", flush=True)
         srv.serve_forever()
 
