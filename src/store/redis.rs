@@ -956,6 +956,51 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &compiled.get("{a = 1}").unwrap()));
     }
 
+    /// Writes the compiled check scripts `benches/load/lua_cost.sh` measures (the load harness's
+    /// `allowed` and `three` routes) to `$RATEGATE_DUMP_DIR`; does nothing without it.
+    #[test]
+    #[ignore = "a tool for benches/load/lua_cost.sh"]
+    fn dump_compiled_check_scripts() {
+        use crate::config::compiled::{Algorithm, KeyPart, Policy};
+        let Some(dir) = std::env::var_os("RATEGATE_DUMP_DIR") else {
+            return;
+        };
+        let minute = Duration::from_secs(60);
+        let fixed = Policy::new("per-ip", Algorithm::FixedWindow, 1_000_000_000, minute);
+        let sliding = Policy {
+            key: vec![KeyPart::Ip, KeyPart::Path],
+            ..Policy::new(
+                "per-ip-path",
+                Algorithm::SlidingWindow,
+                1_000_000_000,
+                minute,
+            )
+        };
+        let bucket = Policy {
+            key: vec![KeyPart::Global],
+            ..Policy::new(
+                "global",
+                Algorithm::TokenBucket,
+                1_000_000_000,
+                Duration::from_secs(1),
+            )
+        };
+        for (name, policies) in [
+            ("one", vec![&fixed]),
+            ("three", vec![&fixed, &sliding, &bucket]),
+        ] {
+            let mut literals = String::new();
+            for p in policies {
+                if !literals.is_empty() {
+                    literals.push_str(", ");
+                }
+                args::push_literal(&mut literals, &mut Vec::new(), &PolicyCheck::new(p, "k"));
+            }
+            let path = std::path::Path::new(&dir).join(format!("check-{name}.lua"));
+            std::fs::write(path, Script::check(&literals).text).unwrap();
+        }
+    }
+
     #[test]
     fn invalidations_round_trip() {
         for inv in [
