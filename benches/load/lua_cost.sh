@@ -62,7 +62,7 @@ for script in $SCRIPTS; do
     for _ in $(seq "$r"); do
       keys+=("b:{i:__rand_int__}:b" "b:{i:__rand_int__}:v:f")
       [ "$n" = 3 ] && keys+=("b:{i:__rand_int__}:v:s" "b:{g}:v:t")
-      args+=(1 1 "$n" "" "" 1 0 -1)
+      args+=(1 $((n * 64 + 3)))  # cost 1; shape: n policies, block entry, single group
     done
     # One call by hand first: every request must be allowed (outcome 0).
     first=$(cli EVALSHA "$sha" "${#keys[@]}" "${keys[@]//__rand_int__/1}" "${args[@]}" | head -1)

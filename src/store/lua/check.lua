@@ -8,16 +8,18 @@
 -- ARGV[1]  now in ms, or "" to use the server clock (TIME, read once for the batch); only tests
 --          pass a value
 -- ARGV[2]  number of requests r
--- then per request, its header (HEADER arguments, read by `check_request`):
+-- then per request, its header (read by `header`):
 --   cost
---   1 when the request's first key is the client's block entry, else 0
---   number of policies n
---   the request's lease id (member of concurrency sets; "" when there are none)
---   the request's id (members of sliding logs, so a refund can remove them; may be "")
---   1: the request's only group (it blocks the client itself); 0: one of several (it never
---      blocks, and when it charges it also returns what a refund needs)
---   number of revocation entries v (0 to 2: the token's `jti` and `sub` entries this group holds)
---   the token's iat in seconds, or -1 (none)
+--   its shape, one integer: n * SHAPE_N + v * SHAPE_REVS, plus SHAPE_NONCE when the request id
+--     follows, SHAPE_LEASE when the lease id follows, SHAPE_SINGLE when this is the request's
+--     only group (it blocks the client itself; otherwise it never blocks, and when it charges
+--     it also returns what a refund needs), SHAPE_BLOCK when its first key (after the
+--     revocation entries) is the client's block entry; n is its number of policies, v its
+--     number of revocation entries (0 to 2: the token's `jti` and `sub` entries this group
+--     holds). The constants are in the prelude (src/store/redis/args.rs).
+--   the request's lease id (member of concurrency sets), when the shape says so
+--   the request's id (members of sliding logs, so a refund can remove them), when it says so
+--   the token's iat in seconds, or -1 (none), when v > 0
 -- followed by POLICY_WIDTH arguments per policy read by policy_args (layout in args.rs), unless
 -- the script was compiled for the batch's policies: then COMPILED (defined before the prelude)
 -- holds them as tables with the same fields, and no policy is sent (src/store/redis.rs,
@@ -30,16 +32,42 @@
 -- SET the check makes writes through it, so a request sees the charges of the earlier requests
 -- of its call exactly as Redis holds them (a block started by one is read again with GET).
 --
--- Returns one reply per request: {outcome, arg, now, blocked_policy, blocked_ms, then per
--- policy: allowed, limit, remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg =
--- policy index, 0-based), 2 blocked (arg = ms left), 3 this request failed (arg = the error's
--- text; the other requests of the batch are unaffected), 4 the token is revoked (nothing
--- charged). blocked_policy is -1 unless this call
--- started a block. When the request is one of several groups and its group admitted, then per
+-- Returns one reply per request: its outcome, then for 0 (allowed): now; 1 (limited): the
+-- policy index (0-based), now, blocked_policy (-1 unless this call started a block),
+-- blocked_ms; 2 (blocked): ms left, now; 3 (this request failed; the other requests of the
+-- batch are unaffected): the error's text; 4 (the token is revoked, nothing charged): 0, now.
+-- After the head of an allowed or limited request, per policy: allowed, limit, remaining,
+-- reset_ms, retry_ms. When the request is one of several groups and its group admitted, then per
 -- policy: charged (1|0), remaining and reset_ms before the charge, and the charge's mark (the
 -- window start it went to; 0 for other algorithms).
 
-local HEADER = 8
+-- The header of the request at ARGV[ab] (see above): cost, n, v, has_block, single, lease,
+-- request id, iat, and where its policies' arguments (or the next request) start.
+local function header(ab)
+  local shape = tonumber(ARGV[ab + 1])
+  local n = math.floor(shape / SHAPE_N)
+  shape = shape - n * SHAPE_N
+  local v = math.floor(shape / SHAPE_REVS)
+  shape = shape - v * SHAPE_REVS
+  local at, lease, nonce, iat = ab + 2, '', '', -1
+  local has_nonce = shape >= SHAPE_NONCE
+  if has_nonce then shape = shape - SHAPE_NONCE end
+  if shape >= SHAPE_LEASE then
+    shape = shape - SHAPE_LEASE
+    lease = ARGV[at]
+    at = at + 1
+  end
+  if has_nonce then
+    nonce = ARGV[at]
+    at = at + 1
+  end
+  if v > 0 then
+    iat = tonumber(ARGV[at])
+    at = at + 1
+  end
+  return tonumber(ARGV[ab]), n, v, shape % SHAPE_SINGLE == SHAPE_BLOCK, shape >= SHAPE_SINGLE,
+    lease, nonce, iat, at
+end
 
 -- The string values of the call's keys: key -> value, or false when the key holds none (nil:
 -- not read yet). Filled by the call's MGET, written through by every SET of a counter.
@@ -187,12 +215,13 @@ local function state(i)
   return a, P_lim[i], P_rem[i], P_rst[i], P_rty[i]
 end
 
--- A reply: its head (outcome, arg, blocked policy, blocked ms) then every policy's state. The
--- first policy is in the table's constructor, which sizes it once (most routes have one).
-local function reply(outcome, arg, bp, bms, n)
-  if n == 0 then return {outcome, arg, now0, bp, bms}, 5 end
-  local out = {outcome, arg, now0, bp, bms, state(1)}
-  local k = 10
+-- An admitted request's reply, {0, now, states...}, or a limited one's, {1, policy, now,
+-- blocked policy, blocked ms, states...}: the head, then every policy's state. The first policy
+-- is in the table's constructor, which sizes it once (most routes have one).
+local function admitted(n)
+  if n == 0 then return {0, now0}, 2 end
+  local out = {0, now0, state(1)}
+  local k = 7
   for i = 2, n do
     out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] = state(i)
     k = k + 5
@@ -200,31 +229,39 @@ local function reply(outcome, arg, bp, bms, n)
   return out, k
 end
 
+local function limited(policy, bp, bms, n)
+  local out = {1, policy, now0, bp, bms, state(1)}
+  local k = 10
+  for i = 2, n do
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] = state(i)
+    k = k + 5
+  end
+  return out
+end
+
 -- The request whose keys start at KEYS[kb] and header at ARGV[ab]: its reply.
 local function check_request(kb, ab)
-  local cost, has_block, n = tonumber(ARGV[ab]), ARGV[ab + 1] == '1', tonumber(ARGV[ab + 2])
-  local lease, nonce, single = ARGV[ab + 3], ARGV[ab + 4], ARGV[ab + 5] == '1'
-  local block_key = kb + tonumber(ARGV[ab + 6])
+  local cost, n, revs, has_block, single, lease, nonce, iat, pb = header(ab)
+  local block_key = kb + revs
   local first = block_key
   if has_block then first = block_key + 1 end
   local policies = COMPILED
   if not policies then
     policies = {}
-    for i = 1, n do policies[i] = policy_args(ab + HEADER + POLICY_WIDTH * (i - 1)) end
+    for i = 1, n do policies[i] = policy_args(pb + POLICY_WIDTH * (i - 1)) end
   elseif #policies ~= n then
     return {3, 'the request does not match the compiled policies'}
   end
 
   if block_key > kb then
-    local iat = tonumber(ARGV[ab + 7])
     for j = kb, block_key - 1 do
-      if revokes(read(KEYS[j]), iat) then return {4, 0, now0, -1, 0} end
+      if revokes(read(KEYS[j]), iat) then return {4, 0, now0} end
     end
   end
 
   if has_block then
     local until_ms = block_of(read(KEYS[block_key]))
-    if until_ms > now0 then return {2, until_ms - now0, now0, -1, 0} end
+    if until_ms > now0 then return {2, until_ms - now0, now0} end
   end
 
   local rejected = -1
@@ -272,7 +309,7 @@ local function check_request(kb, ab)
         vals[KEYS[block_key]] = nil
       end
     end
-    return (reply(1, rejected - 1, bp, bms, n))
+    return limited(rejected - 1, bp, bms, n)
   end
 
   for i = 1, n do
@@ -283,7 +320,7 @@ local function check_request(kb, ab)
       P_did[i] = 1
     end
   end
-  local out, k = reply(0, 0, -1, 0, n)
+  local out, k = admitted(n)
   if not single then
     for i = 1, n do
       out[k + 1], out[k + 2], out[k + 3], out[k + 4] = P_did[i], P_rem[i], P_rst[i], P_mk[i] or 0
@@ -301,9 +338,9 @@ do
   local kb, ab = 1, 3
   for r = 1, nreq do
     kbs[r], abs[r] = kb, ab
-    local n = tonumber(ARGV[ab + 2])
-    local first = kb + tonumber(ARGV[ab + 6])
-    if ARGV[ab + 1] == '1' then first = first + 1 end
+    local _, n, revs, has_block, _, _, _, _, pb = header(ab)
+    local first = kb + revs
+    if has_block then first = first + 1 end
     for j = kb, first + n - 1 do
       local a
       if j >= first then
@@ -311,7 +348,7 @@ do
         if COMPILED then
           a = COMPILED[i] and COMPILED[i].alg
         else
-          a = ARGV[ab + HEADER + POLICY_WIDTH * (i - 1)]
+          a = ARGV[pb + POLICY_WIDTH * (i - 1)]
         end
       end
       local key = KEYS[j]
@@ -320,7 +357,7 @@ do
         reads[#reads + 1] = key
       end
     end
-    kb, ab = first + n, ab + HEADER
+    kb, ab = first + n, pb
     if not COMPILED then ab = ab + POLICY_WIDTH * n end
   end
   for from = 1, #reads, 1000 do
