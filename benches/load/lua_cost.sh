@@ -15,7 +15,9 @@
 #
 # Environment: RS ["1 32"] requests per call, SCRIPTS ["one three"], CALLS [20000] requests per
 # cell (CALLS / R calls), CONNS [4] redis-benchmark connections, PORT [27400], OUT
-# [target/load/lua-cost-<timestamp>], CALLGRIND [0]. The scripts are written by the ignored unit test
+# [target/load/lua-cost-<timestamp>], CALLGRIND [0], CLIENT [random]: a fixed name sends every
+# request from that one client (as the load harness's wrk does), so a call's requests share
+# their counters. The scripts are written by the ignored unit test
 # `store::redis::tests::dump_compiled_check_scripts` (so they are exactly what the gateway sends).
 set -euo pipefail
 
@@ -25,6 +27,9 @@ SCRIPTS=${SCRIPTS:-"one three"}
 CALLS=${CALLS:-20000}
 CONNS=${CONNS:-4}
 PORT=${PORT:-27400}
+CLIENT=${CLIENT:-random}
+ID=__rand_int__
+[ "$CLIENT" = random ] || ID=$CLIENT
 OUT=${OUT:-$ROOT/target/load/lua-cost-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
@@ -60,8 +65,8 @@ for script in $SCRIPTS; do
   for r in $RS; do
     keys=() args=("" "$r")
     for _ in $(seq "$r"); do
-      keys+=("b:{i:__rand_int__}:b" "b:{i:__rand_int__}:v:f")
-      [ "$n" = 3 ] && keys+=("b:{i:__rand_int__}:v:s" "b:{g}:v:t")
+      keys+=("b:{i:$ID}:b" "b:{i:$ID}:v:f")
+      [ "$n" = 3 ] && keys+=("b:{i:$ID}:v:s" "b:{g}:v:t")
       args+=(1 $((n * 64 + 3)))  # cost 1; shape: n policies, block entry, single group
     done
     # One call by hand first: every request must be allowed (outcome 0).

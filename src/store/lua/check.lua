@@ -28,9 +28,10 @@
 -- one), then one counter per policy (string; sorted set for sliding_log and concurrency).
 --
 -- Before the first request runs, one MGET reads every string key of the call (revocation and
--- block entries, fixed window, sliding window and token bucket counters) into `vals`, and every
--- SET the check makes writes through it, so a request sees the charges of the earlier requests
--- of its call exactly as Redis holds them (a block started by one is read again with GET).
+-- block entries, fixed window, sliding window and token bucket counters) into `vals`; a charge
+-- writes its counter there, so a request sees the charges of the earlier requests of its call
+-- (a block started by one is read again with GET), and each charged counter is written to Redis
+-- once, after the last request (`dirty`).
 --
 -- Returns one reply per request: its outcome, then for 0 (allowed): now; 1 (limited): the
 -- policy index (0-based), now, blocked_policy (-1 unless this call started a block),
@@ -81,6 +82,13 @@ local function read(key)
   end
   return v
 end
+
+-- The string counters the call charged: key -> TTL of its latest charge, in the order first
+-- charged. Each is written once (SET ... PX), after the last request: the requests read them
+-- from `vals`, nothing else in the call reads them, and the one SET leaves what a SET per
+-- charge would (the value and TTL of the latest), so a counter every request of a call
+-- charges (a `global` one, or one client's) costs one write per call, not one per request.
+local dirty, dirty_keys = {}, {}
 
 -- Per policy i of the request being evaluated, reused by every request of the call so that a
 -- policy costs no table or closure: allowed, limit, remaining, reset and retry before the
@@ -201,8 +209,10 @@ local function charge(i, a, key, w, c, lease, nonce)
     -- the set lives as long as its latest lease
     if redis.call('PTTL', key) < w + pad then redis.call('PEXPIRE', key, w + pad) end
   else
-    put(key, P_wa[i], P_wb[i])
+    -- written once when every request of the call has run (`dirty`)
     vals[key] = P_wa[i]
+    if not dirty[key] then dirty_keys[#dirty_keys + 1] = key end
+    dirty[key] = P_wb[i]
   end
 end
 
@@ -380,5 +390,11 @@ for r = 1, nreq do
     reply = {3, tostring(reply)}
   end
   replies[r] = reply
+end
+-- A failure here (out of memory, a replica) fails the whole call: every request of it gets
+-- `on_error`, as each would have when its own write failed.
+for j = 1, #dirty_keys do
+  local key = dirty_keys[j]
+  put(key, vals[key], dirty[key])
 end
 return replies
