@@ -478,12 +478,13 @@ policies = ["a", "b"]
     for args in &calls {
         // EVALSHA sha numkeys, the block entry and two counters, then the call's clock override
         // and number of requests (one here: the requests came one after the other), and the
-        // request's 8 arguments: cost, block flag, policy count, lease, request id, single, and
-        // its token's revocation entries (none: the route has no `auth`) and `iat` (-1).
+        // request's 2 arguments: its cost and its shape (2 policies * 64, + 2: its only group,
+        // + 1: it reads the block entry; no lease, request id or revocation entries, so nothing
+        // follows).
         assert_eq!(args[2], "3", "{args:?}");
         assert_eq!(args[7], "1", "{args:?}");
-        assert_eq!(args.len(), 3 + 3 + 2 + 8, "{args:?}");
-        assert_eq!(args[14..], ["0", "-1"], "{args:?}");
+        assert_eq!(args.len(), 3 + 3 + 2 + 2, "{args:?}");
+        assert_eq!(args[8..], ["1", "131"], "{args:?}");
     }
 }
 

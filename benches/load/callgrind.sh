@@ -16,7 +16,8 @@
 # prior knowledge and the gateway reaches it as `h2c://`), POOL_TARGETS [1]: above 1, the
 # upstream nginx listens on that many ports and the gateway's upstream lists them as `targets`
 # with `balance = POOL_BALANCE` [round_robin] (binaries from before upstream pools refuse that
-# config).
+# config). STORE [memory]: `redis` runs a redis-server (not under valgrind, so only the
+# gateway's side of each check is counted) and gives the gateway the Redis store.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,6 +27,7 @@ PATHS=${PATHS:-"/allowed /rejected /three"}
 PORT_BASE=${PORT_BASE:-18200}
 POOL_TARGETS=${POOL_TARGETS:-1}
 POOL_BALANCE=${POOL_BALANCE:-round_robin}
+STORE=${STORE:-memory}
 OUT=${OUT:-$ROOT/target/load/callgrind-$(date +%Y%m%d-%H%M%S)}
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$ROOT/target/release/rategate")
@@ -94,6 +96,18 @@ fi
 PIDS+=($!)
 wait_port "$P_UP" 10
 
+STORE_BLOCK='kind = "memory"'
+if [ "$STORE" = redis ]; then
+  P_REDIS=$((PORT_BASE + 4))
+  mkdir -p "$OUT/redis"
+  redis-server --port "$P_REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT/redis" \
+    --logfile "$OUT/redis/redis.log" &
+  PIDS+=($!)
+  wait_port "$P_REDIS" 10
+  STORE_BLOCK="kind = \"redis\"
+url = \"redis://127.0.0.1:$P_REDIS/0\""
+fi
+
 cat >"$OUT/rategate.toml" <<EOF
 [server]
 listen = "127.0.0.1:$P_GW"
@@ -101,7 +115,7 @@ trusted_proxies = ["127.0.0.1/32"]
 [admin]
 listen = "127.0.0.1:$P_ADMIN"
 [store]
-kind = "memory"
+$STORE_BLOCK
 [[upstream]]
 name = "up"
 $UPSTREAM_TARGET

@@ -62,6 +62,7 @@ use std::time::Duration;
 
 use fred::prelude::{ClientLike, EventInterface, Pool, PubsubInterface};
 use fred::types::Value;
+use hashbrown::HashTable;
 
 mod connect;
 
@@ -160,37 +161,75 @@ impl Script {
 /// sends its policies as arguments to the generic script (same decisions, more bytes).
 const COMPILED_MAX: usize = 256;
 
-/// Check scripts compiled for one group's policies, by their literals (`args::push_literal`):
-/// the policies' static parameters are in the script's text, so a check sends only what varies
-/// per request (clock override, cost, lease, request id). A policy set is a route's policies
-/// (or a tier's parameters, or a cluster group of them), so the distinct sets are few and fixed
-/// by the configuration; a reload adds the new ones. Redis caches each script per node (loaded
-/// by EVAL on NOSCRIPT, as every script); the bound keeps that cache, and this map, finite.
+/// Check scripts compiled for one group's policies (`args::push_literal` writes them into the
+/// script): the policies' static parameters are in the script's text, so a check sends only what
+/// varies per request (clock override, cost, lease, request id). A policy set is a route's
+/// policies (or a tier's parameters, or a cluster group of them), so the distinct sets are few
+/// and fixed by the configuration; a reload adds the new ones. Redis caches each script per node
+/// (loaded by EVAL on NOSCRIPT, as every script); the bound keeps that cache, and this map,
+/// finite. Found by the policies' fields (`args::Fields`), compared exactly, so a request writes
+/// no literal.
 #[derive(Default)]
 struct Compiled {
-    scripts: std::sync::RwLock<std::collections::HashMap<String, Arc<Script>>>,
+    scripts: std::sync::RwLock<HashTable<CompiledScript>>,
+    hasher: ahash::RandomState,
+}
+
+/// A compiled check script and the policies it was compiled for.
+struct CompiledScript {
+    hash: u64,
+    policies: Vec<args::Fields<Arc<str>>>,
+    script: Arc<Script>,
 }
 
 impl Compiled {
-    /// The script compiled for `literals`, compiling it on first use; None when the bound is
-    /// reached (or the map is poisoned: the generic script is always right).
-    fn get(&self, literals: &str) -> Option<Arc<Script>> {
+    /// The script compiled for `checks` (a group's, in order), compiling it on first use; None
+    /// when the bound is reached (or the map is poisoned: the generic script is always right).
+    fn get(&self, checks: &[&PolicyCheck<'_>]) -> Option<Arc<Script>> {
+        let fields: SmallVec<[args::Fields<&Arc<str>>; 4]> =
+            checks.iter().map(|c| args::Fields::of(c)).collect();
+        let hash = self.hasher.hash_one(&fields[..]);
+        let same = |e: &CompiledScript| {
+            e.policies.len() == fields.len()
+                && fields.iter().zip(&e.policies).all(|(f, o)| f.matches(o))
+        };
         {
-            let map = self.scripts.read().ok()?;
-            if let Some(found) = map.get(literals) {
-                return Some(found.clone());
+            let table = self.scripts.read().ok()?;
+            if let Some(found) = table.find(hash, same) {
+                return Some(found.script.clone());
             }
-            // Full: not even compiled, so a request past the bound costs no hashing.
-            if map.len() >= COMPILED_MAX {
+            // Full: not even compiled.
+            if table.len() >= COMPILED_MAX {
                 return None;
             }
         }
-        let script = Arc::new(Script::check(literals));
-        let mut map = self.scripts.write().ok()?;
-        if map.len() >= COMPILED_MAX && !map.contains_key(literals) {
+        let mut literals = String::with_capacity(160 * checks.len());
+        let mut scratch = Vec::with_capacity(args::WIDTH);
+        for check in checks {
+            if !literals.is_empty() {
+                literals.push_str(", ");
+            }
+            args::push_literal(&mut literals, &mut scratch, check);
+        }
+        let script = Arc::new(Script::check(&literals));
+        let mut table = self.scripts.write().ok()?;
+        if let Some(found) = table.find(hash, same) {
+            return Some(found.script.clone());
+        }
+        if table.len() >= COMPILED_MAX {
             return None;
         }
-        Some(map.entry(literals.to_owned()).or_insert(script).clone())
+        let policies = fields.iter().map(|f| f.to_owned()).collect();
+        table.insert_unique(
+            hash,
+            CompiledScript {
+                hash,
+                policies,
+                script: script.clone(),
+            },
+            |e| e.hash,
+        );
+        Some(script)
     }
 }
 
@@ -1022,16 +1061,75 @@ mod tests {
 
     #[test]
     fn compiled_scripts_are_shared_per_policy_set_and_bounded() {
+        use crate::config::compiled::{Algorithm, Policy};
+        let policy =
+            |limit: u64| Policy::new("p", Algorithm::FixedWindow, limit, Duration::from_secs(1));
+        let script = |compiled: &Compiled, p: &Policy| compiled.get(&[&PolicyCheck::new(p, "k")]);
         let compiled = Compiled::default();
-        let first = compiled.get("{a = 1}").unwrap();
-        assert!(Arc::ptr_eq(&first, &compiled.get("{a = 1}").unwrap()));
-        assert!(first.text.starts_with("local COMPILED = {{a = 1}}\n"));
-        for i in 1..COMPILED_MAX {
-            assert!(compiled.get(&format!("{{a = {}}}", i + 1)).is_some());
+        let (one, also_one) = (policy(1), policy(1));
+        let first = script(&compiled, &one).unwrap();
+        // The same fields (another config's policy, another key) share the script.
+        assert!(Arc::ptr_eq(&first, &script(&compiled, &also_one).unwrap()));
+        assert!(first
+            .text
+            .starts_with("local COMPILED = {{alg = \"f\", limit = 1, "));
+        let two = policy(2);
+        let both = compiled
+            .get(&[&PolicyCheck::new(&one, "k"), &PolicyCheck::new(&two, "k")])
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &both));
+        for i in 2..COMPILED_MAX {
+            let other = policy(i as u64 + 1);
+            assert!(script(&compiled, &other).is_some());
         }
         // Full: a new set gets the generic script, the known ones keep theirs.
-        assert!(compiled.get("{a = 0}").is_none());
-        assert!(Arc::ptr_eq(&first, &compiled.get("{a = 1}").unwrap()));
+        assert!(script(&compiled, &policy(0)).is_none());
+        assert!(Arc::ptr_eq(&first, &script(&compiled, &one).unwrap()));
+    }
+
+    /// Writes the compiled check scripts `benches/load/lua_cost.sh` measures (the load harness's
+    /// `allowed` and `three` routes) to `$RATEGATE_DUMP_DIR`; does nothing without it.
+    #[test]
+    #[ignore = "a tool for benches/load/lua_cost.sh"]
+    fn dump_compiled_check_scripts() {
+        use crate::config::compiled::{Algorithm, KeyPart, Policy};
+        let Some(dir) = std::env::var_os("RATEGATE_DUMP_DIR") else {
+            return;
+        };
+        let minute = Duration::from_secs(60);
+        let fixed = Policy::new("per-ip", Algorithm::FixedWindow, 1_000_000_000, minute);
+        let sliding = Policy {
+            key: vec![KeyPart::Ip, KeyPart::Path],
+            ..Policy::new(
+                "per-ip-path",
+                Algorithm::SlidingWindow,
+                1_000_000_000,
+                minute,
+            )
+        };
+        let bucket = Policy {
+            key: vec![KeyPart::Global],
+            ..Policy::new(
+                "global",
+                Algorithm::TokenBucket,
+                1_000_000_000,
+                Duration::from_secs(1),
+            )
+        };
+        for (name, policies) in [
+            ("one", vec![&fixed]),
+            ("three", vec![&fixed, &sliding, &bucket]),
+        ] {
+            let mut literals = String::new();
+            for p in policies {
+                if !literals.is_empty() {
+                    literals.push_str(", ");
+                }
+                args::push_literal(&mut literals, &mut Vec::new(), &PolicyCheck::new(p, "k"));
+            }
+            let path = std::path::Path::new(&dir).join(format!("check-{name}.lua"));
+            std::fs::write(path, Script::check(&literals).text).unwrap();
+        }
     }
 
     #[test]

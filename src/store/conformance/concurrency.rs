@@ -78,8 +78,8 @@ fn concurrency_vector() -> Vector {
     }
 }
 
-/// Exact admission under contention: for every algorithm (concurrency included: 50 slots, no
-/// release), 200 concurrent requests against one key with room for 50 admit exactly 50; and with a second policy on per-task keys listed in varying
+/// Requests of one call (`together`), then exact admission under contention: for every
+/// algorithm (concurrency included: 50 slots, no release), 200 concurrent requests against one key with room for 50 admit exactly 50; and with a second policy on per-task keys listed in varying
 /// order (so requests lock different key sets in different orders), still exactly 50, each
 /// charged once. Run it on a multi-threaded runtime.
 pub async fn run_concurrency<S, F>(make: F)
@@ -89,6 +89,14 @@ where
 {
     const TASKS: usize = 200;
     const ROOM: u64 = 50;
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::SlidingLog,
+        Algorithm::TokenBucket,
+    ] {
+        together(&make(ManualClock::new(T0)), algorithm).await;
+    }
     for algorithm in [
         Algorithm::FixedWindow,
         Algorithm::SlidingWindow,
@@ -151,6 +159,42 @@ where
             }
         }
     }
+}
+
+/// Requests issued together by one task: on the Redis store all but the first ones queue behind
+/// the first call and go as one call, whose requests must see the charges, and the block, of the
+/// earlier ones. For every counting algorithm, 8 requests of one client with room for 3 and a
+/// block on rejection: exactly 3 admitted (remaining 2, 1 and 0), one rejected (it starts the
+/// block), 4 found blocked.
+async fn together<S: Store>(store: &S, algorithm: Algorithm) {
+    let policy = PolicySpec::new("tog", algorithm, 3, 60_000)
+        .block_for(30_000)
+        .to_policy(0);
+    // Keyed by the client, so that in a cluster too the counter and the block share one slot.
+    let checks = [PolicyCheck::new(&policy, "tog|i:t1")];
+    let req = CheckRequest::new("t1", &checks, 1);
+    let results = futures_util::future::join_all((0..8).map(|_| store.check(&req))).await;
+    let (mut remaining, mut limited, mut blocked) = (Vec::new(), 0, 0);
+    for r in results {
+        match r {
+            Ok(d) => match d.outcome {
+                CheckOutcome::Allowed => remaining.push(d.states[0].remaining),
+                CheckOutcome::Limited { .. } => {
+                    assert!(d.blocked_now.is_some(), "{algorithm:?}: no block started");
+                    limited += 1;
+                }
+                CheckOutcome::Blocked { .. } => blocked += 1,
+                other => panic!("{algorithm:?}: {other:?}"),
+            },
+            Err(e) => panic!("{algorithm:?}: store error {e}"),
+        }
+    }
+    remaining.sort_unstable();
+    assert_eq!(
+        (remaining, limited, blocked),
+        (vec![0, 1, 2], 1, 4),
+        "{algorithm:?}"
+    );
 }
 
 const SIDE_KEYS: [&str; 7] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6"];

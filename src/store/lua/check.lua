@@ -8,16 +8,18 @@
 -- ARGV[1]  now in ms, or "" to use the server clock (TIME, read once for the batch); only tests
 --          pass a value
 -- ARGV[2]  number of requests r
--- then per request, its header (HEADER arguments, read by `request_at`):
+-- then per request, its header (read by `header`):
 --   cost
---   1 when the request's first key is the client's block entry, else 0
---   number of policies n
---   the request's lease id (member of concurrency sets; "" when there are none)
---   the request's id (members of sliding logs, so a refund can remove them; may be "")
---   1: the request's only group (it blocks the client itself); 0: one of several (it never
---      blocks, and when it charges it also returns what a refund needs)
---   number of revocation entries v (0 to 2: the token's `jti` and `sub` entries this group holds)
---   the token's iat in seconds, or -1 (none)
+--   its shape, one integer: n * SHAPE_N + v * SHAPE_REVS, plus SHAPE_NONCE when the request id
+--     follows, SHAPE_LEASE when the lease id follows, SHAPE_SINGLE when this is the request's
+--     only group (it blocks the client itself; otherwise it never blocks, and when it charges
+--     it also returns what a refund needs), SHAPE_BLOCK when its first key (after the
+--     revocation entries) is the client's block entry; n is its number of policies, v its
+--     number of revocation entries (0 to 2: the token's `jti` and `sub` entries this group
+--     holds). The constants are in the prelude (src/store/redis/args.rs).
+--   the request's lease id (member of concurrency sets), when the shape says so
+--   the request's id (members of sliding logs, so a refund can remove them), when it says so
+--   the token's iat in seconds, or -1 (none), when v > 0
 -- followed by POLICY_WIDTH arguments per policy read by policy_args (layout in args.rs), unless
 -- the script was compiled for the batch's policies: then COMPILED (defined before the prelude)
 -- holds them as tables with the same fields, and no policy is sent (src/store/redis.rs,
@@ -25,47 +27,79 @@
 -- KEYS, per request in the same order: its v revocation entries, its block entry (when it has
 -- one), then one counter per policy (string; sorted set for sliding_log and concurrency).
 --
--- Returns one reply per request: {outcome, arg, now, blocked_policy, blocked_ms, then per
--- policy: allowed, limit, remaining, reset_ms, retry_ms}. outcome: 0 allowed, 1 limited (arg =
--- policy index, 0-based), 2 blocked (arg = ms left), 3 this request failed (arg = the error's
--- text; the other requests of the batch are unaffected), 4 the token is revoked (nothing
--- charged). blocked_policy is -1 unless this call
--- started a block. When the request is one of several groups and its group admitted, then per
+-- Before the first request runs, one MGET reads every string key of the call (revocation and
+-- block entries, fixed window, sliding window and token bucket counters) into `vals`; a charge
+-- writes its counter there, so a request sees the charges of the earlier requests of its call
+-- (a block started by one is read again with GET), and each charged counter is written to Redis
+-- once, after the last request (`dirty`).
+--
+-- Returns one reply per request: its outcome, then for 0 (allowed): now; 1 (limited): the
+-- policy index (0-based), now, blocked_policy (-1 unless this call started a block),
+-- blocked_ms; 2 (blocked): ms left, now; 3 (this request failed; the other requests of the
+-- batch are unaffected): the error's text; 4 (the token is revoked, nothing charged): 0, now.
+-- After the head of an allowed or limited request, per policy: allowed, limit, remaining,
+-- reset_ms, retry_ms. When the request is one of several groups and its group admitted, then per
 -- policy: charged (1|0), remaining and reset_ms before the charge, and the charge's mark (the
 -- window start it went to; 0 for other algorithms).
 
-local HEADER = 8
-
--- Where request data starts: its keys at KEYS[kb], its header at ARGV[ab]. Returns the request
--- (named fields; `key(i)` is the KEYS index of its i-th counter) and where the next one starts.
-local function request_at(kb, ab)
-  local q = {
-    cost = tonumber(ARGV[ab]),
-    has_block = ARGV[ab + 1] == '1',
-    n = tonumber(ARGV[ab + 2]),
-    lease = ARGV[ab + 3],
-    nonce = ARGV[ab + 4],
-    single = ARGV[ab + 5] == '1',
-    revs = tonumber(ARGV[ab + 6]),
-    iat = tonumber(ARGV[ab + 7]),
-  }
-  q.block_key = kb + q.revs
-  q.first = q.block_key
-  if q.has_block then q.first = q.block_key + 1 end
-  local next_ab = ab + HEADER
-  if COMPILED then
-    q.policies = COMPILED
-  else
-    q.policies = {}
-    for i = 1, q.n do q.policies[i] = policy_args(next_ab + POLICY_WIDTH * (i - 1)) end
-    next_ab = next_ab + POLICY_WIDTH * q.n
+-- The header of the request at ARGV[ab] (see above): cost, n, v, has_block, single, lease,
+-- request id, iat, and where its policies' arguments (or the next request) start.
+local function header(ab)
+  local shape = tonumber(ARGV[ab + 1])
+  local n = math.floor(shape / SHAPE_N)
+  shape = shape - n * SHAPE_N
+  local v = math.floor(shape / SHAPE_REVS)
+  shape = shape - v * SHAPE_REVS
+  local at, lease, nonce, iat = ab + 2, '', '', -1
+  local has_nonce = shape >= SHAPE_NONCE
+  if has_nonce then shape = shape - SHAPE_NONCE end
+  if shape >= SHAPE_LEASE then
+    shape = shape - SHAPE_LEASE
+    lease = ARGV[at]
+    at = at + 1
   end
-  return q, q.first + q.n, next_ab
+  if has_nonce then
+    nonce = ARGV[at]
+    at = at + 1
+  end
+  if v > 0 then
+    iat = tonumber(ARGV[at])
+    at = at + 1
+  end
+  return tonumber(ARGV[ab]), n, v, shape % SHAPE_SINGLE == SHAPE_BLOCK, shape >= SHAPE_SINGLE,
+    lease, nonce, iat, at
 end
 
--- Each evaluator returns: allowed, state {limit, remaining, reset, retry}, charged state (or
--- nil), a function that writes the charge, and the charge's mark.
-local function fixed(key, raw, limit, w, c)
+-- The string values of the call's keys: key -> value, or false when the key holds none (nil:
+-- not read yet). Filled by the call's MGET, written through by every SET of a counter.
+local vals = {}
+
+local function read(key)
+  local v = vals[key]
+  if v == nil then
+    v = redis.call('GET', key)
+    vals[key] = v
+  end
+  return v
+end
+
+-- The string counters the call charged: key -> TTL of its latest charge, in the order first
+-- charged. Each is written once (SET ... PX), after the last request: the requests read them
+-- from `vals`, nothing else in the call reads them, and the one SET leaves what a SET per
+-- charge would (the value and TTL of the latest), so a counter every request of a call
+-- charges (a `global` one, or one client's) costs one write per call, not one per request.
+local dirty, dirty_keys = {}, {}
+
+-- Per policy i of the request being evaluated, reused by every request of the call so that a
+-- policy costs no table or closure: allowed, limit, remaining, reset and retry before the
+-- charge; remaining and reset after it (nil: nothing to charge); what the charge writes (the
+-- value and TTL of a string counter; a log's time and live count); the charge's mark; whether
+-- it was charged.
+local P_ok, P_lim, P_rem, P_rst, P_rty = {}, {}, {}, {}, {}
+local P_cr, P_cs, P_wa, P_wb, P_mk, P_did = {}, {}, {}, {}, {}, {}
+
+-- Each evaluator returns those fields in that order (the last six only when it would charge).
+local function fixed(raw, limit, w, c)
   local now, skew, start, count = fixed_state(raw, w)
   local end_in = start + w - now
   local remaining = limit - count
@@ -75,16 +109,14 @@ local function fixed(key, raw, limit, w, c)
   if c > limit or count + c > limit then
     local retry = end_in
     if c > limit then retry = w end
-    return false, {limit, remaining, shift(reset, skew), shift(retry, skew)}
+    return false, limit, remaining, shift(reset, skew), shift(retry, skew)
   end
-  local state = {limit, remaining, shift(reset, skew), 0}
-  if c == 0 then return true, state end
-  return true, state, {limit, remaining - c, shift(end_in, skew), 0}, function()
-    fixed_store(key, start, count + c, end_in + skew)
-  end, start
+  if c == 0 then return true, limit, remaining, shift(reset, skew), 0 end
+  return true, limit, remaining, shift(reset, skew), 0, remaining - c, shift(end_in, skew),
+    fixed_value(start, count + c), end_in + skew, start
 end
 
-local function sliding(key, raw, limit, w, c)
+local function sliding(raw, limit, w, c)
   local now, skew, start, prev, cur, weight = sliding_state(raw, w)
   local est = prev * weight + cur * w
   local free = limit * w - est
@@ -105,16 +137,14 @@ local function sliding(key, raw, limit, w, c)
       if cc < 1 then cc = 1 end
       retry = weight + w - fdiv((limit - c) * w, cc)
     end
-    return false, {limit, remaining, shift(reset, skew), shift(retry, skew)}
+    return false, limit, remaining, shift(reset, skew), shift(retry, skew)
   end
-  local state = {limit, remaining, shift(reset, skew), 0}
-  if c == 0 then return true, state end
-  return true, state, {limit, fdiv(free - c * w, w), shift(weight + w, skew), 0}, function()
-    sliding_store(key, start, prev, cur + c, weight + w + skew)
-  end, start
+  if c == 0 then return true, limit, remaining, shift(reset, skew), 0 end
+  return true, limit, remaining, shift(reset, skew), 0, fdiv(free - c * w, w),
+    shift(weight + w, skew), sliding_value(start, prev, cur + c), weight + w + skew, start
 end
 
-local function log(key, limit, w, c, nonce)
+local function log(key, limit, w, c)
   local now, skew, nts, count = log_state(key, w)
   local remaining = limit - count
   if remaining < 0 then remaining = 0 end
@@ -128,36 +158,32 @@ local function log(key, limit, w, c, nonce)
         'LIMIT', need - 1, 1)
       if kth[2] then retry = tonumber(kth[2]) + w - now end
     end
-    return false, {limit, remaining, shift(reset, skew), shift(retry, skew)}
+    return false, limit, remaining, shift(reset, skew), shift(retry, skew)
   end
-  local state = {limit, remaining, shift(reset, skew), 0}
-  if c == 0 then return true, state end
-  return true, state, {limit, remaining - c, shift(w, skew), 0}, function()
-    log_add(key, now, w, c, count, nonce)
-    redis.call('PEXPIRE', key, w + skew + pad)
-  end, 0
+  if c == 0 then return true, limit, remaining, shift(reset, skew), 0 end
+  return true, limit, remaining, shift(reset, skew), 0, remaining - c, shift(w, skew), now,
+    count, 0
 end
 
-local function bucket(key, raw, limit, w, burst, c)
+local function bucket(raw, limit, w, burst, c)
   local now, skew, units, rate, cap = bucket_state(raw, limit, w, burst)
   local remaining = fdiv(units, w)
   local reset = cdiv(cap - units, rate)
   if c > burst or units < c * w then
     local retry
     if c > burst then retry = w else retry = cdiv(c * w - units, rate) end
-    return false, {burst, remaining, shift(reset, skew), shift(retry, skew)}
+    return false, burst, remaining, shift(reset, skew), shift(retry, skew)
   end
-  local state = {burst, remaining, shift(reset, skew), 0}
-  if c == 0 then return true, state end
+  if c == 0 then return true, burst, remaining, shift(reset, skew), 0 end
   local left = units - c * w
-  return true, state, {burst, fdiv(left, w), shift(cdiv(cap - left, rate), skew), 0}, function()
-    bucket_store(key, now, skew, left, rate, cap)
-  end, 0
+  local value, px = bucket_value(now, skew, left, rate, cap)
+  return true, burst, remaining, shift(reset, skew), 0, fdiv(left, w),
+    shift(cdiv(cap - left, rate), skew), value, px, 0
 end
 
 -- Concurrency: a sorted set of leases, member = lease id, score = expiry; a lease is live while
 -- its expiry > now, so the leases of a crashed instance are reclaimed by expiry alone.
-local function conc(key, limit, w, c, lease)
+local function conc(key, limit, c)
   local live = redis.call('ZCOUNT', key, '(' .. now0, '+inf')
   local remaining = limit - live
   if remaining < 0 then remaining = 0 end
@@ -165,137 +191,210 @@ local function conc(key, limit, w, c, lease)
     local retry = CONCURRENCY_RETRY_MS
     local first = redis.call('ZRANGEBYSCORE', key, '(' .. now0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     if first[2] and tonumber(first[2]) - now0 < retry then retry = tonumber(first[2]) - now0 end
-    return false, {limit, remaining, 0, retry}
+    return false, limit, remaining, 0, retry
   end
-  local state = {limit, remaining, 0, 0}
-  if c == 0 then return true, state end
-  return true, state, {limit, remaining - 1, 0, 0}, function()
+  if c == 0 then return true, limit, remaining, 0, 0 end
+  return true, limit, remaining, 0, 0, remaining - 1, 0, nil, nil, 0
+end
+
+-- Write the charge of policy i (algorithm a, window or lease w) to `key`.
+local function charge(i, a, key, w, c, lease, nonce)
+  if a == 'l' then
+    log_add(key, P_wa[i], w, c, P_wb[i], nonce)
+    -- P_wa is the log's clock: now0 plus its skew
+    redis.call('PEXPIRE', key, w + P_wa[i] - now0 + pad)
+  elseif a == 'c' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now0)
     redis.call('ZADD', key, now0 + w, lease)
     -- the set lives as long as its latest lease
     if redis.call('PTTL', key) < w + pad then redis.call('PEXPIRE', key, w + pad) end
-  end, 0
+  else
+    -- written once when every request of the call has run (`dirty`)
+    vals[key] = P_wa[i]
+    if not dirty[key] then dirty_keys[#dirty_keys + 1] = key end
+    dirty[key] = P_wb[i]
+  end
 end
 
+-- Policy i's state as the reply reports it: allowed (1|0), limit, remaining, reset, retry (after
+-- the charge when it was charged).
+local function state(i)
+  local a = 0
+  if P_ok[i] then a = 1 end
+  if P_did[i] == 1 then return a, P_lim[i], P_cr[i], P_cs[i], P_rty[i] end
+  return a, P_lim[i], P_rem[i], P_rst[i], P_rty[i]
+end
 
--- One request's check (see the header): its reply.
-local function check_request(q)
-  local cost, n, policies, first = q.cost, q.n, q.policies, q.first
-  if COMPILED and #COMPILED ~= n then
+-- An admitted request's reply, {0, now, states...}, or a limited one's, {1, policy, now,
+-- blocked policy, blocked ms, states...}: the head, then every policy's state. The first policy
+-- is in the table's constructor, which sizes it once (most routes have one).
+local function admitted(n)
+  if n == 0 then return {0, now0}, 2 end
+  local out = {0, now0, state(1)}
+  local k = 7
+  for i = 2, n do
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] = state(i)
+    k = k + 5
+  end
+  return out, k
+end
+
+local function limited(policy, bp, bms, n)
+  local out = {1, policy, now0, bp, bms, state(1)}
+  local k = 10
+  for i = 2, n do
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] = state(i)
+    k = k + 5
+  end
+  return out
+end
+
+-- The request whose keys start at KEYS[kb] and header at ARGV[ab]: its reply.
+local function check_request(kb, ab)
+  local cost, n, revs, has_block, single, lease, nonce, iat, pb = header(ab)
+  local block_key = kb + revs
+  local first = block_key
+  if has_block then first = block_key + 1 end
+  local policies = COMPILED
+  if not policies then
+    policies = {}
+    for i = 1, n do policies[i] = policy_args(pb + POLICY_WIDTH * (i - 1)) end
+  elseif #policies ~= n then
     return {3, 'the request does not match the compiled policies'}
   end
 
-  -- One MGET reads the revocation entries, the block entry and every string counter of the
-  -- group (one slot).
-  local reads, at = {}, {}
-  for j = 1, q.revs do reads[j] = KEYS[q.block_key - q.revs + j - 1] end
-  if q.has_block then reads[#reads + 1] = KEYS[q.block_key] end
-  for i = 1, n do
-    local a = policies[i].alg
-    if a == 'f' or a == 's' or a == 't' then
-      reads[#reads + 1] = KEYS[first + i - 1]
-      at[i] = #reads
+  if block_key > kb then
+    for j = kb, block_key - 1 do
+      if revokes(read(KEYS[j]), iat) then return {4, 0, now0} end
     end
   end
-  local values = {}
-  if #reads > 0 then values = redis.call('MGET', unpack(reads)) end
 
-  for j = 1, q.revs do
-    if revokes(values[j], q.iat) then return {4, 0, now0, -1, 0} end
+  if has_block then
+    local until_ms = block_of(read(KEYS[block_key]))
+    if until_ms > now0 then return {2, until_ms - now0, now0} end
   end
 
-  if q.has_block then
-    local until_ms = block_of(values[q.revs + 1])
-    if until_ms > now0 then return {2, until_ms - now0, now0, -1, 0} end
-  end
-
-  local allowed, states, charged, writes, marks = {}, {}, {}, {}, {}
   local rejected = -1
   for i = 1, n do
     local p = policies[i]
-    local key = KEYS[first + i - 1]
-    local raw = at[i] and values[at[i]]
-    local ok, st, ch, wr, mk
-    if p.alg == 'f' then
-      ok, st, ch, wr, mk = fixed(key, raw, p.limit, p.window, cost)
-    elseif p.alg == 's' then
-      ok, st, ch, wr, mk = sliding(key, raw, p.limit, p.window, cost)
-    elseif p.alg == 'l' then
-      ok, st, ch, wr, mk = log(key, p.limit, p.window, cost, q.nonce)
-    elseif p.alg == 'c' then
-      if cost > 0 and q.lease == '' then
+    local a, key = p.alg, KEYS[first + i - 1]
+    if a == 'f' then
+      P_ok[i], P_lim[i], P_rem[i], P_rst[i], P_rty[i], P_cr[i], P_cs[i], P_wa[i], P_wb[i], P_mk[i] =
+        fixed(read(key), p.limit, p.window, cost)
+    elseif a == 's' then
+      P_ok[i], P_lim[i], P_rem[i], P_rst[i], P_rty[i], P_cr[i], P_cs[i], P_wa[i], P_wb[i], P_mk[i] =
+        sliding(read(key), p.limit, p.window, cost)
+    elseif a == 'l' then
+      P_ok[i], P_lim[i], P_rem[i], P_rst[i], P_rty[i], P_cr[i], P_cs[i], P_wa[i], P_wb[i], P_mk[i] =
+        log(key, p.limit, p.window, cost)
+    elseif a == 'c' then
+      if cost > 0 and lease == '' then
         return {3, 'a concurrency policy needs the request lease id'}
       end
-      ok, st, ch, wr, mk = conc(key, p.limit, p.window, cost, q.lease)
+      P_ok[i], P_lim[i], P_rem[i], P_rst[i], P_rty[i], P_cr[i], P_cs[i], P_wa[i], P_wb[i], P_mk[i] =
+        conc(key, p.limit, cost)
     else
-      ok, st, ch, wr, mk = bucket(key, raw, p.limit, p.window, p.burst, cost)
+      P_ok[i], P_lim[i], P_rem[i], P_rst[i], P_rty[i], P_cr[i], P_cs[i], P_wa[i], P_wb[i], P_mk[i] =
+        bucket(read(key), p.limit, p.window, p.burst, cost)
     end
-    allowed[i], states[i], charged[i], writes[i], marks[i] = ok, st, ch, wr, mk
-    if not ok and rejected < 0 and p.enforce == 1 then rejected = i end
-  end
-
-  local function push_states(out)
-    for i = 1, n do
-      local a = 0
-      if allowed[i] then a = 1 end
-      out[#out + 1] = a
-      for j = 1, 4 do out[#out + 1] = states[i][j] end
-    end
-    return out
+    P_did[i] = 0
+    if not P_ok[i] and rejected < 0 and p.enforce == 1 then rejected = i end
   end
 
   if rejected >= 0 then
-    local out = {1, rejected - 1, now0, -1, 0}
-    if q.single and q.has_block then
+    local bp, bms = -1, 0
+    if single and has_block then
       -- block for the longest effective block among rejecting enforce policies
       local cands, index = {}, {}
       for i = 1, n do
-        if not allowed[i] and policies[i].enforce == 1 then
+        if not P_ok[i] and policies[i].enforce == 1 then
           cands[#cands + 1] = policies[i]
           index[#cands] = i
         end
       end
-      local best, ms = penalize(KEYS[q.block_key], cands)
-      if best > 0 then out[4], out[5] = index[best] - 1, ms end
+      local best, ms = penalize(KEYS[block_key], cands)
+      if best > 0 then
+        bp, bms = index[best] - 1, ms
+        -- the block entry changed: a later request of the call reads it again
+        vals[KEYS[block_key]] = nil
+      end
     end
-    return push_states(out)
+    return limited(rejected - 1, bp, bms, n)
   end
 
-  local before, did = {}, {}
   for i = 1, n do
-    before[i] = states[i]
-    did[i] = 0
+    local p = policies[i]
     -- deferred policies are charged after the response (settle.lua)
-    if allowed[i] and charged[i] and policies[i].deferred ~= 1 then
-      writes[i]()
-      states[i] = charged[i]
-      did[i] = 1
+    if P_ok[i] and P_cr[i] and p.deferred ~= 1 then
+      charge(i, p.alg, KEYS[first + i - 1], p.window, cost, lease, nonce)
+      P_did[i] = 1
     end
   end
-  local out = push_states({0, 0, now0, -1, 0})
-  if not q.single then
+  local out, k = admitted(n)
+  if not single then
     for i = 1, n do
-      out[#out + 1] = did[i]
-      out[#out + 1] = before[i][2]
-      out[#out + 1] = before[i][3]
-      out[#out + 1] = marks[i] or 0
+      out[k + 1], out[k + 2], out[k + 3], out[k + 4] = P_did[i], P_rem[i], P_rst[i], P_mk[i] or 0
+      k = k + 4
     end
   end
   return out
 end
 
+-- Where each request's keys and header start, and one MGET of every string key of the call
+-- (each key once; in slices, as unpack's stack is bounded).
+local nreq = tonumber(ARGV[2])
+local kbs, abs, reads = {}, {}, {}
+do
+  local kb, ab = 1, 3
+  for r = 1, nreq do
+    kbs[r], abs[r] = kb, ab
+    local _, n, revs, has_block, _, _, _, _, pb = header(ab)
+    local first = kb + revs
+    if has_block then first = first + 1 end
+    for j = kb, first + n - 1 do
+      local a
+      if j >= first then
+        local i = j - first + 1
+        if COMPILED then
+          a = COMPILED[i] and COMPILED[i].alg
+        else
+          a = ARGV[pb + POLICY_WIDTH * (i - 1)]
+        end
+      end
+      local key = KEYS[j]
+      if (j < first or a == 'f' or a == 's' or a == 't') and vals[key] == nil then
+        vals[key] = false
+        reads[#reads + 1] = key
+      end
+    end
+    kb, ab = first + n, pb
+    if not COMPILED then ab = ab + POLICY_WIDTH * n end
+  end
+  for from = 1, #reads, 1000 do
+    local to = math.min(from + 999, #reads)
+    local values = redis.pcall('MGET', unpack(reads, from, to))
+    for j = from, to do
+      -- on an error each request reads its keys itself (and gets the error as its own)
+      if values.err then vals[reads[j]] = nil else vals[reads[j]] = values[j - from + 1] end
+    end
+  end
+end
+
 -- The batch: each request on its own, in order. A request that fails (a Redis error raised by
 -- one of its commands, or a Lua error) answers outcome 3; the requests after it still run.
 local replies = {}
-local kb, ab = 1, 3
-for r = 1, tonumber(ARGV[2]) do
-  local q
-  q, kb, ab = request_at(kb, ab)
-  local ok, reply = pcall(check_request, q)
+for r = 1, nreq do
+  local ok, reply = pcall(check_request, kbs[r], abs[r])
   if not ok then
     if type(reply) == 'table' then reply = reply.err end
     reply = {3, tostring(reply)}
   end
   replies[r] = reply
+end
+-- A failure here (out of memory, a replica) fails the whole call: every request of it gets
+-- `on_error`, as each would have when its own write failed.
+for j = 1, #dirty_keys do
+  local key = dirty_keys[j]
+  put(key, vals[key], dirty[key])
 end
 return replies

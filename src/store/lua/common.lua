@@ -70,8 +70,13 @@ local function fixed_state(raw, w)
   return now, skew, start, count
 end
 
+-- The value a fixed window counter is written with (the check script keeps it too).
+local function fixed_value(start, count)
+  return string.format('%d:%d', start, count)
+end
+
 local function fixed_store(key, start, count, px)
-  put(key, string.format('%d:%d', start, count), px)
+  put(key, fixed_value(start, count), px)
 end
 
 -- Sliding window from `raw` ({s = current window start, p = previous count, c = current
@@ -90,8 +95,12 @@ local function sliding_state(raw, w)
   return now, skew, start, prev, cur, w - (now - start)
 end
 
+local function sliding_value(start, prev, cur)
+  return string.format('%d:%d:%d', start, prev, cur)
+end
+
 local function sliding_store(key, start, prev, cur, px)
-  put(key, string.format('%d:%d:%d', start, prev, cur), px)
+  put(key, sliding_value(start, prev, cur), px)
 end
 
 -- Sliding log (sorted set, one member per unit, score = time): now, skew, the newest time (or
@@ -134,10 +143,15 @@ local function bucket_state(raw, limit, w, burst)
   return now, skew, units, rate, cap
 end
 
-local function bucket_store(key, now, skew, left, rate, cap)
+-- The value and TTL a bucket with `left` units at `now` is written with: it lives until full.
+local function bucket_value(now, skew, left, rate, cap)
   local px = cdiv(cap - left, rate) + skew
   if px < 1 then px = 1 end
-  put(key, string.format('%d:%d', left, now), px)
+  return string.format('%d:%d', left, now), px
+end
+
+local function bucket_store(key, now, skew, left, rate, cap)
+  put(key, bucket_value(now, skew, left, rate, cap))
 end
 
 -- Blocks: one entry per client, `<prefix>{i:<client>}:b` = "<until>:<reason>", TTL = the block.

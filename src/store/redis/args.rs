@@ -6,6 +6,7 @@
 //! get no policy arguments at all.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use fred::types::Value;
 
@@ -65,28 +66,69 @@ pub(super) fn int(v: u64) -> Value {
     Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+// The name is last and the algorithm first: `Fields::ints` holds every field between them.
+const _: () =
+    assert!(matches!(FIELDS[0].0, Field::Alg) && matches!(FIELDS[WIDTH - 1].0, Field::Name));
+
+/// A policy's script fields (`N`: how its name is held): what [`push_policy`] sends and
+/// [`push_literal`] writes, and what a compiled check script is looked up by (`Compiled` in
+/// redis.rs), so a request finds its script without writing the literal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Fields<N> {
+    alg: &'static str,
+    /// The numeric fields, in [`FIELDS`] order.
+    ints: [u64; WIDTH - 2],
+    name: N,
+}
+
+impl<'a> Fields<&'a Arc<str>> {
+    pub(super) fn of(check: &PolicyCheck<'a>) -> Self {
+        let policy = check.policy;
+        let p = Params::of_check(check);
+        let (mult, max, memory) = policy.escalation.map_or((0, 0, 0), |e| {
+            (e.multiplier, millis::ceil(e.max), millis::ceil(e.memory))
+        });
+        let mut ints = [0; WIDTH - 2];
+        for (i, (field, _)) in FIELDS[1..WIDTH - 1].iter().enumerate() {
+            ints[i] = match field {
+                Field::Limit => p.limit,
+                Field::Window => p.window_ms,
+                Field::Burst => p.burst,
+                Field::Enforce => u64::from(policy.mode == Mode::Enforce),
+                Field::BlockFor => policy.block_for.map_or(0, millis::ceil),
+                Field::Deferred => u64::from(check.deferred),
+                Field::Mult => mult,
+                Field::Max => max,
+                Field::Memory => memory,
+                Field::Alg | Field::Name => 0,
+            };
+        }
+        Fields {
+            alg: algorithm_code(p.algorithm),
+            ints,
+            name: &policy.name,
+        }
+    }
+
+    pub(super) fn to_owned(&self) -> Fields<Arc<str>> {
+        Fields {
+            alg: self.alg,
+            ints: self.ints,
+            name: self.name.clone(),
+        }
+    }
+
+    pub(super) fn matches(&self, owned: &Fields<Arc<str>>) -> bool {
+        self.alg == owned.alg && self.ints == owned.ints && **self.name == *owned.name
+    }
+}
+
 /// Append the arguments of `check`, in [`FIELDS`] order.
 pub(super) fn push_policy(args: &mut Vec<Value>, check: &PolicyCheck<'_>) {
-    let policy = check.policy;
-    let p = Params::of_check(check);
-    let (mult, max, memory) = policy.escalation.map_or((0, 0, 0), |e| {
-        (e.multiplier, millis::ceil(e.max), millis::ceil(e.memory))
-    });
-    for (field, _) in FIELDS {
-        args.push(match field {
-            Field::Alg => Value::String(algorithm_code(p.algorithm).into()),
-            Field::Limit => int(p.limit),
-            Field::Window => int(p.window_ms),
-            Field::Burst => int(p.burst),
-            Field::Enforce => int(u64::from(policy.mode == Mode::Enforce)),
-            Field::BlockFor => int(policy.block_for.map_or(0, millis::ceil)),
-            Field::Deferred => int(u64::from(check.deferred)),
-            Field::Mult => int(mult),
-            Field::Max => int(max),
-            Field::Memory => int(memory),
-            Field::Name => Value::String((&*policy.name).into()),
-        });
-    }
+    let f = Fields::of(check);
+    args.push(Value::String(f.alg.into()));
+    args.extend(f.ints.iter().map(|&v| int(v)));
+    args.push(Value::String((&**f.name).into()));
 }
 
 /// Append the policy of `check` as a Lua table literal with the fields `policy_args` reads, in
@@ -125,6 +167,23 @@ fn push_lua_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// A check request's shape (`lua/check.lua`, `header`): its policies, revocation entries and
+/// flags in one argument. The scripts get these from the prelude.
+pub(super) mod shape {
+    /// Its first key (after the revocation entries) is the client's block entry.
+    pub(in super::super) const BLOCK: u64 = 1;
+    /// The request's only group.
+    pub(in super::super) const SINGLE: u64 = 2;
+    /// The lease id follows.
+    pub(in super::super) const LEASE: u64 = 4;
+    /// The request id follows.
+    pub(in super::super) const NONCE: u64 = 8;
+    /// Times the number of revocation entries (at most 3).
+    pub(in super::super) const REVS: u64 = 16;
+    /// Times the number of policies.
+    pub(in super::super) const N: u64 = 64;
+}
+
 /// What every script starts with: the contract's constants (so both stores share one number)
 /// and the policy argument reader.
 pub(super) fn prelude() -> String {
@@ -133,8 +192,16 @@ pub(super) fn prelude() -> String {
          local EVENT_REPEAT_MS = {EVENT_REPEAT_MS}\nlocal SUSPECT_BUCKET_MS = \
          {SUSPECT_BUCKET_MS}\nlocal SUSPECTS_MAX = {SUSPECTS_MAX}\n\
          local CONCURRENCY_RETRY_MS = {CONCURRENCY_RETRY_MS}\nlocal POLICY_WIDTH = {}\n\
+         local SHAPE_BLOCK, SHAPE_SINGLE, SHAPE_LEASE, SHAPE_NONCE, SHAPE_REVS, SHAPE_N = \
+         {}, {}, {}, {}, {}, {}\n\
          local function policy_args(b)\n  return {{",
-        FIELDS.len()
+        FIELDS.len(),
+        shape::BLOCK,
+        shape::SINGLE,
+        shape::LEASE,
+        shape::NONCE,
+        shape::REVS,
+        shape::N,
     );
     for (i, (field, name)) in FIELDS.iter().enumerate() {
         let text = matches!(field, Field::Alg | Field::Name);

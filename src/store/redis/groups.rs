@@ -18,7 +18,7 @@ use smallvec::{smallvec, SmallVec};
 use crate::config::compiled::{Algorithm, Mode};
 use crate::store::{CheckOutcome, CheckRequest, CheckResult, PolicyCheck, PolicyState, StoreError};
 
-use super::args::{int, push_literal, push_policy};
+use super::args::{int, push_policy, shape};
 use super::batch::Part;
 use super::{to_u64, Call, RedisStore};
 
@@ -124,25 +124,36 @@ struct Reply {
 
 fn decode(reply: &[i64], n: usize) -> Result<Reply, StoreError> {
     let bad = || StoreError::Protocol(format!("unexpected script reply of {} values", reply.len()));
-    let head = reply.get(..5).ok_or_else(bad)?;
+    let outcome = *reply.first().ok_or_else(bad)?;
+    // The head: {0, now} when allowed; {1, policy, now, blocked policy, blocked ms} when
+    // limited; {2 | 4, arg, now} when blocked or revoked.
+    let head = match outcome {
+        0 => 2,
+        1 => 5,
+        2 | REVOKED => 3,
+        _ => return Err(bad()),
+    };
+    let (arg, now, blocked_now) = match *reply.get(..head).ok_or_else(bad)? {
+        [_, now] => (0, now, None),
+        [_, policy, now, bp, bms] => (policy, now, usize::try_from(bp).ok().map(|i| (i, bms))),
+        [_, arg, now] => (arg, now, None),
+        _ => return Err(bad()),
+    };
     let mut out = Reply {
-        outcome: head[0],
-        arg: to_u64(head[1]),
-        now: to_u64(head[2]),
-        blocked_now: usize::try_from(head[3]).ok().map(|i| (i, to_u64(head[4]))),
+        outcome,
+        arg: to_u64(arg),
+        now: to_u64(now),
+        blocked_now: blocked_now.map(|(i, ms)| (i, to_u64(ms))),
         states: Vec::new(),
         charges: Vec::new(),
     };
-    if out.outcome == 2 || out.outcome == REVOKED {
+    if outcome == 2 || outcome == REVOKED {
         return Ok(out);
     }
-    if !(0..=1).contains(&out.outcome) {
-        return Err(bad());
-    }
-    let rest = &reply[5..];
+    let rest = &reply[head..];
     let (states, charges) = match rest.len() {
         l if l == 5 * n => (rest, &[][..]),
-        l if l == 9 * n && out.outcome == 0 => rest.split_at(5 * n),
+        l if l == 9 * n && outcome == 0 => rest.split_at(5 * n),
         _ => return Err(bad()),
     };
     out.states = states
@@ -190,15 +201,9 @@ impl RedisStore {
     ) -> Result<Reply, StoreError> {
         let req = plan.req;
         let block_key = plan.block_key.as_ref().filter(|_| group.block);
-        let mut literals = String::with_capacity(160 * group.checks.len());
-        let mut scratch = Vec::with_capacity(super::args::WIDTH);
-        for &i in &group.checks {
-            if !literals.is_empty() {
-                literals.push_str(", ");
-            }
-            push_literal(&mut literals, &mut scratch, &req.checks[i]);
-        }
-        let compiled = self.inner.compiled.get(&literals);
+        let checks: SmallVec<[&PolicyCheck<'_>; 4]> =
+            group.checks.iter().map(|&i| &req.checks[i]).collect();
+        let compiled = self.inner.compiled.get(&checks);
         let n = group.checks.len();
         let mut keys = Vec::with_capacity(1 + group.revs.len() + n);
         keys.extend(group.revs.iter().map(|&j| plan.revs[j].clone()));
@@ -209,18 +214,32 @@ impl RedisStore {
             super::args::WIDTH
         };
         // The request's header in `lua/check.lua`, then its policies for the generic script.
-        let mut args = Vec::with_capacity(8 + width * n);
+        let mut bits = n as u64 * shape::N + group.revs.len() as u64 * shape::REVS;
+        for (flag, on) in [
+            (shape::BLOCK, block_key.is_some()),
+            (shape::SINGLE, single),
+            (shape::LEASE, !req.lease.is_empty()),
+            (shape::NONCE, !plan.nonce.is_empty()),
+        ] {
+            if on {
+                bits += flag;
+            }
+        }
+        let mut args = Vec::with_capacity(5 + width * n);
         args.push(int(req.cost));
-        args.push(int(u64::from(block_key.is_some())));
-        args.push(int(n as u64));
-        args.push(Value::String(req.lease.into()));
-        args.push(Value::String(plan.nonce.as_str().into()));
-        args.push(int(u64::from(single)));
-        args.push(int(group.revs.len() as u64));
-        args.push(match req.token.and_then(|t| t.iat) {
-            Some(iat) => int(iat),
-            None => Value::Integer(-1),
-        });
+        args.push(int(bits));
+        if !req.lease.is_empty() {
+            args.push(Value::String(req.lease.into()));
+        }
+        if !plan.nonce.is_empty() {
+            args.push(Value::String(plan.nonce.as_str().into()));
+        }
+        if !group.revs.is_empty() {
+            args.push(match req.token.and_then(|t| t.iat) {
+                Some(iat) => int(iat),
+                None => Value::Integer(-1),
+            });
+        }
         for &i in &group.checks {
             keys.push(plan.keys[i].clone());
             if compiled.is_none() {
@@ -563,13 +582,19 @@ mod tests {
 
     #[test]
     fn decodes_replies() {
-        let r = decode(&[2, 1500, 10, -1, 0], 2).unwrap();
-        assert_eq!((r.outcome, r.arg), (2, 1500));
+        let r = decode(&[2, 1500, 10], 2).unwrap();
+        assert_eq!((r.outcome, r.arg, r.now), (2, 1500, 10));
         let r = decode(&[1, 0, 10, 0, 60000, 0, 5, 0, 1000, 1000], 1).unwrap();
-        assert_eq!(r.blocked_now, Some((0, 60000)));
-        let r = decode(&[0, 0, 10, -1, 0, 1, 5, 4, 1000, 0, 1, 5, 0, 7], 1).unwrap();
+        assert_eq!((r.now, r.blocked_now), (10, Some((0, 60000))));
+        let r = decode(&[1, 0, 10, -1, 0, 0, 5, 0, 1000, 1000], 1).unwrap();
+        assert_eq!(r.blocked_now, None);
+        let r = decode(&[0, 10, 1, 5, 4, 1000, 0], 1).unwrap();
+        assert_eq!((r.now, r.states[0].remaining), (10, 4));
+        let r = decode(&[0, 10, 1, 5, 4, 1000, 0, 1, 5, 0, 7], 1).unwrap();
         assert_eq!(r.charges, vec![(true, 5, 0, 7)]);
-        assert!(decode(&[0, 0, 10, -1, 0, 1], 1).is_err());
-        assert_eq!(decode(&[4, 0, 10, -1, 0], 2).unwrap().outcome, REVOKED);
+        assert!(decode(&[0, 10, 1], 1).is_err());
+        assert!(decode(&[1, 0, 10], 1).is_err());
+        assert!(decode(&[7, 0, 10], 1).is_err());
+        assert_eq!(decode(&[4, 0, 10], 2).unwrap().outcome, REVOKED);
     }
 }
