@@ -415,9 +415,9 @@ impl Gateway {
         parts.uri = fwd.uri;
         // hyper undid the client's final `chunked` and frames the body again; codings before it
         // are still on the bytes, so the upstream is told (hyper adds `chunked` after them).
-        if let TransferCodings::Other(codings) =
-            forward_headers::remove_hop_by_hop(&mut parts.headers, fwd.strip_client_ip)
-        {
+        let (codings, forwarded) =
+            forward_headers::remove_hop_by_hop_noting(&mut parts.headers, fwd.strip_client_ip);
+        if let TransferCodings::Other(codings) = codings {
             parts.headers.insert(TRANSFER_ENCODING, codings);
         }
         if let Some(protocols) = &fwd.upgrade {
@@ -425,6 +425,7 @@ impl Gateway {
         }
         forward_headers::set_forwarded(
             &mut parts.headers,
+            forwarded,
             fwd.peer,
             fwd.peer_trusted,
             if fwd.tls { "https" } else { "http" },
