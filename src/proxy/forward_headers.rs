@@ -69,7 +69,7 @@ pub(crate) enum TransferCodings {
 /// headers of `STRIPPED`. A `Transfer-Encoding` takes `Content-Length` with it (RFC 9112
 /// section 6.3: the length is stale once the framing changes) and is reported.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, client_ip: bool) -> TransferCodings {
-    remove_hop_by_hop_noting(headers, client_ip).0
+    remove(headers, client_ip, false).0
 }
 
 /// Which X-Forwarded-* headers a request carries: noted by [`remove_hop_by_hop_noting`] in its
@@ -88,6 +88,16 @@ pub(crate) fn remove_hop_by_hop_noting(
     headers: &mut HeaderMap,
     client_ip: bool,
 ) -> (TransferCodings, ForwardedSeen) {
+    remove(headers, client_ip, true)
+}
+
+/// `note`: look for the X-Forwarded-* too (a request's pass; a response's need not compare
+/// every name three more times).
+fn remove(
+    headers: &mut HeaderMap,
+    client_ip: bool,
+    note: bool,
+) -> (TransferCodings, ForwardedSeen) {
     let names = if client_ip {
         &STRIPPED[..]
     } else {
@@ -96,7 +106,7 @@ pub(crate) fn remove_hop_by_hop_noting(
     // Runs twice per proxied request. One pass over the names present (no hashing) finds the
     // ones to remove, usually none or only `Connection`; removing all of them by name cost a
     // hash lookup each time (about 5% of the gateway's instructions per request for nine).
-    let (present, seen) = scan(headers, names);
+    let (present, seen) = scan(headers, names, note);
     if !present.contains(&true) {
         return (TransferCodings::None, seen);
     }
@@ -133,13 +143,20 @@ pub(crate) fn remove_hop_by_hop_noting(
     (codings, seen)
 }
 
-/// Which of `names` (a prefix of `STRIPPED`) and of the X-Forwarded-* headers `headers` holds.
-fn scan(headers: &HeaderMap, names: &[HeaderName]) -> ([bool; STRIPPED.len()], ForwardedSeen) {
+/// Which of `names` (a prefix of `STRIPPED`) and, with `note`, of the X-Forwarded-* headers
+/// `headers` holds.
+fn scan(
+    headers: &HeaderMap,
+    names: &[HeaderName],
+    note: bool,
+) -> ([bool; STRIPPED.len()], ForwardedSeen) {
     let mut present = [false; STRIPPED.len()];
     let mut seen = ForwardedSeen::default();
     for name in headers.keys() {
         if let Some(i) = names.iter().position(|h| h == name) {
             present[i] = true;
+        } else if !note {
+            continue;
         } else if name == X_FORWARDED_FOR {
             seen.xff = true;
         } else if name == X_FORWARDED_PROTO {
@@ -329,7 +346,7 @@ mod tests {
         proto: &'static str,
         host: Option<&HeaderValue>,
     ) {
-        let (_, seen) = scan(h, &[]);
+        let (_, seen) = scan(h, &[], true);
         set_forwarded(h, seen, peer, trusted, proto, host);
     }
 
