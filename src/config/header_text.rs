@@ -1,6 +1,6 @@
 //! The parts of a policy's rate-limit headers that are the same for every request, written once
 //! when the config is compiled, so that a response only adds the numbers
-//! (`proxy::rate_headers` puts them together).
+//! (`proxy::rate_headers` puts them together); also the name as the 429 body writes it.
 //!
 //! A policy name becomes an RFC 8941 sf-string in `RateLimit-Policy` and `RateLimit`, and a plain
 //! value in `X-RateLimit-Policy`. Validation restricts names to `[A-Za-z0-9_.:-]`; policies built
@@ -31,6 +31,9 @@ pub struct PolicyHeaderText {
     pub(crate) limit: u64,
     /// `RateLimit` has no `t=` for a concurrency policy.
     pub(crate) concurrency: bool,
+    /// The name as a JSON string (quotes included, escaped as serde_json escapes it): the 429's
+    /// problem+json body copies it (`proxy::response`) rather than escaping it per rejection.
+    pub(crate) json_name: Bytes,
 }
 
 impl PolicyHeaderText {
@@ -54,6 +57,7 @@ impl PolicyHeaderText {
             quota: value(quota),
             limit,
             concurrency,
+            json_name: json_string(name),
         }
     }
 
@@ -79,6 +83,12 @@ fn push_quota(buf: &mut Vec<u8>, sf_name: &[u8], limit: u64, tail: &[u8]) {
 fn value(bytes: Vec<u8>) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(bytes))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `s` as a JSON string, in serde_json's escaping.
+fn json_string(s: &str) -> Bytes {
+    // Writing a string into a Vec cannot fail; an empty string keeps the JSON valid anyway.
+    serde_json::to_vec(s).map_or_else(|_| Bytes::from_static(b"\"\""), Bytes::from)
 }
 
 /// Append `n` in decimal.
@@ -160,6 +170,7 @@ mod tests {
         let t = PolicyHeaderText::new("a\"b\\c\u{e9}\n", Algorithm::FixedWindow, 1, 1000);
         assert_eq!(t.name, "a\"b\\c___");
         assert_eq!(&t.sf_name[..], br#""a\"b\\c___""#);
+        assert_eq!(&t.json_name[..], "\"a\\\"b\\\\c\u{e9}\\n\"".as_bytes());
     }
 
     #[test]

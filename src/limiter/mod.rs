@@ -80,12 +80,10 @@ pub struct RateReport {
 
 impl RateReport {
     /// Every enforce policy that rejected, in route order (the problem's `violated-policies`).
-    pub(crate) fn violated(&self) -> Vec<&str> {
+    pub(crate) fn violated_entries(&self) -> impl Iterator<Item = &ReportEntry> + Clone {
         self.entries
             .iter()
             .filter(|e| e.policy.mode == Mode::Enforce && !e.state.allowed)
-            .map(|e| &*e.policy.name)
-            .collect()
     }
 }
 

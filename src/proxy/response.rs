@@ -281,27 +281,25 @@ impl GatewayError {
     }
 
     pub(crate) fn into_response(self) -> Response<GatewayBody> {
+        if let GatewayError::RateLimited {
+            report,
+            policy,
+            retry_after_s,
+        } = &self
+        {
+            // The most frequent answer: no message string, the body from compiled pieces.
+            let mut resp = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "application/problem+json",
+                rate_limited_json(report, policy, *retry_after_s),
+                Some(*retry_after_s),
+                RATE_HEADERS,
+            );
+            rate_headers::apply_rate_headers(resp.headers_mut(), report);
+            return resp;
+        }
         let message = self.message();
         match &self {
-            GatewayError::RateLimited {
-                report,
-                policy,
-                retry_after_s,
-            } => {
-                let mut resp = problem(&Problem {
-                    kind: QUOTA_EXCEEDED,
-                    title: "Too many requests",
-                    status: 429,
-                    detail: &message,
-                    violated_policies: Some(&report.violated()),
-                    error: self.code(),
-                    policy: Some(&policy.name),
-                    retry_after: *retry_after_s,
-                    message: &message,
-                });
-                rate_headers::apply_rate_headers(resp.headers_mut(), report);
-                resp
-            }
             GatewayError::Blocked { retry_after_s } => problem(&Problem {
                 kind: QUOTA_EXCEEDED,
                 title: "Client temporarily blocked",
@@ -352,6 +350,60 @@ pub fn rate_limited_for_bench(report: RateReport, retry_after_s: u64) -> Respons
         None => GatewayError::Blocked { retry_after_s },
     };
     err.into_response().map(|_| ())
+}
+
+/// How many rate-limit headers `apply_rate_headers` adds (room is made for them up front).
+const RATE_HEADERS: usize = 6;
+
+/// The start of every 429 body for a policy's rejection, up to the `detail` member's value.
+const RATE_LIMITED_HEAD: &[u8] = b"{\"type\":\"https://iana.org/assignments/http-problem-types#quota-exceeded\",\"title\":\"Too many requests\",\"status\":429,\"detail\":";
+
+/// The problem+json body of a rejection by `policy`: byte for byte what [`Problem::to_json`]
+/// writes for it (a unit test holds them equal), from text compiled with the config (the policy
+/// names as JSON strings, `PolicyHeaderText::json_name`), so a rejection only copies bytes and
+/// formats one number. The detail and the message are the same text:
+/// `Rate limit exceeded for policy '<name>'. Retry in <secs> s.` (JSON escaping is per
+/// character, so the escaped name can be copied into the middle of the string).
+fn rate_limited_json(report: &RateReport, policy: &Policy, retry_after_s: u64) -> Vec<u8> {
+    let name = &policy.headers.json_name[..];
+    // The name's escaped text without its quotes.
+    let inner = name
+        .get(1..name.len().saturating_sub(1))
+        .unwrap_or_default();
+    let mut digits = itoa::Buffer::new();
+    let secs = digits.format(retry_after_s).as_bytes();
+    let message = |b: &mut Vec<u8>| {
+        b.extend_from_slice(b"\"Rate limit exceeded for policy '");
+        b.extend_from_slice(inner);
+        b.extend_from_slice(b"'. Retry in ");
+        b.extend_from_slice(secs);
+        b.extend_from_slice(b" s.\"");
+    };
+    let violated = report.violated_entries();
+    let names: usize = violated
+        .clone()
+        .map(|e| e.policy.headers.json_name.len() + 1)
+        .sum();
+    let mut b = Vec::with_capacity(
+        RATE_LIMITED_HEAD.len() + 2 * (inner.len() + secs.len() + 48) + names + name.len() + 96,
+    );
+    b.extend_from_slice(RATE_LIMITED_HEAD);
+    message(&mut b);
+    b.extend_from_slice(b",\"violated-policies\":[");
+    for (i, e) in violated.enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(&e.policy.headers.json_name);
+    }
+    b.extend_from_slice(b"],\"error\":\"rate_limited\",\"policy\":");
+    b.extend_from_slice(name);
+    b.extend_from_slice(b",\"retry_after\":");
+    b.extend_from_slice(secs);
+    b.extend_from_slice(b",\"message\":");
+    message(&mut b);
+    b.push(b'}');
+    b
 }
 
 /// `parts`, then `secs` and " s.".
@@ -542,6 +594,7 @@ fn problem(body: &Problem<'_>) -> Response<GatewayBody> {
         "application/problem+json",
         body.to_json(),
         Some(body.retry_after),
+        0,
     )
 }
 
@@ -562,18 +615,21 @@ fn json_answer(
     // Serializing a struct of strings and integers cannot fail; fall back to a fixed body anyway
     // so this path never panics.
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
-    answer(status, content_type, bytes, retry_after_s)
+    answer(status, content_type, bytes, retry_after_s, 0)
 }
 
+/// `more_headers`: how many headers the caller adds afterwards (the map is sized once).
 fn answer(
     status: StatusCode,
     content_type: &'static str,
     bytes: Vec<u8>,
     retry_after_s: Option<u64>,
+    more_headers: usize,
 ) -> Response<GatewayBody> {
     let mut resp = Response::new(GatewayBody::full(bytes));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
+    headers.reserve(3 + more_headers);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(secs) = retry_after_s {
@@ -685,6 +741,57 @@ mod tests {
             assert_eq!(
                 String::from_utf8(p.to_json()).unwrap(),
                 serde_json::to_string(&p).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limited_bodies_are_what_the_problem_writer_writes() {
+        let odd = policy("odd \"name\" \\ \u{7f} \n \u{e9}");
+        let (auth, minute) = (policy("auth"), policy("minute"));
+        let shadow = Arc::new(Policy {
+            mode: crate::config::compiled::Mode::Shadow,
+            ..Policy::new("shadow", Algorithm::FixedWindow, 1, Duration::from_secs(1))
+        });
+        for (reported, entries, retry_after) in [
+            (&auth, vec![(&auth, false)], 17),
+            (
+                &odd,
+                vec![
+                    (&auth, false),
+                    (&minute, true),
+                    (&shadow, false),
+                    (&odd, false),
+                ],
+                0,
+            ),
+            (&minute, vec![], u64::MAX),
+        ] {
+            let report = report(&entries);
+            let err = GatewayError::RateLimited {
+                report,
+                policy: Arc::clone(reported),
+                retry_after_s: retry_after,
+            };
+            let GatewayError::RateLimited { report, .. } = &err else {
+                unreachable!()
+            };
+            let message = err.message();
+            let violated: Vec<&str> = report.violated_entries().map(|e| &*e.policy.name).collect();
+            let expected = Problem {
+                kind: QUOTA_EXCEEDED,
+                title: "Too many requests",
+                status: 429,
+                detail: &message,
+                violated_policies: Some(&violated),
+                error: err.code(),
+                policy: Some(&reported.name),
+                retry_after,
+                message: &message,
+            };
+            assert_eq!(
+                String::from_utf8(rate_limited_json(report, reported, retry_after)).unwrap(),
+                serde_json::to_string(&expected).unwrap()
             );
         }
     }
