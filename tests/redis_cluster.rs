@@ -29,6 +29,10 @@ fn cluster_config(echo: &Echo, cluster: &RedisCluster, policies: &str) -> TestCo
         .set("store.key_prefix", "rgc:")
         .set("store.timeout", "5s")
         .set("store.on_error", "deny")
+        // A thousand requests at once on a loaded 2-core machine: the upstream's connections
+        // take their time, and an upstream timeout is not what these tests are about.
+        .set("upstream.connect_timeout", "10s")
+        .set("upstream.timeout", "20s")
 }
 
 /// Send every `(gateway, client)` request at once; returns the status of each, in order.
