@@ -49,6 +49,26 @@ fn expect_with(gw: &Gateway, extra: &str, steps: &[(&str, u16, &str)]) {
     }
 }
 
+/// A raw request `method path` with `extra` header lines; its status, policy and the method the
+/// upstream received (empty for a HEAD or a gateway answer).
+fn send(gw: &Gateway, method: &str, path: &str, extra: &str) -> (u16, Option<String>, String) {
+    let resp = raw(
+        gw.addr,
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: test.local\r\n{extra}Content-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    (
+        raw_status(&resp),
+        policy_of(&resp).map(str::to_owned),
+        v["method"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 const CATCH_ALL: &str = r#"
 [[route]]
 name = "all"
@@ -452,4 +472,143 @@ fn a_param_keyed_limit_is_exact_on_the_redis_store_across_gateways() {
     let keys = redis.cli(&["KEYS", "rgtest:*per_user*"]);
     assert!(keys.contains("s:7"), "{keys}");
     assert!(keys.contains("s:8"), "{keys}");
+}
+
+/// Werkzeug upper-cases the method and runs the POST handler for `post`; Express, Flask and Go
+/// serve HEAD with the GET handler. A `methods` route takes both, the case variants share one
+/// counter (also for a `method` key), and the upstream still receives the method as sent.
+#[test]
+fn methods_match_without_case_and_a_get_route_takes_head() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}{}\n[[route]]\nname = \"login\"\npath = \"/login\"\nmethods = [\"POST\"]\n\
+             upstream = \"api\"\npolicies = [\"login\"]\n\
+             \n[[route]]\nname = \"report\"\npath = \"/report\"\nmethods = [\"GET\"]\n\
+             upstream = \"api\"\npolicies = [\"report\"]\n\
+             \n[[route]]\nname = \"m\"\npath_prefix = \"/m\"\nupstream = \"api\"\n\
+             policies = [\"per_method\"]\n{CATCH_ALL}",
+            policy("login", 3, "[\"ip\"]"),
+            policy("report", 3, "[\"ip\"]"),
+            policy("per_method", 2, "[\"method\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let steps = [
+        ("POST", "/login", 200, "login"),
+        ("post", "/login", 200, "login"),
+        ("Post", "/login", 200, "login"),
+        ("pOST", "/login", 429, "login"),
+        ("GET", "/login", 200, "all"),
+        ("GET", "/report", 200, "report"),
+        ("HEAD", "/report", 200, "report"),
+        ("head", "/report", 200, "report"),
+        ("GET", "/report", 429, "report"),
+        ("POST", "/report", 200, "all"),
+        // A `method` key: one counter per upper-cased method.
+        ("post", "/m", 200, "per_method"),
+        ("POST", "/m", 200, "per_method"),
+        ("Post", "/m", 429, "per_method"),
+        ("GET", "/m", 200, "per_method"),
+    ];
+    for (i, &(method, path, status, policy)) in steps.iter().enumerate() {
+        let (got, pol, _) = send(&gw, method, path, "");
+        assert_eq!(
+            (got, pol.as_deref()),
+            (status, Some(policy)),
+            "step {i}: {method} {path}"
+        );
+    }
+    // Forwarded as sent.
+    let (status, _, upstream_method) = send(&gw, "post", "/other", "");
+    assert_eq!((status, &*upstream_method), (200, "post"));
+}
+
+/// A framework honouring `X-HTTP-Method-Override` (or `X-HTTP-Method`, `X-Method-Override`) runs
+/// the DELETE handler for a POST naming DELETE: the DELETE route's limit applies to it, while the
+/// POST route still takes a POST listed before it, and only a POST is overridden.
+#[test]
+fn a_post_with_a_method_override_header_meets_the_overridden_route() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}\n[[route]]\nname = \"create\"\npath = \"/orders\"\nmethods = [\"POST\"]\n\
+             upstream = \"api\"\npolicies = [\"create\"]\n\
+             \n[[route]]\nname = \"delete\"\npath_prefix = \"/items\"\nmethods = [\"DELETE\"]\n\
+             upstream = \"api\"\npolicies = [\"delete\"]\n{CATCH_ALL}",
+            policy("create", 1000, "[\"ip\"]"),
+            policy("delete", 3, "[\"ip\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let steps = [
+        ("DELETE", "/items/1", "", 200, "delete"),
+        (
+            "POST",
+            "/items/1",
+            "X-HTTP-Method-Override: DELETE\r\n",
+            200,
+            "delete",
+        ),
+        (
+            "post",
+            "/items/2",
+            "X-HTTP-Method: delete\r\n",
+            200,
+            "delete",
+        ),
+        (
+            "POST",
+            "/items/3",
+            "X-Method-Override: Delete\r\n",
+            429,
+            "delete",
+        ),
+        (
+            "POST",
+            "/items/4",
+            "X-HTTP-Method-Override: PUT\r\nX-HTTP-Method-Override: DELETE\r\n",
+            429,
+            "delete",
+        ),
+        // Not overridden: no header, another value, or not a POST.
+        ("POST", "/items/5", "", 200, "all"),
+        (
+            "POST",
+            "/items/6",
+            "X-HTTP-Method-Override: PATCH\r\n",
+            200,
+            "all",
+        ),
+        (
+            "PUT",
+            "/items/7",
+            "X-HTTP-Method-Override: DELETE\r\n",
+            200,
+            "all",
+        ),
+        // The POST route listed first still takes its POSTs.
+        (
+            "POST",
+            "/orders",
+            "X-HTTP-Method-Override: DELETE\r\n",
+            200,
+            "create",
+        ),
+    ];
+    for (i, &(method, path, extra, status, policy)) in steps.iter().enumerate() {
+        let (got, pol, upstream_method) = send(&gw, method, path, extra);
+        assert_eq!(
+            (got, pol.as_deref()),
+            (status, Some(policy)),
+            "step {i}: {method} {path} {extra:?}"
+        );
+        if got == 200 {
+            assert_eq!(upstream_method, method, "step {i}: forwarded as sent");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! routes together is not looked for.
 
 use super::compiled::{HeaderCondition, PathMatch, Route, Segment};
+use super::routes::method_listed;
 
 /// `(shadowed, by)`: indices of each route that can never match and of the first earlier route
 /// that takes all its requests.
@@ -23,8 +24,15 @@ pub(crate) fn shadowed(routes: &[Route]) -> Vec<(usize, usize)> {
 
 /// Whether every request `later` matches is matched by `earlier`.
 fn covers(earlier: &Route, later: &Route) -> bool {
+    // A method list takes its methods in any case, HEAD with GET and a POST overridden to one
+    // of them; all three only grow with the list, so the earlier route takes every request of
+    // the later one when it takes each method the later one lists.
     let methods = earlier.methods.is_empty()
-        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
+        || (!later.methods.is_empty()
+            && later
+                .methods
+                .iter()
+                .all(|m| method_listed(&earlier.methods, m.as_str())));
     let host = match (&earlier.host, &later.host) {
         (None, _) => true,
         (Some(a), Some(b)) => bare_host(a) == bare_host(b),
@@ -273,6 +281,13 @@ mod tests {
         let mut only_get = prefix("/a");
         only_get.methods = vec![Method::GET];
         assert!(covers(&get, &only_get));
+        // A GET route takes HEAD requests too; a HEAD route no GET requests.
+        let mut only_head = prefix("/a");
+        only_head.methods = vec![Method::HEAD];
+        assert!(covers(&get, &only_head));
+        let mut head = prefix("/");
+        head.methods = vec![Method::HEAD];
+        assert!(!covers(&head, &only_get));
 
         let mut host = prefix("/");
         host.host = Some("api.example.com".into());

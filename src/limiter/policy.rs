@@ -35,7 +35,7 @@ pub fn build_key(
             }
             KeyPart::Path => keys::push_component(out, Tag::Path, req.path.as_bytes()),
             KeyPart::Method => {
-                keys::push_component(out, Tag::Method, req.method.as_str().as_bytes())
+                keys::push_component(out, Tag::Method, method_identity(req.method).as_bytes())
             }
             KeyPart::Route => keys::push_component(out, Tag::Route, route.name.as_bytes()),
             KeyPart::Global => keys::push_global(out),
@@ -103,7 +103,7 @@ pub(crate) fn override_limit(
         [KeyPart::Ip] => &client.key,
         [KeyPart::Header(name)] => std::str::from_utf8(header_identity(req.headers, name)?).ok()?,
         [KeyPart::Path] => req.path,
-        [KeyPart::Method] => req.method.as_str(),
+        [KeyPart::Method] => return policy.overrides.get(&method_identity(req.method)),
         [KeyPart::Route] => &route.name,
         [KeyPart::Param(name)] => route.param(name, req.path)?,
         [part @ (KeyPart::JwtSub
@@ -116,6 +116,18 @@ pub(crate) fn override_limit(
         _ => return None,
     };
     policy.overrides.get(value)
+}
+
+/// The method as a `method` key component: upper-cased, since frameworks dispatch `post` as
+/// POST, so case variants share a counter (and an override tier, whose keys config upper-cases).
+/// Standard methods arrive upper-case already: no allocation for them.
+fn method_identity(method: &http::Method) -> Cow<'_, str> {
+    let text = method.as_str();
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(text.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// The header value that identifies the client, or `None` to fall back to the client key: when the
@@ -261,6 +273,21 @@ mod tests {
     }
 
     #[test]
+    fn method_case_variants_share_a_key() {
+        let p = policy("m", vec![KeyPart::Method]);
+        let c = client("1.2.3.4");
+        let h = HeaderMap::new();
+        let post = key(&p, &c, &Method::POST, "/", &h);
+        assert_eq!(post, "m|m:POST");
+        for m in ["post", "Post", "pOST"] {
+            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(key(&p, &c, &m, "/", &h), post);
+        }
+        let purge = Method::from_bytes(b"purge").unwrap();
+        assert_eq!(key(&p, &c, &purge, "/", &h), "m|m:PURGE");
+    }
+
+    #[test]
     fn header_fallback_is_not_a_header_value() {
         let x_key = HeaderName::from_static("x-api-key");
         let p = policy("p", vec![KeyPart::Header(x_key.clone())]);
@@ -366,7 +393,11 @@ mod properties {
             tricky(),
             prop::option::of(tricky()),
             tricky(),
-            prop::sample::select(vec![Method::GET, Method::POST]),
+            prop::sample::select(vec![
+                Method::GET,
+                Method::POST,
+                Method::from_bytes(b"post").unwrap_or(Method::POST),
+            ]),
             prop::sample::select(vec!["r", "r-ci", "r|m:GET"]),
             prop::option::of(tricky()),
         )
@@ -423,7 +454,7 @@ mod properties {
                     .map_or(('i', id.client.clone()), |v| ('h', v)),
                 KeyPart::Path if ci => ('p', id.path.to_ascii_lowercase()),
                 KeyPart::Path => ('p', id.path.clone()),
-                KeyPart::Method => ('m', id.method.to_string()),
+                KeyPart::Method => ('m', id.method.as_str().to_ascii_uppercase()),
                 KeyPart::Route => ('r', id.route.clone()),
                 KeyPart::Global => ('g', String::new()),
                 // The route here has no pattern and the request no query: the client's counter.

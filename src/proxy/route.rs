@@ -1,6 +1,14 @@
 //! Route matching: the first route in file order whose method, host, header conditions and path
 //! all match.
 //!
+//! Methods match as the common frameworks dispatch them (docs/operations.md section 3a,
+//! "Methods"): without regard to ASCII case (Werkzeug and others upper-case the method, so `post`
+//! runs the POST handler), `HEAD` wherever `GET` is listed (Express, Flask, Go and nginx serve
+//! HEAD with the GET handler), and for a `POST`, also by the method an override header names
+//! (`X-HTTP-Method-Override` and its aliases), since an upstream that honours one runs that
+//! handler. A route matches when either the method or an override value does, so a request
+//! never falls through past a route that the upstream's view (whichever it is) would pick.
+//!
 //! `path` is the normalized path (see `uri_path`); config prefixes are expected in the same
 //! normalized form without a trailing slash. A pattern's `{name}` takes one non-empty segment of
 //! the normalized path, so an encoded slash (`%2F`, kept encoded by `escaped_slashes = "keep"`)
@@ -12,9 +20,10 @@
 //! `/api/auth` still takes `/api/AUTH/login`. Routes to a case-insensitive upstream should all
 //! be case-insensitive, stricter ones first, as always.
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, Method};
 
 use crate::config::compiled::{HeaderCondition, PathMatch, PathPattern, Route, Routes, Segment};
+use crate::config::routes::method_listed;
 
 /// First route (file order) matching the normalized path, method, host (port ignored,
 /// case-insensitive) and header conditions.
@@ -31,7 +40,7 @@ pub fn find<'c>(
     // Parse the request host once, not once per route.
     let req_host = host.map(host_only);
     routes.first(path, |r| {
-        (r.methods.is_empty() || r.methods.contains(method))
+        method_matches(&r.methods, method, headers)
             && match (&r.host, req_host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => host_eq(want, got),
@@ -40,6 +49,31 @@ pub fn find<'c>(
             && path_matches(&r.path, r.case_insensitive, path)
             && r.headers.iter().all(|c| condition_holds(c, headers))
     })
+}
+
+/// Headers by which a client asks a framework to dispatch a `POST` as another method (Express
+/// `method-override`, Symfony, Laravel, Go `handlers.HTTPMethodOverrideHandler`, Spring's
+/// `HiddenHttpMethodFilter` headers variant).
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Whether a request with `method` (and, for a POST, its override headers) matches a route
+/// listing `listed` (empty: any method). Every copy of every override header counts: the
+/// upstream may read any of them.
+pub(crate) fn method_matches(listed: &[Method], method: &Method, headers: &HeaderMap) -> bool {
+    if listed.is_empty() || method_listed(listed, method.as_str()) {
+        return true;
+    }
+    method.as_str().eq_ignore_ascii_case("POST")
+        && METHOD_OVERRIDES.iter().any(|name| {
+            headers.get_all(name).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| method_listed(listed, v.trim_ascii()))
+            })
+        })
 }
 
 /// A header condition: present (any number of times), or present exactly once with exactly this
@@ -297,6 +331,80 @@ mod tests {
         assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("any"));
         let custom = Method::from_bytes(b"PURGE").expect("valid method");
         assert_eq!(name(&rs, &custom, None, "/login"), Some("any"));
+        for m in ["post", "Post", "pOST", "put"] {
+            let m = Method::from_bytes(m.as_bytes()).expect("valid method");
+            assert_eq!(name(&rs, &m, None, "/login"), Some("post"), "{m}");
+        }
+        let postx = Method::from_bytes(b"POSTX").expect("valid method");
+        assert_eq!(name(&rs, &postx, None, "/login"), Some("any"));
+    }
+
+    #[test]
+    fn head_matches_a_get_route() {
+        let rs = Routes::new(vec![
+            route("get", prefix("/r"), &[Method::GET], None, false),
+            route("any", prefix("/"), &[], None, false),
+        ]);
+        let lower_head = Method::from_bytes(b"head").expect("valid method");
+        for m in [Method::GET, Method::HEAD, lower_head] {
+            assert_eq!(name(&rs, &m, None, "/r"), Some("get"), "{m}");
+        }
+        let rs = Routes::new(vec![
+            route("head", prefix("/r"), &[Method::HEAD], None, false),
+            route("any", prefix("/"), &[], None, false),
+        ]);
+        assert_eq!(name(&rs, &Method::GET, None, "/r"), Some("any"));
+    }
+
+    #[test]
+    fn a_post_matches_by_its_override_header_too() {
+        let rs = Routes::new(vec![
+            route("delete", prefix("/items"), &[Method::DELETE], None, false),
+            route("get", prefix("/items"), &[Method::GET], None, false),
+            route("any", prefix("/"), &[], None, false),
+        ]);
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for &(k, v) in pairs {
+                h.append(k, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        let chosen = |m: &Method, h: &HeaderMap| find(&rs, m, None, h, "/items").map(|r| &*r.name);
+        let lower_post = Method::from_bytes(b"post").expect("valid method");
+        for h in [
+            with(&[("x-http-method-override", "DELETE")]),
+            with(&[("x-http-method", "delete")]),
+            with(&[("x-method-override", " Delete ")]),
+            // Any copy: the upstream may read either.
+            with(&[
+                ("x-http-method-override", "PUT"),
+                ("x-http-method-override", "DELETE"),
+            ]),
+            with(&[("x-http-method", "PATCH"), ("x-method-override", "DELETE")]),
+        ] {
+            assert_eq!(chosen(&Method::POST, &h), Some("delete"), "{h:?}");
+            assert_eq!(chosen(&lower_post, &h), Some("delete"), "{h:?}");
+        }
+        // An overridden HEAD is served by the GET handler.
+        let head = with(&[("x-http-method-override", "HEAD")]);
+        assert_eq!(chosen(&Method::POST, &head), Some("get"));
+        // Only a POST is overridden; other values and other methods change nothing.
+        let delete = with(&[("x-http-method-override", "DELETE")]);
+        assert_eq!(chosen(&Method::PUT, &delete), Some("any"));
+        assert_eq!(chosen(&Method::GET, &delete), Some("get"));
+        let odd = with(&[("x-http-method-override", "DELETEX")]);
+        assert_eq!(chosen(&Method::POST, &odd), Some("any"));
+        assert_eq!(chosen(&Method::POST, &HeaderMap::new()), Some("any"));
+        // The POST itself still matches a POST route listed first.
+        let rs = Routes::new(vec![
+            route("post", prefix("/items"), &[Method::POST], None, false),
+            route("delete", prefix("/items"), &[Method::DELETE], None, false),
+        ]);
+        assert_eq!(
+            find(&rs, &Method::POST, None, &delete, "/items").map(|r| &*r.name),
+            Some("post")
+        );
     }
 
     #[test]
