@@ -111,7 +111,8 @@ fn a_named_segment_route_keys_each_id_exactly_and_independently() {
             ("/api/users/1/orders/7", 200, "all"),
             ("/api/users/1", 200, "all"),
             ("/api/users//orders", 200, "all"),
-            ("/api/users/1/orders/", 200, "all"),
+            // One trailing slash is the same route and id (Express, Spring serve it alike).
+            ("/api/users/1/orders/", 429, "per_user"),
         ],
     );
     // The upstream receives the normalized path the route matched.
@@ -405,6 +406,9 @@ fn check_reports_routes_that_an_earlier_one_shadows() {
         ),
         route("tenant", "path_prefix = \"/t\"\nhost = \"a.example.com\""),
         route("tenant_any", "path_prefix = \"/t/x\""),
+        // `/login` takes `/login/`, and a GET route HEAD requests.
+        route("login", "path = \"/login\"\nmethods = [\"GET\"]"),
+        route("login_slash", "path = \"/login/\"\nmethods = [\"HEAD\"]"),
         route("all", "path_prefix = \"/\""),
         route("late", "path = \"/late\""),
     ]
@@ -412,8 +416,13 @@ fn check_reports_routes_that_an_earlier_one_shadows() {
     let (code, out) = run_check(&text);
     assert_eq!(code, Some(0), "{out}");
     let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning")).collect();
-    assert_eq!(warnings.len(), 3, "{out}");
-    for (later, earlier) in [("user", "api"), ("gold_js", "gold"), ("late", "all")] {
+    assert_eq!(warnings.len(), 4, "{out}");
+    for (later, earlier) in [
+        ("user", "api"),
+        ("gold_js", "gold"),
+        ("login_slash", "login"),
+        ("late", "all"),
+    ] {
         let want = format!(
             "warning: route `{later}` can never match: the earlier route `{earlier}` takes"
         );
@@ -611,4 +620,47 @@ fn a_post_with_a_method_override_header_meets_the_overridden_route() {
             assert_eq!(upstream_method, method, "step {i}: forwarded as sent");
         }
     }
+}
+
+/// Express (non-strict routing) and Spring serve `/login/` with the `/login` handler: an exact
+/// path and a pattern take one trailing slash, so it does not fall through to a looser route,
+/// and the upstream still receives the path as sent.
+#[test]
+fn an_exact_path_or_a_pattern_takes_one_trailing_slash() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}\n[[route]]\nname = \"login\"\npath = \"/login\"\nmethods = [\"POST\"]\n\
+             upstream = \"api\"\npolicies = [\"login\"]\n\
+             \n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
+             upstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
+            policy("login", 2, "[\"ip\"]"),
+            policy("per_user", 2, "[\"param:id\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let steps = [
+        ("POST", "/login", 200, "login"),
+        ("POST", "/login/", 200, "login"),
+        ("POST", "/login/", 429, "login"),
+        ("POST", "/login//", 429, "login"),
+        ("POST", "/login/x", 200, "all"),
+        ("POST", "/loginx/", 200, "all"),
+        ("GET", "/api/users/7/orders", 200, "per_user"),
+        ("GET", "/api/users/7/orders/", 200, "per_user"),
+        ("GET", "/api/users/7/orders/", 429, "per_user"),
+        ("GET", "/api/users/7/orders/x", 200, "all"),
+    ];
+    for (i, &(method, path, status, policy)) in steps.iter().enumerate() {
+        let (got, pol, _) = send(&gw, method, path, "");
+        assert_eq!(
+            (got, pol.as_deref()),
+            (status, Some(policy)),
+            "step {i}: {method} {path}"
+        );
+    }
+    let resp = raw_get(gw.addr, "/api/users/8/orders/?x=1", "");
+    assert_eq!(echo_uri(&resp), "/api/users/8/orders/?x=1", "{resp}");
 }

@@ -79,7 +79,7 @@ enum Seg<'a> {
 /// What may follow the fixed segments.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tail {
-    /// Nothing (exact paths, patterns without `*`).
+    /// Nothing but one optional trailing slash (exact paths, patterns without `*`).
     End,
     /// Any number of further segments, none included (`path_prefix`).
     ZeroOrMore,
@@ -138,8 +138,17 @@ fn path_covers(
         return false;
     }
     if later.len() > earlier.len() {
-        // The later route's extra segments fall in the earlier one's tail.
-        return *e_tail != Tail::End;
+        // The later route's extra segments fall in the earlier one's tail; an exact path or a
+        // pattern without `*` takes one trailing slash, so an earlier `/a` covers a later `/a/`
+        // (the empty last segment) and nothing longer.
+        return match e_tail {
+            Tail::End => {
+                later.len() == earlier.len() + 1
+                    && *l_tail == Tail::End
+                    && matches!(later.last(), Some(Seg::Literal("")))
+            }
+            Tail::ZeroOrMore | Tail::OneOrMore => true,
+        };
     }
     matches!(
         (e_tail, l_tail),
@@ -247,6 +256,10 @@ mod tests {
             (ci(prefix("/api")), prefix("/API/x")),
             (ci(prefix("/api")), ci(prefix("/Api/x"))),
             (prefix("/1"), ci(prefix("/1/2"))),
+            // `/a` takes `/a/` as well.
+            (exact("/a"), exact("/a/")),
+            (pattern("/a/{id}"), exact("/a/b/")),
+            (ci(exact("/A")), exact("/a/")),
         ];
         for (i, (e, l)) in yes.iter().enumerate() {
             assert!(covers(e, l), "case {i}");
@@ -264,6 +277,9 @@ mod tests {
             (prefix("/v1"), ci(prefix("/v1/2"))),
             (prefix("/apix"), prefix("/api")),
             (exact("/api/x"), pattern("/api/*")),
+            (exact("/a/"), exact("/a")),
+            (exact("/a"), exact("/a/b")),
+            (exact("/a"), pattern("/a/{id}")),
         ];
         for (i, (e, l)) in no.iter().enumerate() {
             assert!(!covers(e, l), "case {i}");

@@ -111,11 +111,21 @@ pub(crate) fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
     }
 }
 
-/// Segment-aware path match.
+/// Segment-aware path match. An exact path also matches with one trailing slash added, as a
+/// pattern does: Express (non-strict routing) and Spring serve `/login/` with the `/login`
+/// handler, so it must not fall through to a looser route here.
 fn path_matches(m: &PathMatch, case_insensitive: bool, path: &str) -> bool {
     match m {
-        PathMatch::Exact(p) if case_insensitive => path.eq_ignore_ascii_case(p),
-        PathMatch::Exact(p) => path == p,
+        PathMatch::Exact(p) => {
+            let eq = |path: &str| {
+                if case_insensitive {
+                    path.eq_ignore_ascii_case(p)
+                } else {
+                    path == p
+                }
+            };
+            eq(path) || path.strip_suffix('/').is_some_and(eq)
+        }
         PathMatch::Prefix(p) => {
             let base = prefix_base(p);
             // `/api` matches `/api`, `/api/`, `/api/x` but not `/apix`; "/" (base "") matches
@@ -129,7 +139,7 @@ fn path_matches(m: &PathMatch, case_insensitive: bool, path: &str) -> bool {
 
 /// Segment by segment, without allocating: a literal compares whole, `{name}` takes any
 /// non-empty segment, a trailing `*` any rest after a `/` (so `/static/*` matches `/static/` and
-/// `/static/a/b`, not `/static`).
+/// `/static/a/b`, not `/static`); without `*`, one trailing slash may follow.
 fn pattern_matches(p: &PathPattern, case_insensitive: bool, path: &str) -> bool {
     let mut rest = path;
     for segment in &*p.segments {
@@ -151,7 +161,7 @@ fn pattern_matches(p: &PathPattern, case_insensitive: bool, path: &str) -> bool 
     if p.rest {
         rest.starts_with('/')
     } else {
-        rest.is_empty()
+        rest.is_empty() || rest == "/"
     }
 }
 
@@ -294,9 +304,43 @@ mod tests {
     fn exact_compares_whole_path() {
         let rs = Routes::new(vec![route("login", exact("/login"), &[], None, false)]);
         assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("login"));
-        for p in ["/login/", "/login/x", "/loginx", "/"] {
+        assert_eq!(name(&rs, &Method::GET, None, "/login/"), Some("login"));
+        for p in ["/login/x", "/loginx", "/", "/logi/"] {
             assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
         }
+    }
+
+    #[test]
+    fn exact_and_patterns_take_one_trailing_slash() {
+        let orders = PathMatch::Pattern(PathPattern {
+            text: "/api/users/{id}/orders".into(),
+            segments: vec![
+                Segment::Literal("api".into()),
+                Segment::Literal("users".into()),
+                Segment::Param("id".into()),
+                Segment::Literal("orders".into()),
+            ]
+            .into_boxed_slice(),
+            rest: false,
+        });
+        let rs = Routes::new(vec![
+            route("login", exact("/login"), &[], None, false),
+            route("orders", orders, &[], None, false),
+            route("all", prefix("/"), &[], None, false),
+        ]);
+        for (p, want) in [
+            ("/login/", "login"),
+            ("/api/users/1/orders", "orders"),
+            ("/api/users/1/orders/", "orders"),
+            ("/api/users/1/orders/x", "all"),
+            ("/api/users//orders/", "all"),
+            ("/login/x", "all"),
+        ] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some(want), "{p}");
+        }
+        // Forwarded as sent; a stripped exact route forwards `/`.
+        let r = route("login", exact("/login"), &[], None, true);
+        assert_eq!(forward_path(&r, "/login/"), "/");
     }
 
     #[test]
@@ -509,10 +553,10 @@ mod tests {
         for p in ["/api/auth", "/API/Auth/login", "/Api/AUTH/", "/api/auth/x"] {
             assert_eq!(name(&rs, &Method::GET, None, p), Some("auth"), "{p}");
         }
-        for p in ["/login", "/LOGIN", "/Login"] {
+        for p in ["/login", "/LOGIN", "/Login", "/LOGIN/"] {
             assert_eq!(name(&rs, &Method::GET, None, p), Some("login"), "{p}");
         }
-        for p in ["/API/Authx", "/login/", "/api", "/%41PI/auth"] {
+        for p in ["/API/Authx", "/login/x", "/api", "/%41PI/auth"] {
             assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
         }
     }
@@ -589,14 +633,17 @@ mod properties {
             any::<bool>(),
             prop::collection::vec(any::<bool>(), 3),
             any::<bool>(),
+            any::<bool>(),
         );
         prop::collection::vec(spec, 1..6).prop_map(|specs| {
             specs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (segs, kind, ci, named, rest))| {
+                .map(|(i, (segs, kind, ci, named, rest, slash))| {
                     let p = format!("/{}", segs.join("/"));
                     let m = match kind {
+                        // An exact path may end in `/` (`/api/`).
+                        0 if slash && !segs.is_empty() => PathMatch::Exact(format!("{p}/")),
                         0 => PathMatch::Exact(p),
                         1 => PathMatch::Prefix(p),
                         _ => PathMatch::Pattern(pattern(&segs, &named, rest)),
@@ -726,6 +773,24 @@ mod properties {
                 return Err(TestCaseError::fail(format!("{raw:?}: {upstream_view:?} refused")));
             };
             prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, &seen));
+        }
+
+        /// An exact or `*`-less pattern route that takes a path takes it with one trailing
+        /// slash too (the upstream serves both with one handler).
+        #[test]
+        fn a_trailing_slash_keeps_an_exact_or_pattern_route(routes in routes(), raw in raw_path()) {
+            let Ok(normal) = uri_path::normalize(&raw, PathRules::default()) else { return Ok(()) };
+            if normal.ends_with('/') {
+                return Ok(());
+            }
+            let slashed = format!("{normal}/");
+            for r in &routes {
+                let fixed = matches!(&r.path, PathMatch::Exact(_))
+                    || matches!(&r.path, PathMatch::Pattern(p) if !p.rest);
+                if fixed && path_matches(&r.path, r.case_insensitive, &normal) {
+                    prop_assert!(path_matches(&r.path, r.case_insensitive, &slashed), "{:?} {slashed}", r.path);
+                }
+            }
         }
 
         /// With every route case-insensitive, the letter case of the request path never changes
