@@ -664,3 +664,50 @@ fn an_exact_path_or_a_pattern_takes_one_trailing_slash() {
     let resp = raw_get(gw.addr, "/api/users/8/orders/?x=1", "");
     assert_eq!(echo_uri(&resp), "/api/users/8/orders/?x=1", "{resp}");
 }
+
+/// qs (Express) reads `tenant[]=acme` as the parameter `tenant` (an array), PHP reads `api.key`
+/// as `api_key`: such spellings are copies of the name, so `?tenant=<fresh>&tenant[]=acme` is
+/// ambiguous (the client's address, which it cannot vary) instead of a fresh counter per request,
+/// and a copy alone counts for its value.
+#[test]
+fn array_and_php_spellings_of_a_query_name_are_copies_of_it() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}\n[[route]]\nname = \"search\"\npath_prefix = \"/search\"\nupstream = \"api\"\n\
+             policies = [\"per_tenant\"]\n\
+             \n[[route]]\nname = \"k\"\npath_prefix = \"/k\"\nupstream = \"api\"\n\
+             policies = [\"per_key\"]\n",
+            policy("per_tenant", 2, "[\"query:tenant\"]"),
+            policy("per_key", 2, "[\"query:api_key\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    for (path, status) in [
+        ("/search?tenant=acme", 200),
+        ("/search?tenant=acme", 200),
+        ("/search?tenant=acme", 429),
+        // Alone, an array form is the same tenant.
+        ("/search?tenant[]=acme", 429),
+        ("/search?tenant%5B0%5D=acme", 429),
+        // Next to another copy: ambiguous, so the client's own counter, whatever the fresh value.
+        ("/search?tenant=r1&tenant[]=acme", 200),
+        ("/search?tenant=r2&tenant[0]=acme", 200),
+        ("/search?tenant=r3&tenant[x]=acme", 429),
+        ("/search?tenant[]=r4&tenant[]=acme", 429),
+        // PHP drops leading spaces from names.
+        ("/search?tenant=r5&%20tenant=acme", 429),
+        // A longer name is another parameter.
+        ("/search?tenantx=1&tenant=other", 200),
+        // PHP's `api.key` and `api key` are `api_key`.
+        ("/k?api_key=k1", 200),
+        ("/k?api.key=k1", 200),
+        ("/k?api+key=k1", 429),
+        ("/k?api%20key=k1", 429),
+        ("/k?api_key=k2", 200),
+    ] {
+        let resp = raw_get(gw.addr, path, "");
+        assert_eq!(raw_status(&resp), status, "{path}: {resp}");
+    }
+}
