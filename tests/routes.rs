@@ -711,3 +711,37 @@ fn array_and_php_spellings_of_a_query_name_are_copies_of_it() {
         assert_eq!(raw_status(&resp), status, "{path}: {resp}");
     }
 }
+
+/// The upstream decodes `/api/users/a%40b/orders` and `/api/users/a@b/orders` to the same id
+/// `a@b`: a `param:` key counts the decoded segment, so the spellings share one counter, while
+/// the path is forwarded as sent.
+#[test]
+fn a_param_key_counts_every_percent_spelling_of_an_id_once() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}\n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
+             upstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
+            policy("per_user", 2, "[\"param:id\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    expect(
+        &gw,
+        &[
+            ("/api/users/a@b/orders", 200, "per_user"),
+            ("/api/users/a%40b/orders", 200, "per_user"),
+            ("/api/users/a@b/orders", 429, "per_user"),
+            ("/api/users/a%40b/orders", 429, "per_user"),
+            // Another id, however spelled, has its own counter (case counts on this route).
+            ("/api/users/a%40B/orders", 200, "per_user"),
+            ("/api/users/a%2Bb/orders", 200, "per_user"),
+            ("/api/users/a+b/orders", 200, "per_user"),
+            ("/api/users/a%2bb/orders", 429, "per_user"),
+        ],
+    );
+    let resp = raw_get(gw.addr, "/api/users/x%40y/orders", "");
+    assert_eq!(echo_uri(&resp), "/api/users/x%40y/orders", "{resp}");
+}

@@ -40,10 +40,7 @@ pub fn build_key(
             KeyPart::Route => keys::push_component(out, Tag::Route, route.name.as_bytes()),
             KeyPart::Global => keys::push_global(out),
             KeyPart::Param(name) => match route.param(name, req.path) {
-                Some(value) if route.case_insensitive => {
-                    keys::push_component(out, Tag::Param, value.to_ascii_lowercase().as_bytes())
-                }
-                Some(value) => keys::push_component(out, Tag::Param, value.as_bytes()),
+                Some(value) => keys::push_component(out, Tag::Param, &param_identity(route, value)),
                 // Validation refuses a route whose path lacks the segment; should one get here,
                 // its requests share the client's counter rather than go unlimited.
                 None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
@@ -105,7 +102,10 @@ pub(crate) fn override_limit(
         [KeyPart::Path] => req.path,
         [KeyPart::Method] => return policy.overrides.get(&method_identity(req.method)),
         [KeyPart::Route] => &route.name,
-        [KeyPart::Param(name)] => route.param(name, req.path)?,
+        [KeyPart::Param(name)] => {
+            let value = param_identity(route, route.param(name, req.path)?);
+            return policy.overrides.get(std::str::from_utf8(&value).ok()?);
+        }
         [part @ (KeyPart::JwtSub
         | KeyPart::JwtClaim(_)
         | KeyPart::TlsSubject
@@ -116,6 +116,17 @@ pub(crate) fn override_limit(
         _ => return None,
     };
     policy.overrides.get(value)
+}
+
+/// A `{NAME}` segment as a `param:NAME` key component: percent-decoded, as the upstream reads it
+/// (`a%40b` is `a@b`), and on a `case_insensitive` route lower-cased (its upstream serves `/BOB`
+/// as `/bob`), so no spelling earns a fresh counter. Borrowed when neither changes anything.
+fn param_identity<'p>(route: &Route, segment: &'p str) -> Cow<'p, [u8]> {
+    let mut value = query::segment_decoded(segment);
+    if route.case_insensitive && value.iter().any(u8::is_ascii_uppercase) {
+        value.to_mut().make_ascii_lowercase();
+    }
+    value
 }
 
 /// The method as a `method` key component: upper-cased, since frameworks dispatch `post` as
@@ -270,6 +281,44 @@ mod tests {
         h.insert(x_key, HeaderValue::from_static("k|1"));
         let k = key(&p, &client("1.2.3.4"), &Method::POST, "/a b", &h);
         assert_eq!(k, "auth|i:1.2.3.4|h:k%7C1|p:/a%20b|m:POST|r:api|g");
+    }
+
+    #[test]
+    fn param_spellings_share_a_key() {
+        let p = policy("u", vec![KeyPart::Param("id".into())]);
+        let mut r = route();
+        r.path = PathMatch::Pattern(crate::config::compiled::PathPattern {
+            text: "/users/{id}".into(),
+            segments: vec![
+                crate::config::compiled::Segment::Literal("users".into()),
+                crate::config::compiled::Segment::Param("id".into()),
+            ]
+            .into_boxed_slice(),
+            rest: false,
+        });
+        let c = client("1.2.3.4");
+        let h = HeaderMap::new();
+        let key_of = |r: &Route, path: &str| {
+            let mut out = String::new();
+            let req = RequestView {
+                method: &Method::GET,
+                path,
+                query: None,
+                headers: &h,
+                cost: 1,
+                identity: Default::default(),
+            };
+            build_key(&mut out, &p, r, &c, req);
+            out
+        };
+        let plain = key_of(&r, "/users/a@b");
+        assert_eq!(plain, "u|s:a@b");
+        assert_eq!(key_of(&r, "/users/a%40b"), plain);
+        assert_eq!(key_of(&r, "/users/a%40b/"), plain);
+        assert_eq!(key_of(&r, "/users/%C3%A9"), "u|s:%C3%A9");
+        assert_ne!(key_of(&r, "/users/A@b"), plain);
+        r.case_insensitive = true;
+        assert_eq!(key_of(&r, "/users/A%40B"), plain);
     }
 
     #[test]

@@ -79,11 +79,32 @@ fn seen_as(raw_name: &[u8], name: &[u8]) -> Seen {
 
 /// The bytes of `raw` percent-decoded, `+` as a space.
 fn decoded(raw: &[u8]) -> Decoded<'_> {
-    Decoded { raw }
+    Decoded {
+        raw,
+        plus_is_space: true,
+    }
+}
+
+/// A path segment percent-decoded (`+` is itself in a path), borrowed when it holds no escape:
+/// the `param:NAME` identity, the id the upstream decodes (`a%40b` and `a@b` are one id). An
+/// invalid escape is kept as written, as for a query.
+pub(crate) fn segment_decoded(raw: &str) -> Cow<'_, [u8]> {
+    if raw.contains('%') {
+        Cow::Owned(
+            Decoded {
+                raw: raw.as_bytes(),
+                plus_is_space: false,
+            }
+            .collect(),
+        )
+    } else {
+        Cow::Borrowed(raw.as_bytes())
+    }
 }
 
 struct Decoded<'a> {
     raw: &'a [u8],
+    plus_is_space: bool,
 }
 
 impl Iterator for Decoded<'_> {
@@ -102,7 +123,7 @@ impl Iterator for Decoded<'_> {
                     Some(b'%')
                 }
             },
-            (b'+', _) => {
+            (b'+', _) if self.plus_is_space => {
                 self.raw = rest;
                 Some(b' ')
             }
@@ -155,6 +176,18 @@ mod tests {
             assert_eq!(v(q, "key"), None, "{q}");
         }
         assert_eq!(value(None, "key"), None);
+    }
+
+    #[test]
+    fn segments_decode_without_plus() {
+        let d = |s| segment_decoded(s).into_owned();
+        assert_eq!(d("a%40b"), b"a@b");
+        assert_eq!(d("a@b"), b"a@b");
+        assert_eq!(d("a+b"), b"a+b");
+        assert_eq!(d("a%2Fb"), b"a/b");
+        assert_eq!(d("%C3%A9"), "\u{e9}".as_bytes());
+        assert_eq!(d("%zz%4"), b"%zz%4");
+        assert!(matches!(segment_decoded("plain"), Cow::Borrowed(_)));
     }
 
     #[test]
