@@ -102,8 +102,9 @@ pub(crate) fn override_limit(
         [KeyPart::Path] => req.path,
         [KeyPart::Method] => return policy.overrides.get(&method_identity(req.method)),
         [KeyPart::Route] => &route.name,
+        // Decoded like the key, but not case-folded: an override key is looked up as written.
         [KeyPart::Param(name)] => {
-            let value = param_identity(route, route.param(name, req.path)?);
+            let value = query::segment_decoded(route.param(name, req.path)?);
             return policy.overrides.get(std::str::from_utf8(&value).ok()?);
         }
         [part @ (KeyPart::JwtSub
