@@ -20,6 +20,8 @@
 //! `/api/auth` still takes `/api/AUTH/login`. Routes to a case-insensitive upstream should all
 //! be case-insensitive, stricter ones first, as always.
 
+use std::cell::OnceCell;
+
 use http::{HeaderMap, HeaderName, Method};
 
 use crate::config::compiled::{HeaderCondition, PathMatch, PathPattern, Route, Routes, Segment};
@@ -39,8 +41,11 @@ pub fn find<'c>(
 ) -> Option<&'c Route> {
     // Parse the request host once, not once per route.
     let req_host = host.map(host_only);
+    // Whether the request is a POST with an override header: looked for at most once, and only
+    // when a route's methods do not list the request's own.
+    let overridable = OnceCell::new();
     routes.first(path, |r| {
-        method_matches(&r.methods, method, headers)
+        method_matches(&r.methods, method, headers, &overridable)
             && match (&r.host, req_host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => host_eq(want, got),
@@ -62,12 +67,22 @@ static METHOD_OVERRIDES: [HeaderName; 3] = [
 
 /// Whether a request with `method` (and, for a POST, its override headers) matches a route
 /// listing `listed` (empty: any method). Every copy of every override header counts: the
-/// upstream may read any of them.
-pub(crate) fn method_matches(listed: &[Method], method: &Method, headers: &HeaderMap) -> bool {
+/// upstream may read any of them. `overridable` caches whether there is any to read.
+fn method_matches(
+    listed: &[Method],
+    method: &Method,
+    headers: &HeaderMap,
+    overridable: &OnceCell<bool>,
+) -> bool {
     if listed.is_empty() || method_listed(listed, method.as_str()) {
         return true;
     }
-    method.as_str().eq_ignore_ascii_case("POST")
+    let overridable = *overridable.get_or_init(|| {
+        // One pass over the names present (no hashing); most POSTs carry none.
+        method.as_str().eq_ignore_ascii_case("POST")
+            && headers.keys().any(|name| METHOD_OVERRIDES.contains(name))
+    });
+    overridable
         && METHOD_OVERRIDES.iter().any(|name| {
             headers.get_all(name).iter().any(|v| {
                 v.to_str()
