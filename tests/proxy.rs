@@ -341,3 +341,35 @@ fn several_cookie_lines_reach_the_upstream_as_one() {
     raw_get(gw.addr, "/api/auth", "Cookie: a=1\r\n");
     assert_eq!(echo.seen().pop().unwrap().header_all("cookie"), vec!["a=1"]);
 }
+
+/// IIS URL Rewrite, Symfony < 5 and Laminas route by `X-Original-URL` / `X-Rewrite-URL`: a client
+/// sending them would pick the upstream's route while the gateway limits another. They never
+/// reach the upstream, from a trusted proxy either; other headers do.
+#[test]
+fn routing_override_headers_never_reach_the_upstream() {
+    let echo = Echo::start();
+    for trusted in [false, true] {
+        let mut cfg = config_with(&echo.url(), routes());
+        if trusted {
+            cfg = cfg.set("server.trusted_proxies", vec!["127.0.0.1/32"]);
+        }
+        let gw = Gateway::start(&cfg);
+        let resp = raw_get(
+            gw.addr,
+            "/echo/public",
+            "X-Original-URL: /admin/delete\r\nX-Rewrite-URL: /admin/delete\r\n\
+             x-original-url: /admin/other\r\nX-Custom: kept\r\n",
+        );
+        assert_eq!(raw_status(&resp), 200, "{resp}");
+        let seen = echo.seen().pop().unwrap();
+        for gone in ["x-original-url", "x-rewrite-url"] {
+            assert_eq!(
+                seen.header(gone),
+                None,
+                "{gone} reached the upstream (trusted {trusted})"
+            );
+        }
+        assert_eq!(seen.header("x-custom"), Some("kept"));
+        assert_eq!(seen.uri, "/echo/public");
+    }
+}

@@ -49,6 +49,42 @@ fn expect_with(gw: &Gateway, extra: &str, steps: &[(&str, u16, &str)]) {
     }
 }
 
+/// A raw request `method path` with `extra` header lines; its status, policy and the method the
+/// upstream received (empty for a HEAD or a gateway answer).
+fn send(gw: &Gateway, method: &str, path: &str, extra: &str) -> (u16, Option<String>, String) {
+    let resp = raw(
+        gw.addr,
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: test.local\r\n{extra}Content-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    (
+        raw_status(&resp),
+        policy_of(&resp).map(str::to_owned),
+        v["method"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// `(method, path, extra header lines, expected status, expected policy)` in order; an answer
+/// from the upstream must show the method as sent.
+fn expect_sent(gw: &Gateway, steps: &[(&str, &str, &str, u16, &str)]) {
+    for (i, &(method, path, extra, status, policy)) in steps.iter().enumerate() {
+        let (got, pol, upstream_method) = send(gw, method, path, extra);
+        assert_eq!(
+            (got, pol.as_deref()),
+            (status, Some(policy)),
+            "step {i}: {method} {path} {extra:?}"
+        );
+        if got == 200 && !upstream_method.is_empty() {
+            assert_eq!(upstream_method, method, "step {i}: forwarded as sent");
+        }
+    }
+}
+
 const CATCH_ALL: &str = r#"
 [[route]]
 name = "all"
@@ -91,7 +127,8 @@ fn a_named_segment_route_keys_each_id_exactly_and_independently() {
             ("/api/users/1/orders/7", 200, "all"),
             ("/api/users/1", 200, "all"),
             ("/api/users//orders", 200, "all"),
-            ("/api/users/1/orders/", 200, "all"),
+            // One trailing slash is the same route and id (Express, Spring serve it alike).
+            ("/api/users/1/orders/", 429, "per_user"),
         ],
     );
     // The upstream receives the normalized path the route matched.
@@ -385,6 +422,9 @@ fn check_reports_routes_that_an_earlier_one_shadows() {
         ),
         route("tenant", "path_prefix = \"/t\"\nhost = \"a.example.com\""),
         route("tenant_any", "path_prefix = \"/t/x\""),
+        // `/login` takes `/login/`, and a GET route HEAD requests.
+        route("login", "path = \"/login\"\nmethods = [\"GET\"]"),
+        route("login_slash", "path = \"/login/\"\nmethods = [\"HEAD\"]"),
         route("all", "path_prefix = \"/\""),
         route("late", "path = \"/late\""),
     ]
@@ -392,8 +432,13 @@ fn check_reports_routes_that_an_earlier_one_shadows() {
     let (code, out) = run_check(&text);
     assert_eq!(code, Some(0), "{out}");
     let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning")).collect();
-    assert_eq!(warnings.len(), 3, "{out}");
-    for (later, earlier) in [("user", "api"), ("gold_js", "gold"), ("late", "all")] {
+    assert_eq!(warnings.len(), 4, "{out}");
+    for (later, earlier) in [
+        ("user", "api"),
+        ("gold_js", "gold"),
+        ("login_slash", "login"),
+        ("late", "all"),
+    ] {
         let want = format!(
             "warning: route `{later}` can never match: the earlier route `{earlier}` takes"
         );
@@ -452,4 +497,243 @@ fn a_param_keyed_limit_is_exact_on_the_redis_store_across_gateways() {
     let keys = redis.cli(&["KEYS", "rgtest:*per_user*"]);
     assert!(keys.contains("s:7"), "{keys}");
     assert!(keys.contains("s:8"), "{keys}");
+}
+
+/// Werkzeug upper-cases the method and runs the POST handler for `post`; Express, Flask and Go
+/// serve HEAD with the GET handler. A `methods` route takes both, the case variants share one
+/// counter (also for a `method` key), and the upstream still receives the method as sent.
+#[test]
+fn methods_match_without_case_and_a_get_route_takes_head() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}{}\n[[route]]\nname = \"login\"\npath = \"/login\"\nmethods = [\"POST\"]\n\
+             upstream = \"api\"\npolicies = [\"login\"]\n\
+             \n[[route]]\nname = \"report\"\npath = \"/report\"\nmethods = [\"GET\"]\n\
+             upstream = \"api\"\npolicies = [\"report\"]\n\
+             \n[[route]]\nname = \"m\"\npath_prefix = \"/m\"\nupstream = \"api\"\n\
+             policies = [\"per_method\"]\n{CATCH_ALL}",
+            policy("login", 3, "[\"ip\"]"),
+            policy("report", 3, "[\"ip\"]"),
+            policy("per_method", 2, "[\"method\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let steps = [
+        ("POST", "/login", 200, "login"),
+        ("post", "/login", 200, "login"),
+        ("Post", "/login", 200, "login"),
+        ("pOST", "/login", 429, "login"),
+        ("GET", "/login", 200, "all"),
+        ("GET", "/report", 200, "report"),
+        ("HEAD", "/report", 200, "report"),
+        ("head", "/report", 200, "report"),
+        ("GET", "/report", 429, "report"),
+        ("POST", "/report", 200, "all"),
+        // A `method` key: one counter per upper-cased method.
+        ("post", "/m", 200, "per_method"),
+        ("POST", "/m", 200, "per_method"),
+        ("Post", "/m", 429, "per_method"),
+        ("GET", "/m", 200, "per_method"),
+    ];
+    expect_sent(&gw, &steps.map(|(m, p, st, pol)| (m, p, "", st, pol)));
+    // Forwarded as sent.
+    let (status, _, upstream_method) = send(&gw, "post", "/other", "");
+    assert_eq!((status, &*upstream_method), (200, "post"));
+}
+
+/// A framework honouring `X-HTTP-Method-Override` (or `X-HTTP-Method`, `X-Method-Override`) runs
+/// the DELETE handler for a POST naming DELETE: the DELETE route's limit applies to it, while the
+/// POST route still takes a POST listed before it, and only a POST is overridden.
+#[test]
+fn a_post_with_a_method_override_header_meets_the_overridden_route() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}\n[[route]]\nname = \"create\"\npath = \"/orders\"\nmethods = [\"POST\"]\n\
+             upstream = \"api\"\npolicies = [\"create\"]\n\
+             \n[[route]]\nname = \"delete\"\npath_prefix = \"/items\"\nmethods = [\"DELETE\"]\n\
+             upstream = \"api\"\npolicies = [\"delete\"]\n{CATCH_ALL}",
+            policy("create", 1000, "[\"ip\"]"),
+            policy("delete", 3, "[\"ip\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let steps = [
+        ("DELETE", "/items/1", "", 200, "delete"),
+        (
+            "POST",
+            "/items/1",
+            "X-HTTP-Method-Override: DELETE\r\n",
+            200,
+            "delete",
+        ),
+        (
+            "post",
+            "/items/2",
+            "X-HTTP-Method: delete\r\n",
+            200,
+            "delete",
+        ),
+        (
+            "POST",
+            "/items/3",
+            "X-Method-Override: Delete\r\n",
+            429,
+            "delete",
+        ),
+        (
+            "POST",
+            "/items/4",
+            "X-HTTP-Method-Override: PUT\r\nX-HTTP-Method-Override: DELETE\r\n",
+            429,
+            "delete",
+        ),
+        // Not overridden: no header, another value, or not a POST.
+        ("POST", "/items/5", "", 200, "all"),
+        (
+            "POST",
+            "/items/6",
+            "X-HTTP-Method-Override: PATCH\r\n",
+            200,
+            "all",
+        ),
+        (
+            "PUT",
+            "/items/7",
+            "X-HTTP-Method-Override: DELETE\r\n",
+            200,
+            "all",
+        ),
+        // The POST route listed first still takes its POSTs.
+        (
+            "POST",
+            "/orders",
+            "X-HTTP-Method-Override: DELETE\r\n",
+            200,
+            "create",
+        ),
+    ];
+    expect_sent(&gw, &steps);
+}
+
+/// Express (non-strict routing) and Spring serve `/login/` with the `/login` handler: an exact
+/// path and a pattern take one trailing slash, so it does not fall through to a looser route,
+/// and the upstream still receives the path as sent.
+#[test]
+fn an_exact_path_or_a_pattern_takes_one_trailing_slash() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}{}\n[[route]]\nname = \"login\"\npath = \"/login\"\nmethods = [\"POST\"]\n\
+             upstream = \"api\"\npolicies = [\"login\"]\n\
+             \n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
+             upstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
+            policy("login", 2, "[\"ip\"]"),
+            policy("per_user", 2, "[\"param:id\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let steps = [
+        ("POST", "/login", 200, "login"),
+        ("POST", "/login/", 200, "login"),
+        ("POST", "/login/", 429, "login"),
+        ("POST", "/login//", 429, "login"),
+        ("POST", "/login/x", 200, "all"),
+        ("POST", "/loginx/", 200, "all"),
+        ("GET", "/api/users/7/orders", 200, "per_user"),
+        ("GET", "/api/users/7/orders/", 200, "per_user"),
+        ("GET", "/api/users/7/orders/", 429, "per_user"),
+        ("GET", "/api/users/7/orders/x", 200, "all"),
+    ];
+    expect_sent(&gw, &steps.map(|(m, p, st, pol)| (m, p, "", st, pol)));
+    let resp = raw_get(gw.addr, "/api/users/8/orders/?x=1", "");
+    assert_eq!(echo_uri(&resp), "/api/users/8/orders/?x=1", "{resp}");
+}
+
+/// qs (Express) reads `tenant[]=acme` as the parameter `tenant` (an array), PHP reads `api.key`
+/// as `api_key`: such spellings are copies of the name, so `?tenant=<fresh>&tenant[]=acme` is
+/// ambiguous (the client's address, which it cannot vary) instead of a fresh counter per request,
+/// and a copy alone counts for its value.
+#[test]
+fn array_and_php_spellings_of_a_query_name_are_copies_of_it() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}\n[[route]]\nname = \"search\"\npath_prefix = \"/search\"\nupstream = \"api\"\n\
+             policies = [\"per_tenant\"]\n\
+             \n[[route]]\nname = \"k\"\npath_prefix = \"/k\"\nupstream = \"api\"\n\
+             policies = [\"per_key\"]\n",
+            policy("per_tenant", 2, "[\"query:tenant\"]"),
+            policy("per_key", 2, "[\"query:api_key\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    for (path, status) in [
+        ("/search?tenant=acme", 200),
+        ("/search?tenant=acme", 200),
+        ("/search?tenant=acme", 429),
+        // Alone, an array form is the same tenant.
+        ("/search?tenant[]=acme", 429),
+        ("/search?tenant%5B0%5D=acme", 429),
+        // Next to another copy: ambiguous, so the client's own counter, whatever the fresh value.
+        ("/search?tenant=r1&tenant[]=acme", 200),
+        ("/search?tenant=r2&tenant[0]=acme", 200),
+        ("/search?tenant=r3&tenant[x]=acme", 429),
+        ("/search?tenant[]=r4&tenant[]=acme", 429),
+        // PHP drops leading spaces from names.
+        ("/search?tenant=r5&%20tenant=acme", 429),
+        // A longer name is another parameter.
+        ("/search?tenantx=1&tenant=other", 200),
+        // PHP's `api.key` and `api key` are `api_key`.
+        ("/k?api_key=k1", 200),
+        ("/k?api.key=k1", 200),
+        ("/k?api+key=k1", 429),
+        ("/k?api%20key=k1", 429),
+        ("/k?api_key=k2", 200),
+    ] {
+        let resp = raw_get(gw.addr, path, "");
+        assert_eq!(raw_status(&resp), status, "{path}: {resp}");
+    }
+}
+
+/// The upstream decodes `/api/users/a%40b/orders` and `/api/users/a@b/orders` to the same id
+/// `a@b`: a `param:` key counts the decoded segment, so the spellings share one counter, while
+/// the path is forwarded as sent.
+#[test]
+fn a_param_key_counts_every_percent_spelling_of_an_id_once() {
+    let echo = Echo::start();
+    let cfg = config_with(
+        &echo.url(),
+        &format!(
+            "{}{}\n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
+             upstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
+            policy("per_user", 2, "[\"param:id\"]"),
+            policy("all", 1000, "[\"ip\"]"),
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    expect(
+        &gw,
+        &[
+            ("/api/users/a@b/orders", 200, "per_user"),
+            ("/api/users/a%40b/orders", 200, "per_user"),
+            ("/api/users/a@b/orders", 429, "per_user"),
+            ("/api/users/a%40b/orders", 429, "per_user"),
+            // Another id, however spelled, has its own counter (case counts on this route).
+            ("/api/users/a%40B/orders", 200, "per_user"),
+            ("/api/users/a%2Bb/orders", 200, "per_user"),
+            ("/api/users/a+b/orders", 200, "per_user"),
+            ("/api/users/a%2bb/orders", 429, "per_user"),
+        ],
+    );
+    let resp = raw_get(gw.addr, "/api/users/x%40y/orders", "");
+    assert_eq!(echo_uri(&resp), "/api/users/x%40y/orders", "{resp}");
 }

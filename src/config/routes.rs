@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::ops::Deref;
 
+use http::Method;
+
 use super::compiled::{PathMatch, Route, Segment};
 
 /// Segments longer than this are not indexed (their routes are tried for every path), so a
@@ -83,6 +85,15 @@ impl Routes {
             }
         }
     }
+}
+
+/// `method` (any ASCII case) is in `listed` (upper-case, as config compiles it), or is `HEAD` and
+/// `GET` is listed: frameworks dispatch `post` as POST and serve HEAD with the GET handler.
+/// Request matching (`proxy::route`) and the shadowing check share it, so `check` reasons about
+/// exactly the methods a route takes.
+pub(crate) fn method_listed(listed: &[Method], method: &str) -> bool {
+    let listed_as = |m: &str| listed.iter().any(|l| l.as_str().eq_ignore_ascii_case(m));
+    listed_as(method) || (method.eq_ignore_ascii_case("HEAD") && listed_as("GET"))
 }
 
 /// The first segment every path the route matches starts with, if there is one.

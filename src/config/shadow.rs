@@ -5,6 +5,7 @@
 //! routes together is not looked for.
 
 use super::compiled::{HeaderCondition, PathMatch, Route, Segment};
+use super::routes::method_listed;
 
 /// `(shadowed, by)`: indices of each route that can never match and of the first earlier route
 /// that takes all its requests.
@@ -23,8 +24,15 @@ pub(crate) fn shadowed(routes: &[Route]) -> Vec<(usize, usize)> {
 
 /// Whether every request `later` matches is matched by `earlier`.
 fn covers(earlier: &Route, later: &Route) -> bool {
+    // A method list takes its methods in any case, HEAD with GET and a POST overridden to one
+    // of them; all three only grow with the list, so the earlier route takes every request of
+    // the later one when it takes each method the later one lists.
     let methods = earlier.methods.is_empty()
-        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
+        || (!later.methods.is_empty()
+            && later
+                .methods
+                .iter()
+                .all(|m| method_listed(&earlier.methods, m.as_str())));
     let host = match (&earlier.host, &later.host) {
         (None, _) => true,
         (Some(a), Some(b)) => bare_host(a) == bare_host(b),
@@ -71,7 +79,7 @@ enum Seg<'a> {
 /// What may follow the fixed segments.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tail {
-    /// Nothing (exact paths, patterns without `*`).
+    /// Nothing but one optional trailing slash (exact paths, patterns without `*`).
     End,
     /// Any number of further segments, none included (`path_prefix`).
     ZeroOrMore,
@@ -130,8 +138,17 @@ fn path_covers(
         return false;
     }
     if later.len() > earlier.len() {
-        // The later route's extra segments fall in the earlier one's tail.
-        return *e_tail != Tail::End;
+        // The later route's extra segments fall in the earlier one's tail; an exact path or a
+        // pattern without `*` takes one trailing slash, so an earlier `/a` covers a later `/a/`
+        // (the empty last segment) and nothing longer.
+        return match e_tail {
+            Tail::End => {
+                later.len() == earlier.len() + 1
+                    && *l_tail == Tail::End
+                    && matches!(later.last(), Some(Seg::Literal("")))
+            }
+            Tail::ZeroOrMore | Tail::OneOrMore => true,
+        };
     }
     matches!(
         (e_tail, l_tail),
@@ -239,6 +256,10 @@ mod tests {
             (ci(prefix("/api")), prefix("/API/x")),
             (ci(prefix("/api")), ci(prefix("/Api/x"))),
             (prefix("/1"), ci(prefix("/1/2"))),
+            // `/a` takes `/a/` as well.
+            (exact("/a"), exact("/a/")),
+            (pattern("/a/{id}"), exact("/a/b/")),
+            (ci(exact("/A")), exact("/a/")),
         ];
         for (i, (e, l)) in yes.iter().enumerate() {
             assert!(covers(e, l), "case {i}");
@@ -256,6 +277,9 @@ mod tests {
             (prefix("/v1"), ci(prefix("/v1/2"))),
             (prefix("/apix"), prefix("/api")),
             (exact("/api/x"), pattern("/api/*")),
+            (exact("/a/"), exact("/a")),
+            (exact("/a"), exact("/a/b")),
+            (exact("/a"), pattern("/a/{id}")),
         ];
         for (i, (e, l)) in no.iter().enumerate() {
             assert!(!covers(e, l), "case {i}");
@@ -273,6 +297,13 @@ mod tests {
         let mut only_get = prefix("/a");
         only_get.methods = vec![Method::GET];
         assert!(covers(&get, &only_get));
+        // A GET route takes HEAD requests too; a HEAD route no GET requests.
+        let mut only_head = prefix("/a");
+        only_head.methods = vec![Method::HEAD];
+        assert!(covers(&get, &only_head));
+        let mut head = prefix("/");
+        head.methods = vec![Method::HEAD];
+        assert!(!covers(&head, &only_get));
 
         let mut host = prefix("/");
         host.host = Some("api.example.com".into());

@@ -35,15 +35,12 @@ pub fn build_key(
             }
             KeyPart::Path => keys::push_component(out, Tag::Path, req.path.as_bytes()),
             KeyPart::Method => {
-                keys::push_component(out, Tag::Method, req.method.as_str().as_bytes())
+                keys::push_component(out, Tag::Method, method_identity(req.method).as_bytes())
             }
             KeyPart::Route => keys::push_component(out, Tag::Route, route.name.as_bytes()),
             KeyPart::Global => keys::push_global(out),
             KeyPart::Param(name) => match route.param(name, req.path) {
-                Some(value) if route.case_insensitive => {
-                    keys::push_component(out, Tag::Param, value.to_ascii_lowercase().as_bytes())
-                }
-                Some(value) => keys::push_component(out, Tag::Param, value.as_bytes()),
+                Some(value) => keys::push_component(out, Tag::Param, &param_identity(route, value)),
                 // Validation refuses a route whose path lacks the segment; should one get here,
                 // its requests share the client's counter rather than go unlimited.
                 None => keys::push_component(out, Tag::Ip, client.key.as_bytes()),
@@ -103,9 +100,13 @@ pub(crate) fn override_limit(
         [KeyPart::Ip] => &client.key,
         [KeyPart::Header(name)] => std::str::from_utf8(header_identity(req.headers, name)?).ok()?,
         [KeyPart::Path] => req.path,
-        [KeyPart::Method] => req.method.as_str(),
+        [KeyPart::Method] => return policy.overrides.get(&method_identity(req.method)),
         [KeyPart::Route] => &route.name,
-        [KeyPart::Param(name)] => route.param(name, req.path)?,
+        // Decoded like the key, but not case-folded: an override key is looked up as written.
+        [KeyPart::Param(name)] => {
+            let value = query::segment_decoded(route.param(name, req.path)?);
+            return policy.overrides.get(std::str::from_utf8(&value).ok()?);
+        }
         [part @ (KeyPart::JwtSub
         | KeyPart::JwtClaim(_)
         | KeyPart::TlsSubject
@@ -116,6 +117,29 @@ pub(crate) fn override_limit(
         _ => return None,
     };
     policy.overrides.get(value)
+}
+
+/// A `{NAME}` segment as a `param:NAME` key component: percent-decoded, as the upstream reads it
+/// (`a%40b` is `a@b`), and on a `case_insensitive` route lower-cased (its upstream serves `/BOB`
+/// as `/bob`), so no spelling earns a fresh counter. Borrowed when neither changes anything.
+fn param_identity<'p>(route: &Route, segment: &'p str) -> Cow<'p, [u8]> {
+    let mut value = query::segment_decoded(segment);
+    if route.case_insensitive && value.iter().any(u8::is_ascii_uppercase) {
+        value.to_mut().make_ascii_lowercase();
+    }
+    value
+}
+
+/// The method as a `method` key component: upper-cased, since frameworks dispatch `post` as
+/// POST, so case variants share a counter (and an override tier, whose keys config upper-cases).
+/// Standard methods arrive upper-case already: no allocation for them.
+fn method_identity(method: &http::Method) -> Cow<'_, str> {
+    let text = method.as_str();
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(text.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// The header value that identifies the client, or `None` to fall back to the client key: when the
@@ -261,6 +285,59 @@ mod tests {
     }
 
     #[test]
+    fn param_spellings_share_a_key() {
+        let p = policy("u", vec![KeyPart::Param("id".into())]);
+        let mut r = route();
+        r.path = PathMatch::Pattern(crate::config::compiled::PathPattern {
+            text: "/users/{id}".into(),
+            segments: vec![
+                crate::config::compiled::Segment::Literal("users".into()),
+                crate::config::compiled::Segment::Param("id".into()),
+            ]
+            .into_boxed_slice(),
+            rest: false,
+        });
+        let c = client("1.2.3.4");
+        let h = HeaderMap::new();
+        let key_of = |r: &Route, path: &str| {
+            let mut out = String::new();
+            let req = RequestView {
+                method: &Method::GET,
+                path,
+                query: None,
+                headers: &h,
+                cost: 1,
+                identity: Default::default(),
+            };
+            build_key(&mut out, &p, r, &c, req);
+            out
+        };
+        let plain = key_of(&r, "/users/a@b");
+        assert_eq!(plain, "u|s:a@b");
+        assert_eq!(key_of(&r, "/users/a%40b"), plain);
+        assert_eq!(key_of(&r, "/users/a%40b/"), plain);
+        assert_eq!(key_of(&r, "/users/%C3%A9"), "u|s:%C3%A9");
+        assert_ne!(key_of(&r, "/users/A@b"), plain);
+        r.case_insensitive = true;
+        assert_eq!(key_of(&r, "/users/A%40B"), plain);
+    }
+
+    #[test]
+    fn method_case_variants_share_a_key() {
+        let p = policy("m", vec![KeyPart::Method]);
+        let c = client("1.2.3.4");
+        let h = HeaderMap::new();
+        let post = key(&p, &c, &Method::POST, "/", &h);
+        assert_eq!(post, "m|m:POST");
+        for m in ["post", "Post", "pOST"] {
+            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(key(&p, &c, &m, "/", &h), post);
+        }
+        let purge = Method::from_bytes(b"purge").unwrap();
+        assert_eq!(key(&p, &c, &purge, "/", &h), "m|m:PURGE");
+    }
+
+    #[test]
     fn header_fallback_is_not_a_header_value() {
         let x_key = HeaderName::from_static("x-api-key");
         let p = policy("p", vec![KeyPart::Header(x_key.clone())]);
@@ -366,7 +443,11 @@ mod properties {
             tricky(),
             prop::option::of(tricky()),
             tricky(),
-            prop::sample::select(vec![Method::GET, Method::POST]),
+            prop::sample::select(vec![
+                Method::GET,
+                Method::POST,
+                Method::from_bytes(b"post").unwrap_or(Method::POST),
+            ]),
             prop::sample::select(vec!["r", "r-ci", "r|m:GET"]),
             prop::option::of(tricky()),
         )
@@ -423,7 +504,7 @@ mod properties {
                     .map_or(('i', id.client.clone()), |v| ('h', v)),
                 KeyPart::Path if ci => ('p', id.path.to_ascii_lowercase()),
                 KeyPart::Path => ('p', id.path.clone()),
-                KeyPart::Method => ('m', id.method.to_string()),
+                KeyPart::Method => ('m', id.method.as_str().to_ascii_uppercase()),
                 KeyPart::Route => ('r', id.route.clone()),
                 KeyPart::Global => ('g', String::new()),
                 // The route here has no pattern and the request no query: the client's counter.

@@ -1,6 +1,7 @@
 //! Header rules for a message the gateway passes on: hop-by-hop removal both ways (with the
 //! client-IP headers from untrusted peers, and `Transfer-Encoding` taking `Content-Length` with
-//! it), and X-Forwarded-* for the upstream (docs/operations.md section 3 and its "HTTP conformance").
+//! it), and X-Forwarded-* for the upstream (docs/operations.md section 3 and its "HTTP conformance"),
+//! without the headers by which an upstream would route the request to another path.
 
 use std::net::IpAddr;
 
@@ -37,6 +38,14 @@ static STRIPPED: [HeaderName; HOP_BY_HOP + 7] = [
 /// The hop-by-hop names lead `STRIPPED`.
 const HOP_BY_HOP: usize = 9;
 const TRANSFER_ENCODING_AT: usize = 7;
+
+/// Headers that make IIS URL Rewrite, Symfony < 5 and Laminas route by their value instead of
+/// the request path: a client sending them would choose the upstream's route while the gateway
+/// limits the one the path names. Never forwarded, whoever sent them.
+static ROUTING_OVERRIDES: [HeaderName; 2] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 
 /// Names a `Connection` header may list but that are never removed because of it: the
 /// X-Forwarded-* the gateway sets itself (a client naming them must not make the gateway drop
@@ -277,7 +286,8 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
 /// them; otherwise they are `proto` and the request's `host` (removed when there is no host),
 /// so a client can never choose what the upstream reads there. `proto` must be a valid header
 /// value (`"http"` / `"https"`). `seen`: which of them `headers` holds
-/// ([`remove_hop_by_hop_noting`]).
+/// ([`remove_hop_by_hop_noting`]). Every request passes here once, so the routing-override
+/// headers (`X-Original-URL`, `X-Rewrite-URL`) are removed here too.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     seen: ForwardedSeen,
@@ -286,6 +296,12 @@ pub(crate) fn set_forwarded(
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
+    // One pass over the names present (no hashing) as in `remove_hop_by_hop`: usually none.
+    if headers.keys().any(|name| ROUTING_OVERRIDES.contains(name)) {
+        for name in &ROUTING_OVERRIDES {
+            headers.remove(name);
+        }
+    }
     // Dual-stack listeners report `::ffff:a.b.c.d`; the upstream should see `a.b.c.d`.
     let peer = peer.to_canonical();
     let chain = if peer_trusted && seen.xff {
@@ -497,6 +513,22 @@ mod tests {
         assert_eq!(one(&a, "x-forwarded-proto"), Some("https"));
         assert_eq!(one(&a, "x-forwarded-host"), Some("api.example.com"));
         assert!(!a.contains_key("connection"));
+    }
+
+    #[test]
+    fn routing_override_headers_never_pass() {
+        let peer: IpAddr = "198.51.100.7".parse().expect("test address");
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            h.append("x-original-url", hv("/admin"));
+            h.append("x-original-url", hv("/admin2"));
+            h.insert("x-rewrite-url", hv("/admin"));
+            h.insert("x-keep", hv("1"));
+            forwarded(&mut h, peer, trusted, "http", None);
+            assert!(!h.contains_key("x-original-url"), "trusted {trusted}");
+            assert!(!h.contains_key("x-rewrite-url"), "trusted {trusted}");
+            assert_eq!(one(&h, "x-keep"), Some("1"));
+        }
     }
 
     #[test]

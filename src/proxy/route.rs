@@ -1,6 +1,14 @@
 //! Route matching: the first route in file order whose method, host, header conditions and path
 //! all match.
 //!
+//! Methods match as the common frameworks dispatch them (docs/operations.md section 3a,
+//! "Methods"): without regard to ASCII case (Werkzeug and others upper-case the method, so `post`
+//! runs the POST handler), `HEAD` wherever `GET` is listed (Express, Flask, Go and nginx serve
+//! HEAD with the GET handler), and for a `POST`, also by the method an override header names
+//! (`X-HTTP-Method-Override` and its aliases), since an upstream that honours one runs that
+//! handler. A route matches when either the method or an override value does, so a request
+//! never falls through past a route that the upstream's view (whichever it is) would pick.
+//!
 //! `path` is the normalized path (see `uri_path`); config prefixes are expected in the same
 //! normalized form without a trailing slash. A pattern's `{name}` takes one non-empty segment of
 //! the normalized path, so an encoded slash (`%2F`, kept encoded by `escaped_slashes = "keep"`)
@@ -12,9 +20,12 @@
 //! `/api/auth` still takes `/api/AUTH/login`. Routes to a case-insensitive upstream should all
 //! be case-insensitive, stricter ones first, as always.
 
-use http::{HeaderMap, Method};
+use std::cell::OnceCell;
+
+use http::{HeaderMap, HeaderName, Method};
 
 use crate::config::compiled::{HeaderCondition, PathMatch, PathPattern, Route, Routes, Segment};
+use crate::config::routes::method_listed;
 
 /// First route (file order) matching the normalized path, method, host (port ignored,
 /// case-insensitive) and header conditions.
@@ -30,8 +41,11 @@ pub fn find<'c>(
 ) -> Option<&'c Route> {
     // Parse the request host once, not once per route.
     let req_host = host.map(host_only);
+    // Whether the request is a POST with an override header: looked for at most once, and only
+    // when a route's methods do not list the request's own.
+    let overridable = OnceCell::new();
     routes.first(path, |r| {
-        (r.methods.is_empty() || r.methods.contains(method))
+        method_matches(&r.methods, method, headers, &overridable)
             && match (&r.host, req_host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => host_eq(want, got),
@@ -40,6 +54,41 @@ pub fn find<'c>(
             && path_matches(&r.path, r.case_insensitive, path)
             && r.headers.iter().all(|c| condition_holds(c, headers))
     })
+}
+
+/// Headers by which a client asks a framework to dispatch a `POST` as another method (Express
+/// `method-override`, Symfony, Laravel, Go `handlers.HTTPMethodOverrideHandler`, Spring's
+/// `HiddenHttpMethodFilter` headers variant).
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Whether a request with `method` (and, for a POST, its override headers) matches a route
+/// listing `listed` (empty: any method). Every copy of every override header counts: the
+/// upstream may read any of them. `overridable` caches whether there is any to read.
+fn method_matches(
+    listed: &[Method],
+    method: &Method,
+    headers: &HeaderMap,
+    overridable: &OnceCell<bool>,
+) -> bool {
+    if listed.is_empty() || method_listed(listed, method.as_str()) {
+        return true;
+    }
+    let overridable = *overridable.get_or_init(|| {
+        // One pass over the names present (no hashing); most POSTs carry none.
+        method.as_str().eq_ignore_ascii_case("POST")
+            && headers.keys().any(|name| METHOD_OVERRIDES.contains(name))
+    });
+    overridable
+        && METHOD_OVERRIDES.iter().any(|name| {
+            headers.get_all(name).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| method_listed(listed, v.trim_ascii()))
+            })
+        })
 }
 
 /// A header condition: present (any number of times), or present exactly once with exactly this
@@ -77,11 +126,21 @@ pub(crate) fn forward_path<'p>(route: &Route, path: &'p str) -> &'p str {
     }
 }
 
-/// Segment-aware path match.
+/// Segment-aware path match. An exact path also matches with one trailing slash added, as a
+/// pattern does: Express (non-strict routing) and Spring serve `/login/` with the `/login`
+/// handler, so it must not fall through to a looser route here.
 fn path_matches(m: &PathMatch, case_insensitive: bool, path: &str) -> bool {
     match m {
-        PathMatch::Exact(p) if case_insensitive => path.eq_ignore_ascii_case(p),
-        PathMatch::Exact(p) => path == p,
+        PathMatch::Exact(p) => {
+            let eq = |path: &str| {
+                if case_insensitive {
+                    path.eq_ignore_ascii_case(p)
+                } else {
+                    path == p
+                }
+            };
+            eq(path) || path.strip_suffix('/').is_some_and(eq)
+        }
         PathMatch::Prefix(p) => {
             let base = prefix_base(p);
             // `/api` matches `/api`, `/api/`, `/api/x` but not `/apix`; "/" (base "") matches
@@ -95,7 +154,7 @@ fn path_matches(m: &PathMatch, case_insensitive: bool, path: &str) -> bool {
 
 /// Segment by segment, without allocating: a literal compares whole, `{name}` takes any
 /// non-empty segment, a trailing `*` any rest after a `/` (so `/static/*` matches `/static/` and
-/// `/static/a/b`, not `/static`).
+/// `/static/a/b`, not `/static`); without `*`, one trailing slash may follow.
 fn pattern_matches(p: &PathPattern, case_insensitive: bool, path: &str) -> bool {
     let mut rest = path;
     for segment in &*p.segments {
@@ -117,7 +176,7 @@ fn pattern_matches(p: &PathPattern, case_insensitive: bool, path: &str) -> bool 
     if p.rest {
         rest.starts_with('/')
     } else {
-        rest.is_empty()
+        rest.is_empty() || rest == "/"
     }
 }
 
@@ -260,9 +319,43 @@ mod tests {
     fn exact_compares_whole_path() {
         let rs = Routes::new(vec![route("login", exact("/login"), &[], None, false)]);
         assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("login"));
-        for p in ["/login/", "/login/x", "/loginx", "/"] {
+        assert_eq!(name(&rs, &Method::GET, None, "/login/"), Some("login"));
+        for p in ["/login/x", "/loginx", "/", "/logi/"] {
             assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
         }
+    }
+
+    #[test]
+    fn exact_and_patterns_take_one_trailing_slash() {
+        let orders = PathMatch::Pattern(PathPattern {
+            text: "/api/users/{id}/orders".into(),
+            segments: vec![
+                Segment::Literal("api".into()),
+                Segment::Literal("users".into()),
+                Segment::Param("id".into()),
+                Segment::Literal("orders".into()),
+            ]
+            .into_boxed_slice(),
+            rest: false,
+        });
+        let rs = Routes::new(vec![
+            route("login", exact("/login"), &[], None, false),
+            route("orders", orders, &[], None, false),
+            route("all", prefix("/"), &[], None, false),
+        ]);
+        for (p, want) in [
+            ("/login/", "login"),
+            ("/api/users/1/orders", "orders"),
+            ("/api/users/1/orders/", "orders"),
+            ("/api/users/1/orders/x", "all"),
+            ("/api/users//orders/", "all"),
+            ("/login/x", "all"),
+        ] {
+            assert_eq!(name(&rs, &Method::GET, None, p), Some(want), "{p}");
+        }
+        // Forwarded as sent; a stripped exact route forwards `/`.
+        let r = route("login", exact("/login"), &[], None, true);
+        assert_eq!(forward_path(&r, "/login/"), "/");
     }
 
     #[test]
@@ -297,6 +390,80 @@ mod tests {
         assert_eq!(name(&rs, &Method::GET, None, "/login"), Some("any"));
         let custom = Method::from_bytes(b"PURGE").expect("valid method");
         assert_eq!(name(&rs, &custom, None, "/login"), Some("any"));
+        for m in ["post", "Post", "pOST", "put"] {
+            let m = Method::from_bytes(m.as_bytes()).expect("valid method");
+            assert_eq!(name(&rs, &m, None, "/login"), Some("post"), "{m}");
+        }
+        let postx = Method::from_bytes(b"POSTX").expect("valid method");
+        assert_eq!(name(&rs, &postx, None, "/login"), Some("any"));
+    }
+
+    #[test]
+    fn head_matches_a_get_route() {
+        let rs = Routes::new(vec![
+            route("get", prefix("/r"), &[Method::GET], None, false),
+            route("any", prefix("/"), &[], None, false),
+        ]);
+        let lower_head = Method::from_bytes(b"head").expect("valid method");
+        for m in [Method::GET, Method::HEAD, lower_head] {
+            assert_eq!(name(&rs, &m, None, "/r"), Some("get"), "{m}");
+        }
+        let rs = Routes::new(vec![
+            route("head", prefix("/r"), &[Method::HEAD], None, false),
+            route("any", prefix("/"), &[], None, false),
+        ]);
+        assert_eq!(name(&rs, &Method::GET, None, "/r"), Some("any"));
+    }
+
+    #[test]
+    fn a_post_matches_by_its_override_header_too() {
+        let rs = Routes::new(vec![
+            route("delete", prefix("/items"), &[Method::DELETE], None, false),
+            route("get", prefix("/items"), &[Method::GET], None, false),
+            route("any", prefix("/"), &[], None, false),
+        ]);
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for &(k, v) in pairs {
+                h.append(k, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        let chosen = |m: &Method, h: &HeaderMap| find(&rs, m, None, h, "/items").map(|r| &*r.name);
+        let lower_post = Method::from_bytes(b"post").expect("valid method");
+        for h in [
+            with(&[("x-http-method-override", "DELETE")]),
+            with(&[("x-http-method", "delete")]),
+            with(&[("x-method-override", " Delete ")]),
+            // Any copy: the upstream may read either.
+            with(&[
+                ("x-http-method-override", "PUT"),
+                ("x-http-method-override", "DELETE"),
+            ]),
+            with(&[("x-http-method", "PATCH"), ("x-method-override", "DELETE")]),
+        ] {
+            assert_eq!(chosen(&Method::POST, &h), Some("delete"), "{h:?}");
+            assert_eq!(chosen(&lower_post, &h), Some("delete"), "{h:?}");
+        }
+        // An overridden HEAD is served by the GET handler.
+        let head = with(&[("x-http-method-override", "HEAD")]);
+        assert_eq!(chosen(&Method::POST, &head), Some("get"));
+        // Only a POST is overridden; other values and other methods change nothing.
+        let delete = with(&[("x-http-method-override", "DELETE")]);
+        assert_eq!(chosen(&Method::PUT, &delete), Some("any"));
+        assert_eq!(chosen(&Method::GET, &delete), Some("get"));
+        let odd = with(&[("x-http-method-override", "DELETEX")]);
+        assert_eq!(chosen(&Method::POST, &odd), Some("any"));
+        assert_eq!(chosen(&Method::POST, &HeaderMap::new()), Some("any"));
+        // The POST itself still matches a POST route listed first.
+        let rs = Routes::new(vec![
+            route("post", prefix("/items"), &[Method::POST], None, false),
+            route("delete", prefix("/items"), &[Method::DELETE], None, false),
+        ]);
+        assert_eq!(
+            find(&rs, &Method::POST, None, &delete, "/items").map(|r| &*r.name),
+            Some("post")
+        );
     }
 
     #[test]
@@ -401,10 +568,10 @@ mod tests {
         for p in ["/api/auth", "/API/Auth/login", "/Api/AUTH/", "/api/auth/x"] {
             assert_eq!(name(&rs, &Method::GET, None, p), Some("auth"), "{p}");
         }
-        for p in ["/login", "/LOGIN", "/Login"] {
+        for p in ["/login", "/LOGIN", "/Login", "/LOGIN/"] {
             assert_eq!(name(&rs, &Method::GET, None, p), Some("login"), "{p}");
         }
-        for p in ["/API/Authx", "/login/", "/api", "/%41PI/auth"] {
+        for p in ["/API/Authx", "/login/x", "/api", "/%41PI/auth"] {
             assert_eq!(name(&rs, &Method::GET, None, p), None, "{p}");
         }
     }
@@ -481,14 +648,17 @@ mod properties {
             any::<bool>(),
             prop::collection::vec(any::<bool>(), 3),
             any::<bool>(),
+            any::<bool>(),
         );
         prop::collection::vec(spec, 1..6).prop_map(|specs| {
             specs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (segs, kind, ci, named, rest))| {
+                .map(|(i, (segs, kind, ci, named, rest, slash))| {
                     let p = format!("/{}", segs.join("/"));
                     let m = match kind {
+                        // An exact path may end in `/` (`/api/`).
+                        0 if slash && !segs.is_empty() => PathMatch::Exact(format!("{p}/")),
                         0 => PathMatch::Exact(p),
                         1 => PathMatch::Prefix(p),
                         _ => PathMatch::Pattern(pattern(&segs, &named, rest)),
@@ -618,6 +788,24 @@ mod properties {
                 return Err(TestCaseError::fail(format!("{raw:?}: {upstream_view:?} refused")));
             };
             prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, &seen));
+        }
+
+        /// An exact or `*`-less pattern route that takes a path takes it with one trailing
+        /// slash too (the upstream serves both with one handler).
+        #[test]
+        fn a_trailing_slash_keeps_an_exact_or_pattern_route(routes in routes(), raw in raw_path()) {
+            let Ok(normal) = uri_path::normalize(&raw, PathRules::default()) else { return Ok(()) };
+            if normal.ends_with('/') {
+                return Ok(());
+            }
+            let slashed = format!("{normal}/");
+            for r in &routes {
+                let fixed = matches!(&r.path, PathMatch::Exact(_))
+                    || matches!(&r.path, PathMatch::Pattern(p) if !p.rest);
+                if fixed && path_matches(&r.path, r.case_insensitive, &normal) {
+                    prop_assert!(path_matches(&r.path, r.case_insensitive, &slashed), "{:?} {slashed}", r.path);
+                }
+            }
         }
 
         /// With every route case-insensitive, the letter case of the request path never changes
