@@ -546,3 +546,26 @@ fn on_a_cluster_a_tokens_jti_adds_no_call_and_a_revoked_jti_is_refused_everywher
             .until(|| status(gw, "/api", &t1) == 200);
     }
 }
+
+#[test]
+fn with_on_error_fallback_an_instance_that_never_loaded_the_revocations_refuses_tokens() {
+    // Nothing listens on this port: the instance starts, and stays, without Redis, so its
+    // copy of the revocations was never loaded.
+    let url = format!("redis://127.0.0.1:{}/0", common::redis::free_port());
+    let cfg = config()
+        .redis_store(&url)
+        .set("store.on_error", "fallback")
+        .set("store.timeout", "200ms")
+        .set("auth.required", false);
+    let gw = gateway(&cfg);
+    let t = token("olga", json!({"jti": "never-seen"}));
+    // A token whose revocation nothing can judge is refused like under `deny`...
+    assert_eq!(status(&gw, "/api", &t), 503);
+    assert_eq!(status(&gw, "/open", &t), 503);
+    // ...while requests without one are limited by the fallback as before.
+    for path in ["/api", "/open"] {
+        let resp = client().get(gw.url(path)).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    assert_eq!(gw.metric("rategate_store_fallback_revocations"), Some(0.0));
+}

@@ -203,6 +203,9 @@ impl Failover {
         match self.on_error {
             OnError::Allow => Verdict::Unlimited,
             OnError::Deny => Verdict::Unavailable { retry_after_s: 1 },
+            OnError::Fallback if self.revocations_unknown(request) => {
+                Verdict::Unavailable { retry_after_s: 1 }
+            }
             OnError::Fallback => {
                 if self.breaker.is_none() {
                     // The memory store itself failed (full); its fallback is another of the same.
@@ -235,6 +238,9 @@ impl Failover {
             OnError::Deny if request.token.is_some() => {
                 return Verdict::Unavailable { retry_after_s: 1 }
             }
+            OnError::Fallback if self.revocations_unknown(request) => {
+                return Verdict::Unavailable { retry_after_s: 1 }
+            }
             OnError::Fallback => {}
             OnError::Allow | OnError::Deny => return Verdict::Unlimited,
         }
@@ -251,6 +257,13 @@ impl Failover {
             }) => Verdict::Revoked,
             _ => Verdict::Unlimited,
         }
+    }
+
+    /// Whether `request` carries a token whose revocation the fallback cannot judge: its copy of
+    /// the store's revocations was never loaded (an instance started while Redis was away).
+    /// Such a request is refused (503) as under `deny`, never admitted unchecked.
+    fn revocations_unknown(&self, request: &CheckRequest<'_>) -> bool {
+        request.token.is_some() && !self.fallback.revocations_table().loaded()
     }
 
     /// Log, gauge and alert a change of the breaker's state.

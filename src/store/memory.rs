@@ -431,7 +431,7 @@ impl MemoryStore {
             clock,
             activity: Box::default(),
             evictions: None,
-            revocations: Arc::default(),
+            revocations: Arc::new(SharedRevocations::authoritative()),
         }
     }
 

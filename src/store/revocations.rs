@@ -157,6 +157,14 @@ pub(crate) struct SharedRevocations {
 }
 
 impl SharedRevocations {
+    /// A table that is the whole truth from the start (the in-process store's own), as opposed
+    /// to a mirror, which knows nothing until its first reload.
+    pub(crate) fn authoritative() -> Self {
+        let table = SharedRevocations::default();
+        table.loaded.store(true, Ordering::Release);
+        table
+    }
+
     /// Show the number of revocations held in `gauge`.
     pub(crate) fn count_in(&self, gauge: IntGauge) {
         gauge.set(self.table.read().len() as i64);
@@ -284,7 +292,8 @@ impl SharedRevocations {
         true
     }
 
-    /// Whether a reload has completed since this table was made.
+    /// Whether the table holds the store's revocations: a mirror once a reload has completed, an
+    /// authoritative table always.
     pub(crate) fn loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }
