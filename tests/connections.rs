@@ -562,3 +562,52 @@ fn admin_port_holds_at_most_64_connections() {
         ) >= 1.0
     });
 }
+
+/// Each HTTP/2 stream may hold an upstream connection (a descriptor), so streams count against
+/// `max_connections` beside their connection: one connection's hundreds of streams cannot take
+/// the descriptors the ceiling keeps.
+#[test]
+fn http2_streams_count_against_max_connections() {
+    let echo = Echo::start();
+    let gw = Gateway::start(&config(&echo.url()).set("server.max_connections", 4));
+    install_crypto();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses: Vec<(u16, String)> = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        // All ten on one connection (its own slot) while the first ones wait 5 s upstream.
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let req = client.get(gw.url("/slow/5000"));
+                tokio::spawn(async move {
+                    let resp = req.send().await.unwrap();
+                    let status = resp.status().as_u16();
+                    (status, resp.text().await.unwrap_or_default())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let served = statuses.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<&String> = statuses
+        .iter()
+        .filter(|(s, _)| *s == 503)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(served, 3, "{statuses:?}");
+    assert_eq!(refused.len(), 7, "{statuses:?}");
+    assert!(
+        refused.iter().all(|b| b.contains("\"overloaded\"")),
+        "{refused:?}"
+    );
+    assert_eq!(echo.count(), 3);
+    // The streams' places are free again.
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+}
