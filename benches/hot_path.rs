@@ -201,6 +201,7 @@ fn bench_route_500(c: &mut Criterion) {
                     black_box(*host),
                     black_box(&headers),
                     black_box(p),
+                    None,
                 )
                 .map(|r| r.index)
             })
@@ -239,6 +240,7 @@ fn bench_route(c: &mut Criterion) {
                     black_box(*host),
                     black_box(&headers),
                     black_box(p),
+                    None,
                 )
                 .map(|r| r.index)
             })

@@ -216,7 +216,8 @@ fn check(text: &str) -> Result<(), TestCaseError> {
                     &Method::GET,
                     None,
                     &http::HeaderMap::new(),
-                    p
+                    p,
+                    None
                 )
                 .is_some());
                 if r.case_insensitive {
@@ -227,7 +228,8 @@ fn check(text: &str) -> Result<(), TestCaseError> {
                             &Method::GET,
                             None,
                             &http::HeaderMap::new(),
-                            &upper
+                            &upper,
+                            None
                         )
                         .is_some(),
                         "{upper}"

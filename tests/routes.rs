@@ -593,6 +593,8 @@ fn a_post_with_a_method_override_header_meets_the_overridden_route() {
             429,
             "delete",
         ),
+        // Laravel's `_method` query parameter.
+        ("POST", "/items/4?_method=DELETE", "", 429, "delete"),
         // Not overridden: no header, another value, or not a POST.
         ("POST", "/items/5", "", 200, "all"),
         (

@@ -12,7 +12,7 @@ mod failover;
 #[cfg(test)]
 mod fixture;
 pub mod policy;
-mod query;
+pub(crate) mod query;
 mod random;
 
 use std::net::IpAddr;

@@ -45,6 +45,24 @@ pub(crate) fn value<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'q, [u
     (!value.is_empty() && std::str::from_utf8(&value).is_ok()).then_some(value)
 }
 
+/// Every decoded value of `name` in `query`, from each copy or case variant of it: for a check
+/// that must hold whichever copy a framework reads.
+pub(crate) fn all_values<'q>(query: &'q str, name: &'q str) -> impl Iterator<Item = Vec<u8>> + 'q {
+    query
+        .as_bytes()
+        .split(|&b| b == b'&' || b == b';')
+        .filter_map(move |pair| {
+            let (raw_name, raw_value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            match seen_as(raw_name, name.as_bytes()) {
+                Seen::Other => None,
+                Seen::Copy | Seen::CaseVariant => Some(decoded(raw_value).collect()),
+            }
+        })
+}
+
 /// What a raw parameter name is to a parser looking for `name`.
 enum Seen {
     /// Another parameter.

@@ -179,8 +179,15 @@ impl Gateway {
         // The rules are read per request, so a reload switches them.
         let normalized =
             path::normalize(req.uri().path(), server.path_rules).map_err(GatewayError::BadPath)?;
-        let route = route::find(&config.routes, method, host, req.headers(), &normalized)
-            .ok_or(GatewayError::NoRoute)?;
+        let route = route::find(
+            &config.routes,
+            method,
+            host,
+            req.headers(),
+            &normalized,
+            req.uri().query(),
+        )
+        .ok_or(GatewayError::NoRoute)?;
         record.route = Some(route.index);
         if ws_over_h2 {
             extended_connect::route_allows(&route.upgrade)?;

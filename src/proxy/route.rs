@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderName, Method};
 
 use crate::config::compiled::{HeaderCondition, PathMatch, PathPattern, Route, Routes, Segment};
 use crate::config::routes::method_listed;
+use crate::limiter::query;
 
 /// First route (file order) matching the normalized path, method, host (port ignored,
 /// case-insensitive) and header conditions.
@@ -38,6 +39,7 @@ pub fn find<'c>(
     host: Option<&str>,
     headers: &HeaderMap,
     path: &str,
+    query: Option<&str>,
 ) -> Option<&'c Route> {
     // Parse the request host once, not once per route.
     let req_host = host.map(host_only);
@@ -45,7 +47,7 @@ pub fn find<'c>(
     // when a route's methods do not list the request's own.
     let overridable = OnceCell::new();
     routes.first(path, |r| {
-        method_matches(&r.methods, method, headers, &overridable)
+        method_matches(&r.methods, method, headers, query, &overridable)
             && match (&r.host, req_host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => host_eq(want, got),
@@ -72,6 +74,7 @@ fn method_matches(
     listed: &[Method],
     method: &Method,
     headers: &HeaderMap,
+    query: Option<&str>,
     overridable: &OnceCell<bool>,
 ) -> bool {
     if listed.is_empty() || method_listed(listed, method.as_str()) {
@@ -80,16 +83,24 @@ fn method_matches(
     let overridable = *overridable.get_or_init(|| {
         // One pass over the names present (no hashing); most POSTs carry none.
         method.as_str().eq_ignore_ascii_case("POST")
-            && headers.keys().any(|name| METHOD_OVERRIDES.contains(name))
+            && (headers.keys().any(|name| METHOD_OVERRIDES.contains(name))
+                || query.is_some_and(|q| query::all_values(q, METHOD_PARAM).next().is_some()))
     });
+    let listed_as =
+        |v: &[u8]| std::str::from_utf8(v).is_ok_and(|v| method_listed(listed, v.trim_ascii()));
     overridable
-        && METHOD_OVERRIDES.iter().any(|name| {
-            headers.get_all(name).iter().any(|v| {
-                v.to_str()
-                    .is_ok_and(|v| method_listed(listed, v.trim_ascii()))
-            })
-        })
+        && (METHOD_OVERRIDES.iter().any(|name| {
+            headers
+                .get_all(name)
+                .iter()
+                .any(|v| listed_as(v.as_bytes()))
+        }) || query.is_some_and(|q| query::all_values(q, METHOD_PARAM).any(|v| listed_as(&v))))
 }
+
+/// The query parameter by which Laravel (and Symfony with `http_method_override`) dispatch a
+/// `POST` as another method. Its form-body twin (Rails, Laravel) is not seen: bodies are not
+/// read for routing.
+const METHOD_PARAM: &str = "_method";
 
 /// A header condition: present (any number of times), or present exactly once with exactly this
 /// value. A repeated header never satisfies a value condition: a client could add its own copy in
@@ -286,7 +297,7 @@ mod tests {
     }
 
     fn name<'c>(routes: &'c Routes, m: &Method, host: Option<&str>, path: &str) -> Option<&'c str> {
-        find(routes, m, host, &HeaderMap::new(), path).map(|r| &*r.name)
+        find(routes, m, host, &HeaderMap::new(), path, None).map(|r| &*r.name)
     }
 
     #[test]
@@ -429,7 +440,8 @@ mod tests {
             }
             h
         };
-        let chosen = |m: &Method, h: &HeaderMap| find(&rs, m, None, h, "/items").map(|r| &*r.name);
+        let chosen =
+            |m: &Method, h: &HeaderMap| find(&rs, m, None, h, "/items", None).map(|r| &*r.name);
         let lower_post = Method::from_bytes(b"post").expect("valid method");
         for h in [
             with(&[("x-http-method-override", "DELETE")]),
@@ -454,6 +466,21 @@ mod tests {
         assert_eq!(chosen(&Method::GET, &delete), Some("get"));
         let odd = with(&[("x-http-method-override", "DELETEX")]);
         assert_eq!(chosen(&Method::POST, &odd), Some("any"));
+        // Laravel's `_method` query parameter: any copy, spelled any way a parser decodes.
+        let by_query = |m: &Method, q: &str| {
+            find(&rs, m, None, &HeaderMap::new(), "/items", Some(q)).map(|r| &*r.name)
+        };
+        for q in [
+            "_method=DELETE",
+            "a=1&_method=delete",
+            "_method=PUT&_method=DELETE",
+            "_m%65thod=%44ELETE",
+            "_METHOD=DELETE",
+        ] {
+            assert_eq!(by_query(&Method::POST, q), Some("delete"), "{q}");
+        }
+        assert_eq!(by_query(&Method::PUT, "_method=DELETE"), Some("any"));
+        assert_eq!(by_query(&Method::POST, "method=DELETE"), Some("any"));
         assert_eq!(chosen(&Method::POST, &HeaderMap::new()), Some("any"));
         // The POST itself still matches a POST route listed first.
         let rs = Routes::new(vec![
@@ -461,7 +488,7 @@ mod tests {
             route("delete", prefix("/items"), &[Method::DELETE], None, false),
         ]);
         assert_eq!(
-            find(&rs, &Method::POST, None, &delete, "/items").map(|r| &*r.name),
+            find(&rs, &Method::POST, None, &delete, "/items", None).map(|r| &*r.name),
             Some("post")
         );
     }
@@ -523,7 +550,7 @@ mod tests {
     #[test]
     fn empty_routes() {
         let none = Routes::new(Vec::new());
-        assert!(find(&none, &Method::GET, None, &HeaderMap::new(), "/").is_none());
+        assert!(find(&none, &Method::GET, None, &HeaderMap::new(), "/", None).is_none());
     }
 
     #[test]
@@ -711,7 +738,7 @@ mod properties {
     }
 
     fn chosen<'r>(routes: &'r Routes, path: &str) -> Option<&'r str> {
-        find(routes, &Method::GET, None, &HeaderMap::new(), path).map(|r| &*r.name)
+        find(routes, &Method::GET, None, &HeaderMap::new(), path, None).map(|r| &*r.name)
     }
 
     proptest! {
@@ -763,7 +790,7 @@ mod properties {
             prop_assert_eq!(again.as_deref(), Ok(&*normal));
             prop_assert_eq!(chosen(&routes, &normal), chosen(&routes, again.as_deref().unwrap_or("")));
             // What the upstream receives (without strip_prefix) is what the route saw.
-            if let Some(r) = find(&routes, &Method::GET, None, &HeaderMap::new(), &normal) {
+            if let Some(r) = find(&routes, &Method::GET, None, &HeaderMap::new(), &normal, None) {
                 prop_assert_eq!(forward_path(r, &normal), &*normal);
             }
         }
