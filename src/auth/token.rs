@@ -134,9 +134,10 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Inv
     Ok(found)
 }
 
-/// Whether cookie name `raw` (as sent) is `name`, as sent or once percent-decoded.
+/// Whether cookie name `raw` (as sent) is `name`, as sent or once percent-decoded, in any ASCII
+/// case (ASP.NET Core looks cookies up without case).
 fn names_cookie(raw: &[u8], name: &[u8]) -> bool {
-    if raw == name {
+    if raw.eq_ignore_ascii_case(name) {
         return true;
     }
     if !raw.contains(&b'%') {
@@ -160,7 +161,7 @@ fn names_cookie(raw: &[u8], name: &[u8]) -> bool {
             }
         }
     }
-    decoded == name
+    decoded.eq_ignore_ascii_case(name)
 }
 
 #[cfg(test)]
@@ -231,6 +232,8 @@ mod tests {
         h.append(COOKIE, HeaderValue::from_bytes(b"session=\xe9").unwrap());
         assert_eq!(c.find(&h), Err(Invalid::Malformed));
         let h = headers(&[("cookie", "sess%69on=a; session=b")]);
+        assert_eq!(c.find(&h), Err(Invalid::Ambiguous));
+        let h = headers(&[("cookie", "SESSION=a; session=b")]);
         assert_eq!(c.find(&h), Err(Invalid::Ambiguous));
         let h = headers(&[("cookie", "sess%6=a; session=b")]);
         assert_eq!(c.find(&h), Ok(Some("b")));
