@@ -29,7 +29,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fred::types::Value;
+use fred::types::{FromValue, Resp3Frame, Value};
 use tokio::sync::oneshot;
 
 use super::args::int;
@@ -252,17 +252,28 @@ impl RedisStore {
         if let Some(m) = self.inner.metrics.get() {
             m.batch.observe(parts.len() as f64);
         }
-        let replies: Vec<Value> = self
-            .run(script, lease, || assemble(self.now_arg(), parts))
+        let frame = self
+            .run_frame(script, lease, || assemble(self.now_arg(), parts))
             .await?;
-        if replies.len() != parts.len() {
+        let answers = match frame {
+            Resp3Frame::Array { data, .. } => data.into_iter().map(answer).collect(),
+            // Not a list: whatever fred makes of it (an empty list for a null), as before.
+            other => Value::try_from(other)
+                .and_then(Vec::<Value>::from_value)
+                .map_err(|e| StoreError::Protocol(e.to_string()))?
+                .into_iter()
+                .map(answer_value)
+                .collect(),
+        };
+        let answers: Vec<Answer> = answers;
+        if answers.len() != parts.len() {
             return Err(StoreError::Protocol(format!(
                 "{} answers to a call of {} checks",
-                replies.len(),
+                answers.len(),
                 parts.len()
             )));
         }
-        Ok(replies.into_iter().map(answer).collect())
+        Ok(answers)
     }
 }
 
@@ -279,8 +290,30 @@ fn assemble(now: Value, parts: &[Part]) -> (Vec<String>, Vec<Value>) {
     (keys, args)
 }
 
+/// One request's reply, read from its frame: a list of integers is read as is (what the script
+/// returns for every request it answers), anything else as [`answer_value`] reads it.
+fn answer(reply: Resp3Frame) -> Answer {
+    if let Resp3Frame::Array { data, .. } = &reply {
+        let mut ints = Vec::with_capacity(data.len());
+        for item in data {
+            match item {
+                Resp3Frame::Number { data, .. } => ints.push(*data),
+                _ => return answer_value(value_of(reply)?),
+            }
+        }
+        if ints.first() != Some(&3) {
+            return Ok(ints);
+        }
+    }
+    answer_value(value_of(reply)?)
+}
+
+fn value_of(frame: Resp3Frame) -> Result<Value, StoreError> {
+    Value::try_from(frame).map_err(|e| StoreError::Protocol(e.to_string()))
+}
+
 /// One request's reply: its integers, or (outcome 3) the error the script caught for it.
-fn answer(reply: Value) -> Answer {
+fn answer_value(reply: Value) -> Answer {
     let Value::Array(items) = reply else {
         return Err(StoreError::Protocol("a check's reply is not a list".into()));
     };
@@ -326,13 +359,33 @@ mod tests {
 
     #[test]
     fn answers_are_per_request() {
-        let ok = Value::Array(vec![Value::Integer(0), Value::Integer(5)]);
-        assert_eq!(answer(ok).unwrap(), [0, 5]);
-        let failed = Value::Array(vec![Value::Integer(3), Value::String("WRONGTYPE".into())]);
+        let num = |data| Resp3Frame::Number {
+            data,
+            attributes: None,
+        };
+        let list = |data| Resp3Frame::Array {
+            data,
+            attributes: None,
+        };
+        assert_eq!(answer(list(vec![num(0), num(5)])).unwrap(), [0, 5]);
+        let failed = list(vec![
+            num(3),
+            Resp3Frame::BlobString {
+                data: "WRONGTYPE".into(),
+                attributes: None,
+            },
+        ]);
         assert!(
             matches!(answer(failed), Err(StoreError::Unavailable(m)) if m.contains("WRONGTYPE"))
         );
-        assert!(answer(Value::Integer(1)).is_err());
+        // Read as fred's values read them: a number sent as text, a reply that is no list.
+        let text = Resp3Frame::BlobString {
+            data: "7".into(),
+            attributes: None,
+        };
+        assert_eq!(answer(list(vec![num(0), text])).unwrap(), [0, 7]);
+        assert!(answer(num(1)).is_err());
+        assert!(answer_value(Value::Integer(1)).is_err());
     }
 
     #[test]
