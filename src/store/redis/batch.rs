@@ -33,7 +33,7 @@ use fred::types::{FromValue, Resp3Frame, Value};
 use tokio::sync::oneshot;
 
 use super::args::int;
-use super::{Batching, Call, RedisStore, Script};
+use super::{map_error, Batching, Call, RedisStore, Script};
 use crate::store::StoreError;
 
 /// One request's part of a check call, as `lua/check.lua` reads it: its keys, and its header
@@ -255,17 +255,22 @@ impl RedisStore {
         let frame = self
             .run_frame(script, lease, || assemble(self.now_arg(), parts))
             .await?;
-        let answers = match frame {
-            Resp3Frame::Array { data, .. } => data.into_iter().map(answer).collect(),
+        // A reply fred cannot convert (an error nested in it) fails the call, as fred's own
+        // conversion failed it.
+        let failed = |e: fred::error::Error| map_error(&e, self.inner.timeout);
+        let answers: Vec<Answer> = match frame {
+            Resp3Frame::Array { data, .. } => data
+                .into_iter()
+                .map(answer)
+                .collect::<Result<_, _>>()
+                .map_err(failed)?,
             // Not a list: whatever fred makes of it (an empty list for a null), as before.
-            other => Value::try_from(other)
-                .and_then(Vec::<Value>::from_value)
+            other => Vec::<Value>::from_value(Value::try_from(other).map_err(failed)?)
                 .map_err(|e| StoreError::Protocol(e.to_string()))?
                 .into_iter()
                 .map(answer_value)
                 .collect(),
         };
-        let answers: Vec<Answer> = answers;
         if answers.len() != parts.len() {
             return Err(StoreError::Protocol(format!(
                 "{} answers to a call of {} checks",
@@ -291,25 +296,22 @@ fn assemble(now: Value, parts: &[Part]) -> (Vec<String>, Vec<Value>) {
 }
 
 /// One request's reply, read from its frame: a list of integers is read as is (what the script
-/// returns for every request it answers), anything else as [`answer_value`] reads it.
-fn answer(reply: Resp3Frame) -> Answer {
+/// returns for every request it answers), anything else through fred's conversion and
+/// [`answer_value`], as before.
+fn answer(reply: Resp3Frame) -> Result<Answer, fred::error::Error> {
     if let Resp3Frame::Array { data, .. } = &reply {
         let mut ints = Vec::with_capacity(data.len());
         for item in data {
             match item {
                 Resp3Frame::Number { data, .. } => ints.push(*data),
-                _ => return answer_value(value_of(reply)?),
+                _ => return Value::try_from(reply).map(answer_value),
             }
         }
         if ints.first() != Some(&3) {
-            return Ok(ints);
+            return Ok(Ok(ints));
         }
     }
-    answer_value(value_of(reply)?)
-}
-
-fn value_of(frame: Resp3Frame) -> Result<Value, StoreError> {
-    Value::try_from(frame).map_err(|e| StoreError::Protocol(e.to_string()))
+    Value::try_from(reply).map(answer_value)
 }
 
 /// One request's reply: its integers, or (outcome 3) the error the script caught for it.
@@ -367,7 +369,7 @@ mod tests {
             data,
             attributes: None,
         };
-        assert_eq!(answer(list(vec![num(0), num(5)])).unwrap(), [0, 5]);
+        assert_eq!(answer(list(vec![num(0), num(5)])).unwrap().unwrap(), [0, 5]);
         let failed = list(vec![
             num(3),
             Resp3Frame::BlobString {
@@ -376,16 +378,22 @@ mod tests {
             },
         ]);
         assert!(
-            matches!(answer(failed), Err(StoreError::Unavailable(m)) if m.contains("WRONGTYPE"))
+            matches!(answer(failed).unwrap(), Err(StoreError::Unavailable(m)) if m.contains("WRONGTYPE"))
         );
         // Read as fred's values read them: a number sent as text, a reply that is no list.
         let text = Resp3Frame::BlobString {
             data: "7".into(),
             attributes: None,
         };
-        assert_eq!(answer(list(vec![num(0), text])).unwrap(), [0, 7]);
-        assert!(answer(num(1)).is_err());
+        assert_eq!(answer(list(vec![num(0), text])).unwrap().unwrap(), [0, 7]);
+        assert!(answer(num(1)).unwrap().is_err());
         assert!(answer_value(Value::Integer(1)).is_err());
+        // An error inside a reply fails fred's conversion: the call's error, as before.
+        let nested = Resp3Frame::SimpleError {
+            data: "ERR nested".into(),
+            attributes: None,
+        };
+        assert!(answer(list(vec![num(0), nested])).is_err());
     }
 
     #[test]
