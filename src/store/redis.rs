@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{ClientLike, EventInterface, Pool, PubsubInterface};
-use fred::types::Value;
+use fred::types::{Resp3Frame, Value};
 use hashbrown::HashTable;
 
 mod connect;
@@ -489,29 +489,37 @@ impl RedisStore {
         lease: &str,
         make: impl Fn() -> (Vec<String>, Vec<Value>),
     ) -> Result<R, StoreError> {
+        let frame = self.run_frame(script, lease, make).await?;
+        // An error nested in the reply fails the conversion, as it failed fred's own.
+        let value = Value::try_from(frame).map_err(|e| map_error(&e, self.inner.timeout))?;
+        R::from_value(value).map_err(|e| StoreError::Protocol(e.to_string()))
+    }
+
+    /// [`run`](Self::run), the reply as its frame (error replies are errors already).
+    async fn run_frame(
+        &self,
+        script: &Script,
+        lease: &str,
+        make: impl Fn() -> (Vec<String>, Vec<Value>),
+    ) -> Result<Resp3Frame, StoreError> {
         let inner = &self.inner;
         let client = self.client_for(lease);
         let (keys, args) = make();
         let first = within(
             inner.timeout,
-            client.evalsha::<Value, _, _, _>(script.sha.as_str(), keys, args),
+            client.evalsha(script.sha.as_str(), keys, args),
         )
         .await;
-        let value = match first {
+        match first {
             Err(StoreError::NoScript) => {
                 // Restart, failover or SCRIPT FLUSH: EVAL sends the text (caching it on the node
                 // that owns the keys) and the next EVALSHA works again.
                 tracing::info!("Redis lost the script (NOSCRIPT); re-sending it");
                 let (keys, args) = make();
-                within(
-                    inner.timeout,
-                    client.eval::<Value, _, _, _>(script.text.as_str(), keys, args),
-                )
-                .await?
+                within(inner.timeout, client.eval(script.text.as_str(), keys, args)).await
             }
-            other => other?,
-        };
-        R::from_value(value).map_err(|e| StoreError::Protocol(e.to_string()))
+            other => other,
+        }
     }
 }
 

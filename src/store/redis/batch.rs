@@ -29,11 +29,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fred::types::Value;
+use fred::types::{FromValue, Resp3Frame, Value};
 use tokio::sync::oneshot;
 
 use super::args::int;
-use super::{Batching, Call, RedisStore, Script};
+use super::{map_error, Batching, Call, RedisStore, Script};
 use crate::store::StoreError;
 
 /// One request's part of a check call, as `lua/check.lua` reads it: its keys, and its header
@@ -252,17 +252,33 @@ impl RedisStore {
         if let Some(m) = self.inner.metrics.get() {
             m.batch.observe(parts.len() as f64);
         }
-        let replies: Vec<Value> = self
-            .run(script, lease, || assemble(self.now_arg(), parts))
+        let frame = self
+            .run_frame(script, lease, || assemble(self.now_arg(), parts))
             .await?;
-        if replies.len() != parts.len() {
+        // A reply fred cannot convert (an error nested in it) fails the call, as fred's own
+        // conversion failed it.
+        let failed = |e: fred::error::Error| map_error(&e, self.inner.timeout);
+        let answers: Vec<Answer> = match frame {
+            Resp3Frame::Array { data, .. } => data
+                .into_iter()
+                .map(answer)
+                .collect::<Result<_, _>>()
+                .map_err(failed)?,
+            // Not a list: whatever fred makes of it (an empty list for a null), as before.
+            other => Vec::<Value>::from_value(Value::try_from(other).map_err(failed)?)
+                .map_err(|e| StoreError::Protocol(e.to_string()))?
+                .into_iter()
+                .map(answer_value)
+                .collect(),
+        };
+        if answers.len() != parts.len() {
             return Err(StoreError::Protocol(format!(
                 "{} answers to a call of {} checks",
-                replies.len(),
+                answers.len(),
                 parts.len()
             )));
         }
-        Ok(replies.into_iter().map(answer).collect())
+        Ok(answers)
     }
 }
 
@@ -279,8 +295,27 @@ fn assemble(now: Value, parts: &[Part]) -> (Vec<String>, Vec<Value>) {
     (keys, args)
 }
 
+/// One request's reply, read from its frame: a list of integers is read as is (what the script
+/// returns for every request it answers), anything else through fred's conversion and
+/// [`answer_value`], as before.
+fn answer(reply: Resp3Frame) -> Result<Answer, fred::error::Error> {
+    if let Resp3Frame::Array { data, .. } = &reply {
+        let mut ints = Vec::with_capacity(data.len());
+        for item in data {
+            match item {
+                Resp3Frame::Number { data, .. } => ints.push(*data),
+                _ => return Value::try_from(reply).map(answer_value),
+            }
+        }
+        if ints.first() != Some(&3) {
+            return Ok(Ok(ints));
+        }
+    }
+    Value::try_from(reply).map(answer_value)
+}
+
 /// One request's reply: its integers, or (outcome 3) the error the script caught for it.
-fn answer(reply: Value) -> Answer {
+fn answer_value(reply: Value) -> Answer {
     let Value::Array(items) = reply else {
         return Err(StoreError::Protocol("a check's reply is not a list".into()));
     };
@@ -326,13 +361,39 @@ mod tests {
 
     #[test]
     fn answers_are_per_request() {
-        let ok = Value::Array(vec![Value::Integer(0), Value::Integer(5)]);
-        assert_eq!(answer(ok).unwrap(), [0, 5]);
-        let failed = Value::Array(vec![Value::Integer(3), Value::String("WRONGTYPE".into())]);
+        let num = |data| Resp3Frame::Number {
+            data,
+            attributes: None,
+        };
+        let list = |data| Resp3Frame::Array {
+            data,
+            attributes: None,
+        };
+        assert_eq!(answer(list(vec![num(0), num(5)])).unwrap().unwrap(), [0, 5]);
+        let failed = list(vec![
+            num(3),
+            Resp3Frame::BlobString {
+                data: "WRONGTYPE".into(),
+                attributes: None,
+            },
+        ]);
         assert!(
-            matches!(answer(failed), Err(StoreError::Unavailable(m)) if m.contains("WRONGTYPE"))
+            matches!(answer(failed).unwrap(), Err(StoreError::Unavailable(m)) if m.contains("WRONGTYPE"))
         );
-        assert!(answer(Value::Integer(1)).is_err());
+        // Read as fred's values read them: a number sent as text, a reply that is no list.
+        let text = Resp3Frame::BlobString {
+            data: "7".into(),
+            attributes: None,
+        };
+        assert_eq!(answer(list(vec![num(0), text])).unwrap().unwrap(), [0, 7]);
+        assert!(answer(num(1)).unwrap().is_err());
+        assert!(answer_value(Value::Integer(1)).is_err());
+        // An error inside a reply fails fred's conversion: the call's error, as before.
+        let nested = Resp3Frame::SimpleError {
+            data: "ERR nested".into(),
+            attributes: None,
+        };
+        assert!(answer(list(vec![num(0), nested])).is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::{Config, Pool, ReconnectPolicy, ServerConfig};
 use fred::types::config::Server;
 use fred::types::config::{Options, UnresponsiveConfig};
-use fred::types::{Builder, ClusterHash, CustomCommand, FromValue, MultipleKeys, Value};
+use fred::types::{Builder, ClusterHash, CustomCommand, MultipleKeys, Resp3Frame, Value};
 
 use super::StoreError;
 use crate::config::compiled::StoreSettings;
@@ -271,15 +271,14 @@ impl<'a> Conn<'a> {
         Conn { client }
     }
 
-    /// `EVALSHA sha keys args`.
-    pub(super) async fn evalsha<R, S, K, V>(
+    /// `EVALSHA sha keys args`: the reply's frame (see `script`).
+    pub(super) async fn evalsha<S, K, V>(
         &self,
         sha: S,
         keys: K,
         args: V,
-    ) -> Result<R, fred::error::Error>
+    ) -> Result<Resp3Frame, fred::error::Error>
     where
-        R: FromValue,
         S: Into<Value>,
         K: Into<MultipleKeys>,
         V: IntoIterator<Item = Value>,
@@ -287,15 +286,14 @@ impl<'a> Conn<'a> {
         self.script("EVALSHA", sha.into(), keys.into(), args).await
     }
 
-    /// `EVAL text keys args`.
-    pub(super) async fn eval<R, S, K, V>(
+    /// `EVAL text keys args`: the reply's frame (see `script`).
+    pub(super) async fn eval<S, K, V>(
         &self,
         text: S,
         keys: K,
         args: V,
-    ) -> Result<R, fred::error::Error>
+    ) -> Result<Resp3Frame, fred::error::Error>
     where
-        R: FromValue,
         S: Into<Value>,
         K: Into<MultipleKeys>,
         V: IntoIterator<Item = Value>,
@@ -305,14 +303,16 @@ impl<'a> Conn<'a> {
 
     /// A script call as a command of our own: fred's `evalsha`/`eval` ignore per-command options
     /// (fred issue 353), a custom command honours them. It is routed by its first key's slot, as
-    /// fred routes a script call.
-    async fn script<R: FromValue>(
+    /// fred routes a script call. The reply comes as its frame, not converted to `Value`s, so a
+    /// check call's integers are read straight from it (`batch::answer`); an error reply is the
+    /// error fred's conversion gives it (same kind and text as `custom` returns).
+    async fn script(
         &self,
         command: &'static str,
         script: Value,
         keys: MultipleKeys,
         args: impl IntoIterator<Item = Value>,
-    ) -> Result<R, fred::error::Error> {
+    ) -> Result<Resp3Frame, fred::error::Error> {
         let keys = keys.inner();
         let slot = keys.first().map_or(ClusterHash::Random, |k| {
             ClusterHash::Custom(fred::util::redis_keyslot(k.as_bytes()))
@@ -332,6 +332,17 @@ impl<'a> Conn<'a> {
         let client = self.client.with_options(&options);
         // Boxed: fred's future nests deep enough to overflow the compiler's layout depth limit in
         // the request path's futures; one allocation next to the several fred makes per call.
-        Box::pin(client.custom(CustomCommand::new_static(command, slot, false), all)).await
+        let frame =
+            Box::pin(client.custom_raw(CustomCommand::new_static(command, slot, false), all))
+                .await?;
+        if matches!(
+            frame,
+            Resp3Frame::SimpleError { .. } | Resp3Frame::BlobError { .. }
+        ) {
+            return Err(Value::try_from(frame).err().unwrap_or_else(|| {
+                fred::error::Error::new(fred::error::ErrorKind::Unknown, "an error reply")
+            }));
+        }
+        Ok(frame)
     }
 }

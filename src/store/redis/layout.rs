@@ -7,8 +7,6 @@
 //! from escaped key material (`store::keys`), so client bytes never form or break a tag, and the
 //! tag always comes first after the operator's prefix (validated to hold no braces).
 
-use std::fmt::Write as _;
-
 use crate::config::compiled::Algorithm;
 use crate::store::algorithm::Params;
 use crate::store::keys::{self, Tag};
@@ -87,14 +85,14 @@ impl Layout {
             Algorithm::SlidingLog | Algorithm::Concurrency => "}:c:",
             _ => "}:v:",
         });
-        let _ = write!(
-            out,
-            "{}{}.{}.{}",
-            algorithm_code(p.algorithm),
-            p.limit,
-            p.window_ms,
-            p.burst
-        );
+        // itoa, not `write!`: this runs for every policy of every request.
+        let mut digits = itoa::Buffer::new();
+        out.push_str(algorithm_code(p.algorithm));
+        out.push_str(digits.format(p.limit));
+        out.push('.');
+        out.push_str(digits.format(p.window_ms));
+        out.push('.');
+        out.push_str(digits.format(p.burst));
         if client.is_some() {
             out.push(':');
             out.push_str(key);
