@@ -150,13 +150,6 @@ impl Gateway {
         if head_size(&req) > config.server.max_header_bytes {
             return Err(GatewayError::HeadTooLarge);
         }
-        if req
-            .extensions()
-            .get::<response::StreamsExhausted>()
-            .is_some()
-        {
-            return Err(GatewayError::Overloaded);
-        }
         // WebSocket over HTTP/2 is routed and limited as the GET of an HTTP/1.1 upgrade.
         let ws_over_h2 = extended_connect::websocket(&req)?;
         let method = if ws_over_h2 {

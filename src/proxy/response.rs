@@ -29,11 +29,6 @@ use crate::uri_path::PathError;
 pub(crate) const QUOTA_EXCEEDED: &str =
     "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
-/// Marks a request that found no place under the listener's connection ceiling (an HTTP/2
-/// stream past it: `server::conn`), answered [`GatewayError::Overloaded`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StreamsExhausted;
-
 /// Every answer the gateway gives in place of the route's, as the client may learn it: a request
 /// it cannot serve (malformed, unrouted, the upstream failing) or will not (an access list, a
 /// limit, a block, the store away under `on_error = "deny"`).
@@ -55,10 +50,6 @@ pub(crate) enum GatewayError {
     ClientBodyTimeout,
     #[error("request head too large")]
     HeadTooLarge,
-    /// An HTTP/2 stream past the connection ceiling (each stream may hold an upstream
-    /// connection: `server.max_connections`).
-    #[error("too many requests in flight")]
-    Overloaded,
     #[error("no route matches")]
     NoRoute,
     #[error("client denied by access list")]
@@ -108,7 +99,6 @@ impl GatewayError {
             | GatewayError::BadBody
             | GatewayError::ClientGone => StatusCode::BAD_REQUEST,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
@@ -135,7 +125,6 @@ impl GatewayError {
             GatewayError::ClientGone => "client_closed_request",
             GatewayError::ClientBodyTimeout => "request_timeout",
             GatewayError::HeadTooLarge => "header_too_large",
-            GatewayError::Overloaded => "overloaded",
             GatewayError::NoRoute => "no_route",
             GatewayError::Forbidden => "forbidden",
             GatewayError::RateLimited { .. } => "rate_limited",
@@ -187,9 +176,6 @@ impl GatewayError {
             GatewayError::ClientBodyTimeout => "The request body did not arrive in time.",
             GatewayError::BadPath(e) => path_message(*e),
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
-            GatewayError::Overloaded => {
-                "The gateway holds as many requests as it can; retry shortly."
-            }
             GatewayError::NoRoute => "No route matches this request.",
             GatewayError::Forbidden => "Access from this address is not allowed.",
             GatewayError::Unauthorized { invalid: None, .. } => {
@@ -247,7 +233,6 @@ impl GatewayError {
             GatewayError::Forbidden => grpc::Code::PermissionDenied,
             GatewayError::Unauthorized { .. } => grpc::Code::Unauthenticated,
             GatewayError::Unavailable { .. }
-            | GatewayError::Overloaded
             | GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamRequest(_)
             | GatewayError::UpstreamProtocol(_) => grpc::Code::Unavailable,
@@ -275,7 +260,6 @@ impl GatewayError {
             GatewayError::RateLimited { retry_after_s, .. }
             | GatewayError::Blocked { retry_after_s }
             | GatewayError::Unavailable { retry_after_s } => Some(*retry_after_s),
-            GatewayError::Overloaded => Some(1),
             _ => None,
         };
         let mut resp = grpc::answer(
@@ -333,7 +317,6 @@ impl GatewayError {
             _ => {
                 let retry_after = match &self {
                     GatewayError::Unavailable { retry_after_s } => Some(*retry_after_s),
-                    GatewayError::Overloaded => Some(1),
                     _ => None,
                 };
                 json(

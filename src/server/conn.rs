@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -16,11 +16,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::slots::Slots;
 use super::watchdog::{self, Ending, Reaper, Timeouts, Tracked, Watched};
 use crate::body::BoxError;
 use crate::metrics::{DecisionLabel, Metrics};
-use crate::proxy::response::StreamsExhausted;
 use crate::proxy::tunnel;
 
 /// hyper's HTTP/2 keep-alive: a client silent for this long (or for `idle_timeout` if shorter) is
@@ -49,8 +47,6 @@ pub(crate) struct ConnServer {
     reaper: Reaper,
     metrics: Arc<Metrics>,
     listener: Listener,
-    /// The listener's connection ceiling, which HTTP/2 streams count against too (see `serve`).
-    stream_slots: Option<Arc<Slots>>,
 }
 
 impl ConnServer {
@@ -80,18 +76,7 @@ impl ConnServer {
             reaper: Reaper::start(timeouts),
             metrics,
             listener,
-            stream_slots: None,
         }
-    }
-
-    /// Count every HTTP/2 stream against `slots` (the listener's connection ceiling) while it is
-    /// in flight: the ceiling is sized so that each connection may hold one upstream
-    /// connection, and a stream holds one, so without this a few HTTP/2 connections with
-    /// hundreds of streams each (or tunnels) could take every descriptor. A stream that finds
-    /// no slot is marked `StreamsExhausted` for the handler to answer (503).
-    pub(crate) fn with_stream_slots(mut self, slots: Arc<Slots>) -> Self {
-        self.stream_slots = Some(slots);
-        self
     }
 
     /// Resolves once no tunnel (upgraded connection) of this server is open.
@@ -127,19 +112,8 @@ impl ConnServer {
     {
         let clock = self.reaper.watch(accepted);
         let requests = clock.clone();
-        let stream_slots = self.stream_slots.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            let slot = match &stream_slots {
-                Some(slots) if req.version() == Version::HTTP_2 => {
-                    let slot = slots.acquire();
-                    if slot.is_none() {
-                        req.extensions_mut().insert(StreamsExhausted);
-                    }
-                    slot
-                }
-                _ => None,
-            };
-            let mut guard = requests.request_started(req.version()).holding(slot);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let guard = requests.request_started(req.version());
             let response = handler(req);
             async move {
                 let mut response = response.await;

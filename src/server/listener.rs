@@ -101,15 +101,12 @@ pub(crate) async fn serve(
     settings: ListenerSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let server = Arc::new(
-        ConnServer::new(
-            builder(&settings),
-            settings.timeouts,
-            metrics.clone(),
-            Listener::Proxy,
-        )
-        .with_stream_slots(settings.slots.clone()),
-    );
+    let server = Arc::new(ConnServer::new(
+        builder(&settings),
+        settings.timeouts,
+        metrics.clone(),
+        Listener::Proxy,
+    ));
     let graceful = GracefulShutdown::new();
     // Connections still open when the grace ends are cut here, on this runtime, rather than
     // dropped with it: what their requests owe the store is then still settled.

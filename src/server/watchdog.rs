@@ -49,7 +49,6 @@ use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::slots::Slot;
 use crate::inflight::{Entered, InFlight};
 use crate::metrics::Expiry;
 use crate::millis;
@@ -168,7 +167,6 @@ impl ConnClock {
         RequestGuard {
             clock: self.clone(),
             handed: false,
-            slot: None,
         }
     }
 
@@ -455,18 +453,9 @@ impl Swept {
 pub(crate) struct RequestGuard {
     clock: Arc<ConnClock>,
     handed: bool,
-    /// An HTTP/2 stream's place under the connection ceiling (see `ConnServer::serve`): held
-    /// while its response streams, or for its tunnel's life.
-    slot: Option<Slot>,
 }
 
 impl RequestGuard {
-    /// Hold `slot` as long as this request (or its tunnel) is in flight.
-    pub(crate) fn holding(mut self, slot: Option<Slot>) -> Self {
-        self.slot = slot;
-        self
-    }
-
     /// The response asks to switch protocols: `run` runs once hyper has sent it.
     pub(crate) fn set_after_upgrade(&self, run: tunnel::Run) {
         self.clock.set_after_upgrade(run);
@@ -476,8 +465,7 @@ impl RequestGuard {
     /// the connection's other streams, under a clock of its own (`tunnel_idle` from the start,
     /// cut at a drain's end), counted among the open tunnels (a drain waits for it) and as a
     /// request in flight of its connection (which keeps the connection from going idle).
-    pub(crate) fn spawn_stream_tunnel(&mut self, tunnel: tunnel::StreamTunnel) {
-        let slot = self.slot.take();
+    pub(crate) fn spawn_stream_tunnel(&self, tunnel: tunnel::StreamTunnel) {
         // The reaper is gone only when the runtime ends: the tunnel is dropped, and what its
         // request owes settles in the background.
         let Some(swept) = self.clock.swept.upgrade() else {
@@ -496,7 +484,7 @@ impl RequestGuard {
         let open = self.clock.tunnels.enter();
         let busy = self.clock.request_started(Version::HTTP_2);
         tokio::spawn(async move {
-            let _running = (open, busy, slot);
+            let _running = (open, busy);
             let watched = stream.clone();
             let ended = async {
                 match ended(&stream).await {
