@@ -446,26 +446,29 @@ overrides = { gold = 4 }
     assert_eq!(statuses, [200, 200, 200, 200, 429]);
 }
 
+/// Write a JWKS of RS256 keys `(key file name, kid)` to `path`: beside it, then renamed over, as
+/// deployment tools do.
+fn write_jwks(path: &std::path::Path, entries: &[(&str, &str)]) {
+    let keys = entries
+        .iter()
+        .map(|(name, kid)| {
+            let mut jwk =
+                Jwk::from_encoding_key(&encoding_key(Algorithm::RS256, name), Algorithm::RS256)
+                    .unwrap();
+            jwk.common.key_id = Some((*kid).to_owned());
+            jwk
+        })
+        .collect();
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&JwkSet { keys }).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 #[test]
 fn a_rotated_jwks_file_is_picked_up_without_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let jwks_path = dir.path().join("jwks.json");
-    let write_jwks = |entries: &[(&str, &str)]| {
-        let keys = entries
-            .iter()
-            .map(|(name, kid)| {
-                let mut jwk =
-                    Jwk::from_encoding_key(&encoding_key(Algorithm::RS256, name), Algorithm::RS256)
-                        .unwrap();
-                jwk.common.key_id = Some((*kid).to_owned());
-                jwk
-            })
-            .collect();
-        // Written beside and renamed over, as deployment tools do.
-        let tmp = dir.path().join("jwks.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&JwkSet { keys }).unwrap()).unwrap();
-        std::fs::rename(&tmp, &jwks_path).unwrap();
-    };
+    let write_jwks = |entries: &[(&str, &str)]| write_jwks(&jwks_path, entries);
     write_jwks(&[("rs", "k1")]);
     let auth = format!(
         r#"
@@ -506,19 +509,7 @@ jwks_file = "{}"
 fn a_token_without_kid_is_not_tried_against_every_jwks_key() {
     let dir = tempfile::tempdir().unwrap();
     let jwks_path = dir.path().join("jwks.json");
-    let write_jwks = |entries: &[(&str, &str)]| {
-        let keys = entries
-            .iter()
-            .map(|(name, kid)| {
-                let mut jwk =
-                    Jwk::from_encoding_key(&encoding_key(Algorithm::RS256, name), Algorithm::RS256)
-                        .unwrap();
-                jwk.common.key_id = Some((*kid).to_owned());
-                jwk
-            })
-            .collect();
-        std::fs::write(&jwks_path, serde_json::to_vec(&JwkSet { keys }).unwrap()).unwrap();
-    };
+    let write_jwks = |entries: &[(&str, &str)]| write_jwks(&jwks_path, entries);
     // The key that signs comes second: trying every key would find it.
     write_jwks(&[("rs", "k1"), ("rs2", "k2")]);
     let auth = format!(

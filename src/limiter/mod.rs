@@ -366,7 +366,8 @@ impl Limiter {
     /// checked for revocation: one store call with no client and no policies (none without a
     /// token). When the store fails, `on_error` decides as on a route without policies.
     pub(crate) async fn check_revoked(&self, identity: Identity<'_>) -> Verdict {
-        let Some(token) = token_of(identity) else {
+        // A token without `jti` or `sub` cannot be revoked: no call for it.
+        let Some(token) = token_of(identity).filter(|t| t.jti.is_some() || t.sub.is_some()) else {
             return Verdict::Unlimited;
         };
         let request = CheckRequest {
