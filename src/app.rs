@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::proxy::handler::Gateway;
 use crate::proxy::pool::Targets;
 use crate::proxy::upstream::UpstreamPool;
+use crate::proxy::upstream_ceiling::UpstreamCeiling;
 use crate::server::listener::ListenerSettings;
 use crate::server::tls::{self, TlsError};
 use crate::server::workers;
@@ -139,6 +140,9 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
     let targets = Arc::new(Targets::new(live.clone(), metrics.clone()));
     // Before the first request: names balance over their addresses from the start.
     targets.resolve_names().await;
+    // Upstream connections get as many places as client connections: the derived ceiling
+    // halves the descriptors between the two sides.
+    let upstream_ceiling = UpstreamCeiling::new(settings.slots.max(), &metrics);
     let gateways: Vec<Arc<Gateway>> = (0..worker_count)
         .map(|_| {
             Arc::new(Gateway {
@@ -146,7 +150,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), AppError> {
                 ..Gateway::new(
                     live.clone(),
                     limiter.clone(),
-                    UpstreamPool::new(metrics.clone()),
+                    UpstreamPool::new(metrics.clone(), upstream_ceiling.clone()),
                     targets.clone(),
                     metrics.clone(),
                 )

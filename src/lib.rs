@@ -9,6 +9,7 @@ pub(crate) mod alerts;
 pub mod app;
 pub(crate) mod auth;
 pub(crate) mod body;
+pub(crate) mod ceiling;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -120,6 +120,12 @@ pub struct Metrics {
     /// Connections ended by the watchdog, by listener and reason (header_read, idle, send,
     /// tunnel_idle).
     pub(crate) connections_timed_out: IntCounterVec,
+    /// Upstream connections open that count against the upstream connection ceiling (every
+    /// one a request opened; health checks' are not counted).
+    pub(crate) upstream_connections_open: IntGauge,
+    /// Requests answered 503 `overloaded` because opening an upstream connection would have
+    /// passed the ceiling.
+    pub(crate) upstream_connections_refused: IntCounter,
     /// Upgraded connections (WebSocket tunnels) spliced to their upstream and still open.
     pub(crate) tunnels_open: IntGauge,
     /// Upgraded connections spliced to their upstream since start.
@@ -315,6 +321,16 @@ impl Metrics {
         )?;
         registry.register(Box::new(tunnels_open.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
+        let upstream_connections_open = IntGauge::new(
+            "rategate_upstream_connections_open",
+            "Upstream connections open under the upstream connection ceiling (max_connections).",
+        )?;
+        let upstream_connections_refused = IntCounter::new(
+            "rategate_upstream_connections_refused_total",
+            "Requests answered 503 overloaded: a new upstream connection would pass the ceiling.",
+        )?;
+        registry.register(Box::new(upstream_connections_open.clone()))?;
+        registry.register(Box::new(upstream_connections_refused.clone()))?;
         for listener in ["proxy", "admin"] {
             connections_rejected.with_label_values(&[listener]);
             for reason in Expiry::ALL {
@@ -359,6 +375,8 @@ impl Metrics {
             connections_active,
             connections_rejected,
             connections_timed_out,
+            upstream_connections_open,
+            upstream_connections_refused,
             tunnels_open,
             tunnels,
             alerts,

@@ -562,3 +562,79 @@ fn admin_port_holds_at_most_64_connections() {
         ) >= 1.0
     });
 }
+
+/// Each HTTP/2 stream may open an upstream connection of its own, so upstream connections count
+/// against a ceiling of their own (`max_connections` of them): the hundreds of streams one client
+/// connection may carry cannot take every descriptor. Past it a request gets `503 overloaded`
+/// without reaching the upstream, and the target is not blamed.
+#[test]
+fn upstream_connections_stop_at_the_ceiling() {
+    let echo = Echo::start();
+    let gw = Gateway::start(&config(&echo.url()).set("server.max_connections", 4));
+    install_crypto();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses: Vec<(u16, Option<String>, String)> = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        // All ten on one client connection (one place) while the first ones wait 3 s upstream.
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let req = client.get(gw.url("/slow/3000"));
+                tokio::spawn(async move {
+                    let resp = req.send().await.unwrap();
+                    let status = resp.status().as_u16();
+                    let retry = resp
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    (status, retry, resp.text().await.unwrap_or_default())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let served = statuses.iter().filter(|(s, ..)| *s == 200).count();
+    let refused: Vec<_> = statuses.iter().filter(|(s, ..)| *s == 503).collect();
+    assert_eq!(served, 4, "{statuses:?}");
+    assert_eq!(refused.len(), 6, "{statuses:?}");
+    assert!(
+        refused.iter().all(
+            |(_, retry, body)| retry.as_deref() == Some("1") && body.contains("\"overloaded\"")
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(echo.count(), 4);
+    assert_eq!(
+        metric(&gw, "rategate_upstream_connections_refused_total"),
+        6.0
+    );
+    // Not an upstream failure: nothing counted against the upstream or its target.
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("rategate_upstream_errors_total{"))
+        .collect();
+    assert!(errors.iter().all(|l| l.ends_with(" 0")), "{errors:?}");
+    // The four connections are idle in one worker's pool now: requests on new connections,
+    // whichever worker takes them, are served (reusing one, or reclaiming an idle one's place).
+    for _ in 0..6 {
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    }
+    assert_eq!(
+        metric(&gw, "rategate_upstream_connections_refused_total"),
+        6.0
+    );
+    assert!(metric(&gw, "rategate_upstream_connections_open") <= 4.0);
+}

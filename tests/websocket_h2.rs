@@ -579,3 +579,30 @@ fn an_upstream_that_did_not_answer_the_key_or_did_not_switch_is_a_502() {
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(metric(&gw, "rategate_tunnels_total"), 0.0);
 }
+
+/// Each tunnel holds an upstream connection for its life, so tunnels count against the upstream
+/// connection ceiling (`max_connections` of them) whatever connection carries them: one HTTP/2
+/// connection cannot open more. The place frees when the tunnel closes.
+#[test]
+fn tunnels_past_the_upstream_connection_ceiling_are_refused_503() {
+    let server = WsServer::start();
+    let gw = Gateway::start(&ws_config(&server, &[], "").set("server.max_connections", 2));
+    let mut h2 = H2::connect(&gw);
+    let mut first = h2.open("/a");
+    let mut second = h2.open("/b");
+    let refused = h2.connect_to("/c", Some("websocket"));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&refused.headers, "retry-after"), Some("1"));
+    assert_eq!(
+        metric(&gw, "rategate_upstream_connections_refused_total"),
+        1.0
+    );
+    assert_eq!(metric(&gw, "rategate_upstream_connections_open"), 2.0);
+    assert_eq!(h2.echo(&mut first, "still"), "still");
+    h2.close(&mut first);
+    poll("the closed tunnel's upstream place to free", WAIT)
+        .until(|| metric(&gw, "rategate_upstream_connections_open") == 1.0);
+    let mut third = h2.open("/c");
+    assert_eq!(h2.echo(&mut third, "three"), "three");
+    assert_eq!(h2.echo(&mut second, "two"), "two");
+}

@@ -19,4 +19,5 @@ pub(crate) mod stats;
 mod test_headers;
 pub(crate) mod tunnel;
 pub(crate) mod upstream;
+pub(crate) mod upstream_ceiling;
 pub(crate) mod upstream_client;

@@ -29,6 +29,10 @@ use crate::uri_path::PathError;
 pub(crate) const QUOTA_EXCEEDED: &str =
     "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
+/// Upstream connections close as their responses end and idle ones within seconds: a client
+/// refused for want of one may try again soon.
+const OVERLOADED_RETRY_AFTER_S: u64 = 1;
+
 /// Every answer the gateway gives in place of the route's, as the client may learn it: a request
 /// it cannot serve (malformed, unrouted, the upstream failing) or will not (an access list, a
 /// limit, a block, the store away under `on_error = "deny"`).
@@ -50,6 +54,10 @@ pub(crate) enum GatewayError {
     ClientBodyTimeout,
     #[error("request head too large")]
     HeadTooLarge,
+    /// Forwarding needs a new upstream connection and `server.max_connections` of them are
+    /// open (`proxy::upstream_ceiling`): nothing was sent.
+    #[error("upstream connection ceiling reached")]
+    Overloaded,
     #[error("no route matches")]
     NoRoute,
     #[error("client denied by access list")]
@@ -105,7 +113,9 @@ impl GatewayError {
             GatewayError::RateLimited { .. } | GatewayError::Blocked { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unavailable { .. } | GatewayError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRequest(_) | GatewayError::UpstreamProtocol(_) => {
@@ -130,6 +140,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Blocked { .. } => "blocked",
             GatewayError::Unavailable { .. } => "unavailable",
+            GatewayError::Overloaded => "overloaded",
             GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamRequest(_)
             | GatewayError::UpstreamProtocol(_) => "bad_gateway",
@@ -176,6 +187,9 @@ impl GatewayError {
             GatewayError::ClientBodyTimeout => "The request body did not arrive in time.",
             GatewayError::BadPath(e) => path_message(*e),
             GatewayError::HeadTooLarge => "The request head is larger than this gateway accepts.",
+            GatewayError::Overloaded => {
+                "The gateway has as many upstream connections open as it may; retry shortly."
+            }
             GatewayError::NoRoute => "No route matches this request.",
             GatewayError::Forbidden => "Access from this address is not allowed.",
             GatewayError::Unauthorized { invalid: None, .. } => {
@@ -233,6 +247,7 @@ impl GatewayError {
             GatewayError::Forbidden => grpc::Code::PermissionDenied,
             GatewayError::Unauthorized { .. } => grpc::Code::Unauthenticated,
             GatewayError::Unavailable { .. }
+            | GatewayError::Overloaded
             | GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamRequest(_)
             | GatewayError::UpstreamProtocol(_) => grpc::Code::Unavailable,
@@ -260,6 +275,7 @@ impl GatewayError {
             GatewayError::RateLimited { retry_after_s, .. }
             | GatewayError::Blocked { retry_after_s }
             | GatewayError::Unavailable { retry_after_s } => Some(*retry_after_s),
+            GatewayError::Overloaded => Some(OVERLOADED_RETRY_AFTER_S),
             _ => None,
         };
         let mut resp = grpc::answer(
@@ -317,6 +333,7 @@ impl GatewayError {
             _ => {
                 let retry_after = match &self {
                     GatewayError::Unavailable { retry_after_s } => Some(*retry_after_s),
+                    GatewayError::Overloaded => Some(OVERLOADED_RETRY_AFTER_S),
                     _ => None,
                 };
                 json(

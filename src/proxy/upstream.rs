@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use super::response::GatewayError;
 use super::stats::UpstreamStats;
+use super::upstream_ceiling::{CeilingReached, Reclaim, UpstreamCeiling};
 use super::upstream_client::{Endpoint, Failure, RequestBody, UpstreamClient};
 use crate::config::compiled::{Upstream, UpstreamTarget};
 use crate::metrics::Metrics;
@@ -79,7 +80,8 @@ pub(crate) enum SentFailure {
     Reset,
     /// No response head within the upstream's timeout: a failure the target's health counts.
     Timeout,
-    /// The client's body failed, or the answer cannot be relayed: sending again cannot help.
+    /// The client's body failed, the answer cannot be relayed, or no upstream connection may
+    /// be opened (nothing sent, but no target would fare better): sending again cannot help.
     Final,
 }
 
@@ -97,14 +99,17 @@ pub(crate) struct UpstreamPool {
     clients: Mutex<Vec<Arc<UpstreamClient>>>,
     metrics: Arc<Metrics>,
     stats: UpstreamStats,
+    /// Shared by every worker's pool.
+    ceiling: Arc<UpstreamCeiling>,
 }
 
 impl UpstreamPool {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, ceiling: Arc<UpstreamCeiling>) -> Self {
         UpstreamPool {
             clients: Mutex::new(Vec::new()),
             metrics,
             stats: UpstreamStats::default(),
+            ceiling,
         }
     }
 
@@ -116,7 +121,12 @@ impl UpstreamPool {
         {
             return Arc::clone(c);
         }
-        let client = Arc::new(UpstreamClient::new(Endpoint::of(upstream, target)));
+        let client = Arc::new(UpstreamClient::new(
+            Endpoint::of(upstream, target),
+            Some(self.ceiling.clone()),
+        ));
+        let reclaim: Arc<dyn Reclaim> = client.clone();
+        self.ceiling.register(Arc::downgrade(&reclaim));
         // Endpoints come and go with reloads and with the addresses a name resolves to: the
         // oldest is let go past the bound (a request still using it keeps its own handle; a
         // target still in use just connects afresh).
@@ -177,6 +187,15 @@ impl UpstreamPool {
                     started.elapsed().as_secs_f64(),
                 );
                 Ok(resp)
+            }
+            Ok(Err(Failure::Connect(err, _))) if err.is::<CeilingReached>() => {
+                // The gateway's own state: nothing was sent, the target is not to blame, and
+                // another target would need a connection just the same.
+                tracing::debug!(upstream = name, error = %err, "upstream connection refused");
+                Err(SendError::sent(
+                    GatewayError::Overloaded,
+                    SentFailure::Final,
+                ))
             }
             Ok(Err(failure)) => {
                 if let Failure::Request(err) = &failure {

@@ -1,7 +1,7 @@
 //! How the gateway talks to ONE upstream server: the connection per scheme (`http://` HTTP/1.1,
 //! `h2c://` HTTP/2 with prior knowledge, `https://` TLS then HTTP/2 or HTTP/1.1 as ALPN settles,
 //! with the upstream's trust, SNI name and client certificate), the request shape each protocol
-//! needs, and the connections kept for reuse. `UpstreamClient::new(Endpoint)` is all it takes;
+//! needs, and the connections kept for reuse. `UpstreamClient::new(Endpoint, ceiling)` is all it takes;
 //! `proxy/upstream` holds one per target and worker and owns timeouts, errors and metrics, and
 //! `proxy/pool` builds one per active health check, so checks connect as requests do.
 //!
@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use tower_service::Service;
 
+use super::upstream_ceiling::{CeilingReached, Counted, Place, Reclaim, UpstreamCeiling};
 use crate::config::compiled::{Upstream, UpstreamProtocol, UpstreamTarget};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -149,12 +150,15 @@ struct Connections {
 pub(crate) struct UpstreamClient {
     endpoint: Endpoint,
     tcp: HttpConnector,
+    /// Where each new connection takes its place (`None`: a health check's client, whose few
+    /// connections the descriptor reserve covers, and which must not fail for want of one).
+    ceiling: Option<Arc<UpstreamCeiling>>,
     /// Never held across an await.
     connections: Mutex<Connections>,
 }
 
 impl UpstreamClient {
-    pub(crate) fn new(endpoint: Endpoint) -> UpstreamClient {
+    pub(crate) fn new(endpoint: Endpoint, ceiling: Option<Arc<UpstreamCeiling>>) -> UpstreamClient {
         let mut tcp = HttpConnector::new();
         // The scheme is ours to interpret (`https` is TLS on top of this TCP connection).
         tcp.enforce_http(false);
@@ -163,6 +167,7 @@ impl UpstreamClient {
         UpstreamClient {
             endpoint,
             tcp,
+            ceiling,
             connections: Mutex::new(Connections::default()),
         }
     }
@@ -267,12 +272,25 @@ impl UpstreamClient {
             });
         }
     }
+}
 
+impl Reclaim for UpstreamClient {
+    fn drop_idle(&self) -> bool {
+        // The longest idle goes first (still streaming a response body is not idle); its task
+        // ends and frees the place once it sees the handle gone.
+        let mut conns = self.connections.lock();
+        let idle = conns.http1.iter().position(|p| p.sender.is_ready());
+        idle.and_then(|i| conns.http1.remove(i)).is_some()
+    }
+}
+
+impl UpstreamClient {
     /// A new connection, bounded by the connect timeout from the first SYN to the end of the
     /// TLS and HTTP/2 handshakes. An HTTP/2 one is kept for the requests that follow.
     async fn connect(&self) -> Result<Sender, BoxError> {
+        let place = self.place().await?;
         let timeout = self.endpoint.connect_timeout;
-        let sender = match tokio::time::timeout(timeout, self.handshake()).await {
+        let sender = match tokio::time::timeout(timeout, self.handshake(place)).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(Box::new(std::io::Error::new(
@@ -296,8 +314,9 @@ impl UpstreamClient {
     /// [`UpstreamClient::connect`]. An `https://` upstream is offered only `http/1.1` by ALPN
     /// (WebSocket over HTTP/2, RFC 8441, is not relayed); an `h2c://` one cannot switch.
     async fn connect_upgradable(&self) -> Result<http1::SendRequest<RequestBody>, BoxError> {
+        let place = self.place().await?;
         let timeout = self.endpoint.connect_timeout;
-        match tokio::time::timeout(timeout, self.handshake_upgradable()).await {
+        match tokio::time::timeout(timeout, self.handshake_upgradable(place)).await {
             Ok(result) => result,
             Err(_) => Err(Box::new(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -306,11 +325,14 @@ impl UpstreamClient {
         }
     }
 
-    async fn handshake_upgradable(&self) -> Result<http1::SendRequest<RequestBody>, BoxError> {
+    async fn handshake_upgradable(
+        &self,
+        place: Option<Place>,
+    ) -> Result<http1::SendRequest<RequestBody>, BoxError> {
         if self.endpoint.tls.is_none() && self.endpoint.protocol == UpstreamProtocol::H2c {
             return Err("an h2c:// upstream cannot switch protocols with HTTP/1.1 Upgrade".into());
         }
-        let io = self.tcp_connect().await?;
+        let io = self.tcp_connect(place).await?;
         match &self.endpoint.tls {
             Some(tls) => {
                 let mut config = (*tls.config).clone();
@@ -325,7 +347,19 @@ impl UpstreamClient {
         }
     }
 
-    async fn tcp_connect(&self) -> Result<TokioIo<tokio::net::TcpStream>, BoxError> {
+    /// A place under the ceiling for a new connection, taken before the SYN (so connects in
+    /// progress count too) and before the connect timeout starts, which it may wait up to.
+    async fn place(&self) -> Result<Option<Place>, CeilingReached> {
+        match &self.ceiling {
+            Some(ceiling) => ceiling.place(self.endpoint.connect_timeout).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn tcp_connect(
+        &self,
+        place: Option<Place>,
+    ) -> Result<TokioIo<Counted<tokio::net::TcpStream>>, BoxError> {
         let mut tcp = self.tcp.clone();
         // An address literal is connected to as is; only a name goes to the resolver.
         let authority = match self.endpoint.address {
@@ -338,11 +372,12 @@ impl UpstreamClient {
             .path_and_query("/")
             .build()?;
         std::future::poll_fn(|cx| tcp.poll_ready(cx)).await?;
-        Ok(tcp.call(dst).await?)
+        let stream = tcp.call(dst).await?.into_inner();
+        Ok(TokioIo::new(Counted::new(stream, place)))
     }
 
-    async fn handshake(&self) -> Result<Sender, BoxError> {
-        let io = self.tcp_connect().await?;
+    async fn handshake(&self, place: Option<Place>) -> Result<Sender, BoxError> {
+        let io = self.tcp_connect(place).await?;
         match (&self.endpoint.tls, self.endpoint.protocol) {
             (Some(tls), _) => {
                 let connector = tokio_rustls::TlsConnector::from(tls.config.clone());

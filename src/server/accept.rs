@@ -17,9 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::conn::{ConnServer, Listener};
-use super::slots::{self, Slot, Slots};
+use super::slots;
 use super::watchdog::Timeouts;
 use crate::body::BoxError;
+use crate::ceiling::{Slot, Slots};
 use crate::metrics::Metrics;
 
 /// How long the accept loop waits when the process is out of descriptors: long enough not to

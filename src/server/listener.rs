@@ -16,9 +16,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::accept::accept_loop;
 use super::conn::{ConnServer, Listener};
-use super::slots::{self, Slot, Slots};
+use super::slots;
 use super::watchdog::Timeouts;
 use crate::auth::PeerCert;
+use crate::ceiling::{Slot, Slots};
 use crate::config::compiled::Server;
 use crate::inflight::{Entered, InFlight};
 use crate::metrics::Metrics;

@@ -1,8 +1,5 @@
-//! How many connections a listener holds at once, counted across every worker runtime, and the
-//! default derived from the process's file-descriptor limit.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+//! The default connection ceiling, derived from the process's file-descriptor limit, and what
+//! an accept error says about descriptors. The counter itself is `crate::ceiling`.
 
 /// Descriptors kept back from client connections whatever the worker count: the admin port's
 /// connections (`ADMIN_MAX_CONNECTIONS`), the listeners, stdio, the Redis pool, the config watch
@@ -59,42 +56,6 @@ pub(crate) fn is_resource_exhaustion(err: &std::io::Error) -> bool {
     )
 }
 
-/// A shared connection counter with a ceiling.
-#[derive(Debug)]
-pub(crate) struct Slots {
-    max: usize,
-    used: AtomicUsize,
-}
-
-impl Slots {
-    pub(crate) fn new(max: usize) -> Arc<Slots> {
-        Arc::new(Slots {
-            max,
-            used: AtomicUsize::new(0),
-        })
-    }
-
-    /// A slot for one connection, or `None` when all are taken.
-    pub(crate) fn acquire(self: &Arc<Self>) -> Option<Slot> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used < self.max).then_some(used + 1)
-            })
-            .ok()
-            .map(|_| Slot(self.clone()))
-    }
-}
-
-/// Frees its slot when dropped (the connection ended).
-#[derive(Debug)]
-pub(crate) struct Slot(Arc<Slots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,19 +67,6 @@ mod tests {
         assert_eq!(derive(1_048_576, 64), 524_096);
         assert_eq!(derive(100, 2), 1);
         assert_eq!(derive(u64::MAX, 2), 1 << 24);
-    }
-
-    #[test]
-    fn slots_are_shared_and_freed() {
-        let slots = Slots::new(2);
-        let a = slots.acquire().unwrap();
-        let b = slots.clone().acquire().unwrap();
-        assert!(slots.acquire().is_none());
-        drop(a);
-        let c = slots.acquire();
-        assert!(c.is_some());
-        drop((b, c));
-        assert_eq!(slots.used.load(Ordering::Relaxed), 0);
     }
 
     #[test]

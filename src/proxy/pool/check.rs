@@ -35,7 +35,7 @@ pub(super) fn maybe_start(
         Ordering::Relaxed,
     );
     // A client of its own, dropped with its connection once the check is done.
-    let client = UpstreamClient::new(Endpoint::of(upstream, target));
+    let client = UpstreamClient::new(Endpoint::of(upstream, target), None);
     let req = Request::get(check.path.clone())
         .header(HOST, target.host_header.clone())
         .body(Either::Right(Empty::new()));

@@ -1,0 +1,245 @@
+//! The ceiling on upstream connections the requests open, shared by every worker. Each HTTP/2
+//! stream (an ordinary request, or a WebSocket tunnel) may hold an upstream connection of its
+//! own, so without it a few HTTP/2 client connections, each one place under
+//! `server.max_connections`, could open hundreds of upstream connections apiece and take every
+//! descriptor. The place is held by the connection's IO ([`Counted`]) and freed when the
+//! connection closes, so a request on a kept-alive connection pays nothing for it.
+//!
+//! Idle pooled connections hold places too (they are descriptors), but they give them up: a
+//! connect that finds the ceiling reached makes some pool, of any worker, drop an idle
+//! connection and waits (within the connect timeout) for a place to free. Only when every place
+//! is held by a connection in use is a request answered `503 overloaded`, at once, without
+//! reaching the upstream and without counting against the target's health (it is the gateway's
+//! state, not the target's).
+//!
+//! Envoy's cluster circuit breaker (`max_connections`, `upstream_cx_overflow`) is the same idea;
+//! here one ceiling covers every upstream, since what runs out is the process's descriptors.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use crate::ceiling::{Slot, Slots};
+use crate::metrics::Metrics;
+
+/// No place is left for a new upstream connection.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream connection ceiling reached ({0} open)")]
+pub(crate) struct CeilingReached(usize);
+
+/// A pool of connections that can give an idle one up (`UpstreamClient`).
+pub(crate) trait Reclaim: Send + Sync {
+    /// Drop one idle connection, if there is one; its place frees once its task has ended.
+    fn drop_idle(&self) -> bool;
+}
+
+/// The process's upstream connection ceiling, with its two metrics.
+pub(crate) struct UpstreamCeiling {
+    slots: Arc<Slots>,
+    /// Told when a place frees, for connects waiting on a reclaimed one.
+    freed: Arc<Notify>,
+    /// Every pool that may hold idle connections (dead ones pruned as the list grows).
+    pools: Mutex<Vec<Weak<dyn Reclaim>>>,
+    open: IntGauge,
+    refused: IntCounter,
+}
+
+impl UpstreamCeiling {
+    pub(crate) fn new(max: usize, metrics: &Metrics) -> Arc<UpstreamCeiling> {
+        Arc::new(UpstreamCeiling {
+            slots: Slots::new(max),
+            freed: Arc::new(Notify::new()),
+            pools: Mutex::new(Vec::new()),
+            open: metrics.upstream_connections_open.clone(),
+            refused: metrics.upstream_connections_refused.clone(),
+        })
+    }
+
+    /// Let the ceiling take idle connections back from `pool` when it needs places.
+    pub(crate) fn register(&self, pool: Weak<dyn Reclaim>) {
+        let mut pools = self.pools.lock();
+        // Pools come and go with endpoints; pruning when the list has doubled keeps each
+        // registration O(1) amortized and the list at most twice the live pools.
+        if pools.len() >= 64 && pools.len().is_power_of_two() {
+            pools.retain(|p| p.strong_count() > 0);
+        }
+        pools.push(pool);
+    }
+
+    /// A place for one new connection, taken before connecting. When none is free, idle
+    /// connections are reclaimed one at a time and their places awaited until `wait` has
+    /// passed; with none left to reclaim the answer is at once.
+    pub(crate) async fn place(&self, wait: Duration) -> Result<Place, CeilingReached> {
+        if let Some(place) = self.try_place() {
+            return Ok(place);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking again, so a place freed in between is not missed.
+            freed.as_mut().enable();
+            if let Some(place) = self.try_place() {
+                return Ok(place);
+            }
+            if !self.reclaim_one() || tokio::time::timeout_at(deadline, freed).await.is_err() {
+                self.refused.inc();
+                return Err(CeilingReached(self.slots.max()));
+            }
+        }
+    }
+
+    fn try_place(&self) -> Option<Place> {
+        let slot = self.slots.acquire()?;
+        self.open.inc();
+        Some(Place {
+            _slot: slot,
+            open: self.open.clone(),
+            freed: self.freed.clone(),
+        })
+    }
+
+    /// Make one pool drop one idle connection. The list is copied out so that no pool's lock
+    /// is taken under this one.
+    fn reclaim_one(&self) -> bool {
+        let pools: Vec<Arc<dyn Reclaim>> =
+            self.pools.lock().iter().filter_map(Weak::upgrade).collect();
+        pools.iter().any(|pool| pool.drop_idle())
+    }
+}
+
+/// One connection's place under the ceiling, freed when dropped.
+pub(crate) struct Place {
+    _slot: Slot,
+    open: IntGauge,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.open.dec();
+        // A connection closing, not a request: cheap enough, and rare.
+        self.freed.notify_waiters();
+    }
+}
+
+/// An upstream connection's IO holding its place (none for a health check's): wherever the IO
+/// goes (under TLS, into hyper's connection task, into a tunnel after a 101), the place goes
+/// with it and is freed when the connection is dropped.
+pub(crate) struct Counted<T> {
+    io: T,
+    _place: Option<Place>,
+}
+
+impl<T> Counted<T> {
+    pub(crate) fn new(io: T, place: Option<Place>) -> Self {
+        Counted { io, _place: place }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// A pool whose idle connections are places, dropped on reclaim from another task (as
+    /// a connection's task would drop its IO).
+    struct IdlePool(Mutex<Vec<Place>>);
+
+    impl Reclaim for IdlePool {
+        fn drop_idle(&self) -> bool {
+            let Some(place) = self.0.lock().pop() else {
+                return false;
+            };
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                drop(place);
+            });
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn places_are_counted_refused_past_the_ceiling_and_freed() {
+        let metrics = Metrics::new().unwrap();
+        let ceiling = UpstreamCeiling::new(2, &metrics);
+        let a = ceiling.place(WAIT).await.unwrap();
+        let b = ceiling.place(WAIT).await.unwrap();
+        assert_eq!(metrics.upstream_connections_open.get(), 2);
+        // Nothing idle to take back: refused at once, not after the wait.
+        let refused = tokio::time::timeout(Duration::from_secs(1), ceiling.place(WAIT)).await;
+        assert!(matches!(refused, Ok(Err(CeilingReached(2)))));
+        assert_eq!(metrics.upstream_connections_refused.get(), 1);
+        drop(a);
+        let c = ceiling.place(WAIT).await.unwrap();
+        drop((b, c));
+        assert_eq!(metrics.upstream_connections_open.get(), 0);
+        assert_eq!(ceiling.slots.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_give_their_places_up() {
+        let metrics = Metrics::new().unwrap();
+        let ceiling = UpstreamCeiling::new(2, &metrics);
+        let pool = Arc::new(IdlePool(Mutex::new(vec![
+            ceiling.place(WAIT).await.unwrap(),
+            ceiling.place(WAIT).await.unwrap(),
+        ])));
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(pool.clone() as Arc<dyn Reclaim>));
+        ceiling.register(weak);
+        let a = ceiling.place(WAIT).await.unwrap();
+        let b = ceiling.place(WAIT).await.unwrap();
+        assert!(pool.0.lock().is_empty());
+        assert_eq!(metrics.upstream_connections_refused.get(), 0);
+        assert!(ceiling.place(WAIT).await.is_err());
+        drop((a, b));
+    }
+}
