@@ -12,8 +12,8 @@ const FALLBACK_FD_LIMIT: u64 = 1024;
 /// Admin connections are few (operators, scrapers); past this they are refused.
 pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 
-/// The default `server.max_connections`: every client connection may hold one upstream
-/// connection while its request is in flight, so half of what is left after the reserve.
+/// The default `server.max_connections`: half of what is left after the reserve, since the
+/// upstream connections requests open get as many places again (`proxy::upstream_ceiling`).
 pub(crate) fn default_max_connections(workers: usize) -> usize {
     derive(fd_soft_limit().unwrap_or(FALLBACK_FD_LIMIT), workers)
 }
