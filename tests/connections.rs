@@ -615,6 +615,12 @@ fn upstream_connections_stop_at_the_ceiling() {
         metric(&gw, "rategate_upstream_connections_refused_total"),
         6.0
     );
+    // Refused requests never went to the target: they are not counted as sent to it.
+    let sent = format!(
+        "rategate_upstream_target_requests_total{{target=\"{}\",upstream=\"api\"}}",
+        echo.url()
+    );
+    assert_eq!(metric(&gw, &sent), 4.0);
     // Not an upstream failure: nothing counted against the upstream or its target.
     let text = client()
         .get(gw.admin_url("/metrics"))
@@ -637,4 +643,39 @@ fn upstream_connections_stop_at_the_ceiling() {
         6.0
     );
     assert!(metric(&gw, "rategate_upstream_connections_open") <= 4.0);
+}
+
+/// An HTTP/2 upstream connection no request has taken for a while (one per worker and target,
+/// kept for ever otherwise; after a reload, one to an endpoint nobody uses any more) gives its
+/// place up when the ceiling needs it, as idle HTTP/1.1 connections do.
+#[test]
+fn an_unused_http2_upstream_connection_gives_its_place_up() {
+    let echo = Echo::start();
+    let gw = Gateway::start(
+        &config_with(
+            &echo.url(),
+            &format!(
+                "[[upstream]]\nname = \"h2\"\nurl = \"h2c://{}\"\n\n\
+                 [[route]]\nname = \"h2\"\npath_prefix = \"/h2\"\nupstream = \"h2\"\n\n{ROUTE}",
+                echo.addr
+            ),
+        )
+        .set("server.max_connections", 2),
+    );
+    assert_eq!(raw_status(&raw_get(gw.addr, "/h2/once", "")), 200);
+    assert_eq!(metric(&gw, "rategate_upstream_connections_open"), 1.0);
+    // Past the pool's idle time (4 s): the HTTP/2 connection is now unused.
+    std::thread::sleep(Duration::from_millis(4500));
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || raw_status(&raw_get(addr, "/slow/1500", "")))
+        })
+        .collect();
+    let statuses: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [200, 200]);
+    assert_eq!(
+        metric(&gw, "rategate_upstream_connections_refused_total"),
+        0.0
+    );
 }

@@ -66,6 +66,9 @@ pub(crate) enum SendError {
     /// The connection could not be made, so nothing was sent: the request is given back (boxed:
     /// a failure is rare, a result is returned by every request).
     Unsent(Box<Request<RequestBody>>, GatewayError),
+    /// No upstream connection may be opened (`proxy::upstream_ceiling`): nothing was sent, no
+    /// target is to blame or counted, and no other target would fare better.
+    Refused,
     /// The request was (or may have been) sent, or the client's own body failed.
     Sent {
         error: GatewayError,
@@ -80,8 +83,7 @@ pub(crate) enum SentFailure {
     Reset,
     /// No response head within the upstream's timeout: a failure the target's health counts.
     Timeout,
-    /// The client's body failed, the answer cannot be relayed, or no upstream connection may
-    /// be opened (nothing sent, but no target would fare better): sending again cannot help.
+    /// The client's body failed, or the answer cannot be relayed: sending again cannot help.
     Final,
 }
 
@@ -192,10 +194,7 @@ impl UpstreamPool {
                 // The gateway's own state: nothing was sent, the target is not to blame, and
                 // another target would need a connection just the same.
                 tracing::debug!(upstream = name, error = %err, "upstream connection refused");
-                Err(SendError::sent(
-                    GatewayError::Overloaded,
-                    SentFailure::Final,
-                ))
+                Err(SendError::Refused)
             }
             Ok(Err(failure)) => {
                 if let Failure::Request(err) = &failure {

@@ -2,8 +2,8 @@
 //! stream (an ordinary request, or a WebSocket tunnel) may hold an upstream connection of its
 //! own, so without it a few HTTP/2 client connections, each one place under
 //! `server.max_connections`, could open hundreds of upstream connections apiece and take every
-//! descriptor. The place is held by the connection's task (or, for one that may become a
-//! tunnel, its IO: [`Counted`]) and freed when the connection closes, so a request on a kept-alive connection pays nothing for it.
+//! descriptor. The place is held by the connection's task or its IO ([`Counted`]), whichever
+//! lives as long as the socket, and freed when the connection closes, so a request on a kept-alive connection pays nothing for it.
 //!
 //! Idle pooled connections hold places too (they are descriptors), but they give them up: a
 //! connect that finds the ceiling reached makes some pool, of any worker, drop an idle
@@ -130,10 +130,11 @@ impl Drop for Place {
     }
 }
 
-/// The IO of an upstream connection that may switch protocols, holding its place (none for a
-/// health check's): after a 101 the tunnel holds the IO, so the place lives as long as the
-/// tunnel. Other connections' places are held by their connection's task instead, which keeps
-/// this wrapper out of the IO type hyper's per-request code is built for.
+/// The IO of an upstream connection holding its place (none for a health check's): used where
+/// the IO outlives the task we spawn for the connection (an HTTP/2 connection, whose IO hyper
+/// drives in a task of its own; one that switched protocols, whose IO the tunnel holds after a
+/// 101). A plain HTTP/1.1 connection's place is held by its task instead, which keeps this
+/// wrapper out of the IO type hyper's per-request HTTP/1.1 code is built for.
 pub(crate) struct Counted<T> {
     io: T,
     _place: Option<Place>,

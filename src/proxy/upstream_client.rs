@@ -145,6 +145,9 @@ struct Pooled {
 struct Connections {
     http1: VecDeque<Pooled>,
     http2: Option<http2::SendRequest<RequestBody>>,
+    /// When a request last took the HTTP/2 connection: one unused for `POOL_IDLE_TIMEOUT` (a
+    /// superseded endpoint's after a reload, say) gives its place up when the ceiling needs it.
+    http2_used: Option<Instant>,
 }
 
 pub(crate) struct UpstreamClient {
@@ -243,7 +246,9 @@ impl UpstreamClient {
         let mut conns = self.connections.lock();
         if let Some(h2) = &conns.http2 {
             if h2.is_ready() {
-                return Some(Sender::Http2(h2.clone()));
+                let h2 = h2.clone();
+                conns.http2_used = Some(now);
+                return Some(Sender::Http2(h2));
             }
             conns.http2 = None;
         }
@@ -280,7 +285,19 @@ impl Reclaim for UpstreamClient {
         // ends and frees the place once it sees the handle gone.
         let mut conns = self.connections.lock();
         let idle = conns.http1.iter().position(|p| p.sender.is_ready());
-        idle.and_then(|i| conns.http1.remove(i)).is_some()
+        if idle.and_then(|i| conns.http1.remove(i)).is_some() {
+            return true;
+        }
+        // An HTTP/2 connection no request has taken for a while: its streams (if any are still
+        // running) finish, then hyper closes it, since no handle to it is left.
+        let unused = conns
+            .http2_used
+            .is_some_and(|used| used.elapsed() > POOL_IDLE_TIMEOUT);
+        if unused && conns.http2.take().is_some() {
+            conns.http2_used = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -305,6 +322,7 @@ impl UpstreamClient {
             // their own request and close when it is done.
             if !conns.http2.as_ref().is_some_and(|c| c.is_ready()) {
                 conns.http2 = Some(h2.clone());
+                conns.http2_used = Some(Instant::now());
             }
         }
         Ok(sender)
@@ -373,9 +391,11 @@ impl UpstreamClient {
         Ok(tcp.call(dst).await?)
     }
 
-    /// `place` is held by the connection's task, which lives as long as the connection (kept
-    /// out of the IO type: wrapping the IO made hyper's per-request code for it inline
-    /// differently, +700 instructions per proxied request under callgrind).
+    /// An HTTP/1.1 connection's `place` is held by its task, which owns the IO and so lives as
+    /// long as the connection (kept out of the IO type: wrapping the IO made hyper's
+    /// per-request code for it inline differently, +700 instructions per proxied request under
+    /// callgrind). An HTTP/2 connection's is held by its IO: hyper runs that in a task of its
+    /// own, which outlives the task we await while the last streams finish.
     async fn handshake(&self, place: Option<Place>) -> Result<Sender, BoxError> {
         let io = self.tcp_connect().await?;
         match (&self.endpoint.tls, self.endpoint.protocol) {
@@ -387,12 +407,14 @@ impl UpstreamClient {
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
                 let io = TokioIo::new(stream);
                 if h2 {
-                    http2_handshake(io, place).await
+                    http2_handshake(TokioIo::new(Counted::new(io.into_inner(), place))).await
                 } else {
                     http1_handshake(io, place).await
                 }
             }
-            (None, UpstreamProtocol::H2c) => http2_handshake(io, place).await,
+            (None, UpstreamProtocol::H2c) => {
+                http2_handshake(TokioIo::new(Counted::new(io.into_inner(), place))).await
+            }
             (None, _) => http1_handshake(io, place).await,
         }
     }
@@ -427,7 +449,7 @@ where
     Ok(sender)
 }
 
-async fn http2_handshake<T>(io: T, place: Option<Place>) -> Result<Sender, BoxError>
+async fn http2_handshake<T>(io: T) -> Result<Sender, BoxError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -438,7 +460,6 @@ where
         .handshake(io)
         .await?;
     tokio::spawn(async move {
-        let _place = place;
         if let Err(err) = conn.await {
             tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
         }

@@ -91,11 +91,15 @@ impl TargetState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Count a request sent to this target; the guard counts it out again when dropped.
+    /// Count a request on its way to this target; the guard counts it out again when dropped.
     pub(super) fn start(self: &Arc<Self>) -> InFlight {
-        self.requests.inc();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// An attempt reached (or tried to reach) the target: not one the ceiling refused.
+    pub(super) fn sent(&self) {
+        self.requests.inc();
     }
 
     /// The target answered: its failure streak ends.

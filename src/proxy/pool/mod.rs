@@ -369,6 +369,7 @@ impl WorkerTargets {
                 (Err(SendError::Unsent(_, error) | SendError::Sent { error, .. }), _) => {
                     return Err(error)
                 }
+                (Err(SendError::Refused), _) => return Err(GatewayError::Overloaded),
             };
             tracing::debug!(upstream = &*upstream.name, "upstream request tried again");
             req = again;
@@ -382,6 +383,9 @@ impl WorkerTargets {
         outlier: &Outlier,
         outcome: &Result<Response<Incoming>, SendError>,
     ) {
+        if !matches!(outcome, Err(SendError::Refused)) {
+            state.sent();
+        }
         match outcome {
             Ok(_) => state.succeeded(),
             Err(
@@ -391,7 +395,7 @@ impl WorkerTargets {
                     ..
                 },
             ) => state.failed(outlier, self.shared.clock.now_ms()),
-            Err(SendError::Sent { .. }) => {}
+            Err(SendError::Sent { .. } | SendError::Refused) => {}
         }
     }
 }
