@@ -148,14 +148,27 @@ impl Script {
     }
 
     /// The check script for a group whose policies are in `literals` (`COMPILED`), or for any
-    /// group, reading them from its arguments (`literals` empty).
+    /// group, reading them from its arguments (`literals` empty). Its head also holds `I8`, the
+    /// format its replies are packed with (`lua/check.lua`, `packed`): a constant of the
+    /// script's text costs nothing per call, where building it in Lua costs every call.
     fn check(literals: &str) -> Self {
+        let i8 = "i8".repeat(CHECK_PACK_SLICE);
         if literals.is_empty() {
-            return Script::with_head("local COMPILED = nil\n", CHECK);
+            return Script::with_head(
+                &format!("local COMPILED = nil\nlocal I8 = '>{i8}'\n"),
+                CHECK,
+            );
         }
-        Script::with_head(&format!("local COMPILED = {{{literals}}}\n"), CHECK)
+        Script::with_head(
+            &format!("local COMPILED = {{{literals}}}\nlocal I8 = '>{i8}'\n"),
+            CHECK,
+        )
     }
 }
+
+/// Integers the check script packs with one `struct.pack` call, at most: `unpack` gives one
+/// call at most about 8,000 arguments (Lua's C stack), so a longer reply is packed in slices.
+const CHECK_PACK_SLICE: usize = 1000;
 
 /// Distinct sets of policies a check script is compiled for, at most; past it a group's check
 /// sends its policies as arguments to the generic script (same decisions, more bytes).

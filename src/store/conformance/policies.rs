@@ -5,7 +5,7 @@
 use crate::config::compiled::Algorithm;
 
 use super::steps::*;
-use super::{PolicySpec, Vector};
+use super::{Exp, PolicySpec, Vector};
 
 /// The vectors of this file.
 pub(super) fn vectors() -> Vec<Vector> {
@@ -144,7 +144,33 @@ pub(super) fn vectors() -> Vec<Vector> {
         },
         tier_vector(),
         count_by_response_vector(),
+        many_policies_vector(),
     ]
+}
+
+/// A route of 1,600 policies: its reply holds 8,002 integers (8,005 when limited), more than
+/// Lua's `unpack` returns at once (about 8,000), which the Redis script packs its reply with
+/// (`lua/check.lua`, `packed`), so it is packed in slices. Each policy has a limit and a counter of its own;
+/// the last one's limit of 1 rejects the second request, which charges none of them.
+fn many_policies_vector() -> Vector {
+    const N: usize = 1600;
+    // A counter key each, as a route's policies have; leaked, as a vector's keys are static
+    // (a few kilobytes per run of the vectors).
+    let checks: Vec<(usize, &'static str)> = (0..N)
+        .map(|i| (i, &*Box::leak(format!("k{i}").into_boxed_str())))
+        .collect();
+    let limit = |i: usize| if i + 1 == N { 1 } else { i as u64 + 2 };
+    let first: Vec<Exp> = (0..N).map(|i| ok(limit(i) - 1, 1000)).collect();
+    let mut second = first.clone();
+    second[N - 1] = no(0, 1000, 1000);
+    Vector {
+        name: "many_policies_on_one_request",
+        policies: (0..N).map(|i| fixed("many", limit(i), 1000)).collect(),
+        steps: vec![
+            request("c1", &checks, ALLOWED, &first),
+            request("c1", &checks, limited(N - 1), &second),
+        ],
+    }
 }
 
 /// Tier overrides: another limit for this key (and its own counter); a written burst scales with

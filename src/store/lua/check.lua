@@ -41,6 +41,13 @@
 -- reset_ms, retry_ms. When the request is one of several groups and its group admitted, then per
 -- policy: charged (1|0), remaining and reset_ms before the charge, and the charge's mark (the
 -- window start it went to; 0 for other algorithms).
+-- Every reply but outcome 3's is one string of those integers, each a big-endian signed 8-byte
+-- integer (`packed`), so that the gateway reads one frame per request rather than one per
+-- integer; outcome 3's (rare: a caught error) is the list {3, text}. The integers are exact:
+-- struct.pack converts a double as Redis converts a number it replies (a C cast to a 64-bit
+-- integer, fractions dropped), and everything the script computes stays below 2^53, where
+-- doubles hold every integer (config bounds limit * window and burst * window by 2^53 ms and
+-- blocks by a year: src/config/validate/check.rs; now is about 2^41 ms).
 
 -- The header of the request at ARGV[ab] (see above): cost, n, v, has_block, single, lease,
 -- request id, iat, and where its policies' arguments (or the next request) start.
@@ -225,9 +232,25 @@ local function state(i)
   return a, P_lim[i], P_rem[i], P_rst[i], P_rty[i]
 end
 
--- An admitted request's reply, {0, now, states...}, or a limited one's, {1, policy, now,
--- blocked policy, blocked ms, states...}: the head, then every policy's state. The first policy
--- is in the table's constructor, which sizes it once (most routes have one).
+-- The reply made of the first k integers of `out`: one string (see the top). I8 (in the
+-- script's head, src/store/redis.rs `Script::check`) is '>' followed by a slice's worth of
+-- 'i8', so its first 1 + 2k characters are the format of k integers (an interned string: no
+-- allocation when it exists already). unpack returns at most about 8,000 values (Lua's C
+-- stack), so a longer reply (a route of over 110 policies) is packed in slices.
+local function packed(out, k)
+  local slice = (#I8 - 1) / 2
+  if k <= slice then return struct.pack(I8:sub(1, 1 + 2 * k), unpack(out, 1, k)) end
+  local slices = {}
+  for from = 1, k, slice do
+    local to = math.min(from + slice - 1, k)
+    slices[#slices + 1] = struct.pack(I8:sub(1, 3 + 2 * (to - from)), unpack(out, from, to))
+  end
+  return table.concat(slices)
+end
+
+-- An admitted request's integers, {0, now, states...}, or a limited one's reply, {1, policy,
+-- now, blocked policy, blocked ms, states...}: the head, then every policy's state. The first
+-- policy is in the table's constructor, which sizes it once (most routes have one).
 local function admitted(n)
   if n == 0 then return {0, now0}, 2 end
   local out = {0, now0, state(1)}
@@ -246,7 +269,7 @@ local function limited(policy, bp, bms, n)
     out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] = state(i)
     k = k + 5
   end
-  return out
+  return packed(out, k)
 end
 
 -- The request whose keys start at KEYS[kb] and header at ARGV[ab]: its reply.
@@ -265,13 +288,13 @@ local function check_request(kb, ab)
 
   if block_key > kb then
     for j = kb, block_key - 1 do
-      if revokes(read(KEYS[j]), iat) then return {4, 0, now0} end
+      if revokes(read(KEYS[j]), iat) then return struct.pack('>i8i8i8', 4, 0, now0) end
     end
   end
 
   if has_block then
     local until_ms = block_of(read(KEYS[block_key]))
-    if until_ms > now0 then return {2, until_ms - now0, now0} end
+    if until_ms > now0 then return struct.pack('>i8i8i8', 2, until_ms - now0, now0) end
   end
 
   local rejected = -1
@@ -337,7 +360,7 @@ local function check_request(kb, ab)
       k = k + 4
     end
   end
-  return out
+  return packed(out, k)
 end
 
 -- Where each request's keys and header start, and one MGET of every string key of the call

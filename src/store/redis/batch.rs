@@ -295,10 +295,14 @@ fn assemble(now: Value, parts: &[Part]) -> (Vec<String>, Vec<Value>) {
     (keys, args)
 }
 
-/// One request's reply, read from its frame: a list of integers is read as is (what the script
-/// returns for every request it answers), anything else through fred's conversion and
-/// [`answer_value`], as before.
+/// One request's reply, read from its frame: a string is the script's packed integers
+/// ([`unpack`], what it returns for every request it answers but a failed one), a list of
+/// integers is read as is, anything else (a failed request's `{3, text}`) through fred's
+/// conversion and [`answer_value`], as before.
 fn answer(reply: Resp3Frame) -> Result<Answer, fred::error::Error> {
+    if let Resp3Frame::BlobString { data, .. } = &reply {
+        return Ok(unpack(data));
+    }
     if let Resp3Frame::Array { data, .. } = &reply {
         let mut ints = Vec::with_capacity(data.len());
         for item in data {
@@ -312,6 +316,18 @@ fn answer(reply: Resp3Frame) -> Result<Answer, fred::error::Error> {
         }
     }
     Value::try_from(reply).map(answer_value)
+}
+
+/// A reply `lua/check.lua` packed: its integers, each big-endian in 8 bytes.
+fn unpack(bytes: &[u8]) -> Answer {
+    let (ints, rest) = bytes.as_chunks::<8>();
+    if !rest.is_empty() {
+        return Err(StoreError::Protocol(format!(
+            "a check's packed reply of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(ints.iter().map(|b| i64::from_be_bytes(*b)).collect())
 }
 
 /// One request's reply: its integers, or (outcome 3) the error the script caught for it.
@@ -370,6 +386,23 @@ mod tests {
             attributes: None,
         };
         assert_eq!(answer(list(vec![num(0), num(5)])).unwrap().unwrap(), [0, 5]);
+        // The script's packed form: big-endian 8-byte integers, negative ones too.
+        let packed: Vec<u8> = [0i64, -1, 1_800_000_000_000, 1 << 53]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let blob = |data: Vec<u8>| Resp3Frame::BlobString {
+            data: data.into(),
+            attributes: None,
+        };
+        assert_eq!(
+            answer(blob(packed.clone())).unwrap().unwrap(),
+            [0, -1, 1_800_000_000_000, 1 << 53]
+        );
+        assert!(matches!(
+            answer(blob(packed[..9].to_vec())).unwrap(),
+            Err(StoreError::Protocol(_))
+        ));
         let failed = list(vec![
             num(3),
             Resp3Frame::BlobString {
