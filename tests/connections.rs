@@ -317,8 +317,9 @@ fn http2_peer_that_does_not_answer_pings_is_closed() {
     }
 }
 
-/// An upstream answering every request with an endless body, noting when hyper drops it (the
-/// gateway's upstream connection is gone).
+/// An upstream answering `/endless` with an endless body, noting when hyper drops it (the
+/// gateway's upstream connection is gone), and any other path with a short one (an endless body
+/// that ends after one chunk).
 struct Endless {
     addr: SocketAddr,
     dropped: Arc<AtomicBool>,
@@ -328,22 +329,31 @@ struct Endless {
 struct EndlessBody {
     chunk: Bytes,
     dropped: Arc<AtomicBool>,
+    /// Chunks left; `None`: no end.
+    left: Option<u32>,
 }
 
 impl Body for EndlessBody {
     type Data = Bytes;
     type Error = Infallible;
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.left {
+            Some(0) => return Poll::Ready(None),
+            Some(n) => *n -= 1,
+            None => {}
+        }
         Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
     }
 }
 
 impl Drop for EndlessBody {
     fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
+        if self.left.is_none() {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -367,10 +377,12 @@ impl Endless {
                 };
                 let flag = flag.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let endless = req.uri().path() == "/endless";
                         let body = EndlessBody {
-                            chunk: Bytes::from(vec![b'x'; 16384]),
+                            chunk: Bytes::from(vec![b'x'; if endless { 16384 } else { 100 }]),
                             dropped: flag.clone(),
+                            left: (!endless).then_some(1),
                         };
                         async move { Ok::<_, Infallible>(hyper::Response::new(body)) }
                     });
@@ -428,6 +440,68 @@ fn http2_client_that_withholds_window_updates_is_cut_and_the_upstream_freed() {
         &get_block("/endless"),
     ));
     assert_cut_for_not_reading(&send);
+}
+
+/// The same client keeps the connection busy with other streams while one stream's window stays
+/// shut: the stalled stream (and the upstream connection it holds) still ends after
+/// `send_timeout`, with its connection.
+#[test]
+fn http2_stream_stalled_beside_busy_streams_is_cut_and_the_upstream_freed() {
+    let upstream = Endless::start();
+    let gw = Gateway::start(
+        &config(&format!("http://{}", upstream.addr))
+            .set("server.header_read_timeout", "30s")
+            .set("server.idle_timeout", "30s")
+            .set("server.send_timeout", "1s"),
+    );
+    let mut send = h2_start();
+    // The connection's window is wide open; only stream 1's own (65,535 bytes) fills up.
+    send.extend(frame(0x8, 0, 0, &(1u32 << 30).to_be_bytes()));
+    send.extend(frame(
+        0x1,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_block("/endless"),
+    ));
+    let mut s = connect(gw.addr, &send);
+    let closed = Arc::new(AtomicBool::new(false));
+    let mut reader = s.try_clone().unwrap();
+    let seen_closed = closed.clone();
+    let read = std::thread::spawn(move || {
+        if closed_by(&mut reader, Instant::now() + Duration::from_secs(20)) {
+            seen_closed.store(true, Ordering::SeqCst);
+        }
+    });
+    // A short request on a new stream every 200 ms: progress on the connection throughout.
+    let started = Instant::now();
+    let mut stream = 3u32;
+    while !closed.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(15) {
+        let request = frame(0x1, END_STREAM | END_HEADERS, stream, &get_block("/small"));
+        if s.write_all(&request).is_err() {
+            break;
+        }
+        stream += 2;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Closed while the other streams were still moving (the loop ran for at most 15 s), not
+    // once they stopped (which the connection-wide rule would catch).
+    let sending_until = started.elapsed();
+    read.join().unwrap();
+    assert!(closed.load(Ordering::SeqCst));
+    assert!(sending_until < Duration::from_secs(15));
+    assert!(stream > 9, "other streams were sent while stream 1 stalled");
+    poll(
+        "the stalled stream's upstream body to be dropped",
+        Duration::from_secs(10),
+    )
+    .until(|| upstream.dropped.load(Ordering::SeqCst));
+    assert_eq!(
+        metric(
+            &gw,
+            "rategate_connections_timed_out_total{listener=\"proxy\",reason=\"send\"}"
+        ),
+        1.0
+    );
 }
 
 #[test]

@@ -23,6 +23,14 @@
 //! - no request in flight, nothing read since the last response: closed `idle` after it;
 //! - a response frame handed to hyper and no write progress for `send` (the client does not
 //!   read, or an HTTP/2 client withholds flow-control credit): closed;
+//! - on HTTP/2, a response frame of any one stream waiting for `send` (its stream's window kept
+//!   shut), whatever the other streams do: closed. Without it a client could keep stalled
+//!   streams (each holding an upstream connection) open for ever by moving one other stream
+//!   now and then. Frames are counted per epoch of a quarter of `send` in which they were
+//!   handed over ([`STALL_SLOTS`] counters), so the check is a few loads per sweep and a
+//!   frame costs one counter more; a stalled stream ends its connection between `send` and
+//!   1.25 x `send` (plus two ticks) after its frame was handed over. hyper cannot reset one
+//!   stream from outside, so the whole connection goes, as for the rule above;
 //! - an upgraded connection (a tunnel, see [`ConnClock::upgraded`]) with no byte read or written
 //!   for `tunnel_idle`: closed. Every byte of a tunnel crosses the client's socket, so the
 //!   client side's reads and writes are the tunnel's activity.
@@ -62,6 +70,13 @@ const TICKS_PER_TIMEOUT: u32 = 10;
 const MIN_TICK: Duration = Duration::from_millis(10);
 /// So an idle gateway with long timeouts still sweeps often enough to end connections promptly.
 const MAX_TICK: Duration = Duration::from_secs(1);
+/// HTTP/2 frames waiting to be sent are counted by the epoch they were handed over in, an
+/// epoch being `send / STALL_EPOCHS_PER_SEND`; a ring of `STALL_SLOTS` counters holds the
+/// epochs still in reach, so frames of epochs `STALL_EPOCHS_PER_SEND + 1` and more back have
+/// waited longer than `send`.
+const STALL_SLOTS: u64 = 8;
+const STALL_EPOCHS_PER_SEND: u64 = 4;
+const NO_SLOT: u8 = u8::MAX;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -103,6 +118,9 @@ pub(crate) struct ConnClock {
     h2: AtomicBool,
     /// Response frames handed to hyper and not yet taken back (waiting to be sent).
     frames_waiting: AtomicU32,
+    /// HTTP/2: the frames of `frames_waiting` by the epoch they were handed over in
+    /// ([`STALL_SLOTS`]).
+    stalled: [AtomicU32; STALL_SLOTS as usize],
     /// Bumped whenever a response frame is handed over or taken, and (HTTP/1) whenever bytes
     /// reach the socket: the reaper samples it to see write progress without a clock read per
     /// write. A slow reader of a large HTTP/1 chunk makes progress although hyper has not taken
@@ -141,6 +159,7 @@ impl ConnClock {
             idle_since: AtomicU64::new(accepted),
             h2: AtomicBool::new(false),
             frames_waiting: AtomicU32::new(0),
+            stalled: Default::default(),
             progress: AtomicU64::new(0),
             progress_seen: AtomicU64::new(0),
             progress_at: AtomicU64::new(sweep),
@@ -167,6 +186,8 @@ impl ConnClock {
         RequestGuard {
             clock: self.clone(),
             handed: false,
+            h2: version == Version::HTTP_2,
+            stall_slot: NO_SLOT,
         }
     }
 
@@ -245,8 +266,24 @@ impl ConnClock {
             self.progress_seen.store(seen, Relaxed);
             self.progress_at.store(now, Relaxed);
         }
+        if self.h2.load(Relaxed)
+            && self.frames_waiting.load(Relaxed) > 0
+            && self.stalled(now, slack)
+        {
+            return Some(Expiry::Send);
+        }
         let (at, why) = self.deadline(t, self.progress_at.load(Relaxed))?;
         (at.saturating_add(slack) <= now).then_some(why)
+    }
+
+    /// Whether some HTTP/2 frame has waited longer than `send`: one handed over in an epoch
+    /// `STALL_EPOCHS_PER_SEND + 1` or more before the current one (taking stamps up to `slack`
+    /// old into account). Epochs further back than the ring were checked on earlier sweeps.
+    fn stalled(&self, now: u64, slack: u64) -> bool {
+        let current = now.saturating_sub(slack) / self.now.stall_epoch;
+        (STALL_EPOCHS_PER_SEND + 1..STALL_SLOTS).any(|back| {
+            current >= back && self.stalled[stall_slot(current - back)].load(Relaxed) > 0
+        })
     }
 
     /// Ask the connection to end (the first reason wins) and wake its task.
@@ -336,6 +373,14 @@ impl Future for Ended<'_> {
 #[derive(Debug)]
 struct Coarse {
     ms: AtomicU64,
+    /// The length of an epoch of [`STALL_SLOTS`], in ms (at least 1).
+    stall_epoch: u64,
+}
+
+/// Which of [`ConnClock::stalled`] counts the frames of `epoch`.
+fn stall_slot(epoch: u64) -> usize {
+    // Below STALL_SLOTS: fits.
+    (epoch % STALL_SLOTS) as usize
 }
 
 impl Coarse {
@@ -374,6 +419,7 @@ impl Reaper {
             start: Instant::now(),
             now: Arc::new(Coarse {
                 ms: AtomicU64::new(0),
+                stall_epoch: (millis::floor(timeouts.send) / STALL_EPOCHS_PER_SEND).max(1),
             }),
             timeouts,
             tick: (shortest / TICKS_PER_TIMEOUT).clamp(MIN_TICK, MAX_TICK),
@@ -453,6 +499,9 @@ impl Swept {
 pub(crate) struct RequestGuard {
     clock: Arc<ConnClock>,
     handed: bool,
+    h2: bool,
+    /// Where the waiting frame is counted in [`ConnClock::stalled`] (HTTP/2), or `NO_SLOT`.
+    stall_slot: u8,
 }
 
 impl RequestGuard {
@@ -501,6 +550,7 @@ impl RequestGuard {
             self.handed = false;
             self.clock.frames_waiting.fetch_sub(1, Relaxed);
             self.clock.progress.fetch_add(1, Relaxed);
+            self.unstall();
         }
     }
 
@@ -508,6 +558,19 @@ impl RequestGuard {
         self.handed = true;
         self.clock.frames_waiting.fetch_add(1, Relaxed);
         self.clock.progress.fetch_add(1, Relaxed);
+        if self.h2 {
+            let slot = stall_slot(self.clock.now() / self.clock.now.stall_epoch);
+            self.clock.stalled[slot].fetch_add(1, Relaxed);
+            // Below STALL_SLOTS: fits.
+            self.stall_slot = slot as u8;
+        }
+    }
+
+    fn unstall(&mut self) {
+        if let Some(counter) = self.clock.stalled.get(usize::from(self.stall_slot)) {
+            counter.fetch_sub(1, Relaxed);
+            self.stall_slot = NO_SLOT;
+        }
     }
 }
 
@@ -515,6 +578,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         if self.handed {
             self.clock.frames_waiting.fetch_sub(1, Relaxed);
+            self.unstall();
         }
         // Stamped before the count drops, so a watchdog that sees no request in flight never
         // pairs it with an older idle start.
@@ -652,6 +716,7 @@ mod tests {
         Arc::new(ConnClock::new(
             Arc::new(Coarse {
                 ms: AtomicU64::new(0),
+                stall_epoch: millis::floor(T.send) / STALL_EPOCHS_PER_SEND,
             }),
             0,
             Arc::default(),
@@ -758,5 +823,42 @@ mod tests {
         drop(guard);
         assert_eq!(clock.frames_waiting.load(Relaxed), 0);
         assert_eq!(clock.active.load(Relaxed), 0);
+    }
+
+    /// One HTTP/2 stream's frame waiting for `send` ends the connection although other
+    /// streams make progress; a frame taken in time, or dropped, leaves no trace.
+    #[test]
+    fn a_stalled_http2_stream_is_due_send_whatever_the_others_do() {
+        let clock = clock();
+        let mut stalled = clock.request_started(Version::HTTP_2);
+        // Handed over at 0 (epoch 0 of 7.5 s epochs).
+        stalled.frame_handed();
+        let mut busy = clock.request_started(Version::HTTP_2);
+        for now in (1_000..=37_500).step_by(1_000) {
+            // Progress on another stream at every sweep.
+            busy.frame_handed();
+            busy.frame_taken();
+            let due = clock.overdue(&T, now, 100);
+            // Within send (30 s) plus an epoch (7.5 s) and the slack, not before send.
+            if now <= 30_000 {
+                assert_eq!(due, None, "at {now}");
+            }
+            if now == 37_500 {
+                assert_eq!(due, None, "slack at {now}");
+            }
+        }
+        assert_eq!(clock.overdue(&T, 37_600, 100), Some(Expiry::Send));
+        stalled.frame_taken();
+        assert_eq!(clock.overdue(&T, 37_700, 100), None);
+        // A frame dropped with its stream stops counting too.
+        let mut gone = clock.request_started(Version::HTTP_2);
+        gone.frame_handed();
+        drop(gone);
+        assert_eq!(clock.overdue(&T, 200_000, 100), None);
+        assert!(clock.stalled.iter().all(|c| c.load(Relaxed) == 0));
+        // HTTP/1.1 frames are not counted here (its connection's progress rule covers them).
+        let mut h1 = clock.request_started(Version::HTTP_11);
+        h1.frame_handed();
+        assert!(clock.stalled.iter().all(|c| c.load(Relaxed) == 0));
     }
 }
