@@ -318,8 +318,8 @@ fn http2_peer_that_does_not_answer_pings_is_closed() {
 }
 
 /// An upstream answering `/endless` with an endless body, noting when hyper drops it (the
-/// gateway's upstream connection is gone), and any other path with a short one (an endless body
-/// that ends after one chunk).
+/// gateway's upstream connection is gone), `/big` with two chunks of 192 KB, and any other path
+/// with a short one (an endless body that ends after one chunk).
 struct Endless {
     addr: SocketAddr,
     dropped: Arc<AtomicBool>,
@@ -378,11 +378,15 @@ impl Endless {
                 let flag = flag.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let endless = req.uri().path() == "/endless";
+                        let (size, left) = match req.uri().path() {
+                            "/endless" => (16384, None),
+                            "/big" => (BIG_CHUNK, Some(2)),
+                            _ => (100, Some(1)),
+                        };
                         let body = EndlessBody {
-                            chunk: Bytes::from(vec![b'x'; if endless { 16384 } else { 100 }]),
+                            chunk: Bytes::from(vec![b'x'; size]),
                             dropped: flag.clone(),
-                            left: (!endless).then_some(1),
+                            left,
                         };
                         async move { Ok::<_, Infallible>(hyper::Response::new(body)) }
                     });
@@ -501,6 +505,60 @@ fn http2_stream_stalled_beside_busy_streams_is_cut_and_the_upstream_freed() {
             "rategate_connections_timed_out_total{listener=\"proxy\",reason=\"send\"}"
         ),
         1.0
+    );
+}
+
+const BIG_CHUNK: usize = 192 * 1024;
+
+/// An honest HTTP/2 client reading one large response slowly but steadily through the default
+/// 64 KB stream window (64 KB/s): a frame of the upstream's 192 KB chunks takes longer than
+/// `send_timeout` to pass, but something moves all the time, so the stream is never cut.
+#[test]
+fn http2_slow_steady_reader_is_not_cut() {
+    let upstream = Endless::start();
+    let gw = Gateway::start(
+        &config(&format!("http://{}", upstream.addr)).set("server.send_timeout", "1s"),
+    );
+    install_crypto();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let read = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(65_535)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::get(format!("http://{}/big", gw.addr))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut read = 0;
+        while let Some(chunk) = body.data().await {
+            let Ok(chunk) = chunk else { break };
+            read += chunk.len();
+            // 16 KB per 250 ms, released only then: the window opens at the reader's pace.
+            tokio::time::sleep(Duration::from_millis(
+                u64::try_from(chunk.len()).unwrap() * 250 / 16384,
+            ))
+            .await;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        read
+    });
+    assert_eq!(read, 2 * BIG_CHUNK);
+    assert_eq!(
+        metric(
+            &gw,
+            "rategate_connections_timed_out_total{listener=\"proxy\",reason=\"send\"}"
+        ),
+        0.0
     );
 }
 

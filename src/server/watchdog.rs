@@ -593,13 +593,33 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         guard: RequestGuard,
+        // HTTP/2: what is left of a data frame handed over in pieces.
+        rest: Option<Bytes>,
     }
 }
 
+/// On HTTP/2 a data frame is handed to hyper at most this much at a time (the protocol's
+/// default frame size): a stream's `send_timeout` then runs per piece, so a client reading
+/// slowly but steadily through a small window is never cut for a large chunk of the upstream's
+/// (hundreds of KB) taking longer than `send_timeout` to pass.
+const H2_PIECE: usize = 16 * 1024;
+
 impl<B> Tracked<B> {
     pub(crate) fn new(body: B, guard: RequestGuard) -> Self {
-        Tracked { body, guard }
+        Tracked {
+            body,
+            guard,
+            rest: None,
+        }
     }
+}
+
+/// The first `H2_PIECE` bytes of `data`, the rest left in `rest`.
+fn piece(mut data: Bytes, rest: &mut Option<Bytes>) -> Frame<Bytes> {
+    if data.len() > H2_PIECE {
+        *rest = Some(data.split_off(H2_PIECE));
+    }
+    Frame::data(data)
 }
 
 impl<B: Body<Data = Bytes>> Body for Tracked<B> {
@@ -613,19 +633,39 @@ impl<B: Body<Data = Bytes>> Body for Tracked<B> {
         let this = self.project();
         // hyper polls again only once it has room for more: the previous frame was taken.
         this.guard.frame_taken();
-        let polled = this.body.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
+        if let Some(rest) = this.rest.take() {
             this.guard.frame_handed();
+            return Poll::Ready(Some(Ok(piece(rest, this.rest))));
         }
-        polled
+        match this.body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.guard.frame_handed();
+                if !this.guard.h2 {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Ok(match frame.into_data() {
+                    Ok(data) => piece(data, this.rest),
+                    Err(frame) => frame,
+                })))
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let mut hint = self.body.size_hint();
+        if let Some(rest) = &self.rest {
+            let n = u64::try_from(rest.len()).unwrap_or(u64::MAX);
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper.saturating_add(n));
+            }
+            hint.set_lower(hint.lower().saturating_add(n));
+        }
+        hint
     }
 }
 
