@@ -702,7 +702,12 @@ fn admin_port_holds_at_most_64_connections() {
 #[test]
 fn upstream_connections_stop_at_the_ceiling() {
     let echo = Echo::start();
-    let gw = Gateway::start(&config(&echo.url()).set("server.max_connections", 4));
+    // A roomy connect timeout: it bounds the wait for an idle connection's place.
+    let gw = Gateway::start(
+        &config(&echo.url())
+            .set("server.max_connections", 4)
+            .set("upstream.connect_timeout", "10s"),
+    );
     install_crypto();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let statuses: Vec<(u16, Option<String>, String)> = rt.block_on(async {
@@ -783,16 +788,17 @@ fn upstream_connections_stop_at_the_ceiling() {
 #[test]
 fn an_unused_http2_upstream_connection_gives_its_place_up() {
     let echo = Echo::start();
+    // Roomy timeouts: the wait for a place is bounded by `connect_timeout`.
     let gw = Gateway::start(
-        &config_with(
-            &echo.url(),
-            &format!(
+        &config_with(&echo.url(), "")
+            .set("upstream.timeout", "20s")
+            .set("upstream.connect_timeout", "10s")
+            .with(&format!(
                 "[[upstream]]\nname = \"h2\"\nurl = \"h2c://{}\"\n\n\
                  [[route]]\nname = \"h2\"\npath_prefix = \"/h2\"\nupstream = \"h2\"\n\n{ROUTE}",
                 echo.addr
-            ),
-        )
-        .set("server.max_connections", 2),
+            ))
+            .set("server.max_connections", 2),
     );
     assert_eq!(raw_status(&raw_get(gw.addr, "/h2/once", "")), 200);
     assert_eq!(metric(&gw, "rategate_upstream_connections_open"), 1.0);

@@ -410,3 +410,56 @@ fn a_reload_that_adds_upgrade_applies_to_new_connections() {
     let mut after = WsClient::open(&gw, "/");
     assert_eq!(after.ask("send reloaded"), "ECHO reloaded");
 }
+
+/// A tunnel whose client sends but never reads: once the gateway's writes to it wait for
+/// `send_timeout`, the tunnel ends (its place and upstream connection with it), although bytes
+/// keep arriving from the client (which `tunnel_idle_timeout` counts as activity).
+#[test]
+fn a_tunnel_whose_client_never_reads_is_cut_after_send_timeout() {
+    use std::io::Read;
+    let server = WsServer::start();
+    let config = ws_config(&server, &[], "")
+        .set("server.send_timeout", "1s")
+        .set("server.tunnel_idle_timeout", "60s");
+    let gw = Gateway::start(&config);
+    let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    // Masked binary frames of 64 KB (a zero mask), sent until the gateway closes: the echoes
+    // fill the way back, which this client never reads.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&65_536u64.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend(std::iter::repeat_n(b'x', 65_536));
+    let mut writer = stream.try_clone().unwrap();
+    let flood = std::thread::spawn(move || while writer.write_all(&frame).is_ok() {});
+    let send = r#"rategate_connections_timed_out_total{listener="proxy",reason="send"}"#;
+    poll("the tunnel cut for not reading", Duration::from_secs(20))
+        .showing(|| gw.logs())
+        .until(|| metric(&gw, send) == 1.0);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    flood.join().unwrap();
+    poll("the tunnel gone", Duration::from_secs(10))
+        .until(|| metric(&gw, "rategate_tunnels_open") == 0.0);
+    assert_eq!(
+        metric(
+            &gw,
+            r#"rategate_connections_timed_out_total{listener="proxy",reason="tunnel_idle"}"#
+        ),
+        0.0
+    );
+}

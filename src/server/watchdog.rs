@@ -33,7 +33,8 @@
 //!   stream from outside, so the whole connection goes, as for the rule above;
 //! - an upgraded connection (a tunnel, see [`ConnClock::upgraded`]) with no byte read or written
 //!   for `tunnel_idle`: closed. Every byte of a tunnel crosses the client's socket, so the
-//!   client side's reads and writes are the tunnel's activity.
+//!   client side's reads and writes are the tunnel's activity. A write to a tunnel's client
+//!   waiting for `send` (the client does not read, whatever it sends): closed too;
 //!
 //! A tunnel on one stream of an HTTP/2 connection (WebSocket over HTTP/2) gets a clock of its
 //! own, swept like a connection's and timed as a tunnel from the start; its connection counts
@@ -130,8 +131,13 @@ pub(crate) struct ConnClock {
     progress_seen: AtomicU64,
     progress_at: AtomicU64,
     /// Set once hyper has handed the connection over to a tunnel: from then on reads count as
-    /// progress, and the only deadline is `tunnel_idle` after the last progress.
+    /// progress, and the deadlines are `tunnel_idle` after the last progress and `send` after
+    /// a write to the client started waiting (`write_blocked`).
     tunnel: AtomicBool,
+    /// A tunnel's: since when a write to the client has been waiting for the client to read
+    /// (`NONE`: none is). Without it a tunnel whose client never reads but sends a byte now
+    /// and then (progress) would hold its place and its upstream connection for ever.
+    write_blocked: AtomicU64,
     /// The tunnel a response asked for, run by the connection's task once hyper is done.
     after_upgrade: Mutex<Option<Tunnel>>,
     /// The open tunnels of the connection's reaper.
@@ -164,6 +170,7 @@ impl ConnClock {
             progress_seen: AtomicU64::new(0),
             progress_at: AtomicU64::new(sweep),
             tunnel: AtomicBool::new(false),
+            write_blocked: AtomicU64::new(NONE),
             after_upgrade: Mutex::new(None),
             tunnels,
             swept,
@@ -211,6 +218,16 @@ impl ConnClock {
         if !self.h2.load(Relaxed) {
             self.progress.fetch_add(1, Relaxed);
         }
+        if self.write_blocked.load(Relaxed) != NONE {
+            self.write_blocked.store(NONE, Relaxed);
+        }
+    }
+
+    /// A write found no room: on a tunnel, the client is not reading (for now).
+    fn on_write_pending(&self) {
+        if self.tunnel.load(Relaxed) && self.write_blocked.load(Relaxed) == NONE {
+            self.write_blocked.store(self.now(), Relaxed);
+        }
     }
 
     fn on_read(&self) {
@@ -233,10 +250,16 @@ impl ConnClock {
     fn deadline(&self, t: &Timeouts, progress_at: u64) -> Option<(u64, Expiry)> {
         let ms = |d: Duration| millis::floor(d).min(NONE / 2);
         if self.tunnel.load(Relaxed) {
-            return Some((
-                progress_at.saturating_add(ms(t.tunnel_idle)),
-                Expiry::TunnelIdle,
-            ));
+            let idle = progress_at.saturating_add(ms(t.tunnel_idle));
+            let blocked = match self.write_blocked.load(Relaxed) {
+                NONE => NONE,
+                since => since.saturating_add(ms(t.send)),
+            };
+            return Some(if blocked < idle {
+                (blocked, Expiry::Send)
+            } else {
+                (idle, Expiry::TunnelIdle)
+            });
         }
         let sending = (self.frames_waiting.load(Relaxed) > 0)
             .then(|| (progress_at.saturating_add(ms(t.send)), Expiry::Send));
@@ -708,8 +731,10 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let polled = this.io.poll_write(cx, buf);
-        if let Poll::Ready(Ok(1..)) = polled {
-            this.clock.on_write();
+        match polled {
+            Poll::Ready(Ok(1..)) => this.clock.on_write(),
+            Poll::Pending => this.clock.on_write_pending(),
+            Poll::Ready(_) => {}
         }
         polled
     }
@@ -721,8 +746,10 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let polled = this.io.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(1..)) = polled {
-            this.clock.on_write();
+        match polled {
+            Poll::Ready(Ok(1..)) => this.clock.on_write(),
+            Poll::Pending => this.clock.on_write_pending(),
+            Poll::Ready(_) => {}
         }
         polled
     }
@@ -849,6 +876,16 @@ mod tests {
         clock.on_write();
         assert_eq!(clock.overdue(&T, 300_000, 100), None);
         assert_eq!(clock.deadline(&T, 300_000).unwrap().0, 420_000);
+        // A write waiting for the client (stamped at the coarse 0) is due `send` after it,
+        // whatever is read meanwhile; one that goes through clears it.
+        clock.on_write_pending();
+        clock.on_read();
+        assert_eq!(clock.deadline(&T, 300_000), Some((30_000, Expiry::Send)));
+        clock.on_write();
+        assert_eq!(
+            clock.deadline(&T, 300_000),
+            Some((420_000, Expiry::TunnelIdle))
+        );
     }
 
     #[test]
