@@ -772,6 +772,20 @@ fn upstream_connections_stop_at_the_ceiling() {
     assert!(errors.iter().all(|l| l.ends_with(" 0")), "{errors:?}");
     // The four connections are idle in one worker's pool now: requests on new connections,
     // whichever worker takes them, are served (reusing one, or reclaiming an idle one's place).
+    // A burst of three at once (the fourth client place may still be the HTTP/2 client's),
+    // each needing a place an idle connection gives up: none is refused (a waiter whose
+    // reclaimed place another took gets the next one freed).
+    let burst: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || raw_status(&raw_get(addr, "/slow/300", "")))
+        })
+        .collect();
+    let burst: Vec<u16> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(burst, [200; 3]);
+    // The burst's client connections close before the next ones come (client places too).
+    poll("the burst's connections closed", Duration::from_secs(10))
+        .until(|| metric(&gw, "rategate_connections_active") <= 1.0);
     for _ in 0..6 {
         assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
     }

@@ -613,7 +613,7 @@ mod tests {
             ("UpstreamPool::send", size5(UpstreamPool::send)),
             (
                 "UpstreamClient::round_trip",
-                size4(UpstreamClient::round_trip),
+                size5(UpstreamClient::round_trip),
             ),
         ];
         for (name, size) in sizes {

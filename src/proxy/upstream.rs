@@ -163,9 +163,12 @@ impl UpstreamPool {
         };
         let started = Instant::now();
         let client = self.client(upstream, target);
+        // Half the timeout at most goes to waiting for a connection place, so such a wait ends
+        // as a refusal (503 `overloaded`), never as this request's timeout (a target failure).
+        let place_by = tokio::time::Instant::from_std(started) + upstream.timeout / 2;
         let result = tokio::time::timeout(
             upstream.timeout,
-            client.round_trip(req, te_trailers, upgrading),
+            client.round_trip(req, te_trailers, upgrading, place_by),
         )
         .await;
         let name = &*upstream.name;

@@ -15,14 +15,12 @@
 //! Envoy's cluster circuit breaker (`max_connections`, `upstream_cx_overflow`) is the same idea;
 //! here one ceiling covers every upstream, since what runs out is the process's descriptors.
 
+use parking_lot::Mutex;
+use prometheus::{IntCounter, IntGauge};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
-
-use parking_lot::Mutex;
-use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
@@ -73,14 +71,20 @@ impl UpstreamCeiling {
         pools.push(pool);
     }
 
-    /// A place for one new connection, taken before connecting. When none is free, idle
-    /// connections are reclaimed one at a time and their places awaited until `wait` has
-    /// passed; with none left to reclaim the answer is at once.
-    pub(crate) async fn place(&self, wait: Duration) -> Result<Place, CeilingReached> {
+    /// A place for one new connection, taken before connecting. When none is free, this
+    /// request reclaims one idle connection and awaits a freed place until `deadline`; with
+    /// nothing idle to reclaim the answer is at once. One reclaim per waiting request: a place
+    /// another waiter takes first is made up for by that waiter's own reclaim, so a burst does
+    /// not close more warm connections than it needs, nor refuse requests whose reclaimed
+    /// places are about to free.
+    pub(crate) async fn place(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Place, CeilingReached> {
         if let Some(place) = self.try_place() {
             return Ok(place);
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut reclaimed = false;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -89,7 +93,10 @@ impl UpstreamCeiling {
             if let Some(place) = self.try_place() {
                 return Ok(place);
             }
-            if !self.reclaim_one() || tokio::time::timeout_at(deadline, freed).await.is_err() {
+            if !reclaimed {
+                reclaimed = self.reclaim_one();
+            }
+            if !reclaimed || tokio::time::timeout_at(deadline, freed).await.is_err() {
                 self.refused.inc();
                 return Err(CeilingReached(self.slots.max()));
             }
@@ -190,38 +197,49 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 mod tests {
     use super::*;
 
-    const WAIT: Duration = Duration::from_secs(5);
+    use std::time::Duration;
 
-    /// A pool whose idle connections are places, dropped on reclaim from another task (as
-    /// a connection's task would drop its IO).
-    struct IdlePool(Mutex<Vec<Place>>);
+    fn wait() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(5)
+    }
+
+    /// A pool whose idle connections are places, each dropped on reclaim from another task
+    /// after its delay (as a connection's task would drop its IO once it noticed).
+    struct IdlePool(Mutex<Vec<(Place, Duration)>>);
 
     impl Reclaim for IdlePool {
         fn drop_idle(&self) -> bool {
-            let Some(place) = self.0.lock().pop() else {
+            let Some((place, delay)) = self.0.lock().pop() else {
                 return false;
             };
             tokio::spawn(async move {
-                tokio::task::yield_now().await;
+                tokio::time::sleep(delay).await;
                 drop(place);
             });
             true
         }
     }
 
+    fn pool_of(ceiling: &UpstreamCeiling, places: Vec<(Place, Duration)>) -> Arc<IdlePool> {
+        let pool = Arc::new(IdlePool(Mutex::new(places)));
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(pool.clone() as Arc<dyn Reclaim>));
+        ceiling.register(weak);
+        pool
+    }
+
     #[tokio::test]
     async fn places_are_counted_refused_past_the_ceiling_and_freed() {
         let metrics = Metrics::new().unwrap();
         let ceiling = UpstreamCeiling::new(2, &metrics);
-        let a = ceiling.place(WAIT).await.unwrap();
-        let b = ceiling.place(WAIT).await.unwrap();
+        let a = ceiling.place(wait()).await.unwrap();
+        let b = ceiling.place(wait()).await.unwrap();
         assert_eq!(metrics.upstream_connections_open.get(), 2);
         // Nothing idle to take back: refused at once, not after the wait.
-        let refused = tokio::time::timeout(Duration::from_secs(1), ceiling.place(WAIT)).await;
+        let refused = tokio::time::timeout(Duration::from_secs(1), ceiling.place(wait())).await;
         assert!(matches!(refused, Ok(Err(CeilingReached(2)))));
         assert_eq!(metrics.upstream_connections_refused.get(), 1);
         drop(a);
-        let c = ceiling.place(WAIT).await.unwrap();
+        let c = ceiling.place(wait()).await.unwrap();
         drop((b, c));
         assert_eq!(metrics.upstream_connections_open.get(), 0);
         assert_eq!(ceiling.slots.used(), 0);
@@ -231,17 +249,39 @@ mod tests {
     async fn idle_connections_give_their_places_up() {
         let metrics = Metrics::new().unwrap();
         let ceiling = UpstreamCeiling::new(2, &metrics);
-        let pool = Arc::new(IdlePool(Mutex::new(vec![
-            ceiling.place(WAIT).await.unwrap(),
-            ceiling.place(WAIT).await.unwrap(),
-        ])));
-        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(pool.clone() as Arc<dyn Reclaim>));
-        ceiling.register(weak);
-        let a = ceiling.place(WAIT).await.unwrap();
-        let b = ceiling.place(WAIT).await.unwrap();
+        let pool = pool_of(
+            &ceiling,
+            vec![
+                (ceiling.place(wait()).await.unwrap(), Duration::ZERO),
+                (ceiling.place(wait()).await.unwrap(), Duration::ZERO),
+            ],
+        );
+        let a = ceiling.place(wait()).await.unwrap();
+        let b = ceiling.place(wait()).await.unwrap();
         assert!(pool.0.lock().is_empty());
         assert_eq!(metrics.upstream_connections_refused.get(), 0);
-        assert!(ceiling.place(WAIT).await.is_err());
+        assert!(ceiling.place(wait()).await.is_err());
         drop((a, b));
+    }
+
+    /// Two requests each reclaim an idle connection; the first place to free wakes both and
+    /// goes to one: the other waits for the place its own reclaim frees, not refused.
+    #[tokio::test]
+    async fn a_waiter_outrun_to_a_place_waits_for_the_next() {
+        let metrics = Metrics::new().unwrap();
+        let ceiling = UpstreamCeiling::new(2, &metrics);
+        let _pool = pool_of(
+            &ceiling,
+            vec![
+                (
+                    ceiling.place(wait()).await.unwrap(),
+                    Duration::from_millis(50),
+                ),
+                (ceiling.place(wait()).await.unwrap(), Duration::ZERO),
+            ],
+        );
+        let (a, b) = tokio::join!(ceiling.place(wait()), ceiling.place(wait()));
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(metrics.upstream_connections_refused.get(), 0);
     }
 }

@@ -188,11 +188,12 @@ impl UpstreamClient {
         mut req: Request<RequestBody>,
         te_trailers: bool,
         upgrading: bool,
+        place_by: tokio::time::Instant,
     ) -> Result<Response<Incoming>, Failure> {
         if upgrading {
             // A switch takes its connection for good (and any other answer ends it): a fresh
             // HTTP/1.1 one that can hand its IO over, never pooled.
-            let mut sender = match Box::pin(self.connect_upgradable()).await {
+            let mut sender = match Box::pin(self.connect_upgradable(place_by)).await {
                 Ok(sender) => sender,
                 Err(err) => return Err(Failure::Connect(err, Box::new(req))),
             };
@@ -207,7 +208,7 @@ impl UpstreamClient {
                 Some(sender) => (sender, true),
                 // Boxed: the TCP, TLS and HTTP/2 handshake futures are large, and inline they
                 // would make every request's future (moved by hyper per request) that large.
-                None => match Box::pin(self.connect()).await {
+                None => match Box::pin(self.connect(place_by)).await {
                     Ok(sender) => (sender, false),
                     Err(err) => return Err(Failure::Connect(err, Box::new(req))),
                 },
@@ -304,8 +305,8 @@ impl Reclaim for UpstreamClient {
 impl UpstreamClient {
     /// A new connection, bounded by the connect timeout from the first SYN to the end of the
     /// TLS and HTTP/2 handshakes. An HTTP/2 one is kept for the requests that follow.
-    async fn connect(&self) -> Result<Sender, BoxError> {
-        let place = self.place().await?;
+    async fn connect(&self, place_by: tokio::time::Instant) -> Result<Sender, BoxError> {
+        let place = self.place(place_by).await?;
         let timeout = self.endpoint.connect_timeout;
         let sender = match tokio::time::timeout(timeout, self.handshake(place)).await {
             Ok(result) => result?,
@@ -331,8 +332,11 @@ impl UpstreamClient {
     /// A new HTTP/1.1 connection able to switch protocols after a 101, bounded like
     /// [`UpstreamClient::connect`]. An `https://` upstream is offered only `http/1.1` by ALPN
     /// (WebSocket over HTTP/2, RFC 8441, is not relayed); an `h2c://` one cannot switch.
-    async fn connect_upgradable(&self) -> Result<http1::SendRequest<RequestBody>, BoxError> {
-        let place = self.place().await?;
+    async fn connect_upgradable(
+        &self,
+        place_by: tokio::time::Instant,
+    ) -> Result<http1::SendRequest<RequestBody>, BoxError> {
+        let place = self.place(place_by).await?;
         let timeout = self.endpoint.connect_timeout;
         match tokio::time::timeout(timeout, self.handshake_upgradable(place)).await {
             Ok(result) => result,
@@ -367,10 +371,15 @@ impl UpstreamClient {
     }
 
     /// A place under the ceiling for a new connection, taken before the SYN (so connects in
-    /// progress count too) and before the connect timeout starts, which it may wait up to.
-    async fn place(&self) -> Result<Option<Place>, CeilingReached> {
+    /// progress count too) and before the connect timeout starts: waited for up to the
+    /// connect timeout, and never past `place_by` (the caller's share of its own deadline, so
+    /// that a wait ends as a refusal, not as the request's timeout).
+    async fn place(&self, place_by: tokio::time::Instant) -> Result<Option<Place>, CeilingReached> {
         match &self.ceiling {
-            Some(ceiling) => ceiling.place(self.endpoint.connect_timeout).await.map(Some),
+            Some(ceiling) => {
+                let by = place_by.min(tokio::time::Instant::now() + self.endpoint.connect_timeout);
+                ceiling.place(by).await.map(Some)
+            }
             None => Ok(None),
         }
     }

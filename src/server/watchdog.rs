@@ -303,9 +303,15 @@ impl ConnClock {
     /// `STALL_EPOCHS_PER_SEND + 1` or more before the current one (taking stamps up to `slack`
     /// old into account). Epochs further back than the ring were checked on earlier sweeps.
     fn stalled(&self, now: u64, slack: u64) -> bool {
-        let current = now.saturating_sub(slack) / self.now.stall_epoch;
+        let epoch = self.now.stall_epoch;
+        let current = now.saturating_sub(slack) / epoch;
+        // Frames are stamped with the coarse clock, which may be an epoch ahead of
+        // `now - slack`: an epoch whose slot is also the newest one's is not looked at.
+        let newest = now / epoch;
         (STALL_EPOCHS_PER_SEND + 1..STALL_SLOTS).any(|back| {
-            current >= back && self.stalled[stall_slot(current - back)].load(Relaxed) > 0
+            current >= back
+                && newest - (current - back) < STALL_SLOTS
+                && self.stalled[stall_slot(current - back)].load(Relaxed) > 0
         })
     }
 
@@ -927,6 +933,15 @@ mod tests {
         assert_eq!(clock.overdue(&T, 37_600, 100), Some(Expiry::Send));
         stalled.frame_taken();
         assert_eq!(clock.overdue(&T, 37_700, 100), None);
+        // A frame handed over just after an epoch began is not mistaken for one eight epochs
+        // old when the sweep's slack reaches back into the epoch before (the slots are shared).
+        let fresh = clock.request_started(Version::HTTP_2);
+        clock.now.ms.store(60_000, Relaxed);
+        let mut fresh = fresh;
+        fresh.frame_handed();
+        assert_eq!(clock.overdue(&T, 60_099, 100), None);
+        fresh.frame_taken();
+        clock.now.ms.store(0, Relaxed);
         // A frame dropped with its stream stops counting too.
         let mut gone = clock.request_started(Version::HTTP_2);
         gone.frame_handed();

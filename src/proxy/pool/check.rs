@@ -51,7 +51,17 @@ pub(super) fn maybe_start(
 }
 
 async fn probe(client: &UpstreamClient, req: Request<RequestBody>, check: &HealthCheck) -> bool {
-    match tokio::time::timeout(check.timeout, client.round_trip(req, false, false)).await {
+    match tokio::time::timeout(
+        check.timeout,
+        client.round_trip(
+            req,
+            false,
+            false,
+            tokio::time::Instant::now() + check.timeout,
+        ),
+    )
+    .await
+    {
         Ok(Ok(resp)) => resp.status().is_success() || resp.status().is_redirection(),
         _ => false,
     }

@@ -91,15 +91,15 @@ impl TargetState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Count a request on its way to this target; the guard counts it out again when dropped.
+    /// Count a request on its way to this target; the guard counts it out again when dropped,
+    /// and counts it as sent unless the ceiling refused it ([`InFlight::refused`]): a request
+    /// whose client left mid-send was sent all the same.
     pub(super) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// An attempt reached (or tried to reach) the target: not one the ceiling refused.
-    pub(super) fn sent(&self) {
-        self.requests.inc();
+        InFlight {
+            target: self.clone(),
+            refused: false,
+        }
     }
 
     /// The target answered: its failure streak ends.
@@ -188,11 +188,24 @@ impl TargetState {
 }
 
 /// A request in flight to a target.
-pub(crate) struct InFlight(Arc<TargetState>);
+pub(crate) struct InFlight {
+    target: Arc<TargetState>,
+    refused: bool,
+}
+
+impl InFlight {
+    /// The upstream connection ceiling refused the attempt: nothing went to the target.
+    pub(super) fn refused(&mut self) {
+        self.refused = true;
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.target.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.refused {
+            self.target.requests.inc();
+        }
     }
 }
 

@@ -343,8 +343,11 @@ impl WorkerTargets {
                 return Err(GatewayError::UpstreamConnect("no such target".into()));
             };
             // Awaited here rather than in a helper: one future less to move the request into.
-            let in_flight = state.start();
+            let mut in_flight = state.start();
             let outcome = client.send(upstream, target, req, te_trailers).await;
+            if matches!(outcome, Err(SendError::Refused)) {
+                in_flight.refused();
+            }
             drop(in_flight);
             self.note(state, &upstream.outlier, &outcome);
             let again = match (outcome, &replay) {
@@ -383,9 +386,6 @@ impl WorkerTargets {
         outlier: &Outlier,
         outcome: &Result<Response<Incoming>, SendError>,
     ) {
-        if !matches!(outcome, Err(SendError::Refused)) {
-            state.sent();
-        }
         match outcome {
             Ok(_) => state.succeeded(),
             Err(
