@@ -32,6 +32,14 @@ use crate::metrics::Metrics;
 #[error("upstream connection ceiling reached ({0} open)")]
 pub(crate) struct CeilingReached(usize);
 
+/// The registered pools, and the length at which the dead ones are next pruned.
+struct Pools {
+    list: Vec<Weak<dyn Reclaim>>,
+    prune_at: usize,
+}
+
+const MIN_PRUNE: usize = 64;
+
 /// A pool of connections that can give an idle one up (`UpstreamClient`).
 pub(crate) trait Reclaim: Send + Sync {
     /// Drop one idle connection, if there is one; its place frees once its task has ended.
@@ -44,7 +52,7 @@ pub(crate) struct UpstreamCeiling {
     /// Told when a place frees, for connects waiting on a reclaimed one.
     freed: Arc<Notify>,
     /// Every pool that may hold idle connections (dead ones pruned as the list grows).
-    pools: Mutex<Vec<Weak<dyn Reclaim>>>,
+    pools: Mutex<Pools>,
     open: IntGauge,
     refused: IntCounter,
 }
@@ -54,7 +62,10 @@ impl UpstreamCeiling {
         Arc::new(UpstreamCeiling {
             slots: Slots::new(max),
             freed: Arc::new(Notify::new()),
-            pools: Mutex::new(Vec::new()),
+            pools: Mutex::new(Pools {
+                list: Vec::new(),
+                prune_at: MIN_PRUNE,
+            }),
             open: metrics.upstream_connections_open.clone(),
             refused: metrics.upstream_connections_refused.clone(),
         })
@@ -63,12 +74,14 @@ impl UpstreamCeiling {
     /// Let the ceiling take idle connections back from `pool` when it needs places.
     pub(crate) fn register(&self, pool: Weak<dyn Reclaim>) {
         let mut pools = self.pools.lock();
-        // Pools come and go with endpoints; pruning when the list has doubled keeps each
-        // registration O(1) amortized and the list at most twice the live pools.
-        if pools.len() >= 64 && pools.len().is_power_of_two() {
-            pools.retain(|p| p.strong_count() > 0);
+        // Pools come and go with endpoints; pruning once the list has doubled since the last
+        // prune keeps each registration O(1) amortized and the list at most twice the live
+        // pools (or `MIN_PRUNE`).
+        if pools.list.len() >= pools.prune_at {
+            pools.list.retain(|p| p.strong_count() > 0);
+            pools.prune_at = (pools.list.len() * 2).max(MIN_PRUNE);
         }
-        pools.push(pool);
+        pools.list.push(pool);
     }
 
     /// A place for one new connection, taken before connecting. When none is free, this
@@ -117,7 +130,7 @@ impl UpstreamCeiling {
     /// is taken under this one.
     fn reclaim_one(&self) -> bool {
         let pools: Vec<Arc<dyn Reclaim>> =
-            self.pools.lock().iter().filter_map(Weak::upgrade).collect();
+            self.pools.lock().list.iter().filter_map(Weak::upgrade).collect();
         pools.iter().any(|pool| pool.drop_idle())
     }
 }
