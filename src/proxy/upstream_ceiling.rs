@@ -129,8 +129,13 @@ impl UpstreamCeiling {
     /// Make one pool drop one idle connection. The list is copied out so that no pool's lock
     /// is taken under this one.
     fn reclaim_one(&self) -> bool {
-        let pools: Vec<Arc<dyn Reclaim>> =
-            self.pools.lock().list.iter().filter_map(Weak::upgrade).collect();
+        let pools: Vec<Arc<dyn Reclaim>> = self
+            .pools
+            .lock()
+            .list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
         pools.iter().any(|pool| pool.drop_idle())
     }
 }
