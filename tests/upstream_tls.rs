@@ -36,6 +36,8 @@ struct SeenTls {
 struct TlsUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenTls>>>,
+    /// TCP connections accepted.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -75,11 +77,14 @@ impl TlsUpstream {
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<SeenTls>>> = Arc::default();
         let seen2 = seen.clone();
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let accepted2 = accepted.clone();
         runtime.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (acceptor, seen) = (acceptor.clone(), seen2.clone());
                 tokio::spawn(async move {
                     // A refused handshake (the gateway distrusting us, no client
@@ -118,6 +123,7 @@ impl TlsUpstream {
         TlsUpstream {
             addr,
             seen,
+            accepted,
             _runtime: runtime,
         }
     }
@@ -334,4 +340,43 @@ upstream = "pool"
             "{requests:?}"
         );
     }
+}
+
+/// A reload that changes the contents of an upstream's TLS file (here the CA file, same path)
+/// opens new connections to it; one that changes nothing keeps the pooled one.
+#[test]
+fn a_reload_changing_a_tls_file_opens_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let up = TlsUpstream::start(&pki, &[b"h2", b"http/1.1"], false);
+    let ca = pki.file("ca.pem");
+    let trusted = format!("ca = \"{ca}\"\nsni = \"upstream.test\"");
+    let gw = Gateway::start(&TestConfig::parse(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        upstream_and_route("trusted", up.addr, &trusted)
+    )));
+    let http = client();
+    let get = |path: &str| http.get(gw.url(path)).send().unwrap().status().as_u16();
+    let reloaded = |n: f64| {
+        poll("the reload", std::time::Duration::from_secs(10))
+            .until(|| gw.metric(r#"rategate_config_reloads_total{result="ok"}"#) == Some(n))
+    };
+    let accepted = || up.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get("/trusted/a"), 200);
+    assert_eq!(accepted(), 1);
+    gw.signal("HUP");
+    reloaded(1.0);
+    assert_eq!(get("/trusted/b"), 200);
+    assert_eq!(
+        accepted(),
+        1,
+        "nothing changed: the pooled connection is kept"
+    );
+    // The same CA with a comment line before it: other contents, same trust.
+    let pem = std::fs::read_to_string(&ca).unwrap();
+    std::fs::write(&ca, format!("# rotated\n{pem}")).unwrap();
+    gw.signal("HUP");
+    reloaded(2.0);
+    assert_eq!(get("/trusted/c"), 200);
+    assert_eq!(accepted(), 2, "the CA file changed: a new connection");
 }
