@@ -404,7 +404,8 @@ impl Endless {
     }
 }
 
-fn assert_cut_for_not_reading(request: &[u8]) {
+/// A gateway with a 1 s `send_timeout` (the others roomy) in front of an [`Endless`].
+fn behind_endless() -> (Endless, Gateway) {
     let upstream = Endless::start();
     let gw = Gateway::start(
         &config(&format!("http://{}", upstream.addr))
@@ -412,6 +413,11 @@ fn assert_cut_for_not_reading(request: &[u8]) {
             .set("server.idle_timeout", "30s")
             .set("server.send_timeout", "1s"),
     );
+    (upstream, gw)
+}
+
+fn assert_cut_for_not_reading(request: &[u8]) {
+    let (upstream, gw) = behind_endless();
     // Never reads: the socket buffers (HTTP/1) or the flow-control window (HTTP/2) fill up.
     let mut s = connect(gw.addr, request);
     poll(
@@ -451,13 +457,7 @@ fn http2_client_that_withholds_window_updates_is_cut_and_the_upstream_freed() {
 /// `send_timeout`, with its connection.
 #[test]
 fn http2_stream_stalled_beside_busy_streams_is_cut_and_the_upstream_freed() {
-    let upstream = Endless::start();
-    let gw = Gateway::start(
-        &config(&format!("http://{}", upstream.addr))
-            .set("server.header_read_timeout", "30s")
-            .set("server.idle_timeout", "30s")
-            .set("server.send_timeout", "1s"),
-    );
+    let (upstream, gw) = behind_endless();
     let mut send = h2_start();
     // The connection's window is wide open; only stream 1's own (65,535 bytes) fills up.
     send.extend(frame(0x8, 0, 0, &(1u32 << 30).to_be_bytes()));
@@ -592,6 +592,14 @@ fn connections_past_max_connections_are_closed_at_once() {
     wait_metric(&gw, "rategate_connections_active", 1.0);
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
     assert_eq!(echo.count(), 2);
+}
+
+/// The statuses of `n` GETs of `path`, each on a connection of its own, sent at once.
+fn at_once(addr: SocketAddr, path: &'static str, n: usize) -> Vec<u16> {
+    let sent: Vec<_> = (0..n)
+        .map(|_| std::thread::spawn(move || raw_status(&raw_get(addr, path, ""))))
+        .collect();
+    sent.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
 /// Open `n` connections that never send a byte.
@@ -775,14 +783,7 @@ fn upstream_connections_stop_at_the_ceiling() {
     // A burst of three at once (the fourth client place may still be the HTTP/2 client's),
     // each needing a place an idle connection gives up: none is refused (a waiter whose
     // reclaimed place another took gets the next one freed).
-    let burst: Vec<_> = (0..3)
-        .map(|_| {
-            let addr = gw.addr;
-            std::thread::spawn(move || raw_status(&raw_get(addr, "/slow/300", "")))
-        })
-        .collect();
-    let burst: Vec<u16> = burst.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(burst, [200; 3]);
+    assert_eq!(at_once(gw.addr, "/slow/300", 3), [200; 3]);
     // The burst's client connections close before the next ones come (client places too).
     poll("the burst's connections closed", Duration::from_secs(10))
         .until(|| metric(&gw, "rategate_connections_active") <= 1.0);
@@ -818,14 +819,7 @@ fn an_unused_http2_upstream_connection_gives_its_place_up() {
     assert_eq!(metric(&gw, "rategate_upstream_connections_open"), 1.0);
     // Past the pool's idle time (4 s): the HTTP/2 connection is now unused.
     std::thread::sleep(Duration::from_millis(4500));
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            let addr = gw.addr;
-            std::thread::spawn(move || raw_status(&raw_get(addr, "/slow/1500", "")))
-        })
-        .collect();
-    let statuses: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(statuses, [200, 200]);
+    assert_eq!(at_once(gw.addr, "/slow/1500", 2), [200, 200]);
     assert_eq!(
         metric(&gw, "rategate_upstream_connections_refused_total"),
         0.0

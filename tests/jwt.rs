@@ -446,6 +446,20 @@ overrides = { gold = 4 }
     assert_eq!(statuses, [200, 200, 200, 200, 429]);
 }
 
+/// A gateway whose `/api` route needs an RS256 token verified by the keys of `jwks_path`.
+fn jwks_gateway(jwks_path: &std::path::Path) -> Gateway {
+    let auth = format!(
+        r#"
+[[auth]]
+name = "users"
+algorithms = ["RS256"]
+jwks_file = "{}"
+"#,
+        jwks_path.display()
+    );
+    gateway(config_with("http://127.0.0.1:9", &auth).with(&routes(&[("api", "users", "")])))
+}
+
 /// Write a JWKS of RS256 keys `(key file name, kid)` to `path`: beside it, then renamed over, as
 /// deployment tools do.
 fn write_jwks(path: &std::path::Path, entries: &[(&str, &str)]) {
@@ -470,17 +484,7 @@ fn a_rotated_jwks_file_is_picked_up_without_a_reload() {
     let jwks_path = dir.path().join("jwks.json");
     let write_jwks = |entries: &[(&str, &str)]| write_jwks(&jwks_path, entries);
     write_jwks(&[("rs", "k1")]);
-    let auth = format!(
-        r#"
-[[auth]]
-name = "users"
-algorithms = ["RS256"]
-jwks_file = "{}"
-"#,
-        jwks_path.display()
-    );
-    let cfg = config_with("http://127.0.0.1:9", &auth).with(&routes(&[("api", "users", "")]));
-    let gw = gateway(cfg);
+    let gw = jwks_gateway(&jwks_path);
     let c = claims("alice", json!({}));
     let old = sign(Algorithm::RS256, "rs", Some("k1"), &c);
     let new = sign(Algorithm::RS256, "rs2", Some("k2"), &c);
@@ -512,17 +516,7 @@ fn a_token_without_kid_is_not_tried_against_every_jwks_key() {
     let write_jwks = |entries: &[(&str, &str)]| write_jwks(&jwks_path, entries);
     // The key that signs comes second: trying every key would find it.
     write_jwks(&[("rs", "k1"), ("rs2", "k2")]);
-    let auth = format!(
-        r#"
-[[auth]]
-name = "users"
-algorithms = ["RS256"]
-jwks_file = "{}"
-"#,
-        jwks_path.display()
-    );
-    let cfg = config_with("http://127.0.0.1:9", &auth).with(&routes(&[("api", "users", "")]));
-    let gw = gateway(cfg);
+    let gw = jwks_gateway(&jwks_path);
     let c = claims("alice", json!({}));
     let named = sign(Algorithm::RS256, "rs2", Some("k2"), &c);
     let anonymous = sign(Algorithm::RS256, "rs2", None, &c);

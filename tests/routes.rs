@@ -93,18 +93,24 @@ upstream = "api"
 policies = ["all"]
 "#;
 
-#[test]
-fn a_named_segment_route_keys_each_id_exactly_and_independently() {
-    let echo = Echo::start();
-    let cfg = config_with(
+/// A route `/api/users/{id}/orders` limited to `limit` per id (`param:id`), and a roomy
+/// catch-all.
+fn orders_config(echo: &Echo, limit: u64) -> TestConfig {
+    config_with(
         &echo.url(),
         &format!(
             "{}{}\n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
              upstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
-            policy("per_user", 3, "[\"param:id\"]"),
+            policy("per_user", limit, "[\"param:id\"]"),
             policy("all", 1000, "[\"ip\"]"),
         ),
-    );
+    )
+}
+
+#[test]
+fn a_named_segment_route_keys_each_id_exactly_and_independently() {
+    let echo = Echo::start();
+    let cfg = orders_config(&echo, 3);
     let gw = Gateway::start(&cfg);
     expect(
         &gw,
@@ -712,15 +718,7 @@ fn array_and_php_spellings_of_a_query_name_are_copies_of_it() {
 #[test]
 fn a_param_key_counts_every_percent_spelling_of_an_id_once() {
     let echo = Echo::start();
-    let cfg = config_with(
-        &echo.url(),
-        &format!(
-            "{}{}\n[[route]]\nname = \"orders\"\npath = \"/api/users/{{id}}/orders\"\n\
-             upstream = \"api\"\npolicies = [\"per_user\"]\n{CATCH_ALL}",
-            policy("per_user", 2, "[\"param:id\"]"),
-            policy("all", 1000, "[\"ip\"]"),
-        ),
-    );
+    let cfg = orders_config(&echo, 2);
     let gw = Gateway::start(&cfg);
     expect(
         &gw,
