@@ -783,12 +783,13 @@ fn upstream_connections_stop_at_the_ceiling() {
     // A burst of three at once (the fourth client place may still be the HTTP/2 client's),
     // each needing a place an idle connection gives up: none is refused (a waiter whose
     // reclaimed place another took gets the next one freed).
-    assert_eq!(at_once(gw.addr, "/slow/300", 3), [200; 3]);
+    let burst = at_once(gw.addr, "/slow/300", 3);
+    assert_eq!(burst, [200; 3], "{}", gw.logs());
     // The burst's client connections close before the next ones come (client places too).
     poll("the burst's connections closed", Duration::from_secs(10))
         .until(|| metric(&gw, "rategate_connections_active") <= 1.0);
     for _ in 0..6 {
-        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+        assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200, "{}", gw.logs());
     }
     assert_eq!(
         metric(&gw, "rategate_upstream_connections_refused_total"),

@@ -86,10 +86,11 @@ impl UpstreamCeiling {
 
     /// A place for one new connection, taken before connecting. When none is free, this
     /// request reclaims one idle connection and awaits a freed place until `deadline`; with
-    /// nothing idle to reclaim the answer is at once. One reclaim per waiting request: a place
-    /// another waiter takes first is made up for by that waiter's own reclaim, so a burst does
-    /// not close more warm connections than it needs, nor refuse requests whose reclaimed
-    /// places are about to free.
+    /// nothing idle to reclaim the answer is at once. A freed place wakes one waiter (the
+    /// longest waiting), so a burst closes one warm connection per waiting request, not one
+    /// per waiter per freed place. A woken waiter that finds no place (a request that never
+    /// waited took it first, or the wake-up was left by a close nobody waited for) reclaims
+    /// once more: otherwise it would wait out its deadline with idle connections left to give.
     pub(crate) async fn place(
         &self,
         deadline: tokio::time::Instant,
@@ -101,26 +102,32 @@ impl UpstreamCeiling {
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
-            // Registered before looking again, so a place freed in between is not missed.
+            // Queued before looking again, so a place freed in between is not missed.
             freed.as_mut().enable();
             if let Some(place) = self.try_place() {
                 return Ok(place);
             }
-            if !reclaimed {
-                reclaimed = self.reclaim_one();
+            if self.reclaim_one() {
+                reclaimed = true;
+            } else if !reclaimed {
+                // Every place is held by a connection in use.
+                break;
             }
-            if !reclaimed || tokio::time::timeout_at(deadline, freed).await.is_err() {
-                self.refused.inc();
-                return Err(CeilingReached(self.slots.max()));
+            // Nothing left to reclaim on a later pass: an earlier reclaim (ours or another
+            // waiter's) may still free a place.
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break;
             }
         }
+        self.refused.inc();
+        Err(CeilingReached(self.slots.max()))
     }
 
     fn try_place(&self) -> Option<Place> {
         let slot = self.slots.acquire()?;
         self.open.inc();
         Some(Place {
-            _slot: slot,
+            slot: Some(slot),
             open: self.open.clone(),
             freed: self.freed.clone(),
         })
@@ -142,16 +149,20 @@ impl UpstreamCeiling {
 
 /// One connection's place under the ceiling, freed when dropped.
 pub(crate) struct Place {
-    _slot: Slot,
+    /// Always `Some` until dropped.
+    slot: Option<Slot>,
     open: IntGauge,
     freed: Arc<Notify>,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
+        // The slot is given back before the waiter is told: woken first, it could look, find
+        // the slot still held and wait for a notification that had already come.
+        drop(self.slot.take());
         self.open.dec();
         // A connection closing, not a request: cheap enough, and rare.
-        self.freed.notify_waiters();
+        self.freed.notify_one();
     }
 }
 
@@ -243,6 +254,52 @@ mod tests {
         let weak: Weak<dyn Reclaim> = Arc::downgrade(&(pool.clone() as Arc<dyn Reclaim>));
         ceiling.register(weak);
         pool
+    }
+
+    /// A pool whose first reclaimed place is taken, the moment it frees, by a request that
+    /// never waited (it found a place free at once).
+    struct RacedPool {
+        ceiling: Arc<UpstreamCeiling>,
+        idle: Mutex<Vec<Place>>,
+        taken: Mutex<Option<Place>>,
+    }
+
+    impl Reclaim for RacedPool {
+        fn drop_idle(&self) -> bool {
+            let Some(place) = self.idle.lock().pop() else {
+                return false;
+            };
+            drop(place);
+            let mut taken = self.taken.lock();
+            if taken.is_none() {
+                *taken = self.ceiling.try_place();
+            }
+            true
+        }
+    }
+
+    /// The waiter's reclaimed place went to a request that did not wait: it reclaims another
+    /// instead of waiting out its deadline (the CI failure of stop 20).
+    #[tokio::test]
+    async fn a_place_taken_by_a_newcomer_is_made_up_for() {
+        let metrics = Metrics::new().unwrap();
+        let ceiling = UpstreamCeiling::new(2, &metrics);
+        let idle = vec![
+            ceiling.place(wait()).await.unwrap(),
+            ceiling.place(wait()).await.unwrap(),
+        ];
+        let pool = Arc::new(RacedPool {
+            ceiling: ceiling.clone(),
+            idle: Mutex::new(idle),
+            taken: Mutex::new(None),
+        });
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(pool.clone() as Arc<dyn Reclaim>));
+        ceiling.register(weak);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let place = tokio::time::timeout(Duration::from_secs(2), ceiling.place(deadline)).await;
+        assert!(matches!(place, Ok(Ok(_))));
+        assert!(pool.taken.lock().is_some());
+        assert_eq!(metrics.upstream_connections_refused.get(), 0);
     }
 
     #[tokio::test]

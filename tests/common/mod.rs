@@ -269,7 +269,8 @@ impl GatewayBuilder {
             .arg(&config_path)
             .arg("--log-format")
             .arg("json")
-            .env("RUST_LOG", "info")
+            // `GW_LOG=info,rategate=debug cargo test ...` shows the gateways' debug lines on a failure.
+            .env("RUST_LOG", std::env::var("GW_LOG").unwrap_or("info".into()))
             .envs(self.env);
         let mut child = command
             .stdout(Stdio::piped())
