@@ -93,9 +93,9 @@ fn deny_readiness_follows_redis_going_away_and_coming_back_without_traffic() {
     let gw = Gateway::start(&config(&echo, &redis.url(), "deny"));
     assert_eq!(readyz(&gw), 200);
     // The probe is no EVALSHA: idle, the gateway runs no script.
-    let scripts = redis.evalsha_calls();
+    let scripts = redis.script_calls();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(redis.evalsha_calls(), scripts);
+    assert_eq!(redis.script_calls(), scripts);
 
     redis.kill();
     wait_ready(&gw, 503, Duration::from_secs(5), "Redis killed");

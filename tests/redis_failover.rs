@@ -146,7 +146,7 @@ fn counts_exactly(gateways: &[&Gateway], owner: &RedisServer, n: u64) -> bool {
     let fallback_off = gateways
         .iter()
         .all(|g| g.metric("rategate_store_fallback_active") == Some(0.0));
-    let evals_before = owner.evalsha_calls();
+    let evals_before = owner.script_calls();
     let Some(first) = remaining(&raw_get(gateways[0].addr, "/probe", "")) else {
         return false;
     };
@@ -159,7 +159,7 @@ fn counts_exactly(gateways: &[&Gateway], owner: &RedisServer, n: u64) -> bool {
     let Some(last) = remaining(&raw_get(gateways[0].addr, "/probe", "")) else {
         return false;
     };
-    let evals = owner.evalsha_calls() - evals_before;
+    let evals = owner.script_calls() - evals_before;
     fallback_off && first.checked_sub(last) == Some(n + 1) && evals >= n + 2
 }
 
@@ -332,19 +332,19 @@ fn after_a_sentinel_failover_every_pooled_connection_leaves_the_old_master() {
     .every(Duration::from_millis(50))
     .showing(|| a.logs())
     .until(|| {
-        let on_old = old.evalsha_calls();
-        counts_exactly(&gateways, new, 10) && old.evalsha_calls() == on_old
+        let on_old = old.script_calls();
+        counts_exactly(&gateways, new, 10) && old.script_calls() == on_old
     });
     eprintln!(
         "exact on the new master {:?} after SIGCONT",
         resumed.elapsed()
     );
     // And it stays so: a connection left behind would run a share of these on the old master.
-    let on_old = old.evalsha_calls();
+    let on_old = old.script_calls();
     assert!(counts_exactly(&gateways, new, 30));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        old.evalsha_calls(),
+        old.script_calls(),
         on_old,
         "checks still ran on the old master"
     );

@@ -175,11 +175,11 @@ fn concurrent_checks_share_script_calls_and_still_count_exactly() {
     let cfg = burst_config(&echo, &redis, &one_policy("fixed_window", 450, "1h"));
     let gw = Gateway::start(&cfg);
     let before = check_calls(&gw);
-    let (evalsha_before, echo_before) = (redis.evalsha_calls(), echo.count());
+    let (evalsha_before, echo_before) = (redis.script_calls(), echo.count());
     // Exactly the limit: all admitted, no rejection (so no activity flush shares the count).
     assert_eq!(burst(&[&gw], 450), (450, 0, 0));
     assert_eq!(echo.count() - echo_before, 450);
-    let evalsha = redis.evalsha_calls() - evalsha_before;
+    let evalsha = redis.script_calls() - evalsha_before;
     let after = check_calls(&gw);
     let calls = after.0 - before.0;
     assert_eq!(after.1 - before.1, 450.0);
@@ -329,31 +329,32 @@ policies = ["a", "b", "c"]
     let gw = Gateway::start(&gateway_config(&echo, &redis.url(), "deny", policies));
     // Warm up the connection and the script.
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
-    let before = redis.evalsha_calls();
+    let before = redis.script_calls();
     for _ in 0..19 {
         assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
     }
     assert_eq!(
-        redis.evalsha_calls() - before,
+        redis.script_calls() - before,
         19,
         "one EVALSHA per allowed request"
     );
 
     // Over the limit now: the first rejection asks Redis, the next ones come from the cache.
-    let before = redis.evalsha_calls();
+    let before = redis.script_calls();
     for _ in 0..100 {
         let resp = raw_get(gw.addr, "/", "");
         assert_eq!(raw_status(&resp), 429);
         assert!(header_value(&resp, "retry-after").is_some());
     }
-    let calls = redis.evalsha_calls() - before;
+    let calls = redis.script_calls() - before;
     assert!(calls <= 5, "{calls} round trips for 100 known rejections");
 }
 
 /// Redis commands of the data path in an `INFO commandstats` reply (the probe's PINGs, the
 /// test's own INFO/CONFIG and connection set-up left out), by command.
 fn data_commands(redis: &RedisServer) -> std::collections::BTreeMap<String, u64> {
-    const NOT_DATA: [&str; 7] = [
+    const NOT_DATA: [&str; 8] = [
+        "function",
         "ping",
         "info",
         "config",
@@ -415,7 +416,7 @@ policies = ["a", "b", "c"]
     // Per request: the call, the server clock, one read of the block entry and all three
     // counters, and one write (value and TTL) per counter.
     let expected: std::collections::BTreeMap<String, u64> =
-        [("evalsha", 10), ("time", 10), ("mget", 10), ("set", 30)]
+        [("fcall", 10), ("time", 10), ("mget", 10), ("set", 30)]
             .into_iter()
             .map(|(c, n)| (c.to_string(), n))
             .collect();
@@ -472,11 +473,11 @@ policies = ["a", "b"]
                 .map(|a| a.as_str().unwrap().to_string())
                 .collect::<Vec<_>>()
         })
-        .filter(|args| args[0].eq_ignore_ascii_case("evalsha"))
+        .filter(|args| args[0].eq_ignore_ascii_case("fcall"))
         .collect();
     assert_eq!(calls.len(), 3, "{log}");
     for args in &calls {
-        // EVALSHA sha numkeys, the block entry and two counters, then the call's clock override
+        // FCALL name numkeys, the block entry and two counters, then the call's clock override
         // and number of requests (one here: the requests came one after the other), and the
         // request's 2 arguments: its cost and its shape (2 policies * 64, + 2: its only group,
         // + 1: it reads the block entry; no lease, request id or revocation entries, so nothing
@@ -634,7 +635,7 @@ fn redis_killed_and_restarted_under_load_for_each_on_error() {
             .every(REQUEST_PACE)
             .until(|| {
                 let _ = raw_get(gw.addr, "/", "");
-                redis.evalsha_calls()
+                redis.script_calls()
                     + common::redis::command_calls(&redis.cli(&["INFO", "commandstats"]), "eval")
                     > 0
             });
@@ -686,6 +687,16 @@ fn gateway_starts_while_redis_is_down_and_picks_it_up() {
 
 #[test]
 fn script_flush_under_load_is_invisible_to_clients() {
+    flush_under_load_is_invisible_to_clients(&["SCRIPT", "FLUSH"]);
+}
+
+/// The checks run as a Redis function: one flushed under load is loaded again at once.
+#[test]
+fn function_flush_under_load_is_invisible_to_clients() {
+    flush_under_load_is_invisible_to_clients(&["FUNCTION", "FLUSH"]);
+}
+
+fn flush_under_load_is_invisible_to_clients(flush: &[&str]) {
     need_redis!();
     let redis = RedisServer::start();
     let echo = Echo::start();
@@ -701,12 +712,23 @@ fn script_flush_under_load_is_invisible_to_clients() {
     let load = Load::start(gw.addr);
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+        assert_eq!(redis.cli(flush), "OK");
     }
     std::thread::sleep(Duration::from_millis(100));
     let statuses = load.finish();
     assert!(statuses.len() > 20);
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // The checks ran as the function, which is back after the last flush.
+    assert!(redis.fcall_calls() > 0);
+    poll(
+        "the check function to be loaded again",
+        Duration::from_secs(10),
+    )
+    .every(REQUEST_PACE)
+    .until(|| {
+        let _ = raw_get(gw.addr, "/", "");
+        redis.cli(&["FUNCTION", "LIST"]).contains("rategate_")
+    });
     // Every admitted request was counted in Redis despite the flushes.
     let log_len: usize = redis
         .cli(&["--scan"])
@@ -745,12 +767,12 @@ fn stalled_redis_never_holds_requests_past_the_store_timeout() {
         "requests only completed after Redis woke up"
     );
     sleeper.join().unwrap();
-    let before = redis.evalsha_calls();
+    let before = redis.script_calls();
     poll("Redis to be used again", Duration::from_secs(10))
         .every(REQUEST_PACE)
         .until(|| {
             let _ = raw_get(gw.addr, "/", "");
-            redis.evalsha_calls() > before
+            redis.script_calls() > before
         });
 }
 
@@ -856,7 +878,7 @@ fn sentinel_url_finds_the_master() {
         assert!(counted.load(Ordering::SeqCst) <= 3);
     }
     assert_eq!(counted.load(Ordering::SeqCst), 3);
-    assert!(sentinel.master.evalsha_calls() >= 3);
+    assert!(sentinel.master.script_calls() >= 3);
 }
 
 #[test]
@@ -896,6 +918,59 @@ fn rediss_url_speaks_tls_to_redis() {
         .until(|| raw_status(&raw_get(gw.addr, "/", "")) == 200);
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
     assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 429);
+}
+
+/// A Redis that cannot run functions (before 7.0: FCALL is an unknown command; or an ACL from
+/// before they were used, without FCALL and FUNCTION LOAD) gets the checks as scripts: limits
+/// exact, one warning, and no check call lost but the first.
+#[test]
+fn checks_fall_back_to_scripts_where_redis_cannot_run_functions() {
+    need_redis!();
+    let dir = tempfile::tempdir().unwrap();
+    let acl = std::fs::read_to_string("deploy/redis/users.acl")
+        .unwrap()
+        .replace(
+            &"0".repeat(64),
+            "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+        )
+        .replace(" +fcall +function|load", "");
+    assert!(!acl.contains("fcall"));
+    let acl_path = dir.path().join("users.acl");
+    std::fs::write(&acl_path, acl).unwrap();
+    let no_fcall = RedisServer::start_with(None, &["--rename-command", "FCALL", ""]);
+    let old_acl = RedisServer::start_with(
+        Some("rategate:password"),
+        &["--aclfile", acl_path.to_str().unwrap()],
+    );
+    let echo = Echo::start();
+    for (redis, url) in [
+        (&no_fcall, no_fcall.url()),
+        (
+            &old_acl,
+            format!("redis://rategate:password@127.0.0.1:{}/0", old_acl.port),
+        ),
+    ] {
+        let cfg = gateway_config(&echo, &url, "deny", &one_policy("fixed_window", 5, "1h"))
+            .set("store.key_prefix", "rategate:");
+        let gw = Gateway::start(&cfg);
+        let statuses: Vec<u16> = (0..7)
+            .map(|_| raw_status(&raw_get(gw.addr, "/", "")))
+            .collect();
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 200, 200, 429, 429],
+            "{}",
+            gw.logs()
+        );
+        let warned = || {
+            gw.logs()
+                .matches("cannot run the check as a function")
+                .count()
+        };
+        poll("the fallback's warning", Duration::from_secs(5)).until(|| warned() > 0);
+        assert_eq!(warned(), 1, "{}", gw.logs());
+        assert!(redis.script_calls() >= 7);
+    }
 }
 
 /// The shipped ACL (deploy/redis/users.acl) allows everything the gateway does.
@@ -1047,7 +1122,7 @@ policies = ["one"]
         poll("the gateway to use Redis", Duration::from_secs(10))
             .every(REQUEST_PACE)
             .until(|| {
-                raw_status(&raw_get(gw.addr, "/", &key("warm"))) == 200 && redis.evalsha_calls() > 0
+                raw_status(&raw_get(gw.addr, "/", &key("warm"))) == 200 && redis.script_calls() > 0
             });
         assert_eq!(raw_status(&raw_get(gw.addr, "/", &key("a"))), 200);
         assert_eq!(leases_held(&redis), vec![], "{on_error}");

@@ -345,13 +345,13 @@ fn on_redis_every_instance_refuses_a_revoked_token_in_its_one_check_call() {
 
     // Sequential requests: each is one EVALSHA of its own, revoked or not, with or without
     // policies on the route.
-    let evalsha = redis.evalsha_calls();
+    let evalsha = redis.script_calls();
     for gw in &gws {
         assert_eq!(status(gw, "/api", &t1), 401);
         assert_eq!(status(gw, "/open", &t1), 401);
         assert_eq!(status(gw, "/api", &t2), 200);
     }
-    assert_eq!(redis.evalsha_calls() - evalsha, 9);
+    assert_eq!(redis.script_calls() - evalsha, 9);
     // Limits still count exactly (erin's 7th admitted request), in the subject's slot, next to
     // its revocation entry.
     let resp = client()
@@ -509,12 +509,12 @@ fn on_a_cluster_a_tokens_jti_adds_no_call_and_a_revoked_jti_is_refused_everywher
     // Two calls a request: the client's block entry in the client's slot, and `kate`'s slot
     // (her counter and her revocation entry; on `/open` her revocation entry alone). The
     // token's `jti` adds no call of its own in a third slot.
-    let calls = cluster.evalsha_calls();
+    let calls = cluster.script_calls();
     for gw in &gws {
         assert_eq!(status(gw, "/api", &t1), 200);
         assert_eq!(status(gw, "/open", &t1), 200);
     }
-    assert_eq!(cluster.evalsha_calls() - calls, 12);
+    assert_eq!(cluster.script_calls() - calls, 12);
 
     let (code, body) = revoke(&gws[0], json!({"jti": "c-1"}));
     assert_eq!(code, StatusCode::CREATED, "{body}");
@@ -523,13 +523,13 @@ fn on_a_cluster_a_tokens_jti_adds_no_call_and_a_revoked_jti_is_refused_everywher
             .until(|| status(gw, "/api", &t1) == 401);
     }
     // Refused without a call; the other token's requests as before.
-    let calls = cluster.evalsha_calls();
+    let calls = cluster.script_calls();
     for gw in &gws {
         assert_eq!(status(gw, "/api", &t1), 401);
         assert_eq!(status(gw, "/open", &t1), 401);
         assert_eq!(status(gw, "/api", &t2), 200);
     }
-    assert_eq!(cluster.evalsha_calls() - calls, 6);
+    assert_eq!(cluster.script_calls() - calls, 6);
     // A subject's revocation is read in the call, in the subject's slot: at once everywhere.
     let (code, _) = revoke(&gws[1], json!({"sub": "kate", "before": now() + 60}));
     assert_eq!(code, StatusCode::CREATED);

@@ -200,9 +200,18 @@ impl RedisServer {
         self.child.is_some()
     }
 
-    /// Number of EVALSHA commands this server has executed (from INFO commandstats).
-    pub fn evalsha_calls(&self) -> u64 {
-        command_calls(&self.cli(&["INFO", "commandstats"]), "evalsha")
+    /// Script calls this server has executed (from INFO commandstats): EVALSHA, and FCALL (the
+    /// checks, as Redis functions).
+    pub fn script_calls(&self) -> u64 {
+        let info = self.cli(&["INFO", "commandstats"]);
+        // A failed FCALL found no function (loaded, then called again).
+        command_calls(&info, "evalsha") + command_calls(&info, "fcall")
+            - failed_calls(&info, "fcall")
+    }
+
+    /// Check calls this server ran as Redis functions (FCALL).
+    pub fn fcall_calls(&self) -> u64 {
+        command_calls(&self.cli(&["INFO", "commandstats"]), "fcall")
     }
 
     pub fn dir(&self) -> &Path {
@@ -223,6 +232,19 @@ pub fn command_calls(info: &str, command: &str) -> u64 {
     info.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|rest| rest.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Failed calls of `command` in `INFO commandstats` text.
+pub fn failed_calls(info: &str, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix("failed_calls="))
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
@@ -280,8 +302,8 @@ impl RedisCluster {
         format!("redis-cluster://127.0.0.1:{first}?{}", rest.join("&"))
     }
 
-    pub fn evalsha_calls(&self) -> u64 {
-        self.nodes.iter().map(|n| n.evalsha_calls()).sum()
+    pub fn script_calls(&self) -> u64 {
+        self.nodes.iter().map(|n| n.script_calls()).sum()
     }
 
     /// One command on whichever master owns its key (`redis-cli -c` follows MOVED).

@@ -9,6 +9,7 @@
 -- reason, ttl_ms (index records: until). Kinds: s suspect, l limited, b blocked, u unblocked,
 -- i index add, x index remove, r revoked (client `jti:<id>` / `sub:<id>`, reason which tokens),
 -- v unrevoked.
+begin_call()
 local base = string.sub(KEYS[1], 1, -7)
 local list = KEYS[1]
 local index = base .. 'blocks'

@@ -19,6 +19,7 @@
 --                                                       -> {client, until, ...} still active
 --   events   KEYS[1] as list; ARGV[3] limit              -> {json, ...} newest first
 --   suspects KEYS[1] as list; ARGV[3] limit              -> {client, count, ...}
+begin_call()
 local op = ARGV[2]
 
 if op == 'block' then

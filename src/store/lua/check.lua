@@ -78,8 +78,9 @@ local function header(ab)
 end
 
 -- The string values of the call's keys: key -> value, or false when the key holds none (nil:
--- not read yet). Filled by the call's MGET, written through by every SET of a counter.
-local vals = {}
+-- not read yet). Filled by the call's MGET, written through by every SET of a counter. A new
+-- table per call (`run`).
+local vals
 
 local function read(key)
   local v = vals[key]
@@ -95,7 +96,7 @@ end
 -- from `vals`, nothing else in the call reads them, and the one SET leaves what a SET per
 -- charge would (the value and TTL of the latest), so a counter every request of a call
 -- charges (a `global` one, or one client's) costs one write per call, not one per request.
-local dirty, dirty_keys = {}, {}
+local dirty, dirty_keys
 
 -- Per policy i of the request being evaluated, reused by every request of the call so that a
 -- policy costs no table or closure: allowed, limit, remaining, reset and retry before the
@@ -363,6 +364,15 @@ local function check_request(kb, ab)
   return packed(out, k)
 end
 
+-- One call: `keys` and `args` are KEYS and ARGV (`run(KEYS, ARGV)` is the script's last
+-- statement when it is sent as a script; as a Redis function, `run` is the function). Every
+-- per-call state is set here; the scratch tables above (`P_*`) are reused across calls, as they
+-- are across the requests of one call.
+local function run(keys, args)
+KEYS, ARGV = keys, args
+begin_call()
+vals, dirty, dirty_keys = {}, {}, {}
+
 -- Where each request's keys and header start, and one MGET of every string key of the call
 -- (each key once; in slices, as unpack's stack is bounded).
 local nreq = tonumber(ARGV[2])
@@ -421,3 +431,4 @@ for j = 1, #dirty_keys do
   put(key, vals[key], dirty[key])
 end
 return replies
+end

@@ -24,17 +24,22 @@ local function shift(v, skew)
   return 0
 end
 
-local now0
-if ARGV[1] ~= '' then
-  now0 = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now0 = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The call's clock, set by begin_call, every script's first statement: definitions above and
+-- below run once where the check script is a Redis function (loaded once, called many times),
+-- so nothing that belongs to one call may run outside begin_call and the script's body.
+-- With a test clock, key TTLs (real time) must outlive the simulated time of a test (`pad`);
+-- they are only a memory bound, decisions never rely on them.
+local now0, pad
+local function begin_call()
+  if ARGV[1] ~= '' then
+    now0 = tonumber(ARGV[1])
+    pad = 3600000
+  else
+    local t = redis.call('TIME')
+    now0 = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    pad = 0
+  end
 end
--- With a test clock, key TTLs (real time) must outlive the simulated time of a test; they are
--- only a memory bound, decisions never rely on them.
-local pad = 0
-if ARGV[1] ~= '' then pad = 3600000 end
 
 -- The clock a counter is judged at: the store clock, or the counter's own newest time when that
 -- is ahead (another instance's clock, or a test clock moved back), so time never runs backwards

@@ -9,6 +9,7 @@
 --   renew   move the lease's expiry on each concurrency counter holding it -> counters held
 --   release remove the lease from each concurrency counter                -> counters held
 --   refund  take back what the check charged                              -> 1
+begin_call()
 local op = ARGV[2]
 local c = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])

@@ -286,6 +286,38 @@ impl<'a> Conn<'a> {
         self.script("EVALSHA", sha.into(), keys.into(), args).await
     }
 
+    /// `FCALL name keys args`: the reply's frame (see `script`).
+    pub(super) async fn fcall<K, V>(
+        &self,
+        name: &str,
+        keys: K,
+        args: V,
+    ) -> Result<Resp3Frame, fred::error::Error>
+    where
+        K: Into<MultipleKeys>,
+        V: IntoIterator<Item = Value>,
+    {
+        self.script("FCALL", Value::from(name), keys.into(), args)
+            .await
+    }
+
+    /// `FUNCTION LOAD library` on the node owning `slot` (any node without one).
+    pub(super) async fn function_load(
+        &self,
+        library: &str,
+        slot: Option<u16>,
+    ) -> Result<(), fred::error::Error> {
+        let slot = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
+        let args = vec![Value::from("LOAD"), Value::from(library)];
+        let frame = Box::pin(
+            self.client
+                .with_options(&fail_fast())
+                .custom_raw(CustomCommand::new_static("FUNCTION", slot, false), args),
+        )
+        .await?;
+        error_of(frame).map(drop)
+    }
+
     /// `EVAL text keys args`: the reply's frame (see `script`).
     pub(super) async fn eval<S, K, V>(
         &self,
@@ -325,24 +357,33 @@ impl<'a> Conn<'a> {
         ));
         all.extend(keys.into_iter().map(Value::from));
         all.extend(args);
-        let options = Options {
-            fail_fast: true,
-            ..Options::default()
-        };
-        let client = self.client.with_options(&options);
+        let client = self.client.with_options(&fail_fast());
         // Boxed: fred's future nests deep enough to overflow the compiler's layout depth limit in
         // the request path's futures; one allocation next to the several fred makes per call.
         let frame =
             Box::pin(client.custom_raw(CustomCommand::new_static(command, slot, false), all))
                 .await?;
-        if matches!(
-            frame,
-            Resp3Frame::SimpleError { .. } | Resp3Frame::BlobError { .. }
-        ) {
-            return Err(Value::try_from(frame).err().unwrap_or_else(|| {
-                fred::error::Error::new(fred::error::ErrorKind::Unknown, "an error reply")
-            }));
-        }
-        Ok(frame)
+        error_of(frame)
     }
+}
+
+fn fail_fast() -> Options {
+    Options {
+        fail_fast: true,
+        ..Options::default()
+    }
+}
+
+/// An error reply as the error fred's conversion gives it (same kind and text as `custom`
+/// returns); any other frame as it is.
+fn error_of(frame: Resp3Frame) -> Result<Resp3Frame, fred::error::Error> {
+    if matches!(
+        frame,
+        Resp3Frame::SimpleError { .. } | Resp3Frame::BlobError { .. }
+    ) {
+        return Err(Value::try_from(frame).err().unwrap_or_else(|| {
+            fred::error::Error::new(fred::error::ErrorKind::Unknown, "an error reply")
+        }));
+    }
+    Ok(frame)
 }
