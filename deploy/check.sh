@@ -847,6 +847,10 @@ else
     allowed "SCRIPT LOAD" SCRIPT LOAD "return redis.call('PTTL', KEYS[1])"
     allowed "SCRIPT EXISTS" SCRIPT EXISTS "$sha_ok"
     allowed "EVALSHA" EVALSHA "$sha_ok" 1 'rategate:check:{c}:s'
+    # The check runs as a Redis function (Redis 7): loaded by the gateway, then called.
+    allowed "FUNCTION LOAD" FUNCTION LOAD REPLACE "#!lua name=rategate_acl_check
+redis.register_function('rategate_acl_check', function(keys) return redis.call('PTTL', keys[1]) end)"
+    allowed "FCALL" FCALL rategate_acl_check 1 'rategate:check:{c}:s'
     # One script calling every command the gateway's Lua scripts use.
     read -r -d '' LUA <<'LUA' || true
 local k = KEYS[1]

@@ -30,7 +30,7 @@
 #                       (route `clients`, 1 policy keyed by the client), CLUSTER_CLIENTS distinct
 #                       clients at CLUSTER_CONNS connections, interleaved REPS times; reports
 #                       checks per second of each, their ratio and each master's share of the
-#                       EVALSHA calls
+#                       script calls (FCALL or EVALSHA)
 #   CLUSTER_CLIENTS [1000]  CLUSTER_CONNS [64]
 #   TLS scenarios: allowed-tls, rejected-tls (HTTP/1.1 over TLS, wrk https://), allowed-h2,
 #                       rejected-h2 (HTTP/2 over TLS chosen by ALPN, h2load): the paths of
@@ -56,7 +56,7 @@
 #                       optimization): adds the target `before`, the memory store on that binary,
 #                       measured in the same run as everything else
 #   BASELINE_STORE [memory]  the store of `before`: memory, or redis (the same redis-server as
-#                       the `redis` target; its EVALSHA/req, Redis commands/req and
+#                       the `redis` target; its script calls/req, Redis commands/req and
 #                       redis-server CPU/req are counted the same way, and every other target
 #                       gets a "vs before" throughput ratio)
 #   REDIS_STORE [unset]  more lines for the `redis` target's [store] table (say
@@ -341,7 +341,7 @@ if has "$TARGETS" redis; then
 fi
 rcli() { redis-cli -p "$P_REDIS" "$@"; }
 evalsha_calls() {
-  rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3; f=1} END {if (!f) print 0}'
+  rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_(evalsha|fcall):/ {n += $3} END {print n + 0}'
 }
 all_calls() {
   rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '/^cmdstat_/ && !/^cmdstat_(info|config)/ {n += $3} END {print n + 0}'
@@ -513,7 +513,7 @@ $REDIS_STORE" proxy
   if [ -z "$REDIS_GW_PID" ]; then
     REDIS_SKIP="rategate refused to start with kind = \"redis\": $(tail -3 "$OUT/redis/rategate.log" | tr '\n' ' ')"
   else
-    # A binary without the Redis store may still accept the config; only real EVALSHA calls count.
+    # A binary without the Redis store may still accept the config; only real script calls (FCALL or EVALSHA) count.
     rcli CONFIG RESETSTAT >/dev/null
     curl -s -o /dev/null "http://127.0.0.1:$P_REDIS_GW/allowed" || true
     if [ "$(all_calls)" = 0 ]; then
@@ -780,7 +780,7 @@ max_memory_keys = 1000000" proxy
     # shellcheck disable=SC2086
     for p in ${C_PORTS[$m]}; do
       n=$(redis-cli -p "$p" INFO commandstats | tr -d '\r' |
-        awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3; f=1} END {if (!f) print 0}')
+        awk -F'[:=,]' '/^cmdstat_(evalsha|fcall):/ {n += $3} END {print n + 0}')
       calls=$((calls + n))
     done
     [ "$calls" -gt 0 ] || { echo "rategate (cluster $m) made no Redis call: $(tail -2 "$OUT/cluster$m-gw/rategate.log")" >&2; exit 1; }
@@ -800,7 +800,7 @@ max_memory_keys = 1000000" proxy
       # shellcheck disable=SC2086
       for p in ${C_PORTS[$m]}; do
         n=$(redis-cli -p "$p" INFO commandstats | tr -d '\r' |
-          awk -F'[:=,]' '/^cmdstat_evalsha:/ {print $3; f=1} END {if (!f) print 0}')
+          awk -F'[:=,]' '/^cmdstat_(evalsha|fcall):/ {n += $3} END {print n + 0}')
         shares="$shares${shares:+ }$n"
       done
       echo "$m,$rep,$(field "$line" requests),$(field "$line" rps),$(field "$line" p99_us),$(field "$line" non2xx),$shares,$(awk -v a="$cpu0" -v b="$cpu1" -v n="$(field "$line" requests)" 'BEGIN {if (n > 0) printf "%.1f", (b - a) * 1e6 / n}')" >>"$CLUSTER_CSV"
@@ -851,7 +851,7 @@ fi
       reads[k] += $16
     }
     END {
-      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | EVALSHA/req | req/EVALSHA | Redis cmds/req | redis-server CPU µs/req | Redis reads/req | vs before | RSS MB |"
+      print "| scenario | target | c | req/s | vs nginx | p50 µs | p50 vs nginx | p99 µs | p99 vs nginx | p99 Δ ms | CPU µs/req | CPU vs nginx | non-2xx | script calls/req | req/call | Redis cmds/req | redis-server CPU µs/req | Redis reads/req | vs before | RSS MB |"
       print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
         split(order[i], f, SUBSEP); t = f[1]; s = f[2]; c = f[3]
@@ -910,7 +910,7 @@ fi
     }' "$RAW"
   if [ "$(wc -l <"$CLUSTER_CSV")" -gt 1 ]; then
     echo
-    echo "Redis Cluster, $CLUSTER_CLIENTS distinct clients, c=$CLUSTER_CONNS, 1 policy keyed by the client (medians; share = each master's EVALSHA calls over all, summed over the reps):"
+    echo "Redis Cluster, $CLUSTER_CLIENTS distinct clients, c=$CLUSTER_CONNS, 1 policy keyed by the client (medians; share = each master's script calls (FCALL or EVALSHA) over all, summed over the reps):"
     echo
     echo "| masters | checks/s | vs 1 master | p99 µs | non-2xx | share per master | redis-server CPU µs/req (all masters) |"
     echo "|---|---|---|---|---|---|---|"
