@@ -13,7 +13,10 @@
 # reply; kernel networking is not counted): a figure the machine's other load does not move,
 # unlike usec_per_call. CALLS is then best kept small (2000).
 #
-# Environment: RS ["1 32"] requests per call, SCRIPTS ["one three"], CALLS [20000] requests per
+# Each cell runs the check as the gateway calls it on Redis 7 (FCALL of the function library)
+# and as a script (EVALSHA: Redis before 7, or an ACL without functions).
+#
+# Environment: CALLS_AS ["FCALL EVALSHA"], RS ["1 32"] requests per call, SCRIPTS ["one three"], CALLS [20000] requests per
 # cell (CALLS / R calls), CONNS [4] redis-benchmark connections, PORT [27400], OUT
 # [target/load/lua-cost-<timestamp>], CALLGRIND [0], CLIENT [random]: a fixed name sends every
 # request from that one client (as the load harness's wrk does), so a call's requests share
@@ -28,6 +31,7 @@ CALLS=${CALLS:-20000}
 CONNS=${CONNS:-4}
 PORT=${PORT:-27400}
 CLIENT=${CLIENT:-random}
+CALLS_AS=${CALLS_AS:-"FCALL EVALSHA"}
 ID=__rand_int__
 [ "$CLIENT" = random ] || ID=$CLIENT
 OUT=${OUT:-$ROOT/target/load/lua-cost-$(date +%Y%m%d-%H%M%S)}
@@ -58,11 +62,15 @@ instructions() {
   callgrind_control -z "$REDIS_PID" >/dev/null 2>&1
 }
 
-printf '%-6s %4s %14s %14s %16s\n' script R usec_per_call usec_per_req instructions/req
+printf '%-6s %-7s %4s %14s %14s %16s\n' script call R usec_per_call usec_per_req instructions/req
 for script in $SCRIPTS; do
   sha=$(cli -x SCRIPT LOAD <"$OUT/check-$script.lua")
+  cli -x FUNCTION LOAD REPLACE <"$OUT/check-$script.library.lua" >/dev/null
+  fn=$(cat "$OUT/check-$script.function")
   case $script in one) n=1 ;; three) n=3 ;; esac
   for r in $RS; do
+  for call in $CALLS_AS; do
+    case $call in EVALSHA) target=$sha ;; FCALL) target=$fn ;; *) echo "CALLS_AS: EVALSHA or FCALL" >&2; exit 2 ;; esac
     keys=() args=("" "$r")
     for _ in $(seq "$r"); do
       keys+=("b:{i:$ID}:b" "b:{i:$ID}:v:f")
@@ -71,7 +79,7 @@ for script in $SCRIPTS; do
     done
     # One call by hand first: every request must be allowed (outcome 0: its reply's first
     # 8 bytes are zero, the script packing each reply in one string of 8-byte integers).
-    first=$(cli --no-raw EVALSHA "$sha" "${#keys[@]}" "${keys[@]//__rand_int__/1}" "${args[@]}" |
+    first=$(cli --no-raw "$call" "$target" "${#keys[@]}" "${keys[@]//__rand_int__/1}" "${args[@]}" |
       head -1)
     case $first in
       *'1) "\x00\x00\x00\x00\x00\x00\x00\x00'*) ;; # the index is right-aligned
@@ -80,13 +88,14 @@ for script in $SCRIPTS; do
     cli CONFIG RESETSTAT >/dev/null
     [ "$CALLGRIND" = 1 ] && instructions >/dev/null
     redis-benchmark -p "$PORT" -c "$CONNS" -n $((CALLS / r)) -r 1000000 -q \
-      EVALSHA "$sha" "${#keys[@]}" "${keys[@]}" "${args[@]}" >"$OUT/bench-$script-$r.txt"
-    stats=$(cli INFO commandstats | tr -d '\r' | grep '^cmdstat_evalsha:')
+      "$call" "$target" "${#keys[@]}" "${keys[@]}" "${args[@]}" >"$OUT/bench-$script-$call-$r.txt"
+    stats=$(cli INFO commandstats | tr -d '\r' | grep "^cmdstat_${call,,}:")
     failed=$(sed -n 's/.*failed_calls=\([0-9]*\).*/\1/p' <<<"$stats")
     [ "${failed:-0}" = 0 ] || { echo "failed calls: $stats" >&2; exit 1; }
     per_call=$(sed -n 's/.*usec_per_call=\([0-9.]*\).*/\1/p' <<<"$stats")
     ir=n/a
     [ "$CALLGRIND" = 1 ] && ir=$(($(instructions) / (CALLS / r * r)))
-    printf '%-6s %4s %14s %14.2f %16s\n' "$script" "$r" "$per_call" "$(echo "$per_call / $r" | bc -l)" "$ir"
+    printf '%-6s %-7s %4s %14s %14.2f %16s\n' "$script" "$call" "$r" "$per_call" "$(echo "$per_call / $r" | bc -l)" "$ir"
+  done
   done
 done

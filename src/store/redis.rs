@@ -1256,8 +1256,15 @@ mod tests {
                 }
                 args::push_literal(&mut literals, &mut Vec::new(), &PolicyCheck::new(p, "k"));
             }
+            let script = Script::check(&literals);
             let path = std::path::Path::new(&dir).join(format!("check-{name}.lua"));
-            std::fs::write(path, Script::check(&literals).text).unwrap();
+            std::fs::write(path, &script.text).unwrap();
+            // The same as a function library (`FUNCTION LOAD`), its function's name beside it.
+            let function = script.function.unwrap();
+            let path = std::path::Path::new(&dir).join(format!("check-{name}.library.lua"));
+            std::fs::write(path, function.library).unwrap();
+            let path = std::path::Path::new(&dir).join(format!("check-{name}.function"));
+            std::fs::write(path, function.name).unwrap();
         }
     }
 
