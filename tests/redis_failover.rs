@@ -232,6 +232,44 @@ fn a_slot_moved_to_another_master_under_load_counts_exactly_on_the_new_owner() {
     assert_eq!(unexplained(&statuses), Vec::<u16>::new());
 }
 
+/// A master that never had the check function (a node added to grow the cluster, or one whose
+/// functions were flushed) gets a slot with a client's counters: the checks moved there are
+/// answered and counted exactly (the first as a script while the library is loaded), none
+/// refused, and the function is there for the next ones.
+#[test]
+fn checks_moved_to_a_master_without_the_function_are_answered_and_exact() {
+    need_redis!();
+    let cluster = RedisCluster::start();
+    let echo = Echo::start();
+    // deny: a check Redis does not answer is a 503, not hidden by the fallback.
+    let gw = Gateway::start(&config(&echo, &cluster.url(), "deny"));
+    let masters: Vec<&RedisServer> = cluster.nodes.iter().collect();
+    assert_eq!(raw_status(&raw_get(gw.addr, "/probe", "")), 200);
+    let from = probe_owner(&masters);
+    let to = masters[(from + 1) % masters.len()];
+    let key = keys_with_prefix([masters[from]], PREFIX)
+        .into_iter()
+        .find(|k| k.contains("probe"))
+        .unwrap();
+    let slot = slot_of(masters[from], &key);
+    assert_eq!(to.cli(&["FUNCTION", "FLUSH"]), "OK");
+    assert_eq!(to.cli(&["SCRIPT", "FLUSH"]), "OK");
+    move_slot(&masters, slot, masters[from], to, Duration::ZERO);
+
+    let calls_before = to.script_calls();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let resp = raw_get(gw.addr, "/probe", "");
+        assert_eq!(raw_status(&resp), 200, "{resp}\n{}", gw.logs());
+        seen.push(remaining(&resp).unwrap());
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1] + 1), "{seen:?}");
+    assert!(to.script_calls() - calls_before >= 5);
+    assert!(to.cli(&["FUNCTION", "LIST"]).contains("rategate_"));
+    // The last checks ran as the function.
+    assert!(to.fcall_calls() >= 1);
+}
+
 #[test]
 fn cluster_failovers_and_a_restart_under_load_resume_exact_counting_on_the_new_master() {
     need_redis!();

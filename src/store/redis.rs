@@ -578,9 +578,15 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// `FCALL` of a check script's function, loading it first where the node lacks it. `None`
-    /// when this Redis cannot run functions (before 7.0, or an ACL without `FCALL` or
-    /// `FUNCTION LOAD`): the caller sends the script instead, as every later call does.
+    /// `FCALL` of a check script's function. `None`: the caller sends the script instead, for
+    /// this call when the node lacked the function (loaded now for the next calls), and for
+    /// good when this Redis cannot run functions (before 7.0, or an ACL without `FCALL` or
+    /// `FUNCTION LOAD`).
+    ///
+    /// Why not call the function again after loading it: `FUNCTION LOAD` has no key, so it goes
+    /// to the node that owns the first key's slot in fred's map, while the `FCALL` may have been
+    /// answered by another (after a redirection fred's map does not show yet). The script
+    /// carries its text wherever it is redirected, so this call is answered either way.
     async fn call_function(
         &self,
         client: Conn<'_>,
@@ -604,18 +610,17 @@ impl RedisStore {
             Ok(Err(_)) => {}
         }
         tracing::info!(
-            "Redis lacks the check function (first use, restart or FUNCTION FLUSH); loading it"
+            "Redis lacks the check function (first use, a new node or FUNCTION FLUSH); loading it"
         );
         match tokio::time::timeout(timeout, client.function_load(&function.library, at)).await {
             Err(_) => return Some(Err(StoreError::Timeout(timeout))),
             Ok(Err(e)) if cannot_use_functions(&e) => return self.functions_unusable(&e),
-            // Another instance (or a call of ours) loaded it first.
-            Ok(Err(e)) if e.details().contains("already exists") => {}
-            Ok(Err(e)) => return Some(Err(map_error(&e, timeout))),
+            // Loaded, or another instance (or a call of ours) loaded it first.
             Ok(Ok(())) => {}
+            Ok(Err(e)) if e.details().contains("already exists") => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "loading the check function failed"),
         }
-        let (keys, args) = make();
-        Some(within(timeout, client.fcall(function.name.as_str(), keys, args)).await)
+        None
     }
 
     fn functions_unusable<T>(&self, e: &fred::error::Error) -> Option<T> {
