@@ -210,8 +210,11 @@ const COMPILED_MAX: usize = 256;
 /// varies per request (clock override, cost, lease, request id). A policy set is a route's
 /// policies (or a tier's parameters, or a cluster group of them), so the distinct sets are few
 /// and fixed by the configuration; a reload adds the new ones. Redis caches each script per node
-/// (loaded by EVAL on NOSCRIPT, as every script); the bound keeps that cache, and this map,
-/// finite. Found by the policies' fields (`args::Fields`), compared exactly, so a request writes
+/// (loaded by EVAL on NOSCRIPT, as every script) and keeps each as a function library
+/// ([`Function`]); the bound keeps this map, and what one process adds to Redis, finite. Redis
+/// keeps libraries across restarts, so over many reloads that change policy parameters (and
+/// releases that change the scripts) they add up until an operator runs `FUNCTION FLUSH`, which
+/// is always safe (operations.md, "The check as a Redis function"). Found by the policies' fields (`args::Fields`), compared exactly, so a request writes
 /// no literal.
 #[derive(Default)]
 struct Compiled {
@@ -604,6 +607,11 @@ impl RedisStore {
             Err(_) => return Some(Err(StoreError::Timeout(timeout))),
             Ok(Ok(frame)) => return Some(Ok(frame)),
             Ok(Err(e)) if cannot_use_functions(&e) => return self.functions_unusable(&e),
+            // Redis refuses a function that may write before running it (out of memory, too few
+            // replicas, a failed save), where the script is refused only at its first write: a
+            // blocked client, a revoked token or a request over its limit, which write nothing,
+            // are still answered by Redis.
+            Ok(Err(e)) if refuses_writes(&e) => return None,
             Ok(Err(e)) if !e.details().contains("Function not found") => {
                 return Some(Err(map_error(&e, timeout)))
             }
@@ -635,10 +643,20 @@ impl RedisStore {
     }
 }
 
-/// Redis answered that it has no functions (before 7.0) or that this user may not use them.
+/// Redis answered that it has no functions (before 7.0) or that this user may not use them
+/// (not a key outside the ACL's patterns: the script would be refused the same way).
 fn cannot_use_functions(e: &fred::error::Error) -> bool {
     let text = e.details();
-    text.contains("unknown command") || text.starts_with("NOPERM")
+    text.contains("unknown command")
+        || (text.starts_with("NOPERM") && (text.contains("'fcall'") || text.contains("'function")))
+}
+
+/// Redis refused a call that may write before running it.
+fn refuses_writes(e: &fred::error::Error) -> bool {
+    let text = e.details();
+    ["OOM", "NOREPLICAS", "MISCONF"]
+        .iter()
+        .any(|refusal| text.starts_with(refusal))
 }
 
 impl Inner {

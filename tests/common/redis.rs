@@ -204,14 +204,16 @@ impl RedisServer {
     /// checks, as Redis functions).
     pub fn script_calls(&self) -> u64 {
         let info = self.cli(&["INFO", "commandstats"]);
-        // A failed FCALL found no function (loaded, then called again).
+        // A failed FCALL found no function, and the call went as a script (in a test; a refused
+        // write would fail one too).
         command_calls(&info, "evalsha") + command_calls(&info, "fcall")
             - failed_calls(&info, "fcall")
     }
 
-    /// Check calls this server ran as Redis functions (FCALL).
+    /// Check calls this server ran as Redis functions (FCALL), failed ones not counted.
     pub fn fcall_calls(&self) -> u64 {
-        command_calls(&self.cli(&["INFO", "commandstats"]), "fcall")
+        let info = self.cli(&["INFO", "commandstats"]);
+        command_calls(&info, "fcall") - failed_calls(&info, "fcall")
     }
 
     pub fn dir(&self) -> &Path {
