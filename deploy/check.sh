@@ -851,6 +851,9 @@ else
     allowed "FUNCTION LOAD" FUNCTION LOAD REPLACE "#!lua name=rategate_acl_check
 redis.register_function('rategate_acl_check', function(keys) return redis.call('PTTL', keys[1]) end)"
     allowed "FCALL" FCALL rategate_acl_check 1 'rategate:check:{c}:s'
+    # Pruning its libraries when a node holds too many (never FUNCTION FLUSH).
+    allowed "FUNCTION LIST" FUNCTION LIST LIBRARYNAME 'rategate_*'
+    allowed "FUNCTION DELETE" FUNCTION DELETE rategate_acl_check
     # One script calling every command the gateway's Lua scripts use.
     read -r -d '' LUA <<'LUA' || true
 local k = KEYS[1]

@@ -1000,6 +1000,62 @@ fn a_redis_out_of_memory_still_rejects_requests_over_their_limit() {
     assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
 }
 
+/// Redis keeps function libraries for good, and every configuration version's policy sets add
+/// theirs: an instance that loads one on a node holding more than 1,024 check libraries deletes
+/// those it does not use down to 512, keeping its own; requests are served throughout.
+#[test]
+fn check_libraries_beyond_the_bound_are_pruned() {
+    need_redis!();
+    let redis = RedisServer::start();
+    // 1,100 libraries of earlier configurations, loaded through one redis-cli.
+    let loads: String = (0..1100)
+        .map(|i| {
+            format!(
+                "FUNCTION LOAD \"#!lua name=rategate_old{i}\\nredis.register_function('rategate_old{i}', function() return {i} end)\"\n"
+            )
+        })
+        .collect();
+    use std::io::Write as _;
+    let mut cli = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    cli.stdin
+        .take()
+        .unwrap()
+        .write_all(loads.as_bytes())
+        .unwrap();
+    assert!(cli.wait().unwrap().success());
+    let libraries = || {
+        redis
+            .cli(&["FUNCTION", "LIST", "LIBRARYNAME", "rategate_*"])
+            .lines()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "library_name" && w[1].starts_with("rategate_"))
+            .count()
+    };
+    assert_eq!(libraries(), 1100);
+    let echo = Echo::start();
+    let gw = Gateway::start(&gateway_config(
+        &echo,
+        &redis.url(),
+        "deny",
+        &one_policy("fixed_window", 1000, "1h"),
+    ));
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    poll("the libraries to be pruned", Duration::from_secs(20))
+        .showing(|| gw.logs())
+        .until(|| libraries() <= 512);
+    assert!(libraries() >= 400, "pruned far past the bound");
+    // The instance's own library stayed: its checks still run as the function.
+    let ran = redis.fcall_calls();
+    assert_eq!(raw_status(&raw_get(gw.addr, "/", "")), 200);
+    assert_eq!(redis.fcall_calls(), ran + 1);
+}
+
 /// The shipped ACL (deploy/redis/users.acl) allows everything the gateway does.
 #[test]
 fn gateway_works_under_the_shipped_redis_acl() {

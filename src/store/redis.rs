@@ -205,6 +205,11 @@ const CHECK_PACK_SLICE: usize = 1000;
 /// sends its policies as arguments to the generic script (same decisions, more bytes).
 const COMPILED_MAX: usize = 256;
 
+/// Check libraries a Redis node may hold before an instance that loads one prunes them: well
+/// above what a fleet uses at once (each instance at most `COMPILED_MAX` + 1, two configuration
+/// versions during a rollout), so a library in use is rarely pruned (and then loaded again).
+const LIBRARIES_MAX: usize = 1024;
+
 /// Check scripts compiled for one group's policies (`args::push_literal` writes them into the
 /// script): the policies' static parameters are in the script's text, so a check sends only what
 /// varies per request (clock override, cost, lease, request id). A policy set is a route's
@@ -213,8 +218,8 @@ const COMPILED_MAX: usize = 256;
 /// (loaded by EVAL on NOSCRIPT, as every script) and keeps each as a function library
 /// ([`Function`]); the bound keeps this map, and what one process adds to Redis, finite. Redis
 /// keeps libraries across restarts, so over many reloads that change policy parameters (and
-/// releases that change the scripts) they add up until an operator runs `FUNCTION FLUSH`, which
-/// is always safe (operations.md, "The check as a Redis function"). Found by the policies' fields (`args::Fields`), compared exactly, so a request writes
+/// releases that change the scripts) they would add up: past `LIBRARIES_MAX` on a node, the
+/// instance that loads one prunes them (`RedisStore::prune_libraries`). Found by the policies' fields (`args::Fields`), compared exactly, so a request writes
 /// no literal.
 #[derive(Default)]
 struct Compiled {
@@ -230,6 +235,17 @@ struct CompiledScript {
 }
 
 impl Compiled {
+    /// The function names of the scripts compiled so far.
+    fn function_names(&self) -> std::collections::HashSet<String> {
+        let Ok(table) = self.scripts.read() else {
+            return std::collections::HashSet::new();
+        };
+        table
+            .iter()
+            .filter_map(|e| e.script.function.as_ref().map(|f| f.name.clone()))
+            .collect()
+    }
+
     /// The script compiled for `checks` (a group's, in order), compiling it on first use; None
     /// when the bound is reached (or the map is poisoned: the generic script is always right).
     fn get(&self, checks: &[&PolicyCheck<'_>]) -> Option<Arc<Script>> {
@@ -623,12 +639,48 @@ impl RedisStore {
         match tokio::time::timeout(timeout, client.function_load(&function.library, at)).await {
             Err(_) => return Some(Err(StoreError::Timeout(timeout))),
             Ok(Err(e)) if cannot_use_functions(&e) => return self.functions_unusable(&e),
-            // Loaded, or another instance (or a call of ours) loaded it first.
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.prune_libraries(at),
+            // Another instance (or a call of ours) loaded it first.
             Ok(Err(e)) if e.details().contains("already exists") => {}
             Ok(Err(e)) => tracing::debug!(error = %e, "loading the check function failed"),
         }
         None
+    }
+
+    /// After this instance loaded a library on the node owning `at`: when the node holds more
+    /// than `LIBRARIES_MAX` check libraries (each configuration version's policy sets add theirs,
+    /// and Redis keeps them for good), delete the ones this instance does not use down to half
+    /// the bound. Off the request path, and rare (a load is). Safe even for a library another
+    /// instance uses: a missing one is loaded again on its next check.
+    fn prune_libraries(&self, at: Option<u16>) {
+        let client = self.inner.pool.next_connected().clone();
+        let mut ours = self.inner.compiled.function_names();
+        if let Some(function) = &self.inner.check.function {
+            ours.insert(function.name.clone());
+        }
+        let timeout = self.inner.timeout.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let conn = Conn::new(&client);
+            let pruned = async {
+                let names = conn.function_list("rategate_", at).await?;
+                if names.len() <= LIBRARIES_MAX {
+                    return Ok::<usize, fred::error::Error>(0);
+                }
+                let extra = names.len() - LIBRARIES_MAX / 2;
+                let mut deleted = 0;
+                for name in names.iter().filter(|n| !ours.contains(*n)).take(extra) {
+                    conn.function_delete(name, at).await?;
+                    deleted += 1;
+                }
+                Ok(deleted)
+            };
+            match tokio::time::timeout(timeout * 8, pruned).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(deleted)) => tracing::info!(deleted, "pruned Redis check libraries"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "pruning Redis check libraries failed"),
+                Err(_) => tracing::debug!("pruning Redis check libraries timed out"),
+            }
+        });
     }
 
     fn functions_unusable<T>(&self, e: &fred::error::Error) -> Option<T> {

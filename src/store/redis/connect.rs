@@ -307,15 +307,78 @@ impl<'a> Conn<'a> {
         library: &str,
         slot: Option<u16>,
     ) -> Result<(), fred::error::Error> {
+        self.function(vec![Value::from("LOAD"), Value::from(library)], slot)
+            .await
+            .map(drop)
+    }
+
+    /// The names of the function libraries starting with `prefix` on the node owning `slot`.
+    pub(super) async fn function_list(
+        &self,
+        prefix: &str,
+        slot: Option<u16>,
+    ) -> Result<Vec<String>, fred::error::Error> {
+        let args = vec![
+            Value::from("LIST"),
+            Value::from("LIBRARYNAME"),
+            Value::from(format!("{prefix}*")),
+        ];
+        let frame = self.function(args, slot).await?;
+        let Value::Array(libraries) = Value::try_from(frame)? else {
+            return Ok(Vec::new());
+        };
+        // Each library is a map (RESP3) or a list of name and value pairs (RESP2).
+        let name = |library: Value| -> Option<String> {
+            let pairs: Vec<(Value, Value)> = match library {
+                Value::Map(map) => map
+                    .inner()
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v))
+                    .collect(),
+                Value::Array(items) => {
+                    let mut items = items.into_iter();
+                    std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+                }
+                _ => return None,
+            };
+            pairs
+                .into_iter()
+                .find(|(k, _)| k.as_str().as_deref() == Some("library_name"))
+                .and_then(|(_, v)| v.as_string())
+                .filter(|n| n.starts_with(prefix))
+        };
+        Ok(libraries.into_iter().filter_map(name).collect())
+    }
+
+    /// `FUNCTION DELETE name` on the node owning `slot`; one already gone is not an error.
+    pub(super) async fn function_delete(
+        &self,
+        name: &str,
+        slot: Option<u16>,
+    ) -> Result<(), fred::error::Error> {
+        match self
+            .function(vec![Value::from("DELETE"), Value::from(name)], slot)
+            .await
+        {
+            Err(e) if e.details().contains("not found") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// A `FUNCTION` subcommand on the node owning `slot` (any node without one).
+    async fn function(
+        &self,
+        args: Vec<Value>,
+        slot: Option<u16>,
+    ) -> Result<Resp3Frame, fred::error::Error> {
         let slot = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
-        let args = vec![Value::from("LOAD"), Value::from(library)];
         let frame = Box::pin(
             self.client
                 .with_options(&fail_fast())
                 .custom_raw(CustomCommand::new_static("FUNCTION", slot, false), args),
         )
         .await?;
-        error_of(frame).map(drop)
+        error_of(frame)
     }
 
     /// `EVAL text keys args`: the reply's frame (see `script`).
