@@ -250,7 +250,10 @@ mod tests {
     }
 
     fn pool_of(ceiling: &UpstreamCeiling, places: Vec<(Place, Duration)>) -> Arc<IdlePool> {
-        let pool = Arc::new(IdlePool(Mutex::new(places)));
+        registered(ceiling, Arc::new(IdlePool(Mutex::new(places))))
+    }
+
+    fn registered<P: Reclaim + 'static>(ceiling: &UpstreamCeiling, pool: Arc<P>) -> Arc<P> {
         let weak: Weak<dyn Reclaim> = Arc::downgrade(&(pool.clone() as Arc<dyn Reclaim>));
         ceiling.register(weak);
         pool
@@ -288,13 +291,14 @@ mod tests {
             ceiling.place(wait()).await.unwrap(),
             ceiling.place(wait()).await.unwrap(),
         ];
-        let pool = Arc::new(RacedPool {
-            ceiling: ceiling.clone(),
-            idle: Mutex::new(idle),
-            taken: Mutex::new(None),
-        });
-        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(pool.clone() as Arc<dyn Reclaim>));
-        ceiling.register(weak);
+        let pool = registered(
+            &ceiling,
+            Arc::new(RacedPool {
+                ceiling: ceiling.clone(),
+                idle: Mutex::new(idle),
+                taken: Mutex::new(None),
+            }),
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         let place = tokio::time::timeout(Duration::from_secs(2), ceiling.place(deadline)).await;
         assert!(matches!(place, Ok(Ok(_))));

@@ -219,8 +219,8 @@ const LIBRARIES_MAX: usize = 1024;
 /// ([`Function`]); the bound keeps this map, and what one process adds to Redis, finite. Redis
 /// keeps libraries across restarts, so over many reloads that change policy parameters (and
 /// releases that change the scripts) they would add up: past `LIBRARIES_MAX` on a node, the
-/// instance that loads one prunes them (`RedisStore::prune_libraries`). Found by the policies' fields (`args::Fields`), compared exactly, so a request writes
-/// no literal.
+/// instance that loads one prunes them (`RedisStore::prune_libraries`). Found by the policies'
+/// fields (`args::Fields`), compared exactly, so a request writes no literal.
 #[derive(Default)]
 struct Compiled {
     scripts: std::sync::RwLock<HashTable<CompiledScript>>,
@@ -614,10 +614,6 @@ impl RedisStore {
     ) -> Option<Result<Resp3Frame, StoreError>> {
         let timeout = self.inner.timeout;
         let (keys, args) = make();
-        // FUNCTION LOAD has no key: it goes to the node owning the call's first key.
-        let at = keys
-            .first()
-            .map(|k| fred::util::redis_keyslot(k.as_bytes()));
         match tokio::time::timeout(timeout, client.fcall(function.name.as_str(), keys, args)).await
         {
             Err(_) => return Some(Err(StoreError::Timeout(timeout))),
@@ -636,6 +632,12 @@ impl RedisStore {
         tracing::info!(
             "Redis lacks the check function (first use, a new node or FUNCTION FLUSH); loading it"
         );
+        // FUNCTION LOAD has no key: it goes to the node owning the call's first key (worked out
+        // here, off the common path, from the keys built again).
+        let at = make()
+            .0
+            .first()
+            .map(|k| fred::util::redis_keyslot(k.as_bytes()));
         match tokio::time::timeout(timeout, client.function_load(&function.library, at)).await {
             Err(_) => return Some(Err(StoreError::Timeout(timeout))),
             Ok(Err(e)) if cannot_use_functions(&e) => return self.functions_unusable(&e),
